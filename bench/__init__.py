@@ -1,0 +1,1 @@
+"""deit-bench: measure DeiT models (size, speed; accuracy next) and write one result record per run."""

@@ -1,0 +1,126 @@
+"""One typed result record per run: JSON, schema-versioned, written atomically, never overwritten."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Record:
+    """What one `bench run` (or, later, one training run) measured, with how and where."""
+
+    variant: str
+    model: str
+    settings: dict[str, Any]
+    metrics: dict[str, Any]
+    env: dict[str, Any]
+    kind: str = "bench"
+    schema_version: int = SCHEMA_VERSION
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Record:
+        data = json.loads(text)
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"record schema {data.get('schema_version')!r}, this version reads {SCHEMA_VERSION}")
+        return cls(**data)
+
+
+def write_record(record: Record, results_dir: Path) -> Path:
+    """Write `record` to a new file under `results_dir` atomically and return its path.
+
+    The JSON goes to a temporary file in the same folder, is flushed to disk, then hard-linked to its
+    final name (which fails rather than overwrite) and the temporary name removed: an interrupted run
+    leaves no partial record and an existing record is never replaced.
+    """
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = record.env["created"].replace(":", "").replace("-", "")[:15]
+    name = f"{stamp}-{record.variant}-{record.settings['device'].split(':')[0]}-{uuid.uuid4().hex[:8]}.json"
+    final = results_dir / name
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=results_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(record.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, final)
+    finally:
+        os.unlink(tmp)
+    return final
+
+
+def load_records(path: Path) -> list[Record]:
+    """Every record in a folder (recursively, sorted by file name) or the one record in a file."""
+    files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+    return [Record.from_json(f.read_text()) for f in files if not f.name.startswith(".tmp-")]
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def collect_env(device_name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Provenance of a run: code version, library versions, hardware, time, command line."""
+    import torch
+
+    sha = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_sha": sha,
+        "git_dirty": bool(status) if status is not None else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "timm": _version("timm"),
+        "fvcore": _version("fvcore"),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "device_name": device_name,
+        "cpu": cpu_model(),
+        "num_threads": torch.get_num_threads(),
+        "os": platform.platform(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        **(extra or {}),
+    }

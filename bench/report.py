@@ -1,0 +1,71 @@
+"""Human-readable views: the registry table and a run's summary, ours beside the paper's numbers."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.record import Record
+from bench.registry import VARIANTS, Variant
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def registry_table(role: str | None = None) -> str:
+    """`bench ls`: every registered entry with its timm name and the paper's reference numbers."""
+    rows = []
+    for v in VARIANTS.values():
+        if role and v.role != role:
+            continue
+        p = v.paper
+        rows.append({
+            "name": v.name, "timm model": v.model, "role": v.role, "img": v.img_size,
+            "distilled": "yes" if v.distilled else "", "classes": v.num_classes,
+            "paper": p.label if p else "", "table": p.table if p else "",
+            "params": _num(p.params, ",") if p and p.params else (f"{p.params_m:g}M" if p and p.params_m else ""),
+            "GMACs": _num(p and p.gmacs, ".3f"), "V100 im/s": _num(p and p.img_per_s, ".1f"),
+            "top-1": _num(p and p.top1, ".1f"), "ReaL": _num(p and p.real, ".1f"), "V2": _num(p and p.v2, ".1f"),
+        })
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def summary(record: Record, variant: Variant) -> str:
+    """A few lines a person reads after `bench run`: what was measured, how, and the paper's value."""
+    s, m, p = record.settings, record.metrics, variant.paper
+    table = p.table if p else "no paper row"
+    head = (f"{variant.name} ({record.model}) at {s['img_size']} px on {record.env['device_name']}"
+            f" [{s['device']}, {record.env['num_threads']} threads]\n"
+            f"protocol {s['protocol']}: {s['precision']}, batch {s['batch_size']} ({s['batch_policy']}), "
+            f"{s['warmup']} warm-up + {s['iters']} timed, {s['stat']}"
+            f"{', torch.compile' if s['compile'] else ''}")
+    rows = []
+    if "params" in m:
+        paper_params = (p.params or (p.params_m and p.params_m * 1e6)) if p else None
+        rows.append(("params", f"{m['params']:,}",
+                     "" if not paper_params else f"{paper_params:,.0f}" + ("" if p.params else " (rounded)"),
+                     "" if not paper_params else f"{m['params'] - paper_params:+,.0f}"))
+        rows.append(("GMACs (batch 1)", f"{m['gmacs']:.3f}", _num(p and p.gmacs, ".3f"),
+                     "" if not (p and p.gmacs) else f"{100 * (m['gmacs'] / p.gmacs - 1):+.2f} %"))
+    if "infer_img_per_s" in m:
+        paper_speed = p.img_per_s if p else None
+        rows.append((f"throughput, im/s ({s['stat']})", f"{m['infer_img_per_s']:,.1f}",
+                     "" if paper_speed is None else f"{paper_speed:,.1f} (V100, fp32, max batch)",
+                     "" if paper_speed is None else f"x{m['infer_img_per_s'] / paper_speed:.3f} (other hardware)"))
+        rows.append(("batch time, ms", f"{m['batch_ms_median']:,.1f} median",
+                     f"IQR {m['batch_ms_iqr']:,.1f}, min {m['batch_ms_min']:,.1f}, max {m['batch_ms_max']:,.1f}", ""))
+        rows.append(("latency p50/p90/p99, ms",
+                     f"{m['latency_ms_p50']:,.1f} / {m['latency_ms_p90']:,.1f} / {m['latency_ms_p99']:,.1f}",
+                     f"(per batch of {m['infer_batch_size']})", ""))
+        if m.get("peak_mem_mib") is not None:
+            rows.append(("peak memory, MiB", f"{m['peak_mem_mib']:,.0f}", m["peak_mem_kind"], ""))
+        if "mfu" in m:
+            mfu = "unknown card" if m["mfu"] is None else f"{100 * m['mfu']:.1f} %"
+            rows.append(("MFU", mfu, f"peak {m['peak_tflops_datasheet']} TFLOP/s (datasheet)", ""))
+        if m.get("energy_j_per_img") is not None:
+            rows.append(("energy, J/img", f"{m['energy_j_per_img']:.4f}",
+                         f"mean {m['gpu_power_w_mean']:.0f} W, SM {m['gpu_sm_clock_mhz']} MHz, "
+                         f"{m['gpu_temperature_c']} °C", ", ".join(m["gpu_throttle_reasons"]) or "no throttling"))
+    columns = ["metric", "ours", f"paper ({table})", "delta"]
+    body = pd.DataFrame(rows, columns=columns).to_markdown(index=False, disable_numparse=True)
+    return f"{head}\n\n{body}"

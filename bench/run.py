@@ -1,0 +1,242 @@
+"""`bench run`: measure one registered model (size, speed) and return its result record."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bench import gpu, size, speed
+from bench.record import Record, collect_env, cpu_model
+from bench.registry import Variant
+
+METRICS = ("size", "speed")  # "accuracy" comes with the evaluation issue (#3)
+
+
+class BatchDoesNotFit(ValueError):
+    """The batch the user asked for is too large for the GPU's memory."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A timing protocol: defaults per device type, and which statistic makes the throughput."""
+
+    name: str
+    stat: str  # "median" or "mean" of the per-batch times
+    batch_size: dict[str, int | str | None]  # per device type; None: the user must give one
+    warmup: dict[str, int]
+    iters: dict[str, int]
+    fixed_precision: str | None = None  # the protocol allows no other
+    doc: str = ""
+
+
+PROTOCOLS = {
+    # timm's benchmark.py: batch 256, 10 warm-up + 40 timed steps on GPU. On CPU, smaller defaults keep
+    # `bench run --variant deit_b` within a minute on 2 cores. Median, so one slow step does not count.
+    "timm": Protocol("timm", "median", {"cuda": 256, "cpu": 16}, {"cuda": 10, "cpu": 2}, {"cuda": 40, "cpu": 8},
+                     doc="fixed batch, median of per-batch times"),
+    # Paper Table 1/5 caption + official repo issue #38: fp32, largest batch that fits, mean of 30 runs.
+    # "Largest batch that fits" is a GPU-memory notion: on CPU the batch must be given.
+    "paper": Protocol("paper", "mean", {"cuda": "max", "cpu": None}, {"cuda": 10, "cpu": 2}, {"cuda": 30, "cpu": 30},
+                      fixed_precision="fp32", doc="fp32, largest batch that fits, mean of 30 runs"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Fully resolved settings of one run: every default already applied, stored in the record."""
+
+    device: str
+    precision: str
+    batch_size: int | str  # an int, or "max" before the search
+    img_size: int
+    protocol: str
+    stat: str
+    compile: bool
+    warmup: int
+    iters: int
+    metrics: tuple[str, ...]
+    max_batch_cap: int = 4096
+
+
+def resolve_settings(variant: Variant, *, device: str = "auto", precision: str | None = None,
+                     batch_size: str | int | None = None, img_size: int | None = None, protocol: str = "timm",
+                     compile: bool = False, warmup: int | None = None, iters: int | None = None,
+                     metrics: str = "size,speed", max_batch_cap: int = 4096) -> Settings:
+    """Apply protocol and device defaults and check every value.
+
+    Raises:
+        ValueError: naming the bad value and what would be accepted.
+    """
+    device = _resolve_device(device)
+    dev_type = device.split(":")[0]
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; accepted: {', '.join(PROTOCOLS)}")
+    proto = PROTOCOLS[protocol]
+    if proto.fixed_precision and precision not in (None, proto.fixed_precision):
+        raise ValueError(f"--protocol {protocol} fixes precision {proto.fixed_precision}; "
+                         f"use --protocol timm to choose {precision}")
+    if proto.name == "paper" and iters not in (None, proto.iters[dev_type]):
+        raise ValueError(f"--protocol paper fixes {proto.iters[dev_type]} timed runs; use --protocol timm for --iters")
+    precision = speed.check_precision(precision or proto.fixed_precision or "fp32", dev_type).name
+    chosen = _parse_batch(batch_size) if batch_size is not None else proto.batch_size[dev_type]
+    if chosen is None:
+        raise ValueError(f"--protocol {protocol} on {dev_type} needs an explicit --batch-size N "
+                         "(the largest batch that fits is searched only in GPU memory)")
+    if chosen == "max" and dev_type != "cuda":
+        raise ValueError("--batch-size max searches GPU memory and needs --device cuda; give a number on cpu")
+    wanted = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    unknown = [m for m in wanted if m not in METRICS]
+    if unknown or not wanted:
+        hint = " (accuracy arrives with the evaluation work, issue #3)" if "accuracy" in unknown else ""
+        raise ValueError(f"unknown metrics {','.join(unknown) or metrics!r}; accepted: {','.join(METRICS)}{hint}")
+    for label, value, low in (("--img-size", img_size, 1), ("--warmup", warmup, 0), ("--iters", iters, 1),
+                              ("--max-batch-cap", max_batch_cap, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"{label} must be >= {low}, got {value}")
+    if img_size is not None and variant.role != "teacher":
+        patch = variant.model_kwargs.get("patch_size", 16)
+        if img_size % patch:
+            raise ValueError(f"--img-size {img_size} is not a multiple of {variant.name}'s patch size {patch}")
+    return Settings(
+        device=device, precision=precision, batch_size=chosen, img_size=img_size or variant.img_size,
+        protocol=protocol, stat=proto.stat, compile=compile,
+        warmup=proto.warmup[dev_type] if warmup is None else warmup,
+        iters=proto.iters[dev_type] if iters is None else iters,
+        metrics=wanted, max_batch_cap=max_batch_cap)
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is visible to torch; use --device cpu or auto")
+        index = torch.device(device).index or 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
+        return device
+    raise ValueError(f"unknown device {device!r}; accepted: auto, cpu, cuda, cuda:N")
+
+
+def _parse_batch(value: str | int) -> int | str:
+    if value == "max":
+        return "max"
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ValueError(f"--batch-size must be a positive integer or 'max', got {value!r}")
+    return number
+
+
+def measure(variant: Variant, settings: Settings, log=lambda msg: print(msg, file=sys.stderr)) -> Record:
+    """Build the model, measure what `settings.metrics` asks for, and return the record (not yet written)."""
+    log(f"building {variant.name} ({variant.model}) at {settings.img_size} px")
+    model = variant.build(**_img_size_override(variant, settings.img_size)).eval()
+    metrics: dict[str, Any] = {}
+    if "size" in settings.metrics:
+        log("counting parameters and GMACs (fvcore, attention included)")
+        metrics["params"] = size.count_params(model)
+        metrics["gmacs"] = size.count_gmacs(model, settings.img_size)
+    env_extra: dict[str, Any] = {}
+    device_name = cpu_model()
+    if settings.device.startswith("cuda"):
+        device_name = torch.cuda.get_device_name(settings.device)
+        env_extra = _try(gpu.device_info, settings.device)
+    if "speed" in settings.metrics:
+        timing, readings = _time(model, variant, settings, log)
+        metrics.update(speed_metrics(timing, settings, metrics.get("gmacs"), device_name, readings))
+    return Record(variant=variant.name, model=variant.model, settings=_settings_dict(variant, settings, metrics),
+                  metrics=metrics, env=collect_env(device_name, env_extra))
+
+
+def _img_size_override(variant: Variant, img_size: int) -> dict[str, int]:
+    # ViTs size their position embedding at build time; convnets take any input size as it is.
+    return {"img_size": img_size} if variant.role != "teacher" else {}
+
+
+def _time(model, variant: Variant, settings: Settings, log):
+    prec = speed.PRECISIONS[settings.precision]
+    model = model.to(device=settings.device, dtype=prec.dtype)
+    batch = settings.batch_size
+    if batch == "max":
+        log(f"searching the largest batch that fits (cap {settings.max_batch_cap})")
+        fits = speed.cuda_batch_fits(model, img_size=settings.img_size, device=settings.device, precision=prec)
+        batch = speed.find_max_batch(fits, cap=settings.max_batch_cap)
+        log(f"largest batch that fits: {batch}")
+    runner = torch.compile(model) if settings.compile else model
+    for attempt in range(5):  # back off on OOM (compile workspaces, fragmentation) when searching "max"
+        monitor = gpu.GpuMonitor.for_device(settings.device)
+        log(f"timing {settings.warmup} warm-up + {settings.iters} timed forwards of batch {batch} "
+            f"on {settings.device}, {settings.precision}{', compiled' if settings.compile else ''}")
+        try:
+            timing = speed.time_forward(runner, batch_size=batch, img_size=settings.img_size,
+                                        device=settings.device, precision=prec, warmup=settings.warmup,
+                                        iters=settings.iters, monitor=monitor)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if settings.batch_size != "max" or attempt == 4:
+                raise BatchDoesNotFit(f"batch size {batch} does not fit in GPU memory for {variant.name} at "
+                                 f"{settings.precision}; use a smaller --batch-size or max") from None
+            batch = max(1, int(batch * 0.9))
+            log(f"out of memory; backing off to batch {batch}")
+            continue
+        return timing, (monitor.readings if monitor else {})
+    raise AssertionError("unreachable")
+
+
+def speed_metrics(timing: speed.Timing, settings: Settings, gmacs: float | None, device_name: str,
+                  readings: dict[str, Any]) -> dict[str, Any]:
+    """Record keys for one timing run (names carry their units)."""
+    img_per_s = timing.img_per_s(settings.stat)
+    out: dict[str, Any] = {
+        "infer_img_per_s": img_per_s,
+        "infer_img_per_s_median": timing.img_per_s("median"),
+        "infer_img_per_s_mean": timing.img_per_s("mean"),
+        "infer_batch_size": timing.batch_size,
+        "batch_ms_median": timing.median_s * 1e3,
+        "batch_ms_mean": timing.mean_s * 1e3,
+        "batch_ms_min": min(timing.samples_s) * 1e3,
+        "batch_ms_max": max(timing.samples_s) * 1e3,
+        "batch_ms_iqr": (timing.quantile_s(0.75) - timing.quantile_s(0.25)) * 1e3,
+        "latency_ms_p50": timing.quantile_s(0.50) * 1e3,
+        "latency_ms_p90": timing.quantile_s(0.90) * 1e3,
+        "latency_ms_p99": timing.quantile_s(0.99) * 1e3,
+        "batch_ms_samples": [round(s * 1e3, 4) for s in timing.samples_s],
+        "peak_mem_mib": timing.peak_mem_mib,
+        "peak_mem_kind": timing.peak_mem_kind,
+        "timer": timing.timer,
+    }
+    if settings.device.startswith("cuda"):
+        peak = gpu.peak_tflops(device_name, speed.PRECISIONS[settings.precision].peak)
+        out["peak_tflops_datasheet"] = peak
+        out["mfu"] = gpu.mfu(gmacs, img_per_s, peak) if gmacs is not None else None
+        energy = readings.get("energy_j")
+        images = timing.batch_size * len(timing.samples_s)
+        out.update({f"gpu_{k}": v for k, v in readings.items()})
+        out["energy_j_per_img"] = energy / images if energy is not None else None
+    return out
+
+
+def _settings_dict(variant: Variant, settings: Settings, metrics: dict[str, Any]) -> dict[str, Any]:
+    out = dataclasses.asdict(settings)
+    out["metrics"] = list(settings.metrics)
+    out["batch_policy"] = "max" if settings.batch_size == "max" else "fixed"
+    out["batch_size"] = metrics.get("infer_batch_size", settings.batch_size)  # the size actually timed
+    out["num_classes"] = variant.num_classes
+    out["distilled"] = variant.distilled
+    return out
+
+
+def _try(fn, *args) -> dict[str, Any]:
+    try:
+        return fn(*args)
+    except Exception as exc:  # telemetry is optional: record why it is missing instead of failing the run
+        return {"gpu_info_error": f"{type(exc).__name__}: {exc}"}

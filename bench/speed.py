@@ -1,0 +1,207 @@
+"""Inference timing: one function with a fixed discipline, used for CPU and CUDA alike.
+
+Discipline (timm's benchmark.py, plus per-iteration samples so spread can be reported):
+synthetic input made once on the device, `torch.inference_mode`, `warmup` untimed forwards, then `iters`
+timed forwards, each timed on the device (CUDA events) or with `perf_counter` on CPU, where ops are
+synchronous. Peak memory is read for the whole run (warm-up included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a precision name maps onto weights, autocast and TF32."""
+
+    name: str
+    dtype: torch.dtype  # weights and input
+    autocast: torch.dtype | None  # autocast dtype, weights stay float32
+    tf32: bool  # TF32 tensor cores for float32 matmuls/convolutions (CUDA only)
+    peak: str  # which column of the GPU peak table bounds it (for MFU)
+
+
+PRECISIONS: dict[str, Precision] = {
+    p.name: p
+    for p in [
+        Precision("fp32", torch.float32, None, False, "fp32"),
+        Precision("tf32", torch.float32, None, True, "tf32"),
+        Precision("bf16", torch.bfloat16, None, False, "bf16"),
+        Precision("fp16", torch.float16, None, False, "fp16"),
+        Precision("amp_bf16", torch.float32, torch.bfloat16, False, "bf16"),
+        Precision("amp_fp16", torch.float32, torch.float16, False, "fp16"),
+    ]
+}
+
+
+def check_precision(name: str, device: str) -> Precision:
+    """The precision called `name`, or ValueError if it is unknown or unusable on `device`."""
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; accepted: {', '.join(PRECISIONS)}")
+    if device == "cpu" and name in ("fp16", "amp_fp16", "tf32"):
+        raise ValueError(f"precision {name!r} needs a CUDA GPU; on cpu use fp32, bf16 or amp_bf16")
+    return PRECISIONS[name]
+
+
+@contextlib.contextmanager
+def precision_mode(precision: Precision, device: str) -> Iterator[None]:
+    """Set TF32 on or off for the block (strict fp32 really is fp32) and autocast when asked for."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision.tf32
+    autocast = (torch.autocast(device_type=device, dtype=precision.autocast)
+                if precision.autocast is not None else contextlib.nullcontext())
+    try:
+        with autocast:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-iteration wall times of `iters` forwards of one batch, and what the run used."""
+
+    batch_size: int
+    samples_s: tuple[float, ...]
+    timer: str  # "cuda_event" or "perf_counter"
+    peak_mem_mib: float | None
+    peak_mem_kind: str | None  # "cuda_max_allocated" or "process_peak_rss"
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.samples_s)
+
+    @property
+    def mean_s(self) -> float:
+        return statistics.fmean(self.samples_s)
+
+    def quantile_s(self, q: float) -> float:
+        """Linear-interpolated quantile of the per-batch times (q in [0, 1])."""
+        ordered = sorted(self.samples_s)
+        pos = q * (len(ordered) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(ordered) - 1)
+        return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+    def img_per_s(self, stat: str) -> float:
+        """Throughput from the median or the mean batch time."""
+        return self.batch_size / (self.median_s if stat == "median" else self.mean_s)
+
+
+def time_forward(model: nn.Module, *, batch_size: int, img_size: int, device: str,
+                 precision: Precision, warmup: int, iters: int,
+                 monitor: contextlib.AbstractContextManager | None = None) -> Timing:
+    """Time `iters` forward passes of a synthetic batch after `warmup` untimed ones.
+
+    Args:
+        model: already on `device`, in eval mode, with weights in `precision.dtype`.
+        monitor: entered around the timed iterations only (e.g. GPU energy counters).
+    """
+    if iters < 1 or warmup < 0 or batch_size < 1:
+        raise ValueError(f"need iters >= 1, warmup >= 0, batch_size >= 1 (got {iters}, {warmup}, {batch_size})")
+    cuda = device.startswith("cuda")
+    example = torch.randn(batch_size, 3, img_size, img_size, device=device, dtype=precision.dtype)
+    _reset_peak_memory(cuda)
+    with torch.inference_mode(), precision_mode(precision, device.split(":")[0]):
+        for _ in range(warmup):
+            model(example)
+        if cuda:
+            torch.cuda.synchronize()
+        with monitor or contextlib.nullcontext():
+            samples = _timed_cuda(model, example, iters) if cuda else _timed_cpu(model, example, iters)
+    peak, kind = _peak_memory(cuda)
+    return Timing(batch_size, tuple(samples), "cuda_event" if cuda else "perf_counter", peak, kind)
+
+
+def _timed_cuda(model: nn.Module, example: torch.Tensor, iters: int) -> list[float]:
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
+    for start, end in events:
+        start.record()
+        model(example)
+        end.record()
+    torch.cuda.synchronize()
+    return [start.elapsed_time(end) / 1e3 for start, end in events]
+
+
+def _timed_cpu(model: nn.Module, example: torch.Tensor, iters: int) -> list[float]:
+    samples = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        model(example)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def _reset_peak_memory(cuda: bool) -> None:
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    else:  # Linux: writing 5 resets the process's peak resident set size (VmHWM); see proc(5)
+        with contextlib.suppress(OSError):
+            _CLEAR_REFS.write_text("5")
+
+
+def _peak_memory(cuda: bool) -> tuple[float | None, str | None]:
+    if cuda:
+        return torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
+    with contextlib.suppress(OSError, ValueError):
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024, "process_peak_rss"
+    return None, None
+
+
+def find_max_batch(fits: Callable[[int], bool], *, cap: int) -> int:
+    """Largest batch size b <= cap for which fits(b) holds: doubling from 1, then bisection.
+
+    Assumes monotonicity (a batch that fits means every smaller one fits).
+
+    Raises:
+        RuntimeError: if not even batch 1 fits.
+    """
+    if not fits(1):
+        raise RuntimeError("not even batch size 1 fits in memory")
+    good, bad = 1, None
+    while bad is None:
+        trial = min(good * 2, cap)
+        if trial == good:
+            return good
+        if fits(trial):
+            good = trial
+        else:
+            bad = trial
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if fits(mid) else (good, mid)
+    return good
+
+
+def cuda_batch_fits(model: nn.Module, *, img_size: int, device: str, precision: Precision) -> Callable[[int], bool]:
+    """A `fits(b)` probe for find_max_batch: one forward at batch b, False on CUDA out-of-memory."""
+
+    def fits(batch_size: int) -> bool:
+        try:
+            example = torch.randn(batch_size, 3, img_size, img_size, device=device, dtype=precision.dtype)
+            with torch.inference_mode(), precision_mode(precision, "cuda"):
+                model(example)
+            torch.cuda.synchronize()
+            return True
+        except torch.cuda.OutOfMemoryError:
+            return False
+        finally:
+            example = None  # drop the batch before emptying the cache
+            torch.cuda.empty_cache()
+
+    return fits
