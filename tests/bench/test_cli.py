@@ -1,0 +1,96 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import cli
+from bench.registry import VARIANTS
+
+BENCH = Path(sys.executable).with_name("bench")
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_prints_exactly_the_record_it_writes(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "run", "--variant", "debug", "--device", "cpu", "--iters", "2",
+                             "--warmup", "1", "--results-dir", str(tmp_path), "--json")
+    assert code == 0
+    [path] = list(tmp_path.iterdir())
+    assert out == path.read_text()
+    assert json.loads(out)["metrics"]["params"] > 0
+
+
+def test_the_summary_shows_ours_beside_the_paper(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "run", "--variant", "deit_ti", "--device", "cpu", "--metrics", "size",
+                           "--results-dir", str(tmp_path))
+    assert code == 0
+    assert "5,717,416" in out and "1.258" in out and "Table 5" in out
+    assert "infer_img_per_s" not in json.loads(next(tmp_path.iterdir()).read_text())["metrics"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--variant", "deit_bb"], "Did you mean 'deit_b'"),
+    (["--variant", "debug", "--precision", "fp16", "--device", "cpu"], "needs a CUDA GPU"),
+    (["--variant", "debug", "--batch-size", "0"], "positive integer or 'max'"),
+    (["--variant", "debug", "--batch-size", "max", "--device", "cpu"], "needs --device cuda"),
+    (["--variant", "debug", "--metrics", "accuracy"], "issue #3"),
+    (["--variant", "debug", "--metrics", "size,colour"], "accepted: size,speed"),
+    (["--variant", "debug", "--protocol", "paper", "--device", "cpu"], "needs an explicit --batch-size"),
+    (["--variant", "debug", "--protocol", "paper", "--precision", "bf16", "--batch-size", "2"], "fixes precision"),
+    (["--variant", "debug", "--iters", "0"], "--iters must be >= 1"),
+    (["--variant", "debug", "--img-size", "30"], "not a multiple of debug's patch size 4"),
+    (["--variant", "debug", "--device", "tpu"], "accepted: auto, cpu, cuda"),
+])
+def test_usage_errors_exit_2_with_a_message_and_write_nothing(capsys, tmp_path, argv, message):
+    code, out, err = run_cli(capsys, "run", *argv, "--results-dir", str(tmp_path))
+    assert code == 2 and message in err and "Traceback" not in err and out == ""
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU exists")
+def test_asking_for_cuda_without_a_gpu_is_a_usage_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--variant", "debug", "--device", "cuda", "--results-dir", str(tmp_path))
+    assert code == 2 and "no CUDA GPU" in err
+
+
+def test_an_interrupt_during_measurement_writes_no_record(capsys, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "measure", interrupted)
+    code, _, err = run_cli(capsys, "run", "--variant", "debug", "--results-dir", str(tmp_path / "runs"))
+    assert code == 130 and "no record" in err and not (tmp_path / "runs").exists()
+
+
+def test_ls_lists_every_registered_entry(capsys):
+    code, out, _ = run_cli(capsys, "ls")
+    assert code == 0 and all(name in out for name in VARIANTS)
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="the `bench` console script is not installed next to python")
+def test_the_console_script_exits_2_without_a_traceback_on_a_bad_variant(tmp_path):
+    proc = subprocess.run([BENCH, "run", "--variant", "nope", "--results-dir", tmp_path], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown variant 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="the `bench` console script is not installed next to python")
+def test_ctrl_c_in_the_middle_of_timing_leaves_no_record(tmp_path):
+    proc = subprocess.Popen([BENCH, "run", "--variant", "deit_ti", "--device", "cpu", "--iters", "10000",
+                             "--results-dir", tmp_path], stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # wait until the timed loop has started
+        if line.startswith("timing"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "no record was written" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []

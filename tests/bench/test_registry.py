@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from bench.registry import VARIANTS, resolve
+from bench.size import count_params
+
+PAPER_ALIASES = ["deit_ti", "deit_s", "deit_b", "deit_b_384",
+                 "deit_ti_dist", "deit_s_dist", "deit_b_dist", "deit_b_dist_384"]
+
+
+def test_the_eight_paper_variants_are_registered_with_table_5_numbers():
+    for alias in PAPER_ALIASES:
+        v = VARIANTS[alias]
+        assert v.role == "student" and v.paper.table == "Table 5"
+        assert v.distilled == alias.startswith(("deit_ti_dist", "deit_s_dist", "deit_b_dist"))
+        assert v.img_size == (384 if alias.endswith("384") else 224)
+        assert None not in (v.paper.img_per_s, v.paper.top1, v.paper.real, v.paper.v2, v.paper.params, v.paper.gmacs)
+
+
+def test_every_table_2_regnety_teacher_and_a_cifar_cnn_are_registered():
+    teachers = {v.name for v in VARIANTS.values() if v.role == "teacher"}
+    assert {"regnety_040", "regnety_080", "regnety_120", "regnety_160"} <= teachers
+    assert any(VARIANTS[t].img_size == 32 and VARIANTS[t].num_classes == 10 for t in teachers)
+
+
+def test_full_timm_names_resolve_to_their_alias():
+    assert resolve("deit_base_distilled_patch16_384").name == "deit_b_dist_384"
+    assert resolve("deit_b") is VARIANTS["deit_b"]
+
+
+def test_an_unknown_name_lists_the_accepted_ones_and_the_closest_match():
+    with pytest.raises(KeyError) as err:
+        resolve("deit_bb")
+    message = err.value.args[0]
+    assert "'deit_b'" in message and "deit_ti_dist" in message and "Did you mean" in message
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_entry_builds_and_runs_a_forward_pass_at_a_small_size(name):
+    v = VARIANTS[name]
+    model = v.build(**({} if v.role == "teacher" else {"img_size": 32})).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, v.num_classes)
+
+
+def test_the_debug_variant_is_tiny():
+    v = VARIANTS["debug"]
+    assert v.img_size == 32 and v.num_classes == 10
+    assert count_params(v.build()) < 200_000

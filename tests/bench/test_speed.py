@@ -1,0 +1,126 @@
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from bench.speed import PRECISIONS, Timing, check_precision, find_max_batch, precision_mode, time_forward
+
+FP32 = PRECISIONS["fp32"]
+
+
+class Sleeper(nn.Module):
+    """A model whose cost is known: each forward takes at least `seconds`; it counts its calls."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds, self.calls, self.inference = seconds, 0, []
+
+    def forward(self, x):
+        self.calls += 1
+        self.inference.append(torch.is_inference_mode_enabled())
+        time.sleep(self.seconds)
+        return x
+
+
+def test_the_timer_measures_a_forward_of_known_cost():
+    model = Sleeper(0.02)
+    timing = time_forward(model, batch_size=4, img_size=8, device="cpu", precision=FP32, warmup=2, iters=5)
+    assert model.calls == 2 + 5 and len(timing.samples_s) == 5
+    assert all(0.02 <= s < 0.5 for s in timing.samples_s)
+    assert timing.img_per_s("median") == pytest.approx(4 / timing.median_s)
+    assert timing.timer == "perf_counter"
+
+
+def test_every_forward_runs_in_inference_mode():
+    model = Sleeper(0)
+    time_forward(model, batch_size=1, img_size=8, device="cpu", precision=FP32, warmup=1, iters=2)
+    assert model.inference == [True, True, True]
+
+
+def test_the_monitor_brackets_only_the_timed_iterations():
+    model, seen = Sleeper(0), []
+
+    class Monitor:
+        def __enter__(self):
+            seen.append(("enter", model.calls))
+
+        def __exit__(self, *exc):
+            seen.append(("exit", model.calls))
+
+    time_forward(model, batch_size=1, img_size=8, device="cpu", precision=FP32, warmup=3, iters=4, monitor=Monitor())
+    assert seen == [("enter", 3), ("exit", 7)]
+
+
+def test_peak_memory_is_read_on_cpu():
+    timing = time_forward(Sleeper(0), batch_size=1, img_size=8, device="cpu", precision=FP32, warmup=0, iters=1)
+    assert timing.peak_mem_kind == "process_peak_rss" and timing.peak_mem_mib > 0
+
+
+def test_statistics_of_the_samples():
+    timing = Timing(batch_size=10, samples_s=(0.1, 0.2, 0.3, 0.4, 10.0), timer="perf_counter",
+                    peak_mem_mib=None, peak_mem_kind=None)
+    assert timing.median_s == 0.3 and timing.mean_s == pytest.approx(2.2)
+    assert timing.img_per_s("median") == pytest.approx(10 / 0.3)
+    assert timing.img_per_s("mean") == pytest.approx(10 / 2.2)
+    assert timing.quantile_s(0.25) == pytest.approx(0.2) and timing.quantile_s(1.0) == 10.0
+    assert timing.quantile_s(0.875) == pytest.approx(0.4 + 0.5 * 9.6)
+
+
+def test_bad_loop_counts_are_refused():
+    with pytest.raises(ValueError, match="iters >= 1"):
+        time_forward(Sleeper(0), batch_size=1, img_size=8, device="cpu", precision=FP32, warmup=0, iters=0)
+
+
+@pytest.mark.parametrize("limit,cap,expected", [(37, 4096, 37), (1, 4096, 1), (4096, 4096, 4096),
+                                                (300, 256, 256), (1000, 1000, 1000)])
+def test_max_batch_search_finds_the_largest_that_fits(limit, cap, expected):
+    probes = []
+
+    def fits(b):
+        probes.append(b)
+        return b <= limit
+
+    assert find_max_batch(fits, cap=cap) == expected
+    assert len(probes) <= 2 * 13  # doubling then bisection: logarithmic
+
+
+def test_max_batch_search_fails_clearly_when_nothing_fits():
+    with pytest.raises(RuntimeError, match="batch size 1"):
+        find_max_batch(lambda b: False, cap=64)
+
+
+def test_fp16_and_tf32_are_refused_on_cpu():
+    for name in ("fp16", "amp_fp16", "tf32"):
+        with pytest.raises(ValueError, match="needs a CUDA GPU"):
+            check_precision(name, "cpu")
+    with pytest.raises(ValueError, match="accepted: fp32, tf32"):
+        check_precision("fp8", "cpu")
+
+
+def test_autocast_precision_runs_matmuls_in_bf16_and_restores_tf32_flags():
+    before = torch.backends.cuda.matmul.allow_tf32
+    with precision_mode(PRECISIONS["amp_bf16"], "cpu"):
+        out = nn.Linear(4, 4)(torch.randn(2, 4))
+    assert out.dtype == torch.bfloat16
+    with precision_mode(PRECISIONS["tf32"], "cpu"):
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+def test_pure_bf16_weights_time_on_cpu():
+    from bench.registry import VARIANTS
+
+    model = VARIANTS["debug"].build().eval().to(torch.bfloat16)
+    timing = time_forward(model, batch_size=2, img_size=32, device="cpu", precision=PRECISIONS["bf16"],
+                          warmup=1, iters=2)
+    assert len(timing.samples_s) == 2
+
+
+@pytest.mark.gpu
+def test_cuda_timing_uses_events_and_reports_allocated_peak():
+    from bench.registry import VARIANTS
+
+    model = VARIANTS["debug"].build().eval().cuda()
+    timing = time_forward(model, batch_size=8, img_size=32, device="cuda", precision=FP32, warmup=2, iters=3)
+    assert timing.timer == "cuda_event" and timing.peak_mem_kind == "cuda_max_allocated"
