@@ -62,6 +62,7 @@ def write_record(record: Record, results_dir: Path) -> Path:
             f.write(record.to_json())
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; records are meant to be shared
         os.link(tmp, final)
     finally:
         os.unlink(tmp)

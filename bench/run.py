@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,9 @@ from bench import gpu, size, speed
 from bench.record import Record, collect_env, cpu_model
 from bench.registry import Variant
 
-METRICS = ("size", "speed")  # "accuracy" comes with the evaluation issue (#3)
+# size: params and GMACs; speed: throughput/latency/memory; relspeed: model time relative to a reference
+# workload timed alternately in the same run, for the regression gate (bench check). Accuracy: issue #3.
+METRICS = ("size", "speed", "relspeed")
 
 
 class BatchDoesNotFit(ValueError):
@@ -93,6 +96,8 @@ def resolve_settings(variant: Variant, *, device: str = "auto", precision: str |
     if unknown or not wanted:
         hint = " (accuracy arrives with the evaluation work, issue #3)" if "accuracy" in unknown else ""
         raise ValueError(f"unknown metrics {','.join(unknown) or metrics!r}; accepted: {','.join(METRICS)}{hint}")
+    if "relspeed" in wanted and chosen == "max":
+        raise ValueError("--metrics relspeed compares like with like and needs a fixed --batch-size N")
     for label, value, low in (("--img-size", img_size, 1), ("--warmup", warmup, 0), ("--iters", iters, 1),
                               ("--max-batch-cap", max_batch_cap, 1)):
         if value is not None and value < low:
@@ -150,9 +155,13 @@ def measure(variant: Variant, settings: Settings, log=lambda msg: print(msg, fil
     if settings.device.startswith("cuda"):
         device_name = torch.cuda.get_device_name(settings.device)
         env_extra = _try(gpu.device_info, settings.device)
+    if "speed" in settings.metrics or "relspeed" in settings.metrics:
+        model = model.to(device=settings.device, dtype=speed.PRECISIONS[settings.precision].dtype)
     if "speed" in settings.metrics:
         timing, readings = _time(model, variant, settings, log)
         metrics.update(speed_metrics(timing, settings, metrics.get("gmacs"), device_name, readings))
+    if "relspeed" in settings.metrics:
+        metrics.update(_relspeed(model, settings, log))
     return Record(variant=variant.name, model=variant.model, settings=_settings_dict(variant, settings, metrics),
                   metrics=metrics, env=collect_env(device_name, env_extra))
 
@@ -164,7 +173,6 @@ def _img_size_override(variant: Variant, img_size: int) -> dict[str, int]:
 
 def _time(model, variant: Variant, settings: Settings, log):
     prec = speed.PRECISIONS[settings.precision]
-    model = model.to(device=settings.device, dtype=prec.dtype)
     batch = settings.batch_size
     if batch == "max":
         log(f"searching the largest batch that fits (cap {settings.max_batch_cap})")
@@ -190,6 +198,23 @@ def _time(model, variant: Variant, settings: Settings, log):
             continue
         return timing, (monitor.readings if monitor else {})
     raise AssertionError("unreachable")
+
+
+def _relspeed(model, settings: Settings, log) -> dict[str, Any]:
+    reference = speed.ReferenceMatmul(settings.device)
+    log(f"timing {settings.iters} alternating rounds of the model (batch {settings.batch_size}) "
+        f"and the reference ({reference.describe()})")
+    runner = torch.compile(model) if settings.compile else model
+    rel = speed.time_interleaved(runner, reference, rounds=settings.iters, batch_size=settings.batch_size,
+                                 img_size=settings.img_size, device=settings.device,
+                                 precision=speed.PRECISIONS[settings.precision], warmup=settings.warmup)
+    return {
+        "relspeed_ratio": statistics.median(rel.ratios),
+        "relspeed_ratios": [round(r, 6) for r in rel.ratios],
+        "relspeed_model_ms": [round(t * 1e3, 4) for t in rel.model_s],
+        "relspeed_reference_ms": [round(t * 1e3, 4) for t in rel.reference_s],
+        "relspeed_reference": reference.describe(),
+    }
 
 
 def speed_metrics(timing: speed.Timing, settings: Settings, gmacs: float | None, device_name: str,

@@ -205,3 +205,67 @@ def cuda_batch_fits(model: nn.Module, *, img_size: int, device: str, precision: 
             torch.cuda.empty_cache()
 
     return fits
+
+
+class ReferenceMatmul(nn.Module):
+    """A fixed workload timed beside the model, so a slower or busier machine is not a regression.
+
+    `reps` float32 matrix products of n×n; the input batch is ignored. Independent of timm, so a change in
+    the model code is not cancelled out. On CPU, 2048² (16 MiB operands, beyond the caches, ~90 ms on
+    2 cores) tracked the model's run-to-run drift better than cache-resident 512² or 1024² products
+    (ratio range over 4 runs: ±3.2 % against ±5 % and ±3.3 %; issue #6 note).
+    """
+
+    SIZES = {"cpu": (2048, 1), "cuda": (4096, 40)}
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.n, self.reps = self.SIZES[device.split(":")[0]]
+        generator = torch.Generator().manual_seed(0)
+        self.register_buffer("a", torch.randn(self.n, self.n, generator=generator) / self.n**0.5)
+        self.register_buffer("b", torch.randn(self.n, self.n, generator=generator) / self.n**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.a
+        for _ in range(self.reps):
+            out = out @ self.b
+        return out
+
+    def describe(self) -> str:
+        return f"{self.reps} x fp32 matmul {self.n}x{self.n}"
+
+
+@dataclass(frozen=True)
+class RelativeTiming:
+    """Per-round median batch times of the model and of the reference workload, timed alternately."""
+
+    model_s: tuple[float, ...]
+    reference_s: tuple[float, ...]
+
+    @property
+    def ratios(self) -> tuple[float, ...]:
+        return tuple(m / r for m, r in zip(self.model_s, self.reference_s))
+
+
+def time_interleaved(model: nn.Module, reference: nn.Module, *, rounds: int, per_round: int = 3,
+                     batch_size: int, img_size: int, device: str, precision: Precision,
+                     warmup: int) -> RelativeTiming:
+    """Alternate `rounds` times between the reference and the model, `per_round` timed calls each.
+
+    Each round's ratio model/reference cancels what slows both alike (clock, load, a slower machine of the
+    same kind); the gate in bench/check.py scores the spread of those ratios.
+    """
+    reference = reference.to(device)
+    time_forward(reference, batch_size=1, img_size=1, device=device, precision=PRECISIONS["fp32"],
+                 warmup=warmup, iters=1)
+    time_forward(model, batch_size=batch_size, img_size=img_size, device=device, precision=precision,
+                 warmup=warmup, iters=1)
+    model_s, reference_s = [], []
+    for _ in range(rounds):
+        ref = time_forward(reference, batch_size=1, img_size=1, device=device, precision=PRECISIONS["fp32"],
+                           warmup=0, iters=per_round)
+        mod = time_forward(model, batch_size=batch_size, img_size=img_size, device=device, precision=precision,
+                           warmup=0, iters=per_round)
+        reference_s.append(ref.median_s)
+        model_s.append(mod.median_s)
+    return RelativeTiming(tuple(model_s), tuple(reference_s))

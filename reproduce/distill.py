@@ -1,0 +1,66 @@
+"""Distillation as a loss component (paper Section 4; official DeiT `losses.DistillationLoss`).
+
+The training step calls one function and never asks which Table-3 row is running: the row is the
+(mode, student head layout) pair in the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from timm.loss import SoftTargetCrossEntropy
+from torch import Tensor
+
+MODES = ("none", "soft", "hard")
+KL_NORMS = ("batchmean", "official")
+
+
+def distillation_loss(student_logits: Tensor | tuple[Tensor, Tensor], teacher_logits: Tensor | None,
+                      target: Tensor, *, mode: str, alpha: float, tau: float, kl_norm: str,
+                      base_criterion: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+    """(1 − α)·base(class head, target) + α·distillation(distillation head, teacher).
+
+    Args:
+        student_logits: one tensor (class token only: Table 3 rows 1–3, both terms on it) or a
+            `(cls, dist)` pair (distillation token: rows 4–6, label term on cls, teacher term on dist).
+        teacher_logits: the teacher's logits on the same augmented, mixed batch; unused for `none`.
+        target: class indices, or soft targets (Mixup/CutMix, label smoothing folded in).
+        mode: `none` (base loss only), `soft` (KL at temperature τ) or `hard` (CE on the teacher's argmax).
+        alpha: weight of the distillation term (paper: λ = 0.1 soft, ½ hard; official code default 0.5).
+        tau: temperature of the soft mode (paper 3.0; official default 1.0).
+        kl_norm: `batchmean`, the paper's / Hinton's KL averaged over the batch, × τ²; or `official`, the
+            released code's KL summed and divided by batch × classes, × τ² (1000× smaller at 1000 classes;
+            official repo issue #61).
+        base_criterion: the label loss; default cross-entropy for index targets, soft-target
+            cross-entropy for soft targets (what the official code picks under Mixup).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown distillation mode {mode!r}; accepted: {', '.join(MODES)}")
+    cls, dist = student_logits if isinstance(student_logits, tuple) else (student_logits, student_logits)
+    if base_criterion is None:
+        base_criterion = SoftTargetCrossEntropy() if target.is_floating_point() else F.cross_entropy
+    base = base_criterion(cls, target)
+    if mode == "none":
+        return base
+    if teacher_logits is None:
+        raise ValueError(f"distillation mode {mode!r} needs the teacher's logits")
+    teacher_logits = teacher_logits.detach()
+    if mode == "soft":
+        if kl_norm not in KL_NORMS:
+            raise ValueError(f"unknown kl_norm {kl_norm!r}; accepted: {', '.join(KL_NORMS)}")
+        kl = F.kl_div(F.log_softmax(dist / tau, dim=-1), F.log_softmax(teacher_logits / tau, dim=-1),
+                      reduction="sum", log_target=True)
+        divisor = dist.shape[0] if kl_norm == "batchmean" else dist.numel()
+        teacher_term = kl * tau * tau / divisor
+    else:  # hard: the teacher's decision on the very image the student saw, mixing included
+        teacher_term = F.cross_entropy(dist, teacher_logits.argmax(dim=-1))
+    return (1 - alpha) * base + alpha * teacher_term
+
+
+def teacher_logits(teacher: torch.nn.Module, images: Tensor) -> Tensor:
+    """The frozen teacher's logits: eval mode, no graph (official `DistillationLoss` does the same)."""
+    teacher.eval()
+    with torch.no_grad():
+        return teacher(images)
