@@ -66,10 +66,13 @@ def make_baseline(records: list[Record], name: str, tolerances: Tolerances) -> d
     """A baseline from the newest record per variant and metric family."""
     entries: dict[str, dict[str, Any]] = {}
     machine: dict[str, Any] = {}
+    used: dict[str, Record] = {}
     for metric in ("params", "gmacs", "top1", "top5"):
         for key, r in _latest(records, metric).items():
             entries.setdefault(key, {})[metric] = r.metrics[metric]
+            used[r.env["created"] + r.variant] = r
     for key, r in _latest(records, "relspeed_ratios").items():
+        used[r.env["created"] + r.variant] = r
         entries.setdefault(key, {})["speed"] = {
             **{k: r.settings[k] for k in SPEED_SETTINGS}, "reference": r.metrics["relspeed_reference"],
             "ratios": r.metrics["relspeed_ratios"], "record_created": r.env["created"]}
@@ -78,7 +81,9 @@ def make_baseline(records: list[Record], name: str, tolerances: Tolerances) -> d
         raise ValueError("the records hold none of params, gmacs, top1, top5 or relspeed; nothing to baseline")
     return {"schema_version": BASELINE_SCHEMA, "name": name,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine, "tolerances": asdict(tolerances), "entries": dict(sorted(entries.items()))}
+            "machine": machine, "tolerances": asdict(tolerances), "entries": dict(sorted(entries.items())),
+            "sources": [{k: r.env.get(k) for k in ("created", "git_sha", "git_dirty", "command")} | {"variant": r.variant}
+                        for _, r in sorted(used.items())]}
 
 
 def write_baseline(baseline: dict[str, Any], path: Path) -> None:
