@@ -8,6 +8,8 @@ from pathlib import Path
 
 from bench import report
 from bench.check import Tolerances
+from bench.checkpoint import CheckpointError
+from bench.data import DataError
 from bench.registry import resolve
 from bench.run import METRICS, PROTOCOLS, BatchDoesNotFit, measure, resolve_settings
 from bench.speed import PRECISIONS
@@ -24,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="measure one model and write a result record")
     run.add_argument("--variant", required=True,
                      help="registry alias (deit_b, …) or timm name, or a comma list (one record each); see `bench ls`")
-    run.add_argument("--metrics", default="size,speed", help=f"comma list of {','.join(METRICS)} (default: both)")
+    run.add_argument("--metrics", default=None,
+                     help=f"comma list of {','.join(METRICS)} (default size,speed; with --data also accuracy; "
+                          "under torchrun accuracy only)")
     run.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     run.add_argument("--precision", default=None, choices=list(PRECISIONS),
                      help="fp32 (strict, TF32 off), tf32, pure bf16/fp16 weights, or autocast amp_bf16/amp_fp16")
@@ -38,6 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--iters", type=int, default=None, help="timed forwards (default 40 cuda, 8 cpu; paper 30)")
     run.add_argument("--max-batch-cap", type=int, default=4096, help="upper bound of the --batch-size max search")
     run.add_argument("--results-dir", type=Path, default=Path("results/runs"), help="where the record goes")
+    acc = run.add_argument_group("accuracy (--metrics accuracy)")
+    acc.add_argument("--data", type=Path, help="class-per-folder tree, ImageNet-V2 folder, or flat ILSVRC2012 val folder")
+    acc.add_argument("--dataset", choices=["folder", "imagenet-v2", "imagenet-flat"],
+                     help="the layout of --data when guessing is not enough (V2: folders 0…999 are class indices)")
+    acc.add_argument("--labels", type=Path, help="labels file of a flat ILSVRC2012 folder ('name index' lines)")
+    acc.add_argument("--real-labels", nargs="?", const="timm", default=None, metavar="JSON",
+                     help="also score ImageNet-ReaL (default: the label file timm ships)")
+    acc.add_argument("--checkpoint", type=Path, help="official DeiT .pth ({'model': …}), timm state dict, or .safetensors")
+    acc.add_argument("--pretrained", action="store_true", help="timm hub weights (needs network)")
+    acc.add_argument("--eval-protocol", default="official", choices=["official", "timm"],
+                     help="official: resize size/0.875, bicubic (DeiT repo); timm: the model's pretrained_cfg crop")
+    acc.add_argument("--crop-pct", type=float, help="override the protocol's crop fraction")
+    acc.add_argument("--num-classes", type=int, help="label space without a checkpoint (a checkpoint's head decides)")
+    acc.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    acc.add_argument("--save-predictions", type=Path, help="store per-image top-5 of every head (for bench disagree)")
     run.add_argument("--json", action="store_true", help="print the record (only) on stdout")
     run.set_defaults(func=_run)
 
@@ -61,16 +80,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from bench.accuracy import EvalOptions
     from bench.record import write_record  # late: keeps `bench ls` and --help quick
 
+    rank, device = _distributed(args)
+    metrics = args.metrics or ("accuracy" if rank is not None else "size,speed,accuracy" if args.data else "size,speed")
+    eval_opts = EvalOptions(
+        data=args.data, dataset=args.dataset, labels=args.labels, real_labels=args.real_labels,
+        checkpoint=args.checkpoint, pretrained=args.pretrained, protocol=args.eval_protocol,
+        crop_pct=args.crop_pct, num_classes=args.num_classes, workers=args.workers,
+        save_predictions=args.save_predictions)
     try:  # check every name and option before measuring anything
         plans = []
         for name in args.variant.split(","):
             variant = resolve(name.strip())
             plans.append((variant, resolve_settings(
-                variant, device=args.device, precision=args.precision, batch_size=args.batch_size,
+                variant, device=device, precision=args.precision, batch_size=args.batch_size,
                 img_size=args.img_size, protocol=args.protocol, compile=args.compile, warmup=args.warmup,
-                iters=args.iters, metrics=args.metrics, max_batch_cap=args.max_batch_cap)))
+                iters=args.iters, metrics=metrics, max_batch_cap=args.max_batch_cap)))
+        if rank is not None and plans[0][1].metrics != ("accuracy",):
+            raise ValueError("under torchrun only --metrics accuracy is distributed; measure size and speed in "
+                             "one process")
+        if "accuracy" in plans[0][1].metrics:
+            eval_opts.check()
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
     except ValueError as exc:
@@ -78,9 +110,12 @@ def _run(args: argparse.Namespace) -> None:
     records = []
     for variant, settings in plans:
         try:
-            record = measure(variant, settings)
-        except BatchDoesNotFit as exc:
-            raise UsageError(str(exc)) from None
+            record = measure(variant, settings, eval_opts=eval_opts,
+                             log=(lambda m: print(m, file=sys.stderr)) if not rank else (lambda m: None))
+        except (BatchDoesNotFit, CheckpointError, DataError) as exc:
+            raise UsageError(_last_line(exc)) from None
+        if rank:  # only rank 0 writes and prints
+            continue
         path = write_record(record, args.results_dir)
         records.append(record)
         if args.json:
@@ -88,9 +123,36 @@ def _run(args: argparse.Namespace) -> None:
         else:
             print(report.summary(record, variant))
             print(f"\nrecord: {path}\n")
+    if rank:
+        return
     if args.json:  # exactly the record; a JSON list of them when several variants were asked for
         sys.stdout.write(records[0].to_json() if len(records) == 1 else
                          "[\n" + ",\n".join(r.to_json().rstrip() for r in records) + "\n]\n")
+
+
+def _last_line(exc: Exception) -> str:
+    """Our message, also when a DataLoader worker re-raised it with the worker's traceback attached."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
+def _distributed(args: argparse.Namespace) -> tuple[int | None, str]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPU, gloo on CPU), one device per rank."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None, args.device
+    cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
+    if cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return dist.get_rank(), device
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -142,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nbench {args.command}: interrupted; no record was written", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules and sys.modules["torch.distributed"].is_initialized():
+            sys.modules["torch.distributed"].destroy_process_group()
     return code
 
 

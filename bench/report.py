@@ -66,6 +66,34 @@ def summary(record: Record, variant: Variant) -> str:
             rows.append(("energy, J/img", f"{m['energy_j_per_img']:.4f}",
                          f"mean {m['gpu_power_w_mean']:.0f} W, SM {m['gpu_sm_clock_mhz']} MHz, "
                          f"{m['gpu_temperature_c']} °C", ", ".join(m["gpu_throttle_reasons"]) or "no throttling"))
+    rows += _accuracy_rows(record, p)
     columns = ["metric", "ours", f"paper ({table})", "delta"]
     body = pd.DataFrame(rows, columns=columns).to_markdown(index=False, disable_numparse=True)
-    return f"{head}\n\n{body}"
+    notes = "".join(f"\nnote: {n}" for n in record.notes if not n.startswith("checkpoint sha256"))
+    return f"{head}\n\n{body}{notes}"
+
+
+def _accuracy_rows(record: Record, p) -> list[tuple[str, str, str, str]]:
+    m = record.metrics
+    if "top1" not in m:
+        return []
+    ev = record.settings["eval"]
+    # The paper's ImageNet numbers apply to a 1000-class ImageNet evaluation; V2 has its own column.
+    paper_top1 = None if not p or ev["num_classes"] != 1000 else p.v2 if ev["dataset"] == "imagenet-v2" else p.top1
+    scope = f"{m['images']:,} images, {ev['dataset']}, {ev['preprocess']['protocol']} crop {ev['preprocess']['crop_pct']}"
+
+    def row(label, key, paper=None):
+        delta = "" if paper is None or m.get(key) is None else f"{m[key] - paper:+.2f} pt"
+        return (label, _num(m.get(key), ".2f"), _num(paper, ".1f"), delta)
+
+    rows = [("evaluated on", scope, "50,000 ImageNet val" if paper_top1 else "", ""),
+            row("top-1 %", "top1", paper_top1), row("top-5 %", "top5")]
+    if "top1_cls" in m:
+        rows += [row("top-1 %, class head", "top1_cls"), row("top-1 %, distillation head", "top1_dist"),
+                 row("top-1 %, mean of logits (official)", "top1_fused_logits"),
+                 row("top-1 %, sum of softmaxes (paper text)", "top1_fused_probs")]
+    if "real_top1" in m:
+        rows.append(row(f"ReaL top-1 % ({m['real_images']:,} counted)", "real_top1", p.real if paper_top1 else None))
+    rows.append(("loss (cross-entropy)", f"{m['loss']:.4f}", "", ""))
+    rows.append(("eval images/s (loading included)", f"{m['eval_img_per_s']:,.1f}", "", ""))
+    return rows

@@ -1,4 +1,4 @@
-"""`bench run`: measure one registered model (size, speed) and return its result record."""
+"""`bench run`: measure one registered model (size, speed, accuracy) and return its result record."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from typing import Any
 import torch
 
 from bench import gpu, size, speed
+from bench.accuracy import EvalOptions, build_model, measure_accuracy
 from bench.record import Record, collect_env, cpu_model
 from bench.registry import Variant
 
 # size: params and GMACs; speed: throughput/latency/memory; relspeed: model time relative to a reference
-# workload timed alternately in the same run, for the regression gate (bench check). Accuracy: issue #3.
-METRICS = ("size", "speed", "relspeed")
+# workload timed alternately in the same run, for the regression gate (bench check); accuracy: top-1/top-5
+# of every head (and ReaL) on --data.
+METRICS = ("size", "speed", "relspeed", "accuracy")
 
 
 class BatchDoesNotFit(ValueError):
@@ -94,8 +96,7 @@ def resolve_settings(variant: Variant, *, device: str = "auto", precision: str |
     wanted = tuple(m.strip() for m in metrics.split(",") if m.strip())
     unknown = [m for m in wanted if m not in METRICS]
     if unknown or not wanted:
-        hint = " (accuracy arrives with the evaluation work, issue #3)" if "accuracy" in unknown else ""
-        raise ValueError(f"unknown metrics {','.join(unknown) or metrics!r}; accepted: {','.join(METRICS)}{hint}")
+        raise ValueError(f"unknown metrics {','.join(unknown) or metrics!r}; accepted: {','.join(METRICS)}")
     if "relspeed" in wanted and chosen == "max":
         raise ValueError("--metrics relspeed compares like with like and needs a fixed --batch-size N")
     for label, value, low in (("--img-size", img_size, 1), ("--warmup", warmup, 0), ("--iters", iters, 1),
@@ -141,10 +142,12 @@ def _parse_batch(value: str | int) -> int | str:
     return number
 
 
-def measure(variant: Variant, settings: Settings, log=lambda msg: print(msg, file=sys.stderr)) -> Record:
+def measure(variant: Variant, settings: Settings, log=lambda msg: print(msg, file=sys.stderr),
+            eval_opts: EvalOptions | None = None) -> Record:
     """Build the model, measure what `settings.metrics` asks for, and return the record (not yet written)."""
+    eval_opts = eval_opts or EvalOptions()
     log(f"building {variant.name} ({variant.model}) at {settings.img_size} px")
-    model = variant.build(**_img_size_override(variant, settings.img_size)).eval()
+    model, notes = build_model(variant, eval_opts, _img_size_override(variant, settings.img_size))
     metrics: dict[str, Any] = {}
     if "size" in settings.metrics:
         log("counting parameters and GMACs (fvcore, attention included)")
@@ -155,15 +158,22 @@ def measure(variant: Variant, settings: Settings, log=lambda msg: print(msg, fil
     if settings.device.startswith("cuda"):
         device_name = torch.cuda.get_device_name(settings.device)
         env_extra = _try(gpu.device_info, settings.device)
-    if "speed" in settings.metrics or "relspeed" in settings.metrics:
-        model = model.to(device=settings.device, dtype=speed.PRECISIONS[settings.precision].dtype)
+    model = model.to(device=settings.device, dtype=speed.PRECISIONS[settings.precision].dtype)
     if "speed" in settings.metrics:
         timing, readings = _time(model, variant, settings, log)
         metrics.update(speed_metrics(timing, settings, metrics.get("gmacs"), device_name, readings))
     if "relspeed" in settings.metrics:
         metrics.update(_relspeed(model, settings, log))
-    return Record(variant=variant.name, model=variant.model, settings=_settings_dict(variant, settings, metrics),
-                  metrics=metrics, env=collect_env(device_name, env_extra))
+    recorded = _settings_dict(variant, settings, metrics)
+    recorded["num_classes"] = getattr(model, "num_classes", variant.num_classes)  # a checkpoint's head decides
+    if "accuracy" in settings.metrics:
+        batch = settings.batch_size if isinstance(settings.batch_size, int) else 256  # "max" is a speed notion
+        acc, recorded["eval"] = measure_accuracy(
+            model, variant, eval_opts, img_size=settings.img_size, device=settings.device,
+            precision=speed.PRECISIONS[settings.precision], batch_size=batch, log=log)
+        metrics.update(acc)
+    return Record(variant=variant.name, model=variant.model, settings=recorded, metrics=metrics,
+                  env=collect_env(device_name, env_extra), notes=notes)
 
 
 def _img_size_override(variant: Variant, img_size: int) -> dict[str, int]:

@@ -1,0 +1,90 @@
+"""`bench run --metrics accuracy`: weights in, data in, the Table 3/5 numbers out."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from bench import checkpoint, data, evaluate
+from bench.registry import Variant
+from bench.speed import Precision
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Where the weights and the data come from, and how images are preprocessed."""
+
+    data: Path | None = None
+    dataset: str | None = None  # layout; guessed when None
+    labels: Path | None = None  # labels file of a flat ILSVRC2012 folder
+    real_labels: str | None = None  # "timm" (the copy timm ships) or a JSON path; None: no ReaL
+    checkpoint: Path | None = None
+    pretrained: bool = False
+    protocol: str = "official"
+    crop_pct: float | None = None
+    num_classes: int | None = None
+    workers: int = 2
+    save_predictions: Path | None = None
+
+    def check(self) -> None:
+        """Raise ValueError for options that cannot work together, before anything is built."""
+        if self.data is None:
+            raise ValueError("--metrics accuracy needs --data PATH (a class-per-folder tree, ImageNet-V2, "
+                             "or the flat ILSVRC2012 val folder)")
+        if self.checkpoint is None and not self.pretrained:
+            raise ValueError("--metrics accuracy needs weights: --checkpoint FILE or --pretrained")
+        if self.checkpoint is not None and self.pretrained:
+            raise ValueError("give --checkpoint FILE or --pretrained, not both")
+        if self.protocol not in data.PROTOCOLS:
+            raise ValueError(f"unknown --eval-protocol {self.protocol!r}; accepted: {', '.join(data.PROTOCOLS)}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+
+
+def build_model(variant: Variant, opts: EvalOptions, build_kwargs: dict[str, Any]) -> tuple[nn.Module, list[str]]:
+    """The variant with its weights; the checkpoint's head decides the number of classes."""
+    if opts.pretrained:
+        return checkpoint.load_pretrained(variant.model, **build_kwargs).eval(), [f"weights: timm hub {variant.model}"]
+    if opts.checkpoint is None:
+        classes = {"num_classes": opts.num_classes} if opts.num_classes else {}
+        return variant.build(**build_kwargs, **classes).eval(), []
+    state, info = checkpoint.read_state_dict(opts.checkpoint)
+    if opts.num_classes and info.num_classes and opts.num_classes != info.num_classes:
+        raise checkpoint.CheckpointError(f"--num-classes {opts.num_classes} but the checkpoint's head has "
+                                         f"{info.num_classes} classes")
+    classes = info.num_classes or opts.num_classes or variant.num_classes
+    model = variant.build(**build_kwargs, num_classes=classes)
+    checkpoint.load_into(model, state, f"checkpoint {opts.checkpoint.name}")
+    return model.eval(), [f"weights: {info.describe()}", f"checkpoint sha256 {info.sha256}"]
+
+
+def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, *, img_size: int, device: str,
+                     precision: Precision, batch_size: int, log) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, settings) of one evaluation pass."""
+    samples, layout = data.find_samples(opts.data, opts.dataset, opts.labels)
+    classes = getattr(model, "num_classes", None)
+    top_label = max(label for _, label in samples)
+    if classes is not None and top_label >= classes:
+        raise data.DataError(f"{opts.data} has label {top_label} but the model has {classes} classes; "
+                             "pass a checkpoint for this label space (its head decides) or --num-classes")
+    prep = data.preprocess(model, img_size, opts.protocol, opts.crop_pct)
+    real = None
+    if opts.real_labels:
+        real = data.real_label_sets(samples, None if opts.real_labels == "timm" else Path(opts.real_labels))
+    log(f"evaluating {len(samples)} images ({layout}, {prep.protocol} preprocessing: resize {prep.resize_size}, "
+        f"crop {prep.img_size}, {prep.interpolation}) with {opts.workers} workers")
+    dataset = data.ImageList(samples, data.build_transform(prep))
+    preds, img_per_s = evaluate.timed_predict(model, dataset, distilled=variant.distilled, device=device,
+                                              precision=precision, batch_size=batch_size, workers=opts.workers)
+    if opts.save_predictions:
+        preds.save(opts.save_predictions)
+    metrics = {**evaluate.scores(preds, real), "eval_img_per_s": img_per_s}
+    settings = {"data": str(opts.data), "dataset": layout, "num_classes": classes, "workers": opts.workers,
+                "real_labels": opts.real_labels, "checkpoint": str(opts.checkpoint) if opts.checkpoint else None,
+                "pretrained": opts.pretrained, "preprocess": dataclasses.asdict(prep),
+                "save_predictions": str(opts.save_predictions) if opts.save_predictions else None}
+    return metrics, settings

@@ -1,0 +1,162 @@
+"""Evaluation data: folder layouts, label spaces, and the preprocessing protocols of the paper and timm.
+
+Layouts (`--dataset`, guessed when not given):
+- `folder`: one folder per class, classes in sorted order (ImageNet `val/` re-arranged, CIFAR-10 JPEG tree);
+- `imagenet-v2`: folders named `0 … 999` are class *indices*. torchvision's ImageFolder sorts them as
+  strings ("10" before "2") and scrambles 990 classes; here the name is the label;
+- `imagenet-flat`: the ILSVRC2012 validation folder as released, `ILSVRC2012_val_XXXXXXXX.JPEG`, with a
+  `name index` labels file (`--labels`, or `ILSVRC2012_val_labels.txt` in or beside the folder).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform, resolve_data_config
+from torch import nn
+from torch.utils.data import Dataset
+
+LAYOUTS = ("folder", "imagenet-v2", "imagenet-flat")
+PROTOCOLS = ("official", "timm")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+FLAT_PREFIX = "ILSVRC2012_val_"
+LABELS_NAME = "ILSVRC2012_val_labels.txt"
+
+
+class DataError(ValueError):
+    """Data that cannot be evaluated, with what to do about it."""
+
+
+class ImageList(Dataset):
+    """(image, label, index) for a fixed list of files; the index lets distributed ranks reassemble order."""
+
+    def __init__(self, samples: list[tuple[Path, int]], transform) -> None:
+        self.samples, self.transform = samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+        except Exception as exc:  # truncated, not an image, unreadable: name the file
+            raise DataError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
+        return self.transform(image), label, index
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def guess_layout(root: Path) -> str:
+    if any(p.name.startswith(FLAT_PREFIX) for p in _images(root)):
+        return "imagenet-flat"
+    classes = [p.name for p in root.iterdir() if p.is_dir()]
+    if classes and all(name.isdigit() for name in classes):
+        return "imagenet-v2"
+    return "folder"
+
+
+def find_samples(root: Path, layout: str | None = None, labels_file: Path | None = None) -> tuple[list[tuple[Path, int]], str]:
+    """Every (image, label) under `root`, in a fixed order, and the layout used."""
+    if not root.is_dir():
+        raise DataError(f"--data {root} is not a folder")
+    layout = layout or guess_layout(root)
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown --dataset {layout!r}; accepted: {', '.join(LAYOUTS)}")
+    if layout == "imagenet-flat":
+        samples = _flat_samples(root, labels_file)
+    else:
+        classes = sorted((p for p in root.iterdir() if p.is_dir()),
+                         key=(lambda p: int(p.name)) if layout == "imagenet-v2" else (lambda p: p.name))
+        if layout == "imagenet-v2" and not all(p.name.isdigit() for p in classes):
+            raise DataError(f"--dataset imagenet-v2 expects class folders named by index (0 … 999) in {root}")
+        samples = [(img, int(c.name) if layout == "imagenet-v2" else i)
+                   for i, c in enumerate(classes) for img in _images(c)]
+    if not samples:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {root} as layout {layout}")
+    return samples, layout
+
+
+def _flat_samples(root: Path, labels_file: Path | None) -> list[tuple[Path, int]]:
+    candidates = [labels_file] if labels_file else [root / LABELS_NAME, root.parent / LABELS_NAME]
+    found = next((p for p in candidates if p and p.is_file()), None)
+    if found is None:
+        raise DataError(f"the flat ILSVRC2012 folder {root} needs its labels: pass --labels FILE "
+                        f"(lines 'ILSVRC2012_val_00000001.JPEG 65') or put {LABELS_NAME} beside the images")
+    labels = {}
+    for n, line in enumerate(found.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                name, index = line.split()
+                labels[name] = int(index)
+            except ValueError:
+                raise DataError(f"{found}:{n}: expected 'file_name class_index', got {line!r}") from None
+    images = _images(root)
+    unlabeled = [p.name for p in images if p.name not in labels]
+    if unlabeled:
+        raise DataError(f"{len(unlabeled)} images in {root} have no label in {found}, e.g. {unlabeled[0]}")
+    return [(p, labels[p.name]) for p in images]
+
+
+def real_label_sets(samples: list[tuple[Path, int]], real_json: Path | None = None) -> list[list[int]]:
+    """ImageNet-ReaL label sets (Beyer et al. 2020) for each sample, from timm's copy unless a file is given.
+
+    Entry i of the JSON belongs to ILSVRC2012_val_{i+1:08d}.JPEG; an empty set leaves the image out.
+    """
+    if real_json is None:
+        text = resources.files("timm.data").joinpath("_info/imagenet_real_labels.json").read_text()
+    else:
+        text = real_json.read_text()
+    table = json.loads(text)
+    sets = []
+    for path, _ in samples:
+        stem = path.name
+        if not stem.startswith(FLAT_PREFIX):
+            raise DataError(f"ReaL labels are keyed by ILSVRC2012 file name; {path.name} is not one")
+        sets.append(table[int(stem[len(FLAT_PREFIX):len(FLAT_PREFIX) + 8]) - 1])
+    return sets
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The eval preprocessing, as the record stores it."""
+
+    protocol: str
+    img_size: int
+    crop_pct: float
+    resize_size: int  # shorter side before the center crop
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def preprocess(model: nn.Module, img_size: int, protocol: str, crop_pct: float | None = None) -> Preprocess:
+    """`official`: the DeiT repo (resize int(size/0.875), bicubic, ImageNet mean/std); `timm`: the model's
+    pretrained_cfg (crop 0.9 at 224, 1.0 at 384). `crop_pct` overrides either."""
+    if protocol not in PROTOCOLS:
+        raise DataError(f"unknown --eval-protocol {protocol!r}; accepted: {', '.join(PROTOCOLS)}")
+    if crop_pct is not None and not 0 < crop_pct <= 1:
+        raise DataError(f"--crop-pct must be in (0, 1], got {crop_pct}")
+    if protocol == "official":
+        pct, interpolation, mean, std = 0.875, "bicubic", IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    else:
+        cfg = resolve_data_config({}, model=model)
+        pct, interpolation, mean, std = cfg["crop_pct"], cfg["interpolation"], cfg["mean"], cfg["std"]
+    pct = crop_pct or pct
+    # timm computes floor(size / crop_pct); the official code int(size / 0.875): the same for positive sizes.
+    return Preprocess(protocol, img_size, pct, math.floor(img_size / pct), interpolation, tuple(mean), tuple(std))
+
+
+def build_transform(p: Preprocess):
+    """timm's eval transform: Resize(shorter side) → CenterCrop → ToTensor → Normalize."""
+    return create_transform(input_size=(3, p.img_size, p.img_size), is_training=False, interpolation=p.interpolation,
+                            mean=p.mean, std=p.std, crop_pct=p.crop_pct, crop_mode="center")

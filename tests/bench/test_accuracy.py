@@ -1,0 +1,258 @@
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from bench import checkpoint, cli, data
+from bench.evaluate import Predictions, scores
+from bench.registry import VARIANTS
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+
+
+def jpeg(path: Path, seed: int, size=(40, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    Image.fromarray(torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8).numpy()).save(path)
+    return path
+
+
+def folder_tree(root: Path, counts: dict[str, int]) -> Path:
+    for name, n in counts.items():
+        for i in range(n):
+            jpeg(root / name / f"{i}.jpg", seed=hash((name, i)) % 1000)
+    return root
+
+
+# Biases chosen so the four outputs of a distilled model disagree: class head -> 0, distillation head -> 1,
+# mean of logits -> 2 (5, 4.5, 6), sum of softmaxes -> 0 (0.982, 0.953, 0.065). Other classes rank 3, 4, …
+CLS_BIAS = [10.0, 0.0, 6.0] + [-10.0 - i for i in range(7)]
+DIST_BIAS = [0.0, 9.0, 6.0] + [-10.0 - i for i in range(7)]
+
+
+def known_checkpoint(path: Path, variant="debug_dist") -> Path:
+    """Zero head weights: every image gets the logits = the biases above, whatever it shows."""
+    model = VARIANTS[variant].build()
+    state = model.state_dict()
+    state["head.weight"].zero_()
+    state["head.bias"].copy_(torch.tensor(CLS_BIAS))
+    if "head_dist.weight" in state:
+        state["head_dist.weight"].zero_()
+        state["head_dist.bias"].copy_(torch.tensor(DIST_BIAS))
+    torch.save({"model": state, "epoch": 3}, path)  # the official training-checkpoint layout
+    return path
+
+
+def run_json(capsys, *argv):
+    code = cli.main(["run", "--device", "cpu", "--workers", "0", "--batch-size", "4", "--json", *argv])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 else None), err
+
+
+@pytest.fixture
+def ten_class_tree(tmp_path):
+    # labels by sorted folder name: c0..c9; 4 images of class 0, 3 of 1, 2 of 2, 1 of 3, 1 of 9
+    root = folder_tree(tmp_path / "data", {"c0": 4, "c1": 3, "c2": 2, "c3": 1, "c9": 1})
+    for name in ("c4", "c5", "c6", "c7", "c8"):
+        (root / name).mkdir()
+    return root
+
+
+def test_each_head_of_a_distilled_model_scores_exactly_what_its_predictions_imply(capsys, tmp_path, ten_class_tree):
+    ckpt = known_checkpoint(tmp_path / "known.pth")
+    code, record, err = run_json(capsys, "--variant", "debug_dist", "--metrics", "accuracy",
+                                 "--data", str(ten_class_tree), "--checkpoint", str(ckpt), "--results-dir", str(tmp_path / "r"))
+    assert code == 0, err
+    m = record["metrics"]
+    assert m["images"] == 11
+    assert m["top1_cls"] == pytest.approx(100 * 4 / 11)
+    assert m["top1_dist"] == pytest.approx(100 * 3 / 11)
+    assert m["top1_fused_logits"] == m["top1"] == pytest.approx(100 * 2 / 11)
+    assert m["top1_fused_probs"] == pytest.approx(100 * 4 / 11)
+    assert m["top5"] == pytest.approx(100 * 10 / 11)  # the class-9 image is outside every top 5
+    assert record["settings"]["eval"]["preprocess"]["crop_pct"] == 0.875
+    assert "not an official release" in record["notes"][0]
+
+
+def test_a_plain_model_records_top1_top5_and_loss_only(capsys, tmp_path, ten_class_tree):
+    ckpt = known_checkpoint(tmp_path / "plain.pth", variant="debug")
+    code, record, _ = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(ten_class_tree),
+                               "--checkpoint", str(ckpt), "--results-dir", str(tmp_path / "r"))
+    assert code == 0
+    assert {"top1", "top5", "loss"} <= set(record["metrics"]) and "top1_cls" not in record["metrics"]
+    assert record["metrics"]["top1"] == pytest.approx(100 * 4 / 11)
+
+
+def test_imagenet_v2_folders_are_class_indices_not_strings(tmp_path):
+    root = folder_tree(tmp_path / "v2", {str(i): 1 for i in [0, 1, 2, 3, 10, 11, 100, 999]})
+    samples, layout = data.find_samples(root)
+    assert layout == "imagenet-v2"
+    assert {p.parent.name: label for p, label in samples} == {str(i): i for i in [0, 1, 2, 3, 10, 11, 100, 999]}
+
+
+def test_class_folders_are_indexed_in_sorted_order(tmp_path):
+    samples, layout = data.find_samples(folder_tree(tmp_path / "f", {"truck": 1, "airplane": 1, "cat": 1}))
+    assert layout == "folder" and [(p.parent.name, y) for p, y in samples] == [("airplane", 0), ("cat", 1), ("truck", 2)]
+
+
+def test_the_flat_ilsvrc_folder_reads_its_labels_file(tmp_path):
+    root = tmp_path / "val"
+    for i in (1, 2, 7):
+        jpeg(root / f"ILSVRC2012_val_{i:08d}.JPEG", seed=i)
+    (tmp_path / data.LABELS_NAME).write_text("ILSVRC2012_val_00000001.JPEG 65\nILSVRC2012_val_00000002.JPEG 970\n"
+                                             "ILSVRC2012_val_00000007.JPEG 0\n")
+    samples, layout = data.find_samples(root)
+    assert layout == "imagenet-flat" and [y for _, y in samples] == [65, 970, 0]
+    sets = data.real_label_sets(samples)  # timm's ReaL copy: entry i is val image i+1
+    assert sets[0] == [] and sets[1] == [970, 795]
+
+
+def test_a_flat_folder_without_labels_says_how_to_give_them(tmp_path):
+    jpeg(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG", seed=0)
+    with pytest.raises(data.DataError, match="--labels FILE"):
+        data.find_samples(tmp_path / "val")
+
+
+def test_real_scores_any_top_k_hit_and_leaves_out_empty_sets():
+    preds = Predictions(["a", "b", "c", "d"], torch.tensor([0, 1, 2, 3]),
+                        {"": torch.tensor([[5, 1, 2, 3, 4], [1, 0, 2, 3, 4], [9, 8, 7, 6, 5], [3, 2, 1, 0, 4]])}, 4.0)
+    out = scores(preds, real_sets=[[1], [7, 1], [], [4]])
+    assert out["real_images"] == 3
+    assert out["real_top1"] == pytest.approx(100 / 3)  # only image b's first guess is in its set
+    assert out["real_top5"] == pytest.approx(100.0)
+    assert out["top1"] == pytest.approx(50.0) and out["loss"] == 1.0
+
+
+def official_eval(size: int):
+    """The DeiT repo's eval transform (datasets.py: build_transform, is_train=False), written out."""
+    return transforms.Compose([transforms.Resize(int(size / 0.875), interpolation=3), transforms.CenterCrop(size),
+                               transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    """A real photograph when ../shared/datasets is present, else a made JPEG of the same size."""
+    out = tmp_path_factory.mktemp("photo")
+    archive = SHARED / "imagenet-val-1300.tar.gz"
+    if archive.exists():
+        with tarfile.open(archive) as tar:
+            member = next(m for m in tar if m.name.endswith(".JPEG"))
+            tar.extract(member, out, filter="data")
+            return out / member.name
+    return jpeg(out / "made.jpg", seed=1, size=(227, 227))
+
+
+@pytest.mark.parametrize("variant,size", [("deit_ti", 224), ("deit_b_384", 384)])
+def test_the_official_protocol_gives_the_official_pipelines_tensors(photo, variant, size):
+    p = data.preprocess(VARIANTS[variant].build(), size, "official")
+    with Image.open(photo) as img:
+        ours, theirs = data.build_transform(p)(img.convert("RGB")), official_eval(size)(img.convert("RGB"))
+    assert torch.equal(ours, theirs) and p.resize_size == int(size / 0.875)
+
+
+@pytest.mark.parametrize("variant,crop", [("deit_ti", 0.9), ("deit_b_384", 1.0)])
+def test_the_timm_protocol_gives_timms_tensors(photo, variant, crop):
+    from timm.data import create_transform, resolve_data_config
+
+    model = VARIANTS[variant].build()
+    p = data.preprocess(model, VARIANTS[variant].img_size, "timm")
+    with Image.open(photo) as img:
+        ours = data.build_transform(p)(img.convert("RGB"))
+        theirs = create_transform(**resolve_data_config({}, model=model))(img.convert("RGB"))
+    assert p.crop_pct == crop and torch.equal(ours, theirs)
+
+
+def test_a_file_named_like_a_release_must_hash_to_its_prefix(tmp_path):
+    good = tmp_path / "weights.pth"
+    torch.save({"model": {"head.weight": torch.zeros(10, 4)}}, good)
+    prefix = checkpoint.sha256_of(good)[:8]
+    named = good.rename(tmp_path / f"deit_tiny_patch16_224-{prefix}.pth")
+    assert checkpoint.read_state_dict(named)[1].num_classes == 10
+    wrong = named.rename(tmp_path / "deit_tiny_patch16_224-a1311bcf.pth")
+    with pytest.raises(checkpoint.CheckpointError, match="hashes to"):
+        checkpoint.read_state_dict(wrong)
+
+
+def test_safetensors_and_plain_state_dicts_load(tmp_path):
+    from safetensors.torch import save_file
+
+    model = VARIANTS["debug"].build()
+    save_file(model.state_dict(), tmp_path / "w.safetensors")
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, tmp_path / "ddp.pth")
+    for name in ("w.safetensors", "ddp.pth"):
+        state, info = checkpoint.read_state_dict(tmp_path / name)
+        checkpoint.load_into(VARIANTS["debug"].build(), state, name)
+        assert info.num_classes == 10 and not info.official
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing_folder", "is not a folder"),
+    ("empty_folder", "no images"),
+    ("unreadable_image", "cannot read image"),
+    ("corrupt_checkpoint", "cannot read checkpoint"),
+    ("wrong_keys", "unexpected keys (3): dist_token"),
+    ("head_vs_num_classes", "the checkpoint's head has 10 classes"),
+    ("labels_beyond_head", "has label 9 but the model has 5 classes"),
+    ("no_weights", "needs weights"),
+])
+def test_bad_inputs_exit_2_with_a_clear_message(capsys, tmp_path, ten_class_tree, case, message):
+    ckpt = known_checkpoint(tmp_path / "k.pth")
+    args = ["--variant", "debug_dist", "--metrics", "accuracy", "--data", str(ten_class_tree), "--checkpoint", str(ckpt)]
+    if case == "missing_folder":
+        args[5] = str(tmp_path / "nowhere")
+    elif case == "empty_folder":
+        (tmp_path / "empty" / "c0").mkdir(parents=True)
+        args[5] = str(tmp_path / "empty")
+    elif case == "unreadable_image":
+        (ten_class_tree / "c1" / "broken.jpg").write_bytes(b"not a jpeg at all")
+        args += ["--workers", "2"]  # the error crosses a DataLoader worker
+    elif case == "corrupt_checkpoint":
+        ckpt.write_bytes(ckpt.read_bytes()[:200])
+    elif case == "wrong_keys":
+        args[1] = "debug"
+    elif case == "head_vs_num_classes":
+        args += ["--num-classes", "1000"]
+    elif case == "labels_beyond_head":
+        small = VARIANTS["debug_dist"].build(num_classes=5)
+        torch.save(small.state_dict(), ckpt)
+    elif case == "no_weights":
+        args = args[:-2]
+    code, _, err = run_json(capsys, *args, "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_pretrained_without_network_says_to_pass_a_checkpoint(monkeypatch):
+    import timm
+
+    def offline(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(checkpoint.CheckpointError, match="pass --checkpoint FILE"):
+        checkpoint.load_pretrained("deit_tiny_patch16_224")
+
+
+def test_torchrun_on_two_processes_counts_every_image_once_and_agrees_with_one(tmp_path, ten_class_tree):
+    ckpt = known_checkpoint(tmp_path / "k.pth")
+    common = ["run", "--variant", "debug_dist", "--device", "cpu", "--metrics", "accuracy", "--data", str(ten_class_tree),
+              "--checkpoint", str(ckpt), "--batch-size", "2", "--workers", "0", "--json"]
+    single = subprocess.run([sys.executable, "-m", "bench", *common, "--results-dir", str(tmp_path / "one"),
+                             "--save-predictions", str(tmp_path / "one.pt")], capture_output=True, text=True, timeout=300)
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                            "-m", "bench", *common, "--results-dir", str(tmp_path / "two"),
+                            "--save-predictions", str(tmp_path / "two.pt")], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0 and multi.returncode == 0, multi.stderr[-2000:]
+    one, two = json.loads(single.stdout)["metrics"], json.loads(multi.stdout)["metrics"]
+    assert two["images"] == one["images"] == 11
+    assert {k: v for k, v in two.items() if k != "eval_img_per_s"} == pytest.approx(
+        {k: v for k, v in one.items() if k != "eval_img_per_s"})
+    a, b = Predictions.load(tmp_path / "one.pt"), Predictions.load(tmp_path / "two.pt")
+    assert a.names == b.names and torch.equal(a.targets, b.targets)
+    assert len(list((tmp_path / "two").iterdir())) == 1  # rank 0 alone wrote a record
