@@ -21,7 +21,7 @@ class UsageError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split(".")[0] + ".")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,ls,check}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,ls,check,disagree}")
 
     run = sub.add_parser("run", help="measure one model and write a result record")
     run.add_argument("--variant", required=True,
@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="with --write-baseline: tolerated |Δ top-1/top-5| in points (default 0.1)")
     check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     check.set_defaults(func=_check)
+
+    dis = sub.add_parser("disagree", help="Table 4: how often models disagree, from --save-predictions files")
+    dis.add_argument("predictions", nargs="+", type=Path, help="files written by bench run --save-predictions")
+    dis.add_argument("--json", action="store_true", help="print the matrix as JSON")
+    dis.set_defaults(func=_disagree)
 
     ls = sub.add_parser("ls", help="list the registry: variants, teachers, debug models, paper numbers")
     ls.add_argument("--role", choices=["student", "teacher", "debug"], help="only entries of this role")
@@ -188,6 +193,26 @@ def _check(args: argparse.Namespace) -> int:
         print(f"\n{failed} of {len(rows)} gates failed" if failed else f"\nall {len(rows)} gates pass "
               f"({sum(r.verdict == 'skipped' for r in rows)} skipped)")
     return 1 if failed else 0
+
+
+def _disagree(args: argparse.Namespace) -> None:
+    from bench.disagree import disagreement, top1_columns
+
+    missing = [str(p) for p in args.predictions if not p.is_file()]
+    if missing:
+        raise UsageError(f"no such prediction file: {', '.join(missing)} (write them with --save-predictions)")
+    try:
+        columns, images = top1_columns(args.predictions)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # not a torch file, or not one of ours
+        raise UsageError(f"cannot read the prediction files: {type(exc).__name__}: {exc}") from None
+    matrix = disagreement(columns)
+    if args.json:
+        print(matrix.to_json(orient="index", indent=2))
+    else:
+        print(f"fraction of the {images:,} shared images classified differently (Table 4)\n")
+        print(matrix.to_markdown(floatfmt=".3f"))
 
 
 def _ls(args: argparse.Namespace) -> None:

@@ -256,3 +256,20 @@ def test_torchrun_on_two_processes_counts_every_image_once_and_agrees_with_one(t
     a, b = Predictions.load(tmp_path / "one.pt"), Predictions.load(tmp_path / "two.pt")
     assert a.names == b.names and torch.equal(a.targets, b.targets)
     assert len(list((tmp_path / "two").iterdir())) == 1  # rank 0 alone wrote a record
+
+
+def test_disagreement_is_the_fraction_of_images_with_different_top1(tmp_path, capsys):
+    names = ["a", "b", "c", "d"]
+    Predictions(names, torch.tensor([0, 1, 2, 3]), {"": torch.tensor([[0], [1], [2], [0]])}, 0.0).save(tmp_path / "cnn.pt")
+    # the same images in another order: distilled model, class head right on a and b only
+    Predictions(["d", "c", "b", "a"], torch.tensor([3, 2, 1, 0]),
+                {"cls": torch.tensor([[1], [1], [1], [0]]), "dist": torch.tensor([[0], [2], [1], [0]]),
+                 "fused_logits": torch.tensor([[0], [2], [1], [0]]), "fused_probs": torch.tensor([[0], [2], [1], [0]])},
+                0.0).save(tmp_path / "deit.pt")
+    code = cli.main(["disagree", str(tmp_path / "cnn.pt"), str(tmp_path / "deit.pt"), "--json"])
+    matrix = json.loads(capsys.readouterr().out)
+    assert code == 0 and set(matrix) == {"ground truth", "cnn", "deit class", "deit distil", "deit class+distil"}
+    assert matrix["ground truth"]["cnn"] == 0.25
+    assert matrix["ground truth"]["deit class"] == 0.5
+    assert matrix["cnn"]["deit distil"] == 0.0 and matrix["deit class"]["deit distil"] == 0.5
+    assert cli.main(["disagree", str(tmp_path / "nope.pt")]) == 2

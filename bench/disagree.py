@@ -1,0 +1,42 @@
+"""Table 4: the fraction of images two classifiers label differently, from saved per-image predictions.
+
+`bench run … --save-predictions FILE` stores each image's top-5 per head; this reads several such files
+(images matched by file name) and needs no model or data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bench.evaluate import Predictions
+
+# Which heads of a distilled model become Table 4 columns, and their names there.
+HEAD_LABELS = {"": "", "cls": "class", "dist": "distil", "fused_logits": "class+distil"}
+
+
+def top1_columns(files: list[Path]) -> tuple[dict[str, torch.Tensor], int]:
+    """Top-1 per classifier (one per head of each file), plus the ground truth, on the images all files share."""
+    loaded = [(f, Predictions.load(f)) for f in files]
+    common = set(loaded[0][1].names).intersection(*(set(p.names) for _, p in loaded[1:]))
+    if not common:
+        raise ValueError("the prediction files share no image; they must come from the same data")
+    order = sorted(common)
+    columns: dict[str, torch.Tensor] = {}
+    for f, preds in loaded:
+        position = {n: i for i, n in enumerate(preds.names)}
+        rows = torch.tensor([position[n] for n in order])
+        columns.setdefault("ground truth", preds.targets[rows])
+        for head, label in HEAD_LABELS.items():
+            if head in preds.top5:
+                columns[f"{f.stem} {label}".strip()] = preds.top5[head][rows, 0]
+    return columns, len(order)
+
+
+def disagreement(columns: dict[str, torch.Tensor]) -> pd.DataFrame:
+    """Symmetric matrix of the fraction of images on which two columns' top-1 differ."""
+    names = list(columns)
+    return pd.DataFrame([[(columns[a] != columns[b]).float().mean().item() for b in names] for a in names],
+                        index=names, columns=names)
