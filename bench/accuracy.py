@@ -77,8 +77,8 @@ def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, *, i
         real = data.real_label_sets(samples, None if opts.real_labels == "timm" else Path(opts.real_labels))
     log(f"evaluating {len(samples)} images ({layout}, {prep.protocol} preprocessing: resize {prep.resize_size}, "
         f"crop {prep.img_size}, {prep.interpolation}) with {opts.workers} workers")
-    dataset = data.ImageList(samples, data.build_transform(prep))
-    preds, img_per_s = evaluate.timed_predict(model, dataset, distilled=variant.distilled, device=device,
+    dataset = data.ImageList(samples, data.build_transform(prep, normalize=False))
+    preds, img_per_s = evaluate.timed_predict(model, dataset, prep, distilled=variant.distilled, device=device,
                                               precision=precision, batch_size=batch_size, workers=opts.workers)
     if opts.save_predictions:
         preds.save(opts.save_predictions)

@@ -156,7 +156,20 @@ def preprocess(model: nn.Module, img_size: int, protocol: str, crop_pct: float |
     return Preprocess(protocol, img_size, pct, math.floor(img_size / pct), interpolation, tuple(mean), tuple(std))
 
 
-def build_transform(p: Preprocess):
-    """timm's eval transform: Resize(shorter side) → CenterCrop → ToTensor → Normalize."""
+def build_transform(p: Preprocess, normalize: bool = True):
+    """timm's eval transform: Resize(shorter side) → CenterCrop → ToTensor → Normalize.
+
+    With normalize=False it stops at a uint8 tensor (timm's prefetcher path) and `normalize_batch` finishes
+    the job once per batch: per image, ToTensor + Normalize cost more than the JPEG decode of a 32 px image.
+    """
     return create_transform(input_size=(3, p.img_size, p.img_size), is_training=False, interpolation=p.interpolation,
-                            mean=p.mean, std=p.std, crop_pct=p.crop_pct, crop_mode="center")
+                            mean=p.mean, std=p.std, crop_pct=p.crop_pct, crop_mode="center",
+                            use_prefetcher=not normalize)
+
+
+def normalize_batch(images: torch.Tensor, p: Preprocess) -> torch.Tensor:
+    """uint8 [B, 3, H, W] → normalised float32, with ToTensor's and Normalize's operations in their order,
+    so the values equal the per-image pipeline's exactly."""
+    mean = torch.tensor(p.mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(p.std, device=images.device).view(1, -1, 1, 1)
+    return images.float().div_(255).sub_(mean).div_(std)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from bench.data import ImageList
+from bench.data import ImageList, Preprocess, normalize_batch
 from bench.speed import Precision, precision_mode
 
 DISTILLED_HEADS = ("cls", "dist", "fused_logits", "fused_probs")
@@ -63,10 +63,11 @@ class Predictions:
         return cls(data["names"], data["targets"], data["top5"], data["loss_sum"])
 
 
-def predict(model: nn.Module, dataset: ImageList, *, distilled: bool, device: str, precision: Precision,
-            batch_size: int, workers: int, progress: bool = True) -> Predictions:
-    """Predictions for every image of `dataset`; under torchrun each rank takes every world-th image and the
-    ranks' results are gathered (each image counted exactly once)."""
+def predict(model: nn.Module, dataset: ImageList, prep: Preprocess, *, distilled: bool, device: str,
+            precision: Precision, batch_size: int, workers: int, progress: bool = True) -> Predictions:
+    """Predictions for every image of `dataset` (whose transform stops at uint8, normalised here per batch);
+    under torchrun each rank takes every world-th image and the ranks' results are gathered (each image
+    counted exactly once)."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     shard = Subset(dataset, range(rank, len(dataset), world))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=device.startswith("cuda"),
@@ -78,7 +79,7 @@ def predict(model: nn.Module, dataset: ImageList, *, distilled: bool, device: st
                file=sys.stderr, smoothing=0.1)
     with torch.inference_mode(), precision_mode(precision, device.split(":")[0]):
         for images, labels, index in loader:
-            images = images.to(device, dtype=precision.dtype, non_blocking=True)
+            images = normalize_batch(images.to(device, non_blocking=True), prep).to(precision.dtype)
             outputs = head_outputs(model, images, distilled)
             k = min(5, outputs[head].shape[-1])
             for name, scores in outputs.items():

@@ -273,3 +273,12 @@ def test_disagreement_is_the_fraction_of_images_with_different_top1(tmp_path, ca
     assert matrix["ground truth"]["deit class"] == 0.5
     assert matrix["cnn"]["deit distil"] == 0.0 and matrix["deit class"]["deit distil"] == 0.5
     assert cli.main(["disagree", str(tmp_path / "nope.pt")]) == 2
+
+
+def test_per_batch_normalisation_equals_the_per_image_pipeline_exactly(photo):
+    p = data.preprocess(VARIANTS["deit_ti"].build(), 224, "official")
+    with Image.open(photo) as img:
+        full = data.build_transform(p)(img.convert("RGB"))
+        raw = data.build_transform(p, normalize=False)(img.convert("RGB"))
+    assert raw.dtype == torch.uint8
+    assert torch.equal(data.normalize_batch(raw[None], p)[0], full)
