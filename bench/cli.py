@@ -108,6 +108,8 @@ def _run(args: argparse.Namespace) -> None:
                              "one process")
         if "accuracy" in plans[0][1].metrics:
             eval_opts.check()
+        if args.save_predictions and len(plans) > 1:
+            raise ValueError("--save-predictions names one file: give one --variant at a time")
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
     except ValueError as exc:

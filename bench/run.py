@@ -35,18 +35,16 @@ class Protocol:
     warmup: dict[str, int]
     iters: dict[str, int]
     fixed_precision: str | None = None  # the protocol allows no other
-    doc: str = ""
 
 
 PROTOCOLS = {
     # timm's benchmark.py: batch 256, 10 warm-up + 40 timed steps on GPU. On CPU, smaller defaults keep
     # `bench run --variant deit_b` within a minute on 2 cores. Median, so one slow step does not count.
-    "timm": Protocol("timm", "median", {"cuda": 256, "cpu": 16}, {"cuda": 10, "cpu": 2}, {"cuda": 40, "cpu": 8},
-                     doc="fixed batch, median of per-batch times"),
+    "timm": Protocol("timm", "median", {"cuda": 256, "cpu": 16}, {"cuda": 10, "cpu": 2}, {"cuda": 40, "cpu": 8}),
     # Paper Table 1/5 caption + official repo issue #38: fp32, largest batch that fits, mean of 30 runs.
     # "Largest batch that fits" is a GPU-memory notion: on CPU the batch must be given.
     "paper": Protocol("paper", "mean", {"cuda": "max", "cpu": None}, {"cuda": 10, "cpu": 2}, {"cuda": 30, "cpu": 30},
-                      fixed_precision="fp32", doc="fp32, largest batch that fits, mean of 30 runs"),
+                      fixed_precision="fp32"),
 }
 
 
