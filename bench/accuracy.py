@@ -78,11 +78,12 @@ def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, *, i
     log(f"evaluating {len(samples)} images ({layout}, {prep.protocol} preprocessing: resize {prep.resize_size}, "
         f"crop {prep.img_size}, {prep.interpolation}) with {opts.workers} workers")
     dataset = data.ImageList(samples, data.build_transform(prep, normalize=False))
-    preds, img_per_s = evaluate.timed_predict(model, dataset, prep, distilled=variant.distilled, device=device,
+    preds, speed = evaluate.timed_predict(model, dataset, prep, distilled=variant.distilled, device=device,
                                               precision=precision, batch_size=batch_size, workers=opts.workers)
     if opts.save_predictions:
         preds.save(opts.save_predictions)
-    metrics = {**evaluate.scores(preds, real), "eval_img_per_s": img_per_s}
+    metrics = {**evaluate.scores(preds, real), "eval_img_per_s": speed.whole,
+               "eval_img_per_s_steady": speed.steady}
     settings = {"data": str(opts.data), "dataset": layout, "num_classes": classes, "workers": opts.workers,
                 "real_labels": opts.real_labels, "checkpoint": str(opts.checkpoint) if opts.checkpoint else None,
                 "pretrained": opts.pretrained, "preprocess": dataclasses.asdict(prep),

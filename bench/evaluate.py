@@ -61,10 +61,11 @@ class Predictions:
 
 
 def predict(model: nn.Module, dataset: ImageList, prep: Preprocess, *, distilled: bool, device: str,
-            precision: Precision, batch_size: int, workers: int, progress: bool = True) -> Predictions:
+            precision: Precision, batch_size: int, workers: int, progress: bool = True,
+            batch_ends: list[tuple[float, int]] | None = None) -> Predictions:
     """Predictions for every image of `dataset` (whose transform stops at uint8, normalised here per batch);
     under torchrun each rank takes every world-th image and the ranks' results are gathered (each image
-    counted exactly once)."""
+    counted exactly once). `batch_ends`, when given, receives (perf_counter, images) after each batch."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     shard = Subset(dataset, range(rank, len(dataset), world))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=device.startswith("cuda"),
@@ -85,6 +86,8 @@ def predict(model: nn.Module, dataset: ImageList, prep: Preprocess, *, distilled
             indices.append(index)
             targets.append(labels)
             bar.update(min(len(labels) * world, bar.total - bar.n))  # rank 0 stands for all ranks
+            if batch_ends is not None:
+                batch_ends.append((time.perf_counter(), len(labels)))
     bar.close()
     local = (torch.cat(indices), torch.cat(targets), {h: torch.cat(v) for h, v in top5.items()}, loss_sum)
     order, targets_, top5_, loss_sum = _gather(local) if world > 1 else local
@@ -127,8 +130,26 @@ def scores(preds: Predictions, real_sets: list[list[int]] | None = None) -> dict
     return out
 
 
-def timed_predict(*args, **kwargs) -> tuple[Predictions, float]:
-    """predict() and the images/s of the whole loop (loading included)."""
+@dataclass(frozen=True)
+class LoopSpeed:
+    """Images/s of the evaluation loop, loading included.
+
+    `whole`: every image over the whole call (worker start-up and the first batch included);
+    `steady`: images after the first batch over the time after it, this rank's share (comparable to the
+    forward throughput, whose warm-up is excluded too). None when there is a single batch.
+    """
+
+    whole: float
+    steady: float | None
+
+
+def timed_predict(*args, **kwargs) -> tuple[Predictions, LoopSpeed]:
+    """predict() and the images/s of its loop."""
+    ends: list[tuple[float, int]] = []
     start = time.perf_counter()
-    preds = predict(*args, **kwargs)
-    return preds, len(preds.targets) / (time.perf_counter() - start)
+    preds = predict(*args, **kwargs, batch_ends=ends)
+    whole = len(preds.targets) / (time.perf_counter() - start)
+    steady = None
+    if len(ends) > 1:
+        steady = sum(n for _, n in ends[1:]) / (ends[-1][0] - ends[0][0])
+    return preds, LoopSpeed(whole, steady)

@@ -96,4 +96,6 @@ def _accuracy_rows(record: Record, p) -> list[tuple[str, str, str, str]]:
         rows.append(row(f"ReaL top-1 % ({m['real_images']:,} counted)", "real_top1", p.real if paper_top1 else None))
     rows.append(("loss (cross-entropy)", f"{m['loss']:.4f}", "", ""))
     rows.append(("eval images/s (loading included)", f"{m['eval_img_per_s']:,.1f}", "", ""))
+    if m.get("eval_img_per_s_steady"):
+        rows.append(("eval images/s after the first batch", f"{m['eval_img_per_s_steady']:,.1f}", "", ""))
     return rows

@@ -87,6 +87,8 @@ def test_a_plain_model_records_top1_top5_and_loss_only(capsys, tmp_path, ten_cla
     assert code == 0
     assert {"top1", "top5", "loss"} <= set(record["metrics"]) and "top1_cls" not in record["metrics"]
     assert record["metrics"]["top1"] == pytest.approx(100 * 4 / 11)
+    # 11 images in batches of 4: the steady rate counts the 7 images after the first batch
+    assert record["metrics"]["eval_img_per_s_steady"] > 0 and record["metrics"]["eval_img_per_s"] > 0
 
 
 def test_imagenet_v2_folders_are_class_indices_not_strings(tmp_path):
@@ -251,8 +253,9 @@ def test_torchrun_on_two_processes_counts_every_image_once_and_agrees_with_one(t
     assert single.returncode == 0 and multi.returncode == 0, multi.stderr[-2000:]
     one, two = json.loads(single.stdout)["metrics"], json.loads(multi.stdout)["metrics"]
     assert two["images"] == one["images"] == 11
-    assert {k: v for k, v in two.items() if k != "eval_img_per_s"} == pytest.approx(
-        {k: v for k, v in one.items() if k != "eval_img_per_s"})
+    speeds = {"eval_img_per_s", "eval_img_per_s_steady"}
+    assert {k: v for k, v in two.items() if k not in speeds} == pytest.approx(
+        {k: v for k, v in one.items() if k not in speeds})
     a, b = Predictions.load(tmp_path / "one.pt"), Predictions.load(tmp_path / "two.pt")
     assert a.names == b.names and torch.equal(a.targets, b.targets)
     assert len(list((tmp_path / "two").iterdir())) == 1  # rank 0 alone wrote a record
