@@ -61,6 +61,7 @@ def _teacher(name, model, img_size=224, paper=None, **kwargs) -> Variant:
 
 
 _DEBUG_KWARGS = dict(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=2, num_classes=10)
+_CIFAR_VIT_KWARGS = dict(img_size=32, patch_size=4, embed_dim=96, depth=6, num_heads=3, num_classes=10)
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
@@ -91,6 +92,9 @@ VARIANTS: dict[str, Variant] = {
         _teacher("regnety_160", "regnety_160",
                  paper=PaperRef("Table 5", "RegNetY-16GF", 84, 334.7, 82.9, 88.1, 72.4)),
         _teacher("cifar_resnet10", "cifar_resnet10", img_size=32, num_classes=10),
+        # CIFAR-scale students (issue #5's mini and cifar10 Table 3): DeiT-shaped, 6 blocks of width 96, 4 px patches.
+        Variant("cifar_vit", "deit_tiny_patch16_224", 32, False, "student", 10, dict(_CIFAR_VIT_KWARGS)),
+        Variant("cifar_vit_dist", "deit_tiny_distilled_patch16_224", 32, True, "student", 10, dict(_CIFAR_VIT_KWARGS)),
         # Tiny models every test and CI uses: 2 blocks, width 64, 4 px patches, 32 px, 10 classes.
         Variant("debug", "deit_tiny_patch16_224", 32, False, "debug", 10, dict(_DEBUG_KWARGS)),
         Variant("debug_dist", "deit_tiny_distilled_patch16_224", 32, True, "debug", 10, dict(_DEBUG_KWARGS)),

@@ -1,14 +1,98 @@
-"""`reproduce`: train DeiT variants with the paper's recipe. Placeholder until the training issue (#4) lands."""
+"""`reproduce`: train DeiT variants with the paper's recipe. Thin: parse, look up, call, report.
+
+    reproduce ls                                   experiments with their paper row and number
+    reproduce train --experiment NAME --output DIR [--data PATH] [--set key=value …] [--resume]
+    torchrun --nproc_per_node 8 -m reproduce train …   (one process per GPU; gloo on CPU)
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import sys
+from pathlib import Path
+
+from bench.checkpoint import CheckpointError
+from bench.data import DataError
+from bench.record import write_record
+from reproduce import experiments
+from reproduce.config import ConfigError, TrainConfig, check, override
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reproduce", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ls}")
+    train = sub.add_parser("train", help="train one experiment; writes checkpoint, log.jsonl and a result record")
+    train.add_argument("--experiment", required=True, help="a registered experiment (see `reproduce ls`)")
+    train.add_argument("--output", type=Path, required=True, help="run folder: checkpoint.pth, log.jsonl, result.json")
+    train.add_argument("--data", help="dataset root (sets the config field `data`)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field (repeatable); `reproduce ls --fields` lists them")
+    train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    train.add_argument("--results-dir", type=Path, default=Path("results/runs/train"),
+                       help="where the result record goes (default results/runs/train)")
+    ls = sub.add_parser("ls", help="list experiments (paper table/row and number)")
+    ls.add_argument("--fields", action="store_true", help="list the config fields and their defaults instead")
+    ls.add_argument("--show", metavar="EXPERIMENT", help="print one experiment's fully resolved config")
+    return parser
+
+
+def resolve_config(name: str, data: str | None, assignments: list[str]) -> TrainConfig:
+    try:
+        cfg = experiments.get(name).build()
+    except KeyError as exc:
+        raise ConfigError(exc.args[0]) from None
+    if data:
+        cfg = dataclasses.replace(cfg, data=data)
+    return override(check(cfg), assignments)
+
+
+def _ls(args) -> int:
+    if args.fields:
+        for f in dataclasses.fields(TrainConfig):
+            print(f"{f.name:22s} {f.default!r}")
+        return 0
+    if args.show:
+        for key, value in dataclasses.asdict(resolve_config(args.show, None, [])).items():
+            print(f"{key:22s} {value!r}")
+        return 0
+    width = max(map(len, experiments.EXPERIMENTS))
+    for exp in experiments.EXPERIMENTS.values():
+        number = f"{exp.paper_top1:.1f} %" if exp.paper_top1 is not None else "–"
+        print(f"{exp.name:{width}s}  {exp.table:42s} paper {number:7s} {exp.doc}")
+    return 0
+
+
+def _train(args) -> int:
+    from reproduce.train import NonFiniteLoss, Preempted, train
+
+    cfg = resolve_config(args.experiment, args.data, args.set)
+    try:
+        record = train(cfg, args.output, experiment=args.experiment, resume=args.resume,
+                       log=lambda msg: print(msg, file=sys.stderr))
+    except NonFiniteLoss as exc:
+        print(f"reproduce: {exc}", file=sys.stderr)
+        return 1
+    except Preempted as exc:
+        print(f"reproduce: {exc}; continue with --resume", file=sys.stderr)
+        return 3
+    if record is not None:
+        path = write_record(record, args.results_dir)
+        top = {k: round(v, 2) for k, v in record.metrics.items() if k.startswith("final_val_top1")}
+        print(f"record: {path}  {top}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("reproduce: training is not implemented yet (issue #4); `bench` measures size and speed today.",
-          file=sys.stderr)
-    return 1
+    args = _parser().parse_args(argv)
+    try:
+        return _ls(args) if args.command == "ls" else _train(args)
+    except (ConfigError, DataError, CheckpointError) as exc:
+        print(f"reproduce: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reproduce: interrupted; the last epoch's checkpoint is intact (--resume continues)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

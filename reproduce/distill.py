@@ -7,11 +7,12 @@ The training step calls one function and never asks which Table-3 row is running
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
-from torch import Tensor
+from torch import Tensor, nn
 
 MODES = ("none", "soft", "hard")
 KL_NORMS = ("batchmean", "official")
@@ -36,6 +37,17 @@ def distillation_loss(student_logits: Tensor | tuple[Tensor, Tensor], teacher_lo
         base_criterion: the label loss; default cross-entropy for index targets, soft-target
             cross-entropy for soft targets (what the official code picks under Mixup).
     """
+    base, teacher_term = distillation_terms(student_logits, teacher_logits, target, mode=mode, tau=tau,
+                                            kl_norm=kl_norm, base_criterion=base_criterion)
+    if teacher_term is None:
+        return base
+    return (1 - alpha) * base + alpha * teacher_term
+
+
+def distillation_terms(student_logits: Tensor | tuple[Tensor, Tensor], teacher_logits: Tensor | None,
+                       target: Tensor, *, mode: str, tau: float, kl_norm: str,
+                       base_criterion: Callable[[Tensor, Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
+    """The two unweighted terms of `distillation_loss` (label term, teacher term or None), for the logs."""
     if mode not in MODES:
         raise ValueError(f"unknown distillation mode {mode!r}; accepted: {', '.join(MODES)}")
     cls, dist = student_logits if isinstance(student_logits, tuple) else (student_logits, student_logits)
@@ -43,7 +55,7 @@ def distillation_loss(student_logits: Tensor | tuple[Tensor, Tensor], teacher_lo
         base_criterion = SoftTargetCrossEntropy() if target.is_floating_point() else F.cross_entropy
     base = base_criterion(cls, target)
     if mode == "none":
-        return base
+        return base, None
     if teacher_logits is None:
         raise ValueError(f"distillation mode {mode!r} needs the teacher's logits")
     teacher_logits = teacher_logits.detach()
@@ -53,10 +65,9 @@ def distillation_loss(student_logits: Tensor | tuple[Tensor, Tensor], teacher_lo
         kl = F.kl_div(F.log_softmax(dist / tau, dim=-1), F.log_softmax(teacher_logits / tau, dim=-1),
                       reduction="sum", log_target=True)
         divisor = dist.shape[0] if kl_norm == "batchmean" else dist.numel()
-        teacher_term = kl * tau * tau / divisor
-    else:  # hard: the teacher's decision on the very image the student saw, mixing included
-        teacher_term = F.cross_entropy(dist, teacher_logits.argmax(dim=-1))
-    return (1 - alpha) * base + alpha * teacher_term
+        return base, kl * tau * tau / divisor
+    # hard: the teacher's decision on the very image the student saw, mixing included
+    return base, F.cross_entropy(dist, teacher_logits.argmax(dim=-1))
 
 
 def teacher_logits(teacher: torch.nn.Module, images: Tensor) -> Tensor:
@@ -64,3 +75,25 @@ def teacher_logits(teacher: torch.nn.Module, images: Tensor) -> Tensor:
     teacher.eval()
     with torch.no_grad():
         return teacher(images)
+
+
+@dataclass(frozen=True)
+class Distiller:
+    """The loss component of the training step: the step passes images, the student's outputs and targets,
+    and never learns which Table-3 row is running."""
+
+    mode: str
+    alpha: float
+    tau: float
+    kl_norm: str
+    teacher: nn.Module | None
+    base_criterion: Callable[[Tensor, Tensor], Tensor] | None = None
+
+    def __call__(self, images: Tensor, outputs: Tensor | tuple[Tensor, Tensor],
+                 target: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(total loss, label term, teacher term or None)."""
+        teacher_out = teacher_logits(self.teacher, images) if self.mode != "none" else None
+        base, term = distillation_terms(outputs, teacher_out, target, mode=self.mode, tau=self.tau,
+                                        kl_norm=self.kl_norm, base_criterion=self.base_criterion)
+        total = base if term is None else (1 - self.alpha) * base + self.alpha * term
+        return total, base, term

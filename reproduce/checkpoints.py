@@ -1,0 +1,142 @@
+"""A training run's files: the checkpoint (official DeiT keys + our position), the JSONL log and the result.
+
+Only rank 0 writes. Every write goes to a temporary file first and is renamed into place, so a crash or
+Ctrl-C leaves the previous checkpoint or result whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.record import Record, collect_env
+from reproduce.config import ConfigError, TrainConfig, as_dict
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class CheckpointState:
+    """Where the run is: `epoch` epochs complete plus `step` steps of the next; evaluations so far."""
+
+    experiment: str
+    config: dict[str, Any]
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_img_per_s: list[float] = field(default_factory=list)
+    weights: dict[str, Any] = field(default_factory=dict, repr=False)  # state dicts read from the file
+
+    @classmethod
+    def fresh(cls, cfg: TrainConfig, experiment: str) -> CheckpointState:
+        return cls(experiment, as_dict(cfg))
+
+    def finished(self, cfg: TrainConfig) -> bool:
+        return self.epoch >= cfg.epochs
+
+    def restore(self, model, optimizer, scheduler, scaler, ema) -> None:
+        model.load_state_dict(self.weights["model"])
+        optimizer.load_state_dict(self.weights["optimizer"])
+        scheduler.load_state_dict(self.weights["lr_scheduler"])
+        if scaler is not None:
+            scaler.load_state_dict(self.weights["scaler"])
+        if ema is not None:
+            ema.module.load_state_dict(self.weights["model_ema"])
+
+    def save_to(self, files: RunFiles, model, optimizer, scheduler, scaler, ema) -> None:
+        if not files.main:
+            return
+        blob = {  # the official DeiT checkpoint keys, so its tools (and bench --checkpoint) read ours
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "model_ema": ema.module.state_dict() if ema is not None else None,
+            "epoch": self.epoch, "step": self.step, "experiment": self.experiment, "config": self.config,
+            "history": self.history, "train_img_per_s": self.train_img_per_s,
+        }
+        _atomic_write(files.checkpoint, lambda tmp: torch.save(blob, tmp))
+
+
+class RunFiles:
+    def __init__(self, output: Path, *, main: bool) -> None:
+        self.output, self.main = output, main
+        self.checkpoint, self.log_file, self.result = output / "checkpoint.pth", output / "log.jsonl", output / "result.json"
+        if main:
+            output.mkdir(parents=True, exist_ok=True)
+
+    def load(self, resume: bool, cfg: TrainConfig, experiment: str) -> CheckpointState | None:
+        """The saved state when resuming (None when there is nothing to resume); refuses to start over an existing
+        run without --resume, and to resume with a different configuration."""
+        if not self.checkpoint.exists():
+            return None
+        if not resume:
+            raise ConfigError(f"{self.output} already holds a run ({self.checkpoint.name}); pass --resume to continue "
+                              "it, or choose another --output")
+        blob = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        saved, now = blob["config"], as_dict(cfg)
+        now = json.loads(json.dumps(now))  # tuples as lists, as they come back from the file
+        saved = json.loads(json.dumps(saved))
+        differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if differ:
+            raise ConfigError(f"--resume with a different configuration than {self.checkpoint}: "
+                              + ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in differ))
+        weights = {k: blob[k] for k in ("model", "optimizer", "lr_scheduler", "scaler", "model_ema")}
+        return CheckpointState(blob["experiment"], blob["config"], blob["epoch"], blob["step"], blob["history"],
+                               blob["train_img_per_s"], weights)
+
+    def trim_log(self, state: CheckpointState) -> None:
+        """Drop log lines written after the checkpoint (a run killed between them), so a resumed log is whole."""
+        if not self.main or not self.log_file.exists():
+            return
+        keep = []
+        for line in self.log_file.read_text().splitlines():
+            entry = json.loads(line)
+            position = (entry["epoch"] + 1, 0) if entry["type"] == "epoch" else (entry["epoch"], entry["step"])
+            if position <= (state.epoch, state.step):
+                keep.append(line)
+        _atomic_write(self.log_file, lambda tmp: tmp.write_text("".join(k + "\n" for k in keep)))
+
+    def log(self, entry: dict[str, Any]) -> None:
+        if self.main:
+            with self.log_file.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    def finish(self, state: CheckpointState, cfg: TrainConfig, experiment: str, variant, procs, per_rank: int,
+               lr: float, wall_s: float) -> Record | None:
+        """The run's result record (kind "train"), also kept as result.json beside the checkpoint."""
+        if not self.main:
+            return None
+        final = state.history[-1] if state.history else {}
+        metrics: dict[str, Any] = {f"final_{k}": v for k, v in final.items() if k != "epoch"}
+        for key in (k for k in final if "top1" in k):
+            best = max(state.history, key=lambda h: h.get(key, float("-inf")))
+            metrics[f"best_{key}"], metrics[f"best_{key}_epoch"] = best[key], best["epoch"]
+        speeds = [s for s in state.train_img_per_s if s]
+        metrics.update(epochs=state.epoch, train_img_per_s=statistics.median(speeds) if speeds else None,
+                       wall_s_this_process=wall_s)
+        settings = {"experiment": experiment, "config": state.config, "device": procs.device,
+                    "world_size": procs.world, "batch_size_per_gpu": per_rank, "global_batch_size": cfg.batch_size,
+                    "lr_scaled": lr, "output": str(self.output), "history": state.history}
+        device_name = (torch.cuda.get_device_name(procs.device) if procs.device.startswith("cuda") else "cpu")
+        notes = [] if cfg.finetune or cfg.dataset != "synthetic" else ["synthetic data: a smoke run, not a result"]
+        record = Record(variant.name, variant.model, settings, metrics, collect_env(device_name), kind="train",
+                        notes=notes)
+        _atomic_write(self.result, lambda tmp: tmp.write_text(record.to_json()))
+        return record
+
+
+def record_dict(record: Record | None) -> dict:
+    return dataclasses.asdict(record) if record is not None else {}

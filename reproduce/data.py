@@ -1,0 +1,125 @@
+"""Training data: ImageNet-style folders, CIFAR-10, and a synthetic set for smoke runs, with DeiT's augmentation.
+
+Every dataset yields (image, label, index) like bench's evaluation data, so `bench.evaluate.predict` scores them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from torch.utils.data import Dataset, Subset
+
+from bench.data import DataError, ImageList, find_samples
+from reproduce.config import TrainConfig
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+CACHE = Path(os.environ.get("DEIT_BENCH_CACHE", Path.home() / ".cache" / "deit-bench"))
+
+
+class SyntheticImages(Dataset):
+    """Deterministic learnable images: class k is a colour and stripe frequency of its own, plus noise."""
+
+    def __init__(self, n: int, num_classes: int, size: int, seed: int, transform) -> None:
+        self.n, self.num_classes, self.size, self.seed, self.transform = n, num_classes, size, seed, transform
+        self.samples = [(Path(f"synthetic_{seed}_{i:06d}.png"), i % num_classes) for i in range(n)]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def image(self, index: int) -> Image.Image:
+        label = index % self.num_classes
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        hue = torch.tensor([(label * 37) % 256, (label * 91) % 256, (label * 53) % 256], dtype=torch.float32)
+        stripes = torch.sin(torch.arange(self.size) * (label + 1) * 0.4)[None, :, None] * 60
+        pixels = hue + stripes + torch.randn(self.size, self.size, 3, generator=g) * 40
+        return Image.fromarray(pixels.clamp(0, 255).to(torch.uint8).numpy())
+
+    def __getitem__(self, index: int):
+        return self.transform(self.image(index)), self.samples[index][1], index
+
+
+def train_transform(cfg: TrainConfig, img_size: int):
+    """DeiT's training augmentation, by timm (RandomResizedCrop, flip, RandAugment, random erasing)."""
+    return create_transform(input_size=(3, img_size, img_size), is_training=True, scale=cfg.train_crop_scale,
+                            hflip=cfg.hflip, color_jitter=cfg.color_jitter, auto_augment=cfg.auto_augment or None,
+                            interpolation=cfg.train_interpolation, re_prob=cfg.reprob, re_mode="pixel", re_count=1,
+                            mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+
+
+def datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
+    """(train, val) for the config's dataset, with the train subset applied."""
+    if cfg.dataset == "synthetic":
+        size = cfg.img_size or 32
+        train = SyntheticImages(cfg.train_subset or 256, cfg.num_classes, size, seed=1, transform=train_tf)
+        val = SyntheticImages(cfg.val_subset or 128, cfg.num_classes, size, seed=2, transform=val_tf)
+        return train, val
+    root = Path(cfg.data) if cfg.data else None
+    if cfg.dataset == "cifar10":
+        root = root or cifar10_tree()
+        splits = ("train", "test")
+    else:
+        if root is None:
+            raise DataError("dataset=folder needs --data PATH (a folder with train/ and val/ class folders)")
+        splits = ("train", "val")
+    for split in splits:
+        if not (root / split).is_dir():
+            raise DataError(f"{root} has no {split}/ folder; expected {root}/{splits[0]}/<class>/… and {root}/{splits[1]}/…")
+    train_samples, _ = find_samples(root / splits[0])
+    val_samples, _ = find_samples(root / splits[1])
+    train = ImageList(balanced_subset(train_samples, cfg.train_subset, cfg.subset_seed), train_tf)
+    val = ImageList(val_samples[: cfg.val_subset] if cfg.val_subset else val_samples, val_tf)
+    return train, val
+
+
+def balanced_subset(samples: list[tuple[Path, int]], n: int, seed: int) -> list[tuple[Path, int]]:
+    """n samples, an equal share per class (the first classes take the remainder), fixed by seed."""
+    if not n or n >= len(samples):
+        return samples
+    by_class: dict[int, list[tuple[Path, int]]] = {}
+    for sample in samples:
+        by_class.setdefault(sample[1], []).append(sample)
+    g = torch.Generator().manual_seed(seed)
+    classes = sorted(by_class)
+    chosen = []
+    for i, label in enumerate(classes):
+        take = n // len(classes) + (i < n % len(classes))
+        order = torch.randperm(len(by_class[label]), generator=g)[:take].tolist()
+        chosen += [by_class[label][j] for j in sorted(order)]
+    return chosen
+
+
+def cifar10_tree() -> Path:
+    """The CIFAR-10 JPEG tree (train/, test/), unpacked once from ../shared/datasets into the cache folder.
+
+    On a machine with a network and without the shared archive, pass data=<folder> made by your own copy.
+    """
+    target = CACHE / "cifar10-jpeg"
+    if (target / "train").is_dir() and (target / "test").is_dir():
+        return target
+    if not SHARED_CIFAR.exists():
+        raise DataError(f"dataset=cifar10 without --data needs the CIFAR-10 JPEG archive at {SHARED_CIFAR}; "
+                        "or pass --data pointing at a folder with train/<class>/ and test/<class>/ images")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-cifar-", dir=CACHE))
+    try:
+        with tarfile.open(SHARED_CIFAR) as tar:
+            tar.extractall(tmp, filter="data")
+        os.replace(tmp, target)  # atomic: a half-unpacked tree never has the final name
+    except OSError:
+        if not (target / "train").is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def labels_of(dataset: Dataset) -> list[int]:
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return [label for _, label in base.samples]

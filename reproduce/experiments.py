@@ -1,0 +1,189 @@
+"""Experiments are code: each paper row is a function returning a TrainConfig derived from a base with
+`dataclasses.replace`. The docstring says the row, the paper's number, the hardware and the command.
+
+`reproduce ls` lists them; `reproduce train --experiment NAME` runs one. Table 3's rows 4–6 are ONE trained
+model (distillation token, hard distillation) evaluated three ways, so they share one experiment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from reproduce.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    build: Callable[[], TrainConfig]
+    table: str  # the paper's table and row, e.g. "Table 3, row 3 (B)"
+    paper_top1: float | None  # the paper's number for that row (None: not a paper row)
+
+    @property
+    def doc(self) -> str:
+        return " ".join((self.build.__doc__ or "").split())
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def experiment(name: str, table: str, paper_top1: float | None = None):
+    def register(fn: Callable[[], TrainConfig]) -> Callable[[], TrainConfig]:
+        EXPERIMENTS[name] = Experiment(name, fn, table, paper_top1)
+        return fn
+    return register
+
+
+def get(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        import difflib
+        close = difflib.get_close_matches(name, EXPERIMENTS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `reproduce ls` lists them"
+        raise KeyError(f"unknown experiment {name!r}{hint}")
+    return EXPERIMENTS[name]
+
+
+# ---- ImageNet, the paper's settings (Table 9). Hardware: DeiT-B 300 epochs = 53 h on 8 V100 (paper). ----
+
+# Stochastic depth per size: the official README trains Ti, S and B with 0.1 (its default).
+_SIZES = {"ti": ("deit_ti", 72.2, 74.3, 73.9, 74.6, 74.5, 72.2),
+          "s": ("deit_s", 79.8, 80.9, 80.9, 81.1, 81.2, 79.8),
+          "b": ("deit_b", 81.8, 83.0, 83.0, 83.1, 83.4, 81.8)}
+
+
+def imagenet(variant: str) -> TrainConfig:
+    """The paper's recipe on ImageNet-1k (global batch 1024, 300 epochs, lr 5e-4 × 1024/512)."""
+    return TrainConfig(variant=variant)
+
+
+def _register_imagenet_rows() -> None:
+    for size, (variant, none, hard_cls, tok_cls, tok_dist, tok_fused, soft_cls) in _SIZES.items():
+        label = {"ti": "Ti", "s": "S", "b": "B"}[size]
+        cmd = "torchrun --nproc_per_node 8 -m reproduce train --data /data/imagenet --experiment"
+
+        def none_row(v=variant):
+            return imagenet(v)
+        none_row.__doc__ = (f"Table 3 row 1 / Table 5: DeiT-{label} without distillation, {none} % top-1. "
+                            f"8 GPUs: `{cmd} deit_{size}`.")
+        experiment(f"deit_{size}", f"Table 3 row 1 ({label})", none)(none_row)
+
+        def soft_cls_row(v=variant):
+            return replace(imagenet(v), distillation="soft", distill_alpha=0.1, distill_tau=3.0, kl_norm="batchmean")
+        soft_cls_row.__doc__ = (f"Table 3 row 2: usual (soft) distillation on the class token only, τ 3, λ 0.1, "
+                                f"RegNetY-16GF teacher; paper {soft_cls} %. Needs teacher_checkpoint.")
+        experiment(f"deit_{size}_soft_cls", f"Table 3 row 2 ({label})", soft_cls)(soft_cls_row)
+
+        def hard_cls_row(v=variant):
+            return replace(imagenet(v), distillation="hard")
+        hard_cls_row.__doc__ = (f"Table 3 row 3: hard distillation on the class token only; paper {hard_cls} %. "
+                                "Needs teacher_checkpoint.")
+        experiment(f"deit_{size}_hard_cls", f"Table 3 row 3 ({label})", hard_cls)(hard_cls_row)
+
+        def token_row(v=variant):
+            return replace(imagenet(v + "_dist"), distillation="hard", distill_token=True)
+        token_row.__doc__ = (f"Table 3 rows 4–6 / Table 5 DeiT-{label}⚗: distillation token, hard distillation; "
+                             f"paper {tok_cls} / {tok_dist} / {tok_fused} % (class / distillation / fused). "
+                             f"8 GPUs: `{cmd} deit_{size}_hard --set teacher_checkpoint=regnety_160-a5fe301d.pth`.")
+        experiment(f"deit_{size}_hard", f"Table 3 rows 4–6 ({label})", tok_fused)(token_row)
+
+
+_register_imagenet_rows()
+
+
+def _finetune_384(base: TrainConfig, checkpoint: str) -> TrainConfig:
+    # Paper: "fine-tuning at 384: 25 epochs"; lr/weight decay of the official README's fine-tune command.
+    return replace(base, img_size=384, finetune=checkpoint, epochs=25, lr=5e-6, weight_decay=1e-8, min_lr=5e-6,
+                   warmup_epochs=0, batch_size=512)
+
+
+@experiment("deit_b_384", "Table 3 row 1 (B↑384) / Table 5 DeiT-B↑384", 83.1)
+def deit_b_384() -> TrainConfig:
+    """DeiT-B fine-tuned at 384 from a 224 checkpoint (pos_embed resized bicubically, head kept); paper 83.1 %.
+    20 h on one 8-GPU node (paper). Set finetune=<your deit_b checkpoint>."""
+    return _finetune_384(imagenet("deit_b_384"), "runs/deit_b/checkpoint.pth")
+
+
+@experiment("deit_b_hard_384", "Table 3 rows 4–6 (B↑384) / Table 5 DeiT-B⚗↑384", 84.5)
+def deit_b_hard_384() -> TrainConfig:
+    """DeiT-B⚗ fine-tuned at 384 with the teacher's signal kept (official advice, deit issue #45); paper 84.5 %."""
+    return replace(_finetune_384(imagenet("deit_b_dist_384"), "runs/deit_b_hard/checkpoint.pth"), distillation="hard",
+                   distill_token=True)
+
+
+@experiment("deit_b_cifar10_transfer", "Table 7, CIFAR-10 (DeiT-B)", 99.1)
+def deit_b_cifar10_transfer() -> TrainConfig:
+    """Transfer to CIFAR-10 at 224 from an ImageNet DeiT-B (head replaced): SGD, lr 0.01, wd 1e-4, batch 768,
+    1000 epochs, no random erasing, no stochastic depth (authors' settings, deit issue #45); paper 99.1 %."""
+    return replace(imagenet("deit_b"), dataset="cifar10", num_classes=10, img_size=224, finetune="runs/deit_b/checkpoint.pth",
+                   opt="sgd", lr=0.01, weight_decay=1e-4, batch_size=768, epochs=1000, reprob=0.0, drop_path=0.0)
+
+
+# ---- CIFAR scales (issue #5): a DeiT-shaped student with 4 px patches and a CIFAR CNN teacher. ----
+
+def cifar(variant: str = "cifar_vit") -> TrainConfig:
+    """The DeiT recipe at 32 px on CIFAR-10: crops keep at least 35 % of the image (0.08 of 32 px is 9 px)."""
+    return TrainConfig(variant=variant, dataset="cifar10", num_classes=10, batch_size=256, epochs=100, workers=2,
+                       train_interpolation="bicubic", train_crop_scale=(0.35, 1.0), drop_path=0.1,
+                       teacher="cifar_resnet10", teacher_checkpoint="runs/cifar_teacher/checkpoint.pth",
+                       eval_every=5, log_every=20)
+
+
+def mini(variant: str = "cifar_vit") -> TrainConfig:
+    """Mini scale: 5,000 CIFAR-10 training images (500 per class), 30 epochs, on 2 CPU cores."""
+    return replace(cifar(variant), train_subset=5000, epochs=30, batch_size=128, eval_every=10,
+                   teacher_checkpoint="runs/mini_teacher/checkpoint.pth")
+
+
+@experiment("cifar_teacher", "teacher for the cifar10 scale (issue #5)")
+def cifar_teacher() -> TrainConfig:
+    """The CNN teacher of the cifar10 scale: cifar_resnet10 on all 50,000 images, 100 epochs, same recipe minus
+    stochastic depth. One GPU."""
+    return replace(cifar("cifar_resnet10"), drop_path=0.0, lr=2e-3, teacher_checkpoint="")
+
+
+@experiment("mini_teacher", "teacher for the mini scale (issue #5)")
+def mini_teacher() -> TrainConfig:
+    """The CNN teacher of the mini scale: cifar_resnet10 on the 5,000-image subset, 30 epochs, 2 CPU cores."""
+    return replace(mini("cifar_resnet10"), drop_path=0.0, lr=2e-3, teacher_checkpoint="")
+
+
+@experiment("mini_none", "Table 3 row 1, mini scale")
+def mini_none() -> TrainConfig:
+    """Mini Table 3 row 1: no distillation. `reproduce train --experiment mini_none --output runs/mini_none`."""
+    return mini()
+
+
+@experiment("mini_soft_cls", "Table 3 row 2, mini scale")
+def mini_soft_cls() -> TrainConfig:
+    """Mini Table 3 row 2: usual soft distillation on the class token (τ 3, λ 0.1, batchmean KL)."""
+    return replace(mini(), distillation="soft", distill_alpha=0.1, distill_tau=3.0, kl_norm="batchmean")
+
+
+@experiment("mini_hard_cls", "Table 3 row 3, mini scale")
+def mini_hard_cls() -> TrainConfig:
+    """Mini Table 3 row 3: hard distillation on the class token only."""
+    return replace(mini(), distillation="hard")
+
+
+@experiment("mini_hard", "Table 3 rows 4–6, mini scale")
+def mini_hard() -> TrainConfig:
+    """Mini Table 3 rows 4–6: distillation token, hard distillation, evaluated on class / dist / fused heads."""
+    return replace(mini("cifar_vit_dist"), distillation="hard", distill_token=True)
+
+
+# ---- the debug experiment: seconds on a CPU, what tests and CI run ----
+
+@experiment("debug", "none (tests, CI, smoke runs)")
+def debug() -> TrainConfig:
+    """The tiny debug model (2 blocks, width 64) on 256 synthetic 32 px images, 2 epochs, batch 32, no workers.
+    `reproduce train --experiment debug --output /tmp/x` runs in seconds on a CPU."""
+    return TrainConfig(variant="debug", dataset="synthetic", num_classes=10, epochs=2, batch_size=32, lr=1e-3,
+                       lr_scale_batch=False, warmup_epochs=1, workers=0, eval_every=1, log_every=1,
+                       train_crop_scale=(0.35, 1.0), teacher="cifar_resnet10", eval_batch_size=64)
+
+
+@experiment("debug_hard", "none (tests: distillation token + hard distillation)")
+def debug_hard() -> TrainConfig:
+    """The debug experiment with a distillation token and hard distillation from a cifar_resnet10 teacher."""
+    return replace(debug(), variant="debug_dist", distillation="hard", distill_token=True)

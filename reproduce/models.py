@@ -1,0 +1,109 @@
+"""Student, teacher and fine-tuning start: registry entries with weights, checked against the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from torch import nn
+
+from bench import checkpoint
+from bench.registry import Variant, resolve
+from reproduce.config import ConfigError, TrainConfig
+
+
+def variant_of(cfg: TrainConfig) -> Variant:
+    try:
+        return resolve(cfg.variant)
+    except KeyError as exc:
+        raise ConfigError(f"variant={cfg.variant!r}: {exc.args[0]}") from None
+
+
+def build_student(cfg: TrainConfig) -> tuple[nn.Module, Variant, int]:
+    """The student with random weights (or the fine-tuning start), the variant, and its resolution."""
+    variant = variant_of(cfg)
+    if cfg.distill_token and not variant.distilled:
+        raise ConfigError(f"distill_token=true needs a student with a distillation token, but {cfg.variant} has only "
+                          f"a class token; use {cfg.variant}_dist (if registered) or distill_token=false (Table 3 rows 2–3)")
+    if variant.distilled and not cfg.distill_token:
+        raise ConfigError(f"{cfg.variant} has a distillation token, which nothing would train with distill_token=false; "
+                          "set distill_token=true with distillation=hard|soft, or use the variant without _dist")
+    img_size = cfg.img_size or variant.img_size
+    kwargs = {"num_classes": cfg.num_classes}
+    if variant.role != "teacher":
+        kwargs.update(img_size=img_size, drop_path_rate=cfg.drop_path)
+    model = variant.build(**kwargs)
+    if variant.distilled:
+        model.set_distilled_training(True)  # train mode returns (cls, dist) logits, not their mean
+    if cfg.finetune:
+        load_finetune_start(model, Path(cfg.finetune))
+    return model, variant, img_size
+
+
+def load_finetune_start(model: nn.Module, path: Path) -> None:
+    """Weights from a trained checkpoint: positional embeddings resized bicubically to the new grid (paper's ↑384,
+    official `--finetune` without antialiasing); head layers whose shape differs (new label space) keep their
+    fresh initialisation (Table 6/7 transfer)."""
+    if not path.is_file():
+        raise ConfigError(f"finetune={path}: no such file")
+    state, _ = checkpoint.read_state_dict(path)
+    own = model.state_dict()
+    if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
+        grid = model.patch_embed.grid_size
+        state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=list(grid),
+                                                    num_prefix_tokens=model.num_prefix_tokens,
+                                                    interpolation="bicubic", antialias=False)
+    for key in ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias", "fc.weight", "fc.bias"):
+        if key in state and key in own and state[key].shape != own[key].shape:
+            state[key] = own[key]
+    checkpoint.load_into(model, state, f"finetune {path.name}")
+
+
+def build_teacher(cfg: TrainConfig) -> nn.Module | None:
+    """The frozen CNN teacher (eval mode, no gradients), or None without distillation."""
+    if cfg.distillation == "none":
+        return None
+    if not cfg.teacher_checkpoint:
+        raise ConfigError(f"distillation={cfg.distillation} needs the teacher's weights: "
+                          f"--set teacher_checkpoint=FILE (a {cfg.teacher} checkpoint)")
+    path = Path(cfg.teacher_checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"teacher_checkpoint={path}: no such file (train or download the {cfg.teacher} teacher first)")
+    try:
+        variant = resolve(cfg.teacher)
+    except KeyError as exc:
+        raise ConfigError(f"teacher={cfg.teacher!r}: {exc.args[0]}") from None
+    state, info = checkpoint.read_state_dict(path)
+    if info.num_classes is not None and info.num_classes != cfg.num_classes:
+        raise ConfigError(f"the teacher {path.name} predicts {info.num_classes} classes but the student has "
+                          f"{cfg.num_classes}: distillation needs the same label space")
+    teacher = variant.build(num_classes=cfg.num_classes)
+    checkpoint.load_into(teacher, state, f"teacher {path.name}")
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+def no_decay_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...]) -> list[dict]:
+    """AdamW parameter groups as the official code makes them: no weight decay for biases, norm weights and the
+    named tokens (pos_embed, cls_token); everything else, the distillation token included, decays. timm's own
+    `no_weight_decay()` would also exempt dist_token, so the list is passed explicitly."""
+    from timm.optim import param_groups_weight_decay
+
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_decay)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP and torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

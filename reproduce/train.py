@@ -1,0 +1,263 @@
+"""`reproduce train`: DeiT's recipe (paper Table 9, official `main.py` + `engine.py`) on timm components.
+
+Reads top to bottom as the recipe: processes, data, student, teacher, optimiser, schedule, Mixup, EMA, the
+loop, evaluation, checkpoint, record. Every random draw is re-derived from (seed, rank, epoch, position), so a
+run resumed from any checkpoint continues the very same loss trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from timm.data import Mixup
+from timm.data.distributed_sampler import RepeatAugSampler
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from bench import data as bench_data
+from bench.evaluate import predict, scores
+from bench.record import Record
+from bench.speed import PRECISIONS
+from reproduce import data, models
+from reproduce.checkpoints import CheckpointState, RunFiles
+from reproduce.config import ConfigError, TrainConfig
+from reproduce.distill import Distiller
+from reproduce.sampling import ResumableSampler, SeededItems, step_seed
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf: the run stops, the last good checkpoint is kept."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM/SIGUSR1 arrived: a checkpoint was written at a step boundary; resume with --resume."""
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int
+    world: int
+    device: str
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def start_processes(device: str) -> Processes:
+    """One process per device under torchrun (NCCL on GPU, gloo on CPU); a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.startswith("cuda"):
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        return Processes(dist.get_rank(), world, device)
+    return Processes(0, 1, device)
+
+
+def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=print) -> Record | None:
+    """Train as `cfg` says, checkpointing into `output`; return the result record (None on ranks other than 0)."""
+    procs = start_processes(cfg.device)
+    files = RunFiles(output, main=procs.main)
+    if cfg.batch_size % procs.world:
+        raise ConfigError(f"batch_size={cfg.batch_size} (global) does not split over {procs.world} processes")
+    per_rank = cfg.batch_size // procs.world
+    models.seed_everything(cfg.seed + procs.rank)
+
+    # student, teacher, data: the model decides resolution and eval preprocessing
+    student, variant, img_size = models.build_student(cfg)
+    teacher = models.build_teacher(cfg)
+    prep = bench_data.preprocess(student, img_size, cfg.eval_protocol)
+    train_set, val_set = data.datasets(cfg, data.train_transform(cfg, img_size), bench_data.build_transform(prep, False))
+    sampler = ResumableSampler(RepeatAugSampler(train_set, num_replicas=procs.world, rank=procs.rank,
+                                                num_repeats=cfg.repeated_aug, shuffle=True),
+                               seed=cfg.seed, rank=procs.rank)
+    steps_per_epoch = len(sampler.inner) // per_rank
+    if steps_per_epoch == 0:
+        raise ConfigError(f"{len(sampler.inner)} images per rank and epoch cannot fill one batch of {per_rank}")
+    loader = DataLoader(SeededItems(train_set), batch_size=per_rank, sampler=sampler, drop_last=True,
+                        num_workers=cfg.workers, pin_memory=procs.device.startswith("cuda"),
+                        persistent_workers=cfg.workers > 0)
+
+    student.to(procs.device)
+    if teacher is not None:
+        teacher.to(procs.device)
+    lr = cfg.lr * cfg.batch_size / 512 if cfg.lr_scale_batch else cfg.lr
+    optimizer = create_optimizer_v2(models.no_decay_groups(student, cfg.weight_decay, cfg.no_decay), opt=cfg.opt,
+                                    lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, eps=cfg.opt_eps,
+                                    layer_decay=None)
+    if cfg.layer_decay is not None:  # timm builds layer-decay groups itself (its no-decay list includes dist_token)
+        optimizer = create_optimizer_v2(student, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay,
+                                        momentum=cfg.momentum, eps=cfg.opt_eps, layer_decay=cfg.layer_decay)
+    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                       warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=not cfg.sched_per_step,
+                                       updates_per_epoch=steps_per_epoch)
+    mixup = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                      switch_prob=cfg.mixup_switch_prob, mode="batch", label_smoothing=cfg.smoothing,
+                      num_classes=cfg.num_classes)
+    base_criterion = (SoftTargetCrossEntropy() if mixup else
+                      LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing else torch.nn.CrossEntropyLoss())
+    distiller = Distiller(cfg.distillation, cfg.distill_alpha, cfg.distill_tau, cfg.kl_norm, teacher, base_criterion)
+    ema = ModelEmaV3(student, decay=cfg.ema_decay) if cfg.ema_decay else None
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    device_type = procs.device.split(":")[0]
+    scaler = torch.amp.GradScaler(device_type) if cfg.amp == "fp16" else None
+
+    state = files.load(resume, cfg, experiment)  # None: a fresh start
+    if state is not None:
+        state.restore(student, optimizer, scheduler, scaler, ema)
+        log(f"resumed from {files.checkpoint} at epoch {state.epoch}, step {state.step}")
+    else:
+        state = CheckpointState.fresh(cfg, experiment)
+    if state.finished(cfg):
+        log(f"already finished: {files.result}")
+        return Record.from_json(files.result.read_text()) if procs.main and files.result.exists() else None
+
+    model = DistributedDataParallel(student) if procs.world > 1 else student
+    step_fn = torch.compile(model) if cfg.compile else model
+    if cfg.compile and teacher is not None:
+        distiller = dataclasses.replace(distiller, teacher=torch.compile(teacher))
+    files.trim_log(state)
+    stop = _PreemptionFlag()
+    log(f"{experiment}: {variant.name} ({cfg.distillation} distillation{', token' if cfg.distill_token else ''}), "
+        f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
+        f"lr {lr:.3g}, {cfg.epochs} epochs × {steps_per_epoch} steps on {procs.device}")
+    started = time.perf_counter()
+    for epoch in range(state.epoch, cfg.epochs):
+        sampler.set_epoch(epoch, start=state.step * per_rank)
+        if not cfg.sched_per_step:
+            scheduler.step(epoch)  # one lr per epoch, warm-up a staircase (official)
+        student.train()
+        sums = {"loss": 0.0, "loss_base": 0.0, "loss_distill": 0.0}
+        seen, done, epoch_start = 0, 0, time.perf_counter()
+        bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not procs.main, file=sys.stderr, dynamic_ncols=True)
+        for images, target, _ in loader:
+            global_step = epoch * steps_per_epoch + state.step
+            if cfg.sched_per_step:
+                scheduler.step_update(global_step)
+            models.seed_everything(step_seed(cfg.seed, procs.rank, epoch, state.step))  # drop path, Mixup draws
+            images, target = images.to(procs.device, non_blocking=True), target.to(procs.device, non_blocking=True)
+            if mixup is not None:
+                images, target = mixup(images, target)
+            with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss, base, term = distiller(images, step_fn(images), target)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise NonFiniteLoss(f"non-finite loss {loss_value} at epoch {epoch}, step {state.step} (global step "
+                                    f"{global_step}); the last good checkpoint {files.checkpoint} is kept")
+            optimizer.zero_grad(set_to_none=True)
+            _backward_step(loss, optimizer, scaler, student, cfg.clip_grad)
+            if ema is not None:
+                ema.update(student, step=global_step)
+            state.step += 1
+            done += 1
+            seen += len(images)
+            sums["loss"] += loss_value
+            sums["loss_base"] += base.item()
+            sums["loss_distill"] += term.item() if term is not None else 0.0
+            current_lr = optimizer.param_groups[0]["lr"]
+            if state.step % cfg.log_every == 0 or state.step == steps_per_epoch:
+                files.log({"type": "step", "epoch": epoch, "step": state.step, "global_step": global_step,
+                           "loss": loss_value, "loss_base": base.item(),
+                           "loss_distill": term.item() if term is not None else None, "lr": current_lr})
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{current_lr:.2e}", refresh=False)
+            bar.update(1)
+            if stop.requested(procs):
+                state.save_to(files, student, optimizer, scheduler, scaler, ema)
+                raise Preempted(f"stopped by signal at epoch {epoch}, step {state.step}; checkpoint {files.checkpoint}")
+        bar.close()
+        elapsed = time.perf_counter() - epoch_start
+        line = {"type": "epoch", "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                **{k: v / max(done, 1) for k, v in sums.items()},
+                "train_img_per_s": seen * procs.world / elapsed if elapsed > 0 else None}
+        state.epoch, state.step = epoch + 1, 0
+        if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
+            line.update(evaluate(student, ema, val_set, prep, cfg, procs, variant.distilled, amp_dtype))
+            state.history.append({"epoch": state.epoch, **{k: v for k, v in line.items() if "top" in k}})
+        state.train_img_per_s.append(line["train_img_per_s"])
+        state.save_to(files, student, optimizer, scheduler, scaler, ema)
+        files.log(line)
+        log(_epoch_summary(line, cfg.epochs))
+    return files.finish(state, cfg, experiment, variant, procs, per_rank, lr, time.perf_counter() - started)
+
+
+def _backward_step(loss, optimizer, scaler, model, clip_grad) -> None:
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip_grad is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        return
+    loss.backward()
+    if clip_grad is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    optimizer.step()
+
+
+def evaluate(student, ema, val_set, prep, cfg: TrainConfig, procs: Processes, distilled: bool, amp_dtype) -> dict:
+    """Top-1/top-5 of every head on the validation set (bench's evaluation: each image once over all ranks),
+    for the EMA weights too when there are any (the official code keeps an EMA but never evaluates it)."""
+    precision = PRECISIONS[{None: "fp32", torch.bfloat16: "amp_bf16", torch.float16: "amp_fp16"}[amp_dtype]]
+    out = {}
+    for prefix, net in (("val_", student), ("ema_val_", ema.module if ema is not None else None)):
+        if net is None:
+            continue
+        net.eval()
+        preds = predict(net, val_set, prep, distilled=distilled, device=procs.device, precision=precision,
+                        batch_size=cfg.eval_batch_size, workers=cfg.workers, progress=False)
+        net.train()
+        out.update({prefix + k: v for k, v in scores(preds).items() if k.startswith(("top", "loss"))})
+    return out
+
+
+def _epoch_summary(line: dict, epochs: int) -> str:
+    parts = [f"epoch {line['epoch'] + 1}/{epochs}", f"loss {line['loss']:.4f}", f"lr {line['lr']:.3g}"]
+    if line.get("train_img_per_s"):
+        parts.append(f"{line['train_img_per_s']:.1f} img/s")
+    parts += [f"{k.removeprefix('val_')} {v:.2f}" for k, v in line.items() if k.startswith("val_top1")]
+    parts += [f"{k} {v:.2f}" for k, v in line.items() if k.startswith("ema_val_top1")]
+    return ", ".join(parts)
+
+
+class _PreemptionFlag:
+    """SIGTERM/SIGUSR1 (SLURM's pre-emption warnings) ask for a checkpoint at the next step boundary; under
+    torchrun the ranks agree through an all-reduce, so all of them stop at the same step."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._set)
+
+    def _set(self, signum, frame) -> None:
+        self.flag = True
+
+    def requested(self, procs: Processes) -> bool:
+        if procs.world == 1:
+            return self.flag
+        flag = torch.tensor([float(self.flag)], device=procs.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
