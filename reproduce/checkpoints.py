@@ -115,7 +115,7 @@ class RunFiles:
                 f.write(json.dumps(entry) + "\n")
 
     def finish(self, state: CheckpointState, cfg: TrainConfig, experiment: str, variant, procs, per_rank: int,
-               lr: float, wall_s: float) -> Record | None:
+               lr: float, wall_s: float, ranks_identical: bool) -> Record | None:
         """The run's result record (kind "train"), also kept as result.json beside the checkpoint."""
         if not self.main:
             return None
@@ -126,7 +126,7 @@ class RunFiles:
             metrics[f"best_{key}"], metrics[f"best_{key}_epoch"] = best[key], best["epoch"]
         speeds = [s for s in state.train_img_per_s if s]
         metrics.update(epochs=state.epoch, train_img_per_s=statistics.median(speeds) if speeds else None,
-                       wall_s_this_process=wall_s)
+                       wall_s_this_process=wall_s, ranks_identical_weights=ranks_identical)
         settings = {"experiment": experiment, "config": state.config, "device": procs.device,
                     "world_size": procs.world, "batch_size_per_gpu": per_rank, "global_batch_size": cfg.batch_size,
                     "lr_scaled": lr, "output": str(self.output), "history": state.history}

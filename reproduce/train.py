@@ -200,7 +200,23 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
         state.save_to(files, student, optimizer, scheduler, scaler, ema)
         files.log(line)
         log(_epoch_summary(line, cfg.epochs))
-    return files.finish(state, cfg, experiment, variant, procs, per_rank, lr, time.perf_counter() - started)
+    agree = ranks_agree(student, procs)
+    if not agree:
+        log("warning: the ranks ended with different weights (DDP desynchronised)")
+    return files.finish(state, cfg, experiment, variant, procs, per_rank, lr, time.perf_counter() - started,
+                        ranks_identical=agree)
+
+
+def ranks_agree(model: torch.nn.Module, procs: Processes) -> bool:
+    """Whether every rank holds the same weights, compared by two float64 digests of all parameters (DDP keeps
+    them identical; a mismatch means the ranks desynchronised)."""
+    if procs.world == 1:
+        return True
+    flat = torch.cat([p.detach().flatten().float() for p in model.parameters()])
+    digest = torch.stack([flat.double().sum(), (flat.double() * torch.arange(len(flat), device=flat.device)).sum()])
+    gathered = [torch.zeros_like(digest) for _ in range(procs.world)]
+    dist.all_gather(gathered, digest)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
 def _backward_step(loss, optimizer, scaler, model, clip_grad) -> None:

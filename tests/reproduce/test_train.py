@@ -1,0 +1,168 @@
+"""`reproduce train` end to end on the debug experiment: seconds each, CPU, synthetic data."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.record import load_records
+from reproduce import cli, models, train as train_mod
+from reproduce.cli import resolve_config
+from reproduce.train import Preempted, train
+
+GOLDEN = Path(__file__).parent / "golden" / "debug_loss_trace.json"
+
+
+def step_losses(output: Path) -> list[float]:
+    lines = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    return [line["loss"] for line in lines if line["type"] == "step"]
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory):
+    """A cifar_resnet10 teacher trained for 2 debug epochs on the synthetic data (10 classes)."""
+    out = tmp_path_factory.mktemp("teacher")
+    train(resolve_config("debug", None, ["variant=cifar_resnet10", "epochs=1"]), out, experiment="debug",
+          resume=False, log=lambda _: None)
+    return out / "checkpoint.pth"
+
+
+def test_the_debug_run_writes_checkpoint_log_and_a_train_record(tmp_path, capsys):
+    code = cli.main(["train", "--experiment", "debug", "--output", str(tmp_path / "run"),
+                     "--results-dir", str(tmp_path / "records")])
+    assert code == 0, capsys.readouterr().err
+    (record,) = load_records(tmp_path / "records")
+    assert record.kind == "train" and record.settings["config"]["variant"] == "debug"
+    assert record.settings["global_batch_size"] == 32 and record.settings["batch_size_per_gpu"] == 32
+    assert record.metrics["epochs"] == 2 and 0 <= record.metrics["final_val_top1"] <= 100
+    assert "best_val_top1" in record.metrics and record.metrics["train_img_per_s"] > 0
+    assert (tmp_path / "run" / "result.json").exists()
+    epochs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+              if json.loads(x)["type"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [0, 1] and {"lr", "loss_base", "loss_distill", "val_top1"} <= set(epochs[0])
+
+
+def test_golden_loss_trace_of_the_debug_experiment(tmp_path):
+    """Guards refactors: the same seed must give the same per-step losses. After an intended change of the
+    recipe, regenerate with UPDATE_GOLDEN=1 and say why in the commit."""
+    train(resolve_config("debug", None, []), tmp_path, experiment="debug", resume=False, log=lambda _: None)
+    trace = step_losses(tmp_path)
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps({"experiment": "debug", "torch": torch.__version__, "losses": trace}, indent=1))
+    golden = json.loads(GOLDEN.read_text())["losses"]
+    assert len(trace) == len(golden) == 16
+    assert trace == pytest.approx(golden, rel=1e-4, abs=1e-5)
+
+
+def test_an_interrupted_then_resumed_run_continues_the_same_loss_trace(tmp_path, monkeypatch):
+    cfg = resolve_config("debug", None, ["epochs=3", "ema_decay=0.9"])
+    train(cfg, tmp_path / "whole", experiment="debug", resume=False, log=lambda _: None)
+
+    calls = {"n": 0}
+
+    def stop_after_11_steps(self, procs):  # SIGTERM at step 11 of 24, mid-epoch 2
+        calls["n"] += 1
+        return calls["n"] == 11
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_mod._PreemptionFlag, "requested", stop_after_11_steps)
+        with pytest.raises(Preempted, match="epoch 1, step 3"):
+            train(cfg, tmp_path / "split", experiment="debug", resume=False, log=lambda _: None)
+    assert len(step_losses(tmp_path / "split")) == 11
+    train(cfg, tmp_path / "split", experiment="debug", resume=True, log=lambda _: None)
+    assert step_losses(tmp_path / "split") == step_losses(tmp_path / "whole")  # exactly, not approximately
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pth", weights_only=True)
+    split = torch.load(tmp_path / "split" / "checkpoint.pth", weights_only=True)
+    for key in ("model", "model_ema"):
+        assert all(torch.equal(whole[key][k], split[key][k]) for k in whole[key])
+
+
+def test_a_finished_run_is_not_trained_again_and_a_used_folder_needs_resume(tmp_path, capsys):
+    args = ["train", "--experiment", "debug", "--output", str(tmp_path / "run"), "--results-dir", str(tmp_path / "r")]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 2 and "pass --resume" in capsys.readouterr().err
+    assert cli.main([*args, "--resume"]) == 0 and "already finished" in capsys.readouterr().err
+    assert cli.main([*args, "--resume", "--set", "lr=0.5"]) == 2
+    assert "lr (saved 0.001, now 0.5)" in capsys.readouterr().err
+
+
+def test_hard_distillation_gives_the_teacher_the_mixed_images_the_student_sees(tmp_path, teacher_ckpt, monkeypatch):
+    seen = {"student": [], "teacher": []}
+    real_build = models.build_teacher
+
+    def spying_teacher(cfg):
+        teacher = real_build(cfg)
+        teacher.register_forward_hook(lambda m, inputs, out: seen["teacher"].append(inputs[0].clone()))
+        return teacher
+
+    real_student = models.build_student
+
+    def spying_student(cfg):
+        student, variant, size = real_student(cfg)
+        student.register_forward_hook(lambda m, inputs, out: seen["student"].append(inputs[0].clone()))
+        return student, variant, size
+
+    monkeypatch.setattr(models, "build_teacher", spying_teacher)
+    monkeypatch.setattr(models, "build_student", spying_student)
+    cfg = resolve_config("debug_hard", None, [f"teacher_checkpoint={teacher_ckpt}", "epochs=1"])
+    train(cfg, tmp_path, experiment="debug_hard", resume=False, log=lambda _: None)
+    assert len(seen["teacher"]) == 8
+    for s, t in zip(seen["student"], seen["teacher"]):  # the student's training forwards come first, one per step
+        assert torch.equal(s, t)
+    # mixed: Mixup/CutMix changed the images (a pure batch would repeat exactly when flipped and blended)
+    assert not torch.equal(seen["teacher"][0], seen["teacher"][0].flip(0))
+
+
+def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+                          "-m", "reproduce", "train", "--experiment", "debug", "--output", str(tmp_path / "run"),
+                          "--results-dir", str(tmp_path / "records")], capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (record,) = load_records(tmp_path / "records")  # rank 0 alone writes
+    assert record.settings["world_size"] == 2 and record.settings["batch_size_per_gpu"] == 16
+    assert record.metrics["ranks_identical_weights"] is True
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--experiment", "debug", "--set", "learning_rate=1"], "no such config field"),
+    (["--experiment", "debug", "--set", "lr=fast"], "lr='fast': not a valid float"),
+    (["--experiment", "debug", "--set", "distillation=medium"], "distillation='medium' is not accepted"),
+    (["--experiment", "debug", "--set", "epochs"], "expected key=value"),
+    (["--experiment", "debugg"], "unknown experiment 'debugg'; did you mean debug"),
+    (["--experiment", "debug_hard"], "needs the teacher's weights: --set teacher_checkpoint=FILE"),
+    (["--experiment", "debug_hard", "--set", "teacher_checkpoint=/nonexistent/t.pth"], "no such file"),
+    (["--experiment", "debug_hard", "--set", "variant=debug", "--set", "teacher_checkpoint=x"],
+     "needs a student with a distillation token, but debug has only a class token"),
+    (["--experiment", "debug", "--set", "batch_size=7", "--set", "mixup=0", "--set", "cutmix=0",
+      "--set", "train_subset=4"], "cannot fill one batch"),
+])
+def test_bad_training_requests_exit_2_with_a_clear_message(tmp_path, capsys, argv, message):
+    code = cli.main(["train", *argv, "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_teacher_with_another_label_space_is_refused(tmp_path, capsys, teacher_ckpt):
+    code = cli.main(["train", "--experiment", "debug_hard", "--set", f"teacher_checkpoint={teacher_ckpt}",
+                     "--set", "num_classes=5", "--output", str(tmp_path / "run")])
+    assert code == 2 and "predicts 10 classes but the student has 5" in capsys.readouterr().err
+
+
+def test_fine_tuning_resizes_positional_embeddings_and_replaces_a_new_head(tmp_path, capsys):
+    train(resolve_config("debug", None, ["epochs=1"]), tmp_path / "base", experiment="debug", resume=False,
+          log=lambda _: None)
+    cfg = resolve_config("debug", None, ["epochs=1", "img_size=48", "num_classes=5",
+                                         f"finetune={tmp_path / 'base' / 'checkpoint.pth'}"])
+    student, _, size = models.build_student(cfg)
+    base = torch.load(tmp_path / "base" / "checkpoint.pth", weights_only=True)["model"]
+    assert size == 48 and student.pos_embed.shape == (1, 1 + 12 * 12, 64)
+    assert torch.equal(student.blocks[0].attn.qkv.weight, base["blocks.0.attn.qkv.weight"])
+    assert torch.equal(student.pos_embed[0, 0], base["pos_embed"][0, 0])  # class token position kept as is
+    assert student.head.weight.shape == (5, 64)
