@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from timm.data.auto_augment import AugmentOp
+
+from reproduce.config import TrainConfig
+from reproduce.data import SyntheticImages, balanced_subset, train_transform
+from reproduce.sampling import ResumableSampler, SeededItems
+
+
+def test_randaugment_posterize_at_full_magnitude_blackens_the_image_as_in_the_papers_runs():
+    # rand-m9-mstd0.5-inc1 draws magnitude 10 now and then: 0 bits kept (Pillow >= 13 raises instead)
+    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)
+    out = op(Image.new("RGB", (8, 8), (200, 100, 50)))
+    assert out.getpixel((0, 0)) == (0, 0, 0)
+
+
+def test_the_deit_augmentation_makes_normalised_tensors_of_the_training_size():
+    transform = train_transform(TrainConfig(), 224)
+    image = Image.fromarray(torch.randint(0, 256, (300, 400, 3), dtype=torch.uint8).numpy())
+    out = transform(image)
+    assert out.shape == (3, 224, 224) and out.dtype == torch.float32 and out.min() < 0
+
+
+def test_a_balanced_subset_takes_an_equal_share_per_class_and_depends_on_the_seed():
+    samples = [(Path(f"{c}_{i}.jpg"), c) for c in range(10) for i in range(50)]
+    subset = balanced_subset(samples, 105, seed=0)
+    counts = [sum(1 for _, c in subset if c == k) for k in range(10)]
+    assert len(subset) == 105 and counts == [11] * 5 + [10] * 5
+    assert subset == balanced_subset(samples, 105, seed=0) != balanced_subset(samples, 105, seed=1)
+
+
+def test_augmentation_depends_on_the_position_not_on_the_worker_or_the_resume_point():
+    cfg = TrainConfig(auto_augment="rand-m9-mstd0.5-inc1", reprob=0.25)
+    data = SeededItems(SyntheticImages(12, 3, 32, seed=0, transform=train_transform(cfg, 32)))
+
+    class Fixed(torch.utils.data.Sampler):
+        def __init__(self):
+            self.epoch = 0
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __iter__(self):
+            return iter([3, 3, 3, 7, 7, 7])
+
+        def __len__(self):
+            return 6
+
+    sampler = ResumableSampler(Fixed(), seed=0, rank=0)
+    sampler.set_epoch(0)
+    full = [data[item][0] for item in sampler]
+    sampler.set_epoch(0, start=4)
+    resumed = [data[item][0] for item in sampler]
+    assert all(torch.equal(a, b) for a, b in zip(full[4:], resumed))
+    assert not torch.equal(full[0], full[1])  # repeated augmentation: the copies of image 3 differ
