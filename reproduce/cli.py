@@ -2,6 +2,7 @@
 
     reproduce ls                                   experiments with their paper row and number
     reproduce train --experiment NAME --output DIR [--data PATH] [--set key=value …] [--resume]
+    reproduce suite table3 --scale mini --seeds 3  every row not yet finished (idempotent)
     torchrun --nproc_per_node 8 -m reproduce train …   (one process per GPU; gloo on CPU)
 """
 
@@ -17,11 +18,12 @@ from bench.data import DataError
 from bench.record import write_record
 from reproduce import experiments
 from reproduce.config import ConfigError, TrainConfig, check, override
+from reproduce.train import NonFiniteLoss, Preempted
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reproduce", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ls}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ls,suite}")
     train = sub.add_parser("train", help="train one experiment; writes checkpoint, log.jsonl and a result record")
     train.add_argument("--experiment", required=True, help="a registered experiment (see `reproduce ls`)")
     train.add_argument("--output", type=Path, required=True, help="run folder: checkpoint.pth, log.jsonl, result.json")
@@ -31,6 +33,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     train.add_argument("--results-dir", type=Path, default=Path("results/runs/train"),
                        help="where the result record goes (default results/runs/train)")
+    suite = sub.add_parser("suite", help="train a paper table's rows (skips finished rows, resumes interrupted ones)")
+    suite.add_argument("table", choices=["table3"], help="the paper table")
+    suite.add_argument("--scale", default="mini", help="mini (2 CPU cores), cifar10 (one GPU) or imagenet (the paper's)")
+    suite.add_argument("--variants", default="ti", help="imagenet scale: comma list of ti,s,b (default ti)")
+    suite.add_argument("--seeds", type=int, default=1, help="seeds per row (0 … N-1; default 1)")
+    suite.add_argument("--root", type=Path, default=Path("runs/suites"), help="where run folders go (default runs/suites)")
+    suite.add_argument("--data", help="dataset root for every row")
+    suite.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field in every row")
+    suite.add_argument("--results-dir", type=Path, default=None,
+                       help="where records go (default results/runs/<table>-<scale>)")
     ls = sub.add_parser("ls", help="list experiments (paper table/row and number)")
     ls.add_argument("--fields", action="store_true", help="list the config fields and their defaults instead")
     ls.add_argument("--show", metavar="EXPERIMENT", help="print one experiment's fully resolved config")
@@ -64,18 +76,11 @@ def _ls(args) -> int:
 
 
 def _train(args) -> int:
-    from reproduce.train import NonFiniteLoss, Preempted, train
+    from reproduce.train import train
 
     cfg = resolve_config(args.experiment, args.data, args.set)
-    try:
-        record = train(cfg, args.output, experiment=args.experiment, resume=args.resume,
-                       log=lambda msg: print(msg, file=sys.stderr))
-    except NonFiniteLoss as exc:
-        print(f"reproduce: {exc}", file=sys.stderr)
-        return 1
-    except Preempted as exc:
-        print(f"reproduce: {exc}; continue with --resume", file=sys.stderr)
-        return 3
+    record = train(cfg, args.output, experiment=args.experiment, resume=args.resume,
+                   log=lambda msg: print(msg, file=sys.stderr))
     if record is not None:
         path = write_record(record, args.results_dir)
         top = {k: round(v, 2) for k, v in record.metrics.items() if k.startswith("final_val_top1")}
@@ -83,13 +88,37 @@ def _train(args) -> int:
     return 0
 
 
+def _suite(args) -> int:
+    import time
+
+    from reproduce.suite import table3, run_suite
+
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    suite = table3(args.scale, tuple(v.strip() for v in args.variants.split(",") if v.strip()))
+    results_dir = args.results_dir or Path("results/runs") / suite.name
+    start = time.perf_counter()
+    outcomes = run_suite(suite, args.root, seeds=args.seeds, sets=args.set, data=args.data, results_dir=results_dir,
+                         log=lambda msg: print(msg, file=sys.stderr))
+    for o in outcomes:
+        print(f"{o.experiment:16s} seed {o.seed}  {o.status:8s} {o.wall_s / 60:6.1f} min  {o.record or ''}")
+    print(f"suite {suite.name}: {len(outcomes)} runs, {(time.perf_counter() - start) / 60:.1f} min wall")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _ls(args) if args.command == "ls" else _train(args)
+        return {"ls": _ls, "train": _train, "suite": _suite}[args.command](args)
     except (ConfigError, DataError, CheckpointError) as exc:
         print(f"reproduce: error: {exc}", file=sys.stderr)
         return 2
+    except NonFiniteLoss as exc:
+        print(f"reproduce: {exc}", file=sys.stderr)
+        return 1
+    except Preempted as exc:
+        print(f"reproduce: {exc}; continue with --resume", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("reproduce: interrupted; the last epoch's checkpoint is intact (--resume continues)", file=sys.stderr)
         return 130

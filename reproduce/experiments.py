@@ -148,28 +148,28 @@ def mini_teacher() -> TrainConfig:
     return replace(mini("cifar_resnet10"), drop_path=0.0, lr=2e-3, teacher_checkpoint="")
 
 
-@experiment("mini_none", "Table 3 row 1, mini scale")
-def mini_none() -> TrainConfig:
-    """Mini Table 3 row 1: no distillation. `reproduce train --experiment mini_none --output runs/mini_none`."""
-    return mini()
+_TABLE3_ROWS = {  # row key: (Table 3 rows, what changes from the scale's base, description)
+    "none": ("row 1", {}, "no distillation"),
+    "soft_cls": ("row 2", dict(distillation="soft", distill_alpha=0.1, distill_tau=3.0, kl_norm="batchmean"),
+                 "usual soft distillation on the class token (τ 3, λ 0.1, batchmean KL)"),
+    "hard_cls": ("row 3", dict(distillation="hard"), "hard distillation on the class token only"),
+    "hard": ("rows 4–6", dict(distillation="hard", distill_token=True),
+             "distillation token, hard distillation; evaluated on the class, distillation and fused heads"),
+}
 
 
-@experiment("mini_soft_cls", "Table 3 row 2, mini scale")
-def mini_soft_cls() -> TrainConfig:
-    """Mini Table 3 row 2: usual soft distillation on the class token (τ 3, λ 0.1, batchmean KL)."""
-    return replace(mini(), distillation="soft", distill_alpha=0.1, distill_tau=3.0, kl_norm="batchmean")
+def _register_cifar_rows() -> None:
+    for prefix, base, where in (("mini", mini, "2 CPU cores"), ("cifar", cifar, "one GPU")):
+        for key, (rows, changes, what) in _TABLE3_ROWS.items():
+            def row(base=base, changes=changes, key=key):
+                variant = "cifar_vit_dist" if key == "hard" else "cifar_vit"
+                return replace(base(variant), **changes)
+            row.__doc__ = (f"{prefix} scale, Table 3 {rows}: {what}. {where}; run all rows with "
+                           f"`reproduce suite table3 --scale {'mini' if prefix == 'mini' else 'cifar10'}`.")
+            experiment(f"{prefix}_{key}", f"Table 3 {rows}, {prefix} scale")(row)
 
 
-@experiment("mini_hard_cls", "Table 3 row 3, mini scale")
-def mini_hard_cls() -> TrainConfig:
-    """Mini Table 3 row 3: hard distillation on the class token only."""
-    return replace(mini(), distillation="hard")
-
-
-@experiment("mini_hard", "Table 3 rows 4–6, mini scale")
-def mini_hard() -> TrainConfig:
-    """Mini Table 3 rows 4–6: distillation token, hard distillation, evaluated on class / dist / fused heads."""
-    return replace(mini("cifar_vit_dist"), distillation="hard", distill_token=True)
+_register_cifar_rows()
 
 
 # ---- the debug experiment: seconds on a CPU, what tests and CI run ----
@@ -187,3 +187,9 @@ def debug() -> TrainConfig:
 def debug_hard() -> TrainConfig:
     """The debug experiment with a distillation token and hard distillation from a cifar_resnet10 teacher."""
     return replace(debug(), variant="debug_dist", distillation="hard", distill_token=True)
+
+
+@experiment("debug_teacher", "none (tests: the debug suite's teacher)")
+def debug_teacher() -> TrainConfig:
+    """cifar_resnet10 for one debug epoch on the synthetic data: a teacher for tests of distillation and suites."""
+    return replace(debug(), variant="cifar_resnet10", epochs=1)

@@ -166,3 +166,26 @@ def test_fine_tuning_resizes_positional_embeddings_and_replaces_a_new_head(tmp_p
     assert torch.equal(student.blocks[0].attn.qkv.weight, base["blocks.0.attn.qkv.weight"])
     assert torch.equal(student.pos_embed[0, 0], base["pos_embed"][0, 0])  # class token position kept as is
     assert student.head.weight.shape == (5, 64)
+
+
+def test_a_suite_skips_finished_rows_and_resumes_interrupted_ones(tmp_path, monkeypatch):
+    from reproduce.suite import Suite, run_suite
+
+    suite = Suite("table3-debug", "debug_teacher", ("debug", "debug_hard"))
+    kwargs = dict(seeds=1, sets=["epochs=2"], data=None, results_dir=tmp_path / "records", log=lambda _: None)
+    calls = {"n": 0}
+
+    def stop_in_the_second_row(self, procs):  # teacher 16 steps + debug 16 steps, then 3 steps of debug_hard
+        calls["n"] += 1
+        return calls["n"] == 16 + 16 + 3
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_mod._PreemptionFlag, "requested", stop_in_the_second_row)
+        with pytest.raises(Preempted):
+            run_suite(suite, tmp_path / "runs", **kwargs)
+    outcomes = run_suite(suite, tmp_path / "runs", **kwargs)
+    assert [(o.experiment, o.status) for o in outcomes] == [("debug_teacher", "skipped"), ("debug", "skipped"),
+                                                            ("debug_hard", "resumed")]
+    again = run_suite(suite, tmp_path / "runs", **kwargs)
+    assert {o.status for o in again} == {"skipped"}
+    assert len(list((tmp_path / "records").iterdir())) == 3  # one record per finished run, none twice
