@@ -21,7 +21,7 @@ class UsageError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split(".")[0] + ".")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,ls,check,disagree}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,ls,tables,check,disagree}")
 
     run = sub.add_parser("run", help="measure one model and write a result record")
     run.add_argument("--variant", required=True,
@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     dis.add_argument("predictions", nargs="+", type=Path, help="files written by bench run --save-predictions")
     dis.add_argument("--json", action="store_true", help="print the matrix as JSON")
     dis.set_defaults(func=_disagree)
+
+    tables = sub.add_parser("tables", help="regenerate the paper's tables and figures from records")
+    tables.add_argument("--records", type=Path, default=Path("results/runs"), help="records folder (recursive)")
+    tables.add_argument("--out", type=Path, default=Path("results/tables"), help="Markdown/CSV/LaTeX go here")
+    tables.add_argument("--figures", type=Path, default=Path("results/figures"), help="PNG/SVG go here")
+    tables.add_argument("--no-figures", action="store_true", help="tables only")
+    tables.set_defaults(func=_tables)
 
     ls = sub.add_parser("ls", help="list the registry: variants, teachers, debug models, paper numbers")
     ls.add_argument("--role", choices=["student", "teacher", "debug"], help="only entries of this role")
@@ -215,6 +222,25 @@ def _disagree(args: argparse.Namespace) -> None:
     else:
         print(f"fraction of the {images:,} shared images classified differently (Table 4)\n")
         print(matrix.to_markdown(floatfmt=".3f"))
+
+
+def _tables(args: argparse.Namespace) -> None:
+    from bench import tables
+    from bench.record import load_records
+
+    if not args.records.exists():
+        raise UsageError(f"--records {args.records} does not exist")
+    try:
+        records = load_records(args.records)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"cannot read the records under {args.records}: {exc}") from None
+    written = [p for t in tables.build_all(records) for p in tables.write(t, args.out)]
+    if not args.no_figures:
+        from bench import figures
+
+        written += figures.build_all(records, args.figures)
+    print(f"{len(records)} records -> {len(written)} files in {args.out}" +
+          ("" if args.no_figures else f" and {args.figures}"))
 
 
 def _ls(args: argparse.Namespace) -> None:

@@ -92,8 +92,13 @@ def predict(model: nn.Module, dataset: ImageList, prep: Preprocess, *, distilled
     local = (torch.cat(indices), torch.cat(targets), {h: torch.cat(v) for h, v in top5.items()}, loss_sum)
     order, targets_, top5_, loss_sum = _gather(local) if world > 1 else local
     perm = order.argsort()
-    names = [dataset.samples[i][0].name for i in order[perm].tolist()]
+    # "class_folder/file": CIFAR-style trees repeat file names across class folders (0001.jpg in each)
+    names = [_image_name(dataset.samples[i][0]) for i in order[perm].tolist()]
     return Predictions(names, targets_[perm], {h: v[perm] for h, v in top5_.items()}, loss_sum)
+
+
+def _image_name(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 def _gather(local):

@@ -28,6 +28,7 @@ class TrainConfig:
     img_size: int | None = None  # None: the variant's resolution
     num_classes: int = 1000
     drop_path: float = 0.1  # stochastic depth (Ti/S/B: 0.1 in the official code)
+    dropout: float = 0.0  # DeiT: none (Table 8's "+ dropout" row)
     finetune: str = ""  # checkpoint to start from: pos_embed resized to img_size, head dropped if classes differ
     # data
     dataset: str = "folder"  # folder (ImageNet train/ + val/), cifar10, synthetic

@@ -91,6 +91,32 @@ def _register_imagenet_rows() -> None:
 _register_imagenet_rows()
 
 
+_TABLE8 = {  # Table 8: each row changes one thing of DeiT-B's recipe (paper top-1 @224)
+    "sgd": ("pre-train with SGD", dict(opt="sgd", lr=0.1, weight_decay=1e-4), 74.5),
+    "no_randaug": ("no RandAugment", dict(auto_augment=""), 79.6),
+    "autoaug": ("AutoAugment instead of RandAugment", dict(auto_augment="original-mstd0.5"), 81.2),
+    "no_mixup": ("no Mixup", dict(mixup=0.0), 78.7),
+    "no_cutmix": ("no CutMix", dict(cutmix=0.0), 80.0),
+    "no_mixup_cutmix": ("no Mixup and no CutMix", dict(mixup=0.0, cutmix=0.0), 75.8),
+    "no_erasing": ("no random erasing (paper: did not train well)", dict(reprob=0.0), 4.3),
+    "no_drop_path": ("no stochastic depth (paper: did not train well)", dict(drop_path=0.0), 3.4),
+    "no_repeated_aug": ("no repeated augmentation", dict(repeated_aug=1), 76.5),
+    "dropout": ("+ dropout 0.1", dict(dropout=0.1), 81.3),
+    "ema": ("+ EMA 0.99996 (evaluated)", dict(ema_decay=0.99996), 81.9),
+}
+
+
+def _register_table8() -> None:
+    for key, (what, changes, paper) in _TABLE8.items():
+        def row(changes=changes):
+            return replace(imagenet("deit_b"), **changes)
+        row.__doc__ = f"Table 8: DeiT-B, {what}; paper {paper} % at 224. Same hardware as deit_b."
+        experiment(f"deit_b_{key}", f"Table 8: {what}", paper)(row)
+
+
+_register_table8()
+
+
 def _finetune_384(base: TrainConfig, checkpoint: str) -> TrainConfig:
     # Paper: "fine-tuning at 384: 25 epochs"; lr/weight decay of the official README's fine-tune command.
     return replace(base, img_size=384, finetune=checkpoint, epochs=25, lr=5e-6, weight_decay=1e-8, min_lr=5e-6,

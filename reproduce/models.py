@@ -32,7 +32,7 @@ def build_student(cfg: TrainConfig) -> tuple[nn.Module, Variant, int]:
     img_size = cfg.img_size or variant.img_size
     kwargs = {"num_classes": cfg.num_classes}
     if variant.role != "teacher":
-        kwargs.update(img_size=img_size, drop_path_rate=cfg.drop_path)
+        kwargs.update(img_size=img_size, drop_path_rate=cfg.drop_path, drop_rate=cfg.dropout)
     model = variant.build(**kwargs)
     if variant.distilled:
         model.set_distilled_training(True)  # train mode returns (cls, dist) logits, not their mean

@@ -278,6 +278,17 @@ def test_disagreement_is_the_fraction_of_images_with_different_top1(tmp_path, ca
     assert cli.main(["disagree", str(tmp_path / "nope.pt")]) == 2
 
 
+def test_images_with_one_file_name_in_several_class_folders_stay_apart(tmp_path, capsys):
+    # CIFAR-10's JPEG tree has 0001.jpg in every class folder; Table 4 must not merge them
+    root = folder_tree(tmp_path / "data", {"cat": 2, "dog": 2})
+    ckpt = known_checkpoint(tmp_path / "k.pth", variant="debug")
+    code, _, err = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(root),
+                            "--checkpoint", str(ckpt), "--results-dir", str(tmp_path / "r"),
+                            "--save-predictions", str(tmp_path / "p.pt"))
+    assert code == 0, err
+    assert Predictions.load(tmp_path / "p.pt").names == ["cat/0.jpg", "cat/1.jpg", "dog/0.jpg", "dog/1.jpg"]
+
+
 def test_per_batch_normalisation_equals_the_per_image_pipeline_exactly(photo):
     p = data.preprocess(VARIANTS["deit_ti"].build(), 224, "official")
     with Image.open(photo) as img:

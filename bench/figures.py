@@ -1,0 +1,120 @@
+"""Figures from records (seaborn; PNG and SVG under results/figures/), for what people would rather look at.
+
+- `fig1_throughput_vs_top1`: the paper's Figure 1 shape: top-1 against throughput (log axis), the paper's
+  V100 points and ours (our throughput on our hardware beside the paper's top-1 until our own accuracy exists);
+- `resolution_sweep`: DeiT-B throughput at each test resolution (Table 10), paper and ours;
+- `table3_curves_<scale>`: validation top-1 of every head against epoch, one panel per Table-3 training;
+- `throughput_vs_batch`: images/s against batch size per variant, from `bench run --batch-size N` records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "deit-bench"  # fixed SVG ids: same records, same file
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from bench.record import Record  # noqa: E402
+from bench.registry import VARIANTS  # noqa: E402
+from bench.tables import DEIT, PAPER_TABLE10  # noqa: E402
+
+_SVG_META = {"Date": None}  # no timestamp: the same records give the same SVG
+_PNG_META = {"Software": None}
+
+
+def _save(fig, out_dir: Path, name: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
+    fig.savefig(paths[0], dpi=120, bbox_inches="tight", metadata=_PNG_META)
+    fig.savefig(paths[1], bbox_inches="tight", metadata=_SVG_META)
+    plt.close(fig)
+    return paths
+
+
+def _speed_records(records: list[Record]) -> list[Record]:
+    return [r for r in records if r.kind == "bench" and "infer_img_per_s" in r.metrics]
+
+
+def fig1(records: list[Record], out_dir: Path) -> list[Path]:
+    rows = []
+    for name in DEIT:
+        p = VARIANTS[name].paper
+        rows.append({"model": p.label, "im/s": p.img_per_s, "top-1": p.top1, "source": "paper (V100, fp32)"})
+        ours = [r for r in _speed_records(records) if r.variant == name and r.settings["img_size"] == VARIANTS[name].img_size]
+        if ours:
+            r = ours[-1]
+            rows.append({"model": p.label, "im/s": r.metrics["infer_img_per_s"], "top-1": p.top1,
+                         "source": f"ours ({r.env['device_name']}, {r.settings['precision']}), paper top-1"})
+    frame = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.scatterplot(data=frame, x="im/s", y="top-1", hue="source", style="source", s=70, ax=ax)
+    for _, row in frame[frame["source"].str.startswith("paper")].iterrows():
+        ax.annotate(row["model"], (row["im/s"], row["top-1"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set(xlabel="throughput, images/s (log)", ylabel="ImageNet top-1 %", title="Throughput vs accuracy (Figure 1 shape)")
+    return _save(fig, out_dir, "fig1_throughput_vs_top1")
+
+
+def resolution_sweep(records: list[Record], out_dir: Path) -> list[Path]:
+    rows = [{"resolution": size, "im/s": speed, "source": "paper (V100)"} for size, (speed, _) in PAPER_TABLE10.items()]
+    for size in PAPER_TABLE10:
+        ours = [r for r in _speed_records(records) if r.variant == "deit_b" and r.settings["img_size"] == size]
+        if ours:
+            rows.append({"resolution": size, "im/s": ours[-1].metrics["infer_img_per_s"],
+                         "source": f"ours ({ours[-1].env['device_name']})"})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=pd.DataFrame(rows), x="resolution", y="im/s", hue="source", marker="o", ax=ax)
+    ax.set_yscale("log")
+    ax.set(title="DeiT-B throughput by test resolution (Table 10)", ylabel="images/s (log)")
+    return _save(fig, out_dir, "resolution_sweep")
+
+
+def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path]:
+    prefix = {"mini": "mini", "cifar10": "cifar"}[scale]
+    rows = []
+    for r in records:
+        name = r.settings.get("experiment", "") if r.kind == "train" else ""
+        if not name.startswith(prefix + "_"):
+            continue
+        for entry in r.settings.get("history", []):
+            for key, value in entry.items():
+                if key.startswith("val_top1"):
+                    head = key.removeprefix("val_top1").lstrip("_") or "official"
+                    rows.append({"run": name, "seed": r.settings["config"]["seed"], "epoch": entry["epoch"],
+                                 "head": head, "top-1": value})
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows).sort_values(["run", "head", "seed", "epoch"])
+    grid = sns.relplot(data=frame, x="epoch", y="top-1", hue="head", units="seed", estimator=None, col="run",
+                       col_wrap=3, kind="line", marker="o", height=3, aspect=1.2)
+    grid.figure.suptitle(f"Table 3 trainings, {scale} scale: validation top-1 per head (one line per seed)", y=1.03)
+    return _save(grid.figure, out_dir, f"table3_curves_{scale}")
+
+
+def throughput_vs_batch(records: list[Record], out_dir: Path) -> list[Path]:
+    rows = [{"variant": r.variant, "batch": r.settings["batch_size"], "im/s": r.metrics["infer_img_per_s"],
+             "device": r.env["device_name"]} for r in _speed_records(records)
+            if r.settings.get("protocol") == "timm" and isinstance(r.settings.get("batch_size"), int)]
+    frame = pd.DataFrame(rows)
+    if frame.empty or frame.groupby("variant")["batch"].nunique().max() < 2:
+        return []
+    frame = frame.groupby(["variant", "batch", "device"], as_index=False)["im/s"].median()
+    frame = frame[frame.groupby("variant")["batch"].transform("nunique") > 1]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=frame, x="batch", y="im/s", hue="variant", style="device", marker="o", ax=ax)
+    ax.set_xscale("log", base=2)
+    ax.set(title="Inference throughput by batch size (median of records)", ylabel="images/s")
+    return _save(fig, out_dir, "throughput_vs_batch")
+
+
+def build_all(records: list[Record], out_dir: Path) -> list[Path]:
+    sns.set_theme(style="whitegrid")
+    paths = fig1(records, out_dir) + resolution_sweep(records, out_dir) + throughput_vs_batch(records, out_dir)
+    for scale in ("mini", "cifar10"):
+        paths += table3_curves(records, out_dir, scale)
+    return paths

@@ -1,0 +1,250 @@
+"""`bench tables`: the paper's tables regenerated from result records, ours beside the paper's numbers.
+
+A pure function of the records: the same records give byte-identical files (no clocks, fixed order). A row
+without a record says "not run"; a paper number never stands in for ours. Accuracy of `bench` records counts
+only for official or hub weights (records of checkpoints made here say they are not reproductions).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.record import Record
+from bench.registry import VARIANTS
+from reproduce import experiments
+
+NOT_RUN = "not run"
+DEIT = ("deit_ti", "deit_s", "deit_b", "deit_b_384", "deit_ti_dist", "deit_s_dist", "deit_b_dist", "deit_b_dist_384")
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # file stem under results/tables/
+    title: str
+    frame: pd.DataFrame
+    footer: tuple[str, ...]
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return NOT_RUN if value is None else format(value, spec)
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return NOT_RUN
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1 seed)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)} seeds)"
+
+
+def footer(records: Iterable[Record]) -> tuple[str, ...]:
+    """Hardware, software and protocol of the records a table used, each distinct value once."""
+    records = list(records)
+    if not records:
+        return ("No records: every 'ours' cell is not run.",)
+    def distinct(fn):
+        return ", ".join(sorted({str(fn(r)) for r in records}))
+    return (f"{len(records)} records. Hardware: {distinct(lambda r: r.env['device_name'])} "
+            f"(threads: {distinct(lambda r: r.env['num_threads'])}).",
+            f"Software: torch {distinct(lambda r: r.env['torch'])}, timm {distinct(lambda r: r.env['timm'])}; "
+            f"git {distinct(lambda r: (r.env['git_sha'] or '?')[:7] + ('+dirty' if r.env.get('git_dirty') else ''))}.",
+            f"Protocol: {distinct(_protocol)}.")
+
+
+def _protocol(r: Record) -> str:
+    s = r.settings
+    if r.kind == "train":
+        c = s["config"]
+        return f"train {c['epochs']} epochs, global batch {s['global_batch_size']}, {c['amp']} amp, {s['device']}"
+    return f"{s.get('protocol')} {s.get('precision')} batch {s.get('batch_size')} {s.get('stat')} on {s.get('device')}"
+
+
+def _latest(records: list[Record], variant: str, *, img_size: int | None = None, protocol: str | None = None,
+            key: str = "infer_img_per_s") -> Record | None:
+    hits = [r for r in records if r.kind == "bench" and r.variant == variant and key in r.metrics
+            and (img_size is None or r.settings.get("img_size") == img_size)
+            and (protocol is None or r.settings.get("protocol") == protocol)]
+    return hits[-1] if hits else None
+
+
+def _official_accuracy(records: list[Record], variant: str, img_size: int) -> Record | None:
+    hits = [r for r in records if r.kind == "bench" and r.variant == variant and "top1" in r.metrics
+            and r.settings.get("img_size") == img_size
+            and not any("not an official release" in n for n in r.notes)]
+    return hits[-1] if hits else None
+
+
+def table5(records: list[Record]) -> Table:
+    """Table 1/5: the DeiT variants; size and speed from `bench run` records, accuracy from official weights."""
+    rows, used = [], []
+    for name in DEIT:
+        v, p = VARIANTS[name], VARIANTS[name].paper
+        timm_run = _latest(records, name, img_size=v.img_size, protocol="timm")
+        paper_run = _latest(records, name, img_size=v.img_size, protocol="paper")
+        acc = _official_accuracy(records, name, v.img_size)
+        used += [r for r in (timm_run, paper_run, acc) if r]
+        size = timm_run or paper_run
+        rows.append({
+            "model": p.label, "params (paper)": f"{p.params:,}", "params (ours)": _fmt(size and size.metrics["params"], ","),
+            "GMACs (ours)": _fmt(size and size.metrics["gmacs"], ".3f"),
+            "im/s paper (V100)": f"{p.img_per_s:.1f}",
+            "im/s ours, timm protocol": _run_speed(timm_run), "im/s ours, paper protocol": _run_speed(paper_run),
+            "top-1 paper": f"{p.top1:.1f}", "top-1 ours": _fmt(acc and acc.metrics["top1"], ".2f"),
+            "ReaL paper": _fmt(p.real), "ReaL ours": _fmt(acc and acc.metrics.get("real_top1"), ".2f"),
+            "V2 paper": _fmt(p.v2),
+        })
+    return Table("table5_variants", "Table 1/5: DeiT variants", pd.DataFrame(rows), footer(used))
+
+
+def _run_speed(r: Record | None) -> str:
+    if r is None:
+        return NOT_RUN
+    return f"{r.metrics['infer_img_per_s']:,.1f} ({r.env['device_name']}, {r.settings['precision']}, b{r.settings['batch_size']})"
+
+
+PAPER_TABLE10 = {160: (609.31, 79.9), 224: (291.05, 81.8), 320: (134.13, 82.7), 384: (85.87, 83.1)}
+
+
+def table10(records: list[Record]) -> Table:
+    """Table 10: DeiT-B trained at 224, tested at 160/224/320/384 (`bench run --variant deit_b --img-size N`)."""
+    rows, used = [], []
+    for size, (speed, top1) in PAPER_TABLE10.items():
+        run = _latest(records, "deit_b", img_size=size)
+        acc = _official_accuracy(records, "deit_b", size)
+        used += [r for r in (run, acc) if r]
+        rows.append({"test size": size, "im/s paper (V100)": f"{speed:.2f}", "im/s ours": _run_speed(run),
+                     "top-1 paper": f"{top1:.1f}", "top-1 ours": _fmt(acc and acc.metrics["top1"], ".2f")})
+    return Table("table10_resolution", "Table 10: DeiT-B at other test resolutions", pd.DataFrame(rows), footer(used))
+
+
+def table2(records: list[Record]) -> Table:
+    """Table 2: the RegNetY teachers (their size/speed from bench records) and the DeiT-B⚗ students they train."""
+    paper_students = {"regnety_040": (82.7, 83.6), "regnety_080": (82.7, 83.8), "regnety_120": (83.1, 84.1),
+                      "regnety_160": (83.1, 84.2)}
+    rows, used = [], []
+    for name, (student, student_384) in paper_students.items():
+        run = _latest(records, name)
+        trained = _train_runs(records, "deit_b_hard", teacher=name)
+        used += ([run] if run else []) + trained
+        rows.append({"teacher": VARIANTS[name].paper.label, "teacher top-1 paper": f"{VARIANTS[name].paper.top1:.1f}",
+                     "teacher im/s ours": _run_speed(run), "student top-1 paper": f"{student:.1f}",
+                     "student top-1 ours": _mean_std([r.metrics["final_val_top1"] for r in trained]),
+                     "student ↑384 paper": f"{student_384:.1f}"})
+    return Table("table2_teachers", "Table 2: teachers for DeiT-B⚗", pd.DataFrame(rows), footer(used))
+
+
+def _train_runs(records: list[Record], experiment: str, teacher: str | None = None) -> list[Record]:
+    return [r for r in records if r.kind == "train" and r.settings.get("experiment") == experiment
+            and r.metrics.get("final_val_top1") is not None
+            and (teacher is None or r.settings["config"]["teacher"] == teacher)]
+
+
+# Table 3's six rows: (method, label column, teacher signal, row experiment suffix, metric, paper column index)
+TABLE3_ROWS = (
+    ("DeiT, no distillation", "✓", "none", "none", "final_val_top1", 0),
+    ("DeiT, usual distillation (class token)", "✗", "soft", "soft_cls", "final_val_top1", 1),
+    ("DeiT, hard distillation (class token)", "✗", "hard", "hard_cls", "final_val_top1", 2),
+    ("DeiT⚗, class embedding", "✓", "hard", "hard", "final_val_top1_cls", 3),
+    ("DeiT⚗, distillation embedding", "✓", "hard", "hard", "final_val_top1_dist", 4),
+    ("DeiT⚗, class + distillation", "✓", "hard", "hard", "final_val_top1_fused_logits", 5),
+)
+PAPER_TABLE3 = {"Ti": (72.2, 72.2, 74.3, 73.9, 74.6, 74.5), "S": (79.8, 79.8, 80.9, 80.9, 81.1, 81.2),
+                "B": (81.8, 81.8, 83.0, 83.0, 83.1, 83.4)}
+
+
+def table3(records: list[Record], scale: str) -> Table:
+    """Table 3 at one scale: mean ± std over seeds of each row, its gap to row 1, and whether the gap exceeds
+    the seed spread (the larger of the two rows' standard deviations)."""
+    prefix = {"mini": "mini", "cifar10": "cifar", "imagenet": "deit_ti"}[scale]
+    rows, used = [], []
+    base_values: list[float] = []
+    for i, (method, label, signal, suffix, metric, col) in enumerate(TABLE3_ROWS):
+        name = prefix if (scale == "imagenet" and suffix == "none") else f"{prefix}_{suffix}"
+        runs = [r for r in records if r.kind == "train" and r.settings.get("experiment") == name and metric in r.metrics]
+        used += [r for r in runs if r not in used]
+        values = [r.metrics[metric] for r in runs]
+        base_values = values if i == 0 else base_values
+        gap, beyond = "", ""
+        if i > 0 and values and base_values:
+            diff = statistics.mean(values) - statistics.mean(base_values)
+            spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (values, base_values))
+            gap = f"{diff:+.2f}"
+            beyond = ("yes" if abs(diff) > spread else "no") if spread > 0 else "one seed"
+        paper = PAPER_TABLE3["Ti"]
+        rows.append({"method": method, "label": label, "teacher": signal, "paper Ti (ImageNet)": f"{paper[col]:.1f}",
+                     "paper Δ row 1": "" if i == 0 else f"{paper[col] - paper[0]:+.1f}",
+                     f"ours top-1 ({scale})": _mean_std(values), "ours Δ row 1": gap, "Δ > seed spread": beyond})
+    teacher = [r for r in records if r.kind == "train" and r.settings.get("experiment") == f"{prefix}_teacher"]
+    notes = [f"Teacher ({prefix}_teacher): top-1 {teacher[-1].metrics['final_val_top1']:.2f}."] if teacher else []
+    title = f"Table 3 ({scale} scale): distillation strategies; the paper's column is DeiT-Ti on ImageNet"
+    return Table(f"table3_{scale}", title, pd.DataFrame(rows), tuple(notes) + footer(used + teacher))
+
+
+TABLE8_ROWS = (("default", "deit_b", 81.8), ("pre-train with SGD", "deit_b_sgd", 74.5),
+               ("no RandAugment", "deit_b_no_randaug", 79.6), ("AutoAugment instead of RandAugment", "deit_b_autoaug", 81.2),
+               ("no Mixup", "deit_b_no_mixup", 78.7), ("no CutMix", "deit_b_no_cutmix", 80.0),
+               ("no Mixup and no CutMix", "deit_b_no_mixup_cutmix", 75.8), ("no random erasing", "deit_b_no_erasing", 4.3),
+               ("no stochastic depth", "deit_b_no_drop_path", 3.4), ("no repeated augmentation", "deit_b_no_repeated_aug", 76.5),
+               ("+ dropout", "deit_b_dropout", 81.3), ("+ EMA", "deit_b_ema", 81.9))
+
+
+def table8(records: list[Record]) -> Table:
+    """Table 8: recipe ablations of DeiT-B, each row a registered experiment."""
+    rows, used = [], []
+    for change, name, paper in TABLE8_ROWS:
+        runs = _train_runs(records, name)
+        used += runs
+        rows.append({"change": change, "experiment": name, "top-1 paper @224": f"{paper:.1f}",
+                     "top-1 ours": _mean_std([r.metrics["final_val_top1"] for r in runs])})
+    return Table("table8_ablations", "Table 8: ablations of the training recipe (DeiT-B)", pd.DataFrame(rows), footer(used))
+
+
+TABLE9_FIELDS = (("epochs", "epochs", "300"), ("batch size (global)", "batch_size", "1024"), ("optimizer", "opt", "AdamW"),
+                 ("learning rate (× batch/512)", "lr", "0.0005"), ("schedule", "sched", "cosine"),
+                 ("weight decay", "weight_decay", "0.05"), ("warm-up epochs", "warmup_epochs", "5"),
+                 ("label smoothing", "smoothing", "0.1"), ("stochastic depth", "drop_path", "0.1"),
+                 ("repeated augmentation", "repeated_aug", "yes (×3)"), ("gradient clipping", "clip_grad", "no"),
+                 ("RandAugment", "auto_augment", "9/0.5"), ("Mixup α", "mixup", "0.8"), ("CutMix α", "cutmix", "1.0"),
+                 ("random erasing", "reprob", "0.25"), ("EMA", "ema_decay", "no"))
+
+
+def table9() -> Table:
+    """Table 9: the hyper-parameters, printed from the `deit_b` experiment's config itself."""
+    cfg = experiments.get("deit_b").build()
+    rows = [{"hyper-parameter": label, "paper (DeiT-B)": paper, "ours (reproduce ls --show deit_b)": repr(getattr(cfg, f))}
+            for label, f, paper in TABLE9_FIELDS]
+    return Table("table9_hparams", "Table 9: hyper-parameters (from the deit_b config)", pd.DataFrame(rows),
+                 ("Read from reproduce/experiments.py; no record needed.",))
+
+
+def table4(records: list[Record]) -> Table:
+    """Table 4 needs per-image predictions of ImageNet-trained models (`bench run --save-predictions`, then
+    `bench disagree`); no such records exist yet, so every cell says so."""
+    names = ("ground truth", "convnet (RegNetY)", "DeiT", "DeiT⚗ class", "DeiT⚗ distil", "DeiT⚗ class+distil")
+    paper_gt = ("0.000", "0.171", "0.182", "0.170", "0.169", "0.166")
+    rows = [{"model": n, "paper vs ground truth": g, "ours vs ground truth": NOT_RUN} for n, g in zip(names, paper_gt)]
+    return Table("table4_disagreement", "Table 4: disagreement with the ground truth", pd.DataFrame(rows), footer([]))
+
+
+def build_all(records: list[Record]) -> list[Table]:
+    return [table5(records), table10(records), table2(records), table3(records, "mini"), table3(records, "cifar10"),
+            table3(records, "imagenet"), table4(records), table8(records), table9()]
+
+
+def write(table: Table, out_dir: Path) -> list[Path]:
+    """Markdown, CSV and LaTeX files for one table (deterministic content)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = f"### {table.title}\n\n{table.frame.to_markdown(index=False, disable_numparse=True)}\n\n"
+    md += "".join(f"- {line}\n" for line in table.footer)
+    tex = table.frame.to_latex(index=False, caption=table.title, label=f"tab:{table.name}")
+    paths = [out_dir / f"{table.name}.{ext}" for ext in ("md", "csv", "tex")]
+    for path, text in zip(paths, (md, table.frame.to_csv(index=False), tex)):
+        tmp = path.with_name(f".tmp-{path.name}")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return paths
