@@ -4,7 +4,8 @@
   V100 points and ours (our throughput on our hardware beside the paper's top-1 until our own accuracy exists);
 - `resolution_sweep`: DeiT-B throughput at each test resolution (Table 10), paper and ours;
 - `table3_curves_<scale>`: validation top-1 of every head against epoch, one panel per Table-3 training;
-- `throughput_vs_batch`: images/s against batch size per variant, from `bench run --batch-size N` records.
+- `throughput_vs_batch`: images/s against batch size per variant, from `bench run --batch-size N` records;
+- `gallery_<scale>`: test images where the teacher, the class head and the distillation head disagree.
 """
 
 from __future__ import annotations
@@ -112,9 +113,55 @@ def throughput_vs_batch(records: list[Record], out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "throughput_vs_batch")
 
 
+def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -> list[Path]:
+    """Test images on which the teacher, the class head and the distillation head disagree, with the true label
+    and each one's top-1. Reads the runs' predictions.pt and the images; skipped where the run folders are gone."""
+    from bench.evaluate import Predictions
+
+    prefix = {"mini": "mini", "cifar10": "cifar"}[scale]
+    found = {}
+    for role in ("teacher", "hard"):
+        runs = [r for r in records if r.kind == "train" and r.settings.get("experiment") == f"{prefix}_{role}"
+                and (Path(r.settings["output"]) / "predictions.pt").exists()]
+        if not runs:
+            return []
+        found[role] = runs[-1]
+    config = found["hard"].settings["config"]
+    if config["dataset"] != "cifar10":
+        return []
+    from reproduce.data import cifar10_tree
+
+    test_root = (Path(config["data"]) if config["data"] else cifar10_tree()) / "test"
+    classes = sorted(p.name for p in test_root.iterdir() if p.is_dir())
+    teacher = Predictions.load(Path(found["teacher"].settings["output"]) / "predictions.pt")
+    student = Predictions.load(Path(found["hard"].settings["output"]) / "predictions.pt")
+    t_top = dict(zip(teacher.names, teacher.top5[""][:, 0].tolist()))
+    picks = []
+    for i, name in enumerate(student.names):
+        cls, dist = student.top5["cls"][i, 0].item(), student.top5["dist"][i, 0].item()
+        if name in t_top and len({t_top[name], cls, dist}) > 1:
+            picks.append((name, student.targets[i].item(), t_top[name], cls, dist))
+        if len(picks) == count:
+            break
+    if not picks:
+        return []
+    from PIL import Image
+
+    cols = 6
+    fig, axes = plt.subplots((len(picks) + cols - 1) // cols, cols, figsize=(cols * 1.9, 2.5 * ((len(picks) + cols - 1) // cols)))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, truth, t, c, d) in zip(axes.flat, picks):
+        with Image.open(test_root / name) as img:
+            ax.imshow(img.convert("RGB"))
+        ax.set_title(f"true {classes[truth]}\nteacher {classes[t]}\nclass {classes[c]}\ndistil {classes[d]}", fontsize=7)
+    fig.suptitle(f"{scale} scale: where teacher, class head and distillation head disagree", fontsize=9)
+    return _save(fig, out_dir, f"gallery_{scale}")
+
+
 def build_all(records: list[Record], out_dir: Path) -> list[Path]:
     sns.set_theme(style="whitegrid")
     paths = fig1(records, out_dir) + resolution_sweep(records, out_dir) + throughput_vs_batch(records, out_dir)
     for scale in ("mini", "cifar10"):
-        paths += table3_curves(records, out_dir, scale)
+        paths += table3_curves(records, out_dir, scale) + gallery(records, out_dir, scale)
     return paths

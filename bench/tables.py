@@ -7,6 +7,7 @@ only for official or hub weights (records of checkpoints made here say they are 
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -138,10 +139,18 @@ def table2(records: list[Record]) -> Table:
     return Table("table2_teachers", "Table 2: teachers for DeiT-B⚗", pd.DataFrame(rows), footer(used))
 
 
-def _train_runs(records: list[Record], experiment: str, teacher: str | None = None) -> list[Record]:
-    return [r for r in records if r.kind == "train" and r.settings.get("experiment") == experiment
-            and r.metrics.get("final_val_top1") is not None
-            and (teacher is None or r.settings["config"]["teacher"] == teacher)]
+def _train_runs(records: list[Record], experiment: str, teacher: str | None = None,
+                metric: str = "final_val_top1") -> list[Record]:
+    """The seeds of one experiment's newest configuration: runs whose config differs other than by `seed` (a
+    `--set` change) are another experiment in all but name and are never averaged in."""
+    runs = [r for r in records if r.kind == "train" and r.settings.get("experiment") == experiment
+            and r.metrics.get(metric) is not None and (teacher is None or r.settings["config"]["teacher"] == teacher)]
+    if not runs:
+        return []
+    def key(r: Record) -> str:
+        return json.dumps({k: v for k, v in r.settings["config"].items() if k != "seed"}, sort_keys=True)
+    newest = key(max(runs, key=lambda r: r.env["created"]))
+    return [r for r in runs if key(r) == newest]
 
 
 # Table 3's six rows: (method, label column, teacher signal, row experiment suffix, metric, paper column index)
@@ -165,7 +174,7 @@ def table3(records: list[Record], scale: str) -> Table:
     base_values: list[float] = []
     for i, (method, label, signal, suffix, metric, col) in enumerate(TABLE3_ROWS):
         name = prefix if (scale == "imagenet" and suffix == "none") else f"{prefix}_{suffix}"
-        runs = [r for r in records if r.kind == "train" and r.settings.get("experiment") == name and metric in r.metrics]
+        runs = _train_runs(records, name, metric=metric)
         used += [r for r in runs if r not in used]
         values = [r.metrics[metric] for r in runs]
         base_values = values if i == 0 else base_values
@@ -179,7 +188,7 @@ def table3(records: list[Record], scale: str) -> Table:
         rows.append({"method": method, "label": label, "teacher": signal, "paper Ti (ImageNet)": f"{paper[col]:.1f}",
                      "paper Δ row 1": "" if i == 0 else f"{paper[col] - paper[0]:+.1f}",
                      f"ours top-1 ({scale})": _mean_std(values), "ours Δ row 1": gap, "Δ > seed spread": beyond})
-    teacher = [r for r in records if r.kind == "train" and r.settings.get("experiment") == f"{prefix}_teacher"]
+    teacher = _train_runs(records, f"{prefix}_teacher")
     notes = [f"Teacher ({prefix}_teacher): top-1 {teacher[-1].metrics['final_val_top1']:.2f}."] if teacher else []
     title = f"Table 3 ({scale} scale): distillation strategies; the paper's column is DeiT-Ti on ImageNet"
     return Table(f"table3_{scale}", title, pd.DataFrame(rows), tuple(notes) + footer(used + teacher))

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench.record import Record, collect_env
+from bench.record import Record, collect_env, cpu_model
 from reproduce.config import ConfigError, TrainConfig, as_dict
 
 
@@ -74,6 +74,7 @@ class RunFiles:
     def __init__(self, output: Path, *, main: bool) -> None:
         self.output, self.main = output, main
         self.checkpoint, self.log_file, self.result = output / "checkpoint.pth", output / "log.jsonl", output / "result.json"
+        self.predictions = output / "predictions.pt"  # per-image top-5 of every head at the last evaluation
         if main:
             output.mkdir(parents=True, exist_ok=True)
 
@@ -130,7 +131,7 @@ class RunFiles:
         settings = {"experiment": experiment, "config": state.config, "device": procs.device,
                     "world_size": procs.world, "batch_size_per_gpu": per_rank, "global_batch_size": cfg.batch_size,
                     "lr_scaled": lr, "output": str(self.output), "history": state.history}
-        device_name = (torch.cuda.get_device_name(procs.device) if procs.device.startswith("cuda") else "cpu")
+        device_name = torch.cuda.get_device_name(procs.device) if procs.device.startswith("cuda") else cpu_model()
         notes = [] if cfg.finetune or cfg.dataset != "synthetic" else ["synthetic data: a smoke run, not a result"]
         record = Record(variant.name, variant.model, settings, metrics, collect_env(device_name), kind="train",
                         notes=notes)

@@ -194,7 +194,9 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
                 "train_img_per_s": seen * procs.world / elapsed if elapsed > 0 else None}
         state.epoch, state.step = epoch + 1, 0
         if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
-            line.update(evaluate(student, ema, val_set, prep, cfg, procs, variant.distilled, amp_dtype))
+            final = state.epoch == cfg.epochs
+            line.update(evaluate(student, ema, val_set, prep, cfg, procs, variant.distilled, amp_dtype,
+                                 save_to=files.predictions if final and procs.main else None))
             state.history.append({"epoch": state.epoch, **{k: v for k, v in line.items() if "top" in k}})
         state.train_img_per_s.append(line["train_img_per_s"])
         state.save_to(files, student, optimizer, scheduler, scaler, ema)
@@ -234,9 +236,11 @@ def _backward_step(loss, optimizer, scaler, model, clip_grad) -> None:
     optimizer.step()
 
 
-def evaluate(student, ema, val_set, prep, cfg: TrainConfig, procs: Processes, distilled: bool, amp_dtype) -> dict:
+def evaluate(student, ema, val_set, prep, cfg: TrainConfig, procs: Processes, distilled: bool, amp_dtype,
+             save_to: Path | None = None) -> dict:
     """Top-1/top-5 of every head on the validation set (bench's evaluation: each image once over all ranks),
-    for the EMA weights too when there are any (the official code keeps an EMA but never evaluates it)."""
+    for the EMA weights too when there are any (the official code keeps an EMA but never evaluates it).
+    `save_to` keeps the student's per-image predictions (for Table 4 and the gallery figure)."""
     precision = PRECISIONS[{None: "fp32", torch.bfloat16: "amp_bf16", torch.float16: "amp_fp16"}[amp_dtype]]
     out = {}
     for prefix, net in (("val_", student), ("ema_val_", ema.module if ema is not None else None)):
@@ -246,6 +250,8 @@ def evaluate(student, ema, val_set, prep, cfg: TrainConfig, procs: Processes, di
         preds = predict(net, val_set, prep, distilled=distilled, device=procs.device, precision=precision,
                         batch_size=cfg.eval_batch_size, workers=cfg.workers, progress=False)
         net.train()
+        if save_to is not None and prefix == "val_":
+            preds.save(save_to)
         out.update({prefix + k: v for k, v in scores(preds).items() if k.startswith(("top", "loss"))})
     return out
 

@@ -1,0 +1,76 @@
+"""bench tables / figures on committed fixture records (real records of this project's runs)."""
+
+import dataclasses
+import filecmp
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import cli, figures, tables
+from bench.record import load_records
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tables"
+RECORDS = FIXTURES / "records"
+
+
+@pytest.fixture(scope="module")
+def records():
+    return load_records(RECORDS)
+
+
+def test_tables_from_fixture_records_match_the_golden_markdown(tmp_path, records):
+    """After an intended change of a table, regenerate with UPDATE_GOLDEN=1 and review the diff."""
+    for table in tables.build_all(records):
+        tables.write(table, tmp_path)
+    written = sorted(tmp_path.glob("*.md"))
+    assert len(written) == 9
+    for md in written:
+        golden = FIXTURES / "golden" / md.name
+        if os.environ.get("UPDATE_GOLDEN"):
+            golden.parent.mkdir(exist_ok=True)
+            shutil.copy(md, golden)
+        assert md.read_text() == golden.read_text(), md.name
+
+
+def test_the_same_records_give_identical_files(tmp_path, capsys):
+    for out in ("a", "b"):
+        assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / out / "t"),
+                         "--figures", str(tmp_path / out / "f")]) == 0
+    comparison = filecmp.dircmp(tmp_path / "a" / "t", tmp_path / "b" / "t")
+    assert comparison.left_list and not comparison.diff_files
+    figs = filecmp.dircmp(tmp_path / "a" / "f", tmp_path / "b" / "f")
+    assert figs.left_list and not figs.diff_files
+
+
+def test_rows_without_records_say_not_run_never_a_paper_number(records):
+    t5 = tables.table5(records).frame
+    assert (t5["im/s ours, paper protocol"] == tables.NOT_RUN).all()  # only timm-protocol records in the fixture
+    assert (t5["top-1 ours"] == tables.NOT_RUN).all()  # no official weights here
+    assert t5.loc[t5["model"] == "DeiT-B", "params (ours)"].item() == "86,567,656"
+    t3 = tables.table3(records, "cifar10").frame
+    assert (t3["ours top-1 (cifar10)"] == tables.NOT_RUN).all()
+
+
+def test_seeds_are_averaged_but_a_changed_config_is_not(records):
+    (run,) = [r for r in records if r.kind == "train"]
+    seed1 = dataclasses.replace(run, settings={**run.settings, "config": {**run.settings["config"], "seed": 1}},
+                                metrics={**run.metrics, "final_val_top1": run.metrics["final_val_top1"] + 2})
+    changed = dataclasses.replace(run, settings={**run.settings, "config": {**run.settings["config"], "lr": 9.0}},
+                                  env={**run.env, "created": "2000-01-01T00:00:00+00:00"})
+    frame = tables.table3([run, seed1, changed], "mini").frame
+    value = run.metrics["final_val_top1"]
+    assert frame.loc[0, "ours top-1 (mini)"] == f"{value + 1:.2f} ± 1.41 (2 seeds)"
+
+
+def test_figures_are_png_and_svg_and_not_empty(tmp_path, records):
+    paths = figures.build_all(records, tmp_path)
+    names = {p.name for p in paths}
+    assert {"fig1_throughput_vs_top1.png", "resolution_sweep.svg", "table3_curves_mini.png"} <= names
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_a_missing_records_folder_is_a_usage_error(tmp_path, capsys):
+    assert cli.main(["tables", "--records", str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err
