@@ -6,7 +6,6 @@ Ctrl-C leaves the previous checkpoint or result whole.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import statistics
@@ -116,7 +115,7 @@ class RunFiles:
                 f.write(json.dumps(entry) + "\n")
 
     def finish(self, state: CheckpointState, cfg: TrainConfig, experiment: str, variant, procs, per_rank: int,
-               lr: float, wall_s: float, ranks_identical: bool) -> Record | None:
+               lr: float, wall_s: float, ranks_identical: bool, env: dict[str, Any]) -> Record | None:
         """The run's result record (kind "train"), also kept as result.json beside the checkpoint."""
         if not self.main:
             return None
@@ -131,13 +130,15 @@ class RunFiles:
         settings = {"experiment": experiment, "config": state.config, "device": procs.device,
                     "world_size": procs.world, "batch_size_per_gpu": per_rank, "global_batch_size": cfg.batch_size,
                     "lr_scaled": lr, "output": str(self.output), "history": state.history}
-        device_name = torch.cuda.get_device_name(procs.device) if procs.device.startswith("cuda") else cpu_model()
         notes = [] if cfg.finetune or cfg.dataset != "synthetic" else ["synthetic data: a smoke run, not a result"]
-        record = Record(variant.name, variant.model, settings, metrics, collect_env(device_name), kind="train",
+        record = Record(variant.name, variant.model, settings, metrics, env, kind="train",
                         notes=notes)
         _atomic_write(self.result, lambda tmp: tmp.write_text(record.to_json()))
         return record
 
 
-def record_dict(record: Record | None) -> dict:
-    return dataclasses.asdict(record) if record is not None else {}
+def run_env(device: str) -> dict[str, Any]:
+    """Provenance taken when the run starts: the code that runs is the code of this moment (a commit made while
+    a long run trains must not be credited with its result)."""
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_model()
+    return collect_env(name)

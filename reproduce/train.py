@@ -33,7 +33,7 @@ from bench.evaluate import predict, scores
 from bench.record import Record
 from bench.speed import PRECISIONS
 from reproduce import data, models
-from reproduce.checkpoints import CheckpointState, RunFiles
+from reproduce.checkpoints import CheckpointState, RunFiles, run_env
 from reproduce.config import ConfigError, TrainConfig
 from reproduce.distill import Distiller
 from reproduce.sampling import ResumableSampler, SeededItems, step_seed
@@ -77,6 +77,7 @@ def start_processes(device: str) -> Processes:
 def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=print) -> Record | None:
     """Train as `cfg` says, checkpointing into `output`; return the result record (None on ranks other than 0)."""
     procs = start_processes(cfg.device)
+    env = run_env(procs.device)
     files = RunFiles(output, main=procs.main)
     if cfg.batch_size % procs.world:
         raise ConfigError(f"batch_size={cfg.batch_size} (global) does not split over {procs.world} processes")
@@ -206,7 +207,7 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     if not agree:
         log("warning: the ranks ended with different weights (DDP desynchronised)")
     return files.finish(state, cfg, experiment, variant, procs, per_rank, lr, time.perf_counter() - started,
-                        ranks_identical=agree)
+                        ranks_identical=agree, env=env)
 
 
 def ranks_agree(model: torch.nn.Module, procs: Processes) -> bool:

@@ -1,6 +1,5 @@
 from pathlib import Path
 
-import pytest
 import torch
 from PIL import Image
 from timm.data.auto_augment import AugmentOp
