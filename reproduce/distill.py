@@ -71,10 +71,12 @@ def distillation_terms(student_logits: Tensor | tuple[Tensor, Tensor], teacher_l
 
 
 def teacher_logits(teacher: torch.nn.Module, images: Tensor) -> Tensor:
-    """The frozen teacher's logits: eval mode, no graph (official `DistillationLoss` does the same)."""
+    """The frozen teacher's logits: eval mode, inference mode (no graph, no version counters; faster than the
+    official `no_grad`), cloned out of inference mode so the loss may keep them for its backward pass."""
     teacher.eval()
-    with torch.no_grad():
-        return teacher(images)
+    with torch.inference_mode():
+        logits = teacher(images)
+    return logits.clone()
 
 
 @dataclass(frozen=True)

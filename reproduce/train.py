@@ -103,9 +103,10 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     if teacher is not None:
         teacher.to(procs.device)
     lr = cfg.lr * cfg.batch_size / 512 if cfg.lr_scale_batch else cfg.lr
+    fused = {"fused": True} if procs.device.startswith("cuda") and cfg.opt == "adamw" else {}  # one kernel per step
     optimizer = create_optimizer_v2(models.no_decay_groups(student, cfg.weight_decay, cfg.no_decay), opt=cfg.opt,
                                     lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, eps=cfg.opt_eps,
-                                    layer_decay=None)
+                                    **fused)
     if cfg.layer_decay is not None:  # timm builds layer-decay groups itself (its no-decay list includes dist_token)
         optimizer = create_optimizer_v2(student, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay,
                                         momentum=cfg.momentum, eps=cfg.opt_eps, layer_decay=cfg.layer_decay)
