@@ -115,6 +115,9 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
                                        updates_per_epoch=steps_per_epoch)
     mixup = None
     if cfg.mixup > 0 or cfg.cutmix > 0:
+        if per_rank % 2:  # timm's batch-mode Mixup pairs each image with the flipped batch
+            raise ConfigError(f"Mixup/CutMix need an even batch per process; {cfg.batch_size} over {procs.world} "
+                              f"process(es) is {per_rank}")
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
                       switch_prob=cfg.mixup_switch_prob, mode="batch", label_smoothing=cfg.smoothing,
                       num_classes=cfg.num_classes)

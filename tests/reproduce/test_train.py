@@ -140,6 +140,7 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
     (["--experiment", "debug_hard", "--set", "teacher_checkpoint=/nonexistent/t.pth"], "no such file"),
     (["--experiment", "debug_hard", "--set", "variant=debug", "--set", "teacher_checkpoint=x"],
      "needs a student with a distillation token, but debug has only a class token"),
+    (["--experiment", "debug", "--set", "batch_size=7"], "Mixup/CutMix need an even batch per process"),
     (["--experiment", "debug", "--set", "batch_size=7", "--set", "mixup=0", "--set", "cutmix=0",
       "--set", "train_subset=4"], "cannot fill one batch"),
 ])
