@@ -11,18 +11,25 @@ The copies of one image made by repeated augmentation sit at different positions
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 
-import numpy as np
-import torch
 from torch.utils.data import Dataset, Sampler
+
+from reproduce.models import seed_everything
 
 
 def step_seed(seed: int, rank: int, epoch: int, position: int) -> int:
-    """A 63-bit seed for one (run, rank, epoch, position); distinct inputs give unrelated seeds."""
-    return int(np.random.SeedSequence([seed, rank, epoch, position]).generate_state(2, np.uint32).astype(np.uint64)
-               .dot([1 << 31, 1]) % (1 << 63))
+    """A 63-bit seed for one (run, rank, epoch, position): splitmix64 steps over the four numbers, so neighbouring
+    positions get unrelated seeds (a few µs; NumPy's SeedSequence costs 10 µs per image)."""
+    state = 0
+    for part in (seed, rank, epoch, position):
+        state = (state ^ (part & _MASK)) * 0xBF58476D1CE4E5B9 & _MASK
+        state = (state + 0x9E3779B97F4A7C15) & _MASK
+        state ^= state >> 31
+    return state >> 1
+
+
+_MASK = (1 << 64) - 1
 
 
 class ResumableSampler(Sampler):
@@ -56,7 +63,5 @@ class SeededItems(Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
-        random.seed(seed)
-        np.random.seed(seed % (1 << 32))
-        torch.manual_seed(seed)
+        seed_everything(seed)
         return self.dataset[index]
