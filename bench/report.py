@@ -48,7 +48,8 @@ def summary(record: Record, variant: Variant) -> str:
         rows.append(("GMACs (batch 1)", f"{m['gmacs']:.3f}", _num(p and p.gmacs, ".3f"),
                      "" if not (p and p.gmacs) else f"{100 * (m['gmacs'] / p.gmacs - 1):+.2f} %"))
     if "infer_img_per_s" in m:
-        paper_speed = p.img_per_s if p else None
+        # the paper's figure is at the variant's own resolution; at another size it would be no comparison
+        paper_speed = p.img_per_s if p and s["img_size"] == variant.img_size else None
         rows.append((f"throughput, im/s ({s['stat']})", f"{m['infer_img_per_s']:,.1f}",
                      "" if paper_speed is None else f"{paper_speed:,.1f} (V100, fp32, max batch)",
                      "" if paper_speed is None else f"x{m['infer_img_per_s'] / paper_speed:.3f} (other hardware)"))
