@@ -136,13 +136,16 @@ def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -
     teacher = Predictions.load(Path(found["teacher"].settings["output"]) / "predictions.pt")
     student = Predictions.load(Path(found["hard"].settings["output"]) / "predictions.pt")
     t_top = dict(zip(teacher.names, teacher.top5[""][:, 0].tolist()))
-    picks = []
+    by_class: dict[int, list[tuple]] = {}
     for i, name in enumerate(student.names):
         cls, dist = student.top5["cls"][i, 0].item(), student.top5["dist"][i, 0].item()
         if name in t_top and len({t_top[name], cls, dist}) > 1:
-            picks.append((name, student.targets[i].item(), t_top[name], cls, dist))
-        if len(picks) == count:
-            break
+            truth = student.targets[i].item()
+            by_class.setdefault(truth, []).append((name, truth, t_top[name], cls, dist))
+    picks = []  # round-robin over the true classes, so the gallery is not ten airplanes
+    for k in range(max(map(len, by_class.values()), default=0)):
+        picks += [items[k] for _, items in sorted(by_class.items()) if k < len(items)]
+    picks = picks[:count]
     if not picks:
         return []
     from PIL import Image
