@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from bench.data import DataError, ImageList, find_samples
 from reproduce.config import TrainConfig
@@ -61,6 +61,12 @@ def datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
         val = SyntheticImages(cfg.val_subset or 128, cfg.num_classes, size, seed=2, transform=val_tf)
         return train, val
     root = Path(cfg.data) if cfg.data else None
+    if cfg.dataset == "cifar10" and root is not None and (root / "cifar-10-batches-py").is_dir():
+        train = TorchvisionCifar10(root, True, train_tf)  # torchvision's download (download=False: no network here)
+        train.samples = balanced_subset(train.samples, cfg.train_subset, cfg.subset_seed)
+        val = TorchvisionCifar10(root, False, val_tf)
+        val.samples = val.samples[: cfg.val_subset] if cfg.val_subset else val.samples
+        return train, val
     if cfg.dataset == "cifar10":
         root = root or cifar10_tree()
         splits = ("train", "test")
@@ -76,6 +82,26 @@ def datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
     train = ImageList(balanced_subset(train_samples, cfg.train_subset, cfg.subset_seed), train_tf)
     val = ImageList(val_samples[: cfg.val_subset] if cfg.val_subset else val_samples, val_tf)
     return train, val
+
+
+class TorchvisionCifar10(Dataset):
+    """CIFAR-10 as torchvision downloads it (`torchvision.datasets.CIFAR10(root, download=True)` on a machine with a
+    network, then `--data root`), with the same (image, label, index) items and `class/NNNNN.png` names."""
+
+    def __init__(self, root: Path, train: bool, transform) -> None:
+        from torchvision.datasets import CIFAR10
+
+        self.base = CIFAR10(str(root), train=train, download=False)
+        self.transform = transform
+        self.samples = [(Path(self.base.classes[label]) / f"{i:05d}.png", label, i)
+                        for i, label in enumerate(self.base.targets)]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        _, label, source = self.samples[index]
+        return self.transform(Image.fromarray(self.base.data[source])), label, index
 
 
 def balanced_subset(samples: list[tuple[Path, int]], n: int, seed: int) -> list[tuple[Path, int]]:
@@ -118,8 +144,3 @@ def cifar10_tree() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def labels_of(dataset: Dataset) -> list[int]:
-    base = dataset.dataset if isinstance(dataset, Subset) else dataset
-    return [label for _, label in base.samples]

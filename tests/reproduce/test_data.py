@@ -55,3 +55,28 @@ def test_augmentation_depends_on_the_position_not_on_the_worker_or_the_resume_po
     resumed = [data[item][0] for item in sampler]
     assert all(torch.equal(a, b) for a, b in zip(full[4:], resumed))
     assert not torch.equal(full[0], full[1])  # repeated augmentation: the copies of image 3 differ
+
+
+def test_cifar10_as_torchvision_downloads_it_gives_named_items_and_subsets(tmp_path, monkeypatch):
+    import numpy as np
+    import torchvision.datasets
+
+    from reproduce.config import TrainConfig
+    from reproduce.data import datasets
+
+    class FakeCifar10:  # stands in for the download; the adapter reads only .data, .targets and .classes
+        classes = ["airplane", "automobile"]
+
+        def __init__(self, root, train, download):
+            n = 20 if train else 6
+            self.data = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+            self.targets = [i % 2 for i in range(n)]
+
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCifar10)
+    cfg = TrainConfig(dataset="cifar10", data=str(tmp_path), num_classes=2, train_subset=8, val_subset=4)
+    train, val = datasets(cfg, train_transform(cfg, 32), lambda img: img)
+    assert len(train) == 8 and len(val) == 4
+    image, label, index = val[1]
+    assert image.size == (32, 32) and label == 1 and index == 1
+    assert val.samples[1][0] == Path("automobile/00001.png")

@@ -190,3 +190,21 @@ def test_a_suite_skips_finished_rows_and_resumes_interrupted_ones(tmp_path, monk
     again = run_suite(suite, tmp_path / "runs", **kwargs)
     assert {o.status for o in again} == {"skipped"}
     assert len(list((tmp_path / "records").iterdir())) == 3  # one record per finished run, none twice
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    from reproduce.distill import Distiller
+
+    real_call, calls = Distiller.__call__, {"n": 0}
+
+    def nan_at_step_11(self, images, outputs, target):
+        calls["n"] += 1
+        total, base, term = real_call(self, images, outputs, target)
+        return (total * float("nan") if calls["n"] == 11 else total), base, term
+
+    monkeypatch.setattr(Distiller, "__call__", nan_at_step_11)
+    code = cli.main(["train", "--experiment", "debug", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "non-finite loss nan at epoch 1, step 2" in err
+    kept = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)
+    assert (kept["epoch"], kept["step"]) == (1, 0)  # the checkpoint of the last good epoch
