@@ -11,10 +11,10 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-import timm
-from torch import nn
+from typing import TYPE_CHECKING
 
-from bench import models as _models  # noqa: F401  (registers cifar_resnet10 with timm)
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,10 @@ class Variant:
     def build(self, **overrides: Any) -> nn.Module:
         """Build the model with random weights (weights are loaded elsewhere)."""
         kwargs = {**self.model_kwargs, **overrides}
+        import timm  # here, not at the top: `bench tables` and `bench ls` read the registry without torch/timm
+
+        from bench import models as _models  # noqa: F401  (registers cifar_resnet10 with timm)
+
         return timm.create_model(self.model, pretrained=False, **kwargs)
 
 

@@ -12,7 +12,8 @@ import types
 import typing
 from dataclasses import dataclass, fields
 
-from reproduce.distill import KL_NORMS, MODES
+MODES = ("none", "soft", "hard")  # distillation modes (reproduce/distill.py)
+KL_NORMS = ("batchmean", "official")
 
 
 class ConfigError(ValueError):

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
 
-MODES = ("none", "soft", "hard")
-KL_NORMS = ("batchmean", "official")
+from reproduce.config import KL_NORMS, MODES  # the accepted values live with the config (no torch there)
 
 
 def distillation_loss(student_logits: Tensor | tuple[Tensor, Tensor], teacher_logits: Tensor | None,
