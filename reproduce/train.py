@@ -104,12 +104,10 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
         teacher.to(procs.device)
     lr = cfg.lr * cfg.batch_size / 512 if cfg.lr_scale_batch else cfg.lr
     fused = {"fused": True} if procs.device.startswith("cuda") and cfg.opt == "adamw" else {}  # one kernel per step
-    optimizer = create_optimizer_v2(models.no_decay_groups(student, cfg.weight_decay, cfg.no_decay), opt=cfg.opt,
-                                    lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, eps=cfg.opt_eps,
-                                    **fused)
-    if cfg.layer_decay is not None:  # timm builds layer-decay groups itself (its no-decay list includes dist_token)
-        optimizer = create_optimizer_v2(student, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay,
-                                        momentum=cfg.momentum, eps=cfg.opt_eps, layer_decay=cfg.layer_decay)
+    # with layer decay timm builds the groups itself (its no-decay list includes dist_token); else the official groups
+    params = student if cfg.layer_decay is not None else models.no_decay_groups(student, cfg.weight_decay, cfg.no_decay)
+    optimizer = create_optimizer_v2(params, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                                    eps=cfg.opt_eps, layer_decay=cfg.layer_decay, **fused)
     scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
                                        warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=not cfg.sched_per_step,
                                        updates_per_epoch=steps_per_epoch)
@@ -168,7 +166,8 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
                 images, target = mixup(images, target)
             with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss, base, term = distiller(images, step_fn(images), target)
-            loss_value = loss.item()
+            loss_value, base_value = loss.item(), base.item()
+            term_value = term.item() if term is not None else None
             if not math.isfinite(loss_value):
                 raise NonFiniteLoss(f"non-finite loss {loss_value} at epoch {epoch}, step {state.step} (global step "
                                     f"{global_step}); the last good checkpoint {files.checkpoint} is kept")
@@ -180,13 +179,13 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
             done += 1
             seen += len(images)
             sums["loss"] += loss_value
-            sums["loss_base"] += base.item()
-            sums["loss_distill"] += term.item() if term is not None else 0.0
+            sums["loss_base"] += base_value
+            sums["loss_distill"] += term_value or 0.0
             current_lr = optimizer.param_groups[0]["lr"]
             if state.step % cfg.log_every == 0 or state.step == steps_per_epoch:
                 files.log({"type": "step", "epoch": epoch, "step": state.step, "global_step": global_step,
-                           "loss": loss_value, "loss_base": base.item(),
-                           "loss_distill": term.item() if term is not None else None, "lr": current_lr})
+                           "loss": loss_value, "loss_base": base_value, "loss_distill": term_value,
+                           "lr": current_lr})
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{current_lr:.2e}", refresh=False)
             bar.update(1)
             if stop.requested(procs):
