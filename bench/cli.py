@@ -6,13 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import report
 from bench.check import Tolerances
-from bench.checkpoint import CheckpointError
-from bench.data import DataError
+from bench.protocols import METRICS, PRECISIONS, PROTOCOLS
 from bench.registry import resolve
-from bench.run import METRICS, PROTOCOLS, BatchDoesNotFit, measure, resolve_settings
-from bench.speed import PRECISIONS
 
 
 class UsageError(Exception):
@@ -92,8 +88,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
+    # late: torch and timm load only for the commands that measure (tables, check and ls stay quick)
+    from bench import report
     from bench.accuracy import EvalOptions
-    from bench.record import write_record  # late: keeps `bench ls` and --help quick
+    from bench.checkpoint import CheckpointError
+    from bench.data import DataError
+    from bench.record import write_record
+    from bench.run import BatchDoesNotFit, measure, resolve_settings
 
     rank, device = _distributed(args)
     metrics = args.metrics or ("accuracy" if rank is not None else "size,speed,accuracy" if args.data else "size,speed")
@@ -244,6 +245,8 @@ def _tables(args: argparse.Namespace) -> None:
 
 
 def _ls(args: argparse.Namespace) -> None:
+    from bench import report
+
     print(report.registry_table(args.role))
 
 

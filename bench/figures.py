@@ -116,8 +116,6 @@ def throughput_vs_batch(records: list[Record], out_dir: Path) -> list[Path]:
 def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -> list[Path]:
     """Test images on which the teacher, the class head and the distillation head disagree, with the true label
     and each one's top-1. Reads the runs' predictions.pt and the images; skipped where the run folders are gone."""
-    from bench.evaluate import Predictions
-
     prefix = {"mini": "mini", "cifar10": "cifar"}[scale]
     found = {}
     for role in ("teacher", "hard"):
@@ -129,6 +127,7 @@ def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -
     config = found["hard"].settings["config"]
     if config["dataset"] != "cifar10":
         return []
+    from bench.evaluate import Predictions  # late: torch loads only when there are predictions to show
     from reproduce.data import cifar10_tree
 
     test_root = (Path(config["data"]) if config["data"] else cifar10_tree()) / "test"

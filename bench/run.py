@@ -13,39 +13,11 @@ import torch
 from bench import gpu, size, speed
 from bench.accuracy import EvalOptions, build_model, measure_accuracy
 from bench.record import Record, collect_env, cpu_model
+from bench.protocols import METRICS, PROTOCOLS
 from bench.registry import Variant
-
-# size: params and GMACs; speed: throughput/latency/memory; relspeed: model time relative to a reference
-# workload timed alternately in the same run, for the regression gate (bench check); accuracy: top-1/top-5
-# of every head (and ReaL) on --data.
-METRICS = ("size", "speed", "relspeed", "accuracy")
-
 
 class BatchDoesNotFit(ValueError):
     """The batch the user asked for is too large for the GPU's memory."""
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """A timing protocol: defaults per device type, and which statistic makes the throughput."""
-
-    name: str
-    stat: str  # "median" or "mean" of the per-batch times
-    batch_size: dict[str, int | str | None]  # per device type; None: the user must give one
-    warmup: dict[str, int]
-    iters: dict[str, int]
-    fixed_precision: str | None = None  # the protocol allows no other
-
-
-PROTOCOLS = {
-    # timm's benchmark.py: batch 256, 10 warm-up + 40 timed steps on GPU. On CPU, smaller defaults keep
-    # `bench run --variant deit_b` within a minute on 2 cores. Median, so one slow step does not count.
-    "timm": Protocol("timm", "median", {"cuda": 256, "cpu": 16}, {"cuda": 10, "cpu": 2}, {"cuda": 40, "cpu": 8}),
-    # Paper Table 1/5 caption + official repo issue #38: fp32, largest batch that fits, mean of 30 runs.
-    # "Largest batch that fits" is a GPU-memory notion: on CPU the batch must be given.
-    "paper": Protocol("paper", "mean", {"cuda": "max", "cpu": None}, {"cuda": 10, "cpu": 2}, {"cuda": 30, "cpu": 30},
-                      fixed_precision="fp32"),
-}
 
 
 @dataclass(frozen=True)

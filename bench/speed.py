@@ -18,29 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Precision:
-    """How a precision name maps onto weights, autocast and TF32."""
-
-    name: str
-    dtype: torch.dtype  # weights and input
-    autocast: torch.dtype | None  # autocast dtype, weights stay float32
-    tf32: bool  # TF32 tensor cores for float32 matmuls/convolutions (CUDA only)
-    peak: str  # which column of the GPU peak table bounds it (for MFU)
-
-
-PRECISIONS: dict[str, Precision] = {
-    p.name: p
-    for p in [
-        Precision("fp32", torch.float32, None, False, "fp32"),
-        Precision("tf32", torch.float32, None, True, "tf32"),
-        Precision("bf16", torch.bfloat16, None, False, "bf16"),
-        Precision("fp16", torch.float16, None, False, "fp16"),
-        Precision("amp_bf16", torch.float32, torch.bfloat16, False, "bf16"),
-        Precision("amp_fp16", torch.float32, torch.float16, False, "fp16"),
-    ]
-}
+from bench.protocols import PRECISIONS, Precision
 
 
 def check_precision(name: str, device: str) -> Precision:

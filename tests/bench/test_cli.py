@@ -67,7 +67,9 @@ def test_an_interrupt_during_measurement_writes_no_record(capsys, tmp_path, monk
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "measure", interrupted)
+    from bench import run
+
+    monkeypatch.setattr(run, "measure", interrupted)  # the CLI imports it when `run` is asked for
     code, _, err = run_cli(capsys, "run", "--variant", "debug", "--results-dir", str(tmp_path / "runs"))
     assert code == 130 and "no record" in err and not (tmp_path / "runs").exists()
 
@@ -95,3 +97,13 @@ def test_ctrl_c_in_the_middle_of_timing_leaves_no_record(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "no record was written" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []
+
+
+def test_the_reporting_commands_do_not_import_torch_or_timm():
+    """`bench tables`, `check` and `ls` must start fast (issue #5: tables over hundreds of records in <= 5 s);
+    torch and timm alone take seconds to import, so only the measuring commands may load them."""
+    probe = ("import sys; from bench import cli, tables, figures, check; "
+             "print(sorted(m for m in ('torch', 'timm', 'fvcore') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
