@@ -7,7 +7,6 @@ run resumed from any checkpoint continues the very same loss trace.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import signal
@@ -35,7 +34,7 @@ from bench.speed import PRECISIONS
 from reproduce import data, models
 from reproduce.checkpoints import CheckpointState, RunFiles, run_env
 from reproduce.config import ConfigError, TrainConfig
-from reproduce.distill import Distiller
+from reproduce.distill import Distiller, MemoTeacher, memo_path
 from reproduce.sampling import ResumableSampler, SeededItems, step_seed
 
 
@@ -99,9 +98,14 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
                         num_workers=cfg.workers, pin_memory=procs.device.startswith("cuda"),
                         persistent_workers=cfg.workers > 0)
 
-    student.to(procs.device)
-    if teacher is not None:
-        teacher.to(procs.device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    student.to(procs.device, memory_format=memory_format)
+    memo = None
+    if teacher is not None:  # frozen convnet teacher: NHWC weights make its convolutions NHWC whatever the input
+        teacher.to(procs.device, memory_format=torch.channels_last)
+        teacher = torch.compile(teacher) if cfg.compile else teacher
+        if cfg.teacher_memo:
+            teacher = memo = MemoTeacher(teacher, memo_path(cfg.teacher_checkpoint, cfg.amp, procs.rank, procs.world))
     lr = cfg.lr * cfg.batch_size / 512 if cfg.lr_scale_batch else cfg.lr
     fused = {"fused": True} if procs.device.startswith("cuda") and cfg.opt == "adamw" else {}  # one kernel per step
     # with layer decay timm builds the groups itself (its no-decay list includes dist_token); else the official groups
@@ -139,8 +143,6 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
 
     model = DistributedDataParallel(student) if procs.world > 1 else student
     step_fn = torch.compile(model) if cfg.compile else model
-    if cfg.compile and teacher is not None:
-        distiller = dataclasses.replace(distiller, teacher=torch.compile(teacher))
     files.trim_log(state)
     stop = _PreemptionFlag()
     log(f"{experiment}: {variant.name} ({cfg.distillation} distillation{', token' if cfg.distill_token else ''}), "
@@ -161,7 +163,8 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
             if cfg.sched_per_step:
                 scheduler.step_update(global_step)
             models.seed_everything(step_seed(cfg.seed, procs.rank, epoch, state.step))  # drop path, Mixup draws
-            images, target = images.to(procs.device, non_blocking=True), target.to(procs.device, non_blocking=True)
+            images = images.to(procs.device, non_blocking=True, memory_format=memory_format)
+            target = target.to(procs.device, non_blocking=True)
             if mixup is not None:
                 images, target = mixup(images, target)
             with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -190,6 +193,8 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
             bar.update(1)
             if stop.requested(procs):
                 state.save_to(files, student, optimizer, scheduler, scaler, ema)
+                if memo is not None:
+                    memo.save()
                 raise Preempted(f"stopped by signal at epoch {epoch}, step {state.step}; checkpoint {files.checkpoint}")
         bar.close()
         elapsed = time.perf_counter() - epoch_start
@@ -204,6 +209,9 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
             state.history.append({"epoch": state.epoch, **{k: v for k, v in line.items() if "top" in k}})
         state.train_img_per_s.append(line["train_img_per_s"])
         state.save_to(files, student, optimizer, scheduler, scaler, ema)
+        if memo is not None:
+            memo.save()
+            line.update(teacher_memo_hits=memo.hits, teacher_memo_misses=memo.misses)
         files.log(line)
         log(_epoch_summary(line, cfg.epochs))
     agree = ranks_agree(student, procs)

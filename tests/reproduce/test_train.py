@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,28 @@ def test_hard_distillation_gives_the_teacher_the_mixed_images_the_student_sees(t
         assert torch.equal(s, t)
     # mixed: Mixup/CutMix changed the images (a pure batch would repeat exactly when flipped and blended)
     assert not torch.equal(seen["teacher"][0], seen["teacher"][0].flip(0))
+
+
+def test_a_remembered_teacher_gives_the_same_losses_and_runs_once_per_distinct_batch(tmp_path, teacher_ckpt):
+    ckpt = tmp_path / "teacher.pth"  # a private copy: the memo lives beside the checkpoint
+    shutil.copy(teacher_ckpt, ckpt)
+    base = ["epochs=1", f"teacher_checkpoint={ckpt}"]
+
+    def run(name, *extra):
+        train(resolve_config("debug_hard", None, [*base, *extra]), tmp_path / name, experiment="debug_hard",
+              resume=False, log=lambda _: None)
+        (epoch,) = [json.loads(x) for x in (tmp_path / name / "log.jsonl").read_text().splitlines()
+                    if json.loads(x)["type"] == "epoch"]
+        return step_losses(tmp_path / name), (epoch.get("teacher_memo_hits"), epoch.get("teacher_memo_misses"))
+
+    plain, counts = run("plain")
+    assert counts == (None, None) and not (tmp_path / "teacher-logits").exists()
+    first, counts = run("first", "teacher_memo=true")
+    assert counts == (0, 8) and first == plain  # 8 steps, all computed, same losses bit for bit
+    again, counts = run("again", "teacher_memo=true")
+    assert counts == (8, 0) and again == plain  # every batch read back
+    _, counts = run("other_seed", "teacher_memo=true", "seed=1")
+    assert counts == (0, 8)  # other batches: nothing is wrongly reused
 
 
 def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
