@@ -22,7 +22,7 @@ import seaborn as sns  # noqa: E402
 
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
-from bench.tables import DEIT, PAPER_TABLE10  # noqa: E402
+from bench.tables import DEIT, PAPER_TABLE10, train_runs  # noqa: E402
 
 _SVG_META = {"Date": None}  # no timestamp: the same records give the same SVG
 _PNG_META = {"Software": None}
@@ -77,11 +77,11 @@ def resolution_sweep(records: list[Record], out_dir: Path) -> list[Path]:
 
 def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path]:
     prefix = {"mini": "mini", "cifar10": "cifar"}[scale]
+    names = sorted({r.settings.get("experiment", "") for r in records if r.kind == "train"})
+    runs = [r for name in names if name.startswith(prefix + "_") for r in train_runs(records, name)]
     rows = []
-    for r in records:
-        name = r.settings.get("experiment", "") if r.kind == "train" else ""
-        if not name.startswith(prefix + "_"):
-            continue
+    for r in runs:  # the seeds of each row's newest configuration, as in the tables
+        name = r.settings["experiment"]
         for entry in r.settings.get("history", []):
             for key, value in entry.items():
                 if key.startswith("val_top1"):
@@ -119,11 +119,11 @@ def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -
     prefix = {"mini": "mini", "cifar10": "cifar"}[scale]
     found = {}
     for role in ("teacher", "hard"):
-        runs = [r for r in records if r.kind == "train" and r.settings.get("experiment") == f"{prefix}_{role}"
-                and (Path(r.settings["output"]) / "predictions.pt").exists()]
+        runs = [r for r in train_runs(records, f"{prefix}_{role}")
+                if (Path(r.settings["output"]) / "predictions.pt").exists()]
         if not runs:
             return []
-        found[role] = runs[-1]
+        found[role] = min(runs, key=lambda r: (r.settings["config"]["seed"], r.env["created"]))  # seed 0 first
     config = found["hard"].settings["config"]
     if config["dataset"] != "cifar10":
         return []

@@ -130,7 +130,7 @@ def table2(records: list[Record]) -> Table:
     rows, used = [], []
     for name, (student, student_384) in paper_students.items():
         run = _latest(records, name)
-        trained = _train_runs(records, "deit_b_hard", teacher=name)
+        trained = train_runs(records, "deit_b_hard", teacher=name)
         used += ([run] if run else []) + trained
         rows.append({"teacher": VARIANTS[name].paper.label, "teacher top-1 paper": f"{VARIANTS[name].paper.top1:.1f}",
                      "teacher im/s ours": _run_speed(run), "student top-1 paper": f"{student:.1f}",
@@ -139,7 +139,7 @@ def table2(records: list[Record]) -> Table:
     return Table("table2_teachers", "Table 2: teachers for DeiT-B⚗", pd.DataFrame(rows), footer(used))
 
 
-def _train_runs(records: list[Record], experiment: str, teacher: str | None = None,
+def train_runs(records: list[Record], experiment: str, teacher: str | None = None,
                 metric: str = "final_val_top1") -> list[Record]:
     """The seeds of one experiment's newest configuration: runs whose config differs other than by `seed` (a
     `--set` change) are another experiment in all but name and are never averaged in."""
@@ -174,7 +174,7 @@ def table3(records: list[Record], scale: str) -> Table:
     base_values: list[float] = []
     for i, (method, label, signal, suffix, metric, col) in enumerate(TABLE3_ROWS):
         name = prefix if (scale == "imagenet" and suffix == "none") else f"{prefix}_{suffix}"
-        runs = _train_runs(records, name, metric=metric)
+        runs = train_runs(records, name, metric=metric)
         used += [r for r in runs if r not in used]
         values = [r.metrics[metric] for r in runs]
         base_values = values if i == 0 else base_values
@@ -188,7 +188,7 @@ def table3(records: list[Record], scale: str) -> Table:
         rows.append({"method": method, "label": label, "teacher": signal, "paper Ti (ImageNet)": f"{paper[col]:.1f}",
                      "paper Δ row 1": "" if i == 0 else f"{paper[col] - paper[0]:+.1f}",
                      f"ours top-1 ({scale})": _mean_std(values), "ours Δ row 1": gap, "Δ > seed spread": beyond})
-    teacher = _train_runs(records, f"{prefix}_teacher")
+    teacher = train_runs(records, f"{prefix}_teacher")
     notes = [f"Teacher ({prefix}_teacher): top-1 {teacher[-1].metrics['final_val_top1']:.2f}."] if teacher else []
     title = f"Table 3 ({scale} scale): distillation strategies; the paper's column is DeiT-Ti on ImageNet"
     return Table(f"table3_{scale}", title, pd.DataFrame(rows), tuple(notes) + footer(used + teacher))
@@ -206,7 +206,7 @@ def table8(records: list[Record]) -> Table:
     """Table 8: recipe ablations of DeiT-B, each row a registered experiment."""
     rows, used = [], []
     for change, name, paper in TABLE8_ROWS:
-        runs = _train_runs(records, name)
+        runs = train_runs(records, name)
         used += runs
         rows.append({"change": change, "experiment": name, "top-1 paper @224": f"{paper:.1f}",
                      "top-1 ours": _mean_std([r.metrics["final_val_top1"] for r in runs])})
