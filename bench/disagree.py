@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench.evaluate import Predictions
+from bench.predictions import Predictions
 
 # Which heads of a distilled model become Table 4 columns, and their names there.
 HEAD_LABELS = {"": "", "cls": "class", "dist": "distil", "fused_logits": "class+distil"}

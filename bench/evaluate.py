@@ -7,7 +7,6 @@ and exact distributed evaluation (ranks gather predictions by image index; nothi
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from bench.data import ImageList, Preprocess, normalize_batch
+from bench.predictions import Predictions
 from bench.speed import Precision, precision_mode
 
 def head_outputs(model: nn.Module, images: Tensor, distilled: bool) -> dict[str, Tensor]:
@@ -36,28 +36,6 @@ def head_outputs(model: nn.Module, images: Tensor, distilled: bool) -> dict[str,
 
 def official_head(distilled: bool) -> str:
     return "fused_logits" if distilled else ""
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """Per-image results in dataset order: enough to score any head, ReaL, or disagreement later."""
-
-    names: list[str]
-    targets: Tensor  # [N] int64
-    top5: dict[str, Tensor]  # head -> [N, k] int64, best first
-    loss_sum: float  # cross-entropy of the official head, summed over images
-
-    def save(self, path: Path) -> None:
-        """Atomically, as a weights_only-loadable torch file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        torch.save({"names": self.names, "targets": self.targets, "top5": self.top5, "loss_sum": self.loss_sum}, tmp)
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> Predictions:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(data["names"], data["targets"], data["top5"], data["loss_sum"])
 
 
 def predict(model: nn.Module, dataset: ImageList, prep: Preprocess, *, distilled: bool, device: str,

@@ -127,7 +127,7 @@ def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -
     config = found["hard"].settings["config"]
     if config["dataset"] != "cifar10":
         return []
-    from bench.evaluate import Predictions  # late: torch loads only when there are predictions to show
+    from bench.predictions import Predictions  # late: torch loads only when there are predictions to show
     from reproduce.data import cifar10_tree
 
     test_root = (Path(config["data"]) if config["data"] else cifar10_tree()) / "test"

@@ -231,3 +231,15 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_chec
     assert code == 1 and "non-finite loss nan at epoch 1, step 2" in err
     kept = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)
     assert (kept["epoch"], kept["step"]) == (1, 0)  # the checkpoint of the last good epoch
+
+
+def test_layer_decay_gives_deeper_layers_larger_learning_rates(tmp_path):
+    """Layer-wise lr decay (fine-tuning): timm's groups scale the lr by decay ** (depth from the top), so the
+    patch embedding learns slowest and the head at the full rate."""
+    train(resolve_config("debug", None, ["epochs=1", "layer_decay=0.5"]), tmp_path, experiment="debug",
+          resume=False, log=lambda _: None)
+    groups = torch.load(tmp_path / "checkpoint.pth", weights_only=False)["optimizer"]["param_groups"]
+    scales = sorted({round(g["lr_scale"], 6) for g in groups})
+    depth = 2  # the debug model's blocks: embeddings, 2 blocks, head -> 4 layers, scales 0.5**3 … 1
+    assert scales == [0.5 ** k for k in range(depth + 1, -1, -1)]
+    assert all(g["lr"] == pytest.approx(g["lr_scale"] * groups[-1]["lr"] / groups[-1]["lr_scale"]) for g in groups)

@@ -1,0 +1,33 @@
+"""Per-image predictions as saved by `bench run --save-predictions` and by training runs: read by `bench disagree`
+and the gallery figure, which need torch to load them but none of the model or data code."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-image results in dataset order: enough to score any head, ReaL, or disagreement later."""
+
+    names: list[str]
+    targets: Tensor  # [N] int64
+    top5: dict[str, Tensor]  # head -> [N, k] int64, best first
+    loss_sum: float  # cross-entropy of the official head, summed over images
+
+    def save(self, path: Path) -> None:
+        """Atomically, as a weights_only-loadable torch file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+        torch.save({"names": self.names, "targets": self.targets, "top5": self.top5, "loss_sum": self.loss_sum}, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Predictions:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(data["names"], data["targets"], data["top5"], data["loss_sum"])
