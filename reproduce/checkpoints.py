@@ -19,7 +19,8 @@ from bench.record import Record, collect_env, cpu_model
 from reproduce.config import ConfigError, TrainConfig, as_dict
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """`write(tmp)` then rename onto `path`: a crash or Ctrl-C leaves the old file or none, never half of one."""
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         write(tmp)
@@ -66,7 +67,7 @@ class CheckpointState:
             "epoch": self.epoch, "step": self.step, "experiment": self.experiment, "config": self.config,
             "history": self.history, "train_img_per_s": self.train_img_per_s,
         }
-        _atomic_write(files.checkpoint, lambda tmp: torch.save(blob, tmp))
+        atomic_write(files.checkpoint, lambda tmp: torch.save(blob, tmp))
 
 
 class RunFiles:
@@ -107,7 +108,7 @@ class RunFiles:
             position = (entry["epoch"] + 1, 0) if entry["type"] == "epoch" else (entry["epoch"], entry["step"])
             if position <= (state.epoch, state.step):
                 keep.append(line)
-        _atomic_write(self.log_file, lambda tmp: tmp.write_text("".join(k + "\n" for k in keep)))
+        atomic_write(self.log_file, lambda tmp: tmp.write_text("".join(k + "\n" for k in keep)))
 
     def log(self, entry: dict[str, Any]) -> None:
         if self.main:
@@ -133,7 +134,7 @@ class RunFiles:
         notes = [] if cfg.finetune or cfg.dataset != "synthetic" else ["synthetic data: a smoke run, not a result"]
         record = Record(variant.name, variant.model, settings, metrics, env, kind="train",
                         notes=notes)
-        _atomic_write(self.result, lambda tmp: tmp.write_text(record.to_json()))
+        atomic_write(self.result, lambda tmp: tmp.write_text(record.to_json()))
         return record
 
 

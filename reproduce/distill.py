@@ -7,7 +7,6 @@ The training step calls one function and never asks which Table-3 row is running
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
 
+from reproduce.checkpoints import atomic_write
 from reproduce.config import KL_NORMS, MODES  # the accepted values live with the config (no torch there)
 
 
@@ -117,16 +117,11 @@ class MemoTeacher(nn.Module):
         return logits
 
     def save(self) -> None:
-        """Write the memo (atomically: a crash leaves the previous file or none)."""
+        """Write the memo if it grew (atomically: a crash leaves the previous file or none)."""
         if not self._unsaved:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".tmp-{os.getpid()}-{self.path.name}")
-        try:
-            torch.save(self.memo, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(self.path, lambda tmp: torch.save(self.memo, tmp))
         self._unsaved = False
 
 

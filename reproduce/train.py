@@ -100,12 +100,7 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
 
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     student.to(procs.device, memory_format=memory_format)
-    memo = None
-    if teacher is not None:  # frozen convnet teacher: NHWC weights make its convolutions NHWC whatever the input
-        teacher.to(procs.device, memory_format=torch.channels_last)
-        teacher = torch.compile(teacher) if cfg.compile else teacher
-        if cfg.teacher_memo:
-            teacher = memo = MemoTeacher(teacher, memo_path(cfg.teacher_checkpoint, cfg.amp, procs.rank, procs.world))
+    teacher, memo = place_teacher(teacher, cfg, procs)
     lr = cfg.lr * cfg.batch_size / 512 if cfg.lr_scale_batch else cfg.lr
     fused = {"fused": True} if procs.device.startswith("cuda") and cfg.opt == "adamw" else {}  # one kernel per step
     # with layer decay timm builds the groups itself (its no-decay list includes dist_token); else the official groups
@@ -219,6 +214,20 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
         log("warning: the ranks ended with different weights (DDP desynchronised)")
     return files.finish(state, cfg, experiment, variant, procs, per_rank, lr, time.perf_counter() - started,
                         ranks_identical=agree, env=env)
+
+
+def place_teacher(teacher: torch.nn.Module | None, cfg: TrainConfig,
+                  procs: Processes) -> tuple[torch.nn.Module | None, MemoTeacher | None]:
+    """The frozen teacher on the device in channels-last (NHWC weights make a convnet's convolutions NHWC whatever
+    the input), compiled if asked, behind its logit memo if asked; and the memo, which the loop saves."""
+    if teacher is None:
+        return None, None
+    teacher = teacher.to(procs.device, memory_format=torch.channels_last)
+    teacher = torch.compile(teacher) if cfg.compile else teacher
+    if not cfg.teacher_memo:
+        return teacher, None
+    memo = MemoTeacher(teacher, memo_path(cfg.teacher_checkpoint, cfg.amp, procs.rank, procs.world))
+    return memo, memo
 
 
 def ranks_agree(model: torch.nn.Module, procs: Processes) -> bool:
