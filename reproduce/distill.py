@@ -102,7 +102,7 @@ class MemoTeacher(nn.Module):
     def digest(images: Tensor) -> str:
         h = hashlib.blake2b(digest_size=16)
         h.update(f"{images.dtype}{tuple(images.shape)}".encode())
-        h.update(images.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(images.detach().cpu().contiguous().view(torch.uint8).numpy())  # hashed in place, not copied
         return h.hexdigest()
 
     def forward(self, images: Tensor) -> Tensor:
