@@ -22,15 +22,13 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transf
 from torch import nn
 from torch.utils.data import Dataset
 
+from bench.errors import DataError
+
 LAYOUTS = ("folder", "imagenet-v2", "imagenet-flat")
 PROTOCOLS = ("official", "timm")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 FLAT_PREFIX = "ILSVRC2012_val_"
 LABELS_NAME = "ILSVRC2012_val_labels.txt"
-
-
-class DataError(ValueError):
-    """Data that cannot be evaluated, with what to do about it."""
 
 
 class ImageList(Dataset):

@@ -5,10 +5,6 @@ Every dataset yields (image, label, index) like bench's evaluation data, so `ben
 
 from __future__ import annotations
 
-import os
-import shutil
-import tarfile
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,10 +13,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transf
 from torch.utils.data import Dataset
 
 from bench.data import DataError, ImageList, find_samples
+from reproduce.cifar10 import cifar10_tree
 from reproduce.config import TrainConfig
-
-SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
-CACHE = Path(os.environ.get("DEIT_BENCH_CACHE", Path.home() / ".cache" / "deit-bench"))
 
 
 class SyntheticImages(Dataset):
@@ -119,28 +113,3 @@ def balanced_subset(samples: list[tuple[Path, int]], n: int, seed: int) -> list[
         order = torch.randperm(len(by_class[label]), generator=g)[:take].tolist()
         chosen += [by_class[label][j] for j in sorted(order)]
     return chosen
-
-
-def cifar10_tree() -> Path:
-    """The CIFAR-10 JPEG tree (train/, test/), unpacked once from ../shared/datasets into the cache folder.
-
-    On a machine with a network and without the shared archive, pass data=<folder> made by your own copy.
-    """
-    target = CACHE / "cifar10-jpeg"
-    if (target / "train").is_dir() and (target / "test").is_dir():
-        return target
-    if not SHARED_CIFAR.exists():
-        raise DataError(f"dataset=cifar10 without --data needs the CIFAR-10 JPEG archive at {SHARED_CIFAR}; "
-                        "or pass --data pointing at a folder with train/<class>/ and test/<class>/ images")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-cifar-", dir=CACHE))
-    try:
-        with tarfile.open(SHARED_CIFAR) as tar:
-            tar.extractall(tmp, filter="data")
-        os.replace(tmp, target)  # atomic: a half-unpacked tree never has the final name
-    except OSError:
-        if not (target / "train").is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target

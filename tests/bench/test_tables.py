@@ -74,3 +74,38 @@ def test_figures_are_png_and_svg_and_not_empty(tmp_path, records):
 def test_a_missing_records_folder_is_a_usage_error(tmp_path, capsys):
     assert cli.main(["tables", "--records", str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_figures_render_the_same_files_in_parallel_and_in_one_process(tmp_path, records):
+    serial = figures.build_all(records, tmp_path / "serial", jobs=1)
+    parallel = figures.build_all(records, tmp_path / "parallel", jobs=2)
+    assert [p.name for p in serial] == [p.name for p in parallel]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(serial, parallel))
+
+
+def test_the_gallery_shows_test_images_where_teacher_and_heads_disagree(tmp_path, records):
+    """Real prediction files and images made here; the fixture records are pointed at them."""
+    import torch
+    from PIL import Image
+
+    from bench.predictions import Predictions
+
+    classes = ["cat", "dog", "frog"]
+    names = [f"{c}/{i:05d}.png" for c in classes for i in range(4)]
+    for k, name in enumerate(names):
+        (tmp_path / "data" / "test" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), (20 * k, 100, 200 - 10 * k)).save(tmp_path / "data" / "test" / name)
+    targets = torch.tensor([classes.index(n.split("/")[0]) for n in names])
+    wrong = (targets + 1) % 3
+    top5 = {"teacher": {"": torch.stack([targets, wrong], 1)},
+            "hard": {"cls": torch.stack([wrong, targets], 1), "dist": torch.stack([targets, wrong], 1)}}
+    pointed = []
+    for role in ("teacher", "hard"):
+        run = max((r for r in records if r.settings.get("experiment") == f"mini_{role}"), key=lambda r: r.env["created"])
+        Predictions(names, targets, top5[role], 0.0).save(tmp_path / role / "predictions.pt")
+        pointed.append(dataclasses.replace(run, settings={**run.settings, "output": str(tmp_path / role),
+                                                          "config": {**run.settings["config"], "data": str(tmp_path / "data")}}))
+    paths = figures.gallery(pointed, tmp_path / "f", "mini", count=5)
+    assert [p.name for p in paths] == ["gallery_mini.png", "gallery_mini.svg"]
+    svg = paths[1].read_text()
+    assert svg.count("<image") == 5  # 5 of the 12 disagreements, round-robin over the true classes

@@ -1,0 +1,42 @@
+"""The CIFAR-10 JPEG tree (train/, test/) on disk, unpacked once from ../shared/datasets into the cache folder.
+
+Torch-free: `bench tables` finds the gallery's test images through it without importing the training code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from bench.errors import DataError
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+CACHE = Path(os.environ.get("DEIT_BENCH_CACHE", Path.home() / ".cache" / "deit-bench"))
+
+
+def cifar10_tree() -> Path:
+    """The CIFAR-10 JPEG tree (train/, test/), unpacked once from ../shared/datasets into the cache folder.
+
+    On a machine with a network and without the shared archive, pass data=<folder> made by your own copy.
+    """
+    target = CACHE / "cifar10-jpeg"
+    if (target / "train").is_dir() and (target / "test").is_dir():
+        return target
+    if not SHARED_CIFAR.exists():
+        raise DataError(f"dataset=cifar10 without --data needs the CIFAR-10 JPEG archive at {SHARED_CIFAR}; "
+                        "or pass --data pointing at a folder with train/<class>/ and test/<class>/ images")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-cifar-", dir=CACHE))
+    try:
+        with tarfile.open(SHARED_CIFAR) as tar:
+            tar.extractall(tmp, filter="data")
+        os.replace(tmp, target)  # atomic: a half-unpacked tree never has the final name
+    except OSError:
+        if not (target / "train").is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
