@@ -182,11 +182,11 @@ def build_all(records: list[Record], out_dir: Path, jobs: int | None = None) -> 
     _RECORDS, _OUT_DIR = records, out_dir
     try:
         if jobs == 1 or "fork" not in multiprocessing.get_all_start_methods():
-            results = [_render(i, tasks) for i in range(len(tasks))]
+            results = [_render(*task) for task in tasks]
         else:
             with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("fork")) as pool:
                 slowest_first = sorted(range(len(tasks)), key=lambda i: tasks[i][0] is not gallery)
-                futures = {i: pool.submit(_render, i, tasks) for i in slowest_first}
+                futures = {i: pool.submit(_render, *tasks[i]) for i in slowest_first}
                 results = [futures[i].result() for i in range(len(tasks))]
     finally:
         _RECORDS, _OUT_DIR = [], Path()
@@ -197,6 +197,5 @@ _RECORDS: list[Record] = []
 _OUT_DIR = Path()
 
 
-def _render(index: int, tasks: list[tuple]) -> list[Path]:
-    function, *args = tasks[index]
+def _render(function, *args) -> list[Path]:
     return function(_RECORDS, _OUT_DIR, *args)

@@ -8,8 +8,8 @@ from reproduce import models
 from reproduce.config import TrainConfig
 
 
-def _student(fused: bool, variant: str = "cifar_vit_dist"):
-    cfg = TrainConfig(variant=variant, dataset="cifar10", num_classes=10, distillation="hard", distill_token=True,
+def _student(fused: bool):
+    cfg = TrainConfig(variant="cifar_vit_dist", dataset="cifar10", num_classes=10, distillation="hard", distill_token=True,
                       drop_path=0.0)
     torch.random.default_generator.manual_seed(0)
     model, _, _ = models.build_student(replace(cfg, fused_attn=fused))
