@@ -165,7 +165,7 @@ def mini(variant: str = "cifar_vit") -> TrainConfig:
     Crops keep at least 60 % of the image. Kept: AdamW, cosine with warm-up, label smoothing 0.1, flips, and
     mixed precision (the paper trained with AMP; bf16 autocast here doubles the teacher's speed on this CPU).
     Attention runs as explicit matmuls (`fused_attn=False`): SDPA's CPU flash kernel spent half of each bf16
-    training step in its backward; a mini_none step went from 200 to 91 ms (micro-benchmark, batch 64), a
+    training step in its backward; a mini_none step went from 141 to 62 ms (tests/benchmarks/test_attention_speed.py), a
     3-epoch run from 248 to 487 img/s. The teacher's logits are remembered per batch, so it runs once per seed.
     Tuning runs of `mini_none` (seed 0, this machine; records in results/runs/tuning-mini and table3-mini-v1;
     time = the training process): 30 epochs, batch 128, lr 1e-3, drop path 0.1, crops >= 35 %, fp32: 52.45 % in

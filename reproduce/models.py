@@ -44,11 +44,11 @@ def build_student(cfg: TrainConfig) -> tuple[nn.Module, Variant, int]:
 
 
 def use_matmul_attention(model: nn.Module) -> None:
-    """Switch timm's attention blocks from `F.scaled_dot_product_attention` to q·kᵀ, softmax, ·v as explicit matmuls.
+    """Switch timm's attention blocks from `F.scaled_dot_product_attention` to explicit matmuls (q·kᵀ, softmax, ·v).
 
     Same mathematics, other kernels. On CPU under bf16 autocast, SDPA's flash kernel is slow for small heads: in a
     training step of the mini-scale ViT (batch 64, 65 tokens, 3 heads of 32) its backward took 51 % of the time, and
-    the matmul path made the whole step 2.2x faster (200 -> 91 ms on this 2-core machine). Per module, so other
+    the matmul path made the whole step 2.3x faster (tests/benchmarks/test_attention_speed.py). Per module, so other
     models in the process keep timm's default.
     """
     for module in model.modules():
