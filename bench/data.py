@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,26 +33,40 @@ LABELS_NAME = "ILSVRC2012_val_labels.txt"
 
 
 class ImageList(Dataset):
-    """(image, label, index) for a fixed list of files; the index lets distributed ranks reassemble order."""
+    """(image, label, index) for a fixed list of files; the index lets distributed ranks reassemble order.
 
-    def __init__(self, samples: list[tuple[Path, int]], transform) -> None:
+    `preload` decodes every file once, up front, and keeps the RGB images in memory: for small-image sets
+    (CIFAR-10 is 3 KB per decoded image) that are read many times, where opening and decoding each JPEG again
+    every epoch costs more than the augmentation. Data-loading workers share the decoded images by the fork.
+    """
+
+    def __init__(self, samples: list[tuple[Path, int]], transform, preload: bool = False) -> None:
         self.samples, self.transform = samples, transform
+        self.images = [_read(path) for path, _ in samples] if preload else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except Exception as exc:  # truncated, not an image, unreadable: name the file
-            raise DataError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
+        image = self.images[index] if self.images is not None else _read(path)
         return self.transform(image), label, index
 
 
+def _read(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as exc:  # truncated, not an image, unreadable: name the file
+        raise DataError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
+
+
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    # scandir knows file from folder without a stat per file, and within one folder ordering by name is Path
+    # ordering: ~10x cheaper than iterdir + is_file + sorting Paths on CIFAR-10's 60,000 files
+    with os.scandir(folder) as entries:
+        names = sorted(e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+    return [folder / name for name in names]
 
 
 def guess_layout(root: Path) -> str:

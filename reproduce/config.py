@@ -38,6 +38,7 @@ class TrainConfig:
     subset_seed: int = 0
     val_subset: int = 0  # >0: evaluate on the first N validation images only
     workers: int = 8  # data-loading processes per rank
+    preload: bool = False  # decode every image once and keep it in memory (small-image sets: CIFAR scales)
     # optimisation
     epochs: int = 300
     batch_size: int = 1024  # GLOBAL batch: per-rank batch = batch_size / world size

@@ -73,8 +73,8 @@ def datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
             raise DataError(f"{root} has no {split}/ folder; expected {root}/{splits[0]}/<class>/… and {root}/{splits[1]}/…")
     train_samples, _ = find_samples(root / splits[0])
     val_samples, _ = find_samples(root / splits[1])
-    train = ImageList(balanced_subset(train_samples, cfg.train_subset, cfg.subset_seed), train_tf)
-    val = ImageList(val_samples[: cfg.val_subset] if cfg.val_subset else val_samples, val_tf)
+    train = ImageList(balanced_subset(train_samples, cfg.train_subset, cfg.subset_seed), train_tf, cfg.preload)
+    val = ImageList(val_samples[: cfg.val_subset] if cfg.val_subset else val_samples, val_tf, cfg.preload)
     return train, val
 
 

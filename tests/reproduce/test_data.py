@@ -1,9 +1,11 @@
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 from timm.data.auto_augment import AugmentOp
 
+from bench.data import DataError, ImageList
 from reproduce.config import TrainConfig
 from reproduce.data import SyntheticImages, balanced_subset, train_transform
 from reproduce.sampling import ResumableSampler, SeededItems
@@ -80,3 +82,22 @@ def test_cifar10_as_torchvision_downloads_it_gives_named_items_and_subsets(tmp_p
     image, label, index = val[1]
     assert image.size == (32, 32) and label == 1 and index == 1
     assert val.samples[1][0] == Path("automobile/00001.png")
+
+
+def test_preloaded_images_give_the_same_augmented_items_without_reading_the_files_again(tmp_path):
+    cfg = TrainConfig(train_crop_scale=(0.35, 1.0))
+    samples = []
+    for i in range(4):
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8).numpy()).save(path)
+        samples.append((path, i % 2))
+    from_disk = SeededItems(ImageList(samples, train_transform(cfg, 32)))
+    preloaded = SeededItems(ImageList(samples, train_transform(cfg, 32), preload=True))
+    expected = [from_disk[(index, 100 + index)] for index in range(4)]
+    for path, _ in samples:
+        path.unlink()  # preloaded: decoded at construction, never opened again
+    for index, (image, label, position) in enumerate(expected):
+        got = preloaded[(index, 100 + index)]
+        assert torch.equal(got[0], image) and got[1:] == (label, position) == (index % 2, index)
+    with pytest.raises(DataError, match="0.jpg"):
+        from_disk[(0, 100)]
