@@ -88,6 +88,103 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     teacher = models.build_teacher(cfg)
     prep = bench_data.preprocess(student, img_size, cfg.eval_protocol)
     train_set, val_set = data.datasets(cfg, data.train_transform(cfg, img_size), bench_data.build_transform(prep, False))
+    sampler, loader, steps_per_epoch = training_batches(train_set, cfg, procs, per_rank)
+    student.to(procs.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    teacher, memo = place_teacher(teacher, cfg, procs)
+    recipe = build_recipe(cfg, student, teacher, procs, per_rank, steps_per_epoch)
+
+    state = files.load(resume, cfg, experiment)  # None: a fresh start
+    if state is not None:
+        state.restore(student, *recipe.checkpointed)
+        log(f"resumed from {files.checkpoint} at epoch {state.epoch}, step {state.step}")
+    else:
+        state = CheckpointState.fresh(cfg, experiment)
+    if state.finished(cfg):
+        log(f"already finished: {files.result}")
+        return Record.from_json(files.result.read_text()) if procs.main and files.result.exists() else None
+
+    model = DistributedDataParallel(student) if procs.world > 1 else student
+    step_fn = torch.compile(model) if cfg.compile else model
+    files.trim_log(state)
+    stop = _PreemptionFlag()
+    log(f"{experiment}: {variant.name} ({cfg.distillation} distillation{', token' if cfg.distill_token else ''}), "
+        f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
+        f"lr {recipe.lr:.3g}, {cfg.epochs} epochs × {steps_per_epoch} steps on {procs.device}")
+    started = time.perf_counter()
+    for epoch in range(state.epoch, cfg.epochs):
+        sampler.set_epoch(epoch, start=state.step * per_rank)
+        if not cfg.sched_per_step:
+            recipe.scheduler.step(epoch)  # one lr per epoch, warm-up a staircase (official)
+        student.train()
+        meter = EpochMeter()
+        bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not procs.main, file=sys.stderr, dynamic_ncols=True)
+        for images, target, _ in loader:
+            global_step = epoch * steps_per_epoch + state.step
+            if cfg.sched_per_step:
+                recipe.scheduler.step_update(global_step)
+            models.seed_everything(step_seed(cfg.seed, procs.rank, epoch, state.step))  # drop path, Mixup draws
+            loss, base, term = recipe.step(step_fn, student, images, target, global_step,
+                                           where=f"epoch {epoch}, step {state.step} (global step {global_step}); "
+                                                 f"the last good checkpoint {files.checkpoint} is kept")
+            state.step += 1
+            meter.add(len(images), loss, base, term)
+            current_lr = recipe.optimizer.param_groups[0]["lr"]
+            if state.step % cfg.log_every == 0 or state.step == steps_per_epoch:
+                files.log({"type": "step", "epoch": epoch, "step": state.step, "global_step": global_step,
+                           "loss": loss, "loss_base": base, "loss_distill": term, "lr": current_lr})
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{current_lr:.2e}", refresh=False)
+            bar.update(1)
+            if stop.requested(procs):
+                state.save_to(files, student, *recipe.checkpointed)
+                if memo is not None:
+                    memo.save()
+                raise Preempted(f"stopped by signal at epoch {epoch}, step {state.step}; checkpoint {files.checkpoint}")
+        bar.close()
+        line = {"type": "epoch", "epoch": epoch, "lr": recipe.optimizer.param_groups[0]["lr"], **meter.means(procs.world)}
+        state.epoch, state.step = epoch + 1, 0
+        if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
+            final = state.epoch == cfg.epochs
+            line.update(evaluate(student, recipe.ema, val_set, prep, cfg, procs, variant.distilled, recipe.amp_dtype,
+                                 save_to=files.predictions if final and procs.main else None))
+            state.history.append({"epoch": state.epoch, **{k: v for k, v in line.items() if "top" in k}})
+        state.train_img_per_s.append(line["train_img_per_s"])
+        state.save_to(files, student, *recipe.checkpointed)
+        if memo is not None:
+            memo.save()
+            line.update(teacher_memo_hits=memo.hits, teacher_memo_misses=memo.misses)
+        files.log(line)
+        log(_epoch_summary(line, cfg.epochs))
+    agree = ranks_agree(student, procs)
+    if not agree:
+        log("warning: the ranks ended with different weights (DDP desynchronised)")
+    return files.finish(state, cfg, experiment, variant, procs, per_rank, recipe.lr, time.perf_counter() - started,
+                        ranks_identical=agree, env=env)
+
+
+class EpochMeter:
+    """Mean losses over an epoch's steps and its training speed (all ranks' images per second)."""
+
+    def __init__(self) -> None:
+        self.sums = {"loss": 0.0, "loss_base": 0.0, "loss_distill": 0.0}
+        self.steps = self.images = 0
+        self.start = time.perf_counter()
+
+    def add(self, images: int, loss: float, base: float, term: float | None) -> None:
+        self.steps += 1
+        self.images += images
+        for key, value in zip(self.sums, (loss, base, term or 0.0)):
+            self.sums[key] += value
+
+    def means(self, world: int) -> dict:
+        elapsed = time.perf_counter() - self.start
+        return {**{k: v / max(self.steps, 1) for k, v in self.sums.items()},
+                "train_img_per_s": self.images * world / elapsed if elapsed > 0 else None}
+
+
+def training_batches(train_set, cfg: TrainConfig, procs: Processes,
+                     per_rank: int) -> tuple[ResumableSampler, DataLoader, int]:
+    """The resumable, repeat-augmenting sampler, the loader of seeded items, and the steps per epoch."""
     sampler = ResumableSampler(RepeatAugSampler(train_set, num_replicas=procs.world, rank=procs.rank,
                                                 num_repeats=cfg.repeated_aug, shuffle=True),
                                seed=cfg.seed, rank=procs.rank)
@@ -97,10 +194,54 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     loader = DataLoader(SeededItems(train_set), batch_size=per_rank, sampler=sampler, drop_last=True,
                         num_workers=cfg.workers, pin_memory=procs.device.startswith("cuda"),
                         persistent_workers=cfg.workers > 0)
+    return sampler, loader, steps_per_epoch
 
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    student.to(procs.device, memory_format=memory_format)
-    teacher, memo = place_teacher(teacher, cfg, procs)
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a training step applies besides the model and the batch: the optimiser and its schedule,
+    Mixup/CutMix, the loss (distillation included), the EMA and the precision."""
+
+    lr: float
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    mixup: Mixup | None
+    distiller: Distiller
+    ema: ModelEmaV3 | None
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+    clip_grad: float | None
+    device: str
+    memory_format: torch.memory_format
+
+    @property
+    def checkpointed(self) -> tuple:
+        """What a checkpoint holds besides the model, in `CheckpointState.save_to`/`restore` order."""
+        return self.optimizer, self.scheduler, self.scaler, self.ema
+
+    def step(self, model, student, images, target, global_step: int, where: str) -> tuple[float, float, float | None]:
+        """One optimisation step on a loader batch: (loss, label term, teacher term) as floats. `model` runs the
+        forward (DDP and/or compiled), `student` is the module its weights belong to; `where` describes the step
+        in the error a non-finite loss raises."""
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        target = target.to(self.device, non_blocking=True)
+        if self.mixup is not None:
+            images, target = self.mixup(images, target)
+        with torch.autocast(images.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss, base, term = self.distiller(images, model(images), target)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLoss(f"non-finite loss {loss_value} at {where}")
+        self.optimizer.zero_grad(set_to_none=True)
+        _backward_step(loss, self.optimizer, self.scaler, student, self.clip_grad)
+        if self.ema is not None:
+            self.ema.update(student, step=global_step)
+        return loss_value, base.item(), term.item() if term is not None else None
+
+
+def build_recipe(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.Module | None, procs: Processes,
+                 per_rank: int, steps_per_epoch: int) -> Recipe:
+    """The config's optimiser (the official parameter groups), schedule, Mixup, loss, EMA and precision."""
     lr = cfg.lr * cfg.batch_size / 512 if cfg.lr_scale_batch else cfg.lr
     fused = {"fused": True} if procs.device.startswith("cuda") and cfg.opt == "adamw" else {}  # one kernel per step
     # with layer decay timm builds the groups itself (its no-decay list includes dist_token); else the official groups
@@ -123,97 +264,9 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     distiller = Distiller(cfg.distillation, cfg.distill_alpha, cfg.distill_tau, cfg.kl_norm, teacher, base_criterion)
     ema = ModelEmaV3(student, decay=cfg.ema_decay) if cfg.ema_decay else None
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    device_type = procs.device.split(":")[0]
-    scaler = torch.amp.GradScaler(device_type) if cfg.amp == "fp16" else None
-
-    state = files.load(resume, cfg, experiment)  # None: a fresh start
-    if state is not None:
-        state.restore(student, optimizer, scheduler, scaler, ema)
-        log(f"resumed from {files.checkpoint} at epoch {state.epoch}, step {state.step}")
-    else:
-        state = CheckpointState.fresh(cfg, experiment)
-    if state.finished(cfg):
-        log(f"already finished: {files.result}")
-        return Record.from_json(files.result.read_text()) if procs.main and files.result.exists() else None
-
-    model = DistributedDataParallel(student) if procs.world > 1 else student
-    step_fn = torch.compile(model) if cfg.compile else model
-    files.trim_log(state)
-    stop = _PreemptionFlag()
-    log(f"{experiment}: {variant.name} ({cfg.distillation} distillation{', token' if cfg.distill_token else ''}), "
-        f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
-        f"lr {lr:.3g}, {cfg.epochs} epochs × {steps_per_epoch} steps on {procs.device}")
-    started = time.perf_counter()
-    for epoch in range(state.epoch, cfg.epochs):
-        sampler.set_epoch(epoch, start=state.step * per_rank)
-        if not cfg.sched_per_step:
-            scheduler.step(epoch)  # one lr per epoch, warm-up a staircase (official)
-        student.train()
-        sums = {"loss": 0.0, "loss_base": 0.0, "loss_distill": 0.0}
-        seen, done, epoch_start = 0, 0, time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                   disable=not procs.main, file=sys.stderr, dynamic_ncols=True)
-        for images, target, _ in loader:
-            global_step = epoch * steps_per_epoch + state.step
-            if cfg.sched_per_step:
-                scheduler.step_update(global_step)
-            models.seed_everything(step_seed(cfg.seed, procs.rank, epoch, state.step))  # drop path, Mixup draws
-            images = images.to(procs.device, non_blocking=True, memory_format=memory_format)
-            target = target.to(procs.device, non_blocking=True)
-            if mixup is not None:
-                images, target = mixup(images, target)
-            with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss, base, term = distiller(images, step_fn(images), target)
-            loss_value, base_value = loss.item(), base.item()
-            term_value = term.item() if term is not None else None
-            if not math.isfinite(loss_value):
-                raise NonFiniteLoss(f"non-finite loss {loss_value} at epoch {epoch}, step {state.step} (global step "
-                                    f"{global_step}); the last good checkpoint {files.checkpoint} is kept")
-            optimizer.zero_grad(set_to_none=True)
-            _backward_step(loss, optimizer, scaler, student, cfg.clip_grad)
-            if ema is not None:
-                ema.update(student, step=global_step)
-            state.step += 1
-            done += 1
-            seen += len(images)
-            sums["loss"] += loss_value
-            sums["loss_base"] += base_value
-            sums["loss_distill"] += term_value or 0.0
-            current_lr = optimizer.param_groups[0]["lr"]
-            if state.step % cfg.log_every == 0 or state.step == steps_per_epoch:
-                files.log({"type": "step", "epoch": epoch, "step": state.step, "global_step": global_step,
-                           "loss": loss_value, "loss_base": base_value, "loss_distill": term_value,
-                           "lr": current_lr})
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{current_lr:.2e}", refresh=False)
-            bar.update(1)
-            if stop.requested(procs):
-                state.save_to(files, student, optimizer, scheduler, scaler, ema)
-                if memo is not None:
-                    memo.save()
-                raise Preempted(f"stopped by signal at epoch {epoch}, step {state.step}; checkpoint {files.checkpoint}")
-        bar.close()
-        elapsed = time.perf_counter() - epoch_start
-        line = {"type": "epoch", "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                **{k: v / max(done, 1) for k, v in sums.items()},
-                "train_img_per_s": seen * procs.world / elapsed if elapsed > 0 else None}
-        state.epoch, state.step = epoch + 1, 0
-        if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
-            final = state.epoch == cfg.epochs
-            line.update(evaluate(student, ema, val_set, prep, cfg, procs, variant.distilled, amp_dtype,
-                                 save_to=files.predictions if final and procs.main else None))
-            state.history.append({"epoch": state.epoch, **{k: v for k, v in line.items() if "top" in k}})
-        state.train_img_per_s.append(line["train_img_per_s"])
-        state.save_to(files, student, optimizer, scheduler, scaler, ema)
-        if memo is not None:
-            memo.save()
-            line.update(teacher_memo_hits=memo.hits, teacher_memo_misses=memo.misses)
-        files.log(line)
-        log(_epoch_summary(line, cfg.epochs))
-    agree = ranks_agree(student, procs)
-    if not agree:
-        log("warning: the ranks ended with different weights (DDP desynchronised)")
-    return files.finish(state, cfg, experiment, variant, procs, per_rank, lr, time.perf_counter() - started,
-                        ranks_identical=agree, env=env)
+    scaler = torch.amp.GradScaler(procs.device.split(":")[0]) if cfg.amp == "fp16" else None
+    return Recipe(lr, optimizer, scheduler, mixup, distiller, ema, amp_dtype, scaler, cfg.clip_grad, procs.device,
+                  torch.channels_last if cfg.channels_last else torch.contiguous_format)
 
 
 def place_teacher(teacher: torch.nn.Module | None, cfg: TrainConfig,
