@@ -62,8 +62,8 @@ def _read(path: Path) -> Image.Image:
 
 
 def _images(folder: Path) -> list[Path]:
-    # scandir knows file from folder without a stat per file, and within one folder ordering by name is Path
-    # ordering: ~10x cheaper than iterdir + is_file + sorting Paths on CIFAR-10's 60,000 files
+    # scandir tells files from folders without a stat per file, and within one folder ordering by name is Path
+    # ordering; sorting Path objects compared them part by part (over a second per run on CIFAR-10's 60,000 files)
     with os.scandir(folder) as entries:
         names = sorted(e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
     return [folder / name for name in names]
