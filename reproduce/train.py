@@ -89,9 +89,10 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     prep = bench_data.preprocess(student, img_size, cfg.eval_protocol)
     train_set, val_set = data.datasets(cfg, data.train_transform(cfg, img_size), bench_data.build_transform(prep, False))
     sampler, loader, steps_per_epoch = training_batches(train_set, cfg, procs, per_rank)
-    student.to(procs.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    student.to(procs.device, memory_format=memory_format)  # before the optimiser and the EMA copy are made
     teacher, memo = place_teacher(teacher, cfg, procs)
-    recipe = build_recipe(cfg, student, teacher, procs, per_rank, steps_per_epoch)
+    recipe = build_recipe(cfg, student, teacher, procs, per_rank, steps_per_epoch, memory_format)
 
     state = files.load(resume, cfg, experiment)  # None: a fresh start
     if state is not None:
@@ -240,7 +241,7 @@ class Recipe:
 
 
 def build_recipe(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.Module | None, procs: Processes,
-                 per_rank: int, steps_per_epoch: int) -> Recipe:
+                 per_rank: int, steps_per_epoch: int, memory_format: torch.memory_format) -> Recipe:
     """The config's optimiser (the official parameter groups), schedule, Mixup, loss, EMA and precision."""
     lr = cfg.lr * cfg.batch_size / 512 if cfg.lr_scale_batch else cfg.lr
     fused = {"fused": True} if procs.device.startswith("cuda") and cfg.opt == "adamw" else {}  # one kernel per step
@@ -266,7 +267,7 @@ def build_recipe(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.M
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     scaler = torch.amp.GradScaler(procs.device.split(":")[0]) if cfg.amp == "fp16" else None
     return Recipe(lr, optimizer, scheduler, mixup, distiller, ema, amp_dtype, scaler, cfg.clip_grad, procs.device,
-                  torch.channels_last if cfg.channels_last else torch.contiguous_format)
+                  memory_format)
 
 
 def place_teacher(teacher: torch.nn.Module | None, cfg: TrainConfig,
