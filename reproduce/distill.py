@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,14 @@ def memo_path(teacher_checkpoint: str, amp: str, rank: int, world: int) -> Path:
     return path.parent / "teacher-logits" / f"{path.stem}-{sha}-{amp}-rank{rank}of{world}.pt"
 
 
+class StepLoss(NamedTuple):
+    total: Tensor
+    base: Tensor  # the label term
+    term: Tensor | None  # the teacher term, None without distillation
+    teacher_agree: Tensor | None  # fraction of the batch whose teacher argmax is the label (under Mixup: the
+    # label with the larger weight); how much the teacher's hard labels add to the true ones
+
+
 @dataclass(frozen=True)
 class Distiller:
     """The loss component of the training step: the step passes images, the student's outputs and targets,
@@ -144,11 +153,12 @@ class Distiller:
     teacher: nn.Module | None
     base_criterion: Callable[[Tensor, Tensor], Tensor] | None = None
 
-    def __call__(self, images: Tensor, outputs: Tensor | tuple[Tensor, Tensor],
-                 target: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """(total loss, label term, teacher term or None)."""
+    def __call__(self, images: Tensor, outputs: Tensor | tuple[Tensor, Tensor], target: Tensor) -> StepLoss:
         teacher_out = teacher_logits(self.teacher, images) if self.mode != "none" else None
         base, term = distillation_terms(outputs, teacher_out, target, mode=self.mode, tau=self.tau,
                                         kl_norm=self.kl_norm, base_criterion=self.base_criterion)
-        total = base if term is None else (1 - self.alpha) * base + self.alpha * term
-        return total, base, term
+        if term is None:
+            return StepLoss(base, base, None, None)
+        labels = target.argmax(dim=-1) if target.is_floating_point() else target
+        agree = (teacher_out.argmax(dim=-1) == labels).float().mean()
+        return StepLoss((1 - self.alpha) * base + self.alpha * term, base, term, agree)

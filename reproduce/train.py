@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -125,16 +126,16 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
             if cfg.sched_per_step:
                 recipe.scheduler.step_update(global_step)
             models.seed_everything(step_seed(cfg.seed, procs.rank, epoch, state.step))  # drop path, Mixup draws
-            loss, base, term = recipe.step(step_fn, student, images, target, global_step,
-                                           where=f"epoch {epoch}, step {state.step} (global step {global_step}); "
-                                                 f"the last good checkpoint {files.checkpoint} is kept")
+            stats = recipe.step(step_fn, student, images, target, global_step,
+                                where=f"epoch {epoch}, step {state.step} (global step {global_step}); "
+                                      f"the last good checkpoint {files.checkpoint} is kept")
             state.step += 1
-            meter.add(len(images), loss, base, term)
+            meter.add(len(images), stats)
             current_lr = recipe.optimizer.param_groups[0]["lr"]
             if state.step % cfg.log_every == 0 or state.step == steps_per_epoch:
                 files.log({"type": "step", "epoch": epoch, "step": state.step, "global_step": global_step,
-                           "loss": loss, "loss_base": base, "loss_distill": term, "lr": current_lr})
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{current_lr:.2e}", refresh=False)
+                           "loss": stats.loss, "loss_base": stats.base, "loss_distill": stats.term, "lr": current_lr})
+            bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{current_lr:.2e}", refresh=False)
             bar.update(1)
             if stop.requested(procs):
                 state.save_to(files, student, *recipe.checkpointed)
@@ -164,23 +165,28 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
 
 
 class EpochMeter:
-    """Mean losses over an epoch's steps and its training speed (all ranks' images per second)."""
+    """Mean losses (and teacher agreement) over an epoch's steps and its training speed (all ranks' images per
+    second)."""
 
     def __init__(self) -> None:
-        self.sums = {"loss": 0.0, "loss_base": 0.0, "loss_distill": 0.0}
+        self.sums = {"loss": 0.0, "loss_base": 0.0, "loss_distill": 0.0, "teacher_agree": 0.0}
         self.steps = self.images = 0
         self.start = time.perf_counter()
+        self.distilled = False
 
-    def add(self, images: int, loss: float, base: float, term: float | None) -> None:
+    def add(self, images: int, stats: StepStats) -> None:
         self.steps += 1
         self.images += images
-        for key, value in zip(self.sums, (loss, base, term or 0.0)):
+        self.distilled = stats.term is not None
+        for key, value in zip(self.sums, (stats.loss, stats.base, stats.term or 0.0, stats.teacher_agree or 0.0)):
             self.sums[key] += value
 
     def means(self, world: int) -> dict:
         elapsed = time.perf_counter() - self.start
-        return {**{k: v / max(self.steps, 1) for k, v in self.sums.items()},
-                "train_img_per_s": self.images * world / elapsed if elapsed > 0 else None}
+        means = {k: v / max(self.steps, 1) for k, v in self.sums.items()}
+        if not self.distilled:
+            del means["teacher_agree"]
+        return {**means, "train_img_per_s": self.images * world / elapsed if elapsed > 0 else None}
 
 
 def training_batches(train_set, cfg: TrainConfig, procs: Processes,
@@ -196,6 +202,14 @@ def training_batches(train_set, cfg: TrainConfig, procs: Processes,
                         num_workers=cfg.workers, pin_memory=procs.device.startswith("cuda"),
                         persistent_workers=cfg.workers > 0)
     return sampler, loader, steps_per_epoch
+
+
+class StepStats(NamedTuple):
+    """One step's numbers for the logs, as floats."""
+    loss: float
+    base: float
+    term: float | None
+    teacher_agree: float | None
 
 
 @dataclass(frozen=True)
@@ -220,8 +234,8 @@ class Recipe:
         """What a checkpoint holds besides the model, in `CheckpointState.save_to`/`restore` order."""
         return self.optimizer, self.scheduler, self.scaler, self.ema
 
-    def step(self, model, student, images, target, global_step: int, where: str) -> tuple[float, float, float | None]:
-        """One optimisation step on a loader batch: (loss, label term, teacher term) as floats. `model` runs the
+    def step(self, model, student, images, target, global_step: int, where: str) -> StepStats:
+        """One optimisation step on a loader batch. `model` runs the
         forward (DDP and/or compiled), `student` is the module its weights belong to; `where` describes the step
         in the error a non-finite loss raises."""
         images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
@@ -229,7 +243,7 @@ class Recipe:
         if self.mixup is not None:
             images, target = self.mixup(images, target)
         with torch.autocast(images.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            loss, base, term = self.distiller(images, model(images), target)
+            loss, base, term, agree = self.distiller(images, model(images), target)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise NonFiniteLoss(f"non-finite loss {loss_value} at {where}")
@@ -237,7 +251,8 @@ class Recipe:
         _backward_step(loss, self.optimizer, self.scaler, student, self.clip_grad)
         if self.ema is not None:
             self.ema.update(student, step=global_step)
-        return loss_value, base.item(), term.item() if term is not None else None
+        return StepStats(loss_value, base.item(), term.item() if term is not None else None,
+                         agree.item() if agree is not None else None)
 
 
 def build_recipe(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.Module | None, procs: Processes,

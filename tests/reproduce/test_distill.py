@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from reproduce.distill import distillation_loss
+from reproduce.distill import Distiller, distillation_loss
 
 CLS = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]
 DIST = [[1.0, 1.5, 0.0], [-0.5, 0.0, 2.0]]
@@ -72,6 +72,28 @@ def test_no_gradient_reaches_the_teacher():
     cls, dist = (torch.tensor(v, requires_grad=True) for v in (CLS, DIST))
     distillation_loss((cls, dist), teacher, Y, mode="soft", alpha=0.5, tau=2.0, kl_norm="batchmean").backward()
     assert teacher.grad is None and cls.grad is not None and dist.grad is not None
+
+
+class FixedTeacher(torch.nn.Module):
+    def forward(self, images):
+        return torch.tensor(TEACHER)
+
+
+@pytest.mark.parametrize("target,agree", [
+    ([1, 2], 0.5),  # teacher says 1, 0
+    ([1, 0], 1.0),
+    ([[0.3, 0.7, 0.0], [0.4, 0.0, 0.6]], 0.5),  # Mixup: the label with the larger weight (1, 2)
+])
+def test_the_distiller_reports_how_often_the_teachers_hard_label_is_the_true_one(target, agree):
+    distiller = Distiller("hard", 0.5, 1.0, "official", FixedTeacher())
+    step = distiller(torch.zeros(2, 3, 4, 4), PAIR, torch.tensor(target))
+    assert step.teacher_agree.item() == agree
+    assert step.total.item() == pytest.approx(0.5 * step.base.item() + 0.5 * step.term.item(), rel=1e-6)
+
+
+def test_without_a_teacher_there_is_no_teacher_term_and_no_agreement():
+    step = Distiller("none", 0.5, 1.0, "official", None)(torch.zeros(2, 3, 4, 4), PAIR, Y)
+    assert step.term is None and step.teacher_agree is None and step.total is step.base
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -45,6 +45,7 @@ def test_the_debug_run_writes_checkpoint_log_and_a_train_record(tmp_path, capsys
     epochs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
               if json.loads(x)["type"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [0, 1] and {"lr", "loss_base", "loss_distill", "val_top1"} <= set(epochs[0])
+    assert "teacher_agree" not in epochs[0]  # no teacher, no agreement to report
 
 
 def test_golden_loss_trace_of_the_debug_experiment(tmp_path):
@@ -129,6 +130,7 @@ def test_a_remembered_teacher_gives_the_same_losses_and_runs_once_per_distinct_b
               resume=False, log=lambda _: None)
         (epoch,) = [json.loads(x) for x in (tmp_path / name / "log.jsonl").read_text().splitlines()
                     if json.loads(x)["type"] == "epoch"]
+        assert 0 <= epoch["teacher_agree"] <= 1  # the teacher's hard labels against the true ones
         return step_losses(tmp_path / name), (epoch.get("teacher_memo_hits"), epoch.get("teacher_memo_misses"))
 
     plain, counts = run("plain")
@@ -222,8 +224,8 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_chec
 
     def nan_at_step_11(self, images, outputs, target):
         calls["n"] += 1
-        total, base, term = real_call(self, images, outputs, target)
-        return (total * float("nan") if calls["n"] == 11 else total), base, term
+        step = real_call(self, images, outputs, target)
+        return step._replace(total=step.total * float("nan")) if calls["n"] == 11 else step
 
     monkeypatch.setattr(Distiller, "__call__", nan_at_step_11)
     code = cli.main(["train", "--experiment", "debug", "--output", str(tmp_path / "run")])
