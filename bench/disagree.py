@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -17,22 +18,38 @@ from bench.predictions import Predictions
 HEAD_LABELS = {"": "", "cls": "class", "dist": "distil", "fused_logits": "class+distil"}
 
 
-def top1_columns(files: list[Path]) -> tuple[dict[str, torch.Tensor], int]:
-    """Top-1 per classifier (one per head of each file), plus the ground truth, on the images all files share."""
+def top1_columns(files: list[Path], labels: list[str] | None = None) -> tuple[dict[str, torch.Tensor], int]:
+    """Top-1 per classifier (one per head of each file, named by `labels` or `file_labels`), plus the ground
+    truth, on the images all files share."""
     loaded = [(f, Predictions.load(f)) for f in files]
     common = set(loaded[0][1].names).intersection(*(set(p.names) for _, p in loaded[1:]))
     if not common:
         raise ValueError("the prediction files share no image; they must come from the same data")
     order = sorted(common)
     columns: dict[str, torch.Tensor] = {}
-    for f, preds in loaded:
+    for (f, preds), name in zip(loaded, labels or file_labels(files)):
         position = {n: i for i, n in enumerate(preds.names)}
         rows = torch.tensor([position[n] for n in order])
         columns.setdefault("ground truth", preds.targets[rows])
         for head, label in HEAD_LABELS.items():
             if head in preds.top5:
-                columns[f"{f.stem} {label}".strip()] = preds.top5[head][rows, 0]
+                columns[f"{name} {label}".strip()] = preds.top5[head][rows, 0]
     return columns, len(order)
+
+
+def file_labels(files: list[Path]) -> list[str]:
+    """A column name per file: its stem, or where stems repeat (training runs all write predictions.pt) its path
+    from the files' common folder, e.g. `seed0/mini_hard` for `…/seed0/mini_hard/predictions.pt`."""
+    stems = [f.stem for f in files]
+    if len(set(stems)) == len(stems):
+        return stems
+    paths = [f.resolve() for f in files]
+    if len(set(paths)) < len(paths):
+        raise ValueError(f"a prediction file is given twice: {', '.join(sorted({str(f) for f in files if files.count(f) > 1}))}")
+    common = Path(os.path.commonpath(paths))
+    one_stem = len(set(stems)) == 1
+    labels = [(p.parent if one_stem else p.with_suffix("")).relative_to(common).as_posix() for p in paths]
+    return [label if label != "." else p.parent.name for label, p in zip(labels, paths)]
 
 
 def disagreement(columns: dict[str, torch.Tensor]) -> pd.DataFrame:

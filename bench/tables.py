@@ -62,6 +62,8 @@ def _protocol(r: Record) -> str:
     if r.kind == "train":
         c = s["config"]
         return f"train {c['epochs']} epochs, global batch {s['global_batch_size']}, {c['amp']} amp, {s['device']}"
+    if r.kind == "disagree":
+        return f"final top-1 of {' / '.join(s['experiments'].values())} ({s['suite']})"
     return f"{s.get('protocol')} {s.get('precision')} batch {s.get('batch_size')} {s.get('stat')} on {s.get('device')}"
 
 
@@ -231,18 +233,42 @@ def table9() -> Table:
                  ("Read from reproduce/experiments.py; no record needed.",))
 
 
-def table4(records: list[Record]) -> Table:
-    """Table 4 needs per-image predictions of ImageNet-trained models (`bench run --save-predictions`, then
-    `bench disagree`); no such records exist yet, so every cell says so."""
-    names = ("ground truth", "convnet (RegNetY)", "DeiT", "DeiT⚗ class", "DeiT⚗ distil", "DeiT⚗ class+distil")
-    paper_gt = ("0.000", "0.171", "0.182", "0.170", "0.169", "0.166")
-    rows = [{"model": n, "paper vs ground truth": g, "ours vs ground truth": NOT_RUN} for n, g in zip(names, paper_gt)]
-    return Table("table4_disagreement", "Table 4: disagreement with the ground truth", pd.DataFrame(rows), footer([]))
+TABLE4_MODELS = ("ground truth", "convnet", "DeiT", "DeiT⚗ class", "DeiT⚗ distil", "DeiT⚗ class+distil")
+PAPER_TABLE4 = ((0.000, 0.171, 0.182, 0.170, 0.169, 0.166), (0.171, 0.000, 0.133, 0.112, 0.100, 0.102),
+                (0.182, 0.133, 0.000, 0.109, 0.110, 0.107), (0.170, 0.112, 0.109, 0.000, 0.050, 0.033),
+                (0.169, 0.100, 0.110, 0.050, 0.000, 0.019), (0.166, 0.102, 0.107, 0.033, 0.019, 0.000))
+
+
+def table4(records: list[Record], scale: str) -> Table:
+    """Table 4 at one scale: the fraction of test images two models classify differently, the paper's (ImageNet
+    val, RegNetY teacher) beside ours, mean ± std over the seeds of the newest configuration. `reproduce suite
+    table3` writes one `disagree` record per seed (its teacher, row 1 and the heads of rows 4–6)."""
+    runs = [r for r in records if r.kind == "disagree" and r.settings.get("scale") == scale]
+    if runs:
+        newest = max(runs, key=lambda r: r.env["created"]).settings["config_key"]
+        runs = [r for r in runs if r.settings["config_key"] == newest]
+    rows = []
+    for a, paper in zip(TABLE4_MODELS, PAPER_TABLE4):
+        row = {"model": a}
+        for b, paper_value in zip(TABLE4_MODELS, paper):
+            values = [r.metrics["disagreement"][a][b] for r in runs]
+            ours = NOT_RUN if not values else f"{statistics.mean(values):.3f}" + (
+                f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
+            row[b] = f"{paper_value:.3f} / {ours}"
+        rows.append(row)
+    notes = ()
+    if runs:
+        images = ", ".join(sorted({f"{r.metrics['images']:,}" for r in runs}))
+        notes = (f"Each cell: paper (ImageNet val) / ours ({scale} scale, {images} test images, "
+                 f"{len(runs)} seed{'s' if len(runs) > 1 else ''}: mean ± std).",)
+    title = f"Table 4 ({scale} scale): disagreement, the fraction of test images two models classify differently"
+    return Table(f"table4_{scale}", title, pd.DataFrame(rows), notes + footer(runs))
 
 
 def build_all(records: list[Record]) -> list[Table]:
     return [table5(records), table10(records), table2(records), table3(records, "mini"), table3(records, "cifar10"),
-            table3(records, "imagenet"), table4(records), table8(records), table9()]
+            table3(records, "imagenet"), table4(records, "mini"), table4(records, "cifar10"), table4(records, "imagenet"),
+            table8(records), table9()]
 
 
 def write(table: Table, out_dir: Path) -> list[Path]:

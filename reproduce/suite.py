@@ -3,19 +3,25 @@
 `reproduce suite table3 --scale mini --seeds 3` trains the scale's CNN teacher once (it is reused by every
 row and seed), then each Table-3 row per seed. A finished row (result.json present) is skipped, an interrupted
 one resumed from its checkpoint, so re-running the command after a crash or Ctrl-C finishes the job.
+Where the suite trains its teacher, each finished seed also gets a Table-4 record: how often the teacher,
+the undistilled student and the distillation-token student's heads disagree on the test images.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.record import Record, write_record
+from bench.disagree import disagreement, top1_columns
+from bench.record import Record, load_records, write_record
 from reproduce import experiments
 from reproduce.config import ConfigError, override
+from reproduce.checkpoints import run_env
 from reproduce.train import train
 
 SCALES = ("mini", "cifar10", "imagenet")
@@ -27,6 +33,8 @@ class Suite:
     name: str  # e.g. "table3-mini": the folder under the suite root and under results/runs
     teacher: str | None  # experiment that trains the teacher first, None when its weights are given
     rows: tuple[str, ...]  # experiments, in order
+    table4: tuple[str, str] | None = None  # (undistilled row, distillation-token row) whose predictions, with
+    # the teacher's, make a Table-4 record per seed
 
 
 def table3(scale: str, variants: tuple[str, ...] = ("ti",)) -> Suite:
@@ -37,7 +45,8 @@ def table3(scale: str, variants: tuple[str, ...] = ("ti",)) -> Suite:
         rows = tuple(f"deit_{v}{'' if r == 'none' else '_' + r}" for v in variants for r in TABLE3_ROWS)
         return Suite("table3-imagenet", None, rows)
     prefix = "mini" if scale == "mini" else "cifar"
-    return Suite(f"table3-{scale}", f"{prefix}_teacher", tuple(f"{prefix}_{r}" for r in TABLE3_ROWS))
+    return Suite(f"table3-{scale}", f"{prefix}_teacher", tuple(f"{prefix}_{r}" for r in TABLE3_ROWS),
+                 table4=(f"{prefix}_none", f"{prefix}_hard"))
 
 
 SUITES: dict[str, Callable[..., Suite]] = {"table3": table3}
@@ -66,7 +75,44 @@ def run_suite(suite: Suite, root: Path, *, seeds: int, sets: list[str], data: st
         for name in suite.rows:
             outcomes.append(_run_one(name, base / f"seed{seed}" / name, teacher_sets, data, seed=seed,
                                      results_dir=results_dir, log=log))
+        if suite.table4 is not None and suite.teacher is not None:
+            path = write_disagreement(suite, base, seed, results_dir)
+            if path is not None:
+                log(f"[table 4 seed {seed}] {path}")
     return outcomes
+
+
+TABLE4_ROLES = ("convnet", "DeiT", "DeiT⚗")  # the paper's names for the teacher, row 1 and rows 4–6
+
+
+def write_disagreement(suite: Suite, base: Path, seed: int, results_dir: Path) -> Path | None:
+    """The Table-4 record of one seed, from the final predictions of the teacher and the two rows; None when it
+    is written already (same prediction files) or a run is missing."""
+    runs = [base / "teacher", *(base / f"seed{seed}" / name for name in suite.table4)]
+    files = [run / "predictions.pt" for run in runs]
+    if not all(f.is_file() and (run / "result.json").is_file() for f, run in zip(files, runs)):
+        return None
+    digests = {role: hashlib.sha256(f.read_bytes()).hexdigest() for role, f in zip(TABLE4_ROLES, files)}
+    for old in (load_records(results_dir) if results_dir.is_dir() else []):
+        if old.kind == "disagree" and old.settings.get("predictions_sha256") == digests:
+            return None
+    columns, images = top1_columns(files, labels=list(TABLE4_ROLES))
+    student = Record.from_json((runs[2] / "result.json").read_text())
+    configs = [Record.from_json((run / "result.json").read_text()).settings["config"] for run in runs[1:]]
+    settings = {"suite": suite.name, "scale": suite.name.split("-", 1)[-1], "seed": seed, "device": "cpu",
+                "experiments": dict(zip(TABLE4_ROLES, (suite.teacher, *suite.table4))),
+                "runs": {role: str(run) for role, run in zip(TABLE4_ROLES, runs)}, "predictions_sha256": digests,
+                "config_key": _config_key(configs)}
+    record = Record(student.variant, student.model, settings,
+                    {"images": images, "disagreement": disagreement(columns).to_dict(orient="index")},
+                    run_env("cpu"), kind="disagree")
+    return write_record(record, results_dir)
+
+
+def _config_key(configs: list[dict]) -> str:
+    """The students' configurations less their seed: seeds of one configuration share it."""
+    text = json.dumps([{k: v for k, v in c.items() if k != "seed"} for c in configs], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _run_one(name: str, output: Path, sets: list[str], data: str | None, *, seed: int, results_dir: Path,

@@ -278,6 +278,20 @@ def test_disagreement_is_the_fraction_of_images_with_different_top1(tmp_path, ca
     assert cli.main(["disagree", str(tmp_path / "nope.pt")]) == 2
 
 
+def test_prediction_files_of_one_name_are_told_apart_by_their_folders(tmp_path, capsys):
+    # training runs all write predictions.pt; the columns must not overwrite each other
+    for run, top1 in (("teacher", [0, 1]), ("seed0/none", [0, 0]), ("seed0/hard", [1, 1])):
+        Predictions(["a", "b"], torch.tensor([0, 1]), {"": torch.tensor([[t] for t in top1])}, 0.0).save(
+            tmp_path / run / "predictions.pt")
+    files = [str(tmp_path / run / "predictions.pt") for run in ("teacher", "seed0/none", "seed0/hard")]
+    assert cli.main(["disagree", *files, "--json"]) == 0
+    matrix = json.loads(capsys.readouterr().out)
+    assert set(matrix) == {"ground truth", "teacher", "seed0/none", "seed0/hard"}
+    assert matrix["teacher"]["seed0/none"] == 0.5 and matrix["seed0/none"]["seed0/hard"] == 1.0
+    assert cli.main(["disagree", files[0], files[0]]) == 2
+    assert "given twice" in capsys.readouterr().err
+
+
 def test_images_with_one_file_name_in_several_class_folders_stay_apart(tmp_path, capsys):
     # CIFAR-10's JPEG tree has 0001.jpg in every class folder; Table 4 must not merge them
     root = folder_tree(tmp_path / "data", {"cat": 2, "dog": 2})

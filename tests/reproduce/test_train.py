@@ -197,7 +197,7 @@ def test_fine_tuning_resizes_positional_embeddings_and_replaces_a_new_head(tmp_p
 def test_a_suite_skips_finished_rows_and_resumes_interrupted_ones(tmp_path, monkeypatch):
     from reproduce.suite import Suite, run_suite
 
-    suite = Suite("table3-debug", "debug_teacher", ("debug", "debug_hard"))
+    suite = Suite("table3-debug", "debug_teacher", ("debug", "debug_hard"), table4=("debug", "debug_hard"))
     kwargs = dict(seeds=1, sets=["epochs=2"], data=None, results_dir=tmp_path / "records", log=lambda _: None)
     calls = {"n": 0}
 
@@ -214,7 +214,15 @@ def test_a_suite_skips_finished_rows_and_resumes_interrupted_ones(tmp_path, monk
                                                             ("debug_hard", "resumed")]
     again = run_suite(suite, tmp_path / "runs", **kwargs)
     assert {o.status for o in again} == {"skipped"}
-    assert len(list((tmp_path / "records").iterdir())) == 3  # one record per finished run, none twice
+    records = load_records(tmp_path / "records")  # one record per finished run, and the seed's Table 4; none twice
+    assert sorted(r.kind for r in records) == ["disagree", "train", "train", "train"]
+    (table4,) = [r for r in records if r.kind == "disagree"]
+    none = next(r for r in records if r.settings.get("experiment") == "debug")
+    matrix = table4.metrics["disagreement"]
+    assert list(matrix) == ["ground truth", "convnet", "DeiT", "DeiT⚗ class", "DeiT⚗ distil", "DeiT⚗ class+distil"]
+    assert all(matrix[name][name] == 0 for name in matrix)
+    assert matrix["ground truth"]["DeiT"] == pytest.approx(1 - none.metrics["final_val_top1"] / 100, abs=1e-6)
+    assert table4.settings["seed"] == 0 and table4.settings["scale"] == "debug"
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
