@@ -259,8 +259,8 @@ def table4(records: list[Record], scale: str) -> Table:
     notes = ()
     if runs:
         images = ", ".join(sorted({f"{r.metrics['images']:,}" for r in runs}))
-        notes = (f"Each cell: paper (ImageNet val) / ours ({scale} scale, {images} test images, "
-                 f"{len(runs)} seed{'s' if len(runs) > 1 else ''}: mean ± std).",)
+        seeds = f"mean ± std of {len(runs)} seeds" if len(runs) > 1 else "1 seed"
+        notes = (f"Each cell: paper (ImageNet val) / ours ({scale} scale, {images} test images, {seeds}).",)
     title = f"Table 4 ({scale} scale): disagreement, the fraction of test images two models classify differently"
     return Table(f"table4_{scale}", title, pd.DataFrame(rows), notes + footer(runs))
 

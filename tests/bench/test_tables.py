@@ -64,6 +64,19 @@ def test_seeds_are_averaged_but_a_changed_config_is_not(records):
     assert frame.loc[0, "ours top-1 (mini)"] == f"{value + 1:.2f} ± 1.41 (2 seeds)"
 
 
+def test_table4_averages_the_seeds_of_the_newest_configuration(records):
+    (run,) = [r for r in records if r.kind == "disagree"]
+    def variant(seed, shift, key, created):
+        matrix = {a: {b: v + shift if a != b else 0.0 for b, v in row.items()} for a, row in run.metrics["disagreement"].items()}
+        return dataclasses.replace(run, settings={**run.settings, "seed": seed, "config_key": key},
+                                   metrics={**run.metrics, "disagreement": matrix}, env={**run.env, "created": created})
+    older = variant(0, 0.3, "older", "2000-01-01T00:00:00+00:00")
+    frame = tables.table4([run, variant(1, 0.02, run.settings["config_key"], run.env["created"]), older], "mini").frame
+    teacher_vs_deit = run.metrics["disagreement"]["convnet"]["DeiT"]
+    assert frame.loc[frame["model"] == "convnet", "DeiT"].item() == f"0.133 / {teacher_vs_deit + 0.01:.3f} ± 0.014"
+    assert (tables.table4(records, "cifar10").frame["DeiT"].str.endswith("not run")).all()
+
+
 def test_figures_are_png_and_svg_and_not_empty(tmp_path, records):
     paths = figures.build_all(records, tmp_path)
     names = {p.name for p in paths}
