@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +21,8 @@ from pathlib import Path
 from bench.disagree import disagreement, top1_columns
 from bench.record import Record, load_records, write_record
 from reproduce import experiments
-from reproduce.config import ConfigError, override
 from reproduce.checkpoints import run_env
+from reproduce.config import ConfigError, override
 from reproduce.train import train
 
 SCALES = ("mini", "cifar10", "imagenet")
@@ -87,7 +88,9 @@ TABLE4_ROLES = ("convnet", "DeiT", "DeiT⚗")  # the paper's names for the teach
 
 def write_disagreement(suite: Suite, base: Path, seed: int, results_dir: Path) -> Path | None:
     """The Table-4 record of one seed, from the final predictions of the teacher and the two rows; None when it
-    is written already (same prediction files) or a run is missing."""
+    is written already (same prediction files), a run is missing, or this is not the first process of a launch."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
     runs = [base / "teacher", *(base / f"seed{seed}" / name for name in suite.table4)]
     files = [run / "predictions.pt" for run in runs]
     if not all(f.is_file() and (run / "result.json").is_file() for f, run in zip(files, runs)):
