@@ -169,24 +169,23 @@ class EpochMeter:
     second)."""
 
     def __init__(self) -> None:
-        self.sums = {"loss": 0.0, "loss_base": 0.0, "loss_distill": 0.0, "teacher_agree": 0.0}
+        self.sums = {"loss": 0.0, "loss_base": 0.0, "loss_distill": 0.0}  # teacher_agree joins with a teacher
         self.steps = self.images = 0
         self.start = time.perf_counter()
-        self.distilled = False
 
     def add(self, images: int, stats: StepStats) -> None:
         self.steps += 1
         self.images += images
-        self.distilled = stats.term is not None
-        for key, value in zip(self.sums, (stats.loss, stats.base, stats.term or 0.0, stats.teacher_agree or 0.0)):
-            self.sums[key] += value
+        values = {"loss": stats.loss, "loss_base": stats.base, "loss_distill": stats.term or 0.0}
+        if stats.teacher_agree is not None:
+            values["teacher_agree"] = stats.teacher_agree
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
 
     def means(self, world: int) -> dict:
         elapsed = time.perf_counter() - self.start
-        means = {k: v / max(self.steps, 1) for k, v in self.sums.items()}
-        if not self.distilled:
-            del means["teacher_agree"]
-        return {**means, "train_img_per_s": self.images * world / elapsed if elapsed > 0 else None}
+        return {**{k: v / max(self.steps, 1) for k, v in self.sums.items()},
+                "train_img_per_s": self.images * world / elapsed if elapsed > 0 else None}
 
 
 def training_batches(train_set, cfg: TrainConfig, procs: Processes,
@@ -235,9 +234,8 @@ class Recipe:
         return self.optimizer, self.scheduler, self.scaler, self.ema
 
     def step(self, model, student, images, target, global_step: int, where: str) -> StepStats:
-        """One optimisation step on a loader batch. `model` runs the
-        forward (DDP and/or compiled), `student` is the module its weights belong to; `where` describes the step
-        in the error a non-finite loss raises."""
+        """One optimisation step on a loader batch. `model` runs the forward (DDP and/or compiled), `student` is
+        the module its weights belong to; `where` describes the step in the error a non-finite loss raises."""
         images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
         target = target.to(self.device, non_blocking=True)
         if self.mixup is not None:
