@@ -100,13 +100,12 @@ def write_disagreement(suite: Suite, base: Path, seed: int, results_dir: Path) -
         if old.kind == "disagree" and old.settings.get("predictions_sha256") == digests:
             return None
     columns, images = top1_columns(files, labels=list(TABLE4_ROLES))
-    student = Record.from_json((runs[2] / "result.json").read_text())
-    configs = [Record.from_json((run / "result.json").read_text()).settings["config"] for run in runs[1:]]
+    students = [Record.from_json((run / "result.json").read_text()) for run in runs[1:]]
     settings = {"suite": suite.name, "scale": suite.name.split("-", 1)[-1], "seed": seed, "device": "cpu",
                 "experiments": dict(zip(TABLE4_ROLES, (suite.teacher, *suite.table4))),
                 "runs": {role: str(run) for role, run in zip(TABLE4_ROLES, runs)}, "predictions_sha256": digests,
-                "config_key": _config_key(configs)}
-    record = Record(student.variant, student.model, settings,
+                "config_key": _config_key([r.settings["config"] for r in students])}
+    record = Record(students[-1].variant, students[-1].model, settings,
                     {"images": images, "disagreement": disagreement(columns).to_dict(orient="index")},
                     run_env("cpu"), kind="disagree")
     return write_record(record, results_dir)
