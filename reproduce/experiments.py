@@ -183,8 +183,9 @@ def mini(variant: str = "cifar_vit") -> TrainConfig:
     the step to 45 epochs (a one-seed side check at 45: token 56.8-57.0, hard class 59.2). The 45-epoch suite
     (results/runs/table3-mini, 5 seeds): seed 0 in 28.5 min end to end, but a seed took 30.6 min without the
     teacher when the machine ran ~1.5x slower; none and hard class above the plain script on the mean, the
-    token heads below it (55.18-55.43 against 55.4-55.9). The teacher's hard label is the true one on 91 % of
-    the training crops, and the token student is no closer to the teacher than row 1 (Table 4).
+    token heads below it (55.18-55.43 against 55.4-55.9). The token student is no closer to the teacher than
+    row 1 (Table 4), although the teacher's hard label differs from the true one on 9 % of the training crops,
+    and on ~1/3 with Mixup/CutMix (results/side-checks/mini-mixup-seed0, one seed: token still below none).
     """
     return replace(cifar(variant), train_subset=5000, epochs=45, batch_size=64, lr=2e-3, lr_scale_batch=False,
                    warmup_epochs=3, mixup=0.0, cutmix=0.0, auto_augment="", color_jitter=0.0, reprob=0.0,
