@@ -27,7 +27,7 @@ def top1_columns(files: list[Path], labels: list[str] | None = None) -> tuple[di
         raise ValueError("the prediction files share no image; they must come from the same data")
     order = sorted(common)
     columns: dict[str, torch.Tensor] = {}
-    for (f, preds), name in zip(loaded, labels or file_labels(files)):
+    for (_, preds), name in zip(loaded, labels or file_labels(files)):
         position = {n: i for i, n in enumerate(preds.names)}
         rows = torch.tensor([position[n] for n in order])
         columns.setdefault("ground truth", preds.targets[rows])
@@ -44,8 +44,9 @@ def file_labels(files: list[Path]) -> list[str]:
     if len(set(stems)) == len(stems):
         return stems
     paths = [f.resolve() for f in files]
-    if len(set(paths)) < len(paths):
-        raise ValueError(f"a prediction file is given twice: {', '.join(sorted({str(f) for f in files if files.count(f) > 1}))}")
+    twice = sorted({str(p) for p in paths if paths.count(p) > 1})
+    if twice:
+        raise ValueError(f"a prediction file is given twice: {', '.join(twice)}")
     common = Path(os.path.commonpath(paths))
     one_stem = len(set(stems)) == 1
     labels = [(p.parent if one_stem else p.with_suffix("")).relative_to(common).as_posix() for p in paths]
