@@ -7,12 +7,9 @@ import sys
 from pathlib import Path
 
 from bench.check import Tolerances
+from bench.errors import UsageError, check_folder
 from bench.protocols import METRICS, PRECISIONS, PROTOCOLS
 from bench.registry import resolve
-
-
-class UsageError(Exception):
-    """A mistake in what the user asked for: reported in one line, exit code 2, no traceback."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,6 +115,10 @@ def _run(args: argparse.Namespace) -> None:
             eval_opts.check()
         if args.save_predictions and len(plans) > 1:
             raise ValueError("--save-predictions names one file: give one --variant at a time")
+        if args.save_predictions:
+            check_folder(args.save_predictions.parent, "--save-predictions")
+        if not rank:  # rank 0 or no torchrun: the process that writes
+            check_folder(args.results_dir, "--results-dir")
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
     except ValueError as exc:
@@ -231,6 +232,8 @@ def _tables(args: argparse.Namespace) -> None:
 
     if not args.records.exists():
         raise UsageError(f"--records {args.records} does not exist")
+    check_folder(args.out, "--out")
+    check_folder(args.figures, "--figures")
     try:
         records = load_records(args.records)
     except (ValueError, KeyError, TypeError) as exc:

@@ -3,3 +3,22 @@
 
 class DataError(ValueError):
     """Data that cannot be evaluated, with what to do about it."""
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for: reported in one line, exit code 2, no traceback."""
+
+
+def check_folder(path, flag: str) -> None:
+    """Raise UsageError unless `path` is, or can become, a writable folder: checked before a command measures or
+    trains anything, so a results folder given as a file name fails in a second, not after the run."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"cannot be made: {existing} is a file"
+        raise UsageError(f"{flag} {path} {where}; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {existing} is not writable")

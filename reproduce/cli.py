@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.checkpoint import CheckpointError
 from bench.data import DataError
+from bench.errors import UsageError, check_folder
 from bench.record import write_record
 from reproduce import experiments
 from reproduce.config import ConfigError, TrainConfig, check, override
@@ -79,6 +80,8 @@ def _train(args) -> int:
     from reproduce.train import train
 
     cfg = resolve_config(args.experiment, args.data, args.set)
+    check_folder(args.output, "--output")
+    check_folder(args.results_dir, "--results-dir")
     record = train(cfg, args.output, experiment=args.experiment, resume=args.resume,
                    log=lambda msg: print(msg, file=sys.stderr))
     if record is not None:
@@ -97,6 +100,8 @@ def _suite(args) -> int:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     suite = table3(args.scale, tuple(v.strip() for v in args.variants.split(",") if v.strip()))
     results_dir = args.results_dir or Path("results/runs") / suite.name
+    check_folder(args.root, "--root")
+    check_folder(results_dir, "--results-dir")
     start = time.perf_counter()
     outcomes = run_suite(suite, args.root, seeds=args.seeds, sets=args.set, data=args.data, results_dir=results_dir,
                          log=lambda msg: print(msg, file=sys.stderr))
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"ls": _ls, "train": _train, "suite": _suite}[args.command](args)
-    except (ConfigError, DataError, CheckpointError) as exc:
+    except (ConfigError, DataError, CheckpointError, UsageError) as exc:
         print(f"reproduce: error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLoss as exc:

@@ -112,8 +112,10 @@ def check(cfg: TrainConfig) -> TrainConfig:
         (cfg.repeated_aug >= 1, "repeated_aug", "at least 1 (1 = off)"),
         (cfg.ema_decay is None or 0 < cfg.ema_decay < 1, "ema_decay", "in (0, 1) or None"),
         (0 < cfg.train_crop_scale[0] <= cfg.train_crop_scale[1] <= 1, "train_crop_scale", "0 < low <= high <= 1"),
-        (cfg.eval_every >= 1 and cfg.log_every >= 1, "eval_every/log_every", "at least 1"),
-        (cfg.warmup_epochs >= 0 and cfg.workers >= 0, "warmup_epochs/workers", "non-negative"),
+        (cfg.eval_every >= 1, "eval_every", "at least 1 (evaluate every N epochs; the last epoch always is)"),
+        (cfg.log_every >= 1, "log_every", "at least 1"),
+        (cfg.warmup_epochs >= 0, "warmup_epochs", "non-negative"),
+        (cfg.workers >= 0, "workers", "non-negative"),
         (not cfg.distill_token or cfg.distillation != "none", "distill_token",
          "false when distillation=none (a distillation token needs a teacher signal)"),
     ]

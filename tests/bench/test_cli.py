@@ -57,6 +57,17 @@ def test_usage_errors_exit_2_with_a_message_and_write_nothing(capsys, tmp_path, 
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("command", [["run", "--variant", "debug", "--results-dir"], ["tables", "--out"],
+                                     ["tables", "--figures"]])
+def test_a_folder_given_as_a_file_is_a_usage_error_before_any_work(capsys, tmp_path, command):
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    code, out, err = run_cli(capsys, *command, str(blocker), *(["--records", str(tmp_path)] if command[0] == "tables"
+                                                              else []))
+    assert code == 2 and f"{command[-1]} {blocker} is a file; give a folder" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == ["taken"] and blocker.read_text() == "not a folder"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU exists")
 def test_asking_for_cuda_without_a_gpu_is_a_usage_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", "--variant", "debug", "--device", "cuda", "--results-dir", str(tmp_path))

@@ -166,6 +166,8 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
     (["--experiment", "debug_hard", "--set", "variant=debug", "--set", "teacher_checkpoint=x"],
      "needs a student with a distillation token, but debug has only a class token"),
     (["--experiment", "debug", "--set", "batch_size=7"], "Mixup/CutMix need an even batch per process"),
+    (["--experiment", "debug", "--set", "eval_every=0"], "eval_every=0 is not accepted: must be at least 1"),
+    (["--experiment", "debug", "--set", "workers=-1"], "workers=-1 is not accepted: must be non-negative"),
     (["--experiment", "debug", "--set", "batch_size=7", "--set", "mixup=0", "--set", "cutmix=0",
       "--set", "train_subset=4"], "cannot fill one batch"),
 ])
@@ -173,6 +175,18 @@ def test_bad_training_requests_exit_2_with_a_clear_message(tmp_path, capsys, arg
     code = cli.main(["train", *argv, "--output", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--output", "--results-dir"])
+def test_a_folder_given_as_a_file_is_refused_before_training(tmp_path, capsys, flag):
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    argv = {"--output": str(tmp_path / "run"), "--results-dir": str(tmp_path / "records")}
+    argv[flag] = str(blocker / "sub")
+    code = cli.main(["train", "--experiment", "debug", *(x for kv in argv.items() for x in kv)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{flag} {blocker / 'sub'} cannot be made: {blocker} is a file" in err
+    assert "Traceback" not in err and sorted(os.listdir(tmp_path)) == ["taken"]
 
 
 def test_a_teacher_with_another_label_space_is_refused(tmp_path, capsys, teacher_ckpt):
