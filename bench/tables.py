@@ -241,8 +241,9 @@ PAPER_TABLE4 = ((0.000, 0.171, 0.182, 0.170, 0.169, 0.166), (0.171, 0.000, 0.133
 
 def table4(records: list[Record], scale: str) -> Table:
     """Table 4 at one scale: the fraction of test images two models classify differently, the paper's (ImageNet
-    val, RegNetY teacher) beside ours, mean ± std over the seeds of the newest configuration. `reproduce suite
-    table3` writes one `disagree` record per seed (its teacher, row 1 and the heads of rows 4–6)."""
+    val, RegNetY teacher) beside ours, mean ± std over the seeds of the newest configuration (at imagenet scale one
+    student size: the one last run). `reproduce suite table3` writes one `disagree` record per seed and size (its
+    teacher, row 1 and the heads of rows 4–6)."""
     runs = [r for r in records if r.kind == "disagree" and r.settings.get("scale") == scale]
     if runs:
         newest = max(runs, key=lambda r: r.env["created"]).settings["config_key"]
@@ -260,7 +261,9 @@ def table4(records: list[Record], scale: str) -> Table:
     if runs:
         images = ", ".join(sorted({f"{r.metrics['images']:,}" for r in runs}))
         seeds = f"mean ± std of {len(runs)} seeds" if len(runs) > 1 else "1 seed"
-        notes = (f"Each cell: paper (ImageNet val) / ours ({scale} scale, {images} test images, {seeds}).",)
+        students = ", ".join(sorted({r.variant for r in runs}))
+        notes = (f"Each cell: paper (ImageNet val, DeiT-B⚗) / ours ({scale} scale, {students}, {images} test images, "
+                 f"{seeds}).",)
     title = f"Table 4 ({scale} scale): disagreement, the fraction of test images two models classify differently"
     return Table(f"table4_{scale}", title, pd.DataFrame(rows), notes + footer(runs))
 

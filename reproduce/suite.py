@@ -3,8 +3,10 @@
 `reproduce suite table3 --scale mini --seeds 3` trains the scale's CNN teacher once (it is reused by every
 row and seed), then each Table-3 row per seed. A finished row (result.json present) is skipped, an interrupted
 one resumed from its checkpoint, so re-running the command after a crash or Ctrl-C finishes the job.
-Where the suite trains its teacher, each finished seed also gets a Table-4 record: how often the teacher,
-the undistilled student and the distillation-token student's heads disagree on the test images.
+Each finished seed also gets a Table-4 record: how often the teacher, the undistilled student and the
+distillation-token student's heads disagree on the test images. Where the suite is given its teacher's weights
+(imagenet scale: `--set teacher_checkpoint=FILE`), it first evaluates that teacher on the validation images,
+as `bench run --metrics accuracy --save-predictions` would, so a missing or wrong file fails before any training.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from bench.disagree import disagreement, top1_columns
 from bench.record import Record, load_records, write_record
 from reproduce import experiments
-from reproduce.checkpoints import run_env
+from reproduce.checkpoints import atomic_write, run_env
 from reproduce.config import ConfigError, override
 from reproduce.train import train
 
@@ -34,8 +36,8 @@ class Suite:
     name: str  # e.g. "table3-mini": the folder under the suite root and under results/runs
     teacher: str | None  # experiment that trains the teacher first, None when its weights are given
     rows: tuple[str, ...]  # experiments, in order
-    table4: tuple[str, str] | None = None  # (undistilled row, distillation-token row) whose predictions, with
-    # the teacher's, make a Table-4 record per seed
+    table4: tuple[tuple[str, str], ...] = ()  # (undistilled row, distillation-token row) pairs whose
+    # predictions, with the teacher's, make a Table-4 record per seed (one pair per student size)
 
 
 def table3(scale: str, variants: tuple[str, ...] = ("ti",)) -> Suite:
@@ -44,10 +46,10 @@ def table3(scale: str, variants: tuple[str, ...] = ("ti",)) -> Suite:
         raise ConfigError(f"unknown --scale {scale!r}; accepted: {', '.join(SCALES)}")
     if scale == "imagenet":
         rows = tuple(f"deit_{v}{'' if r == 'none' else '_' + r}" for v in variants for r in TABLE3_ROWS)
-        return Suite("table3-imagenet", None, rows)
+        return Suite("table3-imagenet", None, rows, table4=tuple((f"deit_{v}", f"deit_{v}_hard") for v in variants))
     prefix = "mini" if scale == "mini" else "cifar"
     return Suite(f"table3-{scale}", f"{prefix}_teacher", tuple(f"{prefix}_{r}" for r in TABLE3_ROWS),
-                 table4=(f"{prefix}_none", f"{prefix}_hard"))
+                 table4=((f"{prefix}_none", f"{prefix}_hard"),))
 
 
 SUITES: dict[str, Callable[..., Suite]] = {"table3": table3}
@@ -64,7 +66,7 @@ class RowOutcome:
 
 def run_suite(suite: Suite, root: Path, *, seeds: int, sets: list[str], data: str | None, results_dir: Path,
               log=print) -> list[RowOutcome]:
-    """Train what is missing: the teacher (once), then every row for seeds 0 … seeds-1."""
+    """Train what is missing: the teacher (once; or evaluate the given one), then every row for seeds 0 … seeds-1."""
     base = root / suite.name
     outcomes = []
     teacher_sets = list(sets)
@@ -72,26 +74,66 @@ def run_suite(suite: Suite, root: Path, *, seeds: int, sets: list[str], data: st
         outcome = _run_one(suite.teacher, base / "teacher", sets, data, seed=0, results_dir=results_dir, log=log)
         outcomes.append(outcome)
         teacher_sets.append(f"teacher_checkpoint={base / 'teacher' / 'checkpoint.pth'}")
+    elif suite.table4:
+        outcomes.append(_evaluate_given_teacher(suite.table4[0][1], base / "teacher", sets, data,
+                                                results_dir=results_dir, log=log))
     for seed in range(seeds):
         for name in suite.rows:
             outcomes.append(_run_one(name, base / f"seed{seed}" / name, teacher_sets, data, seed=seed,
                                      results_dir=results_dir, log=log))
-        if suite.table4 is not None and suite.teacher is not None:
-            path = write_disagreement(suite, base, seed, results_dir)
+        for pair in suite.table4:
+            path = write_disagreement(suite, base, seed, pair, results_dir)
             if path is not None:
                 log(f"[table 4 seed {seed}] {path}")
     return outcomes
 
 
+def _evaluate_given_teacher(row: str, output: Path, sets: list[str], data: str | None, *, results_dir: Path,
+                            log) -> RowOutcome:
+    """The teacher of distillation row `row`, from its `teacher_checkpoint`, scored on the rows' validation images
+    by bench's accuracy measurement (its own preprocessing); the predictions and the record land in `output` like a
+    trained run's, and the record in `results_dir` too (where `bench tables` finds the teacher's top-1)."""
+    from bench.accuracy import EvalOptions
+    from bench.registry import resolve
+    from bench.run import measure, resolve_settings
+    from reproduce.train import start_processes
+
+    cfg = override(dataclasses.replace(experiments.get(row).build(), **({"data": data} if data else {})), sets)
+    if (output / "result.json").exists():
+        log(f"[teacher {cfg.teacher}] evaluated already: {output / 'result.json'}")
+        return RowOutcome(cfg.teacher, 0, "skipped", 0.0, None)
+    if not cfg.teacher_checkpoint:
+        raise ConfigError(f"the {row} row distils from {cfg.teacher}: give its weights with "
+                          "--set teacher_checkpoint=FILE (official: regnety_160-a5fe301d.pth)")
+    if cfg.dataset != "folder" or not cfg.data:
+        raise ConfigError(f"evaluating the given teacher needs the rows' image folders (dataset=folder, --data ROOT "
+                          f"with ROOT/val); this suite has dataset={cfg.dataset}, data={cfg.data or 'none'}")
+    start = time.perf_counter()
+    procs = start_processes(cfg.device)
+    log(f"[teacher {cfg.teacher}] evaluating {cfg.teacher_checkpoint} on {Path(cfg.data) / 'val'}")
+    variant = resolve(cfg.teacher)
+    opts = EvalOptions(data=Path(cfg.data) / "val", checkpoint=Path(cfg.teacher_checkpoint),
+                       protocol=cfg.eval_protocol, workers=cfg.workers, save_predictions=output / "predictions.pt")
+    opts.check()
+    settings = resolve_settings(variant, device=procs.device, batch_size=cfg.eval_batch_size, metrics="accuracy")
+    record = measure(variant, settings, eval_opts=opts, log=log if procs.main else (lambda _: None))
+    if not procs.main:
+        return RowOutcome(cfg.teacher, 0, "evaluated", time.perf_counter() - start, None)
+    record = dataclasses.replace(record, notes=[*record.notes, f"Table-4 teacher of {row}"])
+    path = write_record(record, results_dir)
+    atomic_write(output / "result.json", lambda tmp: tmp.write_text(record.to_json()))
+    return RowOutcome(cfg.teacher, 0, "evaluated", time.perf_counter() - start, path)
+
+
 TABLE4_ROLES = ("convnet", "DeiT", "DeiT⚗")  # the paper's names for the teacher, row 1 and rows 4–6
 
 
-def write_disagreement(suite: Suite, base: Path, seed: int, results_dir: Path) -> Path | None:
-    """The Table-4 record of one seed, from the final predictions of the teacher and the two rows; None when it
-    is written already (same prediction files), a run is missing, or this is not the first process of a launch."""
+def write_disagreement(suite: Suite, base: Path, seed: int, pair: tuple[str, str], results_dir: Path) -> Path | None:
+    """The Table-4 record of one seed, from the final predictions of the teacher and the pair's two rows; None when
+    it is written already (same prediction files), a run is missing, or this is not the first process of a launch."""
     if int(os.environ.get("RANK", "0")) != 0:
         return None
-    runs = [base / "teacher", *(base / f"seed{seed}" / name for name in suite.table4)]
+    runs = [base / "teacher", *(base / f"seed{seed}" / name for name in pair)]
     files = [run / "predictions.pt" for run in runs]
     if not all(f.is_file() and (run / "result.json").is_file() for f, run in zip(files, runs)):
         return None
@@ -100,9 +142,9 @@ def write_disagreement(suite: Suite, base: Path, seed: int, results_dir: Path) -
         if old.kind == "disagree" and old.settings.get("predictions_sha256") == digests:
             return None
     columns, images = top1_columns(files, labels=list(TABLE4_ROLES))
-    students = [Record.from_json((run / "result.json").read_text()) for run in runs[1:]]
+    teacher, *students = (Record.from_json((run / "result.json").read_text()) for run in runs)
     settings = {"suite": suite.name, "scale": suite.name.split("-", 1)[-1], "seed": seed, "device": "cpu",
-                "experiments": dict(zip(TABLE4_ROLES, (suite.teacher, *suite.table4))),
+                "experiments": dict(zip(TABLE4_ROLES, (suite.teacher or teacher.variant, *pair))),
                 "runs": {role: str(run) for role, run in zip(TABLE4_ROLES, runs)}, "predictions_sha256": digests,
                 "config_key": _config_key([r.settings["config"] for r in students])}
     record = Record(students[-1].variant, students[-1].model, settings,

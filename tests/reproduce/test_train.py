@@ -13,6 +13,7 @@ import torch
 from bench.record import load_records
 from reproduce import cli, models, train as train_mod
 from reproduce.cli import resolve_config
+from reproduce.config import ConfigError
 from reproduce.train import Preempted, train
 
 GOLDEN = Path(__file__).parent / "golden" / "debug_loss_trace.json"
@@ -211,7 +212,7 @@ def test_fine_tuning_resizes_positional_embeddings_and_replaces_a_new_head(tmp_p
 def test_a_suite_skips_finished_rows_and_resumes_interrupted_ones(tmp_path, monkeypatch):
     from reproduce.suite import Suite, run_suite
 
-    suite = Suite("table3-debug", "debug_teacher", ("debug", "debug_hard"), table4=("debug", "debug_hard"))
+    suite = Suite("table3-debug", "debug_teacher", ("debug", "debug_hard"), table4=(("debug", "debug_hard"),))
     kwargs = dict(seeds=1, sets=["epochs=2"], data=None, results_dir=tmp_path / "records", log=lambda _: None)
     calls = {"n": 0}
 
@@ -237,6 +238,42 @@ def test_a_suite_skips_finished_rows_and_resumes_interrupted_ones(tmp_path, monk
     assert all(matrix[name][name] == 0 for name in matrix)
     assert matrix["ground truth"]["DeiT"] == pytest.approx(1 - none.metrics["final_val_top1"] / 100, abs=1e-6)
     assert table4.settings["seed"] == 0 and table4.settings["scale"] == "debug"
+
+
+def test_a_suite_given_its_teacher_evaluates_it_once_and_writes_table4(tmp_path, teacher_ckpt):
+    """The imagenet-scale path on a tiny image folder: the given teacher is scored by bench's accuracy measurement,
+    its predictions meet the students' by image name, and each seed gets a Table-4 record."""
+    from PIL import Image
+
+    from reproduce.suite import Suite, run_suite
+
+    for split, per_class in (("train", 4), ("val", 2)):
+        for c in range(10):
+            for i in range(per_class):
+                (tmp_path / "data" / split / f"c{c}").mkdir(parents=True, exist_ok=True)
+                pixels = torch.randint(0, 256, (40, 36, 3), generator=torch.Generator().manual_seed(100 * c + i))
+                Image.fromarray(pixels.to(torch.uint8).numpy()).save(tmp_path / "data" / split / f"c{c}" / f"{i}.png")
+    suite = Suite("table3-given", None, ("debug", "debug_hard"), table4=(("debug", "debug_hard"),))
+    kwargs = dict(sets=["epochs=1", "dataset=folder", "workers=0"], data=str(tmp_path / "data"),
+                  results_dir=tmp_path / "records", log=lambda _: None)
+    with pytest.raises(ConfigError, match="distils from cifar_resnet10: give its weights with --set teacher_checkpoint"):
+        run_suite(suite, tmp_path / "runs", seeds=1, **kwargs)
+    assert not (tmp_path / "runs").exists()  # refused before anything trained
+    kwargs["sets"].append(f"teacher_checkpoint={teacher_ckpt}")
+    outcomes = run_suite(suite, tmp_path / "runs", seeds=2, **kwargs)
+    assert [(o.experiment, o.status) for o in outcomes] == [("cifar_resnet10", "evaluated"), *[(e, "trained") for e in
+                                                            ("debug", "debug_hard", "debug", "debug_hard")]]
+    again = run_suite(suite, tmp_path / "runs", seeds=2, **kwargs)
+    assert {o.status for o in again} == {"skipped"}
+    records = load_records(tmp_path / "records")
+    assert sorted(r.kind for r in records) == ["bench", "disagree", "disagree", "train", "train", "train", "train"]
+    (teacher,) = [r for r in records if r.kind == "bench"]
+    assert teacher.variant == "cifar_resnet10" and teacher.metrics["images"] == 20
+    assert teacher.settings["eval"]["checkpoint"] == str(teacher_ckpt)
+    for table4 in (r for r in records if r.kind == "disagree"):
+        matrix = table4.metrics["disagreement"]
+        assert table4.metrics["images"] == 20 and table4.settings["experiments"]["convnet"] == "cifar_resnet10"
+        assert matrix["ground truth"]["convnet"] == pytest.approx(1 - teacher.metrics["top1"] / 100, abs=1e-6)
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
