@@ -76,8 +76,8 @@ class TrainConfig:
     distill_alpha: float = 0.5  # weight of the teacher term (paper: 0.1 soft, 0.5 hard)
     distill_tau: float = 1.0  # soft mode temperature (paper: 3.0)
     kl_norm: str = "official"  # official (sum / (batch × classes)) | batchmean (paper / Hinton)
-    teacher: str = "regnety_160"  # registry alias of the CNN teacher
-    teacher_checkpoint: str = ""  # local weights (official: regnety_160-a5fe301d.pth)
+    teacher: str = "regnety_160"  # registry alias of the CNN teacher; "labels": the ground truth stands in (a control)
+    teacher_checkpoint: str = ""  # local weights (official: regnety_160-a5fe301d.pth); unused with teacher=labels
     teacher_memo: bool = False  # remember the teacher's logits per exact batch beside its checkpoint (CIFAR scales)
     # run
     seed: int = 0
@@ -93,6 +93,7 @@ class TrainConfig:
 
 
 AMP_MODES = ("none", "bf16", "fp16")
+LABEL_TEACHER = "labels"  # `teacher=labels`: the true labels in the teacher's place (reproduce.distill.LabelTeacher)
 DATASETS = ("folder", "cifar10", "synthetic")
 
 

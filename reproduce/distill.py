@@ -82,6 +82,18 @@ def teacher_logits(teacher: torch.nn.Module, images: Tensor) -> Tensor:
     return logits.clone()
 
 
+class LabelTeacher(nn.Module):
+    """The ground truth standing in for the teacher (`teacher=labels`), a control the paper does not run: what a
+    distillation token (or the class token's teacher term) gets from the labels alone, with no teacher knowledge.
+
+    Its logits are the log of the step's targets (one-hot class indices, or Mixup's smoothed mixture), so hard
+    distillation gets the true label, the larger-weight one under Mixup, and soft distillation the targets."""
+
+    def forward(self, target: Tensor, num_classes: int) -> Tensor:
+        probs = target.float() if target.is_floating_point() else F.one_hot(target, num_classes).float()
+        return probs.clamp_min(1e-6).log()
+
+
 class MemoTeacher(nn.Module):
     """A frozen teacher whose logits are remembered per exact input batch, on disk.
 
@@ -154,7 +166,11 @@ class Distiller:
     base_criterion: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def __call__(self, images: Tensor, outputs: Tensor | tuple[Tensor, Tensor], target: Tensor) -> StepLoss:
-        teacher_out = teacher_logits(self.teacher, images) if self.mode != "none" else None
+        teacher_out = None
+        if self.mode != "none":
+            classes = (outputs[0] if isinstance(outputs, tuple) else outputs).shape[-1]
+            teacher_out = (self.teacher(target, classes) if isinstance(self.teacher, LabelTeacher)
+                           else teacher_logits(self.teacher, images))
         base, term = distillation_terms(outputs, teacher_out, target, mode=self.mode, tau=self.tau,
                                         kl_norm=self.kl_norm, base_criterion=self.base_criterion)
         if term is None:

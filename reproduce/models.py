@@ -10,7 +10,8 @@ from torch import nn
 
 from bench import checkpoint
 from bench.registry import Variant, resolve
-from reproduce.config import ConfigError, TrainConfig
+from reproduce.config import LABEL_TEACHER, ConfigError, TrainConfig
+from reproduce.distill import LabelTeacher
 
 
 def variant_of(cfg: TrainConfig) -> Variant:
@@ -76,9 +77,12 @@ def load_finetune_start(model: nn.Module, path: Path) -> None:
 
 
 def build_teacher(cfg: TrainConfig) -> nn.Module | None:
-    """The frozen CNN teacher (eval mode, no gradients), or None without distillation."""
+    """The frozen CNN teacher (eval mode, no gradients), the ground truth in its place (`teacher=labels`), or None
+    without distillation."""
     if cfg.distillation == "none":
         return None
+    if cfg.teacher == LABEL_TEACHER:
+        return LabelTeacher()
     if not cfg.teacher_checkpoint:
         raise ConfigError(f"distillation={cfg.distillation} needs the teacher's weights: "
                           f"--set teacher_checkpoint=FILE (a {cfg.teacher} checkpoint)")

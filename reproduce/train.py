@@ -35,7 +35,7 @@ from bench.speed import PRECISIONS
 from reproduce import data, models
 from reproduce.checkpoints import CheckpointState, RunFiles, run_env
 from reproduce.config import ConfigError, TrainConfig
-from reproduce.distill import Distiller, MemoTeacher, memo_path
+from reproduce.distill import Distiller, LabelTeacher, MemoTeacher, memo_path
 from reproduce.sampling import ResumableSampler, SeededItems, step_seed
 
 
@@ -287,8 +287,8 @@ def place_teacher(teacher: torch.nn.Module | None, cfg: TrainConfig,
                   procs: Processes) -> tuple[torch.nn.Module | None, MemoTeacher | None]:
     """The frozen teacher on the device in channels-last (NHWC weights make a convnet's convolutions NHWC whatever
     the input), compiled if asked, behind its logit memo if asked; and the memo, which the loop saves."""
-    if teacher is None:
-        return None, None
+    if teacher is None or isinstance(teacher, LabelTeacher):  # the labels need no device, compiling or memo
+        return teacher, None
     teacher = teacher.to(procs.device, memory_format=torch.channels_last)
     teacher = torch.compile(teacher) if cfg.compile else teacher
     if not cfg.teacher_memo:

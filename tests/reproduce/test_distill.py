@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from reproduce.distill import Distiller, distillation_loss
+from reproduce.distill import Distiller, LabelTeacher, distillation_loss
 
 CLS = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]
 DIST = [[1.0, 1.5, 0.0], [-0.5, 0.0, 2.0]]
@@ -89,6 +89,13 @@ def test_the_distiller_reports_how_often_the_teachers_hard_label_is_the_true_one
     step = distiller(torch.zeros(2, 3, 4, 4), PAIR, torch.tensor(target))
     assert step.teacher_agree.item() == agree
     assert step.total.item() == pytest.approx(0.5 * step.base.item() + 0.5 * step.term.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("target,hard", [([0, 2], [0, 2]), ([[0.3, 0.7, 0.0], [0.6, 0.0, 0.4]], [1, 0])])
+def test_the_label_teacher_hands_the_distillation_head_the_true_label(target, hard):
+    step = Distiller("hard", 0.5, 1.0, "official", LabelTeacher())(torch.zeros(2, 3, 4, 4), PAIR, torch.tensor(target))
+    assert step.term.item() == pytest.approx(ce(DIST, hard), rel=1e-6)
+    assert step.teacher_agree.item() == 1.0
 
 
 def test_without_a_teacher_there_is_no_teacher_term_and_no_agreement():

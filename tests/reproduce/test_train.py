@@ -121,6 +121,15 @@ def test_hard_distillation_gives_the_teacher_the_mixed_images_the_student_sees(t
     assert not torch.equal(seen["teacher"][0], seen["teacher"][0].flip(0))
 
 
+def test_the_label_teacher_trains_without_a_checkpoint_or_memo_and_always_agrees(tmp_path):
+    cfg = resolve_config("debug_hard", None, ["epochs=1", "teacher=labels", "teacher_memo=true"])
+    record = train(cfg, tmp_path / "run", experiment="debug_hard", resume=False, log=lambda _: None)
+    (epoch,) = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+                if json.loads(x)["type"] == "epoch"]
+    assert epoch["teacher_agree"] == 1.0 and epoch["loss_distill"] > 0 and "teacher_memo_hits" not in epoch
+    assert record.settings["config"]["teacher"] == "labels" and "final_val_top1_dist" in record.metrics
+
+
 def test_a_remembered_teacher_gives_the_same_losses_and_runs_once_per_distinct_batch(tmp_path, teacher_ckpt):
     ckpt = tmp_path / "teacher.pth"  # a private copy: the memo lives beside the checkpoint
     shutil.copy(teacher_ckpt, ckpt)
