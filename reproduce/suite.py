@@ -24,7 +24,7 @@ from bench.disagree import disagreement, top1_columns
 from bench.record import Record, load_records, write_record
 from reproduce import experiments
 from reproduce.checkpoints import atomic_write, run_env
-from reproduce.config import ConfigError, override
+from reproduce.config import LABEL_TEACHER, ConfigError, override
 from reproduce.train import train
 
 SCALES = ("mini", "cifar10", "imagenet")
@@ -102,6 +102,9 @@ def _evaluate_given_teacher(row: str, output: Path, sets: list[str], data: str |
     if (output / "result.json").exists():
         log(f"[teacher {cfg.teacher}] evaluated already: {output / 'result.json'}")
         return RowOutcome(cfg.teacher, 0, "skipped", 0.0, None)
+    if cfg.teacher == LABEL_TEACHER:
+        raise ConfigError("teacher=labels has no weights to evaluate, and Table 4 needs a teacher; run the label "
+                          "control with `reproduce train --set teacher=labels`, not as a suite")
     if not cfg.teacher_checkpoint:
         raise ConfigError(f"the {row} row distils from {cfg.teacher}: give its weights with "
                           "--set teacher_checkpoint=FILE (official: regnety_160-a5fe301d.pth)")

@@ -267,6 +267,8 @@ def test_a_suite_given_its_teacher_evaluates_it_once_and_writes_table4(tmp_path,
                   results_dir=tmp_path / "records", log=lambda _: None)
     with pytest.raises(ConfigError, match="distils from cifar_resnet10: give its weights with --set teacher_checkpoint"):
         run_suite(suite, tmp_path / "runs", seeds=1, **kwargs)
+    with pytest.raises(ConfigError, match="teacher=labels has no weights to evaluate"):
+        run_suite(suite, tmp_path / "runs", seeds=1, **{**kwargs, "sets": [*kwargs["sets"], "teacher=labels"]})
     assert not (tmp_path / "runs").exists()  # refused before anything trained
     kwargs["sets"].append(f"teacher_checkpoint={teacher_ckpt}")
     outcomes = run_suite(suite, tmp_path / "runs", seeds=2, **kwargs)
