@@ -1,5 +1,8 @@
 """Errors the commands report as a message and exit code 2, not a traceback; torch-free."""
 
+import os
+from pathlib import Path
+
 
 class DataError(ValueError):
     """Data that cannot be evaluated, with what to do about it."""
@@ -12,9 +15,6 @@ class UsageError(Exception):
 def check_folder(path, flag: str) -> None:
     """Raise UsageError unless `path` is, or can become, a writable folder: checked before a command measures or
     trains anything, so a results folder given as a file name fails in a second, not after the run."""
-    import os
-    from pathlib import Path
-
     path = Path(path)
     existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor or "."))
     if not existing.is_dir():
