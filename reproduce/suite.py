@@ -100,6 +100,10 @@ def _evaluate_given_teacher(row: str, output: Path, sets: list[str], data: str |
 
     cfg = override(dataclasses.replace(experiments.get(row).build(), **({"data": data} if data else {})), sets)
     if (output / "result.json").exists():
+        scored = Record.from_json((output / "result.json").read_text()).settings["eval"]["checkpoint"]
+        if scored != cfg.teacher_checkpoint:
+            raise ConfigError(f"{output} holds the evaluation of teacher {scored}, not {cfg.teacher_checkpoint}; "
+                              "Table 4 would mix teachers: use another --root or remove that folder")
         log(f"[teacher {cfg.teacher}] evaluated already: {output / 'result.json'}")
         return RowOutcome(cfg.teacher, 0, "skipped", 0.0, None)
     if cfg.teacher == LABEL_TEACHER:

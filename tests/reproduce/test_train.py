@@ -276,6 +276,10 @@ def test_a_suite_given_its_teacher_evaluates_it_once_and_writes_table4(tmp_path,
                                                             ("debug", "debug_hard", "debug", "debug_hard")]]
     again = run_suite(suite, tmp_path / "runs", seeds=2, **kwargs)
     assert {o.status for o in again} == {"skipped"}
+    other = tmp_path / "other-teacher.pth"
+    shutil.copy(teacher_ckpt, other)
+    with pytest.raises(ConfigError, match="holds the evaluation of teacher .* Table 4 would mix teachers"):
+        run_suite(suite, tmp_path / "runs", seeds=2, **{**kwargs, "sets": [*kwargs["sets"], f"teacher_checkpoint={other}"]})
     records = load_records(tmp_path / "records")
     assert sorted(r.kind for r in records) == ["bench", "disagree", "disagree", "train", "train", "train", "train"]
     (teacher,) = [r for r in records if r.kind == "bench"]
