@@ -3,7 +3,8 @@
 - `fig1_throughput_vs_top1`: the paper's Figure 1 shape: top-1 against throughput (log axis), the paper's
   V100 points and ours (our throughput on our hardware beside the paper's top-1 until our own accuracy exists);
 - `resolution_sweep`: DeiT-B throughput at each test resolution (Table 10), paper and ours;
-- `table3_curves_<scale>`: validation top-1 of every head against epoch, one panel per Table-3 training;
+- `table3_curves_<scale>`: Table 3's six rows: validation top-1 against epoch (mean ± std over seeds) and every
+  seed's final top-1, so differences read against the seed spread;
 - `throughput_vs_batch`: images/s against batch size per variant, from `bench run --batch-size N` records;
 - `gallery_<scale>`: test images where the teacher, the class head and the distillation head disagree.
 """
@@ -25,7 +26,7 @@ import seaborn as sns  # noqa: E402
 
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
-from bench.tables import DEIT, PAPER_TABLE10, train_runs  # noqa: E402
+from bench.tables import DEIT, PAPER_TABLE10, TABLE3_ROWS, train_runs  # noqa: E402
 
 _SVG_META = {"Date": None}  # no timestamp: the same records give the same SVG
 _PNG_META = {"Software": None}
@@ -81,25 +82,41 @@ def resolution_sweep(records: list[Record], out_dir: Path) -> list[Path]:
 
 
 def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path]:
+    """Table 3's six rows side by side: validation top-1 against epoch (mean over seeds, ± std band) and the
+    final top-1 of every seed, so a difference between rows can be read against the seed spread."""
     prefix = {"mini": "mini", "cifar10": "cifar"}[scale]
-    names = sorted({r.settings.get("experiment", "") for r in records if r.kind == "train"})
-    runs = [r for name in names if name.startswith(prefix + "_") for r in train_runs(records, name)]
     rows = []
-    for r in runs:  # the seeds of each row's newest configuration, as in the tables
-        name = r.settings["experiment"]
-        for entry in r.settings.get("history", []):
-            for key, value in entry.items():
-                if key.startswith("val_top1"):
-                    head = key.removeprefix("val_top1").lstrip("_") or "official"
-                    rows.append({"run": name, "seed": r.settings["config"]["seed"], "epoch": entry["epoch"],
-                                 "head": head, "top-1": value})
+    for method, _, _, suffix, metric, _ in TABLE3_ROWS:  # the seeds of each row's newest configuration
+        key = metric.removeprefix("final_")  # val_top1 or val_top1_<head>
+        for r in train_runs(records, f"{prefix}_{suffix}", metric=metric):
+            for entry in r.settings.get("history", []):
+                if key in entry:
+                    rows.append({"row": method, "seed": r.settings["config"]["seed"], "epoch": entry["epoch"],
+                                 "top-1": entry[key], "final": entry["epoch"] == r.settings["config"]["epochs"]})
     if not rows:
         return []
-    frame = pd.DataFrame(rows).sort_values(["run", "head", "seed", "epoch"])
-    grid = sns.relplot(data=frame, x="epoch", y="top-1", hue="head", units="seed", estimator=None, col="run",
-                       col_wrap=3, kind="line", marker="o", height=3, aspect=1.2)
-    grid.figure.suptitle(f"Table 3 trainings, {scale} scale: validation top-1 per head (one line per seed)", y=1.03)
-    return _save(grid.figure, out_dir, f"table3_curves_{scale}")
+    frame = pd.DataFrame(rows)
+    order = list(dict.fromkeys(frame["row"]))
+    fig, (curves, finals) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=(1.1, 1))
+    sns.lineplot(data=frame, x="epoch", y="top-1", hue="row", hue_order=order, errorbar="sd", marker="o",
+                 ax=curves)
+    teachers = train_runs(records, f"{prefix}_teacher")
+    if teachers:
+        curves.axhline(teachers[-1].metrics["final_val_top1"], color="grey", ls="--", lw=1,
+                       label=f"teacher ({teachers[-1].metrics['final_val_top1']:.1f})")
+    curves.legend(fontsize=7, loc="lower right")
+    curves.set(title="validation top-1 (mean over seeds, band: ± std)")
+    last = frame[frame["final"]]
+    sns.stripplot(data=last, y="row", x="top-1", hue="row", order=order, hue_order=order, legend=False, size=6,
+                  jitter=0.15, alpha=0.7, ax=finals)
+    sns.pointplot(data=last, y="row", x="top-1", order=order, errorbar="sd", color="black", markers="|",
+                  linestyles="none", capsize=0.3, ax=finals)
+    finals.set(title="final top-1 per seed (black: mean ± std)", ylabel="")
+    seeds = last.groupby("row")["seed"].nunique()
+    fig.suptitle(f"Table 3 at {scale} scale ({seeds.min()}–{seeds.max()} seeds per row)" if seeds.min() != seeds.max()
+                 else f"Table 3 at {scale} scale ({seeds.min()} seeds per row)")
+    fig.tight_layout()
+    return _save(fig, out_dir, f"table3_curves_{scale}")
 
 
 def throughput_vs_batch(records: list[Record], out_dir: Path) -> list[Path]:
