@@ -69,11 +69,13 @@ def fig1(records: list[Record], out_dir: Path) -> list[Path]:
 
 def resolution_sweep(records: list[Record], out_dir: Path) -> list[Path]:
     rows = [{"resolution": size, "im/s": speed, "source": "paper (V100)"} for size, (speed, _) in PAPER_TABLE10.items()]
-    for size in PAPER_TABLE10:
-        ours = [r for r in _speed_records(records) if r.variant == "deit_b" and r.settings["img_size"] == size]
-        if ours:
-            rows.append({"resolution": size, "im/s": ours[-1].metrics["infer_img_per_s"],
-                         "source": f"ours ({ours[-1].env['device_name']})"})
+    for protocol in ("timm", "paper"):  # one line per protocol, never a mix of them
+        for size in PAPER_TABLE10:
+            ours = [r for r in _speed_records(records) if r.variant == "deit_b" and r.settings["img_size"] == size
+                    and r.settings.get("protocol") == protocol]
+            if ours:
+                rows.append({"resolution": size, "im/s": ours[-1].metrics["infer_img_per_s"],
+                             "source": f"ours, {protocol} protocol ({ours[-1].env['device_name']})"})
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=pd.DataFrame(rows), x="resolution", y="im/s", hue="source", marker="o", ax=ax)
     ax.set_yscale("log")

@@ -122,3 +122,16 @@ def test_the_gallery_shows_test_images_where_teacher_and_heads_disagree(tmp_path
     assert [p.name for p in paths] == ["gallery_mini.png", "gallery_mini.svg"]
     svg = paths[1].read_text()
     assert svg.count("<image") == 5  # 5 of the 12 disagreements, round-robin over the true classes
+
+
+def test_table10_keeps_each_timing_protocol_in_its_own_column(records):
+    """A paper-protocol record (mean of 30, the batch given) fills its own column, never the timm one."""
+    timm_run = next(r for r in records if r.kind == "bench" and r.variant == "deit_b"
+                    and r.settings.get("img_size") == 224 and r.settings.get("protocol") == "timm")
+    paper_run = dataclasses.replace(timm_run, settings={**timm_run.settings, "protocol": "paper", "stat": "mean"},
+                                    metrics={**timm_run.metrics, "infer_img_per_s": 123.4},
+                                    env={**timm_run.env, "created": "2099-01-01T00:00:00+00:00"})
+    row = tables.table10([*records, paper_run]).frame.set_index("test size").loc[224]
+    assert row["im/s ours, paper protocol"].startswith("123.4 ")
+    assert row["im/s ours, timm protocol"].startswith(f"{timm_run.metrics['infer_img_per_s']:,.1f} ")
+    assert tables.table10(records).frame.set_index("test size").loc[224, "im/s ours, paper protocol"] == tables.NOT_RUN
