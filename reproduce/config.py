@@ -76,6 +76,8 @@ class TrainConfig:
     distill_alpha: float = 0.5  # weight of the teacher term (paper: 0.1 soft, 0.5 hard)
     distill_tau: float = 1.0  # soft mode temperature (paper: 3.0)
     kl_norm: str = "official"  # official (sum / (batch × classes)) | batchmean (paper / Hinton)
+    distill_smoothing: float = 0.0  # label smoothing of the teacher's hard label (official: none; the paper
+    # notes hard labels "can also be converted into soft labels with label smoothing")
     teacher: str = "regnety_160"  # registry alias of the CNN teacher; "labels": the ground truth stands in (a control)
     teacher_checkpoint: str = ""  # local weights (official: regnety_160-a5fe301d.pth); unused with teacher=labels
     teacher_memo: bool = False  # remember the teacher's logits per exact batch beside its checkpoint (CIFAR scales)
@@ -109,6 +111,7 @@ def check(cfg: TrainConfig) -> TrainConfig:
         (cfg.lr > 0, "lr", "positive"),
         (0 <= cfg.distill_alpha <= 1, "distill_alpha", "in [0, 1]"),
         (cfg.distill_tau > 0, "distill_tau", "positive"),
+        (0 <= cfg.distill_smoothing < 1, "distill_smoothing", "in [0, 1)"),
         (0 <= cfg.reprob <= 1, "reprob", "in [0, 1]"),
         (cfg.repeated_aug >= 1, "repeated_aug", "at least 1 (1 = off)"),
         (cfg.ema_decay is None or 0 < cfg.ema_decay < 1, "ema_decay", "in (0, 1) or None"),

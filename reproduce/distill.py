@@ -23,7 +23,8 @@ from reproduce.config import KL_NORMS, MODES  # the accepted values live with th
 
 def distillation_loss(student_logits: Tensor | tuple[Tensor, Tensor], teacher_logits: Tensor | None,
                       target: Tensor, *, mode: str, alpha: float, tau: float, kl_norm: str,
-                      base_criterion: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+                      base_criterion: Callable[[Tensor, Tensor], Tensor] | None = None,
+                      hard_smoothing: float = 0.0) -> Tensor:
     """(1 − α)·base(class head, target) + α·distillation(distillation head, teacher).
 
     Args:
@@ -39,9 +40,11 @@ def distillation_loss(student_logits: Tensor | tuple[Tensor, Tensor], teacher_lo
             official repo issue #61).
         base_criterion: the label loss; default cross-entropy for index targets, soft-target
             cross-entropy for soft targets (what the official code picks under Mixup).
+        hard_smoothing: label smoothing of the teacher's argmax in the hard mode (official code: 0).
     """
     base, teacher_term = distillation_terms(student_logits, teacher_logits, target, mode=mode, tau=tau,
-                                            kl_norm=kl_norm, base_criterion=base_criterion)
+                                            kl_norm=kl_norm, base_criterion=base_criterion,
+                                            hard_smoothing=hard_smoothing)
     if teacher_term is None:
         return base
     return (1 - alpha) * base + alpha * teacher_term
@@ -49,7 +52,8 @@ def distillation_loss(student_logits: Tensor | tuple[Tensor, Tensor], teacher_lo
 
 def distillation_terms(student_logits: Tensor | tuple[Tensor, Tensor], teacher_logits: Tensor | None,
                        target: Tensor, *, mode: str, tau: float, kl_norm: str,
-                       base_criterion: Callable[[Tensor, Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
+                       base_criterion: Callable[[Tensor, Tensor], Tensor] | None = None,
+                       hard_smoothing: float = 0.0) -> tuple[Tensor, Tensor | None]:
     """The two unweighted terms of `distillation_loss` (label term, teacher term or None), for the logs."""
     if mode not in MODES:
         raise ValueError(f"unknown distillation mode {mode!r}; accepted: {', '.join(MODES)}")
@@ -70,7 +74,7 @@ def distillation_terms(student_logits: Tensor | tuple[Tensor, Tensor], teacher_l
         divisor = dist.shape[0] if kl_norm == "batchmean" else dist.numel()
         return base, kl * tau * tau / divisor
     # hard: the teacher's decision on the very image the student saw, mixing included
-    return base, F.cross_entropy(dist, teacher_logits.argmax(dim=-1))
+    return base, F.cross_entropy(dist, teacher_logits.argmax(dim=-1), label_smoothing=hard_smoothing)
 
 
 def teacher_logits(teacher: torch.nn.Module, images: Tensor) -> Tensor:
@@ -164,6 +168,7 @@ class Distiller:
     kl_norm: str
     teacher: nn.Module | None
     base_criterion: Callable[[Tensor, Tensor], Tensor] | None = None
+    hard_smoothing: float = 0.0  # label smoothing of the teacher's hard label (official: 0)
 
     def __call__(self, images: Tensor, outputs: Tensor | tuple[Tensor, Tensor], target: Tensor) -> StepLoss:
         teacher_out = None
@@ -172,7 +177,8 @@ class Distiller:
             teacher_out = (self.teacher(target, classes) if isinstance(self.teacher, LabelTeacher)
                            else teacher_logits(self.teacher, images))
         base, term = distillation_terms(outputs, teacher_out, target, mode=self.mode, tau=self.tau,
-                                        kl_norm=self.kl_norm, base_criterion=self.base_criterion)
+                                        kl_norm=self.kl_norm, base_criterion=self.base_criterion,
+                                        hard_smoothing=self.hard_smoothing)
         if term is None:
             return StepLoss(base, base, None, None)
         labels = target.argmax(dim=-1) if target.is_floating_point() else target

@@ -111,3 +111,18 @@ def test_bad_modes_are_named(kwargs, message):
     args = dict(mode="hard", alpha=0.5, tau=1.0, kl_norm="official") | kwargs
     with pytest.raises(ValueError, match=message):
         distillation_loss(PAIR, torch.tensor(TEACHER), Y, **args)
+
+
+def smoothed_ce(rows, labels, eps):  # (1 − ε)·CE(one-hot) + ε·mean over classes of −log p
+    return sum((1 - eps) * -log_softmax(r)[y] + eps * sum(-v for v in log_softmax(r)) / len(r)
+               for r, y in zip(rows, labels)) / len(rows)
+
+
+def test_hard_smoothing_softens_the_teachers_label_and_nothing_else():
+    plain = distillation_loss(PAIR, torch.tensor(TEACHER), Y, mode="hard", alpha=0.5, tau=1.0, kl_norm="official")
+    smooth = distillation_loss(PAIR, torch.tensor(TEACHER), Y, mode="hard", alpha=0.5, tau=1.0, kl_norm="official",
+                               hard_smoothing=0.1)
+    assert plain.item() == pytest.approx(0.5 * ce(CLS, LABELS) + 0.5 * ce(DIST, [1, 0]), rel=1e-6)
+    assert smooth.item() == pytest.approx(0.5 * ce(CLS, LABELS) + 0.5 * smoothed_ce(DIST, [1, 0], 0.1), rel=1e-6)
+    step = Distiller("hard", 0.5, 1.0, "official", LabelTeacher(), hard_smoothing=0.1)(torch.zeros(2, 3, 4, 4), PAIR, Y)
+    assert step.term.item() == pytest.approx(smoothed_ce(DIST, LABELS, 0.1), rel=1e-6)
