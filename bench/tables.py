@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.protocols import PROTOCOLS
 from bench.record import Record
 from bench.registry import VARIANTS
 from reproduce import experiments
@@ -72,7 +73,18 @@ def _latest(records: list[Record], variant: str, *, img_size: int | None = None,
     hits = [r for r in records if r.kind == "bench" and r.variant == variant and key in r.metrics
             and (img_size is None or r.settings.get("img_size") == img_size)
             and (protocol is None or r.settings.get("protocol") == protocol)]
-    return hits[-1] if hits else None
+    # a batch-size sweep's records (bench run --batch-size N) must not replace the protocol's own batch in a
+    # column that other rows fill at that batch: prefer records at the protocol's default for their device
+    usual = [r for r in hits if _at_protocol_batch(r)]
+    return (usual or hits)[-1] if hits else None
+
+
+def _at_protocol_batch(r: Record) -> bool:
+    protocol = PROTOCOLS.get(r.settings.get("protocol"))
+    if protocol is None:
+        return False
+    default = protocol.batch_size.get(str(r.settings.get("device", "")).split(":")[0])
+    return r.settings.get("batch_policy") == "max" if default == "max" else r.settings.get("batch_size") == default
 
 
 def _official_accuracy(records: list[Record], variant: str, img_size: int) -> Record | None:

@@ -135,3 +135,15 @@ def test_table10_keeps_each_timing_protocol_in_its_own_column(records):
     assert row["im/s ours, paper protocol"].startswith("123.4 ")
     assert row["im/s ours, timm protocol"].startswith(f"{timm_run.metrics['infer_img_per_s']:,.1f} ")
     assert tables.table10(records).frame.set_index("test size").loc[224, "im/s ours, paper protocol"] == tables.NOT_RUN
+
+
+def test_a_batch_sweep_record_does_not_replace_the_protocols_batch_in_table5(records):
+    """`bench run --batch-size 64` records (the throughput-vs-batch figure) leave Table 5 at the protocol's batch 16."""
+    b16 = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
+    b64 = dataclasses.replace(b16, settings={**b16.settings, "batch_size": 64},
+                              metrics={**b16.metrics, "infer_img_per_s": 99.9},
+                              env={**b16.env, "created": "2099-01-01T00:00:00+00:00"})
+    cell = tables.table5([*records, b64]).frame.set_index("model").loc["DeiT-Ti", "im/s ours, timm protocol"]
+    assert cell.endswith(", b16)") and not cell.startswith("99.9")
+    alone = tables.table5([r for r in records if r is not b16] + [b64]).frame.set_index("model")
+    assert alone.loc["DeiT-Ti", "im/s ours, timm protocol"].startswith("99.9 ")  # the only record still counts
