@@ -68,7 +68,7 @@ def _protocol(r: Record) -> str:
     return f"{s.get('protocol')} {s.get('precision')} batch {s.get('batch_size')} {s.get('stat')} on {s.get('device')}"
 
 
-def _latest(records: list[Record], variant: str, *, img_size: int | None = None, protocol: str | None = None,
+def latest(records: list[Record], variant: str, *, img_size: int | None = None, protocol: str | None = None,
             key: str = "infer_img_per_s") -> Record | None:
     hits = [r for r in records if r.kind == "bench" and r.variant == variant and key in r.metrics
             and (img_size is None or r.settings.get("img_size") == img_size)
@@ -99,8 +99,8 @@ def table5(records: list[Record]) -> Table:
     rows, used = [], []
     for name in DEIT:
         v, p = VARIANTS[name], VARIANTS[name].paper
-        timm_run = _latest(records, name, img_size=v.img_size, protocol="timm")
-        paper_run = _latest(records, name, img_size=v.img_size, protocol="paper")
+        timm_run = latest(records, name, img_size=v.img_size, protocol="timm")
+        paper_run = latest(records, name, img_size=v.img_size, protocol="paper")
         acc = _official_accuracy(records, name, v.img_size)
         used += [r for r in (timm_run, paper_run, acc) if r]
         size = timm_run or paper_run
@@ -129,8 +129,8 @@ def table10(records: list[Record]) -> Table:
     """Table 10: DeiT-B trained at 224, tested at 160/224/320/384 (`bench run --variant deit_b --img-size N`)."""
     rows, used = [], []
     for size, (speed, top1) in PAPER_TABLE10.items():
-        timm_run = _latest(records, "deit_b", img_size=size, protocol="timm")
-        paper_run = _latest(records, "deit_b", img_size=size, protocol="paper")
+        timm_run = latest(records, "deit_b", img_size=size, protocol="timm")
+        paper_run = latest(records, "deit_b", img_size=size, protocol="paper")
         acc = _official_accuracy(records, "deit_b", size)
         used += [r for r in (timm_run, paper_run, acc) if r]
         rows.append({"test size": size, "im/s paper (V100)": f"{speed:.2f}",
@@ -145,7 +145,7 @@ def table2(records: list[Record]) -> Table:
                       "regnety_160": (83.1, 84.2)}
     rows, used = [], []
     for name, (student, student_384) in paper_students.items():
-        run = _latest(records, name)
+        run = latest(records, name)
         trained = train_runs(records, "deit_b_hard", teacher=name)
         used += ([run] if run else []) + trained
         rows.append({"teacher": VARIANTS[name].paper.label, "teacher top-1 paper": f"{VARIANTS[name].paper.top1:.1f}",
