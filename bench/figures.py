@@ -116,9 +116,9 @@ def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path
     sns.pointplot(data=last, y="row", x="top-1", order=order, errorbar="sd", color="black", markers="|",
                   linestyles="none", capsize=0.3, ax=finals)
     finals.set(title="final top-1 per seed (black: mean ± std)", ylabel="")
-    seeds = last.groupby("row")["seed"].nunique()
-    fig.suptitle(f"Table 3 at {scale} scale ({seeds.min()}–{seeds.max()} seeds per row)" if seeds.min() != seeds.max()
-                 else f"Table 3 at {scale} scale ({seeds.min()} seeds per row)")
+    counts = last.groupby("row")["seed"].nunique()
+    span = "–".join(str(n) for n in sorted({counts.min(), counts.max()}))  # "5", or "3–5" when rows differ
+    fig.suptitle(f"Table 3 at {scale} scale ({span} seeds per row)")
     fig.tight_layout()
     return _save(fig, out_dir, f"table3_curves_{scale}")
 
