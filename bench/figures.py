@@ -2,7 +2,7 @@
 
 - `fig1_throughput_vs_top1`: the paper's Figure 1 shape: top-1 against throughput (log axis), the paper's
   V100 points and ours (our throughput on our hardware beside the paper's top-1 until our own accuracy exists);
-- `resolution_sweep`: DeiT-B throughput at each test resolution (Table 10), paper and ours;
+- `resolution_sweep`: DeiT-B throughput at each test resolution (Table 10), the paper's and ours per timing protocol;
 - `table3_curves_<scale>`: Table 3's six rows: validation top-1 against epoch (mean ± std over seeds) and every
   seed's final top-1, so differences read against the seed spread;
 - `throughput_vs_batch`: images/s against batch size per variant, from `bench run --batch-size N` records;
