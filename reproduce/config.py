@@ -112,6 +112,8 @@ def check(cfg: TrainConfig) -> TrainConfig:
         (0 <= cfg.distill_alpha <= 1, "distill_alpha", "in [0, 1]"),
         (cfg.distill_tau > 0, "distill_tau", "positive"),
         (0 <= cfg.distill_smoothing < 1, "distill_smoothing", "in [0, 1)"),
+        (cfg.distill_smoothing == 0 or cfg.distillation == "hard", "distill_smoothing",
+         "0 unless distillation=hard (it smooths the teacher's hard label; the soft mode has none)"),
         (0 <= cfg.reprob <= 1, "reprob", "in [0, 1]"),
         (cfg.repeated_aug >= 1, "repeated_aug", "at least 1 (1 = off)"),
         (cfg.ema_decay is None or 0 < cfg.ema_decay < 1, "ema_decay", "in (0, 1) or None"),

@@ -276,7 +276,7 @@ def build_recipe(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.M
     base_criterion = (SoftTargetCrossEntropy() if mixup else
                       LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing else torch.nn.CrossEntropyLoss())
     distiller = Distiller(cfg.distillation, cfg.distill_alpha, cfg.distill_tau, cfg.kl_norm, teacher, base_criterion,
-                          cfg.distill_smoothing)
+                          hard_smoothing=cfg.distill_smoothing)
     ema = ModelEmaV3(student, decay=cfg.ema_decay) if cfg.ema_decay else None
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     scaler = torch.amp.GradScaler(procs.device.split(":")[0]) if cfg.amp == "fp16" else None

@@ -179,6 +179,8 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
     (["--experiment", "debug", "--set", "eval_every=0"], "eval_every=0 is not accepted: must be at least 1"),
     (["--experiment", "debug", "--set", "workers=-1"], "workers=-1 is not accepted: must be non-negative"),
     (["--experiment", "debug", "--set", "distill_smoothing=1"], "distill_smoothing=1.0 is not accepted: must be in [0, 1)"),
+    (["--experiment", "debug", "--set", "distill_smoothing=0.1"],
+     "distill_smoothing=0.1 is not accepted: must be 0 unless distillation=hard"),
     (["--experiment", "debug", "--set", "batch_size=7", "--set", "mixup=0", "--set", "cutmix=0",
       "--set", "train_subset=4"], "cannot fill one batch"),
 ])
