@@ -1,1 +1,1 @@
-"""deit-bench: measure DeiT models (size, speed; accuracy next) and write one result record per run."""
+"""deit-bench's measuring and reporting side: registry, size, speed, accuracy, records, tables, the gate."""

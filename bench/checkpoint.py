@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.errors import CheckpointError
+
 # The official release (facebookresearch/deit README); names end in the first 8 hex digits of their sha256.
 OFFICIAL_BASE = "https://dl.fbaipublicfiles.com/deit/"
 OFFICIAL_FILES = {
@@ -28,10 +30,6 @@ OFFICIAL_FILES = {
     "regnety_160": "regnety_160-a5fe301d.pth",
 }
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8})\.(?:pth|pt|bin|safetensors)$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used, with the reason a user can act on."""
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,10 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"comma list of {','.join(METRICS)} (default size,speed; with --data also accuracy; "
                           "under torchrun accuracy only)")
     run.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
-    run.add_argument("--precision", default=None, choices=list(PRECISIONS),
-                     help="fp32 (strict, TF32 off), tf32, pure bf16/fp16 weights, or autocast amp_bf16/amp_fp16")
+    run.add_argument("--precision", default=None, choices=["auto", *PRECISIONS],
+                     help="auto (default: amp_bf16 where bf16 is native, a GPU or a CPU with avx512_bf16/AMX, "
+                          "else fp32), fp32 (strict, TF32 off), tf32, pure bf16/fp16 weights, or autocast "
+                          "amp_bf16/amp_fp16")
     run.add_argument("--protocol", default="timm", choices=list(PROTOCOLS),
                      help="timm: fixed batch, median (default); paper: fp32, largest batch, mean of 30 runs")
     run.add_argument("--batch-size", default=None, help="images per forward, or 'max' (GPU only); "
@@ -34,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--warmup", type=int, default=None, help="untimed forwards first (default 10 cuda, 2 cpu)")
     run.add_argument("--iters", type=int, default=None, help="timed forwards (default 40 cuda, 8 cpu; paper 30)")
     run.add_argument("--max-batch-cap", type=int, default=4096, help="upper bound of the --batch-size max search")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch threads (default: torch's; 1 for --metrics relspeed on cpu, which times CPU time)")
+    run.add_argument("--budget-s", type=float, default=None,
+                     help="relspeed: seconds to keep taking rounds while the machine is busy (default 60)")
     run.add_argument("--results-dir", type=Path, default=Path("results/runs"), help="where the record goes")
     acc = run.add_argument_group("accuracy (--metrics accuracy)")
     acc.add_argument("--data", type=Path, help="class-per-folder tree, ImageNet-V2 folder, or flat ILSVRC2012 val folder")
@@ -53,14 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the record (only) on stdout")
     run.set_defaults(func=_run)
 
-    check = sub.add_parser("check", help="compare records with a baseline: exit 0 pass, 1 regression, 2 usage")
-    check.add_argument("--baseline", type=Path, required=True, help="baseline JSON, e.g. results/baselines/cpu.json")
+    check = sub.add_parser("check", help="compare records with baselines: exit 0 pass, 1 regression, 2 usage error, "
+                                         "3 inconclusive")
+    check.add_argument("--baseline", type=Path, required=True,
+                       help="a baseline folder (results/baselines: exact.json + speed/<machine>.json) or one file")
     check.add_argument("--current", type=Path, default=Path("results/runs"),
                        help="a record file or a folder of records (default results/runs)")
     check.add_argument("--write-baseline", action="store_true",
                        help="write --baseline from the --current records instead of comparing")
     check.add_argument("--speed-floor", type=float, default=Tolerances.speed_floor,
-                       help="with --write-baseline: relative slowdown always tolerated (default 0.10)")
+                       help=f"with --write-baseline: relative slowdown always tolerated (default {Tolerances.speed_floor})")
     check.add_argument("--accuracy-tol", type=float, default=Tolerances.accuracy_points,
                        help="with --write-baseline: tolerated |Δ top-1/top-5| in points (default 0.1)")
     check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
@@ -88,7 +96,7 @@ def _run(args: argparse.Namespace) -> None:
     # late: torch and timm load only for the commands that measure (tables, check and ls stay quick)
     from bench import report
     from bench.accuracy import EvalOptions
-    from bench.checkpoint import CheckpointError
+    from bench.errors import CheckpointError
     from bench.data import DataError
     from bench.record import write_record
     from bench.run import BatchDoesNotFit, measure, resolve_settings
@@ -107,7 +115,8 @@ def _run(args: argparse.Namespace) -> None:
             plans.append((variant, resolve_settings(
                 variant, device=device, precision=args.precision, batch_size=args.batch_size,
                 img_size=args.img_size, protocol=args.protocol, compile=args.compile, warmup=args.warmup,
-                iters=args.iters, metrics=metrics, max_batch_cap=args.max_batch_cap)))
+                iters=args.iters, metrics=metrics, max_batch_cap=args.max_batch_cap, threads=args.threads,
+                budget_s=args.budget_s)))
         if rank is not None and plans[0][1].metrics != ("accuracy",):
             raise ValueError("under torchrun only --metrics accuracy is distributed; measure size and speed in "
                              "one process")
@@ -181,29 +190,50 @@ def _check(args: argparse.Namespace) -> int:
         raise UsageError(f"--current {args.current} does not exist; give a record file or a folder of records")
     try:
         records = load_records(args.current)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         raise UsageError(f"cannot read the records in {args.current}: {exc}") from None
     if not records:
         raise UsageError(f"no records (*.json) in {args.current}; make some with `bench run`")
     try:
         if args.write_baseline:
+            _check_writable(args.baseline)
             tol = check.Tolerances(accuracy_points=args.accuracy_tol, speed_floor=args.speed_floor)
-            baseline = check.make_baseline(records, args.baseline.stem, tol)
-            check.write_baseline(baseline, args.baseline)
-            print(f"baseline {args.baseline}: {len(baseline['entries'])} entries from {len(records)} records")
+            for line in check.write_baselines(records, args.baseline, tol):
+                print(f"baseline {line}")
             return 0
-        rows = check.compare(check.load_baseline(args.baseline), records)
+        rows = check.compare(check.load_baselines(args.baseline), records)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    code = check.exit_code(rows)
     failed = sum(r.failed for r in rows)
     if args.json:
-        print(json.dumps({"baseline": str(args.baseline), "failed": failed,
+        print(json.dumps({"baseline": str(args.baseline), "failed": failed, "exit_code": code,
                           "rows": [dict(r.__dict__, failed=r.failed) for r in rows]}, indent=2))
+        return code
+    print(check.format_rows(rows))
+    counts = {v: sum(r.verdict == v for r in rows) for v in ("skipped", "inconclusive")}
+    if failed:
+        print(f"\n{failed} of {len(rows)} gates failed")
+    elif counts["inconclusive"]:
+        print(f"\n{counts['inconclusive']} of {len(rows)} gates inconclusive (exit 3): slower than the floor, but "
+              "within the noise or measured on a busy machine; measure again on a quiet machine to decide")
     else:
-        print(check.format_rows(rows))
-        print(f"\n{failed} of {len(rows)} gates failed" if failed else f"\nall {len(rows)} gates pass "
-              f"({sum(r.verdict == 'skipped' for r in rows)} skipped)")
-    return 1 if failed else 0
+        print(f"\nall {len(rows)} gates pass ({counts['skipped']} skipped)")
+    if check.unmatched_machines(rows):
+        folder = args.baseline if args.baseline.is_dir() else args.baseline.parent
+        print(f"\nno speed baseline matches this machine; to make one from these records (then commit it):\n"
+              f"  bench check --write-baseline --baseline {folder} --current {args.current}")
+    return code
+
+
+def _check_writable(path: Path) -> None:
+    """A baseline path that cannot be written is a usage error before anything is computed (issue #19, item 7)."""
+    from bench import check
+
+    if check.is_folder(path):
+        check_folder(path, "--baseline")
+    else:
+        check_folder(path.parent, "--baseline's folder")
 
 
 def _disagree(args: argparse.Namespace) -> None:
@@ -263,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nbench {args.command}: interrupted; no record was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bench ls | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
     finally:
         if "torch.distributed" in sys.modules and sys.modules["torch.distributed"].is_initialized():
             sys.modules["torch.distributed"].destroy_process_group()

@@ -8,6 +8,10 @@ class DataError(ValueError):
     """Data that cannot be evaluated, with what to do about it."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with the reason a user can act on."""
+
+
 class UsageError(Exception):
     """A mistake in what the user asked for: reported in one line, exit code 2, no traceback."""
 

@@ -26,7 +26,9 @@ import seaborn as sns  # noqa: E402
 
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
-from bench.tables import DEIT, PAPER_TABLE10, TABLE3_ROWS, latest, train_runs  # noqa: E402
+from bench.paper import TABLE10
+from bench.scales import experiment_name
+from bench.tables import DEIT, TABLE3_LAYOUT, latest, train_runs  # noqa: E402
 
 _SVG_META = {"Date": None}  # no timestamp: the same records give the same SVG
 _PNG_META = {"Software": None}
@@ -71,9 +73,9 @@ def fig1(records: list[Record], out_dir: Path) -> list[Path]:
 
 
 def resolution_sweep(records: list[Record], out_dir: Path) -> list[Path]:
-    rows = [{"resolution": size, "im/s": speed, "source": "paper (V100)"} for size, (speed, _) in PAPER_TABLE10.items()]
+    rows = [{"resolution": size, "im/s": speed, "source": "paper (V100)"} for size, (speed, _) in TABLE10.items()]
     for protocol in ("timm", "paper"):  # one line per protocol, never a mix of them
-        for size in PAPER_TABLE10:
+        for size in TABLE10:
             r = latest(records, "deit_b", img_size=size, protocol=protocol)
             if r is not None:
                 rows.append({"resolution": size, "im/s": r.metrics["infer_img_per_s"],
@@ -88,11 +90,10 @@ def resolution_sweep(records: list[Record], out_dir: Path) -> list[Path]:
 def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path]:
     """Table 3's six rows side by side: validation top-1 against epoch (mean over seeds, ± std band) and the
     final top-1 of every seed, so a difference between rows can be read against the seed spread."""
-    prefix = {"mini": "mini", "cifar10": "cifar"}[scale]
     rows = []
-    for method, _, _, suffix, metric, _ in TABLE3_ROWS:  # the seeds of each row's newest configuration
+    for method, _, _, suffix, metric, _ in TABLE3_LAYOUT:  # the seeds of each row's newest configuration
         key = metric.removeprefix("final_")  # val_top1 or val_top1_<head>
-        for r in train_runs(records, f"{prefix}_{suffix}", metric=metric):
+        for r in train_runs(records, experiment_name(scale, suffix), metric=metric):
             for entry in r.settings.get("history", []):
                 if key in entry:
                     rows.append({"row": method, "seed": r.settings["config"]["seed"], "epoch": entry["epoch"],
@@ -104,7 +105,7 @@ def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path
     fig, (curves, finals) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=(1.1, 1))
     sns.lineplot(data=frame, x="epoch", y="top-1", hue="row", hue_order=order, errorbar="sd", marker="o",
                  ax=curves)
-    teachers = train_runs(records, f"{prefix}_teacher")
+    teachers = train_runs(records, experiment_name(scale, "teacher"))
     if teachers:
         curves.axhline(teachers[-1].metrics["final_val_top1"], color="grey", ls="--", lw=1,
                        label=f"teacher ({teachers[-1].metrics['final_val_top1']:.1f})")
@@ -144,10 +145,9 @@ def throughput_vs_batch(records: list[Record], out_dir: Path) -> list[Path]:
 def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -> list[Path]:
     """Test images on which the teacher, the class head and the distillation head disagree, with the true label
     and each one's top-1. Reads the runs' predictions.pt and the images; skipped where the run folders are gone."""
-    prefix = {"mini": "mini", "cifar10": "cifar"}[scale]
     found = {}
     for role in ("teacher", "hard"):
-        runs = [r for r in train_runs(records, f"{prefix}_{role}")
+        runs = [r for r in train_runs(records, experiment_name(scale, role))
                 if (Path(r.settings["output"]) / "predictions.pt").exists()]
         if not runs:
             return []
@@ -156,7 +156,7 @@ def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -
     if config["dataset"] != "cifar10":
         return []
     from bench.predictions import Predictions  # late: torch loads only when there are predictions to show
-    from reproduce.cifar10 import cifar10_tree
+    from bench.cifar10 import cifar10_tree
 
     test_root = (Path(config["data"]) if config["data"] else cifar10_tree()) / "test"
     classes = sorted(p.name for p in test_root.iterdir() if p.is_dir())

@@ -64,6 +64,14 @@ def device_info(device: str) -> dict[str, Any]:
     }
 
 
+def fingerprint_fields(device: str) -> dict[str, Any]:
+    """The driver and the enforced power limit (W): part of a GPU's machine fingerprint (bench/machine.py)."""
+    nv = _nvml()
+    handle = _handle(nv, device)
+    return {"gpu_driver": nv.nvmlSystemGetDriverVersion(),
+            "gpu_power_limit_w": nv.nvmlDeviceGetEnforcedPowerLimit(handle) / 1e3}
+
+
 def throttle_reasons(mask: int, names: dict[str, int]) -> list[str]:
     """Decode an NVML clocks-event bit mask into the names of the bits that are set."""
     return sorted(name for name, bit in names.items() if bit and mask & bit == bit)

@@ -3,12 +3,13 @@ and the gallery figure, which need torch to load them but none of the model or d
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from bench.store import write_atomic
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,8 @@ class Predictions:
 
     def save(self, path: Path) -> None:
         """Atomically, as a weights_only-loadable torch file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        torch.save({"names": self.names, "targets": self.targets, "top5": self.top5, "loss_sum": self.loss_sum}, tmp)
-        os.replace(tmp, path)
+        blob = {"names": self.names, "targets": self.targets, "top5": self.top5, "loss_sum": self.loss_sum}
+        write_atomic(path, lambda tmp: torch.save(blob, tmp))
 
     @classmethod
     def load(cls, path: Path) -> Predictions:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from bench.store import write_text_atomic
 
 SCHEMA_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,21 +52,9 @@ def write_record(record: Record, results_dir: Path) -> Path:
     final name (which fails rather than overwrite) and the temporary name removed: an interrupted run
     leaves no partial record and an existing record is never replaced.
     """
-    results_dir.mkdir(parents=True, exist_ok=True)
     stamp = record.env["created"].replace(":", "").replace("-", "")[:15]
     name = f"{stamp}-{record.variant}-{record.settings['device'].split(':')[0]}-{uuid.uuid4().hex[:8]}.json"
-    final = results_dir / name
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=results_dir)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(record.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; records are meant to be shared
-        os.link(tmp, final)
-    finally:
-        os.unlink(tmp)
-    return final
+    return write_text_atomic(results_dir / name, record.to_json(), replace=False)
 
 
 def load_records(path: Path) -> list[Record]:
@@ -101,10 +89,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def collect_env(device_name: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Provenance of a run: code version, library versions, hardware, time, command line."""
+def collect_env(device_name: str, extra: dict[str, Any] | None = None, fingerprint: Any = None) -> dict[str, Any]:
+    """Provenance of a run: code version, library versions, hardware, time, command line, and the machine
+    fingerprint (bench/machine.py) that decides which speed baselines apply; detected for the CPU if not given."""
     import torch
 
+    from bench import machine
+
+    fingerprint = fingerprint or machine.detect("cpu")
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
@@ -123,5 +115,6 @@ def collect_env(device_name: str, extra: dict[str, Any] | None = None) -> dict[s
         "os": platform.platform(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "fingerprint": fingerprint.to_dict(),
         **(extra or {}),
     }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import multiprocessing
 import statistics
 import sys
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from typing import Any
 
 import torch
 
-from bench import gpu, size, speed
+from bench import gpu, machine, size, speed
 from bench.accuracy import EvalOptions, build_model, measure_accuracy
 from bench.record import Record, collect_env, cpu_model
 from bench.protocols import METRICS, PROTOCOLS
@@ -35,12 +37,17 @@ class Settings:
     iters: int
     metrics: tuple[str, ...]
     max_batch_cap: int = 4096
+    threads: int = 0  # torch intra-op threads of the run (relspeed on CPU: 1 unless asked)
+    precision_requested: str = "auto"
+    precision_why: str = ""  # why `precision` was chosen (auto) or that a forced bf16 is emulated
+    budget_s: float = 0.0  # relspeed: seconds to keep re-measuring while rounds are contended
 
 
 def resolve_settings(variant: Variant, *, device: str = "auto", precision: str | None = None,
                      batch_size: str | int | None = None, img_size: int | None = None, protocol: str = "timm",
                      compile: bool = False, warmup: int | None = None, iters: int | None = None,
-                     metrics: str = "size,speed", max_batch_cap: int = 4096) -> Settings:
+                     metrics: str = "size,speed", max_batch_cap: int = 4096, threads: int | None = None,
+                     budget_s: float | None = None) -> Settings:
     """Apply protocol and device defaults and check every value.
 
     Raises:
@@ -51,12 +58,12 @@ def resolve_settings(variant: Variant, *, device: str = "auto", precision: str |
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; accepted: {', '.join(PROTOCOLS)}")
     proto = PROTOCOLS[protocol]
-    if proto.fixed_precision and precision not in (None, proto.fixed_precision):
+    if proto.fixed_precision and precision not in (None, "auto", proto.fixed_precision):
         raise ValueError(f"--protocol {protocol} fixes precision {proto.fixed_precision}; "
                          f"use --protocol timm to choose {precision}")
     if proto.name == "paper" and iters not in (None, proto.iters[dev_type]):
         raise ValueError(f"--protocol paper fixes {proto.iters[dev_type]} timed runs; use --protocol timm for --iters")
-    precision = speed.check_precision(precision or proto.fixed_precision or "fp32", dev_type).name
+    requested = proto.fixed_precision or precision or "auto"
     chosen = _parse_batch(batch_size) if batch_size is not None else proto.batch_size[dev_type]
     if chosen is None:
         raise ValueError(f"--protocol {protocol} on {dev_type} needs an explicit --batch-size N "
@@ -70,19 +77,23 @@ def resolve_settings(variant: Variant, *, device: str = "auto", precision: str |
     if "relspeed" in wanted and chosen == "max":
         raise ValueError("--metrics relspeed compares like with like and needs a fixed --batch-size N")
     for label, value, low in (("--img-size", img_size, 1), ("--warmup", warmup, 0), ("--iters", iters, 1),
-                              ("--max-batch-cap", max_batch_cap, 1)):
+                              ("--max-batch-cap", max_batch_cap, 1), ("--threads", threads, 1),
+                              ("--budget-s", budget_s, 0)):
         if value is not None and value < low:
             raise ValueError(f"{label} must be >= {low}, got {value}")
-    if img_size is not None and variant.role != "teacher":
-        patch = variant.model_kwargs.get("patch_size", 16)
-        if img_size % patch:
-            raise ValueError(f"--img-size {img_size} is not a multiple of {variant.name}'s patch size {patch}")
+    if img_size is not None and variant.patch_size is not None and img_size % variant.patch_size:
+        raise ValueError(f"--img-size {img_size} is not a multiple of {variant.name}'s patch size {variant.patch_size}")
+    # relspeed times CPU time, which one thread keeps free of OpenMP spin-waits (docs/regression-gate.md)
+    threads = threads or (1 if "relspeed" in wanted and dev_type == "cpu" else torch.get_num_threads())
+    precision, why = machine.choose_precision(requested, machine.detect(device, threads))
+    speed.check_precision(precision, dev_type)
     return Settings(
         device=device, precision=precision, batch_size=chosen, img_size=img_size or variant.img_size,
         protocol=protocol, stat=proto.stat, compile=compile,
         warmup=proto.warmup[dev_type] if warmup is None else warmup,
         iters=proto.iters[dev_type] if iters is None else iters,
-        metrics=wanted, max_batch_cap=max_batch_cap)
+        metrics=wanted, max_batch_cap=max_batch_cap, threads=threads, precision_requested=requested,
+        precision_why=why, budget_s=60.0 if budget_s is None else budget_s)
 
 
 def _resolve_device(device: str) -> str:
@@ -116,6 +127,26 @@ def measure(variant: Variant, settings: Settings, log=lambda msg: print(msg, fil
             eval_opts: EvalOptions | None = None) -> Record:
     """Build the model, measure what `settings.metrics` asks for, and return the record (not yet written)."""
     eval_opts = eval_opts or EvalOptions()
+    with _threads(settings.threads):
+        return _measure(variant, settings, log, eval_opts)
+
+
+@contextlib.contextmanager
+def _threads(threads: int):
+    """torch's intra-op threads for the block, restored after (tests and --variant lists share a process)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) -> Record:
+    fingerprint = machine.detect(settings.device, settings.threads)
+    warning = machine.bf16_warning(settings.precision, fingerprint)
+    if warning:
+        log(warning)
     log(f"building {variant.name} ({variant.model}) at {settings.img_size} px")
     model, notes = build_model(variant, eval_opts, _img_size_override(variant, settings.img_size))
     metrics: dict[str, Any] = {}
@@ -133,7 +164,7 @@ def measure(variant: Variant, settings: Settings, log=lambda msg: print(msg, fil
         timing, readings = _time(model, variant, settings, log)
         metrics.update(speed_metrics(timing, settings, metrics.get("gmacs"), device_name, readings))
     if "relspeed" in settings.metrics:
-        metrics.update(_relspeed(model, settings, log))
+        metrics.update(_relspeed(variant, settings, log))
     recorded = _settings_dict(variant, settings, metrics)
     recorded["num_classes"] = getattr(model, "num_classes", variant.num_classes)  # a checkpoint's head decides
     if "accuracy" in settings.metrics:
@@ -142,13 +173,14 @@ def measure(variant: Variant, settings: Settings, log=lambda msg: print(msg, fil
             model, variant, eval_opts, img_size=settings.img_size, device=settings.device,
             precision=speed.PRECISIONS[settings.precision], batch_size=batch, log=log)
         metrics.update(acc)
+    notes = notes + ([warning] if warning else [])
     return Record(variant=variant.name, model=variant.model, settings=recorded, metrics=metrics,
-                  env=collect_env(device_name, env_extra), notes=notes)
+                  env=collect_env(device_name, env_extra, fingerprint), notes=notes)
 
 
 def _img_size_override(variant: Variant, img_size: int) -> dict[str, int]:
     # ViTs size their position embedding at build time; convnets take any input size as it is.
-    return {"img_size": img_size} if variant.role != "teacher" else {}
+    return {"img_size": img_size} if variant.family == "vit" else {}
 
 
 def _time(model, variant: Variant, settings: Settings, log):
@@ -180,21 +212,64 @@ def _time(model, variant: Variant, settings: Settings, log):
     raise AssertionError("unreachable")
 
 
-def _relspeed(model, settings: Settings, log) -> dict[str, Any]:
-    reference = speed.ReferenceMatmul(settings.device)
-    log(f"timing {settings.iters} alternating rounds of the model (batch {settings.batch_size}) "
-        f"and the reference ({reference.describe()})")
-    runner = torch.compile(model) if settings.compile else model
-    rel = speed.time_interleaved(runner, reference, rounds=settings.iters, batch_size=settings.batch_size,
-                                 img_size=settings.img_size, device=settings.device,
-                                 precision=speed.PRECISIONS[settings.precision], warmup=settings.warmup)
+# Relative timing runs in this many fresh processes on CPU, the rounds split between them. One process keeps
+# one memory layout for its life, and with it a bias of its own: eleven single-process runs of deit_ti on the
+# development VM had median ratios spread with a standard deviation of 3.4 %; pooling 4 processes averages it
+# down (issue #17; docs/regression-gate.md). The model is rebuilt in each with random weights (speed does not
+# depend on them).
+RELSPEED_PROCESSES = {"cpu": 4, "cuda": 1}
+
+
+def _relspeed(variant: Variant, settings: Settings, log) -> dict[str, Any]:
+    reference = speed.ReferenceEncoder(settings.batch_size)
+    processes = RELSPEED_PROCESSES[settings.device.split(":")[0]]
+    log(f"timing {settings.iters} alternating rounds of the model (batch {settings.batch_size}) and the reference "
+        f"({reference.describe()}) in {processes} fresh process(es), {settings.threads} thread(s); up to "
+        f"{settings.budget_s:g} s more while contended")
+    share = dataclasses.replace(settings, iters=-(-settings.iters // processes), budget_s=settings.budget_s / processes)
+    if processes == 1:
+        parts = [_relspeed_worker(variant.name, share)]
+    else:  # "spawn": a new interpreter each, nothing inherited from this process's heap
+        context = multiprocessing.get_context("spawn")
+        parts = []
+        for _ in range(processes):
+            with context.Pool(1) as pool:
+                parts.append(pool.apply(_relspeed_worker, (variant.name, share)))
+    rel = speed.RelativeTiming.concat(parts)
+    contended = sum(rel.contended)
+    if contended:
+        log(f"{contended} of {len(rel.ratios)} rounds ran while the machine was busy (median other busy cores "
+            f"{statistics.median(rel.other_cores):.2f}); bench check will not call a slowdown a regression from them")
     return {
         "relspeed_ratio": statistics.median(rel.ratios),
         "relspeed_ratios": [round(r, 6) for r in rel.ratios],
+        "relspeed_clock": rel.clock,
         "relspeed_model_ms": [round(t * 1e3, 4) for t in rel.model_s],
         "relspeed_reference_ms": [round(t * 1e3, 4) for t in rel.reference_s],
+        "relspeed_model_wall_ms": [round(t * 1e3, 4) for t in rel.model_wall_s],
+        "relspeed_reference_wall_ms": [round(t * 1e3, 4) for t in rel.reference_wall_s],
+        "relspeed_other_cores": [round(v, 3) for v in rel.other_cores],
+        "relspeed_steal": [round(v, 4) for v in rel.steal],
+        "relspeed_cpu_share": [round(v, 3) for v in rel.cpu_share],
+        "relspeed_contended": list(rel.contended),
         "relspeed_reference": reference.describe(),
+        "relspeed_processes": processes,
     }
+
+
+def _relspeed_worker(name: str, settings: Settings) -> speed.RelativeTiming:
+    """One process's share of the relative timing: build the model and the reference, time alternately."""
+    from bench.registry import VARIANTS
+
+    torch.set_num_threads(settings.threads)
+    variant = VARIANTS[name]
+    model = variant.build(**_img_size_override(variant, settings.img_size)).eval()
+    model = model.to(device=settings.device, dtype=speed.PRECISIONS[settings.precision].dtype)
+    runner = torch.compile(model) if settings.compile else model
+    return speed.time_interleaved(runner, speed.ReferenceEncoder(settings.batch_size), rounds=settings.iters,
+                                  batch_size=settings.batch_size, img_size=settings.img_size, device=settings.device,
+                                  precision=speed.PRECISIONS[settings.precision], warmup=settings.warmup,
+                                  budget_s=settings.budget_s)
 
 
 def speed_metrics(timing: speed.Timing, settings: Settings, gmacs: float | None, device_name: str,

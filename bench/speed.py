@@ -9,6 +9,7 @@ synchronous. Peak memory is read for the whole run (warm-up included).
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -185,65 +186,186 @@ def cuda_batch_fits(model: nn.Module, *, img_size: int, device: str, precision: 
     return fits
 
 
-class ReferenceMatmul(nn.Module):
-    """A fixed workload timed beside the model, so a slower or busier machine is not a regression.
+class _ReferenceBlock(nn.Module):
+    """A pre-norm transformer block in plain torch ops: layer norm, qkv linear, scaled_dot_product_attention,
+    projection, layer norm, GELU MLP. Written here, not taken from timm, so that a change in timm or in this
+    project's model code is not cancelled out by the reference."""
 
-    `reps` float32 matrix products of n×n; the input batch is ignored. Independent of timm, so a change in
-    the model code is not cancelled out. On CPU, 2048² (16 MiB operands, beyond the caches, ~90 ms on
-    2 cores) tracked the model's run-to-run drift better than cache-resident 512² or 1024² products
-    (ratio range over 4 runs: ±3.2 % against ±5 % and ±3.3 %; issue #6 note).
-    """
-
-    SIZES = {"cpu": (2048, 1), "cuda": (4096, 40)}
-
-    def __init__(self, device: str) -> None:
+    def __init__(self, width: int, heads: int, mlp: int) -> None:
         super().__init__()
-        self.n, self.reps = self.SIZES[device.split(":")[0]]
-        generator = torch.Generator().manual_seed(0)
-        self.register_buffer("a", torch.randn(self.n, self.n, generator=generator) / self.n**0.5)
-        self.register_buffer("b", torch.randn(self.n, self.n, generator=generator) / self.n**0.5)
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.fc1, self.fc2 = nn.Linear(width, mlp), nn.Linear(mlp, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.a
-        for _ in range(self.reps):
-            out = out @ self.b
-        return out
+        b, n, c = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        x = x + self.proj(nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
+        return x + self.fc2(nn.functional.gelu(self.fc1(self.norm2(x))))
+
+
+class ReferenceEncoder(nn.Module):
+    """A fixed workload timed beside the model, so a slower machine of the same fingerprint is not a regression.
+
+    Twelve pre-norm transformer blocks of DeiT-Ti's shape (width 192, 3 heads, MLP 768; 5.3 M parameters) on
+    `batch_size` x 197 tokens, in plain torch ops: the kernels and about the working set of DeiT-Ti's body, so
+    what shifts their speed (clock, a neighbour's pressure on the shared cache) shifts both, yet independent of
+    timm and of this project's model code, so a change there is not cancelled out. On the 2-core development VM
+    the ratio drifts with the host's load: over 12 blocks of 25 rounds (4 processes), deit_ti's median ratio had
+    a standard deviation of 0.9 % against this reference, 1.5 % against the same blocks at half the depth (half
+    the working set); one 2048² matmul, the previous reference, moved ±2.5 % between processes (issue #17).
+    """
+
+    WIDTH, HEADS, MLP, DEPTH, TOKENS = 192, 3, 768, 12, 197
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.blocks = nn.Sequential(*[_ReferenceBlock(self.WIDTH, self.HEADS, self.MLP) for _ in range(self.DEPTH)])
+        with torch.no_grad():
+            for param in self.blocks.parameters():
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+        self.register_buffer("tokens", torch.randn(batch_size, self.TOKENS, self.WIDTH, generator=generator))
+        self.batch_size = batch_size
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.tokens)
 
     def describe(self) -> str:
-        return f"{self.reps} x fp32 matmul {self.n}x{self.n}"
+        return (f"{self.DEPTH} pre-norm blocks (width {self.WIDTH}, {self.HEADS} heads, MLP {self.MLP}, plain torch) "
+                f"on {self.batch_size}x{self.TOKENS} tokens, fp32")
+
+
+# A round is contended when, during it, other processes kept more than this many cores busy (from /proc/stat,
+# our own CPU time subtracted), the hypervisor stole more than this share of the machine, or our single
+# measuring thread got less than this share of a core. Thresholds: a quiet 2-core machine here showed
+# 0.00-0.05 other cores and 0 steal; one competing CPU-bound process shows ~1 (docs/regression-gate.md).
+CONTENDED_OTHER_CORES = 0.25
+CONTENDED_STEAL = 0.02
+CONTENDED_SHARE = 0.90
+
+
+@dataclass(frozen=True)
+class MachineLoad:
+    """Cumulative CPU counters at one instant: wall clock, this process's CPU time, and /proc/stat's busy and
+    stolen time of the whole machine (None off Linux)."""
+
+    wall_s: float
+    own_cpu_s: float
+    busy_s: float | None
+    steal_s: float | None
+    total_s: float | None
+
+    @classmethod
+    def now(cls) -> MachineLoad:
+        busy = steal = total = None
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open("/proc/stat") as f:  # cpu user nice system idle iowait irq softirq steal ...
+                jiffies = [int(v) for v in f.readline().split()[1:9]]
+            hz = os.sysconf("SC_CLK_TCK")
+            user, nice, system, idle, iowait, irq, softirq, stolen = jiffies
+            busy, steal, total = (user + nice + system + irq + softirq) / hz, stolen / hz, sum(jiffies) / hz
+        return cls(time.perf_counter(), time.process_time(), busy, steal, total)
+
+    def since(self, start: MachineLoad) -> tuple[float, float, float]:
+        """(other processes' busy cores, stolen share, our CPU share) between `start` and this instant."""
+        wall = max(self.wall_s - start.wall_s, 1e-9)
+        own = self.own_cpu_s - start.own_cpu_s
+        if self.busy_s is None or start.busy_s is None:
+            return 0.0, 0.0, own / wall
+        others = max(0.0, (self.busy_s - start.busy_s - own) / wall)
+        total = max(self.total_s - start.total_s, 1e-9)
+        return others, (self.steal_s - start.steal_s) / total, own / wall
 
 
 @dataclass(frozen=True)
 class RelativeTiming:
-    """Per-round median batch times of the model and of the reference workload, timed alternately."""
+    """Per round: the median call time of the model and of the reference workload, timed alternately, and how
+    busy the machine was meanwhile. On CPU the times are this process's CPU time (`clock`), which a competing
+    process does not stretch the way it stretches wall time; the wall times are kept beside them."""
 
     model_s: tuple[float, ...]
     reference_s: tuple[float, ...]
+    model_wall_s: tuple[float, ...]
+    reference_wall_s: tuple[float, ...]
+    other_cores: tuple[float, ...]
+    steal: tuple[float, ...]
+    cpu_share: tuple[float, ...]
+    clock: str  # "process_cpu_time" (CPU) or "cuda_event" (GPU)
 
     @property
     def ratios(self) -> tuple[float, ...]:
         return tuple(m / r for m, r in zip(self.model_s, self.reference_s))
 
+    @classmethod
+    def concat(cls, parts: list[RelativeTiming]) -> RelativeTiming:
+        """The rounds of several processes' timings, in order."""
+        fields = ("model_s", "reference_s", "model_wall_s", "reference_wall_s", "other_cores", "steal", "cpu_share")
+        return cls(*(tuple(v for p in parts for v in getattr(p, f)) for f in fields), clock=parts[0].clock)
 
-def time_interleaved(model: nn.Module, reference: nn.Module, *, rounds: int, per_round: int = 3,
+    @property
+    def contended(self) -> tuple[bool, ...]:
+        cuda = self.clock == "cuda_event"
+        return tuple(is_contended(*load, cuda=cuda) for load in zip(self.other_cores, self.steal, self.cpu_share))
+
+
+def is_contended(other_cores: float, steal: float, cpu_share: float, *, cuda: bool) -> bool:
+    """Was a round timed while something else used the machine? (The share of a core is moot on a GPU.)"""
+    return other_cores > CONTENDED_OTHER_CORES or steal > CONTENDED_STEAL or (not cuda and cpu_share < CONTENDED_SHARE)
+
+
+def time_interleaved(model: nn.Module, reference: nn.Module, *, rounds: int, per_round: int = 1,
                      batch_size: int, img_size: int, device: str, precision: Precision,
-                     warmup: int) -> RelativeTiming:
-    """Alternate `rounds` times between the reference and the model, `per_round` timed calls each.
+                     warmup: int, budget_s: float = 0.0) -> RelativeTiming:
+    """Alternate between the reference and the model, `per_round` timed calls each, for `rounds` rounds.
 
-    Each round's ratio model/reference cancels what slows both alike (clock, load, a slower machine of the
-    same kind); the gate in bench/check.py scores the spread of those ratios.
+    Each round's ratio model/reference cancels what slows both alike (clock, a slower machine of the same
+    kind); timing CPU time rather than wall time keeps a competing process from stretching either. Rounds taken
+    while the machine was busy are marked; while fewer than `rounds` rounds are clean and `budget_s` seconds
+    (from the first round) are not spent, more rounds are taken. The gate (bench/check.py) scores the ratios.
     """
     reference = reference.to(device)
-    time_forward(reference, batch_size=1, img_size=1, device=device, precision=PRECISIONS["fp32"],
-                 warmup=warmup, iters=1)
-    time_forward(model, batch_size=batch_size, img_size=img_size, device=device, precision=precision,
-                 warmup=warmup, iters=1)
-    model_s, reference_s = [], []
-    for _ in range(rounds):
-        ref = time_forward(reference, batch_size=1, img_size=1, device=device, precision=PRECISIONS["fp32"],
-                           warmup=0, iters=per_round)
-        mod = time_forward(model, batch_size=batch_size, img_size=img_size, device=device, precision=precision,
-                           warmup=0, iters=per_round)
-        reference_s.append(ref.median_s)
-        model_s.append(mod.median_s)
-    return RelativeTiming(tuple(model_s), tuple(reference_s))
+    cuda = device.startswith("cuda")
+    ref_input = torch.zeros(1, device=device)
+    example = torch.randn(batch_size, 3, img_size, img_size, device=device, dtype=precision.dtype)
+    calls = _timed_cuda_events if cuda else _timed_cpu_clock
+    columns: dict[str, list[float]] = {k: [] for k in ("model", "ref", "model_wall", "ref_wall", "others", "steal", "share")}
+    kind = device.split(":")[0]
+    with torch.inference_mode():
+        for _ in range(max(warmup, 1)):
+            with precision_mode(PRECISIONS["fp32"], kind):
+                reference(ref_input)
+            with precision_mode(precision, kind):
+                model(example)
+        start = time.perf_counter()
+        clean = 0
+        while len(columns["model"]) < rounds or (clean < rounds and time.perf_counter() - start < budget_s):
+            load = MachineLoad.now()
+            with precision_mode(PRECISIONS["fp32"], kind):
+                ref, ref_wall = calls(reference, ref_input, per_round)
+            with precision_mode(precision, kind):
+                mod, mod_wall = calls(model, example, per_round)
+            others, steal, share = MachineLoad.now().since(load)
+            for key, value in zip(columns, (mod, ref, mod_wall, ref_wall, others, steal, share)):
+                columns[key].append(value)
+            clean += not is_contended(others, steal, share, cuda=cuda)
+    return RelativeTiming(*(tuple(v) for v in columns.values()), clock="cuda_event" if cuda else "process_cpu_time")
+
+
+def _timed_cpu_clock(fn: nn.Module, example: torch.Tensor, calls: int) -> tuple[float, float]:
+    """Median CPU time and median wall time of `calls` calls (CPU ops are synchronous)."""
+    cpu, wall = [], []
+    for _ in range(calls):
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn(example)
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return statistics.median(cpu), statistics.median(wall)
+
+
+def _timed_cuda_events(fn: nn.Module, example: torch.Tensor, calls: int) -> tuple[float, float]:
+    """Median device time of `calls` calls (CUDA events), twice: the device clock is the only one here."""
+    times = _timed_cuda(fn, example, calls)
+    return statistics.median(times), statistics.median(times)

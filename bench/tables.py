@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import paper
 from bench.protocols import PROTOCOLS
 from bench.record import Record
 from bench.registry import VARIANTS
-from reproduce import experiments
+from bench.scales import experiment_name
+from bench.store import write_text_atomic
 
 NOT_RUN = "not run"
 DEIT = ("deit_ti", "deit_s", "deit_b", "deit_b_384", "deit_ti_dist", "deit_s_dist", "deit_b_dist", "deit_b_dist_384")
@@ -122,13 +124,10 @@ def _run_speed(r: Record | None) -> str:
     return f"{r.metrics['infer_img_per_s']:,.1f} ({r.env['device_name']}, {r.settings['precision']}, b{r.settings['batch_size']})"
 
 
-PAPER_TABLE10 = {160: (609.31, 79.9), 224: (291.05, 81.8), 320: (134.13, 82.7), 384: (85.87, 83.1)}
-
-
 def table10(records: list[Record]) -> Table:
     """Table 10: DeiT-B trained at 224, tested at 160/224/320/384 (`bench run --variant deit_b --img-size N`)."""
     rows, used = [], []
-    for size, (speed, top1) in PAPER_TABLE10.items():
+    for size, (speed, top1) in paper.TABLE10.items():
         timm_run = latest(records, "deit_b", img_size=size, protocol="timm")
         paper_run = latest(records, "deit_b", img_size=size, protocol="paper")
         acc = _official_accuracy(records, "deit_b", size)
@@ -141,10 +140,8 @@ def table10(records: list[Record]) -> Table:
 
 def table2(records: list[Record]) -> Table:
     """Table 2: the RegNetY teachers (their size/speed from bench records) and the DeiT-B⚗ students they train."""
-    paper_students = {"regnety_040": (82.7, 83.6), "regnety_080": (82.7, 83.8), "regnety_120": (83.1, 84.1),
-                      "regnety_160": (83.1, 84.2)}
     rows, used = [], []
-    for name, (student, student_384) in paper_students.items():
+    for name, (student, student_384) in paper.TABLE2_STUDENTS.items():
         run = latest(records, name)
         trained = train_runs(records, "deit_b_hard", teacher=name)
         used += ([run] if run else []) + trained
@@ -170,7 +167,7 @@ def train_runs(records: list[Record], experiment: str, teacher: str | None = Non
 
 
 # Table 3's six rows: (method, label column, teacher signal, row experiment suffix, metric, paper column index)
-TABLE3_ROWS = (
+TABLE3_LAYOUT = (
     ("DeiT, no distillation", "✓", "none", "none", "final_val_top1", 0),
     ("DeiT, usual distillation (class token)", "✗", "soft", "soft_cls", "final_val_top1", 1),
     ("DeiT, hard distillation (class token)", "✗", "hard", "hard_cls", "final_val_top1", 2),
@@ -178,18 +175,15 @@ TABLE3_ROWS = (
     ("DeiT⚗, distillation embedding", "✓", "hard", "hard", "final_val_top1_dist", 4),
     ("DeiT⚗, class + distillation", "✓", "hard", "hard", "final_val_top1_fused_logits", 5),
 )
-PAPER_TABLE3 = {"Ti": (72.2, 72.2, 74.3, 73.9, 74.6, 74.5), "S": (79.8, 79.8, 80.9, 80.9, 81.1, 81.2),
-                "B": (81.8, 81.8, 83.0, 83.0, 83.1, 83.4)}
 
 
 def table3(records: list[Record], scale: str) -> Table:
     """Table 3 at one scale: mean ± std over seeds of each row, its gap to row 1, and whether the gap exceeds
     the seed spread (the larger of the two rows' standard deviations)."""
-    prefix = {"mini": "mini", "cifar10": "cifar", "imagenet": "deit_ti"}[scale]
     rows, used = [], []
     base_values: list[float] = []
-    for i, (method, label, signal, suffix, metric, col) in enumerate(TABLE3_ROWS):
-        name = prefix if (scale == "imagenet" and suffix == "none") else f"{prefix}_{suffix}"
+    for i, (method, label, signal, suffix, metric, col) in enumerate(TABLE3_LAYOUT):
+        name = experiment_name(scale, suffix)
         runs = train_runs(records, name, metric=metric)
         used += [r for r in runs if r not in used]
         values = [r.metrics[metric] for r in runs]
@@ -200,57 +194,47 @@ def table3(records: list[Record], scale: str) -> Table:
             spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (values, base_values))
             gap = f"{diff:+.2f}"
             beyond = ("yes" if abs(diff) > spread else "no") if spread > 0 else "one seed"
-        paper = PAPER_TABLE3["Ti"]
-        rows.append({"method": method, "label": label, "teacher": signal, "paper Ti (ImageNet)": f"{paper[col]:.1f}",
-                     "paper Δ row 1": "" if i == 0 else f"{paper[col] - paper[0]:+.1f}",
+        paper_ti = paper.TABLE3["Ti"]
+        rows.append({"method": method, "label": label, "teacher": signal, "paper Ti (ImageNet)": f"{paper_ti[col]:.1f}",
+                     "paper Δ row 1": "" if i == 0 else f"{paper_ti[col] - paper_ti[0]:+.1f}",
                      f"ours top-1 ({scale})": _mean_std(values), "ours Δ row 1": gap, "Δ > seed spread": beyond})
-    teacher = train_runs(records, f"{prefix}_teacher")
-    notes = [f"Teacher ({prefix}_teacher): top-1 {teacher[-1].metrics['final_val_top1']:.2f}."] if teacher else []
+    teacher_name = experiment_name(scale, "teacher")
+    teacher = train_runs(records, teacher_name)
+    notes = [f"Teacher ({teacher_name}): top-1 {teacher[-1].metrics['final_val_top1']:.2f}."] if teacher else []
     title = f"Table 3 ({scale} scale): distillation strategies; the paper's column is DeiT-Ti on ImageNet"
     return Table(f"table3_{scale}", title, pd.DataFrame(rows), tuple(notes) + footer(used + teacher))
-
-
-TABLE8_ROWS = (("default", "deit_b", 81.8), ("pre-train with SGD", "deit_b_sgd", 74.5),
-               ("no RandAugment", "deit_b_no_randaug", 79.6), ("AutoAugment instead of RandAugment", "deit_b_autoaug", 81.2),
-               ("no Mixup", "deit_b_no_mixup", 78.7), ("no CutMix", "deit_b_no_cutmix", 80.0),
-               ("no Mixup and no CutMix", "deit_b_no_mixup_cutmix", 75.8), ("no random erasing", "deit_b_no_erasing", 4.3),
-               ("no stochastic depth", "deit_b_no_drop_path", 3.4), ("no repeated augmentation", "deit_b_no_repeated_aug", 76.5),
-               ("+ dropout", "deit_b_dropout", 81.3), ("+ EMA", "deit_b_ema", 81.9))
 
 
 def table8(records: list[Record]) -> Table:
     """Table 8: recipe ablations of DeiT-B, each row a registered experiment."""
     rows, used = [], []
-    for change, name, paper in TABLE8_ROWS:
+    for key, (change, top1) in paper.TABLE8.items():
+        name = "deit_b" if key == "default" else f"deit_b_{key}"
         runs = train_runs(records, name)
         used += runs
-        rows.append({"change": change, "experiment": name, "top-1 paper @224": f"{paper:.1f}",
+        rows.append({"change": change, "experiment": name, "top-1 paper @224": f"{top1:.1f}",
                      "top-1 ours": _mean_std([r.metrics["final_val_top1"] for r in runs])})
     return Table("table8_ablations", "Table 8: ablations of the training recipe (DeiT-B)", pd.DataFrame(rows), footer(used))
 
 
-TABLE9_FIELDS = (("epochs", "epochs", "300"), ("batch size (global)", "batch_size", "1024"), ("optimizer", "opt", "AdamW"),
-                 ("learning rate (× batch/512)", "lr", "0.0005"), ("schedule", "sched", "cosine"),
-                 ("weight decay", "weight_decay", "0.05"), ("warm-up epochs", "warmup_epochs", "5"),
-                 ("label smoothing", "smoothing", "0.1"), ("stochastic depth", "drop_path", "0.1"),
-                 ("repeated augmentation", "repeated_aug", "yes (×3)"), ("gradient clipping", "clip_grad", "no"),
-                 ("RandAugment", "auto_augment", "9/0.5"), ("Mixup α", "mixup", "0.8"), ("CutMix α", "cutmix", "1.0"),
-                 ("random erasing", "reprob", "0.25"), ("EMA", "ema_decay", "no"))
+def table9(records: list[Record]) -> Table:
+    """Table 9: the hyper-parameters of the `deit_b` experiment, from the newest record of its resolved config
+    (`reproduce ls --show deit_b --record DIR`, or a training record of deit_b)."""
+    runs = sorted((r for r in records if r.kind in ("config", "train") and r.settings.get("experiment") == "deit_b"),
+                  key=lambda r: r.env["created"])
+    cfg = runs[-1].settings["config"] if runs else {}
+    rows = [{"hyper-parameter": label, "paper (DeiT-B)": value,
+             "ours (reproduce ls --show deit_b)": repr(_as_config_value(cfg[f])) if f in cfg else NOT_RUN}
+            for f, (label, value) in paper.TABLE9.items()]
+    note = (f"From the resolved deit_b config recorded at git {(runs[-1].env['git_sha'] or '?')[:7]} "
+            "(reproduce ls --show deit_b --record results/runs/config)." if runs else
+            "No config record of deit_b: make one with reproduce ls --show deit_b --record results/runs/config.")
+    return Table("table9_hparams", "Table 9: hyper-parameters (from the deit_b config)", pd.DataFrame(rows), (note,))
 
 
-def table9() -> Table:
-    """Table 9: the hyper-parameters, printed from the `deit_b` experiment's config itself."""
-    cfg = experiments.get("deit_b").build()
-    rows = [{"hyper-parameter": label, "paper (DeiT-B)": paper, "ours (reproduce ls --show deit_b)": repr(getattr(cfg, f))}
-            for label, f, paper in TABLE9_FIELDS]
-    return Table("table9_hparams", "Table 9: hyper-parameters (from the deit_b config)", pd.DataFrame(rows),
-                 ("Read from reproduce/experiments.py; no record needed.",))
-
-
-TABLE4_MODELS = ("ground truth", "convnet", "DeiT", "DeiT⚗ class", "DeiT⚗ distil", "DeiT⚗ class+distil")
-PAPER_TABLE4 = ((0.000, 0.171, 0.182, 0.170, 0.169, 0.166), (0.171, 0.000, 0.133, 0.112, 0.100, 0.102),
-                (0.182, 0.133, 0.000, 0.109, 0.110, 0.107), (0.170, 0.112, 0.109, 0.000, 0.050, 0.033),
-                (0.169, 0.100, 0.110, 0.050, 0.000, 0.019), (0.166, 0.102, 0.107, 0.033, 0.019, 0.000))
+def _as_config_value(value):
+    """A config value as the dataclass holds it (JSON turned its tuples into lists)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def table4(records: list[Record], scale: str) -> Table:
@@ -263,9 +247,9 @@ def table4(records: list[Record], scale: str) -> Table:
         newest = max(runs, key=lambda r: r.env["created"]).settings["config_key"]
         runs = [r for r in runs if r.settings["config_key"] == newest]
     rows = []
-    for a, paper in zip(TABLE4_MODELS, PAPER_TABLE4):
+    for a, paper_row in zip(paper.TABLE4_MODELS, paper.TABLE4):
         row = {"model": a}
-        for b, paper_value in zip(TABLE4_MODELS, paper):
+        for b, paper_value in zip(paper.TABLE4_MODELS, paper_row):
             values = [r.metrics["disagreement"][a][b] for r in runs]
             ours = NOT_RUN if not values else f"{statistics.mean(values):.3f}" + (
                 f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
@@ -285,7 +269,7 @@ def table4(records: list[Record], scale: str) -> Table:
 def build_all(records: list[Record]) -> list[Table]:
     return [table5(records), table10(records), table2(records), table3(records, "mini"), table3(records, "cifar10"),
             table3(records, "imagenet"), table4(records, "mini"), table4(records, "cifar10"), table4(records, "imagenet"),
-            table8(records), table9()]
+            table8(records), table9(records)]
 
 
 def write(table: Table, out_dir: Path) -> list[Path]:
@@ -296,7 +280,5 @@ def write(table: Table, out_dir: Path) -> list[Path]:
     tex = table.frame.to_latex(index=False, caption=table.title, label=f"tab:{table.name}")
     paths = [out_dir / f"{table.name}.{ext}" for ext in ("md", "csv", "tex")]
     for path, text in zip(paths, (md, table.frame.to_csv(index=False), tex)):
-        tmp = path.with_name(f".tmp-{path.name}")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomic(path, text)
     return paths

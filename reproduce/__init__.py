@@ -1,1 +1,1 @@
-"""Training and experiment declarations (issue #4). Not implemented yet: only the entry point exists."""
+"""deit-bench's training side: the config, the paper's experiments, the training loop, distillation, suites."""

@@ -2,4 +2,5 @@ import sys
 
 from reproduce.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # guarded: worker processes started with "spawn" import this module again
+    sys.exit(main())

@@ -7,7 +7,6 @@ Ctrl-C leaves the previous checkpoint or result whole.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,18 +14,10 @@ from typing import Any
 
 import torch
 
+from bench import machine
 from bench.record import Record, collect_env, cpu_model
+from bench.store import write_atomic, write_text_atomic
 from reproduce.config import ConfigError, TrainConfig, as_dict
-
-
-def atomic_write(path: Path, write) -> None:
-    """`write(tmp)` then rename onto `path`: a crash or Ctrl-C leaves the old file or none, never half of one."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -67,7 +58,7 @@ class CheckpointState:
             "epoch": self.epoch, "step": self.step, "experiment": self.experiment, "config": self.config,
             "history": self.history, "train_img_per_s": self.train_img_per_s,
         }
-        atomic_write(files.checkpoint, lambda tmp: torch.save(blob, tmp))
+        write_atomic(files.checkpoint, lambda tmp: torch.save(blob, tmp))
 
 
 class RunFiles:
@@ -108,7 +99,7 @@ class RunFiles:
             position = (entry["epoch"] + 1, 0) if entry["type"] == "epoch" else (entry["epoch"], entry["step"])
             if position <= (state.epoch, state.step):
                 keep.append(line)
-        atomic_write(self.log_file, lambda tmp: tmp.write_text("".join(k + "\n" for k in keep)))
+        write_text_atomic(self.log_file, "".join(k + "\n" for k in keep))
 
     def log(self, entry: dict[str, Any]) -> None:
         if self.main:
@@ -116,7 +107,8 @@ class RunFiles:
                 f.write(json.dumps(entry) + "\n")
 
     def finish(self, state: CheckpointState, cfg: TrainConfig, experiment: str, variant, procs, per_rank: int,
-               lr: float, wall_s: float, ranks_identical: bool, env: dict[str, Any]) -> Record | None:
+               lr: float, wall_s: float, ranks_identical: bool, env: dict[str, Any],
+               precision: dict[str, str]) -> Record | None:
         """The run's result record (kind "train"), also kept as result.json beside the checkpoint."""
         if not self.main:
             return None
@@ -130,11 +122,11 @@ class RunFiles:
                        wall_s_this_process=wall_s, ranks_identical_weights=ranks_identical)
         settings = {"experiment": experiment, "config": state.config, "device": procs.device,
                     "world_size": procs.world, "batch_size_per_gpu": per_rank, "global_batch_size": cfg.batch_size,
-                    "lr_scaled": lr, "output": str(self.output), "history": state.history}
+                    "lr_scaled": lr, "output": str(self.output), "history": state.history, **precision}
         notes = [] if cfg.finetune or cfg.dataset != "synthetic" else ["synthetic data: a smoke run, not a result"]
         record = Record(variant.name, variant.model, settings, metrics, env, kind="train",
                         notes=notes)
-        atomic_write(self.result, lambda tmp: tmp.write_text(record.to_json()))
+        write_text_atomic(self.result, record.to_json())
         return record
 
 
@@ -142,4 +134,4 @@ def run_env(device: str) -> dict[str, Any]:
     """Provenance taken when the run starts: the code that runs is the code of this moment (a commit made while
     a long run trains must not be credited with its result)."""
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_model()
-    return collect_env(name)
+    return collect_env(name, fingerprint=machine.detect(device))

@@ -13,13 +13,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from bench.checkpoint import CheckpointError
-from bench.data import DataError
-from bench.errors import UsageError, check_folder
-from bench.record import write_record
+from bench.errors import CheckpointError, DataError, UsageError, check_folder
 from reproduce import experiments
-from reproduce.config import ConfigError, TrainConfig, check, override
-from reproduce.train import NonFiniteLoss, Preempted
+from reproduce.config import ConfigError, NonFiniteLoss, Preempted, TrainConfig, check, override
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list experiments (paper table/row and number)")
     ls.add_argument("--fields", action="store_true", help="list the config fields and their defaults instead")
     ls.add_argument("--show", metavar="EXPERIMENT", help="print one experiment's fully resolved config")
+    ls.add_argument("--record", type=Path, metavar="DIR",
+                    help="with --show: also write the resolved config as a record (kind config; Table 9 reads it)")
     return parser
 
 
@@ -65,9 +63,15 @@ def _ls(args) -> int:
         for f in dataclasses.fields(TrainConfig):
             print(f"{f.name:22s} {f.default!r}")
         return 0
+    if args.record and not args.show:
+        raise UsageError("--record writes the config of --show EXPERIMENT; give --show too")
     if args.show:
-        for key, value in dataclasses.asdict(resolve_config(args.show, None, [])).items():
+        cfg = resolve_config(args.show, None, [])
+        for key, value in dataclasses.asdict(cfg).items():
             print(f"{key:22s} {value!r}")
+        if args.record:
+            check_folder(args.record, "--record")
+            print(f"record: {_config_record(args.show, cfg, args.record)}", file=sys.stderr)
         return 0
     width = max(map(len, experiments.EXPERIMENTS))
     for exp in experiments.EXPERIMENTS.values():
@@ -76,7 +80,18 @@ def _ls(args) -> int:
     return 0
 
 
+def _config_record(name: str, cfg: TrainConfig, folder: Path) -> Path:
+    """The resolved config as a record of kind `config`: the reports read the recipe from records, not from code."""
+    from bench.record import Record, collect_env, cpu_model, write_record
+    from bench.registry import VARIANTS
+
+    settings = {"experiment": name, "config": dataclasses.asdict(cfg), "device": "config"}
+    record = Record(cfg.variant, VARIANTS[cfg.variant].model, settings, {}, collect_env(cpu_model()), kind="config")
+    return write_record(record, folder)
+
+
 def _train(args) -> int:
+    from bench.record import write_record  # late: torch and timm load only for the commands that train
     from reproduce.train import train
 
     cfg = resolve_config(args.experiment, args.data, args.set)
@@ -127,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reproduce: interrupted; the last epoch's checkpoint is intact (--resume continues)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `reproduce ls | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

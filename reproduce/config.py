@@ -20,6 +20,14 @@ class ConfigError(ValueError):
     """A configuration that cannot run, naming the field and what would be accepted."""
 
 
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf: the run stops, the last good checkpoint is kept."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM/SIGUSR1 arrived: a checkpoint was written at a step boundary; resume with --resume."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """DeiT's recipe (official code defaults; paper Table 9), for DeiT-B on ImageNet unless an experiment changes it."""
@@ -83,7 +91,7 @@ class TrainConfig:
     teacher_memo: bool = False  # remember the teacher's logits per exact batch beside its checkpoint (CIFAR scales)
     # run
     seed: int = 0
-    amp: str = "none"  # none | bf16 | fp16 (with a gradient scaler)
+    amp: str = "auto"  # auto (bf16 where native: GPU, avx512_bf16/AMX CPU; else none) | none | bf16 | fp16 (scaler)
     compile: bool = False
     fused_attn: bool = True  # False: attention as explicit matmuls, not SDPA (2.3x faster small ViTs, bf16 on CPU)
     channels_last: bool = False  # student weights and inputs NHWC (convnets: ~1.5x on CPU, faster on GPU too)
@@ -94,7 +102,7 @@ class TrainConfig:
     device: str = "auto"
 
 
-AMP_MODES = ("none", "bf16", "fp16")
+AMP_MODES = ("auto", "none", "bf16", "fp16")
 LABEL_TEACHER = "labels"  # `teacher=labels`: the true labels in the teacher's place (reproduce.distill.LabelTeacher)
 DATASETS = ("folder", "cifar10", "synthetic")
 

@@ -13,7 +13,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transf
 from torch.utils.data import Dataset
 
 from bench.data import DataError, ImageList, find_samples
-from reproduce.cifar10 import cifar10_tree
+from bench.cifar10 import cifar10_tree
 from reproduce.config import TrainConfig
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
 
-from reproduce.checkpoints import atomic_write
+from bench.store import write_atomic
 from reproduce.config import KL_NORMS, MODES  # the accepted values live with the config (no torch there)
 
 
@@ -45,9 +45,12 @@ def distillation_loss(student_logits: Tensor | tuple[Tensor, Tensor], teacher_lo
     base, teacher_term = distillation_terms(student_logits, teacher_logits, target, mode=mode, tau=tau,
                                             kl_norm=kl_norm, base_criterion=base_criterion,
                                             hard_smoothing=hard_smoothing)
-    if teacher_term is None:
-        return base
-    return (1 - alpha) * base + alpha * teacher_term
+    return weighted(base, teacher_term, alpha)
+
+
+def weighted(base: Tensor, teacher_term: Tensor | None, alpha: float) -> Tensor:
+    """(1 − α)·label term + α·teacher term; the label term alone without a teacher."""
+    return base if teacher_term is None else (1 - alpha) * base + alpha * teacher_term
 
 
 def distillation_terms(student_logits: Tensor | tuple[Tensor, Tensor], teacher_logits: Tensor | None,
@@ -138,7 +141,7 @@ class MemoTeacher(nn.Module):
         if not self._unsaved:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, lambda tmp: torch.save(self.memo, tmp))
+        write_atomic(self.path, lambda tmp: torch.save(self.memo, tmp))
         self._unsaved = False
 
 
@@ -183,4 +186,4 @@ class Distiller:
             return StepLoss(base, base, None, None)
         labels = target.argmax(dim=-1) if target.is_floating_point() else target
         agree = (teacher_out.argmax(dim=-1) == labels).float().mean()
-        return StepLoss((1 - self.alpha) * base + self.alpha * term, base, term, agree)
+        return StepLoss(weighted(base, term, self.alpha), base, term, agree)

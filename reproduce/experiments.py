@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from bench import paper
+from bench.scales import SCALE_PREFIX, experiment_name
 from reproduce.config import TrainConfig
 
 
@@ -30,6 +32,8 @@ EXPERIMENTS: dict[str, Experiment] = {}
 
 def experiment(name: str, table: str, paper_top1: float | None = None):
     def register(fn: Callable[[], TrainConfig]) -> Callable[[], TrainConfig]:
+        if name in EXPERIMENTS:
+            raise ValueError(f"experiment {name!r} is registered twice")
         EXPERIMENTS[name] = Experiment(name, fn, table, paper_top1)
         return fn
     return register
@@ -46,10 +50,8 @@ def get(name: str) -> Experiment:
 
 # ---- ImageNet, the paper's settings (Table 9). Hardware: DeiT-B 300 epochs = 53 h on 8 V100 (paper). ----
 
-# Stochastic depth per size: the official README trains Ti, S and B with 0.1 (its default).
-_SIZES = {"ti": ("deit_ti", 72.2, 74.3, 73.9, 74.6, 74.5, 72.2),
-          "s": ("deit_s", 79.8, 80.9, 80.9, 81.1, 81.2, 79.8),
-          "b": ("deit_b", 81.8, 83.0, 83.0, 83.1, 83.4, 81.8)}
+# The sizes of Table 3 (stochastic depth 0.1 for each, the official README's default).
+_SIZES = {"ti": ("deit_ti", "Ti"), "s": ("deit_s", "S"), "b": ("deit_b", "B")}
 
 
 def imagenet(variant: str) -> TrainConfig:
@@ -58,8 +60,8 @@ def imagenet(variant: str) -> TrainConfig:
 
 
 def _register_imagenet_rows() -> None:
-    for size, (variant, none, hard_cls, tok_cls, tok_dist, tok_fused, soft_cls) in _SIZES.items():
-        label = {"ti": "Ti", "s": "S", "b": "B"}[size]
+    for size, (variant, label) in _SIZES.items():
+        none, soft_cls, hard_cls, tok_cls, tok_dist, tok_fused = paper.TABLE3[label]
         cmd = "torchrun --nproc_per_node 8 -m reproduce train --data /data/imagenet --experiment"
 
         def none_row(v=variant):
@@ -91,27 +93,28 @@ def _register_imagenet_rows() -> None:
 _register_imagenet_rows()
 
 
-_TABLE8 = {  # Table 8: each row changes one thing of DeiT-B's recipe (paper top-1 @224)
-    "sgd": ("pre-train with SGD", dict(opt="sgd", lr=0.1, weight_decay=1e-4), 74.5),
-    "no_randaug": ("no RandAugment", dict(auto_augment=""), 79.6),
-    "autoaug": ("AutoAugment instead of RandAugment", dict(auto_augment="original-mstd0.5"), 81.2),
-    "no_mixup": ("no Mixup", dict(mixup=0.0), 78.7),
-    "no_cutmix": ("no CutMix", dict(cutmix=0.0), 80.0),
-    "no_mixup_cutmix": ("no Mixup and no CutMix", dict(mixup=0.0, cutmix=0.0), 75.8),
-    "no_erasing": ("no random erasing (paper: did not train well)", dict(reprob=0.0), 4.3),
-    "no_drop_path": ("no stochastic depth (paper: did not train well)", dict(drop_path=0.0), 3.4),
-    "no_repeated_aug": ("no repeated augmentation", dict(repeated_aug=1), 76.5),
-    "dropout": ("+ dropout 0.1", dict(dropout=0.1), 81.3),
-    "ema": ("+ EMA 0.99996 (evaluated)", dict(ema_decay=0.99996), 81.9),
+_TABLE8_CHANGES = {  # Table 8: each row changes one thing of DeiT-B's recipe (the paper's rows: bench/paper.py)
+    "sgd": dict(opt="sgd", lr=0.1, weight_decay=1e-4),
+    "no_randaug": dict(auto_augment=""),
+    "autoaug": dict(auto_augment="original-mstd0.5"),
+    "no_mixup": dict(mixup=0.0),
+    "no_cutmix": dict(cutmix=0.0),
+    "no_mixup_cutmix": dict(mixup=0.0, cutmix=0.0),
+    "no_erasing": dict(reprob=0.0),  # the paper: did not train well
+    "no_drop_path": dict(drop_path=0.0),  # the paper: did not train well
+    "no_repeated_aug": dict(repeated_aug=1),
+    "dropout": dict(dropout=0.1),
+    "ema": dict(ema_decay=0.99996),  # evaluated, unlike the official code
 }
 
 
 def _register_table8() -> None:
-    for key, (what, changes, paper) in _TABLE8.items():
+    for key, changes in _TABLE8_CHANGES.items():
+        what, top1 = paper.TABLE8[key]
         def row(changes=changes):
             return replace(imagenet("deit_b"), **changes)
-        row.__doc__ = f"Table 8: DeiT-B, {what}; paper {paper} % at 224. Same hardware as deit_b."
-        experiment(f"deit_b_{key}", f"Table 8: {what}", paper)(row)
+        row.__doc__ = f"Table 8: DeiT-B, {what} ({changes}); paper {top1} % at 224. Same hardware as deit_b."
+        experiment(f"deit_b_{key}", f"Table 8: {what}", top1)(row)
 
 
 _register_table8()
@@ -123,21 +126,21 @@ def _finetune_384(base: TrainConfig, checkpoint: str) -> TrainConfig:
                    warmup_epochs=0, batch_size=512)
 
 
-@experiment("deit_b_384", "Table 3 row 1 (B↑384) / Table 5 DeiT-B↑384", 83.1)
+@experiment("deit_b_384", "Table 3 row 1 (B↑384) / Table 5 DeiT-B↑384", paper.MODELS["deit_b_384"].top1)
 def deit_b_384() -> TrainConfig:
     """DeiT-B fine-tuned at 384 from a 224 checkpoint (pos_embed resized bicubically, head kept); paper 83.1 %.
     20 h on one 8-GPU node (paper). Set finetune=<your deit_b checkpoint>."""
     return _finetune_384(imagenet("deit_b_384"), "runs/deit_b/checkpoint.pth")
 
 
-@experiment("deit_b_hard_384", "Table 3 rows 4–6 (B↑384) / Table 5 DeiT-B⚗↑384", 84.5)
+@experiment("deit_b_hard_384", "Table 3 rows 4–6 (B↑384) / Table 5 DeiT-B⚗↑384", paper.MODELS["deit_b_dist_384"].top1)
 def deit_b_hard_384() -> TrainConfig:
     """DeiT-B⚗ fine-tuned at 384 with the teacher's signal kept (official advice, deit issue #45); paper 84.5 %."""
     return replace(_finetune_384(imagenet("deit_b_dist_384"), "runs/deit_b_hard/checkpoint.pth"), distillation="hard",
                    distill_token=True)
 
 
-@experiment("deit_b_cifar10_transfer", "Table 7, CIFAR-10 (DeiT-B)", 99.1)
+@experiment("deit_b_cifar10_transfer", "Table 7, CIFAR-10 (DeiT-B)", paper.TABLE7_CIFAR10_DEIT_B)
 def deit_b_cifar10_transfer() -> TrainConfig:
     """Transfer to CIFAR-10 at 224 from an ImageNet DeiT-B (head replaced): SGD, lr 0.01, wd 1e-4, batch 768,
     1000 epochs, no random erasing, no stochastic depth (authors' settings, deit issue #45); paper 99.1 %."""
@@ -158,43 +161,18 @@ def cifar(variant: str = "cifar_vit") -> TrainConfig:
 
 def mini(variant: str = "cifar_vit") -> TrainConfig:
     """Mini scale: 5,000 CIFAR-10 training images (500 per class), 45 epochs, batch 64, on 2 CPU cores; one seed
-    of the whole Table-3 suite, teacher included, is sized for <= 30 min there (issue #5).
+    of the whole Table-3 suite, teacher included, took 28.5 min on the development machine of November 2026.
 
-    The regime underfits (the training loss still falls in the last epoch), so DeiT's regularisers are off:
-    RandAugment, Mixup/CutMix, random erasing, repeated augmentation and stochastic depth are made for 300
-    epochs of ImageNet (Table 8); with them a 30-epoch `mini_none` reached 35.8 % against 52.5 % without.
-    Crops keep at least 60 % of the image. Kept: AdamW, cosine with warm-up, label smoothing 0.1, flips, and
-    mixed precision (the paper trained with AMP; bf16 autocast here doubles the teacher's speed on this CPU).
-    Attention runs as explicit matmuls (`fused_attn=False`): SDPA's CPU flash kernel spent half of each bf16
-    training step in its backward; a mini_none step went from 141 to 62 ms (tests/benchmarks/test_attention_speed.py), a
-    3-epoch run from 248 to 487 img/s. The teacher's logits are remembered per batch, so it runs once per seed.
-    The images are decoded once and loaded in the training process (`preload`, `workers=0`): a 3-epoch
-    `mini_none` took 42 s against 48 s with two workers re-reading the JPEGs, on the identical loss trace.
-    Tuning runs of `mini_none` (seed 0, this machine; records in results/runs/tuning-mini and table3-mini-v1;
-    time = the training process): 30 epochs, batch 128, lr 1e-3, drop path 0.1, crops >= 35 %, fp32: 52.45 % in
-    475 s; the same compiled in bf16: 52.63 % in 458 s; 25 epochs at batch 64 (compiled, bf16): 52.32 % in 409 s;
-    then no drop path, crops >= 60 %, lr 2e-3 (eager bf16): 52.93 % in 351 s. lr 3e-3 was behind at epochs 10
-    and 20 (34.0/45.0 % against 38.1/51.8 %) and was stopped. The teacher in bf16 and channels-last: 64.53 %
-    in 240 s against 64.53 % in 745 s in fp32 (30 epochs, batch 128). The CIFAR crop (4 px padding) instead of
-    crops >= 60 % trained a weaker 25-epoch teacher (63.75 % against 66.72 %). The matmul attention bought the
-    step from 25 to 30 epochs (results/runs/table3-mini-v3: every row 0.2-1.2 points up, the class-token rows
-    still ~1 point under the plain script of issue #5). With preloading, 40 epochs took 23.9 min for seed 0
-    end to end (results/runs/table3-mini-v4; token heads 55.50/55.56/55.62, at par with the plain script), so
-    the step to 45 epochs (a one-seed side check at 45: token 56.8-57.0, hard class 59.2). The 45-epoch suite
-    (results/runs/table3-mini, 5 seeds): seed 0 in 28.5 min end to end, but a seed took 30.6 min without the
-    teacher when the machine ran ~1.5x slower; none and hard class above the plain script on the mean, the
-    token heads below it (55.18-55.43 against 55.4-55.9). The token student is no closer to the teacher than
-    row 1 (Table 4), although the teacher's hard label differs from the true one on 9 % of the training crops,
-    and on ~1/3 with Mixup/CutMix (results/side-checks/mini-mixup-seed0, one seed: token still below none).
-    With the ground truth as its teacher (`teacher=labels`, results/side-checks/mini-label-teacher, 5 seeds) the
-    token model scores 54.3-54.4, 1.4 under none: most of the token rows' deficit is the two-token model's own.
-    Split (results/side-checks/mini-token-diagnostics): the extra token alone, its head untrained
-    (`distill_alpha=0`, 5 seeds), costs 0.91 +- 0.28 in every seed; a second head on the same labels 0.49 +- 1.53
-    more, within the spread; smoothing that head's label (`distill_smoothing=0.1`, 2 seeds) does not help.
+    The regime underfits, so DeiT's regularisers for 300 ImageNet epochs (RandAugment, Mixup/CutMix, random
+    erasing, repeated augmentation, stochastic depth) are off and crops keep >= 60 % of the image. Attention runs
+    as explicit matmuls (`fused_attn=False`: 2.3x faster than SDPA under bf16 on CPU, ~5 % in fp32), the images are
+    decoded once and augmented in the training process (`preload`, `workers=0`), and the teacher's logits are
+    remembered per batch. Precision is `auto`: bf16 only where it is native. How each choice was measured:
+    results/REPORT.md, "Cost, and how the mini configuration was chosen".
     """
     return replace(cifar(variant), train_subset=5000, epochs=45, batch_size=64, lr=2e-3, lr_scale_batch=False,
                    warmup_epochs=3, mixup=0.0, cutmix=0.0, auto_augment="", color_jitter=0.0, reprob=0.0,
-                   repeated_aug=1, drop_path=0.0, train_crop_scale=(0.6, 1.0), amp="bf16", fused_attn=False,
+                   repeated_aug=1, drop_path=0.0, train_crop_scale=(0.6, 1.0), fused_attn=False,
                    workers=0, teacher_memo=True, eval_every=10, teacher_checkpoint="runs/mini_teacher/checkpoint.pth")
 
 
@@ -212,7 +190,7 @@ def mini_teacher() -> TrainConfig:
     return replace(mini("cifar_resnet10"), channels_last=True, teacher_memo=False, teacher_checkpoint="")
 
 
-_TABLE3_ROWS = {  # row key: (Table 3 rows, what changes from the scale's base, description)
+_TABLE3_CHANGES = {  # row key: (Table 3 rows, what changes from the scale's base, description)
     "none": ("row 1", {}, "no distillation"),
     "soft_cls": ("row 2", dict(distillation="soft", distill_alpha=0.1, distill_tau=3.0, kl_norm="batchmean"),
                  "usual soft distillation on the class token (τ 3, λ 0.1, batchmean KL)"),
@@ -223,14 +201,14 @@ _TABLE3_ROWS = {  # row key: (Table 3 rows, what changes from the scale's base, 
 
 
 def _register_cifar_rows() -> None:
-    for prefix, base, where in (("mini", mini, "2 CPU cores"), ("cifar", cifar, "one GPU")):
-        for key, (rows, changes, what) in _TABLE3_ROWS.items():
+    for scale, base, where in (("mini", mini, "2 CPU cores"), ("cifar10", cifar, "one GPU")):
+        for key, (rows, changes, what) in _TABLE3_CHANGES.items():
             def row(base=base, changes=changes, key=key):
                 variant = "cifar_vit_dist" if key == "hard" else "cifar_vit"
                 return replace(base(variant), **changes)
-            row.__doc__ = (f"{prefix} scale, Table 3 {rows}: {what}. {where}; run all rows with "
-                           f"`reproduce suite table3 --scale {'mini' if prefix == 'mini' else 'cifar10'}`.")
-            experiment(f"{prefix}_{key}", f"Table 3 {rows}, {prefix} scale")(row)
+            row.__doc__ = (f"{scale} scale, Table 3 {rows}: {what}. {where}; run all rows with "
+                           f"`reproduce suite table3 --scale {scale}`.")
+            experiment(experiment_name(scale, key), f"Table 3 {rows}, {SCALE_PREFIX[scale]} scale")(row)
 
 
 _register_cifar_rows()

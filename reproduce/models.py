@@ -32,7 +32,7 @@ def build_student(cfg: TrainConfig) -> tuple[nn.Module, Variant, int]:
                           "set distill_token=true with distillation=hard|soft, or use the variant without _dist")
     img_size = cfg.img_size or variant.img_size
     kwargs = {"num_classes": cfg.num_classes}
-    if variant.role != "teacher":
+    if variant.family == "vit":
         kwargs.update(img_size=img_size, drop_path_rate=cfg.drop_path, drop_rate=cfg.dropout)
     model = variant.build(**kwargs)
     if not cfg.fused_attn:

@@ -22,13 +22,13 @@ from pathlib import Path
 
 from bench.disagree import disagreement, top1_columns
 from bench.record import Record, load_records, write_record
+from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name
 from reproduce import experiments
-from reproduce.checkpoints import atomic_write, run_env
+from bench.store import write_text_atomic
+from reproduce.checkpoints import run_env
 from reproduce.config import LABEL_TEACHER, ConfigError, override
 from reproduce.train import train
 
-SCALES = ("mini", "cifar10", "imagenet")
-TABLE3_ROWS = ("none", "soft_cls", "hard_cls", "hard")  # `hard` is rows 4–6 (one model, three heads)
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,13 @@ class Suite:
 
 def table3(scale: str, variants: tuple[str, ...] = ("ti",)) -> Suite:
     """Table 3's four trainings (six rows) at a scale; at imagenet scale one set per DeiT size."""
-    if scale not in SCALES:
-        raise ConfigError(f"unknown --scale {scale!r}; accepted: {', '.join(SCALES)}")
-    if scale == "imagenet":
-        rows = tuple(f"deit_{v}{'' if r == 'none' else '_' + r}" for v in variants for r in TABLE3_ROWS)
-        return Suite("table3-imagenet", None, rows, table4=tuple((f"deit_{v}", f"deit_{v}_hard") for v in variants))
-    prefix = "mini" if scale == "mini" else "cifar"
-    return Suite(f"table3-{scale}", f"{prefix}_teacher", tuple(f"{prefix}_{r}" for r in TABLE3_ROWS),
-                 table4=((f"{prefix}_none", f"{prefix}_hard"),))
+    if scale not in SCALE_PREFIX:
+        raise ConfigError(f"unknown --scale {scale!r}; accepted: {', '.join(SCALE_PREFIX)}")
+    sizes = variants if scale == "imagenet" else ("ti",)
+    rows = tuple(experiment_name(scale, r, v) for v in sizes for r in TABLE3_EXPERIMENTS)
+    pairs = tuple((experiment_name(scale, "none", v), experiment_name(scale, "hard", v)) for v in sizes)
+    teacher = None if scale == "imagenet" else experiment_name(scale, "teacher")  # imagenet: given weights
+    return Suite(f"table3-{scale}", teacher, rows, table4=pairs)
 
 
 SUITES: dict[str, Callable[..., Suite]] = {"table3": table3}
@@ -128,7 +127,7 @@ def _evaluate_given_teacher(row: str, output: Path, sets: list[str], data: str |
         return RowOutcome(cfg.teacher, 0, "evaluated", time.perf_counter() - start, None)
     record = dataclasses.replace(record, notes=[*record.notes, f"Table-4 teacher of {row}"])
     path = write_record(record, results_dir)
-    atomic_write(output / "result.json", lambda tmp: tmp.write_text(record.to_json()))
+    write_text_atomic(output / "result.json", record.to_json())
     return RowOutcome(cfg.teacher, 0, "evaluated", time.perf_counter() - start, path)
 
 

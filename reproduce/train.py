@@ -29,22 +29,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bench import data as bench_data
+from bench import machine
 from bench.evaluate import predict, scores
 from bench.record import Record
 from bench.speed import PRECISIONS
 from reproduce import data, models
 from reproduce.checkpoints import CheckpointState, RunFiles, run_env
-from reproduce.config import ConfigError, TrainConfig
+from reproduce.config import ConfigError, NonFiniteLoss, Preempted, TrainConfig
 from reproduce.distill import Distiller, LabelTeacher, MemoTeacher, memo_path
 from reproduce.sampling import ResumableSampler, SeededItems, step_seed
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN/inf: the run stops, the last good checkpoint is kept."""
-
-
-class Preempted(RuntimeError):
-    """SIGTERM/SIGUSR1 arrived: a checkpoint was written at a step boundary; resume with --resume."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +71,9 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     """Train as `cfg` says, checkpointing into `output`; return the result record (None on ranks other than 0)."""
     procs = start_processes(cfg.device)
     env = run_env(procs.device)
+    amp, amp_why, warning = resolve_amp(cfg.amp, env["fingerprint"])
+    if warning:
+        log(warning)
     files = RunFiles(output, main=procs.main)
     if cfg.batch_size % procs.world:
         raise ConfigError(f"batch_size={cfg.batch_size} (global) does not split over {procs.world} processes")
@@ -92,8 +88,8 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     sampler, loader, steps_per_epoch = training_batches(train_set, cfg, procs, per_rank)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     student.to(procs.device, memory_format=memory_format)  # before the optimiser and the EMA copy are made
-    teacher, memo = place_teacher(teacher, cfg, procs)
-    recipe = build_recipe(cfg, student, teacher, procs, per_rank, steps_per_epoch, memory_format)
+    teacher, memo = place_teacher(teacher, cfg, procs, amp)
+    recipe = build_recipe(cfg, student, teacher, procs, per_rank, steps_per_epoch, memory_format, amp)
 
     state = files.load(resume, cfg, experiment)  # None: a fresh start
     if state is not None:
@@ -111,7 +107,7 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     stop = _PreemptionFlag()
     log(f"{experiment}: {variant.name} ({cfg.distillation} distillation{', token' if cfg.distill_token else ''}), "
         f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
-        f"lr {recipe.lr:.3g}, {cfg.epochs} epochs × {steps_per_epoch} steps on {procs.device}")
+        f"lr {recipe.lr:.3g}, {cfg.epochs} epochs × {steps_per_epoch} steps on {procs.device}, amp {amp} ({amp_why})")
     started = time.perf_counter()
     for epoch in range(state.epoch, cfg.epochs):
         sampler.set_epoch(epoch, start=state.step * per_rank)
@@ -161,7 +157,7 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     if not agree:
         log("warning: the ranks ended with different weights (DDP desynchronised)")
     return files.finish(state, cfg, experiment, variant, procs, per_rank, recipe.lr, time.perf_counter() - started,
-                        ranks_identical=agree, env=env)
+                        ranks_identical=agree, env=env, precision={"amp": amp, "amp_why": amp_why})
 
 
 class EpochMeter:
@@ -253,9 +249,22 @@ class Recipe:
                          agree.item() if agree is not None else None)
 
 
+_AMP_PRECISION = {"auto": "auto", "none": "fp32", "bf16": "amp_bf16", "fp16": "amp_fp16"}  # TrainConfig.amp -> bench
+
+
+def resolve_amp(requested: str, fingerprint: dict) -> tuple[str, str, str | None]:
+    """(amp mode, why, warning or None) for `TrainConfig.amp` on this machine: `auto` is bf16 only where bf16 is
+    native (issue #17: emulated bf16 trained the mini scale 14x slower on an AVX2 CPU)."""
+    fp = machine.Fingerprint.from_dict(fingerprint)
+    precision, why = machine.choose_precision(_AMP_PRECISION[requested], fp)
+    amp = next(mode for mode, name in _AMP_PRECISION.items() if name == precision)
+    return amp, why, machine.bf16_warning(precision, fp)
+
+
 def build_recipe(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.Module | None, procs: Processes,
-                 per_rank: int, steps_per_epoch: int, memory_format: torch.memory_format) -> Recipe:
-    """The config's optimiser (the official parameter groups), schedule, Mixup, loss, EMA and precision."""
+                 per_rank: int, steps_per_epoch: int, memory_format: torch.memory_format, amp: str) -> Recipe:
+    """The config's optimiser (the official parameter groups), schedule, Mixup, loss, EMA and precision (`amp`,
+    resolved from cfg.amp)."""
     lr = cfg.lr * cfg.batch_size / 512 if cfg.lr_scale_batch else cfg.lr
     fused = {"fused": True} if procs.device.startswith("cuda") and cfg.opt == "adamw" else {}  # one kernel per step
     # with layer decay timm builds the groups itself (its no-decay list includes dist_token); else the official groups
@@ -278,14 +287,14 @@ def build_recipe(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.M
     distiller = Distiller(cfg.distillation, cfg.distill_alpha, cfg.distill_tau, cfg.kl_norm, teacher, base_criterion,
                           hard_smoothing=cfg.distill_smoothing)
     ema = ModelEmaV3(student, decay=cfg.ema_decay) if cfg.ema_decay else None
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    scaler = torch.amp.GradScaler(procs.device.split(":")[0]) if cfg.amp == "fp16" else None
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    scaler = torch.amp.GradScaler(procs.device.split(":")[0]) if amp == "fp16" else None
     return Recipe(lr, optimizer, scheduler, mixup, distiller, ema, amp_dtype, scaler, cfg.clip_grad, procs.device,
                   memory_format)
 
 
-def place_teacher(teacher: torch.nn.Module | None, cfg: TrainConfig,
-                  procs: Processes) -> tuple[torch.nn.Module | None, MemoTeacher | None]:
+def place_teacher(teacher: torch.nn.Module | None, cfg: TrainConfig, procs: Processes,
+                  amp: str) -> tuple[torch.nn.Module | None, MemoTeacher | None]:
     """The frozen teacher on the device in channels-last (NHWC weights make a convnet's convolutions NHWC whatever
     the input), compiled if asked, behind its logit memo if asked; and the memo, which the loop saves."""
     if teacher is None or isinstance(teacher, LabelTeacher):  # the labels need no device, compiling or memo
@@ -294,7 +303,7 @@ def place_teacher(teacher: torch.nn.Module | None, cfg: TrainConfig,
     teacher = torch.compile(teacher) if cfg.compile else teacher
     if not cfg.teacher_memo:
         return teacher, None
-    memo = MemoTeacher(teacher, memo_path(cfg.teacher_checkpoint, cfg.amp, procs.rank, procs.world))
+    memo = MemoTeacher(teacher, memo_path(cfg.teacher_checkpoint, amp, procs.rank, procs.world))
     return memo, memo
 
 

@@ -113,7 +113,7 @@ def test_ctrl_c_in_the_middle_of_timing_leaves_no_record(tmp_path):
 def test_the_reporting_commands_do_not_import_torch_or_timm():
     """`bench tables`, `check` and `ls` must start fast (issue #5: tables over hundreds of records in <= 5 s);
     torch and timm alone take seconds to import, so only the measuring commands may load them."""
-    probe = ("import sys; from bench import cli, tables, figures, check; import reproduce.cifar10; "
+    probe = ("import sys; from bench import cli, tables, figures, check; import bench.cifar10; "
              "print(sorted(m for m in ('torch', 'timm', 'fvcore') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

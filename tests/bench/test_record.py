@@ -8,7 +8,7 @@ from bench.registry import VARIANTS
 from bench.run import measure, resolve_settings
 
 ENV_KEYS = {"git_sha", "git_dirty", "python", "torch", "torchvision", "timm", "fvcore", "cuda",
-            "device_name", "cpu", "num_threads", "created", "command"}
+            "device_name", "cpu", "num_threads", "created", "command", "fingerprint"}
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +22,23 @@ def test_a_bench_record_carries_the_keys_other_tools_read(record):
     assert data["schema_version"] == SCHEMA_VERSION and data["kind"] == "bench"
     assert data["variant"] == "debug" and data["model"] == "deit_tiny_patch16_224"
     assert {"device", "precision", "batch_size", "img_size", "protocol", "compile", "warmup", "iters",
-            "stat", "batch_policy"} <= set(data["settings"])
+            "stat", "batch_policy", "threads", "precision_requested", "precision_why"} <= set(data["settings"])
     assert {"params", "gmacs", "infer_img_per_s", "infer_batch_size", "latency_ms_p50", "latency_ms_p99",
             "peak_mem_mib", "timer", "batch_ms_samples"} <= set(data["metrics"])
     assert ENV_KEYS <= set(data["env"])
     assert data["settings"]["batch_size"] == data["metrics"]["infer_batch_size"] == 4
     assert len(data["metrics"]["batch_ms_samples"]) == 3
+
+
+def test_the_record_names_its_machine_and_why_its_precision_was_chosen(record):
+    from bench import machine
+
+    fingerprint = record.env["fingerprint"]
+    here = machine.detect("cpu", record.settings["threads"])
+    assert fingerprint["id"] == here.id() and fingerprint["isa"] == list(here.isa)
+    assert record.settings["precision_requested"] == "auto"
+    expected = "amp_bf16" if here.native_bf16 else "fp32"
+    assert record.settings["precision"] == expected and record.settings["precision_why"].startswith("auto:")
 
 
 def test_records_round_trip_and_are_never_overwritten(record, tmp_path):

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench.registry import VARIANTS
 from bench.speed import PRECISIONS, Timing, check_precision, find_max_batch, precision_mode, time_forward
 
 FP32 = PRECISIONS["fp32"]
@@ -124,3 +125,43 @@ def test_cuda_timing_uses_events_and_reports_allocated_peak():
     model = VARIANTS["debug"].build().eval().cuda()
     timing = time_forward(model, batch_size=8, img_size=32, device="cuda", precision=FP32, warmup=2, iters=3)
     assert timing.timer == "cuda_event" and timing.peak_mem_kind == "cuda_max_allocated"
+
+
+def tiny_relative_timing(monkeypatch=None, busy=False, budget_s=0.0, rounds=4):
+    from bench import speed
+
+    if monkeypatch is not None:
+        monkeypatch.setattr(speed, "is_contended", lambda *load, cuda: busy)
+    model = VARIANTS["debug"].build().eval()
+    return speed.time_interleaved(model, speed.ReferenceEncoder(2), rounds=rounds, batch_size=2, img_size=32,
+                                  device="cpu", precision=FP32, warmup=1, budget_s=budget_s)
+
+
+def test_relative_timing_times_cpu_time_and_records_the_load_of_every_round():
+    timing = tiny_relative_timing()
+    assert timing.clock == "process_cpu_time" and len(timing.ratios) == 4
+    assert all(len(column) == 4 for column in (timing.model_wall_s, timing.other_cores, timing.steal, timing.cpu_share))
+    assert all(r > 0 for r in timing.ratios) and all(0 <= share <= 2.5 for share in timing.cpu_share)
+
+
+def test_contended_rounds_are_retaken_within_the_budget_and_not_beyond(monkeypatch):
+    assert len(tiny_relative_timing(monkeypatch, busy=True, budget_s=0.0).ratios) == 4
+    assert len(tiny_relative_timing(monkeypatch, busy=True, budget_s=0.5).ratios) > 4
+    assert len(tiny_relative_timing(monkeypatch, busy=False, budget_s=30.0).ratios) == 4  # quiet: no extra rounds
+
+
+def test_machine_load_counts_other_processes_busy_cores_without_our_own_time():
+    from bench.speed import MachineLoad
+
+    start = MachineLoad(wall_s=0.0, own_cpu_s=0.0, busy_s=100.0, steal_s=5.0, total_s=1000.0)
+    end = MachineLoad(wall_s=2.0, own_cpu_s=1.8, busy_s=104.8, steal_s=5.0, total_s=1004.0)  # 2 cores x 2 s
+    others, steal, share = end.since(start)
+    assert others == pytest.approx(1.5) and steal == 0 and share == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("load,contended", [((0.05, 0.0, 0.99), False), ((1.3, 0.0, 0.99), True),
+                                            ((0.0, 0.05, 0.99), True), ((0.0, 0.0, 0.6), True)])
+def test_a_round_is_contended_when_others_use_a_core_the_hypervisor_steals_or_we_lose_our_core(load, contended):
+    from bench.speed import is_contended
+
+    assert is_contended(*load, cuda=False) is contended

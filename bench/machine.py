@@ -1,0 +1,184 @@
+"""The machine fingerprint: what decides which kernels run and how fast, stored in every record and baseline.
+
+A CPU's marketing name does not identify it: two 2-core "AMD EPYC" machines of this project differed in AVX-512
+and native bf16, and a speed baseline made on one reported an 11.5 % "regression" on the other (issue #17).
+So a fingerprint names the vendor, family/model/stepping, the ISA features that select kernels, cores and the
+threads the measurement used, torch/timm versions and torch's CPU kernel level; on a GPU the name, compute
+capability, driver, CUDA and power limit. A speed baseline applies only where every one of those matches.
+
+Reading the fingerprint needs torch only for the thread count, the CPU capability and the GPU; /proc/cpuinfo
+is read directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import platform
+import re
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# /proc/cpuinfo flags that select different kernels in oneDNN/MKL/ATen (and so change speed and instruction
+# counts): the vector width, FMA, VNNI and the bf16/AMX units.
+KERNEL_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+                "amx_bf16", "amx_int8")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # without either, CPU bf16 is converted to fp32 and back per op
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Everything that must match for two speed measurements to be compared."""
+
+    device: str  # "cpu" or "cuda"
+    cpu_vendor: str
+    cpu_family: str
+    cpu_model: str
+    cpu_stepping: str
+    cpu_name: str
+    isa: tuple[str, ...]  # the KERNEL_FLAGS present, in KERNEL_FLAGS order
+    cores: int  # CPUs this process may run on
+    threads: int  # torch intra-op threads of the measurement
+    torch: str
+    timm: str | None
+    cpu_capability: str | None  # torch.backends.cpu.get_cpu_capability(): the ATen kernel level in use
+    gpu_name: str | None = None
+    gpu_capability: str | None = None
+    gpu_driver: str | None = None
+    cuda: str | None = None
+    gpu_power_limit_w: float | None = None
+
+    @property
+    def native_bf16(self) -> bool:
+        """bf16 runs on dedicated units here (any CUDA GPU of compute capability >= 8.0, or avx512_bf16/AMX)."""
+        if self.device == "cuda":
+            return self.gpu_capability is not None and float(self.gpu_capability) >= 8.0
+        return any(flag in self.isa for flag in NATIVE_BF16_FLAGS)
+
+    def id(self) -> str:
+        """A readable, file-name-safe name with a hash of every field: equal ids mean equal fingerprints."""
+        digest = hashlib.sha256(repr(dataclasses.astuple(self)).encode()).hexdigest()[:8]
+        if self.device == "cuda":
+            hw = f"{self.gpu_name}-sm{self.gpu_capability}"
+        else:
+            vendor = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}.get(self.cpu_vendor, self.cpu_vendor)
+            widest = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2", "avx") if f in self.isa), "noavx")
+            hw = f"{vendor}-f{self.cpu_family}m{self.cpu_model}s{self.cpu_stepping}-{widest}-{self.cores}c"
+        name = f"{self.device}-{hw}-{self.threads}t-torch{self.torch.split('+')[0]}-{digest}"
+        return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-").lower()
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        """'field: ours -> theirs' for every field that differs (empty when the fingerprints match)."""
+        out = []
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if mine != theirs:
+                if f.name == "isa":
+                    gone, new = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+                    out.append("isa: " + ", ".join([f"-{x}" for x in gone] + [f"+{x}" for x in new]))
+                else:
+                    out.append(f"{f.name}: {mine} -> {theirs}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"isa": list(self.isa), "id": self.id()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        return cls(**values | {"isa": tuple(values.get("isa", ()))})
+
+
+def cpuinfo(text: str | None = None) -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ({} where there is none, e.g. macOS)."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def detect(device: str = "cpu", threads: int | None = None, info: dict[str, str] | None = None) -> Fingerprint:
+    """This machine's fingerprint for a measurement on `device` with `threads` torch threads (default: torch's)."""
+    import torch
+
+    info = cpuinfo() if info is None else info
+    flags = set(info.get("flags", "").split())
+    gpu: dict[str, Any] = {}
+    if device.startswith("cuda"):
+        gpu = _gpu_fields(device)
+    return Fingerprint(
+        device=device.split(":")[0], cpu_vendor=info.get("vendor_id", platform.machine()),
+        cpu_family=info.get("cpu family", ""), cpu_model=info.get("model", ""), cpu_stepping=info.get("stepping", ""),
+        cpu_name=info.get("model name", platform.processor() or platform.machine()),
+        isa=tuple(f for f in KERNEL_FLAGS if f in flags), cores=len(os.sched_getaffinity(0)),
+        threads=threads or torch.get_num_threads(), torch=torch.__version__, timm=_version("timm"),
+        cpu_capability=_cpu_capability(), **gpu)
+
+
+def _gpu_fields(device: str) -> dict[str, Any]:
+    import torch
+
+    index = torch.device(device).index or 0
+    major, minor = torch.cuda.get_device_capability(index)
+    fields: dict[str, Any] = {"gpu_name": torch.cuda.get_device_name(index), "gpu_capability": f"{major}.{minor}",
+                              "cuda": torch.version.cuda}
+    try:  # driver and power limit from NVML; without it they stay empty and the fingerprint says so
+        from bench import gpu
+
+        fields.update(gpu.fingerprint_fields(device))
+    except Exception:  # noqa: BLE001 - no NVML library or driver
+        pass
+    return fields
+
+
+def _cpu_capability() -> str | None:
+    import torch
+
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # torch < 2.0
+        return None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def choose_precision(requested: str, fingerprint: Fingerprint) -> tuple[str, str]:
+    """Resolve `auto` (or check a forced bf16) against the hardware: (precision, why), both for the record.
+
+    `auto` is amp_bf16 where bf16 has its own units (a CUDA GPU of compute capability >= 8.0, a CPU with
+    avx512_bf16 or AMX) and fp32 elsewhere: on a CPU without them every bf16 op converts to fp32 and back, which
+    made a mini training run 14x slower here (docs/precision.md).
+    """
+    units = "avx512_bf16/amx_bf16" if fingerprint.device == "cpu" else "compute capability >= 8.0"
+    if requested == "auto":
+        if fingerprint.native_bf16:
+            return "amp_bf16", f"auto: native bf16 on this {fingerprint.device} ({units})"
+        return "fp32", f"auto: no native bf16 on this {fingerprint.device} (needs {units}), so fp32"
+    if "bf16" in requested and not fingerprint.native_bf16:
+        return requested, f"forced: {requested} without native bf16 ({units} missing), emulated and slow"
+    return requested, "as asked"
+
+
+def bf16_warning(precision: str, fingerprint: Fingerprint) -> str | None:
+    """A warning when bf16 was forced on a device without native bf16, with the cost measured on such a CPU."""
+    if "bf16" not in precision or fingerprint.native_bf16:
+        return None
+    return (f"warning: {precision} on {fingerprint.cpu_name} without avx512_bf16/amx_bf16 is emulated: measured on "
+            "an AVX2 AMD EPYC, training ran 14x and inference ~4x slower than fp32 (docs/precision.md). "
+            "Use the default (auto) or fp32 unless you are measuring bf16 itself.")

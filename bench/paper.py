@@ -1,0 +1,92 @@
+"""The paper's numbers, defined once (Touvron et al., ICML 2021; arXiv 2012.12877 v2, as transcribed in
+../shared/reference/paper.md), each cited by table and row. The registry, the experiments and the tables read
+them from here. Plain data: no torch, no timm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PaperRef:
+    """What the paper reports for one model. `None` where the paper has no number."""
+
+    table: str  # where the row comes from, e.g. "Table 5"
+    label: str  # the paper's own name for the row, e.g. "DeiT-B⚗"
+    params_m: float | None  # the paper's rounded "params" column, millions
+    img_per_s: float | None = None  # one 16 GB V100, fp32, largest batch, mean of 30 runs
+    top1: float | None = None
+    real: float | None = None
+    v2: float | None = None
+    params: int | None = None  # exact count of the timm implementation ("reference" in paper.md)
+    gmacs: float | None = None  # batch 1, head included, attention matmuls included
+
+
+# Table 1/5 (params, V100 im/s, ImageNet / ReaL / V2 top-1) by registry alias; RegNetY-12GF appears in Table 2 only.
+MODELS: dict[str, PaperRef] = {
+    "deit_ti": PaperRef("Table 5", "DeiT-Ti", 5, 2536.5, 72.2, 80.1, 60.4, 5_717_416, 1.258),
+    "deit_s": PaperRef("Table 5", "DeiT-S", 22, 940.4, 79.8, 85.7, 68.5, 22_050_664, 4.608),
+    "deit_b": PaperRef("Table 5", "DeiT-B", 86, 292.3, 81.8, 86.7, 71.5, 86_567_656, 17.583),
+    "deit_b_384": PaperRef("Table 5", "DeiT-B↑384", 86, 85.9, 83.1, 87.7, 72.4, 86_859_496, 55.540),
+    "deit_ti_dist": PaperRef("Table 5", "DeiT-Ti⚗", 6, 2529.5, 74.5, 82.1, 62.9, 5_910_800, 1.266),
+    "deit_s_dist": PaperRef("Table 5", "DeiT-S⚗", 22, 936.2, 81.2, 86.8, 70.0, 22_436_432, 4.634),
+    "deit_b_dist": PaperRef("Table 5", "DeiT-B⚗", 87, 290.9, 83.4, 88.3, 73.2, 87_338_192, 17.676),
+    "deit_b_dist_384": PaperRef("Table 5", "DeiT-B⚗↑384", 87, 85.8, 84.5, 89.0, 74.8, 87_630_032, 55.647),
+    "regnety_040": PaperRef("Table 5", "RegNetY-4GF", 21, 1156.7, 80.0, 86.4, 69.4),
+    "regnety_080": PaperRef("Table 5", "RegNetY-8GF", 39, 591.6, 81.7, 87.4, 70.8),
+    "regnety_120": PaperRef("Table 2", "RegNetY-12GF", None, top1=82.4),
+    "regnety_160": PaperRef("Table 5", "RegNetY-16GF", 84, 334.7, 82.9, 88.1, 72.4),
+}
+
+# Table 2: the DeiT-B⚗ student's top-1 with each teacher, at 224 and fine-tuned at 384.
+TABLE2_STUDENTS: dict[str, tuple[float, float]] = {
+    "regnety_040": (82.7, 83.6), "regnety_080": (82.7, 83.8), "regnety_120": (83.1, 84.1), "regnety_160": (83.1, 84.2)}
+
+# Table 3: top-1 of rows 1–6 (no distillation; usual distillation; hard distillation; DeiT⚗ class, distillation and
+# class+distillation embeddings) per size. Row 2 repeats row 1's number for each size, as the paper prints it.
+TABLE3: dict[str, tuple[float, float, float, float, float, float]] = {
+    "Ti": (72.2, 72.2, 74.3, 73.9, 74.6, 74.5),
+    "S": (79.8, 79.8, 80.9, 80.9, 81.1, 81.2),
+    "B": (81.8, 81.8, 83.0, 83.0, 83.1, 83.4),
+}
+
+# Table 4: the fraction of ImageNet val images two models classify differently (symmetric, RegNetY teacher).
+TABLE4_MODELS = ("ground truth", "convnet", "DeiT", "DeiT⚗ class", "DeiT⚗ distil", "DeiT⚗ class+distil")
+TABLE4 = ((0.000, 0.171, 0.182, 0.170, 0.169, 0.166), (0.171, 0.000, 0.133, 0.112, 0.100, 0.102),
+          (0.182, 0.133, 0.000, 0.109, 0.110, 0.107), (0.170, 0.112, 0.109, 0.000, 0.050, 0.033),
+          (0.169, 0.100, 0.110, 0.050, 0.000, 0.019), (0.166, 0.102, 0.107, 0.033, 0.019, 0.000))
+
+# Table 7: transfer of an ImageNet DeiT-B to CIFAR-10 at 224, top-1.
+TABLE7_CIFAR10_DEIT_B = 99.1
+
+# Table 8: DeiT-B with one change to the recipe, top-1 at 224; keyed by our experiment suffix (deit_b_<key>).
+TABLE8: dict[str, tuple[str, float]] = {
+    "default": ("default", 81.8),
+    "sgd": ("pre-train with SGD", 74.5),
+    "no_randaug": ("no RandAugment", 79.6),
+    "autoaug": ("AutoAugment instead of RandAugment", 81.2),
+    "no_mixup": ("no Mixup", 78.7),
+    "no_cutmix": ("no CutMix", 80.0),
+    "no_mixup_cutmix": ("no Mixup and no CutMix", 75.8),
+    "no_erasing": ("no random erasing", 4.3),
+    "no_drop_path": ("no stochastic depth", 3.4),
+    "no_repeated_aug": ("no repeated augmentation", 76.5),
+    "dropout": ("+ dropout", 81.3),
+    "ema": ("+ EMA", 81.9),
+}
+
+# Table 9: DeiT-B's hyper-parameters as the paper prints them, by TrainConfig field.
+TABLE9: dict[str, tuple[str, str]] = {
+    "epochs": ("epochs", "300"), "batch_size": ("batch size (global)", "1024"), "opt": ("optimizer", "AdamW"),
+    "lr": ("learning rate (× batch/512)", "0.0005"), "sched": ("schedule", "cosine"),
+    "weight_decay": ("weight decay", "0.05"), "warmup_epochs": ("warm-up epochs", "5"),
+    "smoothing": ("label smoothing", "0.1"), "drop_path": ("stochastic depth", "0.1"),
+    "repeated_aug": ("repeated augmentation", "yes (×3)"), "clip_grad": ("gradient clipping", "no"),
+    "auto_augment": ("RandAugment", "9/0.5"), "mixup": ("Mixup α", "0.8"), "cutmix": ("CutMix α", "1.0"),
+    "reprob": ("random erasing", "0.25"), "ema_decay": ("EMA", "no"),
+}
+
+# Table 10: DeiT-B trained at 224, tested at other resolutions: V100 im/s and top-1.
+TABLE10: dict[int, tuple[float, float]] = {160: (609.31, 79.9), 224: (291.05, 81.8), 320: (134.13, 82.7),
+                                           384: (85.87, 83.1)}

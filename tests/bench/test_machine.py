@@ -1,0 +1,60 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bench import machine
+from bench.machine import Fingerprint
+
+# The start of /proc/cpuinfo on the two machine kinds this project has run on (flags shortened): both "AMD EPYC".
+CPUINFO = Path(__file__).resolve().parents[1] / "fixtures" / "cpuinfo"
+AVX2 = (CPUINFO / "amd-epyc-avx2.txt").read_text()
+AVX512_BF16 = (CPUINFO / "amd-epyc-avx512-bf16.txt").read_text()
+
+
+def test_cpuinfo_is_read_from_the_first_processor_only():
+    info = machine.cpuinfo(AVX2)
+    assert info["vendor_id"] == "AuthenticAMD" and info["cpu family"] == "25" and info["model"] == "17"
+
+
+def test_two_cpus_with_the_same_name_have_different_fingerprints_naming_the_isa():
+    avx2, avx512 = machine.detect("cpu", 1, machine.cpuinfo(AVX2)), machine.detect("cpu", 1, machine.cpuinfo(AVX512_BF16))
+    assert avx2.cpu_name == avx512.cpu_name == "AMD EPYC"
+    assert avx2.isa == ("avx", "avx2", "fma") and "avx512_bf16" in avx512.isa
+    assert avx2.id() != avx512.id() and avx2 != avx512
+    assert avx2.differences(avx512) == ["cpu_model: 17 -> 1", "isa: +avx512_bf16, +avx512_vnni, +avx512f"]
+    assert "avx2" in avx2.id() and "avx512_bf16" in avx512.id().replace("-", "_")
+
+
+def test_a_fingerprint_survives_a_record_round_trip_and_its_id_is_stable():
+    fp = machine.detect("cpu", 2, machine.cpuinfo(AVX2))
+    again = Fingerprint.from_dict(fp.to_dict())
+    assert again == fp and again.id() == fp.id() and again.differences(fp) == []
+
+
+def test_thread_count_and_library_versions_are_part_of_the_fingerprint():
+    fp = machine.detect("cpu", 1, machine.cpuinfo(AVX2))
+    assert fp.id() != dataclasses.replace(fp, threads=2).id()
+    assert fp.id() != dataclasses.replace(fp, torch="2.15.0").id()
+    assert fp.id() != dataclasses.replace(fp, timm="0.3.2").id()
+
+
+@pytest.mark.parametrize("cpu,device_fields,expected", [
+    (AVX2, {}, "fp32"),
+    (AVX512_BF16, {}, "amp_bf16"),
+    (AVX2, {"device": "cuda", "gpu_capability": "9.0"}, "amp_bf16"),
+    (AVX2, {"device": "cuda", "gpu_capability": "7.0"}, "fp32"),  # V100: no bf16 units
+])
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(cpu, device_fields, expected):
+    fp = dataclasses.replace(machine.detect("cpu", 1, machine.cpuinfo(cpu)), **device_fields)
+    precision, why = machine.choose_precision("auto", fp)
+    assert precision == expected and why.startswith("auto:")
+
+
+def test_forcing_bf16_without_native_support_is_kept_but_warned_with_its_cost():
+    fp = machine.detect("cpu", 1, machine.cpuinfo(AVX2))
+    assert machine.choose_precision("amp_bf16", fp)[0] == "amp_bf16"
+    warning = machine.bf16_warning("amp_bf16", fp)
+    assert warning and "14x" in warning and "docs/precision.md" in warning
+    assert machine.bf16_warning("fp32", fp) is None
+    assert machine.bf16_warning("amp_bf16", machine.detect("cpu", 1, machine.cpuinfo(AVX512_BF16))) is None
