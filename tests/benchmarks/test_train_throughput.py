@@ -74,7 +74,7 @@ def test_harness_overhead_against_a_bare_loop(tmp_path):
     ratio = statistics.median(o / b for o, b in rows)
     print(f"debug experiment, batch {cfg.batch_size}, {torch.get_num_threads()} threads: median ratio {ratio:.3f} "
           "(target >= 0.90)")
-    assert ratio > 0
+    assert ratio >= 0.90
 
 
 @pytest.fixture(scope="module")
@@ -90,16 +90,18 @@ def imagenet_images(tmp_path_factory):
 
 
 def test_deit_augmentation_images_per_second_per_core_at_224(imagenet_images):
+    """A report (#4 asks for the figure, with no target): every image goes through the full augmentation."""
     torch.set_num_threads(1)
     transform = data.train_transform(TrainConfig(), 224)
+    shapes = set()
     start = time.perf_counter()
     for path in imagenet_images:
         with Image.open(path) as img:
-            transform(img.convert("RGB"))
+            shapes.add(tuple(transform(img.convert("RGB")).shape))
     rate = len(imagenet_images) / (time.perf_counter() - start)
     print(f"\nDeiT augmentation (decode, RandomResizedCrop 224 bicubic, flip, rand-m9-mstd0.5-inc1, erasing 0.25) "
           f"on {len(imagenet_images)} real ImageNet val JPEGs: {rate:.1f} img/s on one core")
-    assert rate > 0
+    assert shapes == {(3, 224, 224)} and len(imagenet_images) == 256
 
 
 def test_the_loader_is_not_the_bottleneck_at_cifar_scale(tmp_path):
@@ -115,4 +117,4 @@ def test_the_loader_is_not_the_bottleneck_at_cifar_scale(tmp_path):
     train_speed = harness_img_per_s(cfg, tmp_path / "mini")
     print(f"\nCIFAR-10 32 px with DeiT augmentation: loader {one_core:.0f} img/s on one core (in-process); "
           f"training cifar_vit {train_speed:.0f} img/s with {cfg.workers} workers: headroom {one_core / train_speed:.1f}x")
-    assert one_core > 0
+    assert one_core / train_speed >= 1.0  # the target: the loader is not the bottleneck
