@@ -213,10 +213,10 @@ def _time(model, variant: Variant, settings: Settings, log):
 
 
 # Relative timing runs in this many fresh processes on CPU, the rounds split between them. One process keeps
-# one memory layout for its life, and with it a bias of its own: eleven single-process runs of deit_ti on the
-# development VM had median ratios spread with a standard deviation of 3.4 %; pooling 4 processes averages it
-# down (issue #17; docs/regression-gate.md). The model is rebuilt in each with random weights (speed does not
-# depend on them).
+# one memory layout for its life, and with it a bias of its own: eleven single-process `bench run --metrics
+# relspeed` runs of deit_ti on the development VM had medians with a standard deviation of 3.6 %; eleven runs of
+# 4 processes each, 1.2 % (issue #17; results/REPORT.md). The model is rebuilt in each process with random
+# weights (speed does not depend on them).
 RELSPEED_PROCESSES = {"cpu": 4, "cuda": 1}
 
 
