@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.check import Tolerances
 from bench.errors import UsageError, check_folder
-from bench.protocols import METRICS, PRECISIONS, PROTOCOLS
+from bench.protocols import METRICS, PRECISIONS, TIMING_PROTOCOLS
 from bench.registry import resolve
 
 
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="auto (default: amp_bf16 where bf16 is native, a GPU or a CPU with avx512_bf16/AMX, "
                           "else fp32), fp32 (strict, TF32 off), tf32, pure bf16/fp16 weights, or autocast "
                           "amp_bf16/amp_fp16")
-    run.add_argument("--protocol", default="timm", choices=list(PROTOCOLS),
+    run.add_argument("--protocol", default="timm", choices=list(TIMING_PROTOCOLS),
                      help="timm: fixed batch, median (default); paper: fp32, largest batch, mean of 30 runs")
     run.add_argument("--batch-size", default=None, help="images per forward, or 'max' (GPU only); "
                      "default 256 on cuda, 16 on cpu; the paper protocol defaults to max")

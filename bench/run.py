@@ -15,7 +15,7 @@ import torch
 from bench import gpu, machine, size, speed
 from bench.accuracy import EvalOptions, build_model, measure_accuracy
 from bench.record import Record, collect_env, cpu_model
-from bench.protocols import METRICS, PROTOCOLS
+from bench.protocols import METRICS, TIMING_PROTOCOLS
 from bench.registry import Variant
 
 class BatchDoesNotFit(ValueError):
@@ -55,9 +55,9 @@ def resolve_settings(variant: Variant, *, device: str = "auto", precision: str |
     """
     device = _resolve_device(device)
     dev_type = device.split(":")[0]
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; accepted: {', '.join(PROTOCOLS)}")
-    proto = PROTOCOLS[protocol]
+    if protocol not in TIMING_PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; accepted: {', '.join(TIMING_PROTOCOLS)}")
+    proto = TIMING_PROTOCOLS[protocol]
     if proto.fixed_precision and precision not in (None, "auto", proto.fixed_precision):
         raise ValueError(f"--protocol {protocol} fixes precision {proto.fixed_precision}; "
                          f"use --protocol timm to choose {precision}")
