@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
+import signal
 import statistics
 import sys
 from dataclasses import dataclass
@@ -233,7 +234,7 @@ def _relspeed(variant: Variant, settings: Settings, log) -> dict[str, Any]:
         context = multiprocessing.get_context("spawn")
         parts = []
         for _ in range(processes):
-            with context.Pool(1) as pool:
+            with context.Pool(1, initializer=_leave_ctrl_c_to_the_parent) as pool:
                 parts.append(pool.apply(_relspeed_worker, (variant.name, share)))
     rel = speed.RelativeTiming.concat(parts)
     contended = sum(rel.contended)
@@ -255,6 +256,11 @@ def _relspeed(variant: Variant, settings: Settings, log) -> dict[str, Any]:
         "relspeed_reference": reference.describe(),
         "relspeed_processes": processes,
     }
+
+
+def _leave_ctrl_c_to_the_parent() -> None:
+    """Ctrl-C reaches the whole process group: the parent stops the pool and says so; a worker stays quiet."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _relspeed_worker(name: str, settings: Settings) -> speed.RelativeTiming:
