@@ -39,8 +39,8 @@ class EvalOptions:
             raise ValueError("--metrics accuracy needs weights: --checkpoint FILE or --pretrained")
         if self.checkpoint is not None and self.pretrained:
             raise ValueError("give --checkpoint FILE or --pretrained, not both")
-        if self.protocol not in data.PROTOCOLS:
-            raise ValueError(f"unknown --eval-protocol {self.protocol!r}; accepted: {', '.join(data.PROTOCOLS)}")
+        if self.protocol not in data.EVAL_PROTOCOLS:
+            raise ValueError(f"unknown --eval-protocol {self.protocol!r}; accepted: {', '.join(data.EVAL_PROTOCOLS)}")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
 

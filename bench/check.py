@@ -323,7 +323,8 @@ def _speed(key: str, candidates: list[SpeedBaseline], current: Record | None) ->
     busy = f"; {len(ratios)} rounds, the machine was busy" if contended else f"; {len(ratios)} quiet rounds"
     return Row(key, SPEED_METRIC, round(base_ratio, 4), round(statistics.median(ratios), 4),
                f"{100 * change:+.1f} %", verdict,
-               f"floor {100 * tol.speed_floor:.0f} %, noise threshold {100 * threshold:.1f} % (slower is +){busy}")
+               f"threshold {100 * threshold:.1f} % (the floor {100 * tol.speed_floor:.0f} % or 3 standard errors; "
+               f"slower is +){busy}")
 
 
 def exit_code(rows: list[Row]) -> int:

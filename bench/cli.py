@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.check import Tolerances
 from bench.errors import UsageError, check_folder
-from bench.protocols import METRICS, PRECISIONS, PROTOCOLS
+from bench.protocols import METRICS, PRECISIONS, TIMING_PROTOCOLS
 from bench.registry import resolve
 
 
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="auto (default: amp_bf16 where bf16 is native, a GPU or a CPU with avx512_bf16/AMX, "
                           "else fp32), fp32 (strict, TF32 off), tf32, pure bf16/fp16 weights, or autocast "
                           "amp_bf16/amp_fp16")
-    run.add_argument("--protocol", default="timm", choices=list(PROTOCOLS),
+    run.add_argument("--protocol", default="timm", choices=list(TIMING_PROTOCOLS),
                      help="timm: fixed batch, median (default); paper: fp32, largest batch, mean of 30 runs")
     run.add_argument("--batch-size", default=None, help="images per forward, or 'max' (GPU only); "
                      "default 256 on cuda, 16 on cpu; the paper protocol defaults to max")
@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
+    _check_run_args(args)  # the mistakes that need no torch fail in a fraction of a second
     # late: torch and timm load only for the commands that measure (tables, check and ls stay quick)
     from bench import report
     from bench.accuracy import EvalOptions
@@ -153,6 +154,24 @@ def _run(args: argparse.Namespace) -> None:
     if args.json:  # exactly the record; a JSON list of them when several variants were asked for
         sys.stdout.write(records[0].to_json() if len(records) == 1 else
                          "[\n" + ",\n".join(r.to_json().rstrip() for r in records) + "\n]\n")
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    """Variant names, metric names and numeric bounds, checked before torch is imported (it takes seconds)."""
+    try:
+        for name in args.variant.split(","):
+            resolve(name.strip())
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    wanted = [m.strip() for m in (args.metrics or "size").split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in METRICS]
+    if unknown or not wanted:
+        raise UsageError(f"unknown metrics {','.join(unknown) or args.metrics!r}; accepted: {','.join(METRICS)}")
+    for label, value, low in (("--img-size", args.img_size, 1), ("--warmup", args.warmup, 0),
+                              ("--iters", args.iters, 1), ("--max-batch-cap", args.max_batch_cap, 1),
+                              ("--threads", args.threads, 1), ("--budget-s", args.budget_s, 0)):
+        if value is not None and value < low:
+            raise UsageError(f"{label} must be >= {low}, got {value}")
 
 
 def _last_line(exc: Exception) -> str:

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from bench.errors import DataError
 
 LAYOUTS = ("folder", "imagenet-v2", "imagenet-flat")
-PROTOCOLS = ("official", "timm")
+EVAL_PROTOCOLS = ("official", "timm")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 FLAT_PREFIX = "ILSVRC2012_val_"
 LABELS_NAME = "ILSVRC2012_val_labels.txt"
@@ -155,8 +155,8 @@ class Preprocess:
 def preprocess(model: nn.Module, img_size: int, protocol: str, crop_pct: float | None = None) -> Preprocess:
     """`official`: the DeiT repo (resize int(size/0.875), bicubic, ImageNet mean/std); `timm`: the model's
     pretrained_cfg (crop 0.9 at 224, 1.0 at 384). `crop_pct` overrides either."""
-    if protocol not in PROTOCOLS:
-        raise DataError(f"unknown --eval-protocol {protocol!r}; accepted: {', '.join(PROTOCOLS)}")
+    if protocol not in EVAL_PROTOCOLS:
+        raise DataError(f"unknown --eval-protocol {protocol!r}; accepted: {', '.join(EVAL_PROTOCOLS)}")
     if crop_pct is not None and not 0 < crop_pct <= 1:
         raise DataError(f"--crop-pct must be in (0, 1], got {crop_pct}")
     if protocol == "official":

@@ -13,7 +13,7 @@ METRICS = ("size", "speed", "relspeed", "accuracy")
 
 
 @dataclass(frozen=True)
-class Protocol:
+class TimingProtocol:
     """A timing protocol: defaults per device type, and which statistic makes the throughput."""
 
     name: str
@@ -24,13 +24,13 @@ class Protocol:
     fixed_precision: str | None = None  # the protocol allows no other
 
 
-PROTOCOLS = {
+TIMING_PROTOCOLS = {
     # timm's benchmark.py: batch 256, 10 warm-up + 40 timed steps on GPU. On CPU, smaller defaults keep
     # `bench run --variant deit_b` within a minute on 2 cores. Median, so one slow step does not count.
-    "timm": Protocol("timm", "median", {"cuda": 256, "cpu": 16}, {"cuda": 10, "cpu": 2}, {"cuda": 40, "cpu": 8}),
+    "timm": TimingProtocol("timm", "median", {"cuda": 256, "cpu": 16}, {"cuda": 10, "cpu": 2}, {"cuda": 40, "cpu": 8}),
     # Paper Table 1/5 caption + official repo issue #38: fp32, largest batch that fits, mean of 30 runs.
     # "Largest batch that fits" is a GPU-memory notion: on CPU the batch must be given.
-    "paper": Protocol("paper", "mean", {"cuda": "max", "cpu": None}, {"cuda": 10, "cpu": 2}, {"cuda": 30, "cpu": 30},
+    "paper": TimingProtocol("paper", "mean", {"cuda": "max", "cpu": None}, {"cuda": 10, "cpu": 2}, {"cuda": 30, "cpu": 30},
                       fixed_precision="fp32"),
 }
 

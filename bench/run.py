@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
+import signal
 import statistics
 import sys
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import torch
 from bench import gpu, machine, size, speed
 from bench.accuracy import EvalOptions, build_model, measure_accuracy
 from bench.record import Record, collect_env, cpu_model
-from bench.protocols import METRICS, PROTOCOLS
+from bench.protocols import METRICS, TIMING_PROTOCOLS
 from bench.registry import Variant
 
 class BatchDoesNotFit(ValueError):
@@ -55,9 +56,9 @@ def resolve_settings(variant: Variant, *, device: str = "auto", precision: str |
     """
     device = _resolve_device(device)
     dev_type = device.split(":")[0]
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; accepted: {', '.join(PROTOCOLS)}")
-    proto = PROTOCOLS[protocol]
+    if protocol not in TIMING_PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; accepted: {', '.join(TIMING_PROTOCOLS)}")
+    proto = TIMING_PROTOCOLS[protocol]
     if proto.fixed_precision and precision not in (None, "auto", proto.fixed_precision):
         raise ValueError(f"--protocol {protocol} fixes precision {proto.fixed_precision}; "
                          f"use --protocol timm to choose {precision}")
@@ -233,7 +234,7 @@ def _relspeed(variant: Variant, settings: Settings, log) -> dict[str, Any]:
         context = multiprocessing.get_context("spawn")
         parts = []
         for _ in range(processes):
-            with context.Pool(1) as pool:
+            with context.Pool(1, initializer=_leave_ctrl_c_to_the_parent) as pool:
                 parts.append(pool.apply(_relspeed_worker, (variant.name, share)))
     rel = speed.RelativeTiming.concat(parts)
     contended = sum(rel.contended)
@@ -255,6 +256,11 @@ def _relspeed(variant: Variant, settings: Settings, log) -> dict[str, Any]:
         "relspeed_reference": reference.describe(),
         "relspeed_processes": processes,
     }
+
+
+def _leave_ctrl_c_to_the_parent() -> None:
+    """Ctrl-C reaches the whole process group: the parent stops the pool and says so; a worker stays quiet."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _relspeed_worker(name: str, settings: Settings) -> speed.RelativeTiming:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import paper
-from bench.protocols import PROTOCOLS
+from bench.protocols import TIMING_PROTOCOLS
 from bench.record import Record
 from bench.registry import VARIANTS
 from bench.scales import experiment_name
@@ -82,7 +82,7 @@ def latest(records: list[Record], variant: str, *, img_size: int | None = None, 
 
 
 def _at_protocol_batch(r: Record) -> bool:
-    protocol = PROTOCOLS.get(r.settings.get("protocol"))
+    protocol = TIMING_PROTOCOLS.get(r.settings.get("protocol"))
     if protocol is None:
         return False
     default = protocol.batch_size.get(str(r.settings.get("device", "")).split(":")[0])

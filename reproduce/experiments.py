@@ -220,9 +220,10 @@ _register_cifar_rows()
 def debug() -> TrainConfig:
     """The tiny debug model (2 blocks, width 64) on 256 synthetic 32 px images, 2 epochs, batch 32, no workers.
     `reproduce train --experiment debug --output /tmp/x` runs in seconds on a CPU."""
+    # amp="none": fp32 on every machine, so the golden loss trace does not depend on the CPU's bf16 units
     return TrainConfig(variant="debug", dataset="synthetic", num_classes=10, epochs=2, batch_size=32, lr=1e-3,
                        lr_scale_batch=False, warmup_epochs=1, workers=0, eval_every=1, log_every=1,
-                       train_crop_scale=(0.35, 1.0), teacher="cifar_resnet10", eval_batch_size=64)
+                       train_crop_scale=(0.35, 1.0), teacher="cifar_resnet10", eval_batch_size=64, amp="none")
 
 
 @experiment("debug_hard", "none (tests: distillation token + hard distillation)")

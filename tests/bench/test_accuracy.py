@@ -50,7 +50,9 @@ def known_checkpoint(path: Path, variant="debug_dist") -> Path:
 
 
 def run_json(capsys, *argv):
-    code = cli.main(["run", "--device", "cpu", "--workers", "0", "--batch-size", "4", "--json", *argv])
+    # fp32 stated: `auto` would pick bf16 on a CPU with native bf16 and move the numbers compared here
+    code = cli.main(["run", "--device", "cpu", "--precision", "fp32", "--workers", "0", "--batch-size", "4", "--json",
+                     *argv])
     out, err = capsys.readouterr()
     return code, (json.loads(out) if code == 0 else None), err
 
@@ -243,8 +245,8 @@ def test_pretrained_without_network_says_to_pass_a_checkpoint(monkeypatch):
 
 def test_torchrun_on_two_processes_counts_every_image_once_and_agrees_with_one(tmp_path, ten_class_tree):
     ckpt = known_checkpoint(tmp_path / "k.pth")
-    common = ["run", "--variant", "debug_dist", "--device", "cpu", "--metrics", "accuracy", "--data", str(ten_class_tree),
-              "--checkpoint", str(ckpt), "--batch-size", "2", "--workers", "0", "--json"]
+    common = ["run", "--variant", "debug_dist", "--device", "cpu", "--precision", "fp32", "--metrics", "accuracy",
+              "--data", str(ten_class_tree), "--checkpoint", str(ckpt), "--batch-size", "2", "--workers", "0", "--json"]
     single = subprocess.run([sys.executable, "-m", "bench", *common, "--results-dir", str(tmp_path / "one"),
                              "--save-predictions", str(tmp_path / "one.pt")], capture_output=True, text=True, timeout=300)
     multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
