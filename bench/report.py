@@ -38,7 +38,9 @@ def summary(record: Record, variant: Variant) -> str:
             f" [{s['device']}, {record.env['num_threads']} threads]\n"
             f"protocol {s['protocol']}: {s['precision']}, batch {s['batch_size']} ({s['batch_policy']}), "
             f"{s['warmup']} warm-up + {s['iters']} timed, {s['stat']}"
-            f"{', torch.compile' if s['compile'] else ''}")
+            f"{', torch.compile' if s['compile'] else ''}"
+            + (f"\nprecision {s['precision']}: {s['precision_why']}" if s.get("precision_why") else "")
+            + (f"\nmachine {record.env['fingerprint']['id']}" if record.env.get("fingerprint") else ""))
     rows = []
     if "params" in m:
         paper_params = (p.params or (p.params_m and p.params_m * 1e6)) if p else None
