@@ -97,8 +97,8 @@ def _run(args: argparse.Namespace) -> None:
     # late: torch and timm load only for the commands that measure (tables, check and ls stay quick)
     from bench import report
     from bench.accuracy import EvalOptions
-    from bench.errors import CheckpointError
     from bench.data import DataError
+    from bench.errors import CheckpointError
     from bench.record import write_record
     from bench.run import BatchDoesNotFit, measure, resolve_settings
 

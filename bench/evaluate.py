@@ -23,6 +23,7 @@ from bench.data import ImageList, Preprocess, normalize_batch
 from bench.predictions import Predictions
 from bench.speed import Precision, precision_mode
 
+
 def head_outputs(model: nn.Module, images: Tensor, distilled: bool) -> dict[str, Tensor]:
     """Scores of every head. Distilled: class head, distillation head, their logits averaged (what the
     official code and timm report) and their softmaxes summed (what the paper's text describes)."""

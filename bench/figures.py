@@ -24,9 +24,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bench.paper import TABLE10
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
-from bench.paper import TABLE10
 from bench.scales import experiment_name
 from bench.tables import DEIT, TABLE3_LAYOUT, latest, train_runs  # noqa: E402
 
@@ -155,8 +155,8 @@ def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -
     config = found["hard"].settings["config"]
     if config["dataset"] != "cifar10":
         return []
-    from bench.predictions import Predictions  # late: torch loads only when there are predictions to show
     from bench.cifar10 import cifar10_tree
+    from bench.predictions import Predictions  # late: torch loads only when there are predictions to show
 
     test_root = (Path(config["data"]) if config["data"] else cifar10_tree()) / "test"
     classes = sorted(p.name for p in test_root.iterdir() if p.is_dir())

@@ -7,9 +7,9 @@ blocks and swaps only the stem for a 3x3 stride-1 conv without pooling; that is 
 
 from __future__ import annotations
 
-from torch import nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, ResNet
+from torch import nn
 
 # No published weights exist for these; the cfg only tells timm's data helpers the input size and stats.
 default_cfgs = generate_default_cfgs({

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 # size: params and GMACs; speed: throughput/latency/memory; relspeed: model time relative to a reference
 # workload timed alternately in the same run, for the regression gate (bench check); accuracy: top-1/top-5
 # of every head (and ReaL) on --data.

@@ -15,9 +15,10 @@ import torch
 
 from bench import gpu, machine, size, speed
 from bench.accuracy import EvalOptions, build_model, measure_accuracy
-from bench.record import Record, collect_env, cpu_model
 from bench.protocols import METRICS, TIMING_PROTOCOLS
+from bench.record import Record, collect_env, cpu_model
 from bench.registry import Variant
+
 
 class BatchDoesNotFit(ValueError):
     """The batch the user asked for is too large for the GPU's memory."""

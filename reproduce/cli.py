@@ -109,7 +109,7 @@ def _train(args) -> int:
 def _suite(args) -> int:
     import time
 
-    from reproduce.suite import table3, run_suite
+    from reproduce.suite import run_suite, table3
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")

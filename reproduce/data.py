@@ -12,8 +12,8 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import Dataset
 
-from bench.data import DataError, ImageList, find_samples
 from bench.cifar10 import cifar10_tree
+from bench.data import DataError, ImageList, find_samples
 from reproduce.config import TrainConfig
 
 

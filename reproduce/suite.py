@@ -23,12 +23,11 @@ from pathlib import Path
 from bench.disagree import disagreement, top1_columns
 from bench.record import Record, load_records, write_record
 from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name
-from reproduce import experiments
 from bench.store import write_text_atomic
+from reproduce import experiments
 from reproduce.checkpoints import run_env
 from reproduce.config import LABEL_TEACHER, ConfigError, override
 from reproduce.train import train
-
 
 
 @dataclass(frozen=True)

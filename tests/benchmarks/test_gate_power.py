@@ -108,7 +108,7 @@ def calibrated():
     for fraction, n in reps.items():  # checked alternately, call by call: the host's drift hits both alike
         slowed, ratios = SlowedDown(model, n), []
         for _ in range(15):
-            ratios.append(cpu_time(lambda: slowed(example), calls=1) / cpu_time(lambda: model(example), calls=1))
+            ratios.append(cpu_time(lambda s=slowed: s(example), calls=1) / cpu_time(lambda: model(example), calls=1))
         print(f"\ninjected {fraction:.0%}: {n} extra 256² matmuls per call, measured "
               f"+{100 * (statistics.median(ratios) - 1):.1f} % CPU time")
     return reps, measure(0)

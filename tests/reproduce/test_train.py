@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from bench.record import load_records
-from reproduce import cli, models, train as train_mod
+from reproduce import cli, models
+from reproduce import train as train_mod
 from reproduce.cli import resolve_config
 from reproduce.config import ConfigError
 from reproduce.train import Preempted, train
