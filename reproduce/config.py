@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -116,7 +117,7 @@ def check(cfg: TrainConfig) -> TrainConfig:
         (cfg.dataset in DATASETS, "dataset", f"one of {', '.join(DATASETS)}"),
         (cfg.epochs >= 1, "epochs", "at least 1"),
         (cfg.batch_size >= 1, "batch_size", "at least 1"),
-        (cfg.lr > 0, "lr", "positive"),
+        (math.isfinite(cfg.lr) and cfg.lr > 0, "lr", "positive and finite"),
         (0 <= cfg.distill_alpha <= 1, "distill_alpha", "in [0, 1]"),
         (cfg.distill_tau > 0, "distill_tau", "positive"),
         (0 <= cfg.distill_smoothing < 1, "distill_smoothing", "in [0, 1)"),

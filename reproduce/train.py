@@ -68,7 +68,8 @@ def start_processes(device: str) -> Processes:
 
 
 def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=print) -> Record | None:
-    """Train as `cfg` says, checkpointing into `output`; return the result record (None on ranks other than 0)."""
+    """Train as `cfg` says, checkpointing into `output`; return the new result record (None on ranks other than 0,
+    and for a run that had finished before)."""
     procs = start_processes(cfg.device)
     env = run_env(procs.device)
     amp, amp_why, warning = resolve_amp(cfg.amp, env["fingerprint"])
@@ -97,9 +98,9 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
         log(f"resumed from {files.checkpoint} at epoch {state.epoch}, step {state.step}")
     else:
         state = CheckpointState.fresh(cfg, experiment)
-    if state.finished(cfg):
-        log(f"already finished: {files.result}")
-        return Record.from_json(files.result.read_text()) if procs.main and files.result.exists() else None
+    if state.finished(cfg):  # its record was written when it finished: a second one would count it twice (#19)
+        log(f"already finished: {files.result}; no new record")
+        return None
 
     model = DistributedDataParallel(student) if procs.world > 1 else student
     step_fn = torch.compile(model) if cfg.compile else model

@@ -91,6 +91,7 @@ def test_a_finished_run_is_not_trained_again_and_a_used_folder_needs_resume(tmp_
     assert cli.main(args) == 0
     assert cli.main(args) == 2 and "pass --resume" in capsys.readouterr().err
     assert cli.main([*args, "--resume"]) == 0 and "already finished" in capsys.readouterr().err
+    assert len(list((tmp_path / "r").glob("*.json"))) == 1  # a finished run is not recorded twice (#19, item 3)
     assert cli.main([*args, "--resume", "--set", "lr=0.5"]) == 2
     assert "lr (saved 0.001, now 0.5)" in capsys.readouterr().err
 
@@ -169,6 +170,7 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--experiment", "debug", "--set", "learning_rate=1"], "no such config field"),
     (["--experiment", "debug", "--set", "lr=fast"], "lr='fast': not a valid float"),
+    (["--experiment", "debug", "--set", "lr=inf"], "lr=inf is not accepted: must be positive and finite"),
     (["--experiment", "debug", "--set", "distillation=medium"], "distillation='medium' is not accepted"),
     (["--experiment", "debug", "--set", "epochs"], "expected key=value"),
     (["--experiment", "debugg"], "unknown experiment 'debugg'; did you mean debug"),
