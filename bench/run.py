@@ -223,10 +223,10 @@ RELSPEED_PROCESSES = {"cpu": 4, "cuda": 1}
 
 
 def _relspeed(variant: Variant, settings: Settings, log) -> dict[str, Any]:
-    reference = speed.ReferenceEncoder(settings.batch_size)
+    reference = speed.ReferenceEncoder.describe(settings.batch_size)  # the workers build the workload itself
     processes = RELSPEED_PROCESSES[settings.device.split(":")[0]]
     log(f"timing {settings.iters} alternating rounds of the model (batch {settings.batch_size}) and the reference "
-        f"({reference.describe()}) in {processes} fresh process(es), {settings.threads} thread(s); up to "
+        f"({reference}) in {processes} fresh process(es), {settings.threads} thread(s); up to "
         f"{settings.budget_s:g} s more while contended")
     share = dataclasses.replace(settings, iters=-(-settings.iters // processes), budget_s=settings.budget_s / processes)
     if processes == 1:
@@ -254,7 +254,7 @@ def _relspeed(variant: Variant, settings: Settings, log) -> dict[str, Any]:
         "relspeed_steal": [round(v, 4) for v in rel.steal],
         "relspeed_cpu_share": [round(v, 3) for v in rel.cpu_share],
         "relspeed_contended": list(rel.contended),
-        "relspeed_reference": reference.describe(),
+        "relspeed_reference": reference,
         "relspeed_processes": processes,
     }
 

@@ -234,9 +234,10 @@ class ReferenceEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.tokens)
 
-    def describe(self) -> str:
-        return (f"{self.DEPTH} pre-norm blocks (width {self.WIDTH}, {self.HEADS} heads, MLP {self.MLP}, plain torch) "
-                f"on {self.batch_size}x{self.TOKENS} tokens, fp32")
+    @classmethod
+    def describe(cls, batch_size: int) -> str:
+        return (f"{cls.DEPTH} pre-norm blocks (width {cls.WIDTH}, {cls.HEADS} heads, MLP {cls.MLP}, plain torch) "
+                f"on {batch_size}x{cls.TOKENS} tokens, fp32")
 
 
 # A round is contended when, during it, other processes kept more than this many cores busy (from /proc/stat,
