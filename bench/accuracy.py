@@ -29,6 +29,8 @@ class EvalOptions:
     num_classes: int | None = None
     workers: int = 2
     save_predictions: Path | None = None
+    # evaluation's own batch: the speed benchmark's CPU default of 16 evaluated at 157 img/s, 256 at 1,352 (#19)
+    batch_size: int = 256
 
     def check(self) -> None:
         """Raise ValueError for options that cannot work together, before anything is built."""
@@ -43,15 +45,27 @@ class EvalOptions:
             raise ValueError(f"unknown --eval-protocol {self.protocol!r}; accepted: {', '.join(data.EVAL_PROTOCOLS)}")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        if self.batch_size < 1:
+            raise ValueError(f"--eval-batch-size must be >= 1, got {self.batch_size}")
 
 
-def build_model(variant: Variant, opts: EvalOptions, build_kwargs: dict[str, Any]) -> tuple[nn.Module, list[str]]:
+@dataclass(frozen=True)
+class Weights:
+    """The model to evaluate, what the record says about its weights, and its classes by name where known."""
+
+    model: nn.Module
+    notes: list[str]
+    class_names: tuple[str, ...] | None = None
+
+
+def build_model(variant: Variant, opts: EvalOptions, build_kwargs: dict[str, Any]) -> Weights:
     """The variant with its weights; the checkpoint's head decides the number of classes."""
     if opts.pretrained:
-        return checkpoint.load_pretrained(variant.model, **build_kwargs).eval(), [f"weights: timm hub {variant.model}"]
+        model = checkpoint.load_pretrained(variant.model, **build_kwargs).eval()
+        return Weights(model, [f"weights: timm hub {variant.model}"])
     if opts.checkpoint is None:
         classes = {"num_classes": opts.num_classes} if opts.num_classes else {}
-        return variant.build(**build_kwargs, **classes).eval(), []
+        return Weights(variant.build(**build_kwargs, **classes).eval(), [])
     state, info = checkpoint.read_state_dict(opts.checkpoint)
     if opts.num_classes and info.num_classes and opts.num_classes != info.num_classes:
         raise checkpoint.CheckpointError(f"--num-classes {opts.num_classes} but the checkpoint's head has "
@@ -59,18 +73,38 @@ def build_model(variant: Variant, opts: EvalOptions, build_kwargs: dict[str, Any
     classes = info.num_classes or opts.num_classes or variant.num_classes
     model = variant.build(**build_kwargs, num_classes=classes)
     checkpoint.load_into(model, state, f"checkpoint {opts.checkpoint.name}")
-    return model.eval(), [f"weights: {info.describe()}", f"checkpoint sha256 {info.sha256}"]
+    return Weights(model.eval(), [f"weights: {info.describe()}", f"checkpoint sha256 {info.sha256}"], info.class_names)
 
 
-def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, *, img_size: int, device: str,
-                     precision: Precision, batch_size: int, log) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metrics, settings) of one evaluation pass."""
-    samples, layout = data.find_samples(opts.data, opts.dataset, opts.labels)
+@dataclass(frozen=True)
+class EvalData:
+    """The images and their labels in the model's label space, found before anything is timed."""
+
+    samples: list[tuple[Path, int]]
+    layout: str
+    label_space: str  # how folder names were matched to the model's classes
+
+
+def find_eval_data(model: nn.Module, opts: EvalOptions, class_names: tuple[str, ...] | None) -> EvalData:
+    """The evaluation images, labelled in the model's label space (by `class_names` where the weights name their
+    classes); refuses data whose labels the model cannot have."""
     classes = getattr(model, "num_classes", None)
+    if not opts.data.is_dir():
+        raise data.DataError(f"--data {opts.data} is not a folder")
+    layout = opts.dataset or data.guess_layout(opts.data)
+    names, label_space = data.label_space(opts.data, layout, classes, class_names)
+    samples, layout = data.find_samples(opts.data, layout, opts.labels, class_names=names)
     top_label = max(label for _, label in samples)
     if classes is not None and top_label >= classes:
         raise data.DataError(f"{opts.data} has label {top_label} but the model has {classes} classes; "
                              "pass a checkpoint for this label space (its head decides) or --num-classes")
+    return EvalData(samples, layout, label_space)
+
+
+def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, found: EvalData, *, img_size: int,
+                     device: str, precision: Precision, batch_size: int, log) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, settings) of one evaluation pass over `found`."""
+    samples, layout, classes = found.samples, found.layout, getattr(model, "num_classes", None)
     prep = data.preprocess(model, img_size, opts.protocol, opts.crop_pct)
     real = None
     if opts.real_labels:
@@ -84,7 +118,9 @@ def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, *, i
         preds.save(opts.save_predictions)
     metrics = {**evaluate.scores(preds, real), "eval_img_per_s": speed.whole,
                "eval_img_per_s_steady": speed.steady}
-    settings = {"data": str(opts.data), "dataset": layout, "num_classes": classes, "workers": opts.workers,
+    settings = {"data": str(opts.data), "dataset": layout, "label_space": found.label_space, "num_classes": classes,
+                "batch_size": batch_size,
+                "classes_present": len({label for _, label in samples}), "workers": opts.workers,
                 "real_labels": opts.real_labels, "checkpoint": str(opts.checkpoint) if opts.checkpoint else None,
                 "pretrained": opts.pretrained, "preprocess": dataclasses.asdict(prep),
                 "save_predictions": str(opts.save_predictions) if opts.save_predictions else None}

@@ -7,6 +7,7 @@ release (`…-<8 hex>.pth`) must hash to that prefix, as `torch.hub` checks with
 from __future__ import annotations
 
 import hashlib
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ class CheckpointInfo:
     sha256: str
     official: bool  # an official DeiT release file, by name and verified hash
     num_classes: int | None  # from the classifier head's shape
+    class_names: tuple[str, ...] | None = None  # label order by name, where the file says (reproduce train's)
 
     def describe(self) -> str:
         if self.official:
@@ -64,15 +66,18 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointInfo
     if match and not sha.startswith(match.group(1)):
         raise CheckpointError(f"checkpoint {path.name} names sha256 prefix {match.group(1)} but hashes to "
                               f"{sha[:8]}: the file is corrupt or not the release it claims to be; re-download it")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             raw = load_file(str(path))
-        else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip, safetensors header errors: all mean "not a usable checkpoint"
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # header or size errors: not a usable safetensors file
+            raise CheckpointError(f"cannot read checkpoint {path}: not a valid safetensors file "
+                                  f"({type(exc).__name__}: {exc})") from None
+    else:
+        raw = load_torch_file(path, "checkpoint")
+    names = raw.get("class_names") if isinstance(raw, dict) else None
+    names = tuple(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
     state = raw
     for key in ("model", "state_dict"):  # official DeiT training checkpoints wrap the weights in 'model'
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -82,8 +87,39 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointInfo
     state = {k.removeprefix("module."): v for k, v in state.items()}
     head = state.get("head.weight", state.get("fc.weight"))
     official = bool(match) and path.name in OFFICIAL_FILES.values()
-    info = CheckpointInfo(str(path), sha, official, int(head.shape[0]) if head is not None else None)
+    classes = int(head.shape[0]) if head is not None else None
+    if names is not None and classes is not None and len(names) != classes:
+        raise CheckpointError(f"checkpoint {path} names {len(names)} classes but its head has {classes}")
+    info = CheckpointInfo(str(path), sha, official, classes, names)
     return state, info
+
+
+def load_torch_file(path: Path, what: str):
+    """`torch.load(path, weights_only=True)` with a reason a user can act on when it fails: an empty file, a file
+    that is not a torch checkpoint at all, a truncated one, or one holding Python objects that weights-only loading
+    refuses to run (a foreign or malicious pickle)."""
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist or is not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{what} {path} is empty (0 bytes): an interrupted copy or download?")
+    with path.open("rb") as f:
+        head = f.read(4)
+    is_zip, is_pickle = head.startswith(b"PK"), head[:1] == b"\x80"  # torch.save's zip, or a legacy pickle
+    if not (is_zip or is_pickle):
+        raise CheckpointError(f"{what} {path} is not a torch checkpoint ({size:,} bytes starting {head!r}; "
+                              "torch.save writes a zip archive, older versions a pickle)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).split("\n")[0]
+        raise CheckpointError(f"{what} {path} holds Python objects besides tensors and plain containers, which "
+                              f"loading with weights_only=True refuses to run ({detail}); a trusted file can be "
+                              "re-saved as torch.save(model.state_dict(), PATH)") from None
+    except Exception as exc:  # zip central directory missing, short reads: the file was cut off or damaged
+        first = str(exc).split(". ")[0].split("\n")[0]  # torch adds a paragraph of advice
+        raise CheckpointError(f"{what} {path} is truncated or corrupt ({size:,} bytes; "
+                              f"{type(exc).__name__}: {first})") from None
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -105,9 +141,24 @@ def load_pretrained(model_name: str, **kwargs) -> nn.Module:
     """timm's hub weights; where there is no network, say how to proceed instead of a stack of HTTP errors."""
     import timm
 
+    if not _hub_reachable():  # the local cache only: no ~50 s of retries before the same answer (issue #19)
+        import huggingface_hub.constants as hub
+
+        hub.HF_HUB_OFFLINE = True
     try:
         return timm.create_model(model_name, pretrained=True, **kwargs)
     except Exception as exc:
         raise CheckpointError(f"--pretrained: could not fetch timm weights for {model_name} "
                               f"({type(exc).__name__}); without network access pass --checkpoint FILE, "
                               f"e.g. the official {OFFICIAL_BASE}<file>") from None
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
+    """Whether the hub answers a TCP connection within a few seconds (name resolution included)."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False

@@ -32,7 +32,7 @@ def cifar10_tree() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-cifar-", dir=CACHE))
     try:
         with tarfile.open(SHARED_CIFAR) as tar:
-            tar.extractall(tmp, filter="data")
+            _extract_with_progress(tar, tmp)
         os.replace(tmp, target)  # atomic: a half-unpacked tree never has the final name
     except OSError:
         if not (target / "train").is_dir():
@@ -40,3 +40,17 @@ def cifar10_tree() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _extract_with_progress(tar: tarfile.TarFile, into: Path, files: int = 60_022) -> None:
+    """Unpack with a progress line on stderr (issue #19: 60,000 files, silent); `files` is the archive's count
+    (members, folders included), so that reading the index first does not double the time."""
+    import sys
+
+    from tqdm import tqdm
+
+    print(f"unpacking CIFAR-10 ({SHARED_CIFAR.name}) into {CACHE} once", file=sys.stderr)
+    with tqdm(total=files, unit="file", desc="unpacking", file=sys.stderr, disable=None, leave=False) as bar:
+        for member in tar:
+            tar.extract(member, into, filter="data")
+            bar.update(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -29,8 +30,9 @@ def _parser() -> argparse.ArgumentParser:
                           "amp_bf16/amp_fp16")
     run.add_argument("--protocol", default="timm", choices=list(TIMING_PROTOCOLS),
                      help="timm: fixed batch, median (default); paper: fp32, largest batch, mean of 30 runs")
-    run.add_argument("--batch-size", default=None, help="images per forward, or 'max' (GPU only); "
-                     "default 256 on cuda, 16 on cpu; the paper protocol defaults to max")
+    run.add_argument("--batch-size", default=None, help="speed: images per timed forward, or 'max' (GPU only); "
+                     "default 256 on cuda, 16 on cpu; the paper protocol defaults to max. Accuracy uses "
+                     "--eval-batch-size")
     run.add_argument("--img-size", type=int, default=None, help="input resolution (default: the variant's)")
     run.add_argument("--compile", action="store_true", help="torch.compile the model (compile time not timed)")
     run.add_argument("--warmup", type=int, default=None, help="untimed forwards first (default 10 cuda, 2 cpu)")
@@ -55,8 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     acc.add_argument("--crop-pct", type=float, help="override the protocol's crop fraction")
     acc.add_argument("--num-classes", type=int, help="label space without a checkpoint (a checkpoint's head decides)")
     acc.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    acc.add_argument("--eval-batch-size", type=int, default=256,
+                     help="images per forward while evaluating (default 256; --batch-size is the speed test's)")
     acc.add_argument("--save-predictions", type=Path, help="store per-image top-5 of every head (for bench disagree)")
-    run.add_argument("--json", action="store_true", help="print the record (only) on stdout")
+    run.add_argument("--json", action="store_true",
+                     help="print only the records on stdout, one JSON object per line (JSON Lines)")
     run.set_defaults(func=_run)
 
     check = sub.add_parser("check", help="compare records with baselines: exit 0 pass, 1 regression, 2 usage error, "
@@ -108,7 +113,7 @@ def _run(args: argparse.Namespace) -> None:
         data=args.data, dataset=args.dataset, labels=args.labels, real_labels=args.real_labels,
         checkpoint=args.checkpoint, pretrained=args.pretrained, protocol=args.eval_protocol,
         crop_pct=args.crop_pct, num_classes=args.num_classes, workers=args.workers,
-        save_predictions=args.save_predictions)
+        save_predictions=args.save_predictions, batch_size=args.eval_batch_size)
     try:  # check every name and option before measuring anything
         plans = []
         for name in args.variant.split(","):
@@ -151,9 +156,8 @@ def _run(args: argparse.Namespace) -> None:
             print(f"\nrecord: {path}\n")
     if rank:
         return
-    if args.json:  # exactly the record; a JSON list of them when several variants were asked for
-        sys.stdout.write(records[0].to_json() if len(records) == 1 else
-                         "[\n" + ",\n".join(r.to_json().rstrip() for r in records) + "\n]\n")
+    if args.json:  # JSON Lines: one record per line, however many variants (issue #19: an object or a list)
+        sys.stdout.write("".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records))
 
 
 def _check_run_args(args: argparse.Namespace) -> None:
@@ -200,16 +204,14 @@ def _distributed(args: argparse.Namespace) -> tuple[int | None, str]:
 
 
 def _check(args: argparse.Namespace) -> int:
-    import json
-
     from bench import check
     from bench.record import load_records
 
     if not args.current.exists():
         raise UsageError(f"--current {args.current} does not exist; give a record file or a folder of records")
-    try:
+    try:  # a gate must not pass or fail on a partial reading: a bad file stops it, named
         records = load_records(args.current)
-    except (ValueError, TypeError, OSError) as exc:
+    except ValueError as exc:
         raise UsageError(f"cannot read the records in {args.current}: {exc}") from None
     if not records:
         raise UsageError(f"no records (*.json) in {args.current}; make some with `bench run`")
@@ -223,6 +225,9 @@ def _check(args: argparse.Namespace) -> int:
         rows = check.compare(check.load_baselines(args.baseline), records)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:  # unwritable or unreadable baseline paths: a usage problem (exit 2), never "regression"
+        name = exc.filename or args.baseline
+        raise UsageError(f"--baseline {args.baseline}: {exc.strerror or exc} ({name})") from None
     code = check.exit_code(rows)
     failed = sum(r.failed for r in rows)
     if args.json:
@@ -283,10 +288,10 @@ def _tables(args: argparse.Namespace) -> None:
         raise UsageError(f"--records {args.records} does not exist")
     check_folder(args.out, "--out")
     check_folder(args.figures, "--figures")
-    try:
-        records = load_records(args.records)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"cannot read the records under {args.records}: {exc}") from None
+    skipped = []
+    records = load_records(args.records, skip_bad=skipped.append)  # one bad file must not block every table
+    for exc in skipped:
+        print(f"bench tables: warning: skipped {exc}", file=sys.stderr)
     written = [p for t in tables.build_all(records) for p in tables.write(t, args.out)]
     if not args.no_figures:
         from bench import figures

@@ -40,8 +40,9 @@ class ImageList(Dataset):
     every epoch costs more than the augmentation. Data-loading workers share the decoded images by the fork.
     """
 
-    def __init__(self, samples: list[tuple[Path, int]], transform, preload: bool = False) -> None:
-        self.samples, self.transform = samples, transform
+    def __init__(self, samples: list[tuple[Path, int]], transform, preload: bool = False,
+                 classes: tuple[str, ...] | None = None) -> None:
+        self.samples, self.transform, self.classes = samples, transform, classes  # classes: names by label
         self.images = [_read(path) for path, _ in samples] if preload else None
 
     def __len__(self) -> int:
@@ -72,14 +73,24 @@ def _images(folder: Path) -> list[Path]:
 def guess_layout(root: Path) -> str:
     if any(p.name.startswith(FLAT_PREFIX) for p in _images(root)):
         return "imagenet-flat"
-    classes = [p.name for p in root.iterdir() if p.is_dir()]
+    classes = class_folders(root)
     if classes and all(name.isdigit() for name in classes):
         return "imagenet-v2"
     return "folder"
 
 
-def find_samples(root: Path, layout: str | None = None, labels_file: Path | None = None) -> tuple[list[tuple[Path, int]], str]:
-    """Every (image, label) under `root`, in a fixed order, and the layout used."""
+def class_folders(root: Path) -> list[str]:
+    """The class folders' names under `root`, sorted (ImageFolder's order)."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
+def find_samples(root: Path, layout: str | None = None, labels_file: Path | None = None,
+                 class_names: tuple[str, ...] | None = None) -> tuple[list[tuple[Path, int]], str]:
+    """Every (image, label) under `root`, in a fixed order, and the layout used.
+
+    A class-per-folder tree is labelled by the folders' sorted order, or, when `class_names` is given (the label
+    space of a model or of a training set), by each folder's position in it: a tree with some of the classes
+    keeps the labels the model knows them by."""
     if not root.is_dir():
         raise DataError(f"--data {root} is not a folder")
     layout = layout or guess_layout(root)
@@ -87,16 +98,56 @@ def find_samples(root: Path, layout: str | None = None, labels_file: Path | None
         raise DataError(f"unknown --dataset {layout!r}; accepted: {', '.join(LAYOUTS)}")
     if layout == "imagenet-flat":
         samples = _flat_samples(root, labels_file)
+    elif layout == "imagenet-v2":
+        named = [name for name in class_folders(root) if not name.isdigit()]
+        if named:
+            raise DataError(f"--dataset imagenet-v2 expects class folders named by class index (0 … 999) in {root}; "
+                            f"found {', '.join(named[:5])}{' …' if len(named) > 5 else ''}. For folders named by "
+                            "class, use --dataset folder")
+        samples = [(img, int(name)) for name in sorted(class_folders(root), key=int) for img in _images(root / name)]
     else:
-        classes = sorted((p for p in root.iterdir() if p.is_dir()),
-                         key=(lambda p: int(p.name)) if layout == "imagenet-v2" else (lambda p: p.name))
-        if layout == "imagenet-v2" and not all(p.name.isdigit() for p in classes):
-            raise DataError(f"--dataset imagenet-v2 expects class folders named by index (0 … 999) in {root}")
-        samples = [(img, int(c.name) if layout == "imagenet-v2" else i)
-                   for i, c in enumerate(classes) for img in _images(c)]
+        names = class_folders(root)
+        index = {name: i for i, name in enumerate(class_names if class_names is not None else names)}
+        unknown = [name for name in names if name not in index]
+        if unknown:
+            raise DataError(f"class folders {', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''} in {root} are "
+                            f"not among the {len(index)} classes of the label space "
+                            f"({', '.join(list(index)[:5])}{' …' if len(index) > 5 else ''})")
+        samples = [(img, index[name]) for name in names for img in _images(root / name)]
     if not samples:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {root} as layout {layout}")
     return samples, layout
+
+
+def label_space(root: Path, layout: str, num_classes: int | None,
+                model_names: tuple[str, ...] | None) -> tuple[tuple[str, ...] | None, str]:
+    """The class names a class-per-folder tree is labelled by for a model with `num_classes` outputs, and how they
+    were found; refuses a tree whose folders cannot be matched to the model's classes (issue #19: two folders,
+    cat/ and dog/, were labelled 0 and 1 and scored against a CIFAR-10 head where they are 3 and 5)."""
+    if layout != "folder":
+        return None, f"{layout}: labels are class indices"
+    folders = class_folders(root)
+    if model_names:
+        return tuple(model_names), "by class name, from the checkpoint"
+    if num_classes == 1000 and folders and set(folders) <= set(imagenet_synsets()):
+        return imagenet_synsets(), "by WordNet id, in ImageNet-1k order"
+    if num_classes is None or len(folders) == num_classes or not any(_images(root / f) for f in folders):
+        return None, "the class folders in sorted order"  # (no images at all: find_samples says so)
+    shown = ", ".join(folders[:5]) + (" …" if len(folders) > 5 else "")
+    if len(folders) > num_classes:
+        raise DataError(f"{root} has {len(folders)} class folders ({shown}) but the model has only {num_classes} "
+                        "classes; pass a checkpoint for this label space (its head decides) or --num-classes")
+    raise DataError(f"{root} has {len(folders)} class folders ({shown}) but the model has {num_classes} classes, and "
+                    "the model's class names are unknown, so which class each folder is cannot be told. Give all "
+                    f"{num_classes} class folders (an empty folder stands for a class without images), or a "
+                    "checkpoint that names its classes (reproduce train writes them)")
+
+
+def imagenet_synsets() -> tuple[str, ...]:
+    """The 1000 WordNet ids of ImageNet-1k in label order (timm's copy)."""
+    from timm.data import ImageNetInfo
+
+    return tuple(ImageNetInfo().label_names())
 
 
 def _flat_samples(root: Path, labels_file: Path | None) -> list[tuple[Path, int]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from bench.errors import CheckpointError
 from bench.store import write_atomic
 
 
@@ -28,5 +29,12 @@ class Predictions:
 
     @classmethod
     def load(cls, path: Path) -> Predictions:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        """Raises CheckpointError (a ValueError) naming the file when it is not one of ours."""
+        from bench.checkpoint import load_torch_file  # late: the hash and state-dict code is not needed here
+
+        data = load_torch_file(path, "predictions file")
+        if not isinstance(data, dict) or not {"names", "targets", "top5", "loss_sum"} <= set(data):
+            found = ", ".join(sorted(map(str, data))[:6]) if isinstance(data, dict) else type(data).__name__
+            raise CheckpointError(f"{path} is not a predictions file (found {found}; expected names, targets, top5, "
+                                  "loss_sum as `bench run --save-predictions FILE` writes them)")
         return cls(data["names"], data["targets"], data["top5"], data["loss_sum"])

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.store import write_text_atomic
 
@@ -39,10 +39,36 @@ class Record:
 
     @classmethod
     def from_json(cls, text: str) -> Record:
-        data = json.loads(text)
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"record schema {data.get('schema_version')!r}, this version reads {SCHEMA_VERSION}")
+        """Raises ValueError saying what is wrong: not JSON, not a record, a schema this version does not read."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc})") from None
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING]
+        if not isinstance(data, dict) or "schema_version" not in data:
+            raise ValueError("not a deit-bench record (a JSON object with schema_version, kind, variant, settings, "
+                             "metrics, env)")
+        if data["schema_version"] != SCHEMA_VERSION:
+            raise ValueError(f"record schema {data['schema_version']!r}; this version reads schema {SCHEMA_VERSION}")
+        missing = [k for k in required if k not in data]
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if missing or unknown:
+            raise ValueError("not a complete record: " + "; ".join(
+                part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                  f"unknown fields {', '.join(unknown)}" if unknown else "") if part))
+        if not all(isinstance(data[k], dict) for k in ("settings", "metrics", "env")):
+            raise ValueError("not a complete record: settings, metrics and env must be JSON objects")
         return cls(**data)
+
+    @property
+    def created(self) -> dt.datetime:
+        """When the run was recorded (UTC); records without a readable time sort first."""
+        try:
+            stamp = dt.datetime.fromisoformat(str(self.env.get("created")))
+        except ValueError:
+            return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
 
 
 def write_record(record: Record, results_dir: Path) -> Path:
@@ -57,10 +83,34 @@ def write_record(record: Record, results_dir: Path) -> Path:
     return write_text_atomic(results_dir / name, record.to_json(), replace=False)
 
 
-def load_records(path: Path) -> list[Record]:
-    """Every record in a folder (recursively, sorted by file name) or the one record in a file."""
+class RecordError(ValueError):
+    """A file that is not a readable record, named with the reason."""
+
+
+def read_record(path: Path) -> Record:
+    try:
+        return Record.from_json(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise RecordError(f"{path}: {exc}") from None
+
+
+def load_records(path: Path, skip_bad: Callable[[RecordError], None] | None = None) -> list[Record]:
+    """Every record in a folder (recursively) or the one record in a file, oldest first by the time each run
+    was recorded (not by file name: issue #19's "latest" record depended on the folder it lay in), so `[-1]` is
+    the newest. A file that is not a record raises RecordError naming it, or, given `skip_bad`, is passed to it
+    and left out."""
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
-    return [Record.from_json(f.read_text()) for f in files if not f.name.startswith(".tmp-")]
+    records = []
+    for f in files:
+        if f.name.startswith(".tmp-"):
+            continue
+        try:
+            records.append(read_record(f))
+        except RecordError as exc:
+            if skip_bad is None:
+                raise
+            skip_bad(exc)
+    return sorted(records, key=lambda r: r.created)  # stable: one time keeps the file-name order
 
 
 def _version(package: str) -> str | None:

@@ -111,3 +111,14 @@ def resolve(name: str) -> Variant:
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise KeyError(f"unknown variant {name!r}.{hint} Accepted: {', '.join(sorted(VARIANTS))} "
                    f"(or their timm names, e.g. deit_base_patch16_224); `bench ls` lists them.")
+
+
+def at_resolution(variant: Variant, img_size: int) -> Variant | None:
+    """The registered entry with the paper's numbers for `variant`'s architecture at `img_size` (deit_b at 384 is
+    deit_b_384), or None where the paper has no such row: a comparison with the row of another resolution would be
+    no comparison (issue #19: deit_b at 384 px showed "+215.87 % GMACs" against the 224 px row)."""
+    if img_size == variant.img_size:
+        return variant if variant.paper else None
+    stem = variant.model.rsplit("_", 1)[0]  # deit_base_patch16_224 -> deit_base_patch16
+    return next((v for v in VARIANTS.values() if v.paper and v.img_size == img_size and v.distilled == variant.distilled
+                 and v.model.rsplit("_", 1)[0] == stem and v.role == variant.role), None)

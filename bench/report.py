@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.record import Record
-from bench.registry import VARIANTS, Variant
+from bench.registry import VARIANTS, Variant, at_resolution
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -32,13 +32,16 @@ def registry_table(role: str | None = None) -> str:
 
 def summary(record: Record, variant: Variant) -> str:
     """A few lines a person reads after `bench run`: what was measured, how, and the paper's value."""
-    s, m, p = record.settings, record.metrics, variant.paper
-    table = p.table if p else "no paper row"
+    s, m = record.settings, record.metrics
+    row = at_resolution(variant, s["img_size"])  # the paper's row at the resolution that ran, if it has one
+    p = row.paper if row else None
+    table = (p.table + ("" if row is variant else f", {row.name}")) if p else f"no paper row at {s['img_size']} px"
+    timed = "speed" in s.get("metrics", ["speed"])
     head = (f"{variant.name} ({record.model}) at {s['img_size']} px on {record.env['device_name']}"
-            f" [{s['device']}, {record.env['num_threads']} threads]\n"
-            f"protocol {s['protocol']}: {s['precision']}, batch {s['batch_size']} ({s['batch_policy']}), "
-            f"{s['warmup']} warm-up + {s['iters']} timed, {s['stat']}"
-            f"{', torch.compile' if s['compile'] else ''}"
+            f" [{s['device']}, {record.env['num_threads']} threads]"
+            + (f"\nprotocol {s['protocol']}: {s['precision']}, batch {s['batch_size']} ({s['batch_policy']}), "
+               f"{s['warmup']} warm-up + {s['iters']} timed, {s['stat']}"
+               f"{', torch.compile' if s['compile'] else ''}" if timed else "")
             + (f"\nprecision {s['precision']}: {s['precision_why']}" if s.get("precision_why") else "")
             + (f"\nmachine {record.env['fingerprint']['id']}" if record.env.get("fingerprint") else ""))
     rows = []
@@ -51,7 +54,7 @@ def summary(record: Record, variant: Variant) -> str:
                      "" if not (p and p.gmacs) else f"{100 * (m['gmacs'] / p.gmacs - 1):+.2f} %"))
     if "infer_img_per_s" in m:
         # the paper's figure is at the variant's own resolution; at another size it would be no comparison
-        paper_speed = p.img_per_s if p and s["img_size"] == variant.img_size else None
+        paper_speed = p.img_per_s if p else None
         rows.append((f"throughput, im/s ({s['stat']})", f"{m['infer_img_per_s']:,.1f}",
                      "" if paper_speed is None else f"{paper_speed:,.1f} (V100, fp32, max batch)",
                      "" if paper_speed is None else f"x{m['infer_img_per_s'] / paper_speed:.3f} (other hardware)"))
@@ -69,11 +72,23 @@ def summary(record: Record, variant: Variant) -> str:
             rows.append(("energy, J/img", f"{m['energy_j_per_img']:.4f}",
                          f"mean {m['gpu_power_w_mean']:.0f} W, SM {m['gpu_sm_clock_mhz']} MHz, "
                          f"{m['gpu_temperature_c']} °C", ", ".join(m["gpu_throttle_reasons"]) or "no throttling"))
+    rows += _relspeed_rows(m)
     rows += _accuracy_rows(record, p)
     columns = ["metric", "ours", f"paper ({table})", "delta"]
     body = pd.DataFrame(rows, columns=columns).to_markdown(index=False, disable_numparse=True)
     notes = "".join(f"\nnote: {n}" for n in record.notes if not n.startswith("checkpoint sha256"))
     return f"{head}\n\n{body}{notes}"
+
+
+def _relspeed_rows(m: dict) -> list[tuple[str, str, str, str]]:
+    """The gate's measurement (issue #19: printed as an empty table, the ratio only in the JSON)."""
+    if "relspeed_ratio" not in m:
+        return []
+    ratios, busy = m["relspeed_ratios"], sum(m.get("relspeed_contended") or [])
+    return [("relative speed: model / reference time", f"{m['relspeed_ratio']:.4f}",
+             f"median of {len(ratios)} rounds in {m.get('relspeed_processes', 1)} processes, "
+             f"range {min(ratios):.4f}–{max(ratios):.4f}", f"{busy} round(s) on a busy machine"),
+            ("reference", m["relspeed_reference"], m.get("relspeed_clock") or "", "")]
 
 
 def _accuracy_rows(record: Record, p) -> list[tuple[str, str, str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import multiprocessing
 import signal
 import statistics
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from bench import gpu, machine, size, speed
-from bench.accuracy import EvalOptions, build_model, measure_accuracy
+from bench.accuracy import EvalOptions, build_model, find_eval_data, measure_accuracy
 from bench.protocols import METRICS, TIMING_PROTOCOLS
 from bench.record import Record, collect_env, cpu_model
 from bench.registry import Variant
@@ -150,7 +152,10 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     if warning:
         log(warning)
     log(f"building {variant.name} ({variant.model}) at {settings.img_size} px")
-    model, notes = build_model(variant, eval_opts, _img_size_override(variant, settings.img_size))
+    weights = build_model(variant, eval_opts, _img_size_override(variant, settings.img_size))
+    model, notes = weights.model, weights.notes
+    # the data is checked against the model's label space before minutes of timing, not after
+    found = find_eval_data(model, eval_opts, weights.class_names) if "accuracy" in settings.metrics else None
     metrics: dict[str, Any] = {}
     if "size" in settings.metrics:
         log("counting parameters and GMACs (fvcore, attention included)")
@@ -170,10 +175,9 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     recorded = _settings_dict(variant, settings, metrics)
     recorded["num_classes"] = getattr(model, "num_classes", variant.num_classes)  # a checkpoint's head decides
     if "accuracy" in settings.metrics:
-        batch = settings.batch_size if isinstance(settings.batch_size, int) else 256  # "max" is a speed notion
         acc, recorded["eval"] = measure_accuracy(
-            model, variant, eval_opts, img_size=settings.img_size, device=settings.device,
-            precision=speed.PRECISIONS[settings.precision], batch_size=batch, log=log)
+            model, variant, eval_opts, found, img_size=settings.img_size, device=settings.device,
+            precision=speed.PRECISIONS[settings.precision], batch_size=eval_opts.batch_size, log=log)
         metrics.update(acc)
     notes = notes + ([warning] if warning else [])
     return Record(variant=variant.name, model=variant.model, settings=recorded, metrics=metrics,
@@ -198,10 +202,13 @@ def _time(model, variant: Variant, settings: Settings, log):
         monitor = gpu.GpuMonitor.for_device(settings.device)
         log(f"timing {settings.warmup} warm-up + {settings.iters} timed forwards of batch {batch} "
             f"on {settings.device}, {settings.precision}{', compiled' if settings.compile else ''}")
+        # progress on a terminal (deit_b on 2 cores is minutes of forwards); updated between timed spans
+        bar = tqdm(total=settings.warmup + settings.iters, desc="timing", unit="fwd", file=sys.stderr, disable=None,
+                   leave=False)
         try:
             timing = speed.time_forward(runner, batch_size=batch, img_size=settings.img_size,
                                         device=settings.device, precision=prec, warmup=settings.warmup,
-                                        iters=settings.iters, monitor=monitor)
+                                        iters=settings.iters, monitor=monitor, progress=functools.partial(bar.update, 1))
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if settings.batch_size != "max" or attempt == 4:
@@ -210,6 +217,8 @@ def _time(model, variant: Variant, settings: Settings, log):
             batch = max(1, int(batch * 0.9))
             log(f"out of memory; backing off to batch {batch}")
             continue
+        finally:
+            bar.close()
         return timing, (monitor.readings if monitor else {})
     raise AssertionError("unreachable")
 

@@ -62,8 +62,9 @@ _BENCH_SETTINGS = [
     Key("settings", "budget_s", ("bench",), "relspeed: seconds allowed for retaking contended rounds"),
     Key("settings", "num_classes", ("bench",), "the head's classes (a checkpoint's head decides)"),
     Key("settings", "distilled", ("bench",), "has a distillation token"),
-    Key("settings", "eval", ("bench",), "accuracy: data, layout, preprocessing (protocol, crop, resize, interpolation, "
-        "mean, std), weights"),
+    Key("settings", "eval", ("bench",), "accuracy: data, layout, label_space (how folders were matched to the model's "
+        "classes), classes_present, batch_size, preprocessing (protocol, crop, resize, interpolation, mean, std), "
+        "weights"),
 ]
 
 _BENCH_METRICS = [

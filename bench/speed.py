@@ -78,13 +78,16 @@ class Timing:
 
 def time_forward(model: nn.Module, *, batch_size: int, img_size: int, device: str,
                  precision: Precision, warmup: int, iters: int,
-                 monitor: contextlib.AbstractContextManager | None = None) -> Timing:
+                 monitor: contextlib.AbstractContextManager | None = None,
+                 progress: Callable[[], None] | None = None) -> Timing:
     """Time `iters` forward passes of a synthetic batch after `warmup` untimed ones.
 
     Args:
         model: already on `device`, in eval mode, with weights in `precision.dtype`.
         monitor: entered around the timed iterations only (e.g. GPU energy counters).
+        progress: called after each forward, outside the timed span (CPU; CUDA forwards are queued, not waited on).
     """
+    tick = progress or (lambda: None)
     if iters < 1 or warmup < 0 or batch_size < 1:
         raise ValueError(f"need iters >= 1, warmup >= 0, batch_size >= 1 (got {iters}, {warmup}, {batch_size})")
     cuda = device.startswith("cuda")
@@ -93,10 +96,11 @@ def time_forward(model: nn.Module, *, batch_size: int, img_size: int, device: st
     with torch.inference_mode(), precision_mode(precision, device.split(":")[0]):
         for _ in range(warmup):
             model(example)
+            tick()
         if cuda:
             torch.cuda.synchronize()
         with monitor or contextlib.nullcontext():
-            samples = _timed_cuda(model, example, iters) if cuda else _timed_cpu(model, example, iters)
+            samples = _timed_cuda(model, example, iters) if cuda else _timed_cpu(model, example, iters, tick)
     peak, kind = _peak_memory(cuda)
     return Timing(batch_size, tuple(samples), "cuda_event" if cuda else "perf_counter", peak, kind)
 
@@ -111,12 +115,13 @@ def _timed_cuda(model: nn.Module, example: torch.Tensor, iters: int) -> list[flo
     return [start.elapsed_time(end) / 1e3 for start, end in events]
 
 
-def _timed_cpu(model: nn.Module, example: torch.Tensor, iters: int) -> list[float]:
+def _timed_cpu(model: nn.Module, example: torch.Tensor, iters: int, tick: Callable[[], None]) -> list[float]:
     samples = []
     for _ in range(iters):
         start = time.perf_counter()
         model(example)
         samples.append(time.perf_counter() - start)
+        tick()
     return samples
 
 

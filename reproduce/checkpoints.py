@@ -15,6 +15,8 @@ from typing import Any
 import torch
 
 from bench import machine
+from bench.checkpoint import load_torch_file
+from bench.errors import CheckpointError
 from bench.record import Record, collect_env, cpu_model
 from bench.store import write_atomic, write_text_atomic
 from reproduce.config import ConfigError, TrainConfig, as_dict
@@ -30,6 +32,7 @@ class CheckpointState:
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     train_img_per_s: list[float] = field(default_factory=list)
+    class_names: list[str] | None = None  # the label space by name (folder data), so evaluation can match by name
     weights: dict[str, Any] = field(default_factory=dict, repr=False)  # state dicts read from the file
 
     @classmethod
@@ -56,9 +59,13 @@ class CheckpointState:
             "scaler": scaler.state_dict() if scaler is not None else None,
             "model_ema": ema.module.state_dict() if ema is not None else None,
             "epoch": self.epoch, "step": self.step, "experiment": self.experiment, "config": self.config,
-            "history": self.history, "train_img_per_s": self.train_img_per_s,
+            "history": self.history, "train_img_per_s": self.train_img_per_s, "class_names": self.class_names,
         }
         write_atomic(files.checkpoint, lambda tmp: torch.save(blob, tmp))
+
+
+RESUME_KEYS = ("model", "optimizer", "lr_scheduler", "scaler", "model_ema", "epoch", "step", "experiment", "config",
+               "history", "train_img_per_s")
 
 
 class RunFiles:
@@ -69,6 +76,12 @@ class RunFiles:
         if main:
             output.mkdir(parents=True, exist_ok=True)
 
+    def kept(self) -> str:
+        """What a run stopped now leaves to continue from, for the messages of a failure or an interruption."""
+        if self.checkpoint.is_file():
+            return f"the last checkpoint {self.checkpoint} is intact (--resume continues from it)"
+        return f"no checkpoint had been written yet ({self.checkpoint}; the first is saved after epoch 1), so a rerun starts afresh"
+
     def load(self, resume: bool, cfg: TrainConfig, experiment: str) -> CheckpointState | None:
         """The saved state when resuming (None when there is nothing to resume); refuses to start over an existing
         run without --resume, and to resume with a different configuration."""
@@ -77,7 +90,13 @@ class RunFiles:
         if not resume:
             raise ConfigError(f"{self.output} already holds a run ({self.checkpoint.name}); pass --resume to continue "
                               "it, or choose another --output")
-        blob = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        blob = load_torch_file(self.checkpoint, "--resume: the checkpoint")
+        missing = [k for k in RESUME_KEYS if not isinstance(blob, dict) or k not in blob]
+        if missing:
+            found = ", ".join(sorted(map(str, blob))[:8]) if isinstance(blob, dict) else type(blob).__name__
+            raise CheckpointError(f"--resume: {self.checkpoint} is not a checkpoint of `reproduce train` (it lacks "
+                                  f"{', '.join(missing)}; found {found or 'nothing'}); move it away or choose "
+                                  "another --output")
         saved, now = blob["config"], as_dict(cfg)
         now = json.loads(json.dumps(now))  # tuples as lists, as they come back from the file
         saved = json.loads(json.dumps(saved))
@@ -87,7 +106,7 @@ class RunFiles:
                               + ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in differ))
         weights = {k: blob[k] for k in ("model", "optimizer", "lr_scheduler", "scaler", "model_ema")}
         return CheckpointState(blob["experiment"], blob["config"], blob["epoch"], blob["step"], blob["history"],
-                               blob["train_img_per_s"], weights)
+                               blob["train_img_per_s"], class_names=blob.get("class_names"), weights=weights)
 
     def trim_log(self, state: CheckpointState) -> None:
         """Drop log lines written after the checkpoint (a run killed between them), so a resumed log is whole."""

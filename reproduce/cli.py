@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.errors import CheckpointError, DataError, UsageError, check_folder
 from reproduce import experiments
-from reproduce.config import ConfigError, NonFiniteLoss, Preempted, TrainConfig, check, override
+from reproduce.config import ConfigError, Interrupted, NonFiniteLoss, Preempted, TrainConfig, check, override
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,6 +97,9 @@ def _train(args) -> int:
     cfg = resolve_config(args.experiment, args.data, args.set)
     check_folder(args.output, "--output")
     check_folder(args.results_dir, "--results-dir")
+    if args.resume and not (args.output / "checkpoint.pth").is_file():
+        raise UsageError(f"--resume: nothing to resume, {args.output / 'checkpoint.pth'} does not exist; "
+                         "leave out --resume to start the run")
     record = train(cfg, args.output, experiment=args.experiment, resume=args.resume,
                    log=lambda msg: print(msg, file=sys.stderr))
     if record is not None:
@@ -139,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as exc:
         print(f"reproduce: {exc}; continue with --resume", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("reproduce: interrupted; the last epoch's checkpoint is intact (--resume continues)", file=sys.stderr)
+    except Interrupted as exc:
+        print(f"\nreproduce: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside the training loop: before the first step or while writing the record
+        print("\nreproduce: interrupted; no record was written", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `reproduce ls | head`: the reader left; not an error of ours
         sys.stderr.close()

@@ -22,7 +22,11 @@ class ConfigError(ValueError):
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN/inf: the run stops, the last good checkpoint is kept."""
+    """The loss became NaN/inf: the run stops; the message says which checkpoint, if any, is kept."""
+
+
+class Interrupted(RuntimeError):
+    """Ctrl-C during training; the message says which checkpoint, if any, is kept."""
 
 
 class Preempted(RuntimeError):
@@ -45,7 +49,7 @@ class TrainConfig:
     data: str = ""  # dataset root; cifar10 without a root uses ../shared/datasets or torchvision's download
     train_subset: int = 0  # >0: a class-balanced subset of this many training images (fixed by subset_seed)
     subset_seed: int = 0
-    val_subset: int = 0  # >0: evaluate on the first N validation images only
+    val_subset: int = 0  # >0: evaluate on N validation images, an equal share per class, the same for every run
     workers: int = 8  # data-loading processes per rank
     preload: bool = False  # decode every image once and keep it in memory (small-image sets: CIFAR scales)
     # optimisation

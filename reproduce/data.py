@@ -13,7 +13,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transf
 from torch.utils.data import Dataset
 
 from bench.cifar10 import cifar10_tree
-from bench.data import DataError, ImageList, find_samples
+from bench.data import DataError, ImageList, class_folders, find_samples
 from reproduce.config import TrainConfig
 
 
@@ -22,6 +22,7 @@ class SyntheticImages(Dataset):
 
     def __init__(self, n: int, num_classes: int, size: int, seed: int, transform) -> None:
         self.n, self.num_classes, self.size, self.seed, self.transform = n, num_classes, size, seed, transform
+        self.classes = None  # no names: the label is the class
         self.samples = [(Path(f"synthetic_{seed}_{i:06d}.png"), i % num_classes) for i in range(n)]
 
     def __len__(self) -> int:
@@ -59,7 +60,7 @@ def datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
         train = TorchvisionCifar10(root, True, train_tf)  # torchvision's download (download=False: no network here)
         train.samples = balanced_subset(train.samples, cfg.train_subset, cfg.subset_seed)
         val = TorchvisionCifar10(root, False, val_tf)
-        val.samples = val.samples[: cfg.val_subset] if cfg.val_subset else val.samples
+        val.samples = balanced_subset(val.samples, cfg.val_subset, VAL_SUBSET_SEED)
         return train, val
     if cfg.dataset == "cifar10":
         root = root or cifar10_tree()
@@ -71,10 +72,12 @@ def datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
     for split in splits:
         if not (root / split).is_dir():
             raise DataError(f"{root} has no {split}/ folder; expected {root}/{splits[0]}/<class>/… and {root}/{splits[1]}/…")
-    train_samples, _ = find_samples(root / splits[0])
-    val_samples, _ = find_samples(root / splits[1])
-    train = ImageList(balanced_subset(train_samples, cfg.train_subset, cfg.subset_seed), train_tf, cfg.preload)
-    val = ImageList(val_samples[: cfg.val_subset] if cfg.val_subset else val_samples, val_tf, cfg.preload)
+    train_samples, layout = find_samples(root / splits[0])
+    # the label space is the training classes': val/ may lack a class (the others keep their labels), never add one
+    classes = tuple(class_folders(root / splits[0])) if layout == "folder" else None
+    val_samples, _ = find_samples(root / splits[1], layout, class_names=classes)
+    train = ImageList(balanced_subset(train_samples, cfg.train_subset, cfg.subset_seed), train_tf, cfg.preload, classes)
+    val = ImageList(balanced_subset(val_samples, cfg.val_subset, VAL_SUBSET_SEED), val_tf, cfg.preload, classes)
     return train, val
 
 
@@ -86,7 +89,7 @@ class TorchvisionCifar10(Dataset):
         from torchvision.datasets import CIFAR10
 
         self.base = CIFAR10(str(root), train=train, download=False)
-        self.transform = transform
+        self.transform, self.classes = transform, tuple(self.base.classes)
         self.samples = [(Path(self.base.classes[label]) / f"{i:05d}.png", label, i)
                         for i, label in enumerate(self.base.targets)]
 
@@ -98,8 +101,12 @@ class TorchvisionCifar10(Dataset):
         return self.transform(Image.fromarray(self.base.data[source])), label, index
 
 
-def balanced_subset(samples: list[tuple[Path, int]], n: int, seed: int) -> list[tuple[Path, int]]:
-    """n samples, an equal share per class (the first classes take the remainder), fixed by seed."""
+VAL_SUBSET_SEED = 0  # one validation subset for every run and seed, so that their scores compare
+
+
+def balanced_subset(samples: list[tuple], n: int, seed: int) -> list[tuple]:
+    """n samples, an equal share per class (the first classes take the remainder), fixed by seed, in their
+    original order within each class. Issue #19: the first n validation images were nearly all of one class."""
     if not n or n >= len(samples):
         return samples
     by_class: dict[int, list[tuple[Path, int]]] = {}

@@ -35,7 +35,7 @@ from bench.record import Record
 from bench.speed import PRECISIONS
 from reproduce import data, models
 from reproduce.checkpoints import CheckpointState, RunFiles, run_env
-from reproduce.config import ConfigError, NonFiniteLoss, Preempted, TrainConfig
+from reproduce.config import ConfigError, Interrupted, NonFiniteLoss, Preempted, TrainConfig
 from reproduce.distill import Distiller, LabelTeacher, MemoTeacher, memo_path
 from reproduce.sampling import ResumableSampler, SeededItems, step_seed
 
@@ -95,9 +95,11 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     state = files.load(resume, cfg, experiment)  # None: a fresh start
     if state is not None:
         state.restore(student, *recipe.checkpointed)
-        log(f"resumed from {files.checkpoint} at epoch {state.epoch}, step {state.step}")
+        log(f"resumed from {files.checkpoint}: {state.epoch} epochs done, continuing epoch {state.epoch + 1} after step "
+            f"{state.step}")
     else:
         state = CheckpointState.fresh(cfg, experiment)
+    state.class_names = list(train_set.classes) if getattr(train_set, "classes", None) else None
     if state.finished(cfg):  # its record was written when it finished: a second one would count it twice (#19)
         log(f"already finished: {files.result}; no new record")
         return None
@@ -110,6 +112,23 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
         f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
         f"lr {recipe.lr:.3g}, {cfg.epochs} epochs × {steps_per_epoch} steps on {procs.device}, amp {amp} ({amp_why})")
     started = time.perf_counter()
+    try:
+        _loop(cfg, procs, files, state, recipe, student, step_fn, sampler, loader, steps_per_epoch, per_rank, memo,
+              val_set, prep, variant, stop, log)
+    except NonFiniteLoss as exc:
+        raise NonFiniteLoss(f"{exc}; {files.kept()}") from None
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted in epoch {state.epoch + 1} after step {state.step}; {files.kept()}") from None
+    agree = ranks_agree(student, procs)
+    if not agree:
+        log("warning: the ranks ended with different weights (DDP desynchronised)")
+    return files.finish(state, cfg, experiment, variant, procs, per_rank, recipe.lr, time.perf_counter() - started,
+                        ranks_identical=agree, env=env, precision={"amp": amp, "amp_why": amp_why})
+
+
+def _loop(cfg, procs, files, state, recipe, student, step_fn, sampler, loader, steps_per_epoch, per_rank, memo,
+          val_set, prep, variant, stop, log) -> None:
+    """The epochs from the saved position to the end: steps, evaluation, checkpoint, log line."""
     for epoch in range(state.epoch, cfg.epochs):
         sampler.set_epoch(epoch, start=state.step * per_rank)
         if not cfg.sched_per_step:
@@ -124,8 +143,7 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
                 recipe.scheduler.step_update(global_step)
             models.seed_everything(step_seed(cfg.seed, procs.rank, epoch, state.step))  # drop path, Mixup draws
             stats = recipe.step(step_fn, student, images, target, global_step,
-                                where=f"epoch {epoch}, step {state.step} (global step {global_step}); "
-                                      f"the last good checkpoint {files.checkpoint} is kept")
+                                where=f"epoch {epoch + 1}, step {state.step + 1} (global step {global_step})")
             state.step += 1
             meter.add(len(images), stats)
             current_lr = recipe.optimizer.param_groups[0]["lr"]
@@ -138,7 +156,7 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
                 state.save_to(files, student, *recipe.checkpointed)
                 if memo is not None:
                     memo.save()
-                raise Preempted(f"stopped by signal at epoch {epoch}, step {state.step}; checkpoint {files.checkpoint}")
+                raise Preempted(f"stopped by signal in epoch {epoch + 1} after step {state.step}; checkpoint {files.checkpoint}")
         bar.close()
         line = {"type": "epoch", "epoch": epoch, "lr": recipe.optimizer.param_groups[0]["lr"], **meter.means(procs.world)}
         state.epoch, state.step = epoch + 1, 0
@@ -154,11 +172,6 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
             line.update(teacher_memo_hits=memo.hits, teacher_memo_misses=memo.misses)
         files.log(line)
         log(_epoch_summary(line, cfg.epochs))
-    agree = ranks_agree(student, procs)
-    if not agree:
-        log("warning: the ranks ended with different weights (DDP desynchronised)")
-    return files.finish(state, cfg, experiment, variant, procs, per_rank, recipe.lr, time.perf_counter() - started,
-                        ranks_identical=agree, env=env, precision={"amp": amp, "amp_why": amp_why})
 
 
 class EpochMeter:

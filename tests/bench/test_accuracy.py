@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import folder_tree, jpeg
 from PIL import Image
 from torchvision import transforms
 
@@ -16,27 +17,16 @@ from bench.registry import VARIANTS
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 
-def jpeg(path: Path, seed: int, size=(40, 30)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(seed)
-    Image.fromarray(torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8).numpy()).save(path)
-    return path
-
-
-def folder_tree(root: Path, counts: dict[str, int]) -> Path:
-    for name, n in counts.items():
-        for i in range(n):
-            jpeg(root / name / f"{i}.jpg", seed=hash((name, i)) % 1000)
-    return root
-
-
 # Biases chosen so the four outputs of a distilled model disagree: class head -> 0, distillation head -> 1,
 # mean of logits -> 2 (5, 4.5, 6), sum of softmaxes -> 0 (0.982, 0.953, 0.065). Other classes rank 3, 4, …
 CLS_BIAS = [10.0, 0.0, 6.0] + [-10.0 - i for i in range(7)]
 DIST_BIAS = [0.0, 9.0, 6.0] + [-10.0 - i for i in range(7)]
 
 
-def known_checkpoint(path: Path, variant="debug_dist") -> Path:
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def known_checkpoint(path: Path, variant="debug_dist", class_names=None) -> Path:
     """Zero head weights: every image gets the logits = the biases above, whatever it shows."""
     model = VARIANTS[variant].build()
     state = model.state_dict()
@@ -45,13 +35,14 @@ def known_checkpoint(path: Path, variant="debug_dist") -> Path:
     if "head_dist.weight" in state:
         state["head_dist.weight"].zero_()
         state["head_dist.bias"].copy_(torch.tensor(DIST_BIAS))
-    torch.save({"model": state, "epoch": 3}, path)  # the official training-checkpoint layout
+    names = {"class_names": class_names} if class_names else {}  # as reproduce train writes them
+    torch.save({"model": state, "epoch": 3, **names}, path)  # the official training-checkpoint layout
     return path
 
 
 def run_json(capsys, *argv):
     # fp32 stated: `auto` would pick bf16 on a CPU with native bf16 and move the numbers compared here
-    code = cli.main(["run", "--device", "cpu", "--precision", "fp32", "--workers", "0", "--batch-size", "4", "--json",
+    code = cli.main(["run", "--device", "cpu", "--precision", "fp32", "--workers", "0", "--eval-batch-size", "4", "--json",
                      *argv])
     out, err = capsys.readouterr()
     return code, (json.loads(out) if code == 0 else None), err
@@ -199,10 +190,10 @@ def test_safetensors_and_plain_state_dicts_load(tmp_path):
     ("missing_folder", "is not a folder"),
     ("empty_folder", "no images"),
     ("unreadable_image", "cannot read image"),
-    ("corrupt_checkpoint", "cannot read checkpoint"),
+    ("corrupt_checkpoint", "is truncated or corrupt"),
     ("wrong_keys", "unexpected keys (3): dist_token"),
     ("head_vs_num_classes", "the checkpoint's head has 10 classes"),
-    ("labels_beyond_head", "has label 9 but the model has 5 classes"),
+    ("labels_beyond_head", "has 10 class folders (c0, c1, c2, c3, c4 …) but the model has only 5 classes"),
     ("no_weights", "needs weights"),
 ])
 def test_bad_inputs_exit_2_with_a_clear_message(capsys, tmp_path, ten_class_tree, case, message):
@@ -297,7 +288,7 @@ def test_prediction_files_of_one_name_are_told_apart_by_their_folders(tmp_path, 
 def test_images_with_one_file_name_in_several_class_folders_stay_apart(tmp_path, capsys):
     # CIFAR-10's JPEG tree has 0001.jpg in every class folder; Table 4 must not merge them
     root = folder_tree(tmp_path / "data", {"cat": 2, "dog": 2})
-    ckpt = known_checkpoint(tmp_path / "k.pth", variant="debug")
+    ckpt = known_checkpoint(tmp_path / "k.pth", variant="debug", class_names=CIFAR10)
     code, _, err = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(root),
                             "--checkpoint", str(ckpt), "--results-dir", str(tmp_path / "r"),
                             "--save-predictions", str(tmp_path / "p.pt"))

@@ -25,7 +25,7 @@ def test_json_prints_exactly_the_record_it_writes(capsys, tmp_path):
                              "--warmup", "1", "--results-dir", str(tmp_path), "--json")
     assert code == 0
     [path] = list(tmp_path.iterdir())
-    assert out == path.read_text()
+    assert json.loads(out) == json.loads(path.read_text()) and out.count("\n") == 1  # one JSON line
     assert json.loads(out)["metrics"]["params"] > 0
 
 

@@ -79,9 +79,10 @@ def test_cifar10_as_torchvision_downloads_it_gives_named_items_and_subsets(tmp_p
     cfg = TrainConfig(dataset="cifar10", data=str(tmp_path), num_classes=2, train_subset=8, val_subset=4)
     train, val = datasets(cfg, train_transform(cfg, 32), lambda img: img)
     assert len(train) == 8 and len(val) == 4
-    image, label, index = val[1]
-    assert image.size == (32, 32) and label == 1 and index == 1
-    assert val.samples[1][0] == Path("automobile/00001.png")
+    assert [label for _, label, _ in val.samples] == [0, 0, 1, 1]  # an equal share per class (#19 row 4)
+    image, label, index = val[2]
+    assert image.size == (32, 32) and label == 1 and index == 2
+    assert val.samples[2][0].parent == Path("automobile") and val.classes == ("airplane", "automobile")
 
 
 def test_preloaded_images_give_the_same_augmented_items_without_reading_the_files_again(tmp_path):

@@ -75,7 +75,7 @@ def test_an_interrupted_then_resumed_run_continues_the_same_loss_trace(tmp_path,
 
     with monkeypatch.context() as patch:
         patch.setattr(train_mod._PreemptionFlag, "requested", stop_after_11_steps)
-        with pytest.raises(Preempted, match="epoch 1, step 3"):
+        with pytest.raises(Preempted, match="in epoch 2 after step 3"):
             train(cfg, tmp_path / "split", experiment="debug", resume=False, log=lambda _: None)
     assert len(step_losses(tmp_path / "split")) == 11
     train(cfg, tmp_path / "split", experiment="debug", resume=True, log=lambda _: None)
@@ -310,7 +310,8 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_chec
     monkeypatch.setattr(Distiller, "__call__", nan_at_step_11)
     code = cli.main(["train", "--experiment", "debug", "--output", str(tmp_path / "run")])
     err = capsys.readouterr().err
-    assert code == 1 and "non-finite loss nan at epoch 1, step 2" in err
+    assert code == 1 and "non-finite loss nan at epoch 2, step 3" in err
+    assert f"the last checkpoint {tmp_path / 'run' / 'checkpoint.pth'} is intact" in err
     kept = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)
     assert (kept["epoch"], kept["step"]) == (1, 0)  # the checkpoint of the last good epoch
 

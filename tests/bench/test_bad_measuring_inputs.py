@@ -1,0 +1,213 @@
+"""Issue #19, the measuring side: each defect a hostile user found, with the test that failed before the fix."""
+
+import dataclasses
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import folder_tree
+from test_accuracy import CIFAR10, known_checkpoint, run_json
+
+from bench import cli, tables
+from bench.predictions import Predictions
+from bench.record import load_records, write_record
+
+
+def test_a_subset_of_classes_is_scored_in_the_models_label_space(tmp_path, capsys):
+    """#19 row 1: cat/ and dog/ alone were labelled 0 and 1 and scored against a CIFAR-10 head (3 and 5), exit 0."""
+    root = folder_tree(tmp_path / "two_cls", {"cat": 2, "dog": 3})
+    ckpt = known_checkpoint(tmp_path / "k.pth", variant="debug", class_names=CIFAR10)
+    code, rec, err = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(root),
+                              "--checkpoint", str(ckpt), "--results-dir", str(tmp_path / "r"),
+                              "--save-predictions", str(tmp_path / "p.pt"))
+    assert code == 0, err
+    assert Predictions.load(tmp_path / "p.pt").targets.tolist() == [3, 3, 5, 5, 5]
+    assert rec["settings"]["eval"]["label_space"] == "by class name, from the checkpoint"
+    assert rec["settings"]["eval"]["classes_present"] == 2
+
+
+def test_a_subset_of_classes_without_the_models_class_names_is_refused(tmp_path, capsys):
+    root = folder_tree(tmp_path / "two_cls", {"cat": 1, "dog": 1})
+    code, _, err = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(root),
+                            "--checkpoint", str(known_checkpoint(tmp_path / "k.pth", variant="debug")),
+                            "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and "has 2 class folders (cat, dog) but the model has 10 classes" in err
+    assert "an empty folder stands for a class without images" in err and not (tmp_path / "r").exists()
+
+
+def test_empty_folders_keep_a_subset_in_the_sorted_label_space(tmp_path, capsys):
+    root = folder_tree(tmp_path / "data", {name: (1 if name in ("cat", "dog") else 0) for name in CIFAR10})
+    code, _, err = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(root),
+                            "--checkpoint", str(known_checkpoint(tmp_path / "k.pth", variant="debug")),
+                            "--results-dir", str(tmp_path / "r"), "--save-predictions", str(tmp_path / "p.pt"))
+    assert code == 0, err
+    assert Predictions.load(tmp_path / "p.pt").targets.tolist() == [3, 5]
+
+
+def test_folders_the_checkpoint_does_not_name_are_refused(tmp_path, capsys):
+    root = folder_tree(tmp_path / "data", {"cat": 1, "zebra": 1})
+    code, _, err = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(root),
+                            "--checkpoint", str(known_checkpoint(tmp_path / "k.pth", "debug", class_names=CIFAR10)),
+                            "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and "class folders zebra" in err and "not among the 10 classes" in err
+
+
+def test_imagenet_class_folders_are_matched_by_wordnet_id(tmp_path):
+    """A 1000-class model with a few WordNet-id folders (ImageNet val re-arranged, some classes only)."""
+    from bench.data import find_samples, label_space
+
+    root = folder_tree(tmp_path, {"n01443537": 1, "n15075141": 1})  # ImageNet classes 1 and 999
+    names, how = label_space(root, "folder", 1000, None)
+    assert how == "by WordNet id, in ImageNet-1k order"
+    assert [label for _, label in find_samples(root, "folder", class_names=names)[0]] == [1, 999]
+
+
+def test_imagenet_v2_on_folders_named_by_class_says_what_it_expects(tmp_path, capsys):
+    """#19 row 6: `ValueError: invalid literal for int()` traceback."""
+    root = folder_tree(tmp_path / "data", {"cat": 1, "dog": 1})
+    code, _, err = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(root),
+                            "--dataset", "imagenet-v2", "--checkpoint", str(known_checkpoint(tmp_path / "k.pth", "debug")),
+                            "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and "expects class folders named by class index (0 … 999)" in err and "found cat, dog" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.write_text("hello"), "is not a torch checkpoint"),
+    (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+])
+def test_a_file_that_is_no_checkpoint_is_named_and_explained(tmp_path, capsys, make, message):
+    """#19 row 10: "KeyError: 101" for a text file, a blank "EOFError: " for an empty one."""
+    make(tmp_path / "c.pth")
+    root = folder_tree(tmp_path / "data", {f"c{i}": 1 for i in range(10)})
+    code, _, err = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(root),
+                            "--checkpoint", str(tmp_path / "c.pth"), "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and f"{tmp_path / 'c.pth'} {message}" in err and "Traceback" not in err
+
+
+def test_a_checkpoint_given_to_disagree_is_named_and_explained(tmp_path, capsys):
+    """#19 row 10: "KeyError: 'names'" when a checkpoint was passed as predictions."""
+    ckpt = known_checkpoint(tmp_path / "k.pth", "debug")
+    other = tmp_path / "other.pt"
+    other.write_bytes(ckpt.read_bytes())
+    code = cli.main(["disagree", str(ckpt), str(other)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{ckpt} is not a predictions file" in err and "Traceback" not in err
+
+
+def test_relspeed_alone_prints_its_ratio(tmp_path, capsys):
+    """#19 row 11: `--metrics relspeed` printed an empty table; the ratio was only in the JSON."""
+    code = cli.main(["run", "--variant", "debug", "--metrics", "relspeed", "--iters", "4", "--budget-s", "0",
+                     "--results-dir", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    record = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
+    assert code == 0 and "model / reference time" in out
+    assert f"{record['metrics']['relspeed_ratio']:.4f}" in out
+
+
+def test_a_torch_file_that_is_not_a_state_dict_says_so(tmp_path, capsys):
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    root = folder_tree(tmp_path / "data", {f"c{i}": 1 for i in range(10)})
+    code, _, err = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(root),
+                            "--checkpoint", str(tmp_path / "list.pth"), "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and "holds no state dict" in err
+
+
+FIXTURE_RECORDS = Path(__file__).resolve().parents[1] / "fixtures" / "tables" / "records"
+
+
+def _speed_record(variant: str, created: str, img_per_s: float):
+    old = next(r for r in load_records(FIXTURE_RECORDS) if r.variant == variant and "infer_img_per_s" in r.metrics
+               and r.settings.get("protocol") == "timm")
+    return dataclasses.replace(old, metrics={**old.metrics, "infer_img_per_s": img_per_s},
+                               env={**old.env, "created": created})
+
+
+def test_the_latest_record_is_the_newest_by_time_not_by_folder_name(tmp_path):
+    """#19 row 2: Table 5 kept the older record of results/runs/cpu/ because "latest" was the last path in sort
+    order; moving the new record to results/runs/zz/ changed the cell, and the figure disagreed with the table."""
+    new = _speed_record("deit_ti", "2026-12-01T10:00:00+00:00", 1234.5)
+    old = _speed_record("deit_ti", "2026-11-01T10:00:00+00:00", 999.9)
+    cells = []
+    for new_folder, old_folder in (("aa", "zz"), ("zz", "aa")):
+        root = tmp_path / new_folder[0] / "runs"
+        for record, folder in ((new, new_folder), (old, old_folder)):
+            write_record(record, root / folder)
+        t5 = tables.table5(load_records(root)).frame
+        cells.append(t5.loc[t5["model"] == "DeiT-Ti", "im/s ours, timm protocol"].item())
+    assert cells[0] == cells[1] and cells[0].startswith("1,234.5")
+
+
+def test_one_bad_record_file_is_named_and_skipped_by_tables_but_stops_the_gate(tmp_path, capsys):
+    """#19 row 9: one corrupt, schema-99 or non-record JSON blocked every table, and no message named the file."""
+    runs = tmp_path / "runs"
+    write_record(_speed_record("deit_ti", "2026-12-01T10:00:00+00:00", 1234.5), runs / "good")
+    bad = {"corrupt.json": "{bad", "s99.json": '{"schema_version": 99}', "list.json": "[1, 2]",
+           "partial.json": '{"schema_version": 1, "kind": "bench"}'}
+    for name, text in bad.items():
+        (runs / name).write_text(text)
+    code = cli.main(["tables", "--records", str(runs), "--out", str(tmp_path / "t"), "--no-figures"])
+    err = capsys.readouterr().err
+    assert code == 0 and "1,234.5" in (tmp_path / "t" / "table5_variants.md").read_text()
+    for name, reason in (("corrupt.json", "not valid JSON"), ("s99.json", "record schema 99"),
+                         ("list.json", "not a deit-bench record"), ("partial.json", "not a complete record: missing variant")):
+        assert f"skipped {runs / name}: {reason}" in err
+    code = cli.main(["check", "--current", str(runs), "--baseline", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(runs / "corrupt.json") in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("baseline", ["/proc/no-such-folder/b.json", "/proc/no-such-folder/sub/"])
+def test_a_baseline_that_cannot_be_written_is_a_usage_error_not_a_regression(tmp_path, capsys, baseline):
+    """#19 row 7: a traceback with exit 1, which CI reads as "regression"."""
+    runs = tmp_path / "runs"
+    write_record(_speed_record("deit_ti", "2026-12-01T10:00:00+00:00", 1.0), runs)
+    code = cli.main(["check", "--write-baseline", "--baseline", baseline, "--current", str(runs)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--baseline" in err and "no-such-folder" in err and "Traceback" not in err
+
+
+def test_ls_into_a_closed_pipe_is_quiet(tmp_path):
+    """#19 row 12: `reproduce ls --fields | head` ended in a BrokenPipeError traceback."""
+    for argv in (["reproduce", "ls", "--fields"], ["bench", "ls"]):
+        run = subprocess.run(f"{shlex.join(argv)} | head -1", shell=True, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0 and "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr
+
+
+def test_another_resolution_is_compared_with_the_paper_row_at_that_resolution(tmp_path, capsys):
+    """#19: deit_b at 384 px was compared with the 224 px row ("+215.87 % GMACs") though deit_b_384 is that row."""
+    assert cli.main(["run", "--variant", "deit_b", "--img-size", "384", "--metrics", "size", "--device", "cpu",
+                     "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "paper (Table 5, deit_b_384)" in out and "| -0.00 %" in out and "+215" not in out
+    assert cli.main(["run", "--variant", "deit_ti", "--img-size", "320", "--metrics", "size", "--device", "cpu",
+                     "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "no paper row at 320 px" in out and "%" not in out.split("GMACs (batch 1)")[1].split("\n")[0]
+
+
+def test_a_size_only_run_prints_no_timing_protocol(tmp_path, capsys):
+    """#19: a header about timing was printed for size-only and accuracy-only runs."""
+    assert cli.main(["run", "--variant", "debug", "--metrics", "size", "--results-dir", str(tmp_path)]) == 0
+    assert "warm-up" not in capsys.readouterr().out
+
+
+def test_json_prints_one_record_per_line_for_one_variant_or_several(tmp_path, capsys):
+    """#19: --json printed an object for one variant and a list for several."""
+    for variants, n in (("debug", 1), ("debug,debug_dist", 2)):
+        assert cli.main(["run", "--variant", variants, "--metrics", "size", "--json", "--results-dir", str(tmp_path)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == n and [json.loads(line)["variant"] for line in lines] == variants.split(",")
+
+
+def test_evaluation_has_its_own_batch_size(tmp_path, capsys):
+    """#19: accuracy ran at the speed test's batch (16 on CPU: 157 img/s against 1,352 at 256)."""
+    root = folder_tree(tmp_path / "data", {f"c{i}": 1 for i in range(10)})
+    code = cli.main(["run", "--variant", "debug", "--metrics", "accuracy", "--data", str(root), "--workers", "0",
+                     "--checkpoint", str(known_checkpoint(tmp_path / "k.pth", "debug")), "--json",
+                     "--results-dir", str(tmp_path / "r")])
+    record = json.loads(capsys.readouterr().out)
+    assert code == 0 and record["settings"]["eval"]["batch_size"] == 256 and record["settings"]["batch_size"] == 16

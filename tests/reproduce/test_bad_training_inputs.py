@@ -1,0 +1,111 @@
+"""Issue #19, the training side: each defect a hostile user found, with the test that failed before the fix."""
+
+import pickle
+
+import pytest
+import torch
+from helpers import folder_tree
+
+from bench.data import find_samples
+from reproduce import cli
+from reproduce.config import TrainConfig
+from reproduce.data import datasets
+
+
+def test_a_non_finite_loss_in_the_first_epoch_does_not_promise_a_checkpoint(tmp_path, monkeypatch, capsys):
+    """#19 row 5: lr=inf died at step 1 saying "the last good checkpoint R/checkpoint.pth is kept" (there was none)."""
+    from reproduce.distill import Distiller
+
+    real_call = Distiller.__call__
+    monkeypatch.setattr(Distiller, "__call__", lambda self, *a: real_call(self, *a)._replace(total=torch.tensor(float("nan"))))
+    code = cli.main(["train", "--experiment", "debug", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "non-finite loss nan at epoch 1, step 1" in err
+    assert "no checkpoint had been written yet" in err and "is intact" not in err
+    assert not (tmp_path / "run" / "checkpoint.pth").exists()
+
+
+def test_ctrl_c_in_the_first_epoch_does_not_promise_a_checkpoint(tmp_path, monkeypatch, capsys):
+    """#19 row 5: Ctrl-C in the first epoch said "the last epoch's checkpoint is intact"."""
+    from reproduce.distill import Distiller
+
+    calls = {"n": 0}
+    real_call = Distiller.__call__
+
+    def interrupt_at_step_3(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_call(self, *args)
+
+    monkeypatch.setattr(Distiller, "__call__", interrupt_at_step_3)
+    code = cli.main(["train", "--experiment", "debug", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted in epoch 1 after step 2" in err and "no checkpoint had been written yet" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "checkpoint.pth").exists()
+
+
+def test_resume_without_a_checkpoint_is_refused_rather_than_starting_afresh(tmp_path, capsys):
+    """#19 row 8: --resume with no checkpoint silently trained from scratch."""
+    code = cli.main(["train", "--experiment", "debug", "--output", str(tmp_path / "run"), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--resume: nothing to resume" in err and "checkpoint.pth does not exist" in err
+    assert not (tmp_path / "run").exists()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize("content,message", [
+    (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+    (lambda p: p.write_text("hello, not a checkpoint"), "is not a torch checkpoint"),
+    (lambda p: p.write_bytes(_saved(p, {"model": {}})[:200]), "is truncated or corrupt"),
+    (lambda p: torch.save({"weight": torch.zeros(2)}, p), "is not a checkpoint of `reproduce train` (it lacks model"),
+    (lambda p: p.write_bytes(pickle.dumps(_Evil(), protocol=2)), "holds Python objects besides tensors"),
+])
+def test_resume_from_a_bad_checkpoint_explains_itself(tmp_path, capsys, content, message):
+    """#19 row 8: truncated, plain-state-dict and malicious checkpoints gave RuntimeError / KeyError /
+    UnpicklingError tracebacks."""
+    run = tmp_path / "run"
+    run.mkdir()
+    content(run / "checkpoint.pth")
+    before = (run / "checkpoint.pth").read_bytes()
+    code = cli.main(["train", "--experiment", "debug", "--output", str(run), "--resume"])
+    captured = capsys.readouterr()
+    assert code == 2 and message in captured.err and str(run / "checkpoint.pth") in captured.err
+    assert "Traceback" not in captured.err and "this must never run" not in captured.out
+    assert (run / "checkpoint.pth").read_bytes() == before  # refused, not overwritten
+
+
+def _saved(path, obj) -> bytes:
+    torch.save(obj, path)
+    return path.read_bytes()
+
+
+def test_a_validation_subset_is_class_balanced(tmp_path):
+    """#19 row 4: val_subset=256 took the first 256 images in class order, nearly all of one class."""
+    folder_tree(tmp_path / "train", {"a": 2, "b": 2, "c": 2})
+    folder_tree(tmp_path / "val", {"a": 6, "b": 6, "c": 6})
+    cfg = TrainConfig(dataset="folder", data=str(tmp_path), num_classes=3, val_subset=6)
+    _, val = datasets(cfg, None, None)
+    assert sorted(label for _, label in val.samples) == [0, 0, 1, 1, 2, 2]
+    again = datasets(cfg, None, None)[1]
+    assert again.samples == val.samples  # a fixed choice: every run of the config is scored on the same images
+
+
+def test_validation_labels_follow_the_training_classes_when_a_class_has_no_validation_folder(tmp_path):
+    """A val/ tree without one of the training classes must not shift the others' labels."""
+    folder_tree(tmp_path / "train", {"a": 2, "b": 2, "c": 2})
+    folder_tree(tmp_path / "val", {"a": 1, "c": 1})
+    cfg = TrainConfig(dataset="folder", data=str(tmp_path), num_classes=3)
+    train, val = datasets(cfg, None, None)
+    assert [(p.parent.name, label) for p, label in val.samples] == [("a", 0), ("c", 2)]
+    assert train.classes == ("a", "b", "c")
+
+
+def test_find_samples_indexes_folders_by_the_names_it_is_given(tmp_path):
+    folder_tree(tmp_path, {"cat": 1, "dog": 1})
+    samples, _ = find_samples(tmp_path, class_names=("airplane", "cat", "dog"))
+    assert [label for _, label in samples] == [1, 2]
