@@ -74,18 +74,18 @@ class SpeedBaseline:
 
 
 def record_key(record: Record) -> str:
-    return f"{record.variant}@{record.settings['img_size']}"
+    return f"{record.variant}@{record.settings.img_size}"
 
 
 def record_fingerprint(record: Record) -> Fingerprint | None:
-    data = record.env.get("fingerprint")
+    data = record.env.fingerprint
     return Fingerprint.from_dict(data) if data else None
 
 
 def _latest(records: list[Record], metric: str) -> dict[str, Record]:
     """Per key, the newest record that measured `metric`."""
     chosen: dict[str, Record] = {}
-    for r in sorted(records, key=lambda r: r.env["created"]):
+    for r in sorted(records, key=lambda r: r.env.created):
         if metric in r.metrics:
             chosen[record_key(r)] = r
     return chosen
@@ -106,25 +106,25 @@ def make_baseline(records: list[Record], name: str, tolerances: Tolerances, *,
     for metric in ("params", "gmacs", "top1", "top5") if exact else ():
         for key, r in _latest(records, metric).items():
             entries.setdefault(key, {})[metric] = r.metrics[metric]
-            used[r.env["created"] + r.variant] = r
+            used[r.env.created + r.variant] = r
     for key, r in (_latest(records, "relspeed_ratios") if speed else {}).items():
         fingerprint = record_fingerprint(r)
         if fingerprint is None:
-            raise ValueError(f"the relspeed record of {key} ({r.env['created']}) has no machine fingerprint "
+            raise ValueError(f"the relspeed record of {key} ({r.env.created}) has no machine fingerprint "
                              "(made before schema 2 of baselines); measure again with `bench run --metrics relspeed`")
         if _clean_ratios(r, tolerances)[1]:
-            raise ValueError(f"the newest relspeed record of {key} ({r.env['created']}) ran on a busy machine; "
+            raise ValueError(f"the newest relspeed record of {key} ({r.env.created}) ran on a busy machine; "
                              "a baseline must come from a quiet one: measure again")
         # every quiet run of the same measurement is pooled: a process's own layout moves its median by ~1 %
         pooled = [p for p in records if "relspeed_ratios" in p.metrics and record_key(p) == key
                   and _same_measurement(p, r) and not _clean_ratios(p, tolerances)[1]]
         fingerprints.add(fingerprint)
-        used.update({p.env["created"] + p.variant: p for p in pooled})
+        used.update({p.env.created + p.variant: p for p in pooled})
         entries.setdefault(key, {})["speed"] = {
-            **{k: r.settings[k] for k in SPEED_SETTINGS}, "reference": r.metrics["relspeed_reference"],
-            "clock": r.metrics.get("relspeed_clock"), "runs": len(pooled),
-            "ratios": [x for p in sorted(pooled, key=lambda p: p.env["created"]) for x in _clean_ratios(p, tolerances)[0]],
-            "record_created": r.env["created"]}
+            **{k: r.settings[k] for k in SPEED_SETTINGS}, "reference": r.metrics.relspeed_reference,
+            "clock": r.metrics.relspeed_clock, "runs": len(pooled),
+            "ratios": [x for p in sorted(pooled, key=lambda p: p.env.created) for x in _clean_ratios(p, tolerances)[0]],
+            "record_created": r.env.created}
     if len(fingerprints) > 1:
         raise ValueError(f"relspeed records from {len(fingerprints)} machine fingerprints "
                          f"({', '.join(sorted(f.id() for f in fingerprints))}); a speed baseline is for one machine")
@@ -140,7 +140,7 @@ def make_baseline(records: list[Record], name: str, tolerances: Tolerances, *,
 
 def _same_measurement(a: Record, b: Record) -> bool:
     """Same machine fingerprint, settings and reference workload: runs that may be pooled into one baseline."""
-    return (record_fingerprint(a) == record_fingerprint(b) and a.metrics["relspeed_reference"] == b.metrics["relspeed_reference"]
+    return (record_fingerprint(a) == record_fingerprint(b) and a.metrics.relspeed_reference == b.metrics.relspeed_reference
             and all(a.settings[k] == b.settings[k] for k in SPEED_SETTINGS))
 
 
@@ -247,8 +247,8 @@ def speed_verdict(baseline: list[float], current: list[float], tol: Tolerances,
 
 def _clean_ratios(record: Record, tol: Tolerances) -> tuple[list[float], bool]:
     """The ratios of the rounds taken on a quiet machine, or all of them (and True) when too few were."""
-    ratios = record.metrics["relspeed_ratios"]
-    flags = record.metrics.get("relspeed_contended") or [False] * len(ratios)
+    ratios = record.metrics.relspeed_ratios
+    flags = record.metrics.relspeed_contended or [False] * len(ratios)
     clean = [r for r, busy in zip(ratios, flags) if not busy]
     if len(clean) >= max(5, tol.min_clean_share * len(ratios)):
         return clean, False
@@ -315,7 +315,7 @@ def _speed(key: str, candidates: list[SpeedBaseline], current: Record | None) ->
     entry, tol = match.entry, match.entry["tolerances"]
     base_ratio = statistics.median(entry["ratios"])
     differ = [k for k in SPEED_SETTINGS if current.settings[k] != entry[k]]
-    if differ or current.metrics["relspeed_reference"] != entry["reference"]:
+    if differ or current.metrics.relspeed_reference != entry["reference"]:
         return Row(key, SPEED_METRIC, base_ratio, None, "", "skipped",
                    f"settings differ: {', '.join(differ) or 'reference workload'}")
     ratios, contended = _clean_ratios(current, tol)

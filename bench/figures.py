@@ -58,9 +58,9 @@ def fig1(records: list[Record], out_dir: Path) -> list[Path]:
         r = (latest(records, name, img_size=VARIANTS[name].img_size, protocol="paper")
              or latest(records, name, img_size=VARIANTS[name].img_size, protocol="timm"))
         if r is not None:
-            rows.append({"model": p.label, "im/s": r.metrics["infer_img_per_s"], "top-1": p.top1,
-                         "source": f"ours ({r.env['device_name']}, {r.settings['protocol']} protocol, "
-                                   f"{r.settings['precision']}), paper top-1"})
+            rows.append({"model": p.label, "im/s": r.metrics.infer_img_per_s, "top-1": p.top1,
+                         "source": f"ours ({r.env.device_name}, {r.settings.protocol} protocol, "
+                                   f"{r.settings.precision}), paper top-1"})
     frame = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sns.scatterplot(data=frame, x="im/s", y="top-1", hue="source", style="source", s=70, ax=ax)
@@ -78,8 +78,8 @@ def resolution_sweep(records: list[Record], out_dir: Path) -> list[Path]:
         for size in TABLE10:
             r = latest(records, "deit_b", img_size=size, protocol=protocol)
             if r is not None:
-                rows.append({"resolution": size, "im/s": r.metrics["infer_img_per_s"],
-                             "source": f"ours, {protocol} protocol ({r.env['device_name']})"})
+                rows.append({"resolution": size, "im/s": r.metrics.infer_img_per_s,
+                             "source": f"ours, {protocol} protocol ({r.env.device_name})"})
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=pd.DataFrame(rows), x="resolution", y="im/s", hue="source", marker="o", ax=ax)
     ax.set_yscale("log")
@@ -94,10 +94,10 @@ def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path
     for method, _, _, suffix, metric, _ in TABLE3_LAYOUT:  # the seeds of each row's newest configuration
         key = metric.removeprefix("final_")  # val_top1 or val_top1_<head>
         for r in train_runs(records, experiment_name(scale, suffix), metric=metric):
-            for entry in r.settings.get("history", []):
+            for entry in r.settings.history or []:
                 if key in entry:
-                    rows.append({"row": method, "seed": r.settings["config"]["seed"], "epoch": entry["epoch"],
-                                 "top-1": entry[key], "final": entry["epoch"] == r.settings["config"]["epochs"]})
+                    rows.append({"row": method, "seed": r.settings.config["seed"], "epoch": entry["epoch"],
+                                 "top-1": entry[key], "final": entry["epoch"] == r.settings.config["epochs"]})
     if not rows:
         return []
     frame = pd.DataFrame(rows)
@@ -107,8 +107,8 @@ def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path
                  ax=curves)
     teachers = train_runs(records, experiment_name(scale, "teacher"))
     if teachers:
-        curves.axhline(teachers[-1].metrics["final_val_top1"], color="grey", ls="--", lw=1,
-                       label=f"teacher ({teachers[-1].metrics['final_val_top1']:.1f})")
+        curves.axhline(teachers[-1].metrics.final_val_top1, color="grey", ls="--", lw=1,
+                       label=f"teacher ({teachers[-1].metrics.final_val_top1:.1f})")
     curves.legend(fontsize=7, loc="lower right")
     curves.set(title="validation top-1 (mean over seeds, band: ± std)")
     last = frame[frame["final"]]
@@ -125,9 +125,9 @@ def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path
 
 
 def throughput_vs_batch(records: list[Record], out_dir: Path) -> list[Path]:
-    rows = [{"variant": r.variant, "batch": r.settings["batch_size"], "im/s": r.metrics["infer_img_per_s"],
-             "device": r.env["device_name"]} for r in _speed_records(records)
-            if r.settings.get("protocol") == "timm" and isinstance(r.settings.get("batch_size"), int)]
+    rows = [{"variant": r.variant, "batch": r.settings.batch_size, "im/s": r.metrics.infer_img_per_s,
+             "device": r.env.device_name} for r in _speed_records(records)
+            if r.settings.protocol == "timm" and isinstance(r.settings.batch_size, int)]
     frame = pd.DataFrame(rows)
     if frame.empty or frame.groupby("variant")["batch"].nunique().max() < 2:
         return []
@@ -148,11 +148,11 @@ def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -
     found = {}
     for role in ("teacher", "hard"):
         runs = [r for r in train_runs(records, experiment_name(scale, role))
-                if (Path(r.settings["output"]) / "predictions.pt").exists()]
+                if (Path(r.settings.output) / "predictions.pt").exists()]
         if not runs:
             return []
-        found[role] = min(runs, key=lambda r: (r.settings["config"]["seed"], r.env["created"]))  # seed 0 first
-    config = found["hard"].settings["config"]
+        found[role] = min(runs, key=lambda r: (r.settings.config["seed"], r.env.created))  # seed 0 first
+    config = found["hard"].settings.config
     if config["dataset"] != "cifar10":
         return []
     from bench.cifar10 import cifar10_tree
@@ -160,8 +160,8 @@ def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -
 
     test_root = (Path(config["data"]) if config["data"] else cifar10_tree()) / "test"
     classes = sorted(p.name for p in test_root.iterdir() if p.is_dir())
-    teacher = Predictions.load(Path(found["teacher"].settings["output"]) / "predictions.pt")
-    student = Predictions.load(Path(found["hard"].settings["output"]) / "predictions.pt")
+    teacher = Predictions.load(Path(found["teacher"].settings.output) / "predictions.pt")
+    student = Predictions.load(Path(found["hard"].settings.output) / "predictions.pt")
     t_top = dict(zip(teacher.names, teacher.top5[""][:, 0].tolist()))
     by_class: dict[int, list[tuple]] = {}
     for i, name in enumerate(student.names):

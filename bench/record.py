@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+from bench import schema
 from bench.store import write_text_atomic
 
 SCHEMA_VERSION = 1
@@ -23,19 +24,34 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Record:
-    """What one `bench run` (or, later, one training run) measured, with how and where."""
+    """What one run measured, with how and where. The sections are typed for the record's kind
+    (bench/schema.py: `record.metrics.params`); given as plain dicts, they are wrapped on construction."""
 
     variant: str
     model: str
-    settings: dict[str, Any]
-    metrics: dict[str, Any]
-    env: dict[str, Any]
+    settings: Any  # schema.BenchSettings | TrainSettings | DisagreeSettings | ConfigSettings
+    metrics: Any  # schema.BenchMetrics | TrainMetrics | DisagreeMetrics | NoMetrics
+    env: schema.Env
     kind: str = "bench"
     schema_version: int = SCHEMA_VERSION
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.kind not in schema.KINDS:
+            raise ValueError(f"unknown record kind {self.kind!r}; known: {', '.join(schema.KINDS)}")
+        for section in ("settings", "metrics", "env"):
+            cls = schema.section_class(self.kind, section)
+            value = getattr(self, section)
+            if not isinstance(value, cls):
+                object.__setattr__(self, section, cls(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: the sections exactly as given (no key added for what was not measured)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: (dict(v) if isinstance(v, schema.Section) else v) for k, v in data.items()}
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False, allow_nan=False) + "\n"
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> Record:
@@ -59,13 +75,15 @@ class Record:
                                   f"unknown fields {', '.join(unknown)}" if unknown else "") if part))
         if not all(isinstance(data[k], dict) for k in ("settings", "metrics", "env")):
             raise ValueError("not a complete record: settings, metrics and env must be JSON objects")
+        if data.get("kind", "bench") not in schema.KINDS:
+            raise ValueError(f"unknown record kind {data['kind']!r}; this version reads {', '.join(schema.KINDS)}")
         return cls(**data)
 
     @property
     def created(self) -> dt.datetime:
         """When the run was recorded (UTC); records without a readable time sort first."""
         try:
-            stamp = dt.datetime.fromisoformat(str(self.env.get("created")))
+            stamp = dt.datetime.fromisoformat(str(self.env.created))
         except ValueError:
             return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
         return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
@@ -78,8 +96,8 @@ def write_record(record: Record, results_dir: Path) -> Path:
     final name (which fails rather than overwrite) and the temporary name removed: an interrupted run
     leaves no partial record and an existing record is never replaced.
     """
-    stamp = record.env["created"].replace(":", "").replace("-", "")[:15]
-    name = f"{stamp}-{record.variant}-{record.settings['device'].split(':')[0]}-{uuid.uuid4().hex[:8]}.json"
+    stamp = record.env.created.replace(":", "").replace("-", "")[:15]
+    name = f"{stamp}-{record.variant}-{record.settings.device.split(':')[0]}-{uuid.uuid4().hex[:8]}.json"
     return write_text_atomic(results_dir / name, record.to_json(), replace=False)
 
 

@@ -33,43 +33,43 @@ def registry_table(role: str | None = None) -> str:
 def summary(record: Record, variant: Variant) -> str:
     """A few lines a person reads after `bench run`: what was measured, how, and the paper's value."""
     s, m = record.settings, record.metrics
-    row = at_resolution(variant, s["img_size"])  # the paper's row at the resolution that ran, if it has one
+    row = at_resolution(variant, s.img_size)  # the paper's row at the resolution that ran, if it has one
     p = row.paper if row else None
-    table = (p.table + ("" if row is variant else f", {row.name}")) if p else f"no paper row at {s['img_size']} px"
+    table = (p.table + ("" if row is variant else f", {row.name}")) if p else f"no paper row at {s.img_size} px"
     timed = "speed" in s.get("metrics", ["speed"])
-    head = (f"{variant.name} ({record.model}) at {s['img_size']} px on {record.env['device_name']}"
-            f" [{s['device']}, {record.env['num_threads']} threads]"
-            + (f"\nprotocol {s['protocol']}: {s['precision']}, batch {s['batch_size']} ({s['batch_policy']}), "
-               f"{s['warmup']} warm-up + {s['iters']} timed, {s['stat']}"
-               f"{', torch.compile' if s['compile'] else ''}" if timed else "")
-            + (f"\nprecision {s['precision']}: {s['precision_why']}" if s.get("precision_why") else "")
-            + (f"\nmachine {record.env['fingerprint']['id']}" if record.env.get("fingerprint") else ""))
+    head = (f"{variant.name} ({record.model}) at {s.img_size} px on {record.env.device_name}"
+            f" [{s.device}, {record.env.num_threads} threads]"
+            + (f"\nprotocol {s.protocol}: {s.precision}, batch {s.batch_size} ({s.batch_policy}), "
+               f"{s.warmup} warm-up + {s.iters} timed, {s.stat}"
+               f"{', torch.compile' if s.compile else ''}" if timed else "")
+            + (f"\nprecision {s.precision}: {s.precision_why}" if s.precision_why else "")
+            + (f"\nmachine {record.env.fingerprint['id']}" if record.env.fingerprint else ""))
     rows = []
     if "params" in m:
         paper_params = (p.params or (p.params_m and p.params_m * 1e6)) if p else None
-        rows.append(("params", f"{m['params']:,}",
+        rows.append(("params", f"{m.params:,}",
                      "" if not paper_params else f"{paper_params:,.0f}" + ("" if p.params else " (rounded)"),
-                     "" if not paper_params else f"{m['params'] - paper_params:+,.0f}"))
-        rows.append(("GMACs (batch 1)", f"{m['gmacs']:.3f}", _num(p and p.gmacs, ".3f"),
-                     "" if not (p and p.gmacs) else f"{100 * (m['gmacs'] / p.gmacs - 1):+.2f} %"))
+                     "" if not paper_params else f"{m.params - paper_params:+,.0f}"))
+        rows.append(("GMACs (batch 1)", f"{m.gmacs:.3f}", _num(p and p.gmacs, ".3f"),
+                     "" if not (p and p.gmacs) else f"{100 * (m.gmacs / p.gmacs - 1):+.2f} %"))
     if "infer_img_per_s" in m:
         # the paper's figure is at the variant's own resolution; at another size it would be no comparison
         paper_speed = p.img_per_s if p else None
-        rows.append((f"throughput, im/s ({s['stat']})", f"{m['infer_img_per_s']:,.1f}",
+        rows.append((f"throughput, im/s ({s.stat})", f"{m.infer_img_per_s:,.1f}",
                      "" if paper_speed is None else f"{paper_speed:,.1f} (V100, fp32, max batch)",
-                     "" if paper_speed is None else f"x{m['infer_img_per_s'] / paper_speed:.3f} (other hardware)"))
+                     "" if paper_speed is None else f"x{m.infer_img_per_s / paper_speed:.3f} (other hardware)"))
         rows.append(("batch time, ms", f"{m['batch_ms_median']:,.1f} median",
                      f"IQR {m['batch_ms_iqr']:,.1f}, min {m['batch_ms_min']:,.1f}, max {m['batch_ms_max']:,.1f}", ""))
         rows.append(("latency p50/p90/p99, ms",
                      f"{m['latency_ms_p50']:,.1f} / {m['latency_ms_p90']:,.1f} / {m['latency_ms_p99']:,.1f}",
-                     f"(per batch of {m['infer_batch_size']})", ""))
-        if m.get("peak_mem_mib") is not None:
-            rows.append(("peak memory, MiB", f"{m['peak_mem_mib']:,.0f}", m["peak_mem_kind"], ""))
+                     f"(per batch of {m.infer_batch_size})", ""))
+        if m.peak_mem_mib is not None:
+            rows.append(("peak memory, MiB", f"{m.peak_mem_mib:,.0f}", m.peak_mem_kind, ""))
         if "mfu" in m:
-            mfu = "unknown card" if m["mfu"] is None else f"{100 * m['mfu']:.1f} %"
-            rows.append(("MFU", mfu, f"peak {m['peak_tflops_datasheet']} TFLOP/s (datasheet)", ""))
-        if m.get("energy_j_per_img") is not None:
-            rows.append(("energy, J/img", f"{m['energy_j_per_img']:.4f}",
+            mfu = "unknown card" if m.mfu is None else f"{100 * m.mfu:.1f} %"
+            rows.append(("MFU", mfu, f"peak {m.peak_tflops_datasheet} TFLOP/s (datasheet)", ""))
+        if m.energy_j_per_img is not None:
+            rows.append(("energy, J/img", f"{m.energy_j_per_img:.4f}",
                          f"mean {m['gpu_power_w_mean']:.0f} W, SM {m['gpu_sm_clock_mhz']} MHz, "
                          f"{m['gpu_temperature_c']} °C", ", ".join(m["gpu_throttle_reasons"]) or "no throttling"))
     rows += _relspeed_rows(m)
@@ -84,21 +84,21 @@ def _relspeed_rows(m: dict) -> list[tuple[str, str, str, str]]:
     """The gate's measurement (issue #19: printed as an empty table, the ratio only in the JSON)."""
     if "relspeed_ratio" not in m:
         return []
-    ratios, busy = m["relspeed_ratios"], sum(m.get("relspeed_contended") or [])
-    return [("relative speed: model / reference time", f"{m['relspeed_ratio']:.4f}",
+    ratios, busy = m.relspeed_ratios, sum(m.relspeed_contended or [])
+    return [("relative speed: model / reference time", f"{m.relspeed_ratio:.4f}",
              f"median of {len(ratios)} rounds in {m.get('relspeed_processes', 1)} processes, "
              f"range {min(ratios):.4f}–{max(ratios):.4f}", f"{busy} round(s) on a busy machine"),
-            ("reference", m["relspeed_reference"], m.get("relspeed_clock") or "", "")]
+            ("reference", m.relspeed_reference, m.relspeed_clock or "", "")]
 
 
 def _accuracy_rows(record: Record, p) -> list[tuple[str, str, str, str]]:
     m = record.metrics
     if "top1" not in m:
         return []
-    ev = record.settings["eval"]
+    ev = record.settings.eval
     # The paper's ImageNet numbers apply to a 1000-class ImageNet evaluation; V2 has its own column.
     paper_top1 = None if not p or ev["num_classes"] != 1000 else p.v2 if ev["dataset"] == "imagenet-v2" else p.top1
-    scope = f"{m['images']:,} images, {ev['dataset']}, {ev['preprocess']['protocol']} crop {ev['preprocess']['crop_pct']}"
+    scope = f"{m.images:,} images, {ev['dataset']}, {ev['preprocess']['protocol']} crop {ev['preprocess']['crop_pct']}"
 
     def row(label, key, paper=None):
         delta = "" if paper is None or m.get(key) is None else f"{m[key] - paper:+.2f} pt"
@@ -111,9 +111,9 @@ def _accuracy_rows(record: Record, p) -> list[tuple[str, str, str, str]]:
                  row("top-1 %, mean of logits (official)", "top1_fused_logits"),
                  row("top-1 %, sum of softmaxes (paper text)", "top1_fused_probs")]
     if "real_top1" in m:
-        rows.append(row(f"ReaL top-1 % ({m['real_images']:,} counted)", "real_top1", p.real if paper_top1 else None))
-    rows.append(("loss (cross-entropy)", f"{m['loss']:.4f}", "", ""))
-    rows.append(("eval images/s (loading included)", f"{m['eval_img_per_s']:,.1f}", "", ""))
-    if m.get("eval_img_per_s_steady"):
-        rows.append(("eval images/s after the first batch", f"{m['eval_img_per_s_steady']:,.1f}", "", ""))
+        rows.append(row(f"ReaL top-1 % ({m.real_images:,} counted)", "real_top1", p.real if paper_top1 else None))
+    rows.append(("loss (cross-entropy)", f"{m.loss:.4f}", "", ""))
+    rows.append(("eval images/s (loading included)", f"{m.eval_img_per_s:,.1f}", "", ""))
+    if m.eval_img_per_s_steady:
+        rows.append(("eval images/s after the first batch", f"{m.eval_img_per_s_steady:,.1f}", "", ""))
     return rows

@@ -1,15 +1,22 @@
-"""The record schema: every key a record of each kind may carry, with its meaning; docs/records.md is generated
-from it (`python -m bench.schema > docs/records.md`) and a test checks every committed record against it, so the
-schema, the docs and what the code writes cannot drift apart. Torch-free.
+"""The record schema, typed: one class per section and record kind, each key a typed attribute with its meaning.
 
-A name may end in `*` (a family of keys: one per head, per GPU reading). Records of older sessions miss keys
-added since; they still load (bench/record.py), and every reader treats a missing key as "not measured".
+A record's `settings`, `metrics` and `env` are these sections (bench/record.py wraps the JSON objects in them), so
+readers write `record.metrics.infer_img_per_s` and a type checker knows it is a float or None. A section is also a
+read-only mapping of exactly the keys the JSON holds, so the file written is the file read, and records of older
+sessions, which miss keys added since, still load: a missing key reads as None ("not measured").
+
+docs/records.md is generated from these classes (`python -m bench.schema > docs/records.md`) and a test checks
+every committed record against them, so the schema, the docs and what the code writes cannot drift apart.
+Torch-free. To add a key: one `Key` line in its section's class (docs/extending.md).
 """
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from typing import Any, Generic, TypeVar, overload
+
+T = TypeVar("T")
 
 KINDS = {
     "bench": "`bench run`: size, speed, relative speed (the gate), accuracy of one model",
@@ -17,123 +24,243 @@ KINDS = {
     "disagree": "`reproduce suite`: Table 4 for one seed, from the runs' predictions",
     "config": "`reproduce ls --show E --record DIR`: an experiment's resolved config (Table 9 reads it)",
 }
-ALL = tuple(KINDS)
 
 
-@dataclass(frozen=True)
-class Key:
-    section: str  # settings | metrics | env
-    name: str  # may end in * (a family)
-    kinds: tuple[str, ...]
-    meaning: str
+class Key(Generic[T]):
+    """One key of a section: `params = Key[int]("parameters")` reads `data["params"]` as an int, None if absent."""
+
+    def __init__(self, meaning: str) -> None:
+        self.meaning = meaning
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Key[T]: ...
+    @overload
+    def __get__(self, obj: Section, owner: type) -> T | None: ...
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else obj._data.get(self.name)
 
 
-_ENV = [
-    Key("env", "git_sha", ALL, "commit of the code that ran"), Key("env", "git_dirty", ALL, "uncommitted changes to tracked files"),
-    Key("env", "python", ALL, "Python version"), Key("env", "torch", ALL, "torch version"),
-    Key("env", "torchvision", ALL, "torchvision version"), Key("env", "timm", ALL, "timm version"),
-    Key("env", "fvcore", ALL, "fvcore version"), Key("env", "cuda", ALL, "CUDA version torch was built with"),
-    Key("env", "cudnn", ALL, "cuDNN version"), Key("env", "device_name", ALL, "the CPU's model name or the GPU's name"),
-    Key("env", "cpu", ALL, "the CPU's model name"), Key("env", "num_threads", ALL, "torch threads when the record was made"),
-    Key("env", "os", ALL, "platform string"), Key("env", "created", ALL, "UTC time, ISO 8601"),
-    Key("env", "command", ALL, "the command line"),
-    Key("env", "fingerprint", ALL, "the machine fingerprint (bench/machine.py): CPU vendor/family/model/stepping/name, "
-        "ISA features, cores, threads, torch, timm, torch's CPU capability; GPU name, capability, driver, CUDA, "
-        "power limit; `id`. Since 2026-12-01"),
-    Key("env", "gpu_name", ("bench",), "GPU name from NVML"), Key("env", "driver", ("bench",), "NVIDIA driver version"),
-    Key("env", "gpu_memory_mib", ("bench",), "GPU memory"), Key("env", "gpu_info_error", ("bench",), "why NVML facts are missing"),
-]
+class Family:
+    """Keys sharing a pattern (one per head, per GPU reading): `batch_ms_*`. Read them by name: `metrics["…"]`."""
 
-_BENCH_SETTINGS = [
-    Key("settings", "device", ("bench", "train", "disagree", "config"), "cpu, cuda or cuda:N (config records: `config`)"),
-    Key("settings", "precision", ("bench",), "the precision that ran (docs/precision.md)"),
-    Key("settings", "precision_requested", ("bench",), "what was asked for (`auto` by default)"),
-    Key("settings", "precision_why", ("bench",), "why `precision` was chosen"),
-    Key("settings", "threads", ("bench",), "torch threads of the measurement"),
-    Key("settings", "batch_size", ("bench",), "images per forward actually timed"),
-    Key("settings", "batch_policy", ("bench",), "fixed, or max (largest batch that fits)"),
-    Key("settings", "max_batch_cap", ("bench",), "upper bound of the max search"),
-    Key("settings", "img_size", ("bench",), "input resolution"),
-    Key("settings", "protocol", ("bench",), "timing protocol: timm or paper (docs/benchmarking.md)"),
-    Key("settings", "stat", ("bench",), "median or mean of the per-batch times"),
-    Key("settings", "compile", ("bench",), "torch.compile"), Key("settings", "warmup", ("bench",), "untimed forwards"),
-    Key("settings", "iters", ("bench",), "timed forwards (relspeed: rounds)"),
-    Key("settings", "metrics", ("bench",), "what was measured"),
-    Key("settings", "budget_s", ("bench",), "relspeed: seconds allowed for retaking contended rounds"),
-    Key("settings", "num_classes", ("bench",), "the head's classes (a checkpoint's head decides)"),
-    Key("settings", "distilled", ("bench",), "has a distillation token"),
-    Key("settings", "eval", ("bench",), "accuracy: data, layout, label_space (how folders were matched to the model's "
-        "classes), classes_present, batch_size, preprocessing (protocol, crop, resize, interpolation, mean, std), "
-        "weights"),
-]
+    def __init__(self, pattern: str, meaning: str) -> None:
+        self.pattern, self.meaning = pattern, meaning
 
-_BENCH_METRICS = [
-    Key("metrics", "params", ("bench",), "parameters"), Key("metrics", "gmacs", ("bench",), "multiply-accumulates, batch 1, G"),
-    Key("metrics", "infer_img_per_s*", ("bench",), "throughput by the protocol's statistic (and by median, mean)"),
-    Key("metrics", "infer_batch_size", ("bench",), "batch timed"),
-    Key("metrics", "batch_ms_*", ("bench",), "per-batch time: median, mean, min, max, iqr, samples (ms)"),
-    Key("metrics", "latency_ms_p*", ("bench",), "per-batch time quantiles p50, p90, p99 (ms)"),
-    Key("metrics", "peak_mem_mib", ("bench",), "peak memory (MiB)"),
-    Key("metrics", "peak_mem_kind", ("bench",), "cuda_max_allocated or process_peak_rss"),
-    Key("metrics", "timer", ("bench",), "cuda_event or perf_counter"),
-    Key("metrics", "mfu", ("bench",), "model FLOPs utilisation against the datasheet peak (GPU)"),
-    Key("metrics", "peak_tflops_datasheet", ("bench",), "the peak MFU divides by"),
-    Key("metrics", "energy_j_per_img", ("bench",), "NVML energy over the timed loop per image (J)"),
-    Key("metrics", "gpu_*", ("bench",), "NVML readings: clocks (MHz), power (W), energy (J), temperature (C), throttle reasons"),
-    Key("metrics", "relspeed_ratio", ("bench",), "median model/reference time ratio (the gate)"),
-    Key("metrics", "relspeed_ratios", ("bench",), "the ratio of every round"),
-    Key("metrics", "relspeed_clock", ("bench",), "process_cpu_time or cuda_event"),
-    Key("metrics", "relspeed_*_ms", ("bench",), "per round: model and reference time, CPU and wall (ms)"),
-    Key("metrics", "relspeed_other_cores", ("bench",), "per round: cores other processes kept busy"),
-    Key("metrics", "relspeed_steal", ("bench",), "per round: share of the machine the hypervisor took"),
-    Key("metrics", "relspeed_cpu_share", ("bench",), "per round: the share of a core our thread got"),
-    Key("metrics", "relspeed_contended", ("bench",), "per round: measured on a busy machine"),
-    Key("metrics", "relspeed_reference", ("bench",), "the reference workload"),
-    Key("metrics", "relspeed_processes", ("bench",), "fresh processes the rounds were split over"),
-    Key("metrics", "top1*", ("bench",), "top-1 (%): official output, and per head (_cls, _dist, _fused_logits, _fused_probs)"),
-    Key("metrics", "top5*", ("bench",), "top-5 (%), the same heads"),
-    Key("metrics", "real_*", ("bench",), "ImageNet-ReaL top-1/top-5 per head; real_images: images with a label set"),
-    Key("metrics", "loss", ("bench",), "mean cross-entropy of the official output"),
-    Key("metrics", "images", ("bench", "disagree"), "images scored"),
-    Key("metrics", "eval_img_per_s*", ("bench",), "evaluation loop speed, whole and after the first batch"),
-]
 
-_TRAIN = [
-    Key("settings", "experiment", ("train", "config"), "the registered experiment (reproduce ls)"),
-    Key("settings", "config", ("train", "config"), "every TrainConfig field, resolved"),
-    Key("settings", "amp", ("train",), "the precision that trained: none, bf16 or fp16"),
-    Key("settings", "amp_why", ("train",), "why (`auto` resolves by the hardware)"),
-    Key("settings", "world_size", ("train",), "processes"),
-    Key("settings", "batch_size_per_gpu", ("train",), "images per process and step"),
-    Key("settings", "global_batch_size", ("train",), "images per step over all processes"),
-    Key("settings", "lr_scaled", ("train",), "the learning rate after batch scaling"),
-    Key("settings", "output", ("train",), "the run folder"),
-    Key("settings", "history", ("train",), "top-1/top-5 of every head at every evaluation"),
-    Key("metrics", "final_*", ("train",), "the last evaluation: val (and EMA) top-1/top-5 per head"),
-    Key("metrics", "best_*", ("train",), "the best evaluation per top-1 head, and its epoch"),
-    Key("metrics", "epochs", ("train",), "epochs completed"),
-    Key("metrics", "train_img_per_s", ("train",), "median training speed over epochs (all processes)"),
-    Key("metrics", "wall_s_this_process", ("train",), "wall time of this process (a resumed run: since resuming)"),
-    Key("metrics", "ranks_identical_weights", ("train",), "all processes ended with the same weights"),
-]
+class Section(Mapping[str, Any]):
+    """A read-only view of one JSON object of a record, with the keys its subclass declares as typed attributes."""
 
-_DISAGREE = [
-    Key("settings", "suite", ("disagree",), "the suite (e.g. table3-mini)"),
-    Key("settings", "scale", ("disagree",), "mini, cifar10 or imagenet"), Key("settings", "seed", ("disagree",), "seed"),
-    Key("settings", "experiments", ("disagree",), "role -> experiment (teacher, DeiT, DeiT⚗)"),
-    Key("settings", "runs", ("disagree",), "role -> run folder"),
-    Key("settings", "predictions_sha256", ("disagree",), "role -> sha256 of its predictions.pt"),
-    Key("settings", "config_key", ("disagree",), "the students' configuration less their seed"),
-    Key("metrics", "disagreement", ("disagree",), "pairwise fraction of images classified differently"),
-]
+    FAMILIES: tuple[Family, ...] = ()
 
-SCHEMA: tuple[Key, ...] = tuple(_ENV + _BENCH_SETTINGS + _BENCH_METRICS + _TRAIN + _DISAGREE)
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._data = dict(data or {})
+
+    def __getitem__(self, name: str) -> Any:
+        return self._data[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._data!r})"
+
+    @classmethod
+    def declared(cls) -> list[Key]:
+        """The typed keys, in declaration order (base classes first)."""
+        seen: dict[str, Key] = {}
+        for klass in reversed(cls.__mro__):
+            seen.update({k: v for k, v in vars(klass).items() if isinstance(v, Key)})
+        return list(seen.values())
+
+    @classmethod
+    def undocumented(cls, names: list[str]) -> list[str]:
+        """The names that are neither a declared key nor in a declared family."""
+        known = {k.name for k in cls.declared()}
+        return [n for n in names if n not in known
+                and not any(fnmatch.fnmatchcase(n, f.pattern) for f in cls.FAMILIES)]
+
+
+class Env(Section):
+    """`env`: where and with what the record was made (every kind)."""
+
+    git_sha = Key[str]("commit of the code that ran")
+    git_dirty = Key[bool]("uncommitted changes to tracked files")
+    python = Key[str]("Python version")
+    torch = Key[str]("torch version")
+    torchvision = Key[str]("torchvision version")
+    timm = Key[str]("timm version")
+    fvcore = Key[str]("fvcore version")
+    cuda = Key[str]("CUDA version torch was built with")
+    cudnn = Key[int]("cuDNN version")
+    device_name = Key[str]("the CPU's model name or the GPU's name")
+    cpu = Key[str]("the CPU's model name")
+    num_threads = Key[int]("torch threads when the record was made")
+    os = Key[str]("platform string")
+    created = Key[str]("UTC time, ISO 8601")
+    command = Key[str]("the command line")
+    fingerprint = Key[dict]("the machine fingerprint (bench/machine.py): CPU vendor/family/model/stepping/name, ISA "
+                            "features, cores, threads, torch, timm, torch's CPU capability; GPU name, capability, "
+                            "driver, CUDA, power limit; `id`. Since 2026-12-01")
+    gpu_name = Key[str]("bench on a GPU: its name from NVML")
+    driver = Key[str]("bench on a GPU: NVIDIA driver version")
+    gpu_memory_mib = Key[int]("bench on a GPU: its memory")
+    gpu_info_error = Key[str]("bench on a GPU: why NVML facts are missing")
+
+
+class BenchSettings(Section):
+    """`settings` of `bench run`: what was asked for, every default resolved."""
+
+    device = Key[str]("cpu, cuda or cuda:N")
+    precision = Key[str]("the precision that ran (docs/precision.md)")
+    precision_requested = Key[str]("what was asked for (`auto` by default)")
+    precision_why = Key[str]("why `precision` was chosen")
+    threads = Key[int]("torch threads of the measurement")
+    batch_size = Key[int]("images per forward actually timed")
+    batch_policy = Key[str]("fixed, or max (largest batch that fits)")
+    max_batch_cap = Key[int]("upper bound of the max search")
+    img_size = Key[int]("input resolution")
+    protocol = Key[str]("timing protocol: timm or paper (docs/benchmarking.md)")
+    stat = Key[str]("median or mean of the per-batch times")
+    compile = Key[bool]("torch.compile")
+    warmup = Key[int]("untimed forwards")
+    iters = Key[int]("timed forwards (relspeed: rounds)")
+    metrics = Key[list]("what was measured")
+    budget_s = Key[float]("relspeed: seconds allowed for retaking contended rounds")
+    num_classes = Key[int]("the head's classes (a checkpoint's head decides)")
+    distilled = Key[bool]("has a distillation token")
+    eval = Key[dict]("accuracy: data, layout, label_space (how folders were matched to the model's classes), "
+                     "classes_present, batch_size, preprocessing (protocol, crop, resize, interpolation, mean, std), "
+                     "weights")
+
+
+class BenchMetrics(Section):
+    """`metrics` of `bench run`: what was measured, names with units."""
+
+    FAMILIES = (
+        Family("infer_img_per_s_*", "throughput by the median and by the mean of the per-batch times"),
+        Family("batch_ms_*", "per-batch time: median, mean, min, max, iqr, samples (ms)"),
+        Family("latency_ms_p*", "per-batch time quantiles p50, p90, p99 (ms)"),
+        Family("gpu_*", "NVML readings: clocks (MHz), power (W), energy (J), temperature (C), throttle reasons"),
+        Family("relspeed_*_ms", "per round: model and reference time, CPU and wall (ms)"),
+        Family("top1_*", "top-1 (%) per head of a distilled model: _cls, _dist, _fused_logits, _fused_probs"),
+        Family("top5_*", "top-5 (%), the same heads"),
+        Family("real_*", "ImageNet-ReaL top-1/top-5 per head"),
+    )
+    params = Key[int]("parameters")
+    gmacs = Key[float]("multiply-accumulates, batch 1, G")
+    infer_img_per_s = Key[float]("throughput by the protocol's statistic (images/s)")
+    infer_batch_size = Key[int]("batch timed")
+    peak_mem_mib = Key[float]("peak memory (MiB)")
+    peak_mem_kind = Key[str]("cuda_max_allocated or process_peak_rss")
+    timer = Key[str]("cuda_event or perf_counter")
+    mfu = Key[float]("model FLOPs utilisation against the datasheet peak (GPU)")
+    peak_tflops_datasheet = Key[float]("the peak MFU divides by")
+    energy_j_per_img = Key[float]("NVML energy over the timed loop per image (J)")
+    relspeed_ratio = Key[float]("median model/reference time ratio (the gate)")
+    relspeed_ratios = Key[list]("the ratio of every round")
+    relspeed_clock = Key[str]("process_cpu_time or cuda_event")
+    relspeed_other_cores = Key[list]("per round: cores other processes kept busy")
+    relspeed_steal = Key[list]("per round: share of the machine the hypervisor took")
+    relspeed_cpu_share = Key[list]("per round: the share of a core our thread got")
+    relspeed_contended = Key[list]("per round: measured on a busy machine")
+    relspeed_reference = Key[str]("the reference workload")
+    relspeed_processes = Key[int]("fresh processes the rounds were split over")
+    top1 = Key[float]("top-1 (%) of the official output (a distilled model: mean of the heads' logits)")
+    top5 = Key[float]("top-5 (%) of the official output")
+    real_top1 = Key[float]("ImageNet-ReaL top-1 (%) of the official output")
+    real_top5 = Key[float]("ImageNet-ReaL top-5 (%) of the official output")
+    real_images = Key[int]("images with a ReaL label set (the others are left out)")
+    loss = Key[float]("mean cross-entropy of the official output")
+    images = Key[int]("images scored")
+    eval_img_per_s = Key[float]("evaluation loop speed, loading included (images/s)")
+    eval_img_per_s_steady = Key[float]("evaluation loop speed after the first batch (images/s)")
+
+
+class TrainSettings(Section):
+    """`settings` of a training run."""
+
+    experiment = Key[str]("the registered experiment (reproduce ls)")
+    config = Key[dict]("every TrainConfig field, resolved")
+    device = Key[str]("cpu, cuda or cuda:N")
+    amp = Key[str]("the precision that trained: none, bf16 or fp16")
+    amp_why = Key[str]("why (`auto` resolves by the hardware)")
+    world_size = Key[int]("processes")
+    batch_size_per_gpu = Key[int]("images per process and step")
+    global_batch_size = Key[int]("images per step over all processes")
+    lr_scaled = Key[float]("the learning rate after batch scaling")
+    output = Key[str]("the run folder")
+    history = Key[list]("top-1/top-5 of every head at every evaluation")
+
+
+class TrainMetrics(Section):
+    """`metrics` of a training run."""
+
+    FAMILIES = (
+        Family("final_*", "the last evaluation: val (and EMA) top-1/top-5 and loss per head"),
+        Family("best_*", "the best evaluation per top-1 head, and its epoch"),
+    )
+    final_val_top1 = Key[float]("top-1 (%) of the official output at the last evaluation")
+    epochs = Key[int]("epochs completed")
+    train_img_per_s = Key[float]("median training speed over epochs (all processes)")
+    wall_s_this_process = Key[float]("wall time of this process (a resumed run: since resuming)")
+    ranks_identical_weights = Key[bool]("all processes ended with the same weights")
+
+
+class DisagreeSettings(Section):
+    """`settings` of a Table-4 record."""
+
+    suite = Key[str]("the suite (e.g. table3-mini)")
+    scale = Key[str]("mini, cifar10 or imagenet")
+    seed = Key[int]("seed")
+    device = Key[str]("where the predictions were made")
+    experiments = Key[dict]("role -> experiment (teacher, DeiT, DeiT⚗)")
+    runs = Key[dict]("role -> run folder")
+    predictions_sha256 = Key[dict]("role -> sha256 of its predictions.pt")
+    config_key = Key[str]("the students' configuration less their seed")
+
+
+class DisagreeMetrics(Section):
+    """`metrics` of a Table-4 record."""
+
+    disagreement = Key[dict]("pairwise fraction of images classified differently")
+    images = Key[int]("images compared")
+
+
+class ConfigSettings(Section):
+    """`settings` of a resolved-config record."""
+
+    experiment = Key[str]("the registered experiment")
+    config = Key[dict]("every TrainConfig field, resolved")
+    device = Key[str]("always `config`: nothing ran")
+
+
+class NoMetrics(Section):
+    """A config record measures nothing."""
+
+
+SECTIONS: dict[str, tuple[type[Section], type[Section]]] = {
+    "bench": (BenchSettings, BenchMetrics), "train": (TrainSettings, TrainMetrics),
+    "disagree": (DisagreeSettings, DisagreeMetrics), "config": (ConfigSettings, NoMetrics),
+}
+
+
+def section_class(kind: str, section: str) -> type[Section]:
+    if section == "env":
+        return Env
+    return SECTIONS[kind][("settings", "metrics").index(section)]
 
 
 def undocumented(kind: str, section: str, names: list[str]) -> list[str]:
     """The names a record of `kind` carries in `section` that the schema does not know."""
-    patterns = [k.name for k in SCHEMA if k.section == section and kind in k.kinds]
-    return [n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    return section_class(kind, section).undocumented(names)
 
 
 def render() -> str:
@@ -144,13 +271,27 @@ def render() -> str:
              "(`bench/store.py`). Tables, figures and the regression gate read records only. Every record has",
              "`schema_version`, `kind`, `variant`, `model` (timm name), `notes`, and three sections: `settings` (what",
              "was asked for, every default resolved), `metrics` (what was measured, names with units) and `env`",
-             "(where and with what). A name ending in `*` is a family of keys.", "", "## Kinds", ""]
+             "(where and with what). In Python each section is typed (`record.metrics.params` is an int or None);",
+             "a name ending in `*` is a family of keys, read by name (`record.metrics[\"top1_cls\"]`).", "",
+             "## Kinds", ""]
     lines += [f"- `{kind}`: {what}" for kind, what in KINDS.items()]
-    for section in ("settings", "metrics", "env"):
-        lines += ["", f"## `{section}`", "", "| key | kinds | meaning |", "|:--|:--|:--|"]
-        lines += [f"| `{k.name}` | {', '.join(k.kinds) if k.kinds != ALL else 'all'} | {k.meaning} |"
-                  for k in SCHEMA if k.section == section]
-    return "\n".join(lines) + "\n"
+    for kind in KINDS:
+        for section in ("settings", "metrics"):
+            cls = section_class(kind, section)
+            if cls.declared():
+                lines += _table(f"`{kind}` records: `{section}` (`{cls.__name__}`)", cls)
+    return "\n".join(lines + _table("`env`, every kind (`Env`)", Env)) + "\n"
+
+
+def _table(title: str, cls: type[Section]) -> list[str]:
+    rows = [f"| `{k.name}` | {_type_name(cls, k.name)} | {k.meaning} |" for k in cls.declared()]
+    rows += [f"| `{f.pattern}` | family | {f.meaning} |" for f in cls.FAMILIES]
+    return ["", f"## {title}", "", "| key | type | meaning |", "|:--|:--|:--|", *rows]
+
+
+def _type_name(cls: type[Section], name: str) -> str:
+    """`int` for a `Key[int]` (typing keeps the argument on the instance as `__orig_class__`)."""
+    return getattr(cls, name).__orig_class__.__args__[0].__name__
 
 
 if __name__ == "__main__":

@@ -53,10 +53,10 @@ def footer(records: Iterable[Record]) -> tuple[str, ...]:
         return ("No records: every 'ours' cell is not run.",)
     def distinct(fn):
         return ", ".join(sorted({str(fn(r)) for r in records}))
-    return (f"{len(records)} records. Hardware: {distinct(lambda r: r.env['device_name'])} "
-            f"(threads: {distinct(lambda r: r.env['num_threads'])}).",
-            f"Software: torch {distinct(lambda r: r.env['torch'])}, timm {distinct(lambda r: r.env['timm'])}; "
-            f"git {distinct(lambda r: (r.env['git_sha'] or '?')[:7] + ('+dirty' if r.env.get('git_dirty') else ''))}.",
+    return (f"{len(records)} records. Hardware: {distinct(lambda r: r.env.device_name)} "
+            f"(threads: {distinct(lambda r: r.env.num_threads)}).",
+            f"Software: torch {distinct(lambda r: r.env.torch)}, timm {distinct(lambda r: r.env.timm)}; "
+            f"git {distinct(lambda r: (r.env.git_sha or '?')[:7] + ('+dirty' if r.env.git_dirty else ''))}.",
             f"Protocol: {distinct(_protocol)}.")
 
 
@@ -73,8 +73,8 @@ def _protocol(r: Record) -> str:
 def latest(records: list[Record], variant: str, *, img_size: int | None = None, protocol: str | None = None,
             key: str = "infer_img_per_s") -> Record | None:
     hits = [r for r in records if r.kind == "bench" and r.variant == variant and key in r.metrics
-            and (img_size is None or r.settings.get("img_size") == img_size)
-            and (protocol is None or r.settings.get("protocol") == protocol)]
+            and (img_size is None or r.settings.img_size == img_size)
+            and (protocol is None or r.settings.protocol == protocol)]
     # a batch-size sweep's records (bench run --batch-size N) must not replace the protocol's own batch in a
     # column that other rows fill at that batch: prefer records at the protocol's default for their device
     usual = [r for r in hits if _at_protocol_batch(r)]
@@ -82,16 +82,16 @@ def latest(records: list[Record], variant: str, *, img_size: int | None = None, 
 
 
 def _at_protocol_batch(r: Record) -> bool:
-    protocol = TIMING_PROTOCOLS.get(r.settings.get("protocol"))
+    protocol = TIMING_PROTOCOLS.get(r.settings.protocol)
     if protocol is None:
         return False
-    default = protocol.batch_size.get(str(r.settings.get("device", "")).split(":")[0])
-    return r.settings.get("batch_policy") == "max" if default == "max" else r.settings.get("batch_size") == default
+    default = protocol.batch_size.get(str(r.settings.device or "").split(":")[0])
+    return r.settings.batch_policy == "max" if default == "max" else r.settings.batch_size == default
 
 
 def _official_accuracy(records: list[Record], variant: str, img_size: int) -> Record | None:
     hits = [r for r in records if r.kind == "bench" and r.variant == variant and "top1" in r.metrics
-            and r.settings.get("img_size") == img_size
+            and r.settings.img_size == img_size
             and not any("not an official release" in n for n in r.notes)]
     return hits[-1] if hits else None
 
@@ -107,12 +107,12 @@ def table5(records: list[Record]) -> Table:
         used += [r for r in (timm_run, paper_run, acc) if r]
         size = timm_run or paper_run
         rows.append({
-            "model": p.label, "params (paper)": f"{p.params:,}", "params (ours)": _fmt(size and size.metrics["params"], ","),
-            "GMACs (ours)": _fmt(size and size.metrics["gmacs"], ".3f"),
+            "model": p.label, "params (paper)": f"{p.params:,}", "params (ours)": _fmt(size and size.metrics.params, ","),
+            "GMACs (ours)": _fmt(size and size.metrics.gmacs, ".3f"),
             "im/s paper (V100)": f"{p.img_per_s:.1f}",
             "im/s ours, timm protocol": _run_speed(timm_run), "im/s ours, paper protocol": _run_speed(paper_run),
-            "top-1 paper": f"{p.top1:.1f}", "top-1 ours": _fmt(acc and acc.metrics["top1"], ".2f"),
-            "ReaL paper": _fmt(p.real), "ReaL ours": _fmt(acc and acc.metrics.get("real_top1"), ".2f"),
+            "top-1 paper": f"{p.top1:.1f}", "top-1 ours": _fmt(acc and acc.metrics.top1, ".2f"),
+            "ReaL paper": _fmt(p.real), "ReaL ours": _fmt(acc and acc.metrics.real_top1, ".2f"),
             "V2 paper": _fmt(p.v2),
         })
     return Table("table5_variants", "Table 1/5: DeiT variants", pd.DataFrame(rows), footer(used))
@@ -121,7 +121,7 @@ def table5(records: list[Record]) -> Table:
 def _run_speed(r: Record | None) -> str:
     if r is None:
         return NOT_RUN
-    return f"{r.metrics['infer_img_per_s']:,.1f} ({r.env['device_name']}, {r.settings['precision']}, b{r.settings['batch_size']})"
+    return f"{r.metrics.infer_img_per_s:,.1f} ({r.env.device_name}, {r.settings.precision}, b{r.settings.batch_size})"
 
 
 def table10(records: list[Record]) -> Table:
@@ -134,7 +134,7 @@ def table10(records: list[Record]) -> Table:
         used += [r for r in (timm_run, paper_run, acc) if r]
         rows.append({"test size": size, "im/s paper (V100)": f"{speed:.2f}",
                      "im/s ours, timm protocol": _run_speed(timm_run), "im/s ours, paper protocol": _run_speed(paper_run),
-                     "top-1 paper": f"{top1:.1f}", "top-1 ours": _fmt(acc and acc.metrics["top1"], ".2f")})
+                     "top-1 paper": f"{top1:.1f}", "top-1 ours": _fmt(acc and acc.metrics.top1, ".2f")})
     return Table("table10_resolution", "Table 10: DeiT-B at other test resolutions", pd.DataFrame(rows), footer(used))
 
 
@@ -147,7 +147,7 @@ def table2(records: list[Record]) -> Table:
         used += ([run] if run else []) + trained
         rows.append({"teacher": VARIANTS[name].paper.label, "teacher top-1 paper": f"{VARIANTS[name].paper.top1:.1f}",
                      "teacher im/s ours": _run_speed(run), "student top-1 paper": f"{student:.1f}",
-                     "student top-1 ours": _mean_std([r.metrics["final_val_top1"] for r in trained]),
+                     "student top-1 ours": _mean_std([r.metrics.final_val_top1 for r in trained]),
                      "student ↑384 paper": f"{student_384:.1f}"})
     return Table("table2_teachers", "Table 2: teachers for DeiT-B⚗", pd.DataFrame(rows), footer(used))
 
@@ -156,13 +156,13 @@ def train_runs(records: list[Record], experiment: str, teacher: str | None = Non
                 metric: str = "final_val_top1") -> list[Record]:
     """The seeds of one experiment's newest configuration: runs whose config differs other than by `seed` (a
     `--set` change) are another experiment in all but name and are never averaged in."""
-    runs = [r for r in records if r.kind == "train" and r.settings.get("experiment") == experiment
-            and r.metrics.get(metric) is not None and (teacher is None or r.settings["config"]["teacher"] == teacher)]
+    runs = [r for r in records if r.kind == "train" and r.settings.experiment == experiment
+            and r.metrics.get(metric) is not None and (teacher is None or r.settings.config["teacher"] == teacher)]
     if not runs:
         return []
     def key(r: Record) -> str:
-        return json.dumps({k: v for k, v in r.settings["config"].items() if k != "seed"}, sort_keys=True)
-    newest = key(max(runs, key=lambda r: r.env["created"]))
+        return json.dumps({k: v for k, v in r.settings.config.items() if k != "seed"}, sort_keys=True)
+    newest = key(max(runs, key=lambda r: r.env.created))
     return [r for r in runs if key(r) == newest]
 
 
@@ -200,7 +200,7 @@ def table3(records: list[Record], scale: str) -> Table:
                      f"ours top-1 ({scale})": _mean_std(values), "ours Δ row 1": gap, "Δ > seed spread": beyond})
     teacher_name = experiment_name(scale, "teacher")
     teacher = train_runs(records, teacher_name)
-    notes = [f"Teacher ({teacher_name}): top-1 {teacher[-1].metrics['final_val_top1']:.2f}."] if teacher else []
+    notes = [f"Teacher ({teacher_name}): top-1 {teacher[-1].metrics.final_val_top1:.2f}."] if teacher else []
     title = f"Table 3 ({scale} scale): distillation strategies; the paper's column is DeiT-Ti on ImageNet"
     return Table(f"table3_{scale}", title, pd.DataFrame(rows), tuple(notes) + footer(used + teacher))
 
@@ -213,20 +213,20 @@ def table8(records: list[Record]) -> Table:
         runs = train_runs(records, name)
         used += runs
         rows.append({"change": change, "experiment": name, "top-1 paper @224": f"{top1:.1f}",
-                     "top-1 ours": _mean_std([r.metrics["final_val_top1"] for r in runs])})
+                     "top-1 ours": _mean_std([r.metrics.final_val_top1 for r in runs])})
     return Table("table8_ablations", "Table 8: ablations of the training recipe (DeiT-B)", pd.DataFrame(rows), footer(used))
 
 
 def table9(records: list[Record]) -> Table:
     """Table 9: the hyper-parameters of the `deit_b` experiment, from the newest record of its resolved config
     (`reproduce ls --show deit_b --record DIR`, or a training record of deit_b)."""
-    runs = sorted((r for r in records if r.kind in ("config", "train") and r.settings.get("experiment") == "deit_b"),
-                  key=lambda r: r.env["created"])
-    cfg = runs[-1].settings["config"] if runs else {}
+    runs = sorted((r for r in records if r.kind in ("config", "train") and r.settings.experiment == "deit_b"),
+                  key=lambda r: r.env.created)
+    cfg = runs[-1].settings.config if runs else {}
     rows = [{"hyper-parameter": label, "paper (DeiT-B)": value,
              "ours (reproduce ls --show deit_b)": repr(_as_config_value(cfg[f])) if f in cfg else NOT_RUN}
             for f, (label, value) in paper.TABLE9.items()]
-    note = (f"From the resolved deit_b config recorded at git {(runs[-1].env['git_sha'] or '?')[:7]} "
+    note = (f"From the resolved deit_b config recorded at git {(runs[-1].env.git_sha or '?')[:7]} "
             "(reproduce ls --show deit_b --record results/runs/config)." if runs else
             "No config record of deit_b: make one with reproduce ls --show deit_b --record results/runs/config.")
     return Table("table9_hparams", "Table 9: hyper-parameters (from the deit_b config)", pd.DataFrame(rows), (note,))
@@ -242,22 +242,22 @@ def table4(records: list[Record], scale: str) -> Table:
     val, RegNetY teacher) beside ours, mean ± std over the seeds of the newest configuration (at imagenet scale one
     student size: the one last run). `reproduce suite table3` writes one `disagree` record per seed and size (its
     teacher, row 1 and the heads of rows 4–6)."""
-    runs = [r for r in records if r.kind == "disagree" and r.settings.get("scale") == scale]
+    runs = [r for r in records if r.kind == "disagree" and r.settings.scale == scale]
     if runs:
-        newest = max(runs, key=lambda r: r.env["created"]).settings["config_key"]
-        runs = [r for r in runs if r.settings["config_key"] == newest]
+        newest = max(runs, key=lambda r: r.env.created).settings.config_key
+        runs = [r for r in runs if r.settings.config_key == newest]
     rows = []
     for a, paper_row in zip(paper.TABLE4_MODELS, paper.TABLE4):
         row = {"model": a}
         for b, paper_value in zip(paper.TABLE4_MODELS, paper_row):
-            values = [r.metrics["disagreement"][a][b] for r in runs]
+            values = [r.metrics.disagreement[a][b] for r in runs]
             ours = NOT_RUN if not values else f"{statistics.mean(values):.3f}" + (
                 f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
             row[b] = f"{paper_value:.3f} / {ours}"
         rows.append(row)
     notes = ()
     if runs:
-        images = ", ".join(sorted({f"{r.metrics['images']:,}" for r in runs}))
+        images = ", ".join(sorted({f"{r.metrics.images:,}" for r in runs}))
         seeds = f"mean ± std of {len(runs)} seeds" if len(runs) > 1 else "1 seed"
         students = ", ".join(sorted({r.variant for r in runs}))
         notes = (f"Each cell: paper (ImageNet val, DeiT-B⚗) / ours ({scale} scale, {students}, {images} test images, "
