@@ -98,7 +98,7 @@ def _evaluate_given_teacher(row: str, output: Path, sets: list[str], data: str |
 
     cfg = override(dataclasses.replace(experiments.get(row).build(), **({"data": data} if data else {})), sets)
     if (output / "result.json").exists():
-        scored = Record.from_json((output / "result.json").read_text()).settings["eval"]["checkpoint"]
+        scored = Record.from_json((output / "result.json").read_text()).settings.eval["checkpoint"]
         if scored != cfg.teacher_checkpoint:
             raise ConfigError(f"{output} holds the evaluation of teacher {scored}, not {cfg.teacher_checkpoint}; "
                               "Table 4 would mix teachers: use another --root or remove that folder")
@@ -144,14 +144,14 @@ def write_disagreement(suite: Suite, base: Path, seed: int, pair: tuple[str, str
         return None
     digests = {role: hashlib.sha256(f.read_bytes()).hexdigest() for role, f in zip(TABLE4_ROLES, files)}
     for old in (load_records(results_dir) if results_dir.is_dir() else []):
-        if old.kind == "disagree" and old.settings.get("predictions_sha256") == digests:
+        if old.kind == "disagree" and old.settings.predictions_sha256 == digests:
             return None
     columns, images = top1_columns(files, labels=list(TABLE4_ROLES))
     teacher, *students = (Record.from_json((run / "result.json").read_text()) for run in runs)
     settings = {"suite": suite.name, "scale": suite.name.split("-", 1)[-1], "seed": seed, "device": "cpu",
                 "experiments": dict(zip(TABLE4_ROLES, (suite.teacher or teacher.variant, *pair))),
                 "runs": {role: str(run) for role, run in zip(TABLE4_ROLES, runs)}, "predictions_sha256": digests,
-                "config_key": _config_key([r.settings["config"] for r in students])}
+                "config_key": _config_key([r.settings.config for r in students])}
     record = Record(students[-1].variant, students[-1].model, settings,
                     {"images": images, "disagreement": disagreement(columns).to_dict(orient="index")},
                     run_env("cpu"), kind="disagree")
