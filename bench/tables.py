@@ -205,6 +205,28 @@ def table3(records: list[Record], scale: str) -> Table:
     return Table(f"table3_{scale}", title, pd.DataFrame(rows), tuple(notes) + footer(used + teacher))
 
 
+def table_cls_init(records: list[Record], scale: str = "mini") -> Table:
+    """Issue #20's ablation: Table 3 rows 4–6 with the class token initialised as timm >= 0.9 does (N(0, 1e-6)) and
+    as the released code does (truncated normal, std 0.02); mean ± std over seeds, and the difference."""
+    heads = (("class embedding", "final_val_top1_cls"), ("distillation embedding", "final_val_top1_dist"),
+             ("class + distillation", "final_val_top1_fused_logits"))
+    runs = {init: train_runs(records, f"{experiment_name(scale, 'hard')}_init_{init}", metric=heads[0][1])
+            for init in ("timm", "official")}
+    rows = []
+    for label, metric in heads:
+        values = {init: [r.metrics[metric] for r in rs] for init, rs in runs.items()}
+        diff, beyond = "", ""
+        if values["timm"] and values["official"]:
+            d = statistics.mean(values["official"]) - statistics.mean(values["timm"])
+            spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in values.values())
+            diff, beyond = f"{d:+.2f}", ("yes" if abs(d) > spread else "no") if spread > 0 else "one seed"
+        rows.append({"DeiT⚗ head": label, "cls token N(0, 1e-6) (timm)": _mean_std(values["timm"]),
+                     "cls token trunc. normal 0.02 (released code)": _mean_std(values["official"]),
+                     "Δ released − timm": diff, "Δ > seed spread": beyond})
+    title = f"Class-token initialisation, Table 3 rows 4–6 ({scale} scale; issue #20)"
+    return Table(f"table_cls_init_{scale}", title, pd.DataFrame(rows), footer(runs["timm"] + runs["official"]))
+
+
 def table8(records: list[Record]) -> Table:
     """Table 8: recipe ablations of DeiT-B, each row a registered experiment."""
     rows, used = [], []
@@ -269,7 +291,7 @@ def table4(records: list[Record], scale: str) -> Table:
 def build_all(records: list[Record]) -> list[Table]:
     return [table5(records), table10(records), table2(records), table3(records, "mini"), table3(records, "cifar10"),
             table3(records, "imagenet"), table4(records, "mini"), table4(records, "cifar10"), table4(records, "imagenet"),
-            table8(records), table9(records)]
+            table8(records), table9(records), table_cls_init(records, "mini")]
 
 
 def write(table: Table, out_dir: Path) -> list[Path]:

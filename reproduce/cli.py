@@ -15,7 +15,16 @@ from pathlib import Path
 
 from bench.errors import CheckpointError, DataError, UsageError, check_folder
 from reproduce import experiments
-from reproduce.config import ConfigError, Interrupted, NonFiniteLoss, Preempted, TrainConfig, check, override
+from reproduce.config import (
+    ConfigError,
+    Interrupted,
+    NonFiniteLoss,
+    Preempted,
+    TrainConfig,
+    check,
+    override,
+    render_released,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="where records go (default results/runs/<table>-<scale>)")
     ls = sub.add_parser("ls", help="list experiments (paper table/row and number)")
     ls.add_argument("--fields", action="store_true", help="list the config fields and their defaults instead")
+    ls.add_argument("--released", action="store_true",
+                    help="print how our defaults differ from the released DeiT code (docs/released-code.md)")
     ls.add_argument("--show", metavar="EXPERIMENT", help="print one experiment's fully resolved config")
     ls.add_argument("--record", type=Path, metavar="DIR",
                     help="with --show: also write the resolved config as a record (kind config; Table 9 reads it)")
@@ -59,6 +70,9 @@ def resolve_config(name: str, data: str | None, assignments: list[str]) -> Train
 
 
 def _ls(args) -> int:
+    if args.released:
+        print(render_released(), end="")
+        return 0
     if args.fields:
         for f in dataclasses.fields(TrainConfig):
             print(f"{f.name:22s} {f.default!r}")

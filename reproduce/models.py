@@ -35,6 +35,8 @@ def build_student(cfg: TrainConfig) -> tuple[nn.Module, Variant, int]:
     if variant.family == "vit":
         kwargs.update(img_size=img_size, drop_path_rate=cfg.drop_path, drop_rate=cfg.dropout)
     model = variant.build(**kwargs)
+    if cfg.cls_token_init == "official" and getattr(model, "cls_token", None) is not None:
+        init_cls_token_officially(model)
     if not cfg.fused_attn:
         use_matmul_attention(model)
     if variant.distilled:
@@ -42,6 +44,16 @@ def build_student(cfg: TrainConfig) -> tuple[nn.Module, Variant, int]:
     if cfg.finetune:
         load_finetune_start(model, Path(cfg.finetune))
     return model, variant, img_size
+
+
+def init_cls_token_officially(model: nn.Module) -> None:
+    """The class token as the released code initialises it (timm 0.3.2: `trunc_normal_(cls_token, std=.02)`, like
+    the distillation token), not timm >= 0.9's N(0, 1e-6), which starts a distilled model's two prefix tokens at
+    scales 20,000x apart (issue #20). Drawn after the rest of the model, so no other weight changes."""
+    from timm.layers import trunc_normal_
+
+    with torch.no_grad():
+        trunc_normal_(model.cls_token, std=0.02)
 
 
 def use_matmul_attention(model: nn.Module) -> None:

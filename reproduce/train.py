@@ -132,7 +132,7 @@ def _loop(cfg, procs, files, state, recipe, student, step_fn, sampler, loader, s
     for epoch in range(state.epoch, cfg.epochs):
         sampler.set_epoch(epoch, start=state.step * per_rank)
         if not cfg.sched_per_step:
-            recipe.scheduler.step(epoch)  # one lr per epoch, warm-up a staircase (official)
+            epoch_lr(recipe.scheduler, epoch, cfg.sched_timing)  # one lr per epoch, warm-up a staircase (official)
         student.train()
         meter = EpochMeter()
         bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
@@ -172,6 +172,18 @@ def _loop(cfg, procs, files, state, recipe, student, step_fn, sampler, loader, s
             line.update(teacher_memo_hits=memo.hits, teacher_memo_misses=memo.misses)
         files.log(line)
         log(_epoch_summary(line, cfg.epochs))
+
+
+def epoch_lr(scheduler, epoch: int, timing: str) -> None:
+    """Set the learning rate of `epoch` on a per-epoch timm scheduler, stateless so a resumed run sets the same.
+
+    `official`: the released main.py calls `lr_scheduler.step(epoch)` after each epoch, and timm's scheduler starts at
+    `warmup_lr`, so epoch 0 trains at warmup_lr and epoch e >= 1 at lr(e - 1) (two epochs at warmup_lr; official
+    repo issue #145). `start`: step(epoch) before each epoch, epoch e at lr(e)."""
+    if timing == "start":
+        scheduler.step(epoch)
+    else:
+        scheduler.step(max(epoch - 1, 0))  # lr(0) is warmup_lr, what the scheduler's constructor set
 
 
 class EpochMeter:
