@@ -92,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     tables.set_defaults(func=_tables)
 
     ls = sub.add_parser("ls", help="list the registry: variants, teachers, debug models, paper numbers")
-    ls.add_argument("--role", choices=["student", "teacher", "debug"], help="only entries of this role")
+    ls.add_argument("--role", choices=["student", "teacher", "reference", "debug"],
+                    help="only entries of this role (reference: Table 5's other networks)")
     ls.set_defaults(func=_ls)
     return parser
 

@@ -1,7 +1,8 @@
 """Figures from records (seaborn; PNG and SVG under results/figures/), for what people would rather look at.
 
-- `fig1_throughput_vs_top1`: the paper's Figure 1 shape: top-1 against throughput (log axis), the paper's
-  V100 points and ours (our throughput on our hardware beside the paper's top-1 until our own accuracy exists);
+- `fig1_throughput_vs_top1`: the paper's Figure 1: top-1 against throughput (log axis), a line per family
+  (EfficientNet, ViT, DeiT, DeiT⚗) through the paper's V100 points, and ours (our throughput beside the paper's
+  top-1 until our own accuracy exists);
 - `resolution_sweep`: DeiT-B throughput at each test resolution (Table 10), the paper's and ours per timing protocol;
 - `table3_curves_<scale>`: Table 3's six rows: validation top-1 against epoch (mean ± std over seeds) and every
   seed's final top-1, so differences read against the seed spread;
@@ -24,11 +25,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.paper import TABLE10
+from bench.paper import FIGURE1_FAMILIES, TABLE10
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
 from bench.scales import experiment_name
-from bench.tables import DEIT, TABLE3_LAYOUT, latest, train_runs  # noqa: E402
+from bench.tables import TABLE3_LAYOUT, latest, train_runs  # noqa: E402
 
 _SVG_META = {"Date": None}  # no timestamp: the same records give the same SVG
 _PNG_META = {"Software": None}
@@ -50,25 +51,36 @@ def _speed_records(records: list[Record]) -> list[Record]:
 
 
 def fig1(records: list[Record], out_dir: Path) -> list[Path]:
+    """The paper's Figure 1: top-1 against throughput (log axis), one line per family (EfficientNet, ViT, DeiT,
+    DeiT⚗) through the paper's V100 points, each labelled; our throughput of the same models, where measured, as a
+    dashed line of the same colour at the paper's top-1 (our own top-1 needs the official weights)."""
     rows = []
-    for name in DEIT:
-        p = VARIANTS[name].paper
-        rows.append({"model": p.label, "im/s": p.img_per_s, "top-1": p.top1, "source": "paper (V100, fp32)"})
-        # the paper's timing protocol where measured (as the paper's points), else timm's; never a batch sweep's
-        r = (latest(records, name, img_size=VARIANTS[name].img_size, protocol="paper")
-             or latest(records, name, img_size=VARIANTS[name].img_size, protocol="timm"))
-        if r is not None:
-            rows.append({"model": p.label, "im/s": r.metrics.infer_img_per_s, "top-1": p.top1,
-                         "source": f"ours ({r.env.device_name}, {r.settings.protocol} protocol, "
-                                   f"{r.settings.precision}), paper top-1"})
+    for family, names in FIGURE1_FAMILIES.items():
+        for name in names:
+            v, p = VARIANTS[name], VARIANTS[name].paper
+            rows.append({"family": family, "model": p.label, "im/s": p.img_per_s, "top-1": p.top1, "source": "paper"})
+            # the paper's timing protocol where measured (as the paper's points), else timm's; never a batch sweep's
+            r = (latest(records, name, img_size=v.img_size, protocol="paper")
+                 or latest(records, name, img_size=v.img_size, protocol="timm"))
+            if r is not None:
+                rows.append({"family": family, "model": p.label, "im/s": r.metrics.infer_img_per_s, "top-1": p.top1,
+                             "source": f"ours ({r.env.device_name}, {r.settings.precision})"})
     frame = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.scatterplot(data=frame, x="im/s", y="top-1", hue="source", style="source", s=70, ax=ax)
-    for _, row in frame[frame["source"].str.startswith("paper")].iterrows():
-        ax.annotate(row["model"], (row["im/s"], row["top-1"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    frame["ours"] = frame["source"] != "paper"
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    palette = dict(zip(FIGURE1_FAMILIES, sns.color_palette("deep", len(FIGURE1_FAMILIES))))
+    for (family, ours), part in frame.groupby(["family", "ours"], sort=False):
+        part = part.sort_values("im/s")
+        ax.plot(part["im/s"], part["top-1"], marker="o" if not ours else "x", ls="--" if ours else "-",
+                color=palette[family], label=f"{family}, {'ours: ' + part['source'].iloc[0][6:-1] if ours else 'paper (V100)'}")
+        if not ours:
+            for _, row in part.iterrows():
+                ax.annotate(row["model"], (row["im/s"], row["top-1"]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7, color=palette[family])
     ax.set_xscale("log")
-    ax.set(xlabel="throughput, images/s (log)", ylabel="ImageNet top-1 %", title="Throughput vs accuracy (Figure 1 shape)")
-    sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.15), title=None, frameon=False)  # off the points
+    ax.set(xlabel="throughput, images/s (log)", ylabel="ImageNet top-1 % (the paper's)",
+           title="Throughput and accuracy (Figure 1): the paper's V100 points and our measurements")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=7, frameon=False)
     return _save(fig, out_dir, "fig1_throughput_vs_top1")
 
 

@@ -37,7 +37,34 @@ MODELS: dict[str, PaperRef] = {
     "regnety_080": PaperRef("Table 5", "RegNetY-8GF", 39, 591.6, 81.7, 87.4, 70.8),
     "regnety_120": PaperRef("Table 2", "RegNetY-12GF", None, top1=82.4),
     "regnety_160": PaperRef("Table 5", "RegNetY-16GF", 84, 334.7, 82.9, 88.1, 72.4),
+    # Table 5's comparison rows (the paper copies their accuracies from their own papers; throughput is its V100)
+    "resnet18": PaperRef("Table 5", "ResNet-18", 12, 4458.4, 69.8, 77.3, 57.1),
+    "resnet50": PaperRef("Table 5", "ResNet-50", 25, 1226.1, 76.2, 82.5, 63.3),
+    "resnet101": PaperRef("Table 5", "ResNet-101", 45, 753.6, 77.4, 83.7, 65.7),
+    "resnet152": PaperRef("Table 5", "ResNet-152", 60, 526.4, 78.3, 84.1, 67.0),
+    "efficientnet_b0": PaperRef("Table 5", "EfficientNet-B0", 5, 2694.3, 77.1, 83.5, 64.3),
+    "efficientnet_b3": PaperRef("Table 5", "EfficientNet-B3", 12, 732.1, 81.6, 86.8, 70.6),
+    "efficientnet_b4": PaperRef("Table 5", "EfficientNet-B4", 19, 349.4, 82.9, 88.0, 72.3),
+    "efficientnet_b7": PaperRef("Table 5", "EfficientNet-B7", 66, 55.1, 84.3),
+    "vit_b_384": PaperRef("Table 5", "ViT-B/16", 86, 85.9, 77.9, 83.6),
+    "vit_l_384": PaperRef("Table 5", "ViT-L/16", 307, 27.3, 76.5, 82.2),
 }
+
+# Table 5's rows that are not DeiT, in the paper's order (the DeiT rows: bench/tables.py DEIT).
+TABLE5_COMPARISON = ("resnet18", "resnet50", "resnet101", "resnet152", "regnety_040", "regnety_080", "regnety_160",
+                     "efficientnet_b0", "efficientnet_b3", "efficientnet_b4", "efficientnet_b7", "vit_b_384",
+                     "vit_l_384")
+
+# Figure 1: the families the paper draws as lines, each in order of throughput.
+FIGURE1_FAMILIES: dict[str, tuple[str, ...]] = {
+    "EfficientNet": ("efficientnet_b0", "efficientnet_b3", "efficientnet_b4", "efficientnet_b7"),
+    "ViT": ("vit_b_384", "vit_l_384"),
+    "DeiT": ("deit_ti", "deit_s", "deit_b", "deit_b_384"),
+    "DeiT⚗": ("deit_ti_dist", "deit_s_dist", "deit_b_dist", "deit_b_dist_384"),
+}
+
+# Table 1: the DeiT variants' architecture (all: patch 16, 12 layers, MLP ratio 4, head dim 64, trained at 224).
+TABLE1: dict[str, tuple[int, int, int]] = {"deit_ti": (192, 3, 12), "deit_s": (384, 6, 12), "deit_b": (768, 12, 12)}
 
 # Table 2: the DeiT-B⚗ student's top-1 with each teacher, at 224 and fine-tuned at 384.
 TABLE2_STUDENTS: dict[str, tuple[float, float]] = {
@@ -57,8 +84,16 @@ TABLE4 = ((0.000, 0.171, 0.182, 0.170, 0.169, 0.166), (0.171, 0.000, 0.133, 0.11
           (0.182, 0.133, 0.000, 0.109, 0.110, 0.107), (0.170, 0.112, 0.109, 0.000, 0.050, 0.033),
           (0.169, 0.100, 0.110, 0.050, 0.000, 0.019), (0.166, 0.102, 0.107, 0.033, 0.019, 0.000))
 
-# Table 7: transfer of an ImageNet DeiT-B to CIFAR-10 at 224, top-1.
-TABLE7_CIFAR10_DEIT_B = 99.1
+# Tables 6/7: transfer of an ImageNet model, fine-tuned on each dataset, top-1 (keys: registry alias, dataset).
+TRANSFER_DATASETS = ("cifar10", "cifar100", "flowers102", "stanford_cars", "inat2018", "inat2019")
+TABLE7: dict[str, tuple[float, float, float, float, float, float]] = {  # in TRANSFER_DATASETS order
+    "deit_b": (99.1, 90.8, 98.4, 92.1, 73.2, 77.7),
+    "deit_b_384": (99.1, 90.8, 98.5, 93.3, 79.5, 81.4),
+    "deit_b_dist": (99.1, 91.3, 98.8, 92.9, 73.7, 78.4),
+    "deit_b_dist_384": (99.2, 91.4, 98.9, 93.9, 80.1, 83.0),
+}
+# CIFAR-10 from scratch (no ImageNet), images upscaled to 224, "long schedules" (the paper gives no epoch count).
+TABLE7_SCRATCH: dict[str, float] = {"regnety_160": 98.0, "deit_b": 97.5, "deit_b_dist": 98.5}
 
 # Table 8: DeiT-B with one change to the recipe, top-1 at 224; keyed by our experiment suffix (deit_b_<key>).
 TABLE8: dict[str, tuple[str, float]] = {

@@ -51,6 +51,11 @@ def _teacher(name, model, img_size=224, **kwargs) -> Variant:
                    family="cnn", patch_size=None)
 
 
+def _reference(name, model, img_size=224, family="cnn") -> Variant:
+    return Variant(name, model, img_size, False, "reference", paper=MODELS[name], family=family,
+                   patch_size=16 if family == "vit" else None)
+
+
 _DEBUG_KWARGS = dict(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads=2, num_classes=10)
 _CIFAR_VIT_KWARGS = dict(img_size=32, patch_size=4, embed_dim=96, depth=6, num_heads=3, num_classes=10)
 
@@ -64,6 +69,14 @@ _ENTRIES = [
     _deit("deit_s_dist", "deit_small_distilled_patch16_224", 224, True),
     _deit("deit_b_dist", "deit_base_distilled_patch16_224", 224, True),
     _deit("deit_b_dist_384", "deit_base_distilled_patch16_384", 384, True),
+    # Table 5's other networks, for size and speed beside the paper's (role "reference"): timm's implementations;
+    # EfficientNets are the TensorFlow ports (SAME padding), at the resolution each was published with.
+    _reference("resnet18", "resnet18"), _reference("resnet50", "resnet50"),
+    _reference("resnet101", "resnet101"), _reference("resnet152", "resnet152"),
+    _reference("efficientnet_b0", "tf_efficientnet_b0", 224), _reference("efficientnet_b3", "tf_efficientnet_b3", 300),
+    _reference("efficientnet_b4", "tf_efficientnet_b4", 380), _reference("efficientnet_b7", "tf_efficientnet_b7", 600),
+    _reference("vit_b_384", "vit_base_patch16_384", 384, family="vit"),
+    _reference("vit_l_384", "vit_large_patch16_384", 384, family="vit"),
     # Teachers: the RegNetY sizes of Table 2 (their numbers from Table 5), and a CIFAR-scale CNN.
     _teacher("regnety_040", "regnety_040"),
     _teacher("regnety_080", "regnety_080"),

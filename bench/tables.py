@@ -118,6 +118,46 @@ def table5(records: list[Record]) -> Table:
     return Table("table5_variants", "Table 1/5: DeiT variants", pd.DataFrame(rows), footer(used))
 
 
+def table5_comparison(records: list[Record]) -> Table:
+    """Table 5's other networks (ResNets, RegNetYs, EfficientNets, ViTs): the paper's numbers beside our size and
+    speed records of timm's implementation, and whether its parameter count is the paper's (to the paper's
+    rounding: within 1 M)."""
+    rows, used = [], []
+    for name in paper.TABLE5_COMPARISON:
+        v, p = VARIANTS[name], VARIANTS[name].paper
+        size = latest(records, name, img_size=v.img_size, key="params")
+        timm_run = latest(records, name, img_size=v.img_size, protocol="timm")
+        paper_run = latest(records, name, img_size=v.img_size, protocol="paper")
+        used += [r for r in (size, timm_run, paper_run) if r and r not in used]
+        params = size.metrics.params if size else None
+        check = NOT_RUN if params is None else "yes" if abs(params / 1e6 - p.params_m) < 1 else \
+            f"no: {100 * (params / 1e6 / p.params_m - 1):+.1f} %"
+        rows.append({"model": p.label, "timm model": v.model, "image size": v.img_size,
+                     "params paper (M)": f"{p.params_m:g}", "params ours": _fmt(params, ","),
+                     "same size?": check, "GMACs ours": _fmt(size and size.metrics.gmacs, ".3f"),
+                     "im/s paper (V100)": f"{p.img_per_s:.1f}", "im/s ours, timm protocol": _run_speed(timm_run),
+                     "im/s ours, paper protocol": _run_speed(paper_run), "top-1 paper": _fmt(p.top1),
+                     "ReaL paper": _fmt(p.real), "V2 paper": _fmt(p.v2)})
+    return Table("table5_comparison", "Table 5: convnets and ViT against DeiT (the DeiT rows: table5_variants)",
+                 pd.DataFrame(rows), footer(used))
+
+
+def table1(records: list[Record]) -> Table:
+    """Table 1: the DeiT variants' architecture (the paper's), with our parameter count and throughput from records."""
+    rows, used = [], []
+    for name, (dim, heads, layers) in paper.TABLE1.items():
+        v, p = VARIANTS[name], VARIANTS[name].paper
+        size = latest(records, name, img_size=v.img_size, key="params")
+        speed = latest(records, name, img_size=v.img_size, protocol="timm")
+        used += [r for r in (size, speed) if r and r not in used]
+        rows.append({"model": p.label, "embedding dim": dim, "heads": heads, "layers": layers,
+                     "params paper": f"{p.params_m:g}M", "params ours": _fmt(size and size.metrics.params, ","),
+                     "resolution": v.img_size, "im/s paper (V100)": f"{p.img_per_s:.0f}",
+                     "im/s ours, timm protocol": _run_speed(speed)})
+    return Table("table1_architecture", "Table 1: DeiT variants (patch 16, MLP ratio 4, head dim 64)",
+                 pd.DataFrame(rows), footer(used))
+
+
 def _run_speed(r: Record | None) -> str:
     if r is None:
         return NOT_RUN
@@ -227,6 +267,27 @@ def table_cls_init(records: list[Record], scale: str = "mini") -> Table:
     return Table(f"table_cls_init_{scale}", title, pd.DataFrame(rows), footer(runs["timm"] + runs["official"]))
 
 
+def table7(records: list[Record]) -> Table:
+    """Tables 6/7: transfer, each model fine-tuned on each dataset (paper | ours, mean ± std over seeds), and the
+    CIFAR-10 rows trained from scratch."""
+    rows, used = [], []
+    for model, paper_top1s in paper.TABLE7.items():
+        row = {"model": VARIANTS[model].paper.label}
+        for target, top1 in zip(paper.TRANSFER_DATASETS, paper_top1s):
+            runs = train_runs(records, f"{model}_transfer_{target}")
+            used += runs
+            row[f"{target} paper"] = f"{top1:.1f}"
+            row[f"{target} ours"] = _mean_std([r.metrics.final_val_top1 for r in runs])
+        rows.append(row)
+    for model, top1 in paper.TABLE7_SCRATCH.items():
+        runs = train_runs(records, f"{model}_scratch_cifar10")
+        used += runs
+        rows.append({"model": f"{VARIANTS[model].paper.label}, from scratch", "cifar10 paper": f"{top1:.1f}",
+                     "cifar10 ours": _mean_std([r.metrics.final_val_top1 for r in runs])})
+    frame = pd.DataFrame(rows).fillna("")
+    return Table("table7_transfer", "Tables 6/7: transfer to other datasets (top-1 %)", frame, footer(used))
+
+
 def table8(records: list[Record]) -> Table:
     """Table 8: recipe ablations of DeiT-B, each row a registered experiment."""
     rows, used = [], []
@@ -289,9 +350,9 @@ def table4(records: list[Record], scale: str) -> Table:
 
 
 def build_all(records: list[Record]) -> list[Table]:
-    return [table5(records), table10(records), table2(records), table3(records, "mini"), table3(records, "cifar10"),
+    return [table1(records), table5(records), table5_comparison(records), table10(records), table2(records), table3(records, "mini"), table3(records, "cifar10"),
             table3(records, "imagenet"), table4(records, "mini"), table4(records, "cifar10"), table4(records, "imagenet"),
-            table8(records), table9(records), table_cls_init(records, "mini")]
+            table7(records), table8(records), table9(records), table_cls_init(records, "mini")]
 
 
 def write(table: Table, out_dir: Path) -> list[Path]:

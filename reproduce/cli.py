@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--released", action="store_true",
                     help="print how our defaults differ from the released DeiT code (docs/released-code.md)")
     ls.add_argument("--show", metavar="EXPERIMENT", help="print one experiment's fully resolved config")
+    ls.add_argument("--lr-figure", type=Path, metavar="FILE",
+                    help="with --show: draw the learning rate of every epoch as training sets it (PNG or SVG)")
     ls.add_argument("--record", type=Path, metavar="DIR",
                     help="with --show: also write the resolved config as a record (kind config; Table 9 reads it)")
     return parser
@@ -77,8 +79,10 @@ def _ls(args) -> int:
         for f in dataclasses.fields(TrainConfig):
             print(f"{f.name:22s} {f.default!r}")
         return 0
-    if args.record and not args.show:
-        raise UsageError("--record writes the config of --show EXPERIMENT; give --show too")
+    if (args.record or args.lr_figure) and not args.show:
+        raise UsageError(f"{'--record' if args.record else '--lr-figure'} needs --show EXPERIMENT")
+    if args.lr_figure and args.lr_figure.suffix.lower() not in (".png", ".svg"):
+        raise UsageError(f"--lr-figure {args.lr_figure}: give a .png or .svg file name")
     if args.show:
         cfg = resolve_config(args.show, None, [])
         for key, value in dataclasses.asdict(cfg).items():
@@ -86,12 +90,37 @@ def _ls(args) -> int:
         if args.record:
             check_folder(args.record, "--record")
             print(f"record: {_config_record(args.show, cfg, args.record)}", file=sys.stderr)
+        if args.lr_figure:
+            check_folder(args.lr_figure.parent, "--lr-figure's folder")
+            print(f"figure: {_lr_figure(args.show, cfg, args.lr_figure)}", file=sys.stderr)
         return 0
     width = max(map(len, experiments.EXPERIMENTS))
     for exp in experiments.EXPERIMENTS.values():
         number = f"{exp.paper_top1:.1f} %" if exp.paper_top1 is not None else "–"
         print(f"{exp.name:{width}s}  {exp.table:42s} paper {number:7s} {exp.doc}")
     return 0
+
+
+def _lr_figure(name: str, cfg: TrainConfig, path: Path) -> Path:
+    """The experiment's learning rate per epoch, warm-up and decay at a glance (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.store import write_atomic
+    from reproduce.train import lr_schedule
+
+    points = lr_schedule(cfg, steps_per_epoch=20)
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    ax.step([e for e, _ in points], [lr for _, lr in points], where="post", color="C0")
+    ax.set(xlabel="epoch", ylabel="learning rate", yscale="log",
+           title=f"{name}: {cfg.sched}, {cfg.warmup_epochs} warm-up epochs, sched_timing={cfg.sched_timing}"
+                 f"{', per step' if cfg.sched_per_step else ''}")
+    ax.grid(alpha=0.3)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix[1:].lower()))
+    plt.close(fig)
+    return path
 
 
 def _config_record(name: str, cfg: TrainConfig, folder: Path) -> Path:

@@ -45,7 +45,7 @@ class TrainConfig:
     dropout: float = 0.0  # DeiT: none (Table 8's "+ dropout" row)
     finetune: str = ""  # checkpoint to start from: pos_embed resized to img_size, head dropped if classes differ
     # data
-    dataset: str = "folder"  # folder (ImageNet train/ + val/), cifar10, synthetic
+    dataset: str = "folder"  # folder (ImageNet train/ + val/), cifar10, cifar100, flowers102, stanford_cars, synthetic
     data: str = ""  # dataset root; cifar10 without a root uses ../shared/datasets or torchvision's download
     train_subset: int = 0  # >0: a class-balanced subset of this many training images (fixed by subset_seed)
     subset_seed: int = 0
@@ -118,7 +118,7 @@ AMP_MODES = ("auto", "none", "bf16", "fp16")
 SCHED_TIMINGS = ("official", "start")
 CLS_TOKEN_INITS = ("official", "timm")
 LABEL_TEACHER = "labels"  # `teacher=labels`: the true labels in the teacher's place (reproduce.distill.LabelTeacher)
-DATASETS = ("folder", "cifar10", "synthetic")
+DATASETS = ("folder", "cifar10", "cifar100", "flowers102", "stanford_cars", "synthetic")
 
 
 def check(cfg: TrainConfig) -> TrainConfig:

@@ -56,6 +56,15 @@ def datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
         val = SyntheticImages(cfg.val_subset or 128, cfg.num_classes, size, seed=2, transform=val_tf)
         return train, val
     root = Path(cfg.data) if cfg.data else None
+    if cfg.dataset in TORCHVISION_SETS:
+        if root is None:
+            raise DataError(f"dataset={cfg.dataset} needs --data ROOT: the folder torchvision's "
+                            f"{TORCHVISION_SETS[cfg.dataset][0]}(ROOT, download=True) filled on a machine with a network")
+        train = TorchvisionSet(cfg.dataset, root, True, train_tf)
+        train.samples = balanced_subset(train.samples, cfg.train_subset, cfg.subset_seed)
+        val = TorchvisionSet(cfg.dataset, root, False, val_tf)
+        val.samples = balanced_subset(val.samples, cfg.val_subset, VAL_SUBSET_SEED)
+        return train, val
     if cfg.dataset == "cifar10" and root is not None and (root / "cifar-10-batches-py").is_dir():
         train = TorchvisionCifar10(root, True, train_tf)  # torchvision's download (download=False: no network here)
         train.samples = balanced_subset(train.samples, cfg.train_subset, cfg.subset_seed)
@@ -102,6 +111,53 @@ class TorchvisionCifar10(Dataset):
 
 
 VAL_SUBSET_SEED = 0  # one validation subset for every run and seed, so that their scores compare
+
+
+# Tables 6/7's datasets through torchvision's classes: (class, train split arguments, test split arguments).
+# Flowers-102 trains on its train and val splits together, as the transfer literature does.
+TORCHVISION_SETS = {
+    "cifar100": ("CIFAR100", [{"train": True}], [{"train": False}]),
+    "flowers102": ("Flowers102", [{"split": "train"}, {"split": "val"}], [{"split": "test"}]),
+    "stanford_cars": ("StanfordCars", [{"split": "train"}], [{"split": "test"}]),
+}
+
+
+class TorchvisionSet(Dataset):
+    """A torchvision dataset (already downloaded under `root`; no network is used) with the (image, label, index)
+    items and sample list of the other datasets, so subsets, sampling and resume work the same."""
+
+    def __init__(self, name: str, root: Path, train: bool, transform) -> None:
+        import torchvision.datasets as tvd
+
+        cls_name, train_args, test_args = TORCHVISION_SETS[name]
+        try:
+            self.parts = [getattr(tvd, cls_name)(str(root), download=False, **args)
+                          for args in (train_args if train else test_args)]
+        except (RuntimeError, FileNotFoundError) as exc:  # torchvision: "Dataset not found or corrupted"
+            raise DataError(f"dataset={name}: {cls_name} not found under {root} ({exc}); download it on a machine "
+                            f"with a network with torchvision.datasets.{cls_name}(ROOT, download=True)") from None
+        self.transform = transform
+        labels = [(p, label) for p, part in enumerate(self.parts) for label in _labels(part)]
+        self.classes = tuple(getattr(self.parts[0], "classes", ())) or None
+        self.samples = [(Path(f"{label}/{i:06d}"), label, i) for i, (_, label) in enumerate(labels)]
+        self._where = [(p, j) for p, part in enumerate(self.parts) for j in range(len(part))]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        _, label, source = self.samples[index]
+        part, j = self._where[source]
+        image, _ = self.parts[part][j]
+        return self.transform(image.convert("RGB")), label, index
+
+
+def _labels(part) -> list[int]:
+    """The labels of a torchvision dataset without decoding its images."""
+    for attribute in ("targets", "_labels"):
+        if hasattr(part, attribute):
+            return list(getattr(part, attribute))
+    return [label for _, label in part._samples]  # StanfordCars
 
 
 def balanced_subset(samples: list[tuple], n: int, seed: int) -> list[tuple]:

@@ -174,6 +174,32 @@ def _loop(cfg, procs, files, state, recipe, student, step_fn, sampler, loader, s
         log(_epoch_summary(line, cfg.epochs))
 
 
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """timm's scheduler for the config (its per-epoch lr is set by `epoch_lr`, its per-step one by step_update)."""
+    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                       warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=not cfg.sched_per_step,
+                                       updates_per_epoch=steps_per_epoch)
+    return scheduler
+
+
+def lr_schedule(cfg: TrainConfig, steps_per_epoch: int = 1) -> list[tuple[float, float]]:
+    """(epoch, learning rate) at the start of every epoch (or every step, with sched_per_step) exactly as training
+    sets it, for a peak lr after batch scaling; `reproduce ls --show E --lr-figure FILE` draws it."""
+    lr = cfg.lr * cfg.batch_size / 512 if cfg.lr_scale_batch else cfg.lr
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
+    points = []
+    for epoch in range(cfg.epochs):
+        if not cfg.sched_per_step:
+            epoch_lr(scheduler, epoch, cfg.sched_timing)
+            points.append((float(epoch), optimizer.param_groups[0]["lr"]))
+            continue
+        for step in range(steps_per_epoch):
+            scheduler.step_update(epoch * steps_per_epoch + step)
+            points.append((epoch + step / steps_per_epoch, optimizer.param_groups[0]["lr"]))
+    return points
+
+
 def epoch_lr(scheduler, epoch: int, timing: str) -> None:
     """Set the learning rate of `epoch` on a per-epoch timm scheduler, stateless so a resumed run sets the same.
 
@@ -297,9 +323,7 @@ def build_recipe(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.M
     params = student if cfg.layer_decay is not None else models.no_decay_groups(student, cfg.weight_decay, cfg.no_decay)
     optimizer = create_optimizer_v2(params, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                                     eps=cfg.opt_eps, layer_decay=cfg.layer_decay, **fused)
-    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-                                       warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=not cfg.sched_per_step,
-                                       updates_per_epoch=steps_per_epoch)
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
     mixup = None
     if cfg.mixup > 0 or cfg.cutmix > 0:
         if per_rank % 2:  # timm's batch-mode Mixup pairs each image with the flipped batch

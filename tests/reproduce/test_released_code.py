@@ -85,3 +85,59 @@ def test_every_released_setting_is_a_valid_override_and_the_doc_is_generated(cap
     assert out == render_released() == (ROOT / "docs" / "released-code.md").read_text()
     assert "| learning-rate schedule timing |" in out and "`sched_timing=official` | yes |" in out
     assert "`repeated_aug=3` | no |" in out  # a difference that remains is listed as one
+
+
+def test_the_lr_figure_draws_the_schedule_training_sets(tmp_path, capsys):
+    from reproduce.train import lr_schedule
+
+    cfg = resolve_config("deit_b", None, ["epochs=10", "warmup_epochs=3"])
+    assert [lr for _, lr in lr_schedule(cfg)][:3] == pytest.approx([1e-6, 1e-6, 1e-3 / 3 + 1e-6 * 2 / 3], rel=1e-6)
+    assert cli.main(["ls", "--show", "debug", "--lr-figure", str(tmp_path / "lr.png")]) == 0
+    assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["ls", "--lr-figure", str(tmp_path / "x.png")]) == 2
+    assert cli.main(["ls", "--show", "debug", "--lr-figure", str(tmp_path / "x.txt")]) == 2
+    assert "give a .png or .svg" in capsys.readouterr().err and not (tmp_path / "x.txt").exists()
+
+
+def test_the_transfer_rows_carry_the_authors_recipe():
+    from bench import paper
+
+    for model in paper.TABLE7:
+        for target in paper.TRANSFER_DATASETS:
+            cfg = resolve_config(f"{model}_transfer_{target}", None, [])
+            assert (cfg.opt, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs) == ("sgd", 0.01, 1e-4, 768, 1000)
+            assert cfg.reprob == 0.0 and cfg.drop_path == 0.0 and cfg.finetune
+            assert cfg.distill_token == ("dist" in model)
+
+
+def test_a_torchvision_dataset_gives_items_subsets_and_a_clear_error_when_absent(tmp_path, monkeypatch):
+    """Flowers-102 as torchvision loads it: train and val splits together for training, test for evaluation."""
+    import torchvision
+    from PIL import Image
+
+    from reproduce.config import TrainConfig
+    from reproduce.data import DataError, datasets
+
+    class FakeFlowers102:
+        def __init__(self, root, download, split):
+            n = {"train": 4, "val": 2, "test": 3}[split]
+            self._labels = [i % 2 for i in range(n)]
+            self.split = split
+
+        def __len__(self):
+            return len(self._labels)
+
+        def __getitem__(self, i):
+            return Image.new("RGB", (40, 30), (i, 0, 0)), self._labels[i]
+
+    cfg = TrainConfig(dataset="flowers102", data=str(tmp_path), num_classes=2)
+    with pytest.raises(DataError, match="Flowers102 not found"):
+        datasets(cfg, lambda img: img, lambda img: img)
+    monkeypatch.setattr(torchvision.datasets, "Flowers102", FakeFlowers102)
+    train, val = datasets(cfg, lambda img: img.size, lambda img: img.size)
+    assert len(train) == 6 and len(val) == 3
+    assert [label for _, label, _ in train.samples] == [0, 1, 0, 1, 0, 1]
+    assert train[4] == ((40, 30), 0, 4)  # the val split's first image
+    subset = datasets(TrainConfig(dataset="flowers102", data=str(tmp_path), num_classes=2, val_subset=2),
+                      lambda img: img, lambda img: img)[1]
+    assert sorted(label for _, label, _ in subset.samples) == [0, 1]
