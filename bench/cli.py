@@ -91,6 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     tables.add_argument("--no-figures", action="store_true", help="tables only")
     tables.set_defaults(func=_tables)
 
+    camp = sub.add_parser("campaign", help="the whole GPU measurement in one command within a time budget, packed "
+                                           "into one archive (docs/gpu-campaign.md)")
+    camp.add_argument("--out", type=Path, required=True, help="folder for campaign.tar.gz (records, logs, state)")
+    camp.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
+    camp.add_argument("--budget-s", type=float, default=420,
+                      help="seconds for the whole plan (default 420: one 8-minute device call with margin)")
+    camp.add_argument("--dry-run", action="store_true", help="the same plan with the debug models, on the CPU")
+    camp.add_argument("--timm-benchmark", type=Path, metavar="FILE", help="timm's benchmark.py, to run beside ours")
+    camp.add_argument("--continue", dest="previous", type=Path, metavar="ARCHIVE",
+                      help="an earlier call's campaign.tar.gz: run only what it has not done")
+    camp.add_argument("--keep-work", action="store_true", help="keep --out/work (default: only the archive stays)")
+    camp.set_defaults(func=_campaign)
     ls = sub.add_parser("ls", help="list the registry: variants, teachers, debug models, paper numbers")
     ls.add_argument("--role", choices=["student", "teacher", "reference", "debug"],
                     help="only entries of this role (reference: Table 5's other networks)")
@@ -300,6 +312,31 @@ def _tables(args: argparse.Namespace) -> None:
         written += figures.build_all(records, args.figures)
     print(f"{len(records)} records -> {len(written)} files in {args.out}" +
           ("" if args.no_figures else f" and {args.figures}"))
+
+
+def _campaign(args: argparse.Namespace) -> int:
+    from bench import campaign
+
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"--device {args.device!r}: accepted auto, cuda, cpu")
+    if device == "cpu" and not args.dry_run:
+        raise UsageError("the campaign measures a GPU; on a CPU run it with --dry-run (the debug models)")
+    if args.budget_s < 60:
+        raise UsageError(f"--budget-s must be at least 60, got {args.budget_s:g}")
+    check_folder(args.out, "--out")
+    state = campaign.run(args.out, device=device, budget_s=args.budget_s, dry_run=args.dry_run,
+                         timm_benchmark=args.timm_benchmark, previous=args.previous,
+                         log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    if not args.keep_work:
+        campaign.clean_work(args.out)
+    print(campaign.summary(state))
+    print(f"archive: {args.out / campaign.ARCHIVE}")
+    return 1 if any(o.status == "failed" for o in state.outcomes.values()) else 0
 
 
 def _ls(args: argparse.Namespace) -> None:

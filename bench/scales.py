@@ -7,7 +7,7 @@ size (`deit_ti_hard`) and whose row 1 is the bare variant (`deit_ti`).
 
 from __future__ import annotations
 
-SCALE_PREFIX = {"mini": "mini", "cifar10": "cifar", "imagenet": "deit"}
+SCALE_PREFIX = {"mini": "mini", "cifar10": "cifar", "imagenet": "deit", "debug": "debug"}  # debug: seconds, synthetic
 TABLE3_EXPERIMENTS = ("none", "soft_cls", "hard_cls", "hard")  # `hard` is rows 4–6: one model, three heads
 
 

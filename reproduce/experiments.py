@@ -279,6 +279,20 @@ def debug_hard() -> TrainConfig:
     return replace(debug(), variant="debug_dist", distillation="hard", distill_token=True)
 
 
+def _register_debug_rows() -> None:
+    """Table 3's other rows on the debug model (`reproduce suite table3 --scale debug`: the whole suite in seconds,
+    what `bench campaign --dry-run` runs in place of the cifar10 scale)."""
+    for key in ("none", "soft_cls", "hard_cls"):
+        rows, changes, what = _TABLE3_CHANGES[key]
+        def row(changes=changes):
+            return replace(debug(), **changes)
+        row.__doc__ = f"debug scale, Table 3 {rows}: {what}. Seconds on a CPU (synthetic data)."
+        experiment(experiment_name("debug", key), "none (tests: the debug suite)")(row)
+
+
+_register_debug_rows()
+
+
 @experiment("debug_teacher", "none (tests: the debug suite's teacher)")
 def debug_teacher() -> TrainConfig:
     """cifar_resnet10 for one debug epoch on the synthetic data: a teacher for tests of distillation and suites."""
