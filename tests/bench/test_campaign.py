@@ -27,32 +27,41 @@ def quick(monkeypatch):
     monkeypatch.setattr(campaign, "MIN_RESUMABLE_S", 1)
 
 
-def test_a_campaign_runs_what_fits_records_why_the_rest_did_not_and_packs_one_archive(tmp_path, monkeypatch):
-    monkeypatch.setattr(campaign, "plan", fake_plan)
-    state = campaign.run(tmp_path / "out", device="cpu", budget_s=6, dry_run=True, timm_benchmark=None,
-                         previous=None, log=lambda msg: None)
+@pytest.fixture(scope="module")
+def first_call(tmp_path_factory):
+    """One campaign call of the quick plan within 6 s (shared: each call waits out its budget)."""
+    out = tmp_path_factory.mktemp("first")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(campaign, "plan", fake_plan)
+        patch.setattr(campaign, "MIN_RESUMABLE_S", 1)
+        state = campaign.run(out, device="cpu", budget_s=6, dry_run=True, timm_benchmark=None, previous=None,
+                             log=lambda msg: None)
+    return out, state
+
+
+def test_a_campaign_runs_what_fits_records_why_the_rest_did_not_and_packs_one_archive(first_call):
+    out, state = first_call
     status = {name: o.status for name, o in state.outcomes.items()}
     assert status == {"quick": "done", "broken": "failed", "absent": "unavailable", "long": "deferred",
                       "suite": "stopped"}
     assert "no GPU here" in state.outcomes["broken"].note and state.outcomes["suite"].rc == 3  # SIGTERM reached it
-    with tarfile.open(tmp_path / "out" / "campaign.tar.gz") as tar:
+    with tarfile.open(out / "campaign.tar.gz") as tar:
         names = tar.getnames()
         saved = json.load(tar.extractfile("campaign.json"))
     assert {"records/a.json", "logs/broken.log", "campaign.json"} <= set(names)
     assert saved["outcomes"]["long"]["status"] == "deferred"
 
 
-def test_continue_runs_only_what_the_first_call_did_not_finish(tmp_path, monkeypatch):
+def test_continue_runs_only_what_the_first_call_did_not_finish(tmp_path, monkeypatch, first_call):
     monkeypatch.setattr(campaign, "plan", fake_plan)
-    campaign.run(tmp_path / "first", device="cpu", budget_s=6, dry_run=True, timm_benchmark=None, previous=None,
-                 log=lambda msg: None)
+    first = first_call[0] / "campaign.tar.gz"
     lines = []
-    state = campaign.run(tmp_path / "second", device="cpu", budget_s=6, dry_run=True, timm_benchmark=None,
-                         previous=tmp_path / "first" / "campaign.tar.gz", log=lines.append)
+    state = campaign.run(tmp_path / "second", device="cpu", budget_s=2, dry_run=True, timm_benchmark=None,
+                         previous=first, log=lines.append)
     assert "[1/5] quick: done in an earlier call" in lines and state.outcomes["quick"].status == "done"
     with pytest.raises(cli.UsageError, match="device=cpu, dry_run=True"):
         campaign.run(tmp_path / "third", device="cuda", budget_s=6, dry_run=False, timm_benchmark=None,
-                     previous=tmp_path / "first" / "campaign.tar.gz", log=lambda msg: None)
+                     previous=first, log=lambda msg: None)
 
 
 @pytest.mark.parametrize("argv,message", [
