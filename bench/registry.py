@@ -87,6 +87,9 @@ _ENTRIES = [
     Variant("cifar_vit", "deit_tiny_patch16_224", 32, False, "student", 10, dict(_CIFAR_VIT_KWARGS), patch_size=4),
     Variant("cifar_vit_dist", "deit_tiny_distilled_patch16_224", 32, True, "student", 10, dict(_CIFAR_VIT_KWARGS),
             patch_size=4),
+    # A transformer teacher at mini scale (issue #23, attention distillation): the CIFAR student 1.5x deeper.
+    Variant("cifar_vit_deep", "deit_tiny_patch16_224", 32, False, "teacher", 10, dict(_CIFAR_VIT_KWARGS, depth=9),
+            patch_size=4),
     # Tiny models every test and CI uses: 2 blocks, width 64, 4 px patches, 32 px, 10 classes.
     Variant("debug", "deit_tiny_patch16_224", 32, False, "debug", 10, dict(_DEBUG_KWARGS), patch_size=4),
     Variant("debug_dist", "deit_tiny_distilled_patch16_224", 32, True, "debug", 10, dict(_DEBUG_KWARGS), patch_size=4),

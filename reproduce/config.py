@@ -95,6 +95,11 @@ class TrainConfig:
     kl_norm: str = "official"  # official (sum / (batch × classes)) | batchmean (paper / Hinton)
     distill_smoothing: float = 0.0  # label smoothing of the teacher's hard label (official: none; the paper
     # notes hard labels "can also be converted into soft labels with label smoothing")
+    # attention distillation (not the paper's method; issue #23): KL(teacher ‖ student) between the class token's
+    # attention over the patches in `attn_blocks`, from a ViT teacher, added to the teacher terms (weight α)
+    attn_distill: bool = False
+    attn_blocks: tuple[int, ...] = (-1,)  # block indices (negative from the end): the last block by default
+    attn_per_head: bool = False  # match head by head when the head counts agree; else the head-averaged maps
     teacher: str = "regnety_160"  # registry alias of the CNN teacher; "labels": the ground truth stands in (a control)
     teacher_checkpoint: str = ""  # local weights (official: regnety_160-a5fe301d.pth); unused with teacher=labels
     teacher_memo: bool = False  # remember the teacher's logits per exact batch beside its checkpoint (CIFAR scales)
@@ -148,6 +153,11 @@ def check(cfg: TrainConfig) -> TrainConfig:
         (cfg.workers >= 0, "workers", "non-negative"),
         (not cfg.distill_token or cfg.distillation != "none", "distill_token",
          "false when distillation=none (a distillation token needs a teacher signal)"),
+        (not (cfg.attn_distill and cfg.teacher_memo), "teacher_memo",
+         "false with attn_distill (the memo keeps the teacher's logits, not its attention maps)"),
+        (not (cfg.attn_distill and cfg.teacher == LABEL_TEACHER), "teacher",
+         "a ViT with attn_distill (the labels have no attention maps)"),
+        (len(cfg.attn_blocks) > 0, "attn_blocks", "at least one block index"),
     ]
     for ok, name, accepted in rules:
         if not ok:

@@ -161,9 +161,23 @@ class StepLoss(NamedTuple):
 
 
 @dataclass(frozen=True)
+class AttentionTerm:
+    """Attention distillation (not the paper's method; issue #23): taps on the student and the ViT teacher, and
+    whether to match per head."""
+
+    student: AttentionTap
+    teacher: AttentionTap
+    per_head: bool = False
+
+    def __call__(self) -> Tensor:
+        return attention_divergence(self.student.maps(), self.teacher.maps(), per_head=self.per_head)
+
+
+@dataclass(frozen=True)
 class Distiller:
     """The loss component of the training step: the step passes images, the student's outputs and targets,
-    and never learns which Table-3 row is running."""
+    and never learns which Table-3 row is running. The teacher terms (logits: soft or hard; attention) add up and
+    take the weight α: (1 − α)·label term + α·(teacher terms)."""
 
     mode: str
     alpha: float
@@ -172,18 +186,81 @@ class Distiller:
     teacher: nn.Module | None
     base_criterion: Callable[[Tensor, Tensor], Tensor] | None = None
     hard_smoothing: float = 0.0  # label smoothing of the teacher's hard label (official: 0)
+    attention: AttentionTerm | None = None
 
     def __call__(self, images: Tensor, outputs: Tensor | tuple[Tensor, Tensor], target: Tensor) -> StepLoss:
         teacher_out = None
-        if self.mode != "none":
+        if self.mode != "none" or self.attention is not None:
             classes = (outputs[0] if isinstance(outputs, tuple) else outputs).shape[-1]
             teacher_out = (self.teacher(target, classes) if isinstance(self.teacher, LabelTeacher)
                            else teacher_logits(self.teacher, images))
-        base, term = distillation_terms(outputs, teacher_out, target, mode=self.mode, tau=self.tau,
-                                        kl_norm=self.kl_norm, base_criterion=self.base_criterion,
+        base, term = distillation_terms(outputs, teacher_out if self.mode != "none" else None, target, mode=self.mode,
+                                        tau=self.tau, kl_norm=self.kl_norm, base_criterion=self.base_criterion,
                                         hard_smoothing=self.hard_smoothing)
+        if self.attention is not None:
+            attention = self.attention()
+            term = attention if term is None else term + attention
         if term is None:
             return StepLoss(base, base, None, None)
         labels = target.argmax(dim=-1) if target.is_floating_point() else target
         agree = (teacher_out.argmax(dim=-1) == labels).float().mean()
         return StepLoss(weighted(base, term, self.alpha), base, term, agree)
+
+
+class AttentionTap:
+    """The class token's attention over the patch tokens in chosen blocks of a timm ViT, read through the model's
+    own `Attention` modules: a forward hook keeps each block's `qkv` output, and the map is computed from it as the
+    block computes it (`q_norm`/`k_norm`, `scale`, softmax over all tokens), then restricted to the patch tokens and
+    renormalised. The qkv projection runs on the SDPA and the matmul path alike, so both work; nothing is forked.
+    For a model being trained the maps keep their graph; for a frozen teacher they are computed without one."""
+
+    def __init__(self, model: nn.Module, blocks: tuple[int, ...]) -> None:
+        if not hasattr(model, "blocks") or not all(hasattr(b, "attn") and hasattr(b.attn, "qkv") for b in model.blocks):
+            raise ValueError(f"{type(model).__name__} has no attention blocks (a convnet has no attention maps)")
+        depth = len(model.blocks)
+        bad = [b for b in blocks if not -depth <= b < depth]
+        if bad:
+            raise ValueError(f"attn_blocks {bad} out of range for a model of {depth} blocks")
+        self.prefix = model.num_prefix_tokens  # class (+ distillation) token(s) before the patches
+        self.attns = [model.blocks[b].attn for b in blocks]
+        self._qkv: list[Tensor | None] = [None] * len(blocks)
+        self.handles = [attn.qkv.register_forward_hook(self._keeper(i)) for i, attn in enumerate(self.attns)]
+
+    def _keeper(self, i: int):
+        def keep(module, inputs, output):
+            self._qkv[i] = output
+        return keep
+
+    def maps(self) -> list[Tensor]:
+        """[batch, heads, patches] per chosen block, each row a distribution over the patches, from the last forward."""
+        if any(q is None for q in self._qkv):
+            raise RuntimeError("AttentionTap.maps() before a forward pass")
+        out = []
+        for attn, qkv in zip(self.attns, self._qkv):
+            b, n, _ = qkv.shape
+            q, k, _ = qkv.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            q, k = attn.q_norm(q), attn.k_norm(k)
+            row = ((q[:, :, :1].float() * attn.scale) @ k.float().transpose(-2, -1)).softmax(dim=-1)[:, :, 0]
+            patches = row[:, :, self.prefix:]
+            out.append(patches / patches.sum(dim=-1, keepdim=True))
+        return out
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def attention_divergence(student: list[Tensor], teacher: list[Tensor], *, per_head: bool) -> Tensor:
+    """KL(teacher ‖ student) between the class token's attention over the patches, averaged over the chosen blocks
+    and the batch: per head when asked and the head counts agree, else between the head-averaged maps."""
+    terms = []
+    for s, t in zip(student, teacher, strict=True):
+        if s.shape[-1] != t.shape[-1]:
+            raise ValueError(f"student and teacher attend over {s.shape[-1]} and {t.shape[-1]} patches: attention "
+                             "distillation needs the same patch grid")
+        if not per_head or s.shape[1] != t.shape[1]:
+            s, t = s.mean(dim=1, keepdim=True), t.mean(dim=1, keepdim=True)
+        t = t.detach()
+        kl = (t * (t.clamp_min(1e-12).log() - s.clamp_min(1e-12).log())).sum(dim=-1)  # [batch, heads]
+        terms.append(kl.mean())
+    return torch.stack(terms).mean()

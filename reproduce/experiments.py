@@ -244,6 +244,38 @@ def _register_cifar_rows() -> None:
 _register_cifar_rows()
 
 
+# ---- issue #23: attention distillation from a ViT teacher, an ablation users ask for (not the paper's method) ----
+
+@experiment("mini_vit_teacher", "teacher for the attention ablation (issue #23)")
+def mini_vit_teacher() -> TrainConfig:
+    """A transformer teacher at mini scale: the CIFAR ViT 1.5x deeper (9 blocks, width 96, 3 heads, as many as the
+    student, so attention can be matched head by head), same 5,000 images and recipe."""
+    return replace(mini("cifar_vit_deep"), teacher_memo=False, teacher_checkpoint="")
+
+
+_ATTENTION_ROWS = {  # name: (student, changes, description)
+    "mini_attn": ("cifar_vit", dict(attn_distill=True), "attention distillation only (the class token's attention "
+                  "over the patches in the last block, KL to the teacher's, weight α 0.5)"),
+    "mini_vit_hard": ("cifar_vit_dist", dict(distillation="hard", distill_token=True),
+                      "hard distillation on the distillation token from the ViT teacher"),
+    "mini_attn_hard": ("cifar_vit_dist", dict(distillation="hard", distill_token=True, attn_distill=True),
+                       "both: hard distillation on the distillation token and attention distillation"),
+}
+
+
+def _register_attention_rows() -> None:
+    for name, (student, changes, what) in _ATTENTION_ROWS.items():
+        def row(student=student, changes=changes):
+            return replace(mini(student), teacher="cifar_vit_deep", teacher_memo=False,
+                           teacher_checkpoint="runs/mini_vit_teacher/checkpoint.pth", **changes)
+        row.__doc__ = (f"Issue #23 ablation, mini scale, not the paper's method: {what}. Train mini_vit_teacher first; "
+                       "`bench tables` writes table_attention_mini beside Table 3's rows.")
+        experiment(name, "issue #23 ablation: attention distillation, mini scale")(row)
+
+
+_register_attention_rows()
+
+
 # ---- issue #20: does the released code's class-token initialisation move the token rows (4–6) at mini scale? ----
 
 def _register_init_ablation() -> None:

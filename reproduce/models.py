@@ -89,9 +89,9 @@ def load_finetune_start(model: nn.Module, path: Path) -> None:
 
 
 def build_teacher(cfg: TrainConfig) -> nn.Module | None:
-    """The frozen CNN teacher (eval mode, no gradients), the ground truth in its place (`teacher=labels`), or None
-    without distillation."""
-    if cfg.distillation == "none":
+    """The frozen teacher (eval mode, no gradients): a convnet, or a ViT for attention distillation; the ground truth
+    in its place (`teacher=labels`), or None without distillation."""
+    if cfg.distillation == "none" and not cfg.attn_distill:
         return None
     if cfg.teacher == LABEL_TEACHER:
         return LabelTeacher()
@@ -105,6 +105,9 @@ def build_teacher(cfg: TrainConfig) -> nn.Module | None:
         variant = resolve(cfg.teacher)
     except KeyError as exc:
         raise ConfigError(f"teacher={cfg.teacher!r}: {exc.args[0]}") from None
+    if cfg.attn_distill and variant.family != "vit":
+        raise ConfigError(f"attn_distill=true needs a ViT teacher, but teacher={cfg.teacher} is a convnet: it has no "
+                          "attention maps (the paper's teacher signal is its logits, through the distillation token)")
     state, info = checkpoint.read_state_dict(path)
     if info.num_classes is not None and info.num_classes != cfg.num_classes:
         raise ConfigError(f"the teacher {path.name} predicts {info.num_classes} classes but the student has "

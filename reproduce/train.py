@@ -36,7 +36,7 @@ from bench.speed import PRECISIONS
 from reproduce import data, models
 from reproduce.checkpoints import CheckpointState, RunFiles, run_env
 from reproduce.config import ConfigError, Interrupted, NonFiniteLoss, Preempted, TrainConfig
-from reproduce.distill import Distiller, LabelTeacher, MemoTeacher, memo_path
+from reproduce.distill import AttentionTap, AttentionTerm, Distiller, LabelTeacher, MemoTeacher, memo_path
 from reproduce.sampling import ResumableSampler, SeededItems, step_seed
 
 
@@ -334,8 +334,15 @@ def build_recipe(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.M
                       num_classes=cfg.num_classes)
     base_criterion = (SoftTargetCrossEntropy() if mixup else
                       LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing else torch.nn.CrossEntropyLoss())
+    attention = None
+    if cfg.attn_distill:
+        try:
+            attention = AttentionTerm(AttentionTap(student, cfg.attn_blocks),
+                                      AttentionTap(models.unwrap(teacher), cfg.attn_blocks), cfg.attn_per_head)
+        except ValueError as exc:
+            raise ConfigError(f"attn_distill: {exc}") from None
     distiller = Distiller(cfg.distillation, cfg.distill_alpha, cfg.distill_tau, cfg.kl_norm, teacher, base_criterion,
-                          hard_smoothing=cfg.distill_smoothing)
+                          hard_smoothing=cfg.distill_smoothing, attention=attention)
     ema = ModelEmaV3(student, decay=cfg.ema_decay) if cfg.ema_decay else None
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     scaler = torch.amp.GradScaler(procs.device.split(":")[0]) if amp == "fp16" else None
