@@ -100,8 +100,14 @@ def plan(work: Path, *, device: str, dry_run: bool, timm_benchmark: Path | None)
                           "timm's own benchmark.py, its best setting, same card and call",
                           unavailable="" if timm_benchmark else "no --timm-benchmark PATH (timm's benchmark.py is "
                           "not in its pip package: pass the file from a timm checkout)"))
-    steps.append(Step("training_step_vs_official_loop", (), 0, "DeiT-S hard distillation from RegNetY-16GF: ours "
-                      "against an official-style fp16 eager loop", unavailable="not implemented yet (issue #21 step 3)"))
+    step_args = (("--experiment", "debug_hard", "--batch-size", "16", "--steps", "3", "--warmup", "1") if dry_run else
+                 ("--experiment", "deit_s_hard", "--set", "compile=true", "--batch-size", "128", "--steps", "30",
+                  "--warmup", "10"))
+    steps.append(Step("training_step_vs_official_loop",
+                      ("-m", "reproduce", "step-speed", *step_args, "--device", device,
+                       "--results-dir", str(work / "records" / "step-speed")), 20 if dry_run else 120,
+                      "one training step of DeiT-S with hard distillation from RegNetY-16GF: ours against an "
+                      "official-style fp16 eager loop, img/s side by side"))
     scale = "debug" if dry_run else "cifar10"
     steps.append(Step(f"table3_{scale}", ("-m", "reproduce", "suite", "table3", "--scale", scale, "--root",
                                           str(work / "runs"), "--results-dir", str(work / "records" / f"table3-{scale}")),

@@ -23,6 +23,7 @@ KINDS = {
     "train": "`reproduce train` and `reproduce suite`: one training run",
     "disagree": "`reproduce suite`: Table 4 for one seed, from the runs' predictions",
     "config": "`reproduce ls --show E --record DIR`: an experiment's resolved config (Table 9 reads it)",
+    "stepspeed": "`reproduce step-speed`: our training step against an official-style loop, side by side",
 }
 
 
@@ -242,6 +243,27 @@ class ConfigSettings(Section):
     device = Key[str]("always `config`: nothing ran")
 
 
+class StepSpeedSettings(Section):
+    """`settings` of a step-speed record."""
+
+    experiment = Key[str]("the experiment whose step was timed")
+    config = Key[dict]("every TrainConfig field, resolved")
+    device = Key[str]("cpu, cuda or cuda:N")
+    batch_size = Key[int]("images per step")
+    steps = Key[int]("timed steps of each loop")
+    warmup = Key[int]("untimed steps first (compilation included)")
+    amp_ours = Key[str]("our precision (amp=auto resolved)")
+    amp_official = Key[str]("the official-style loop's: fp16 with a scaler on CUDA, none on a CPU")
+
+
+class StepSpeedMetrics(Section):
+    """`metrics` of a step-speed record."""
+
+    ours_img_per_s = Key[float]("our training step, images/s")
+    official_img_per_s = Key[float]("the official-style loop, images/s")
+    ratio = Key[float]("ours / official-style")
+
+
 class NoMetrics(Section):
     """A config record measures nothing."""
 
@@ -249,6 +271,7 @@ class NoMetrics(Section):
 SECTIONS: dict[str, tuple[type[Section], type[Section]]] = {
     "bench": (BenchSettings, BenchMetrics), "train": (TrainSettings, TrainMetrics),
     "disagree": (DisagreeSettings, DisagreeMetrics), "config": (ConfigSettings, NoMetrics),
+    "stepspeed": (StepSpeedSettings, StepSpeedMetrics),
 }
 
 

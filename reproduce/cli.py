@@ -29,7 +29,7 @@ from reproduce.config import (
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reproduce", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ls,suite}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ls,suite,step-speed}")
     train = sub.add_parser("train", help="train one experiment; writes checkpoint, log.jsonl and a result record")
     train.add_argument("--experiment", required=True, help="a registered experiment (see `reproduce ls`)")
     train.add_argument("--output", type=Path, required=True, help="run folder: checkpoint.pth, log.jsonl, result.json")
@@ -49,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     suite.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field in every row")
     suite.add_argument("--results-dir", type=Path, default=None,
                        help="where records go (default results/runs/<table>-<scale>)")
+    step = sub.add_parser("step-speed", help="time our training step against an official-style loop, side by side")
+    step.add_argument("--experiment", required=True, help="a distillation experiment, e.g. deit_s_hard")
+    step.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    step.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    step.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    step.add_argument("--steps", type=int, default=20, help="timed steps of each loop (default 20)")
+    step.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    step.add_argument("--results-dir", type=Path, default=Path("results/runs/step-speed"), help="where the record goes")
     ls = sub.add_parser("ls", help="list experiments (paper table/row and number)")
     ls.add_argument("--fields", action="store_true", help="list the config fields and their defaults instead")
     ls.add_argument("--released", action="store_true",
@@ -152,6 +160,36 @@ def _train(args) -> int:
     return 0
 
 
+def _step_speed(args) -> int:
+    import torch
+
+    from bench.record import Record, write_record
+    from reproduce import stepspeed
+    from reproduce.checkpoints import run_env
+
+    for label, value in (("--batch-size", args.batch_size), ("--steps", args.steps)):
+        if value < 1:
+            raise UsageError(f"{label} must be at least 1, got {value}")
+    if args.warmup < 0:
+        raise UsageError(f"--warmup must be >= 0, got {args.warmup}")
+    cfg = resolve_config(args.experiment, None, args.set)
+    check_folder(args.results_dir, "--results-dir")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    env = run_env(device)
+    result = stepspeed.measure(cfg, device=device, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
+                               fingerprint=env["fingerprint"])
+    settings = {"experiment": args.experiment, "config": dataclasses.asdict(cfg), "device": device,
+                "batch_size": result.batch_size, "steps": result.steps, "warmup": args.warmup,
+                "amp_ours": result.ours_amp, "amp_official": result.official_amp}
+    metrics = {"ours_img_per_s": result.ours_img_per_s, "official_img_per_s": result.official_img_per_s,
+               "ratio": result.ratio}
+    path = write_record(Record(cfg.variant, cfg.variant, settings, metrics, env, kind="stepspeed"), args.results_dir)
+    print(f"{args.experiment} on {device}, batch {result.batch_size}: ours {result.ours_img_per_s:,.1f} img/s "
+          f"({result.ours_amp}), official-style {result.official_img_per_s:,.1f} img/s ({result.official_amp}), "
+          f"ratio {result.ratio:.2f}\nrecord: {path}")
+    return 0
+
+
 def _suite(args) -> int:
     import time
 
@@ -175,7 +213,7 @@ def _suite(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"ls": _ls, "train": _train, "suite": _suite}[args.command](args)
+        return {"ls": _ls, "train": _train, "suite": _suite, "step-speed": _step_speed}[args.command](args)
     except (ConfigError, DataError, CheckpointError, UsageError) as exc:
         print(f"reproduce: error: {exc}", file=sys.stderr)
         return 2

@@ -141,3 +141,17 @@ def test_a_torchvision_dataset_gives_items_subsets_and_a_clear_error_when_absent
     subset = datasets(TrainConfig(dataset="flowers102", data=str(tmp_path), num_classes=2, val_subset=2),
                       lambda img: img, lambda img: img)[1]
     assert sorted(label for _, label, _ in subset.samples) == [0, 1]
+
+
+def test_step_speed_times_ours_and_the_official_style_loop_and_writes_a_record(tmp_path, capsys):
+    from bench.record import load_records
+
+    code = cli.main(["step-speed", "--experiment", "debug_hard", "--device", "cpu", "--batch-size", "8", "--steps", "2",
+                     "--warmup", "1", "--results-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    (record,) = load_records(tmp_path)
+    assert code == 0 and record.kind == "stepspeed" and "official-style" in out
+    assert record.metrics.ratio == pytest.approx(record.metrics.ours_img_per_s / record.metrics.official_img_per_s)
+    assert record.settings.amp_official == "none"  # the released loop's fp16 needs CUDA
+    assert cli.main(["step-speed", "--experiment", "debug", "--device", "cpu", "--results-dir", str(tmp_path)]) == 2
+    assert "give an experiment with a teacher" in capsys.readouterr().err
