@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -187,8 +188,8 @@ def _check_run_args(args: argparse.Namespace) -> None:
     for label, value, low in (("--img-size", args.img_size, 1), ("--warmup", args.warmup, 0),
                               ("--iters", args.iters, 1), ("--max-batch-cap", args.max_batch_cap, 1),
                               ("--threads", args.threads, 1), ("--budget-s", args.budget_s, 0)):
-        if value is not None and value < low:
-            raise UsageError(f"{label} must be >= {low}, got {value}")
+        if value is not None and not (math.isfinite(value) and value >= low):
+            raise UsageError(f"{label} must be a finite number >= {low}, got {value}")
 
 
 def _last_line(exc: Exception) -> str:
@@ -230,6 +231,9 @@ def _check(args: argparse.Namespace) -> int:
         raise UsageError(f"no records (*.json) in {args.current}; make some with `bench run`")
     try:
         if args.write_baseline:
+            for label, value, high in (("--speed-floor", args.speed_floor, 1), ("--accuracy-tol", args.accuracy_tol, 100)):
+                if not (math.isfinite(value) and 0 <= value < high):
+                    raise UsageError(f"{label} must be a finite number in [0, {high}), got {value}")
             _check_writable(args.baseline)
             tol = check.Tolerances(accuracy_points=args.accuracy_tol, speed_floor=args.speed_floor)
             for line in check.write_baselines(records, args.baseline, tol):
@@ -326,7 +330,7 @@ def _campaign(args: argparse.Namespace) -> int:
         raise UsageError(f"--device {args.device!r}: accepted auto, cuda, cpu")
     if device == "cpu" and not args.dry_run:
         raise UsageError("the campaign measures a GPU; on a CPU run it with --dry-run (the debug models)")
-    if args.budget_s < 60:
+    if not math.isfinite(args.budget_s) or args.budget_s < 60:
         raise UsageError(f"--budget-s must be at least 60, got {args.budget_s:g}")
     check_folder(args.out, "--out")
     state = campaign.run(args.out, device=device, budget_s=args.budget_s, dry_run=args.dry_run,

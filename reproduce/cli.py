@@ -24,6 +24,7 @@ from reproduce.config import (
     check,
     override,
     render_released,
+    valid_device,
 )
 
 
@@ -80,6 +81,9 @@ def resolve_config(name: str, data: str | None, assignments: list[str]) -> Train
 
 
 def _ls(args) -> int:
+    given = [flag for flag, on in (("--released", args.released), ("--fields", args.fields), ("--show", args.show)) if on]
+    if len(given) > 1:
+        raise UsageError(f"give one of --released, --fields, --show; got {' and '.join(given)}")
     if args.released:
         print(render_released(), end="")
         return 0
@@ -172,6 +176,10 @@ def _step_speed(args) -> int:
             raise UsageError(f"{label} must be at least 1, got {value}")
     if args.warmup < 0:
         raise UsageError(f"--warmup must be >= 0, got {args.warmup}")
+    if not valid_device(args.device):
+        raise UsageError(f"--device {args.device!r}: accepted auto, cpu, cuda or cuda:N")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: torch sees no CUDA device here")
     cfg = resolve_config(args.experiment, None, args.set)
     check_folder(args.results_dir, "--results-dir")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

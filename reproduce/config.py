@@ -158,11 +158,16 @@ def check(cfg: TrainConfig) -> TrainConfig:
         (not (cfg.attn_distill and cfg.teacher == LABEL_TEACHER), "teacher",
          "a ViT with attn_distill (the labels have no attention maps)"),
         (len(cfg.attn_blocks) > 0, "attn_blocks", "at least one block index"),
+        (valid_device(cfg.device), "device", "auto, cpu, cuda or cuda:N"),
     ]
     for ok, name, accepted in rules:
         if not ok:
             raise ConfigError(f"{name}={getattr(cfg, name, None)!r} is not accepted: must be {accepted}")
     return cfg
+
+
+def valid_device(device: str) -> bool:
+    return device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
 
 
 def override(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:

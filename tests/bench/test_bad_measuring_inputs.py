@@ -214,3 +214,21 @@ def test_evaluation_has_its_own_batch_size(tmp_path, capsys):
                      "--results-dir", str(tmp_path / "r")])
     record = json.loads(capsys.readouterr().out)
     assert code == 0 and record["settings"]["eval"]["batch_size"] == 256 and record["settings"]["batch_size"] == 16
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--variant", "debug", "--metrics", "relspeed", "--budget-s", "nan"], "--budget-s must be a finite number"),
+    (["check", "--write-baseline", "--baseline", "B", "--current", "C", "--speed-floor", "nan"],
+     "--speed-floor must be a finite number in [0, 1)"),
+    (["check", "--write-baseline", "--baseline", "B", "--current", "C", "--accuracy-tol", "-1"],
+     "--accuracy-tol must be a finite number in [0, 100)"),
+    (["campaign", "--out", "O", "--dry-run", "--device", "cpu", "--budget-s", "inf"], "--budget-s must be at least 60"),
+])
+def test_non_finite_and_negative_numbers_are_usage_errors_and_nothing_is_written(tmp_path, capsys, argv, message):
+    argv = [str(tmp_path / a) if a in ("B", "O") else a for a in argv]
+    if "C" in argv:
+        write_record(_speed_record("deit_ti", "2026-12-01T10:00:00+00:00", 1.0), tmp_path / "C")
+        argv = [str(tmp_path / "C") if a == "C" else a for a in argv]
+    assert cli.main([*argv, *(["--results-dir", str(tmp_path / "r")] if argv[0] == "run" else [])]) == 2
+    assert message in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in ("B", "O", "r"))

@@ -109,3 +109,16 @@ def test_find_samples_indexes_folders_by_the_names_it_is_given(tmp_path):
     folder_tree(tmp_path, {"cat": 1, "dog": 1})
     samples, _ = find_samples(tmp_path, class_names=("airplane", "cat", "dog"))
     assert [label for _, label in samples] == [1, 2]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--experiment", "debug", "--set", "device=tpu"], "device='tpu' is not accepted"),
+    (["step-speed", "--experiment", "debug_hard", "--device", "tpu"], "--device 'tpu'"),
+    (["step-speed", "--experiment", "debug_hard", "--steps", "0"], "--steps must be at least 1"),
+    (["ls", "--released", "--fields"], "give one of --released, --fields, --show"),
+    (["ls", "--lr-figure", "x.png"], "--lr-figure needs --show EXPERIMENT"),
+])
+def test_more_bad_requests_exit_2(tmp_path, capsys, argv, message):
+    if argv[0] == "train":
+        argv = [*argv, "--output", str(tmp_path / "run")]
+    assert cli.main(argv) == 2 and message in capsys.readouterr().err
