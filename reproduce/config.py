@@ -52,6 +52,9 @@ class TrainConfig:
     val_subset: int = 0  # >0: evaluate on N validation images, an equal share per class, the same for every run
     workers: int = 8  # data-loading processes per rank
     preload: bool = False  # decode every image once and keep it in memory (small-image sets: CIFAR scales)
+    # decode once into one uint8 tensor on the training device and augment whole batches there (CIFAR scales on a
+    # GPU; reproduce/device_data.py): no RandAugment or colour jitter, refused rather than silently left out
+    device_data: bool = False
     # optimisation
     epochs: int = 300
     batch_size: int = 1024  # GLOBAL batch: per-rank batch = batch_size / world size

@@ -86,7 +86,7 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     teacher = models.build_teacher(cfg)
     prep = bench_data.preprocess(student, img_size, cfg.eval_protocol)
     train_set, val_set = data.datasets(cfg, data.train_transform(cfg, img_size), bench_data.build_transform(prep, False))
-    sampler, loader, steps_per_epoch = training_batches(train_set, cfg, procs, per_rank)
+    sampler, loader, steps_per_epoch = training_batches(train_set, cfg, procs, per_rank, img_size)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     student.to(procs.device, memory_format=memory_format)  # before the optimiser and the EMA copy are made
     teacher, memo = place_teacher(teacher, cfg, procs, amp)
@@ -236,15 +236,24 @@ class EpochMeter:
                 "train_img_per_s": self.images * world / elapsed if elapsed > 0 else None}
 
 
-def training_batches(train_set, cfg: TrainConfig, procs: Processes,
-                     per_rank: int) -> tuple[ResumableSampler, DataLoader, int]:
-    """The resumable, repeat-augmenting sampler, the loader of seeded items, and the steps per epoch."""
+def training_batches(train_set, cfg: TrainConfig, procs: Processes, per_rank: int,
+                     img_size: int) -> tuple[ResumableSampler, DataLoader, int]:
+    """The resumable, repeat-augmenting sampler, the loader of seeded items (or of batches augmented on the device,
+    `device_data`), and the steps per epoch."""
     sampler = ResumableSampler(RepeatAugSampler(train_set, num_replicas=procs.world, rank=procs.rank,
                                                 num_repeats=cfg.repeated_aug, shuffle=True),
                                seed=cfg.seed, rank=procs.rank)
     steps_per_epoch = len(sampler.inner) // per_rank
     if steps_per_epoch == 0:
         raise ConfigError(f"{len(sampler.inner)} images per rank and epoch cannot fill one batch of {per_rank}")
+    if cfg.device_data:
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+        from reproduce.device_data import DeviceImages, DeviceLoader, check_supported
+
+        check_supported(cfg)
+        return sampler, DeviceLoader(DeviceImages(train_set, procs.device), sampler, per_rank, cfg, procs.rank,
+                                     img_size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), steps_per_epoch
     loader = DataLoader(SeededItems(train_set), batch_size=per_rank, sampler=sampler, drop_last=True,
                         num_workers=cfg.workers, pin_memory=procs.device.startswith("cuda"),
                         persistent_workers=cfg.workers > 0)
