@@ -192,6 +192,16 @@ def table2(records: list[Record]) -> Table:
     return Table("table2_teachers", "Table 2: teachers for DeiT-B⚗", pd.DataFrame(rows), footer(used))
 
 
+def gap_to(values: list[float], base: list[float]) -> tuple[str, str]:
+    """The difference of two rows' seed means, and whether it exceeds the seed spread (the larger of the two rows'
+    standard deviations); empty where a row has no runs."""
+    if not values or not base:
+        return "", ""
+    diff = statistics.mean(values) - statistics.mean(base)
+    spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (values, base))
+    return f"{diff:+.2f}", ("yes" if abs(diff) > spread else "no") if spread > 0 else "one seed"
+
+
 def train_runs(records: list[Record], experiment: str, teacher: str | None = None,
                 metric: str = "final_val_top1") -> list[Record]:
     """The seeds of one experiment's newest configuration: runs whose config differs other than by `seed` (a
@@ -228,12 +238,7 @@ def table3(records: list[Record], scale: str) -> Table:
         used += [r for r in runs if r not in used]
         values = [r.metrics[metric] for r in runs]
         base_values = values if i == 0 else base_values
-        gap, beyond = "", ""
-        if i > 0 and values and base_values:
-            diff = statistics.mean(values) - statistics.mean(base_values)
-            spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (values, base_values))
-            gap = f"{diff:+.2f}"
-            beyond = ("yes" if abs(diff) > spread else "no") if spread > 0 else "one seed"
+        gap, beyond = gap_to(values, base_values) if i > 0 else ("", "")
         paper_ti = paper.TABLE3["Ti"]
         rows.append({"method": method, "label": label, "teacher": signal, "paper Ti (ImageNet)": f"{paper_ti[col]:.1f}",
                      "paper Δ row 1": "" if i == 0 else f"{paper_ti[col] - paper_ti[0]:+.1f}",
@@ -255,11 +260,7 @@ def table_cls_init(records: list[Record], scale: str = "mini") -> Table:
     rows = []
     for label, metric in heads:
         values = {init: [r.metrics[metric] for r in rs] for init, rs in runs.items()}
-        diff, beyond = "", ""
-        if values["timm"] and values["official"]:
-            d = statistics.mean(values["official"]) - statistics.mean(values["timm"])
-            spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in values.values())
-            diff, beyond = f"{d:+.2f}", ("yes" if abs(d) > spread else "no") if spread > 0 else "one seed"
+        diff, beyond = gap_to(values["official"], values["timm"])
         rows.append({"DeiT⚗ head": label, "cls token N(0, 1e-6) (timm)": _mean_std(values["timm"]),
                      "cls token trunc. normal 0.02 (released code)": _mean_std(values["official"]),
                      "Δ released − timm": diff, "Δ > seed spread": beyond})
@@ -307,11 +308,7 @@ def table_attention(records: list[Record]) -> Table:
         used += runs
         values = [r.metrics[metric] for r in runs]
         base = values if i == 0 else base
-        gap, beyond = "", ""
-        if i > 0 and values and base:
-            diff = statistics.mean(values) - statistics.mean(base)
-            spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (values, base))
-            gap, beyond = f"{diff:+.2f}", ("yes" if abs(diff) > spread else "no") if spread > 0 else "one seed"
+        gap, beyond = gap_to(values, base) if i > 0 else ("", "")
         rows.append({"row": label, "experiment": name, "top-1 (mini)": _mean_std(values), "Δ row 1": gap,
                      "Δ > seed spread": beyond})
     teachers = {n: train_runs(records, n) for n in ("mini_teacher", "mini_vit_teacher")}
