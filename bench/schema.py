@@ -201,6 +201,16 @@ class TrainSettings(Section):
     history = Key[list]("top-1/top-5 of every head at every evaluation")
 
 
+# TrainConfig fields added after training records were written, with the value that describes what those older
+# runs did (they predate the field). Readers fill a record's config with these before comparing configs, so seeds
+# of one configuration stay together across versions (a test keeps this list complete).
+CONFIG_BEFORE_FIELD: dict[str, Any] = {
+    "sched_timing": "start", "cls_token_init": "timm", "attn_distill": False, "attn_blocks": [-1],
+    "attn_per_head": False, "device_data": False, "channels_last": False, "fused_attn": True, "preload": False,
+    "teacher_memo": False, "distill_smoothing": 0.0,
+}
+
+
 class TrainMetrics(Section):
     """`metrics` of a training run."""
 

@@ -20,6 +20,7 @@ from bench.protocols import TIMING_PROTOCOLS
 from bench.record import Record
 from bench.registry import VARIANTS
 from bench.scales import experiment_name
+from bench.schema import CONFIG_BEFORE_FIELD
 from bench.store import write_text_atomic
 
 NOT_RUN = "not run"
@@ -211,7 +212,8 @@ def train_runs(records: list[Record], experiment: str, teacher: str | None = Non
     if not runs:
         return []
     def key(r: Record) -> str:
-        return json.dumps({k: v for k, v in r.settings.config.items() if k != "seed"}, sort_keys=True)
+        config = {**CONFIG_BEFORE_FIELD, **r.settings.config}  # a field added since: what the older run did
+        return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
     newest = key(max(runs, key=lambda r: r.env.created))
     return [r for r in runs if key(r) == newest]
 

@@ -155,3 +155,19 @@ def test_step_speed_times_ours_and_the_official_style_loop_and_writes_a_record(t
     assert record.settings.amp_official == "none"  # the released loop's fp16 needs CUDA
     assert cli.main(["step-speed", "--experiment", "debug", "--device", "cpu", "--results-dir", str(tmp_path)]) == 2
     assert "give an experiment with a teacher" in capsys.readouterr().err
+
+
+def test_every_config_field_newer_than_the_committed_records_says_what_they_did():
+    """bench.schema.CONFIG_BEFORE_FIELD fills the fields older training records lack, so tables pool their seeds
+    with newer runs of the same configuration; a field added without an entry would split them silently."""
+    import dataclasses
+    import json
+
+    from bench.schema import CONFIG_BEFORE_FIELD
+
+    oldest = set(dataclasses.asdict(TrainConfig()))
+    for path in ROOT.glob("results/runs/**/*.json"):
+        data = json.loads(path.read_text())
+        if data.get("kind") == "train":
+            oldest &= set(data["settings"]["config"])
+    assert set(dataclasses.asdict(TrainConfig())) - oldest <= set(CONFIG_BEFORE_FIELD)
