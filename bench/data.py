@@ -10,6 +10,7 @@ Layouts (`--dataset`, guessed when not given):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -143,8 +144,9 @@ def label_space(root: Path, layout: str, num_classes: int | None,
                     "checkpoint that names its classes (reproduce train writes them)")
 
 
+@functools.lru_cache(maxsize=1)
 def imagenet_synsets() -> tuple[str, ...]:
-    """The 1000 WordNet ids of ImageNet-1k in label order (timm's copy)."""
+    """The 1000 WordNet ids of ImageNet-1k in label order (timm's copy; read once per process)."""
     from timm.data import ImageNetInfo
 
     return tuple(ImageNetInfo().label_names())
