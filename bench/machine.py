@@ -58,6 +58,15 @@ class Fingerprint:
             return self.gpu_capability is not None and float(self.gpu_capability) >= 8.0
         return any(flag in self.isa for flag in NATIVE_BF16_FLAGS)
 
+    def label(self) -> str:
+        """A short name for tables: the GPU, or the CPU's name with the widest vector unit and bf16 if native
+        ("AMD EPYC AVX2", "AMD EPYC AVX-512 bf16"), since the name alone does not tell two machines apart."""
+        if self.device == "cuda":
+            return str(self.gpu_name)
+        width = "AVX-512" if "avx512f" in self.isa else "AVX2" if "avx2" in self.isa else "AVX" if "avx" in self.isa \
+            else "no AVX"
+        return f"{self.cpu_name} {width}" + (" bf16" if self.native_bf16 else "")
+
     def id(self) -> str:
         """A readable, file-name-safe name with a hash of every field: equal ids mean equal fingerprints."""
         digest = hashlib.sha256(repr(dataclasses.astuple(self)).encode()).hexdigest()[:8]
@@ -91,6 +100,17 @@ class Fingerprint:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         return cls(**values | {"isa": tuple(values.get("isa", ()))})
+
+
+def label(fingerprint: dict[str, Any] | None, device_name: str) -> str:
+    """The machine of a record (`env.fingerprint`, `env.device_name`) for a table cell; records from before
+    fingerprints say so, since their vector units are unknown."""
+    if not fingerprint:
+        return f"{device_name} [ISA not recorded]"
+    try:
+        return Fingerprint.from_dict(fingerprint).label()
+    except TypeError:  # fields missing: a record written by hand or cut short
+        return f"{device_name} [fingerprint incomplete]"
 
 
 def cpuinfo(text: str | None = None) -> dict[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import paper
+from bench import machine, paper
 from bench.protocols import TIMING_PROTOCOLS
 from bench.record import Record
 from bench.registry import VARIANTS
@@ -54,18 +54,24 @@ def footer(records: Iterable[Record]) -> tuple[str, ...]:
         return ("No records: every 'ours' cell is not run.",)
     def distinct(fn):
         return ", ".join(sorted({str(fn(r)) for r in records}))
-    return (f"{len(records)} records. Hardware: {distinct(lambda r: r.env.device_name)} "
+    return (f"{len(records)} records. Hardware: {distinct(machine_of)} "
             f"(threads: {distinct(lambda r: r.env.num_threads)}).",
             f"Software: torch {distinct(lambda r: r.env.torch)}, timm {distinct(lambda r: r.env.timm)}; "
             f"git {distinct(lambda r: (r.env.git_sha or '?')[:7] + ('+dirty' if r.env.git_dirty else ''))}.",
             f"Protocol: {distinct(_protocol)}.")
 
 
+def machine_of(r: Record) -> str:
+    """The record's machine as tables and figures name it: the CPU's name alone does not tell machines apart."""
+    return machine.label(r.env.fingerprint, r.env.device_name)
+
+
 def _protocol(r: Record) -> str:
     s = r.settings
     if r.kind == "train":
         c = s["config"]
-        return f"train {c['epochs']} epochs, global batch {s['global_batch_size']}, {c['amp']} amp, {s['device']}"
+        amp = s.amp or c["amp"]  # as run (older records: as asked)
+        return f"train {c['epochs']} epochs, global batch {s['global_batch_size']}, amp {amp}, {s['device']}"
     if r.kind == "disagree":
         return f"final top-1 of {' / '.join(s['experiments'].values())} ({s['suite']})"
     return f"{s.get('protocol')} {s.get('precision')} batch {s.get('batch_size')} {s.get('stat')} on {s.get('device')}"
@@ -105,8 +111,8 @@ def table5(records: list[Record]) -> Table:
         timm_run = latest(records, name, img_size=v.img_size, protocol="timm")
         paper_run = latest(records, name, img_size=v.img_size, protocol="paper")
         acc = _official_accuracy(records, name, v.img_size)
-        used += [r for r in (timm_run, paper_run, acc) if r]
-        size = timm_run or paper_run
+        size = latest(records, name, img_size=v.img_size, key="params")  # a speed-only record has no size
+        used += [r for r in (size, timm_run, paper_run, acc) if r and r not in used]
         rows.append({
             "model": p.label, "params (paper)": f"{p.params:,}", "params (ours)": _fmt(size and size.metrics.params, ","),
             "GMACs (ours)": _fmt(size and size.metrics.gmacs, ".3f"),
@@ -162,7 +168,7 @@ def table1(records: list[Record]) -> Table:
 def _run_speed(r: Record | None) -> str:
     if r is None:
         return NOT_RUN
-    return f"{r.metrics.infer_img_per_s:,.1f} ({r.env.device_name}, {r.settings.precision}, b{r.settings.batch_size})"
+    return f"{r.metrics.infer_img_per_s:,.1f} ({machine_of(r)}, {r.settings.precision}, b{r.settings.batch_size})"
 
 
 def table10(records: list[Record]) -> Table:
@@ -301,6 +307,12 @@ ATTENTION_ROWS = (  # (row, experiment, metric): issue #23's ablation beside Tab
 )
 
 
+def _trained_on(runs: list[Record]) -> str:
+    """Machine and precision of a row's runs: rows trained on different machines or precisions sit side by side
+    only with that said."""
+    return "; ".join(sorted({f"{machine_of(r)}, amp {r.settings.amp or r.settings.config['amp']}" for r in runs}))
+
+
 def table_attention(records: list[Record]) -> Table:
     """Issue #23: distillation through the teacher's attention maps, which is NOT the paper's method (the paper's
     teacher is a convnet and its signal goes through a distillation token), beside the committed Table-3 rows."""
@@ -312,7 +324,7 @@ def table_attention(records: list[Record]) -> Table:
         base = values if i == 0 else base
         gap, beyond = gap_to(values, base) if i > 0 else ("", "")
         rows.append({"row": label, "experiment": name, "top-1 (mini)": _mean_std(values), "Δ row 1": gap,
-                     "Δ > seed spread": beyond})
+                     "Δ > seed spread": beyond, "trained on": _trained_on(runs)})
     teachers = {n: train_runs(records, n) for n in ("mini_teacher", "mini_vit_teacher")}
     notes = ["Not the paper's method: the paper distils a convnet's logits through a distillation token; this "
              "table matches a ViT teacher's attention maps (issue #23)."]

@@ -26,6 +26,13 @@ def test_two_cpus_with_the_same_name_have_different_fingerprints_naming_the_isa(
     assert "avx2" in avx2.id() and "avx512_bf16" in avx512.id().replace("-", "_")
 
 
+def test_tables_name_the_two_machines_apart_and_say_when_a_record_predates_fingerprints():
+    avx2, avx512 = machine.detect("cpu", 1, machine.cpuinfo(AVX2)), machine.detect("cpu", 1, machine.cpuinfo(AVX512_BF16))
+    assert machine.label(avx2.to_dict(), "AMD EPYC") == "AMD EPYC AVX2"
+    assert machine.label(avx512.to_dict(), "AMD EPYC") == "AMD EPYC AVX-512 bf16"
+    assert machine.label(None, "AMD EPYC") == "AMD EPYC [ISA not recorded]"
+
+
 def test_a_fingerprint_survives_a_record_round_trip_and_its_id_is_stable():
     fp = machine.detect("cpu", 2, machine.cpuinfo(AVX2))
     again = Fingerprint.from_dict(fp.to_dict())

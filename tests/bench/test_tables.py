@@ -150,6 +150,49 @@ def test_a_batch_sweep_record_does_not_replace_the_protocols_batch_in_table5(rec
     assert alone.loc["DeiT-Ti", "im/s ours, timm protocol"].startswith("99.9 ")  # the only record still counts
 
 
+def test_a_speed_only_record_leaves_the_size_of_an_earlier_one_in_table5(records):
+    """`bench run --metrics speed` (no params/GMACs) is newer than the size record: the size columns keep it."""
+    sized = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
+    speed = dataclasses.replace(sized, metrics={k: v for k, v in sized.metrics.items() if k not in ("params", "gmacs")}
+                                | {"infer_img_per_s": 77.7}, env={**sized.env, "created": "2099-01-01T00:00:00+00:00"})
+    row = tables.table5([*records, speed]).frame.set_index("model").loc["DeiT-Ti"]
+    assert row["params (ours)"] == f"{sized.metrics['params']:,}" and row["GMACs (ours)"] == f"{sized.metrics['gmacs']:.3f}"
+    assert row["im/s ours, timm protocol"].startswith("77.7 ")
+
+
+def test_a_speed_cell_names_the_machine_by_its_vector_units_not_only_its_name(records):
+    sized = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
+    fingerprint = {"device": "cpu", "cpu_vendor": "AuthenticAMD", "cpu_family": "25", "cpu_model": "17",
+                   "cpu_stepping": "1", "cpu_name": "AMD EPYC", "isa": ["avx", "avx2", "fma"], "cores": 2, "threads": 2,
+                   "torch": "2.14.1", "timm": "1.0.31", "cpu_capability": "AVX2"}
+    new = dataclasses.replace(sized, env={**sized.env, "fingerprint": fingerprint, "created": "2099-01-01T00:00:00+00:00"})
+    old = dataclasses.replace(sized, env={k: v for k, v in sized.env.items() if k != "fingerprint"})
+    cell = tables.table5([new]).frame.set_index("model").loc["DeiT-Ti", "im/s ours, timm protocol"]
+    assert "(AMD EPYC AVX2, fp32, b16)" in cell
+    assert "[ISA not recorded]" in tables.table5([old]).frame.set_index("model").loc["DeiT-Ti", "im/s ours, timm protocol"]
+
+
+def test_each_of_our_figure1_lines_is_one_machine_and_one_protocol(records):
+    """Two machines' points on one line would draw a trend that is not there: the line takes the machine and protocol
+    that cover the most of the family, then the newest; the other machine's record is left out, not mixed in."""
+    ti = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
+    def on(fingerprint, variant, created, protocol="timm"):
+        return dataclasses.replace(ti, variant=variant, settings={**ti.settings, "protocol": protocol},
+                                   env={**ti.env, "fingerprint": fingerprint, "created": created})
+    a = {"device": "cpu", "cpu_vendor": "AuthenticAMD", "cpu_family": "25", "cpu_model": "17", "cpu_stepping": "1",
+         "cpu_name": "AMD EPYC", "isa": ["avx", "avx2", "fma"], "cores": 2, "threads": 2, "torch": "2.14.1",
+         "timm": "1.0.31", "cpu_capability": "AVX2"}
+    b = a | {"isa": ["avx", "avx2", "avx512f", "avx512_bf16", "fma"]}
+    old = [on(b, "deit_ti", "2098-01-01T00:00:00+00:00"), on(b, "deit_s", "2098-01-01T00:00:01+00:00")]
+    new = on(a, "deit_ti", "2099-01-01T00:00:00+00:00")
+    line = figures._one_line([*old, new], ("deit_ti", "deit_s"))
+    assert set(line) == {"deit_ti", "deit_s"} and all(r in old for r in line.values())
+    line = figures._one_line([*old, new, on(a, "deit_s", "2099-01-01T00:00:01+00:00")], ("deit_ti", "deit_s"))
+    assert {tables.machine_of(r) for r in line.values()} == {"AMD EPYC AVX2"}  # equal cover: the newer machine
+    paper = on(a, "deit_ti", "2099-01-01T00:00:02+00:00", protocol="paper")
+    assert figures._one_line([*old, new, paper], ("deit_ti", "deit_s"))["deit_ti"] in old  # never two protocols
+
+
 def test_the_table3_figure_does_not_depend_on_the_global_random_state(tmp_path, records):
     """Every `bench tables` process starts from another global RNG state; with two seeds per row nothing drawn
     from it (seaborn's strip jitter did) may reach the files."""
