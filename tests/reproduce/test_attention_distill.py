@@ -55,6 +55,26 @@ def test_the_tapped_map_is_the_blocks_own_attention_on_the_matmul_and_the_sdpa_p
     assert tap.maps()[0].shape == (2, 2, 64) and torch.allclose(tap.maps()[0].sum(-1), torch.ones(2, 2))
 
 
+def test_the_tap_works_through_torch_compile_with_its_gradient():
+    """`compile=true` compiles the student after the taps' hooks are registered: the compiled forward must fill
+    them with the same maps, still attached to the graph (aot_eager traces what inductor would, without a C++
+    build)."""
+    torch.manual_seed(0)
+    model = VARIANTS["debug_dist"].build().train()
+    images, other = torch.randn(2, 2, 3, 32, 32)
+    tap = AttentionTap(model, (0, -1))
+    model(images)
+    eager = [m.detach().clone() for m in tap.maps()]
+    model(other)  # the tap now holds other maps: only a compiled forward that runs the hooks brings these back
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager")
+    compiled(images)
+    maps = tap.maps()
+    assert all(torch.allclose(m, e, atol=1e-6) for m, e in zip(maps, eager))
+    sum(m.square().sum() for m in maps).backward()
+    assert model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
 def test_a_convnet_teacher_with_attention_is_a_usage_error(tmp_path, capsys):
     ckpt = tmp_path / "cnn.pth"
     torch.save({"model": VARIANTS["cifar_resnet10"].build(num_classes=10).state_dict()}, ckpt)
