@@ -16,8 +16,13 @@ from bench.registry import resolve
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split(".")[0] + ".")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,ls,tables,check,disagree}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,ls,tables,check,disagree,campaign}")
+    for add in (_add_run, _add_check, _add_disagree, _add_tables, _add_campaign, _add_ls):
+        add(sub)
+    return parser
 
+
+def _add_run(sub) -> None:
     run = sub.add_parser("run", help="measure one model and write a result record")
     run.add_argument("--variant", required=True,
                      help="registry alias (deit_b, …) or timm name, or a comma list (one record each); see `bench ls`")
@@ -65,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="print only the records on stdout, one JSON object per line (JSON Lines)")
     run.set_defaults(func=_run)
 
+
+def _add_check(sub) -> None:
     check = sub.add_parser("check", help="compare records with baselines: exit 0 pass, 1 regression, 2 usage error, "
                                          "3 inconclusive")
     check.add_argument("--baseline", type=Path, required=True,
@@ -80,11 +87,15 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     check.set_defaults(func=_check)
 
+
+def _add_disagree(sub) -> None:
     dis = sub.add_parser("disagree", help="Table 4: how often models disagree, from --save-predictions files")
     dis.add_argument("predictions", nargs="+", type=Path, help="files written by bench run --save-predictions")
     dis.add_argument("--json", action="store_true", help="print the matrix as JSON")
     dis.set_defaults(func=_disagree)
 
+
+def _add_tables(sub) -> None:
     tables = sub.add_parser("tables", help="regenerate the paper's tables and figures from records")
     tables.add_argument("--records", type=Path, default=Path("results/runs"), help="records folder (recursive)")
     tables.add_argument("--out", type=Path, default=Path("results/tables"), help="Markdown/CSV/LaTeX go here")
@@ -92,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     tables.add_argument("--no-figures", action="store_true", help="tables only")
     tables.set_defaults(func=_tables)
 
+
+def _add_campaign(sub) -> None:
     camp = sub.add_parser("campaign", help="the whole GPU measurement in one command within a time budget, packed "
                                            "into one archive (docs/gpu-campaign.md)")
     camp.add_argument("--out", type=Path, required=True, help="folder for campaign.tar.gz (records, logs, state)")
@@ -104,11 +117,13 @@ def _parser() -> argparse.ArgumentParser:
                       help="an earlier call's campaign.tar.gz: run only what it has not done")
     camp.add_argument("--keep-work", action="store_true", help="keep --out/work (default: only the archive stays)")
     camp.set_defaults(func=_campaign)
+
+
+def _add_ls(sub) -> None:
     ls = sub.add_parser("ls", help="list the registry: variants, teachers, debug models, paper numbers")
     ls.add_argument("--role", choices=["student", "teacher", "reference", "debug"],
                     help="only entries of this role (reference: Table 5's other networks)")
     ls.set_defaults(func=_ls)
-    return parser
 
 
 def _run(args: argparse.Namespace) -> None:
