@@ -66,12 +66,16 @@ def machine_of(r: Record) -> str:
     return machine.label(r.env.fingerprint, r.env.device_name)
 
 
+def _amp(r: Record) -> str:
+    """The precision a training run used (older records say only what was asked)."""
+    return r.settings.amp or r.settings.config["amp"]
+
+
 def _protocol(r: Record) -> str:
     s = r.settings
     if r.kind == "train":
         c = s["config"]
-        amp = s.amp or c["amp"]  # as run (older records: as asked)
-        return f"train {c['epochs']} epochs, global batch {s['global_batch_size']}, amp {amp}, {s['device']}"
+        return f"train {c['epochs']} epochs, global batch {s['global_batch_size']}, amp {_amp(r)}, {s['device']}"
     if r.kind == "disagree":
         return f"final top-1 of {' / '.join(s['experiments'].values())} ({s['suite']})"
     return f"{s.get('protocol')} {s.get('precision')} batch {s.get('batch_size')} {s.get('stat')} on {s.get('device')}"
@@ -310,7 +314,7 @@ ATTENTION_ROWS = (  # (row, experiment, metric): issue #23's ablation beside Tab
 def _trained_on(runs: list[Record]) -> str:
     """Machine and precision of a row's runs: rows trained on different machines or precisions sit side by side
     only with that said."""
-    return "; ".join(sorted({f"{machine_of(r)}, amp {r.settings.amp or r.settings.config['amp']}" for r in runs}))
+    return "; ".join(sorted({f"{machine_of(r)}, amp {_amp(r)}" for r in runs}))
 
 
 def table_attention(records: list[Record]) -> Table:
