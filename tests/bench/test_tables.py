@@ -14,6 +14,9 @@ from bench.record import load_records
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tables"
 RECORDS = FIXTURES / "records"
+AVX2_FINGERPRINT = {"device": "cpu", "cpu_vendor": "AuthenticAMD", "cpu_family": "25", "cpu_model": "17",
+                    "cpu_stepping": "1", "cpu_name": "AMD EPYC", "isa": ["avx", "avx2", "fma"], "cores": 2, "threads": 2,
+                    "torch": "2.14.1", "timm": "1.0.31", "cpu_capability": "AVX2"}  # this machine's, as a record holds it
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +165,7 @@ def test_a_speed_only_record_leaves_the_size_of_an_earlier_one_in_table5(records
 
 def test_a_speed_cell_names_the_machine_by_its_vector_units_not_only_its_name(records):
     sized = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
-    fingerprint = {"device": "cpu", "cpu_vendor": "AuthenticAMD", "cpu_family": "25", "cpu_model": "17",
-                   "cpu_stepping": "1", "cpu_name": "AMD EPYC", "isa": ["avx", "avx2", "fma"], "cores": 2, "threads": 2,
-                   "torch": "2.14.1", "timm": "1.0.31", "cpu_capability": "AVX2"}
-    new = dataclasses.replace(sized, env={**sized.env, "fingerprint": fingerprint, "created": "2099-01-01T00:00:00+00:00"})
+    new = dataclasses.replace(sized, env={**sized.env, "fingerprint": AVX2_FINGERPRINT, "created": "2099-01-01T00:00:00+00:00"})
     old = dataclasses.replace(sized, env={k: v for k, v in sized.env.items() if k != "fingerprint"})
     cell = tables.table5([new]).frame.set_index("model").loc["DeiT-Ti", "im/s ours, timm protocol"]
     assert "(AMD EPYC AVX2, fp32, b16)" in cell
@@ -179,9 +179,7 @@ def test_each_of_our_figure1_lines_is_one_machine_and_one_protocol(records):
     def on(fingerprint, variant, created, protocol="timm"):
         return dataclasses.replace(ti, variant=variant, settings={**ti.settings, "protocol": protocol},
                                    env={**ti.env, "fingerprint": fingerprint, "created": created})
-    a = {"device": "cpu", "cpu_vendor": "AuthenticAMD", "cpu_family": "25", "cpu_model": "17", "cpu_stepping": "1",
-         "cpu_name": "AMD EPYC", "isa": ["avx", "avx2", "fma"], "cores": 2, "threads": 2, "torch": "2.14.1",
-         "timm": "1.0.31", "cpu_capability": "AVX2"}
+    a = AVX2_FINGERPRINT
     b = a | {"isa": ["avx", "avx2", "avx512f", "avx512_bf16", "fma"]}
     old = [on(b, "deit_ti", "2098-01-01T00:00:00+00:00"), on(b, "deit_s", "2098-01-01T00:00:01+00:00")]
     new = on(a, "deit_ti", "2099-01-01T00:00:00+00:00")

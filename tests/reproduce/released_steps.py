@@ -79,8 +79,8 @@ def released(cfg, start, teacher, batches):
     for name in ("lr", "epochs", "warmup_epochs", "weight_decay", "warmup_lr", "min_lr", "smoothing", "mixup",
                  "cutmix", "clip_grad"):
         setattr(args, name, getattr(cfg, name))
-    model = DistilledVisionTransformer(img_size=32, patch_size=4, embed_dim=96, depth=6, num_heads=3, mlp_ratio=4,
-                                       qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), num_classes=10)
+    model = DistilledVisionTransformer(**VARIANTS[cfg.variant].model_kwargs, mlp_ratio=4, qkv_bias=True,
+                                       norm_layer=partial(nn.LayerNorm, eps=1e-6))  # our student's architecture
     model.load_state_dict(start)  # strict: every name and shape agrees with ours
     model.no_weight_decay = lambda: {"pos_embed", "cls_token"}  # timm 0.3.2's list
     optimizer = create_optimizer(args, model)
