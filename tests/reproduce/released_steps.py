@@ -89,7 +89,7 @@ def released(cfg, start, teacher, batches):
     if args.mixup > 0 or args.cutmix > 0:
         mixup = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
                       prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
-                      label_smoothing=args.smoothing, num_classes=10)
+                      label_smoothing=args.smoothing, num_classes=cfg.num_classes)
     base = SoftTargetCrossEntropy() if mixup else LabelSmoothingCrossEntropy(smoothing=args.smoothing)
     losses = []
 
@@ -132,7 +132,7 @@ def main() -> None:
                   teacher_memo=False, fused_attn=True, mixup=0.8 if a.mixup else 0.0, cutmix=1.0 if a.mixup else 0.0)
     torch.manual_seed(0)
     start = copy.deepcopy(build_student(cfg)[0].state_dict())
-    teacher = VARIANTS["cifar_resnet10"].build(num_classes=10).eval()  # random but fixed: its argmax is the label
+    teacher = VARIANTS["cifar_resnet10"].build(num_classes=cfg.num_classes).eval()  # random but fixed: its argmax is the label
     g = torch.Generator().manual_seed(1)
     batches = [(torch.randn(BATCH, 3, 32, 32, generator=g), torch.randint(0, 10, (BATCH,), generator=g))
                for _ in range(EPOCHS * STEPS)]
