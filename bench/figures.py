@@ -7,7 +7,9 @@
 - `table3_curves_<scale>`: Table 3's six rows: validation top-1 against epoch (mean ± std over seeds) and every
   seed's final top-1, so differences read against the seed spread;
 - `throughput_vs_batch`: images/s against batch size per variant, from `bench run --batch-size N` records;
-- `gallery_<scale>`: test images where the teacher, the class head and the distillation head disagree.
+- `gallery_<scale>`: test images where the teacher, the class head and the distillation head disagree;
+- `lr_schedule_<experiment>`: the learning rate of every epoch as training sets it (warm-up and decay at a glance),
+  from the experiment's newest config record (`reproduce ls --show E --record results/runs/config`).
 """
 
 from __future__ import annotations
@@ -115,6 +117,31 @@ def resolution_sweep(records: list[Record], out_dir: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set(title="DeiT-B throughput by test resolution (Table 10)", ylabel="images/s (log)")
     return _save(fig, out_dir, "resolution_sweep")
+
+
+def lr_schedule_figure(experiment: str, config: dict, points: list) -> plt.Figure:
+    """The learning rate at the start of every epoch (or step), as `(epoch, lr)` points, on a log axis; the title
+    names the schedule, the warm-up and when the scheduler steps. `reproduce ls --show E --lr-figure FILE` draws
+    the same figure straight from the config."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    ax.step([e for e, _ in points], [lr for _, lr in points], where="post", color="C0")
+    ax.set(xlabel="epoch", ylabel="learning rate (log)", yscale="log",
+           title=f"{experiment}: {config['sched']}, {config['warmup_epochs']} warm-up epochs, "
+                 f"sched_timing={config['sched_timing']}{', per step' if config['sched_per_step'] else ''}")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def lr_schedules(records: list[Record], out_dir: Path) -> list[Path]:
+    """One `lr_schedule_<experiment>` per experiment that has a config record with its schedule (the newest)."""
+    newest: dict[str, Record] = {}
+    for r in records:
+        if r.kind == "config" and r.settings.lr_schedule:
+            if r.settings.experiment not in newest or r.created > newest[r.settings.experiment].created:
+                newest[r.settings.experiment] = r
+    return [path for name, r in sorted(newest.items())
+            for path in _save(lr_schedule_figure(name, r.settings.config, r.settings.lr_schedule), out_dir,
+                              f"lr_schedule_{name}")]
 
 
 def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path]:
@@ -229,7 +256,7 @@ def build_all(records: list[Record], out_dir: Path, jobs: int | None = None) -> 
     """
     global _RECORDS, _OUT_DIR
     sns.set_theme(style="whitegrid")
-    tasks = [(fig1,), (resolution_sweep,), (throughput_vs_batch,)]
+    tasks = [(fig1,), (resolution_sweep,), (throughput_vs_batch,), (lr_schedules,)]
     tasks += [(function, scale) for scale in ("mini", "cifar10") for function in (table3_curves, gallery)]
     jobs = jobs or os.cpu_count() or 1
     _RECORDS, _OUT_DIR = records, out_dir

@@ -114,25 +114,21 @@ def _ls(args) -> int:
 
 
 def _lr_figure(name: str, cfg: TrainConfig, path: Path) -> Path:
-    """The experiment's learning rate per epoch, warm-up and decay at a glance (written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The experiment's learning rate per epoch, warm-up and decay at a glance (written atomically); the same
+    figure `bench tables` draws from the config record."""
+    from bench.figures import lr_schedule_figure, plt
     from bench.store import write_atomic
-    from reproduce.train import lr_schedule
 
-    points = lr_schedule(cfg, steps_per_epoch=20)
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    ax.step([e for e, _ in points], [lr for _, lr in points], where="post", color="C0")
-    ax.set(xlabel="epoch", ylabel="learning rate", yscale="log",
-           title=f"{name}: {cfg.sched}, {cfg.warmup_epochs} warm-up epochs, sched_timing={cfg.sched_timing}"
-                 f"{', per step' if cfg.sched_per_step else ''}")
-    ax.grid(alpha=0.3)
+    fig = lr_schedule_figure(name, dataclasses.asdict(cfg), _lr_points(cfg))
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix[1:].lower()))
     plt.close(fig)
     return path
+
+
+def _lr_points(cfg: TrainConfig) -> list[tuple[float, float]]:
+    from reproduce.train import lr_schedule
+
+    return lr_schedule(cfg, steps_per_epoch=20)
 
 
 def _config_record(name: str, cfg: TrainConfig, folder: Path) -> Path:
@@ -140,7 +136,8 @@ def _config_record(name: str, cfg: TrainConfig, folder: Path) -> Path:
     from bench.record import Record, collect_env, cpu_model, write_record
     from bench.registry import VARIANTS
 
-    settings = {"experiment": name, "config": dataclasses.asdict(cfg), "device": "config"}
+    settings = {"experiment": name, "config": dataclasses.asdict(cfg), "device": "config",
+                "lr_schedule": [list(point) for point in _lr_points(cfg)]}
     record = Record(cfg.variant, VARIANTS[cfg.variant].model, settings, {}, collect_env(cpu_model()), kind="config")
     return write_record(record, folder)
 

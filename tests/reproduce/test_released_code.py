@@ -99,6 +99,24 @@ def test_the_lr_figure_draws_the_schedule_training_sets(tmp_path, capsys):
     assert "give a .png or .svg" in capsys.readouterr().err and not (tmp_path / "x.txt").exists()
 
 
+def test_bench_tables_draws_the_schedule_from_the_config_record(tmp_path):
+    """`reproduce ls --show E --record DIR` stores the schedule; `bench tables` draws it from that record alone."""
+    from bench import figures
+    from bench.record import load_records
+    from reproduce.train import lr_schedule
+
+    assert cli.main(["ls", "--show", "deit_b", "--record", str(tmp_path / "runs")]) == 0
+    (record,) = load_records(tmp_path / "runs")
+    expected = lr_schedule(resolve_config("deit_b", None, []), steps_per_epoch=20)
+    assert record.settings.lr_schedule == [list(point) for point in expected]
+    assert record.settings.lr_schedule[:2] == [[0.0, 1e-6], [1.0, 1e-6]]  # sched_timing=official: two warm-up lrs
+    fig = figures.lr_schedule_figure("deit_b", record.settings.config, record.settings.lr_schedule)
+    assert list(fig.axes[0].lines[0].get_ydata()) == [lr for _, lr in expected]
+    figures.plt.close(fig)
+    paths = figures.lr_schedules([record], tmp_path / "figures")
+    assert [p.name for p in paths] == ["lr_schedule_deit_b.png", "lr_schedule_deit_b.svg"]
+
+
 def test_the_transfer_rows_carry_the_authors_recipe():
     from bench import paper
 
