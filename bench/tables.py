@@ -172,7 +172,9 @@ def table1(records: list[Record]) -> Table:
 def _run_speed(r: Record | None) -> str:
     if r is None:
         return NOT_RUN
-    return f"{r.metrics.infer_img_per_s:,.1f} ({machine_of(r)}, {r.settings.precision}, b{r.settings.batch_size})"
+    speed = r.metrics.infer_img_per_s  # two significant digits under 1 im/s: 0.27 and 0.30 are not both "0.3"
+    shown = f"{speed:,.1f}" if speed >= 1 else f"{speed:.2g}"
+    return f"{shown} ({machine_of(r)}, {r.settings.precision}, b{r.settings.batch_size})"
 
 
 def table10(records: list[Record]) -> Table:
@@ -216,14 +218,15 @@ def gap_to(values: list[float], base: list[float]) -> tuple[str, str]:
 def train_runs(records: list[Record], experiment: str, teacher: str | None = None,
                 metric: str = "final_val_top1") -> list[Record]:
     """The seeds of one experiment's newest configuration: runs whose config differs other than by `seed` (a
-    `--set` change) are another experiment in all but name and are never averaged in."""
+    `--set` change), or that ran in another precision (`amp=auto` is bf16 on one machine, fp32 on the next), are
+    another experiment in all but name and are never averaged in."""
     runs = [r for r in records if r.kind == "train" and r.settings.experiment == experiment
             and r.metrics.get(metric) is not None and (teacher is None or r.settings.config["teacher"] == teacher)]
     if not runs:
         return []
     def key(r: Record) -> str:
         config = {**CONFIG_BEFORE_FIELD, **r.settings.config}  # a field added since: what the older run did
-        return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+        return json.dumps({**{k: v for k, v in config.items() if k != "seed"}, "amp": _amp(r)}, sort_keys=True)
     newest = key(max(runs, key=lambda r: r.env.created))
     return [r for r in runs if key(r) == newest]
 
@@ -304,6 +307,8 @@ def table7(records: list[Record]) -> Table:
 ATTENTION_ROWS = (  # (row, experiment, metric): issue #23's ablation beside Table 3's rows at mini scale
     ("no distillation (Table 3 row 1)", "mini_none", "final_val_top1"),
     ("hard, CNN teacher, distillation token (Table 3 rows 4–6, class + distil)", "mini_hard",
+     "final_val_top1_fused_logits"),
+    ("the same row again: issue #20's timm-init seeds, another machine", "mini_hard_init_timm",
      "final_val_top1_fused_logits"),
     ("attention distillation only, ViT teacher", "mini_attn", "final_val_top1"),
     ("hard, ViT teacher, distillation token (class + distil)", "mini_vit_hard", "final_val_top1_fused_logits"),

@@ -68,6 +68,19 @@ def test_seeds_are_averaged_but_a_changed_config_is_not(records):
     assert frame.loc[0, "ours top-1 (mini)"] == f"{value + 1:.2f} ± 1.41 (2 seeds)"
 
 
+def test_seeds_that_ran_in_another_precision_are_not_averaged(records):
+    """`amp=auto` is one config but bf16 on one machine and fp32 on the next: those seeds are not one row."""
+    run = max((r for r in records if r.settings.get("experiment") == "mini_none"), key=lambda r: r.env["created"])
+    def seed(n, amp, created, top1):
+        return dataclasses.replace(run, settings={**run.settings, "amp": amp, "config": {**run.settings["config"],
+                                   "amp": "auto", "seed": n}}, metrics={**run.metrics, "final_val_top1": top1},
+                                   env={**run.env, "created": created})
+    bf16 = [seed(n, "bf16", "2026-11-20T00:00:00+00:00", 50.0 + n) for n in range(3)]
+    fp32 = [seed(n, "none", "2026-12-01T00:00:00+00:00", 60.0 + n) for n in range(2)]
+    assert tables.train_runs(bf16 + fp32, "mini_none") == fp32
+    assert tables.table3(bf16 + fp32, "mini").frame.loc[0, "ours top-1 (mini)"] == "60.50 ± 0.71 (2 seeds)"
+
+
 def test_table4_averages_the_seeds_of_the_newest_configuration(records):
     (run,) = [r for r in records if r.kind == "disagree"]
     def variant(seed, shift, key, created):
