@@ -89,8 +89,10 @@ def test_attention_and_hard_distillation_train_together_from_a_vit_teacher(tmp_p
     train(resolve_config("debug", None, ["epochs=1"]), teacher, experiment="debug", resume=False, log=lambda _: None)
     sets = ["attn_distill=true", "teacher=debug", f"teacher_checkpoint={teacher / 'checkpoint.pth'}",
             "attn_per_head=true", "epochs=1"]
+    said = []
     record = train(resolve_config("debug_hard", None, sets), tmp_path / "run", experiment="debug_hard", resume=False,
-                   log=lambda _: None)
+                   log=said.append)
+    assert "(hard distillation, token, attention of blocks [-1])" in said[0]  # the banner names every signal
     steps = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
              if '"step"' in line]
     assert record.metrics.final_val_top1 is not None and all(s["loss_distill"] > 0 for s in steps)
