@@ -251,8 +251,8 @@ class ConfigSettings(Section):
     experiment = Key[str]("the registered experiment")
     config = Key[dict]("every TrainConfig field, resolved")
     device = Key[str]("always `config`: nothing ran")
-    lr_schedule = Key[list]("[epoch, learning rate] at the start of every epoch as training sets it (20 points per "
-                            "epoch with sched_per_step); the lr_schedule figure draws it")
+    lr_schedule = Key[list]("[epoch, learning rate] as training sets it: at the start of every epoch, more often "
+                            "with sched_per_step; the lr_schedule figure draws it")
 
 
 class StepSpeedSettings(Section):

@@ -121,6 +121,11 @@ class TrainConfig:
     log_every: int = 50  # steps between step lines in log.jsonl
     device: str = "auto"
 
+    def teacher_signals(self) -> str:
+        """The teacher's signals in words, as the training banner names them."""
+        words = f"{self.distillation} distillation{', token' if self.distill_token else ''}"
+        return words + (f", attention of blocks {list(self.attn_blocks)}" if self.attn_distill else "")
+
 
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 SCHED_TIMINGS = ("official", "start")

@@ -108,9 +108,7 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     step_fn = torch.compile(model) if cfg.compile else model
     files.trim_log(state)
     stop = _PreemptionFlag()
-    signal = f"{cfg.distillation} distillation{', token' if cfg.distill_token else ''}"
-    signal += f", attention of blocks {list(cfg.attn_blocks)}" if cfg.attn_distill else ""
-    log(f"{experiment}: {variant.name} ({signal}), "
+    log(f"{experiment}: {variant.name} ({cfg.teacher_signals()}), "
         f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
         f"lr {recipe.lr:.3g}, {cfg.epochs} epochs × {steps_per_epoch} steps on {procs.device}, amp {amp} ({amp_why})")
     started = time.perf_counter()
