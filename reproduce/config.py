@@ -214,7 +214,17 @@ def _parse(key: str, text: str, hint):
             return tuple(item_type(part) for part in text.split(",") if part.strip())
         return hint(text)
     except ValueError:
-        raise ConfigError(f"--set {key}={text!r}: not a valid {getattr(hint, '__name__', hint)}") from None
+        raise ConfigError(f"--set {key}={text!r}: not a valid {_accepted(hint)}") from None
+
+
+def _accepted(hint) -> str:
+    """What `_parse` takes for a field type, in the words of an error message."""
+    if hint is bool:
+        return "bool (true/false, yes/no, 1/0)"
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0].__name__
+        return f"tuple: {item}s separated by commas, no brackets (e.g. {'-1,-2' if item == 'int' else '0.08,1.0'})"
+    return getattr(hint, "__name__", str(hint))
 
 
 def as_dict(cfg: TrainConfig) -> dict:

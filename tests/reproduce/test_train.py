@@ -170,6 +170,8 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--experiment", "debug", "--set", "learning_rate=1"], "no such config field"),
     (["--experiment", "debug", "--set", "lr=fast"], "lr='fast': not a valid float"),
+    (["--experiment", "debug", "--set", "attn_blocks=(-1,)"], "no brackets (e.g. -1,-2)"),
+    (["--experiment", "debug", "--set", "compile=maybe"], "not a valid bool (true/false, yes/no, 1/0)"),
     (["--experiment", "debug", "--set", "lr=inf"], "lr=inf is not accepted: must be positive and finite"),
     (["--experiment", "debug", "--set", "distillation=medium"], "distillation='medium' is not accepted"),
     (["--experiment", "debug", "--set", "epochs"], "expected key=value"),
