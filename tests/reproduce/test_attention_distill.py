@@ -9,6 +9,7 @@ import torch
 from bench.registry import VARIANTS
 from reproduce import cli
 from reproduce.cli import resolve_config
+from reproduce.config import TrainConfig, override
 from reproduce.distill import AttentionTap, attention_divergence
 from reproduce.train import train
 
@@ -92,7 +93,7 @@ def test_attention_and_hard_distillation_train_together_from_a_vit_teacher(tmp_p
     said = []
     record = train(resolve_config("debug_hard", None, sets), tmp_path / "run", experiment="debug_hard", resume=False,
                    log=said.append)
-    assert "(hard distillation, token, attention of blocks [-1])" in said[0]  # the banner names every signal
+    assert "(hard distillation, token; attention distillation, blocks [-1])" in said[0]  # the banner names both
     steps = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
              if '"step"' in line]
     assert record.metrics.final_val_top1 is not None and all(s["loss_distill"] > 0 for s in steps)
@@ -102,3 +103,13 @@ def test_attention_and_hard_distillation_train_together_from_a_vit_teacher(tmp_p
 def test_attention_with_a_remembered_teacher_is_refused():
     with pytest.raises(Exception, match="teacher_memo"):
         resolve_config("mini_attn", None, ["teacher_memo=true"])
+
+
+@pytest.mark.parametrize("sets,words", [
+    ([], "no distillation"),
+    (["distillation=hard", "distill_token=true"], "hard distillation, token"),
+    (["attn_distill=true", "attn_blocks=-2,-1"], "attention distillation, blocks [-2, -1]"),
+    (["distillation=soft", "attn_distill=true"], "soft distillation; attention distillation, blocks [-1]"),
+])
+def test_the_banner_names_the_teacher_signals_that_train(sets, words):
+    assert override(TrainConfig(), sets).teacher_signals() == words
