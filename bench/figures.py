@@ -6,6 +6,8 @@
 - `resolution_sweep`: DeiT-B throughput at each test resolution (Table 10), the paper's and ours per timing protocol;
 - `table3_curves_<scale>`: Table 3's six rows: validation top-1 against epoch (mean ± std over seeds) and every
   seed's final top-1, so differences read against the seed spread;
+- `attention_mini`: the same for issue #23's attention-distillation rows beside Table 3's, under both teachers
+  (not the paper's method);
 - `throughput_vs_batch`: images/s against batch size per variant, from `bench run --batch-size N` records;
 - `gallery_<scale>`: test images where the teacher, the class head and the distillation head disagree;
 - `lr_schedule_<experiment>`: the learning rate of every epoch as training sets it (warm-up and decay at a glance),
@@ -31,7 +33,7 @@ from bench.paper import FIGURE1_FAMILIES, TABLE10
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
 from bench.scales import experiment_name
-from bench.tables import TABLE3_LAYOUT, latest, machine_of, train_runs  # noqa: E402
+from bench.tables import ATTENTION_ROWS, ATTENTION_TEACHERS, TABLE3_LAYOUT, latest, machine_of, train_runs  # noqa: E402
 
 _SVG_META = {"Date": None}  # no timestamp: the same records give the same SVG
 _PNG_META = {"Software": None}
@@ -145,27 +147,46 @@ def lr_schedules(records: list[Record], out_dir: Path) -> list[Path]:
 
 
 def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path]:
-    """Table 3's six rows side by side: validation top-1 against epoch (mean over seeds, ± std band) and the
-    final top-1 of every seed, so a difference between rows can be read against the seed spread."""
-    rows = []
-    for method, _, _, suffix, metric, _ in TABLE3_LAYOUT:  # the seeds of each row's newest configuration
+    """Table 3's six rows side by side (`seed_curves`)."""
+    rows = [(method, experiment_name(scale, suffix), metric) for method, _, _, suffix, metric, _ in TABLE3_LAYOUT]
+    return seed_curves(records, out_dir, f"table3_curves_{scale}", f"Table 3 at {scale} scale", rows,
+                       [("teacher", experiment_name(scale, "teacher"))])
+
+
+def attention_curves(records: list[Record], out_dir: Path) -> list[Path]:
+    """Issue #23's attention-distillation rows beside Table 3's, under both teachers (`seed_curves`); labelled as
+    the table is: not the paper's method."""
+    rows = [(name, name, metric) for _, name, metric in ATTENTION_ROWS]
+    teachers = [(f"teacher: {label.split(': ')[-1]}", name) for label, name, _ in ATTENTION_TEACHERS]
+    return seed_curves(records, out_dir, "attention_mini", "Attention distillation at mini scale (not the paper's "
+                       "method)", rows, teachers)
+
+
+def seed_curves(records: list[Record], out_dir: Path, name: str, title: str, rows: list[tuple[str, str, str]],
+                teachers: list[tuple[str, str]]) -> list[Path]:
+    """Rows of (label, experiment, metric) side by side: validation top-1 against epoch (mean over seeds, ± std
+    band) and the final top-1 of every seed, so a difference between rows can be read against the seed spread;
+    each teacher's (label, experiment) final top-1 is a dashed line."""
+    points = []
+    for label, experiment, metric in rows:  # the seeds of each row's newest configuration
         key = metric.removeprefix("final_")  # val_top1 or val_top1_<head>
-        for r in train_runs(records, experiment_name(scale, suffix), metric=metric):
+        for r in train_runs(records, experiment, metric=metric):
             for entry in r.settings.history or []:
                 if key in entry:
-                    rows.append({"row": method, "seed": r.settings.config["seed"], "epoch": entry["epoch"],
-                                 "top-1": entry[key], "final": entry["epoch"] == r.settings.config["epochs"]})
-    if not rows:
+                    points.append({"row": label, "seed": r.settings.config["seed"], "epoch": entry["epoch"],
+                                   "top-1": entry[key], "final": entry["epoch"] == r.settings.config["epochs"]})
+    if not points:
         return []
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(points)
     order = list(dict.fromkeys(frame["row"]))
     fig, (curves, finals) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=(1.1, 1))
     sns.lineplot(data=frame, x="epoch", y="top-1", hue="row", hue_order=order, errorbar="sd", marker="o",
                  ax=curves)
-    teachers = train_runs(records, experiment_name(scale, "teacher"))
-    if teachers:
-        curves.axhline(teachers[-1].metrics.final_val_top1, color="grey", ls="--", lw=1,
-                       label=f"teacher ({teachers[-1].metrics.final_val_top1:.1f})")
+    for (label, experiment), style in zip(teachers, ("--", ":")):
+        teacher = train_runs(records, experiment)
+        if teacher:
+            top1 = teacher[-1].metrics.final_val_top1
+            curves.axhline(top1, color="grey", ls=style, lw=1, label=f"{label} ({top1:.1f})")
     curves.legend(fontsize=7, loc="lower right")
     curves.set(title="validation top-1 (mean over seeds, band: ± std)")
     last = frame[frame["final"]]
@@ -176,9 +197,9 @@ def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path
     finals.set(title="final top-1 per seed (black: mean ± std)", ylabel="")
     counts = last.groupby("row")["seed"].nunique()
     span = "–".join(str(n) for n in sorted({counts.min(), counts.max()}))  # "5", or "3–5" when rows differ
-    fig.suptitle(f"Table 3 at {scale} scale ({span} seeds per row)")
+    fig.suptitle(f"{title} ({span} seeds per row)")
     fig.tight_layout()
-    return _save(fig, out_dir, f"table3_curves_{scale}")
+    return _save(fig, out_dir, name)
 
 
 def throughput_vs_batch(records: list[Record], out_dir: Path) -> list[Path]:
@@ -256,7 +277,7 @@ def build_all(records: list[Record], out_dir: Path, jobs: int | None = None) -> 
     """
     global _RECORDS, _OUT_DIR
     sns.set_theme(style="whitegrid")
-    tasks = [(fig1,), (resolution_sweep,), (throughput_vs_batch,), (lr_schedules,)]
+    tasks = [(fig1,), (resolution_sweep,), (throughput_vs_batch,), (lr_schedules,), (attention_curves,)]
     tasks += [(function, scale) for scale in ("mini", "cifar10") for function in (table3_curves, gallery)]
     jobs = jobs or os.cpu_count() or 1
     _RECORDS, _OUT_DIR = records, out_dir

@@ -214,5 +214,23 @@ def test_the_table3_figure_does_not_depend_on_the_global_random_state(tmp_path, 
     for seed in (0, 1):
         np.random.seed(seed)
         figures.table3_curves([*records, *second], tmp_path / str(seed), "mini")
-    for name in ("table3_curves_mini.png", "table3_curves_mini.svg"):
+        figures.attention_curves([*records, *second], tmp_path / str(seed))
+    for name in ("table3_curves_mini.png", "table3_curves_mini.svg", "attention_mini.png", "attention_mini.svg"):
         assert (tmp_path / "0" / name).read_bytes() == (tmp_path / "1" / name).read_bytes(), name
+
+
+def test_the_attention_figure_draws_the_attention_rows_under_both_teachers(tmp_path, records, monkeypatch):
+    def renamed(r, experiment):
+        return dataclasses.replace(r, settings={**r.settings, "experiment": experiment})
+    none = next(r for r in records if r.kind == "train" and r.settings.get("experiment") == "mini_none")
+    teacher = next(r for r in records if r.kind == "train" and r.settings.get("experiment") == "mini_teacher")
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out_dir, name: drawn.setdefault(name, fig) and [])
+    figures.attention_curves([*records, renamed(none, "mini_attn"), renamed(teacher, "mini_vit_teacher")], tmp_path)
+    curves, finals = drawn["attention_mini"].axes
+    assert [t.get_text() for t in finals.get_yticklabels()] == ["mini_none", "mini_hard", "mini_attn"]
+    teachers = [t.get_text() for t in curves.get_legend().get_texts() if t.get_text().startswith("teacher")]
+    assert teachers == [f"teacher: convnet ({teacher.metrics['final_val_top1']:.1f})",
+                        f"teacher: ViT, 9 blocks ({teacher.metrics['final_val_top1']:.1f})"]
+    assert "not the paper's method" in drawn["attention_mini"]._suptitle.get_text()
+    assert figures.attention_curves([r for r in records if r.kind != "train"], tmp_path) == []
