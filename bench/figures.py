@@ -166,7 +166,7 @@ def seed_curves(records: list[Record], out_dir: Path, name: str, title: str, row
                 teachers: list[tuple[str, str]]) -> list[Path]:
     """Rows of (label, experiment, metric) side by side: validation top-1 against epoch (mean over seeds, ± std
     band) and the final top-1 of every seed, so a difference between rows can be read against the seed spread;
-    each teacher's (label, experiment) final top-1 is a dashed line."""
+    each teacher's (label, experiment) final top-1 is a grey line (dashed, then dotted)."""
     points = []
     for label, experiment, metric in rows:  # the seeds of each row's newest configuration
         key = metric.removeprefix("final_")  # val_top1 or val_top1_<head>

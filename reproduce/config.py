@@ -123,8 +123,8 @@ class TrainConfig:
 
     def teacher_signals(self) -> str:
         """The teacher's signals in words, as the training banner names them."""
-        words = [f"{self.distillation} distillation{', token' if self.distill_token else ''}"]
-        words = words if self.distillation != "none" else []
+        token = ", token" if self.distill_token else ""
+        words = [f"{self.distillation} distillation{token}"] if self.distillation != "none" else []
         words += [f"attention distillation, blocks {list(self.attn_blocks)}"] if self.attn_distill else []
         return "; ".join(words) or "no distillation"
 
