@@ -233,4 +233,5 @@ def test_the_attention_figure_draws_the_attention_rows_under_both_teachers(tmp_p
     assert teachers == [f"teacher: convnet ({teacher.metrics['final_val_top1']:.1f})",
                         f"teacher: ViT, 9 blocks ({teacher.metrics['final_val_top1']:.1f})"]
     assert "not the paper's method" in drawn["attention_mini"]._suptitle.get_text()
+    figures.plt.close(drawn["attention_mini"])  # _save, stubbed here, closes it otherwise
     assert figures.attention_curves([r for r in records if r.kind != "train"], tmp_path) == []
