@@ -199,6 +199,11 @@ class TrainSettings(Section):
     lr_scaled = Key[float]("the learning rate after batch scaling")
     output = Key[str]("the run folder")
     history = Key[list]("top-1/top-5 of every head at every evaluation")
+    # issue #30: the checkpoints a run loaded, by content (a path alone does not tie a student to its teacher run)
+    teacher_sha256 = Key[str]("sha256 of the teacher checkpoint it distilled from (config.teacher_checkpoint); "
+                              "absent without one. Since issue #30")
+    finetune_sha256 = Key[str]("sha256 of the checkpoint it was fine-tuned from (config.finetune). Since issue #30")
+    resumed_from = Key[list]("per resume, in order: the checkpoint's path, sha256, epoch and step. Since issue #30")
 
 
 # TrainConfig fields added after training records were written, with the value that describes what those older
@@ -223,6 +228,8 @@ class TrainMetrics(Section):
     train_img_per_s = Key[float]("median training speed over epochs (all processes)")
     wall_s_this_process = Key[float]("wall time of this process (a resumed run: since resuming)")
     ranks_identical_weights = Key[bool]("all processes ended with the same weights")
+    checkpoint_sha256 = Key[str]("sha256 of the checkpoint.pth it wrote last (what a student's teacher_sha256 "
+                                 "names). Since issue #30")
 
 
 class DisagreeSettings(Section):

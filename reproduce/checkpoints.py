@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from bench import machine
-from bench.checkpoint import load_torch_file
+from bench.checkpoint import load_torch_file, sha256_of
 from bench.errors import CheckpointError
 from bench.record import Record, collect_env, cpu_model
 from bench.store import write_atomic, write_text_atomic
@@ -34,6 +34,11 @@ class CheckpointState:
     train_img_per_s: list[float] = field(default_factory=list)
     class_names: list[str] | None = None  # the label space by name (folder data), so evaluation can match by name
     weights: dict[str, Any] = field(default_factory=dict, repr=False)  # state dicts read from the file
+    # the sha256 of every checkpoint the run loaded, kept across resumes (issue #30: a path alone cannot tie a
+    # student to the teacher run it learnt from, and a file at that path may be replaced)
+    teacher_sha256: str | None = None
+    finetune_sha256: str | None = None
+    resumed_from: list[dict[str, Any]] = field(default_factory=list)  # {path, sha256, epoch, step} per resume
 
     @classmethod
     def fresh(cls, cfg: TrainConfig, experiment: str) -> CheckpointState:
@@ -51,6 +56,26 @@ class CheckpointState:
         if ema is not None:
             ema.module.load_state_dict(self.weights["model_ema"])
 
+    def hash_inputs(self, cfg: TrainConfig, teacher_file: Path | None) -> None:
+        """The sha256 of the checkpoints this start loads besides the run's own: the teacher's on every start (a
+        resumed run must distil from the very file it began with) and the fine-tuning source's on the first (a
+        resumed run takes the student from its own checkpoint)."""
+        if teacher_file is not None:
+            sha = sha256_of(teacher_file)
+            if self.teacher_sha256 not in (None, sha):
+                raise ConfigError(f"--resume: teacher_checkpoint={teacher_file} has changed since the run began "
+                                  f"(sha256 {self.teacher_sha256[:12]}, now {sha[:12]}); restore that file, or train "
+                                  "into another --output")
+            self.teacher_sha256 = sha
+        if cfg.finetune and not self.resumed_from:
+            self.finetune_sha256 = sha256_of(Path(cfg.finetune))
+
+    def provenance(self) -> dict[str, Any]:
+        """The hashes as the record's settings and the checkpoint keep them (what was not loaded is left out)."""
+        hashes = {"teacher_sha256": self.teacher_sha256, "finetune_sha256": self.finetune_sha256,
+                  "resumed_from": self.resumed_from}
+        return {k: v for k, v in hashes.items() if v}
+
     def save_to(self, files: RunFiles, model, optimizer, scheduler, scaler, ema) -> None:
         if not files.main:
             return
@@ -60,6 +85,7 @@ class CheckpointState:
             "model_ema": ema.module.state_dict() if ema is not None else None,
             "epoch": self.epoch, "step": self.step, "experiment": self.experiment, "config": self.config,
             "history": self.history, "train_img_per_s": self.train_img_per_s, "class_names": self.class_names,
+            "provenance": self.provenance(),
         }
         write_atomic(files.checkpoint, lambda tmp: torch.save(blob, tmp))
 
@@ -105,8 +131,14 @@ class RunFiles:
             raise ConfigError(f"--resume with a different configuration than {self.checkpoint}: "
                               + ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in differ))
         weights = {k: blob[k] for k in ("model", "optimizer", "lr_scheduler", "scaler", "model_ema")}
+        earlier = blob.get("provenance") or {}  # none in checkpoints older than issue #30
+        resumed = {"path": str(self.checkpoint), "sha256": sha256_of(self.checkpoint), "epoch": blob["epoch"],
+                   "step": blob["step"]}
         return CheckpointState(blob["experiment"], blob["config"], blob["epoch"], blob["step"], blob["history"],
-                               blob["train_img_per_s"], class_names=blob.get("class_names"), weights=weights)
+                               blob["train_img_per_s"], class_names=blob.get("class_names"), weights=weights,
+                               teacher_sha256=earlier.get("teacher_sha256"),
+                               finetune_sha256=earlier.get("finetune_sha256"),
+                               resumed_from=[*earlier.get("resumed_from", []), resumed])
 
     def trim_log(self, state: CheckpointState) -> None:
         """Drop log lines written after the checkpoint (a run killed between them), so a resumed log is whole."""
@@ -138,10 +170,12 @@ class RunFiles:
             metrics[f"best_{key}"], metrics[f"best_{key}_epoch"] = best[key], best["epoch"]
         speeds = [s for s in state.train_img_per_s if s]
         metrics.update(epochs=state.epoch, train_img_per_s=statistics.median(speeds) if speeds else None,
-                       wall_s_this_process=wall_s, ranks_identical_weights=ranks_identical)
+                       wall_s_this_process=wall_s, ranks_identical_weights=ranks_identical,
+                       checkpoint_sha256=sha256_of(self.checkpoint))  # the file a student's teacher_sha256 names
         settings = {"experiment": experiment, "config": state.config, "device": procs.device,
                     "world_size": procs.world, "batch_size_per_gpu": per_rank, "global_batch_size": cfg.batch_size,
-                    "lr_scaled": lr, "output": str(self.output), "history": state.history, **precision}
+                    "lr_scaled": lr, "output": str(self.output), "history": state.history, **precision,
+                    **state.provenance()}
         notes = [] if cfg.finetune or cfg.dataset != "synthetic" else ["synthetic data: a smoke run, not a result"]
         record = Record(variant.name, variant.model, settings, metrics, env, kind="train",
                         notes=notes)

@@ -95,20 +95,23 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     state = files.load(resume, cfg, experiment)  # None: a fresh start
     if state is not None:
         state.restore(student, *recipe.checkpointed)
-        log(f"resumed from {files.checkpoint}: {state.epoch} epochs done, continuing epoch {state.epoch + 1} after step "
-            f"{state.step}")
+        log(f"resumed from {files.checkpoint} (sha256 {state.resumed_from[-1]['sha256'][:12]}): {state.epoch} epochs "
+            f"done, continuing epoch {state.epoch + 1} after step {state.step}")
     else:
         state = CheckpointState.fresh(cfg, experiment)
     state.class_names = list(train_set.classes) if getattr(train_set, "classes", None) else None
     if state.finished(cfg):  # its record was written when it finished: a second one would count it twice (#19)
         log(f"already finished: {files.result}; no new record")
         return None
+    teacher_file = teacher is not None and not isinstance(teacher, LabelTeacher)  # weights, not the labels
+    state.hash_inputs(cfg, Path(cfg.teacher_checkpoint) if teacher_file else None)
 
     model = DistributedDataParallel(student) if procs.world > 1 else student
     step_fn = torch.compile(model) if cfg.compile else model
     files.trim_log(state)
     stop = _PreemptionFlag()
-    log(f"{experiment}: {variant.name} ({cfg.teacher_signals()}), "
+    named = f"; teacher {cfg.teacher_checkpoint}, sha256 {state.teacher_sha256[:12]}" if teacher_file else ""
+    log(f"{experiment}: {variant.name} ({cfg.teacher_signals()}{named}), "
         f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
         f"lr {recipe.lr:.3g}, {cfg.epochs} epochs × {steps_per_epoch} steps on {procs.device}, amp {amp} ({amp_why})")
     started = time.perf_counter()

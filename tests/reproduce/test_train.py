@@ -1,5 +1,6 @@
 """`reproduce train` end to end on the debug experiment: seconds each, CPU, synthetic data."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.record import load_records
+from bench import schema
+from bench.record import Record, load_records
 from reproduce import cli, models
 from reproduce import train as train_mod
 from reproduce.cli import resolve_config
@@ -123,6 +125,50 @@ def test_hard_distillation_gives_the_teacher_the_mixed_images_the_student_sees(t
     assert not torch.equal(seen["teacher"][0], seen["teacher"][0].flip(0))
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_student_record_names_its_teacher_checkpoint_by_sha256(tmp_path, teacher_ckpt, capsys):
+    """Issue #30: a path alone does not tie a student to its teacher run; the hash of the file does."""
+    code = cli.main(["train", "--experiment", "debug_hard", "--set", f"teacher_checkpoint={teacher_ckpt}",
+                     "--set", "epochs=1", "--output", str(tmp_path / "run"), "--results-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    (record,) = load_records(tmp_path / "r")
+    assert record.settings.teacher_sha256 == sha256(teacher_ckpt)
+    assert f"teacher {teacher_ckpt}, sha256 {sha256(teacher_ckpt)[:12]}" in err  # the banner names it
+    teacher_run = Record.from_json((teacher_ckpt.parent / "result.json").read_text())
+    assert teacher_run.metrics.checkpoint_sha256 == record.settings.teacher_sha256
+    assert record.metrics.checkpoint_sha256 == sha256(tmp_path / "run" / "checkpoint.pth")
+    assert record.settings.finetune_sha256 is None and record.settings.resumed_from is None
+    for section in ("settings", "metrics", "env"):
+        assert schema.undocumented("train", section, list(getattr(record, section))) == []
+
+
+def test_a_resumed_run_names_the_checkpoint_it_resumed_from_and_refuses_a_changed_teacher(tmp_path, teacher_ckpt,
+                                                                                          monkeypatch):
+    teacher = tmp_path / "teacher.pth"
+    shutil.copy(teacher_ckpt, teacher)
+    cfg = resolve_config("debug_hard", None, [f"teacher_checkpoint={teacher}", "epochs=2"])
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(train_mod._PreemptionFlag, "requested", lambda self, procs: True)  # stop after one step
+        with pytest.raises(Preempted):
+            train(cfg, run, experiment="debug_hard", resume=False, log=lambda _: None)
+    stopped = sha256(run / "checkpoint.pth")
+    other = torch.load(teacher, weights_only=True)
+    other["model"]["fc.bias"] += 1
+    torch.save(other, teacher)
+    with pytest.raises(ConfigError, match="has changed since the run began"):
+        train(cfg, run, experiment="debug_hard", resume=True, log=lambda _: None)
+    shutil.copy(teacher_ckpt, teacher)
+    record = train(cfg, run, experiment="debug_hard", resume=True, log=lambda _: None)
+    assert record.settings.resumed_from == [{"path": str(run / "checkpoint.pth"), "sha256": stopped, "epoch": 0,
+                                             "step": 1}]
+    assert record.settings.teacher_sha256 == sha256(teacher_ckpt)
+
+
 def test_the_label_teacher_trains_without_a_checkpoint_or_memo_and_always_agrees(tmp_path):
     cfg = resolve_config("debug_hard", None, ["epochs=1", "teacher=labels", "teacher_memo=true"])
     record = train(cfg, tmp_path / "run", experiment="debug_hard", resume=False, log=lambda _: None)
@@ -130,6 +176,7 @@ def test_the_label_teacher_trains_without_a_checkpoint_or_memo_and_always_agrees
                 if json.loads(x)["type"] == "epoch"]
     assert epoch["teacher_agree"] == 1.0 and epoch["loss_distill"] > 0 and "teacher_memo_hits" not in epoch
     assert record.settings["config"]["teacher"] == "labels" and "final_val_top1_dist" in record.metrics
+    assert record.settings.teacher_sha256 is None  # no file was loaded
 
 
 def test_a_remembered_teacher_gives_the_same_losses_and_runs_once_per_distinct_batch(tmp_path, teacher_ckpt):
@@ -224,6 +271,8 @@ def test_fine_tuning_resizes_positional_embeddings_and_replaces_a_new_head(tmp_p
     assert torch.equal(student.blocks[0].attn.qkv.weight, base["blocks.0.attn.qkv.weight"])
     assert torch.equal(student.pos_embed[0, 0], base["pos_embed"][0, 0])  # class token position kept as is
     assert student.head.weight.shape == (5, 64)
+    record = train(cfg, tmp_path / "tuned", experiment="debug", resume=False, log=lambda _: None)
+    assert record.settings.finetune_sha256 == sha256(tmp_path / "base" / "checkpoint.pth")
 
 
 def test_a_suite_skips_finished_rows_and_resumes_interrupted_ones(tmp_path, monkeypatch):
