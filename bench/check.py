@@ -1,12 +1,14 @@
 """`bench check`: compare result records with committed baselines and give each metric a verdict.
 
 Scoring only; measuring is `bench run`'s job. Exact where the quantity is exact (params, GMACs: every machine),
-a stated tolerance for accuracy, and for speed a statistical test on the model/reference CPU-time ratios that
-`bench run --metrics relspeed` records (bench/speed.py: time_interleaved), applied only against a baseline made
-on a machine with the same fingerprint (bench/machine.py; issue #17).
+a stated tolerance for accuracy, applied only against a baseline evaluated in the same precision (issue #30), and
+for speed a statistical test on the model/reference CPU-time ratios that `bench run --metrics relspeed` records
+(bench/speed.py: time_interleaved), applied only against a baseline made on a machine with the same fingerprint
+(bench/machine.py; issue #17).
 
-A baseline folder (results/baselines/) holds `exact.json` (size and accuracy: machine-independent) and
-`speed/<fingerprint id>.json`, one file per machine fingerprint. A single baseline file also works.
+A baseline folder (results/baselines/) holds `exact.json` (size, and accuracy with the precision it was evaluated
+in: machine-independent) and `speed/<fingerprint id>.json`, one file per machine fingerprint. A single baseline
+file also works.
 
 Verdicts and exit codes (docs/regression-gate.md): pass, improved, skipped -> 0; regression, changed, missing
 -> 1; inconclusive (slower than the floor, but within the noise or measured while the machine was busy) -> 3.
@@ -106,6 +108,8 @@ def make_baseline(records: list[Record], name: str, tolerances: Tolerances, *,
     for metric in ("params", "gmacs", "top1", "top5") if exact else ():
         for key, r in _latest(records, metric).items():
             entries.setdefault(key, {})[metric] = r.metrics[metric]
+            if metric in ("top1", "top5"):  # accuracy is compared only in the precision it was evaluated in
+                entries[key]["accuracy_precision"] = r.accuracy_precision
             used[r.env.created + r.variant] = r
     for key, r in (_latest(records, "relspeed_ratios") if speed else {}).items():
         fingerprint = record_fingerprint(r)
@@ -269,7 +273,8 @@ def compare(baselines: list[dict[str, Any]] | dict[str, Any], records: list[Reco
                     rows.append(_exact(key, metric, entry[metric], latest[metric].get(key)))
             for metric in ("top1", "top5"):
                 if metric in entry:
-                    rows.append(_accuracy(key, metric, entry[metric], latest[metric].get(key), tol))
+                    rows.append(_accuracy(key, metric, entry[metric], entry.get("accuracy_precision"),
+                                          latest[metric].get(key), tol))
             if "speed" in entry and baseline.get("fingerprint"):
                 speed.setdefault(key, []).append(SpeedBaseline(
                     key, entry["speed"] | {"tolerances": tol}, Fingerprint.from_dict(baseline["fingerprint"]),
@@ -289,13 +294,21 @@ def _exact(key: str, metric: str, base: Any, current: Record | None) -> Row:
                "" if same else "exact gate: a regression, or an intended change to re-baseline")
 
 
-def _accuracy(key: str, metric: str, base: float, current: Record | None, tol: Tolerances) -> Row:
+def _accuracy(key: str, metric: str, base: float, base_precision: str | None, current: Record | None,
+              tol: Tolerances) -> Row:
     if current is None:
         return Row(key, metric, base, None, "", "missing", "no current record measured it")
     value = current.metrics[metric]
+    if current.accuracy_precision != base_precision:  # bf16 moved a top-1 by 2.7 points (issue #30): no verdict
+        then = (f"measure again with --precision {base_precision} or re-baseline" if base_precision else
+                "the baseline predates issue #30 and does not say: re-baseline with --write-baseline")
+        return Row(key, metric, base, value, "", "skipped",
+                   f"precisions differ: baseline {base_precision or 'unrecorded'}, current "
+                   f"{current.accuracy_precision}; accuracy is compared only within one precision: {then}")
     delta = value - base
     verdict = "pass" if abs(delta) <= tol.accuracy_points else "regression" if delta < 0 else "changed"
-    return Row(key, metric, base, value, f"{delta:+.3f} pt", verdict, f"tolerance ±{tol.accuracy_points} pt")
+    return Row(key, metric, base, value, f"{delta:+.3f} pt", verdict,
+               f"tolerance ±{tol.accuracy_points} pt; both {base_precision or 'of unrecorded precision'}")
 
 
 def _speed(key: str, candidates: list[SpeedBaseline], current: Record | None) -> Row:

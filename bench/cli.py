@@ -31,9 +31,10 @@ def _add_run(sub) -> None:
                           "under torchrun accuracy only)")
     run.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     run.add_argument("--precision", default=None, choices=["auto", *PRECISIONS],
-                     help="auto (default: amp_bf16 where bf16 is native, a GPU or a CPU with avx512_bf16/AMX, "
-                          "else fp32), fp32 (strict, TF32 off), tf32, pure bf16/fp16 weights, or autocast "
-                          "amp_bf16/amp_fp16")
+                     help="auto (default: timing in amp_bf16 where bf16 is native, a GPU or a CPU with "
+                          "avx512_bf16/AMX, else fp32; accuracy in fp32 on every machine), fp32 (strict, TF32 off), "
+                          "tf32, pure bf16/fp16 weights, or autocast amp_bf16/amp_fp16 (a named precision applies to "
+                          "accuracy too)")
     run.add_argument("--protocol", default="timm", choices=list(TIMING_PROTOCOLS),
                      help="timm: fixed batch, median (default); paper: fp32, largest batch, mean of 30 runs")
     run.add_argument("--batch-size", default=None, help="speed: images per timed forward, or 'max' (GPU only); "

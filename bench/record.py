@@ -80,6 +80,12 @@ class Record:
         return cls(**data)
 
     @property
+    def accuracy_precision(self) -> str | None:
+        """The precision a bench record's accuracy was measured in. Records before issue #30 have no
+        `settings.accuracy_precision`: their accuracy ran in `settings.precision`, which `auto` chose by the CPU."""
+        return self.settings.get("accuracy_precision") or self.settings.get("precision")
+
+    @property
     def created(self) -> dt.datetime:
         """When the run was recorded (UTC); records without a readable time sort first."""
         try:

@@ -36,13 +36,15 @@ def summary(record: Record, variant: Variant) -> str:
     row = at_resolution(variant, s.img_size)  # the paper's row at the resolution that ran, if it has one
     p = row.paper if row else None
     table = (p.table + ("" if row is variant else f", {row.name}")) if p else f"no paper row at {s.img_size} px"
-    timed = "speed" in s.get("metrics", ["speed"])
+    ran = s.get("metrics", ["speed"])
+    timed, timed_any = "speed" in ran, bool({"speed", "relspeed"} & set(ran))
     head = (f"{variant.name} ({record.model}) at {s.img_size} px on {record.env.device_name}"
             f" [{s.device}, {record.env.num_threads} threads]"
             + (f"\nprotocol {s.protocol}: {s.precision}, batch {s.batch_size} ({s.batch_policy}), "
                f"{s.warmup} warm-up + {s.iters} timed, {s.stat}"
                f"{', torch.compile' if s.compile else ''}" if timed else "")
-            + (f"\nprecision {s.precision}: {s.precision_why}" if s.precision_why else "")
+            + (f"\nprecision {s.precision}: {s.precision_why}" if s.precision_why and timed_any else "")
+            + (f"\naccuracy in {record.accuracy_precision}: {_accuracy_why(s)}" if "top1" in m else "")
             + (f"\nmachine {record.env.fingerprint['id']}" if record.env.fingerprint else ""))
     rows = []
     if "params" in m:
@@ -91,6 +93,14 @@ def _relspeed_rows(m: dict) -> list[tuple[str, str, str, str]]:
             ("reference", m.relspeed_reference, m.relspeed_clock or "", "")]
 
 
+def _accuracy_why(s) -> str:
+    if s.accuracy_precision is None:  # a record from before issue #30
+        return "the run's precision (records before issue #30 evaluated in it)"
+    if s.precision_requested == "auto":
+        return "accuracy's default on every machine (`auto` chooses for timing only; --precision names another)"
+    return "as asked (--precision)"
+
+
 def _accuracy_rows(record: Record, p) -> list[tuple[str, str, str, str]]:
     m = record.metrics
     if "top1" not in m:
@@ -98,7 +108,8 @@ def _accuracy_rows(record: Record, p) -> list[tuple[str, str, str, str]]:
     ev = record.settings.eval
     # The paper's ImageNet numbers apply to a 1000-class ImageNet evaluation; V2 has its own column.
     paper_top1 = None if not p or ev["num_classes"] != 1000 else p.v2 if ev["dataset"] == "imagenet-v2" else p.top1
-    scope = f"{m.images:,} images, {ev['dataset']}, {ev['preprocess']['protocol']} crop {ev['preprocess']['crop_pct']}"
+    prep = ev["preprocess"]
+    scope = f"{m.images:,} images, {ev['dataset']}, {prep['protocol']} crop {prep['crop_pct']}, {record.accuracy_precision}"
 
     def row(label, key, paper=None):
         delta = "" if paper is None or m.get(key) is None else f"{m[key] - paper:+.2f} pt"

@@ -44,6 +44,7 @@ class Settings:
     threads: int = 0  # torch intra-op threads of the run (relspeed on CPU: 1 unless asked)
     precision_requested: str = "auto"
     precision_why: str = ""  # why `precision` was chosen (auto) or that a forced bf16 is emulated
+    accuracy_precision: str | None = None  # what accuracy is evaluated in (None: accuracy not measured)
     budget_s: float = 0.0  # relspeed: seconds to keep re-measuring while rounds are contended
 
 
@@ -91,13 +92,14 @@ def resolve_settings(variant: Variant, *, device: str = "auto", precision: str |
     threads = threads or (1 if "relspeed" in wanted and dev_type == "cpu" else torch.get_num_threads())
     precision, why = machine.choose_precision(requested, machine.detect(device, threads))
     speed.check_precision(precision, dev_type)
+    accuracy_precision = machine.accuracy_precision(requested) if "accuracy" in wanted else None
     return Settings(
         device=device, precision=precision, batch_size=chosen, img_size=img_size or variant.img_size,
         protocol=protocol, stat=proto.stat, compile=compile,
         warmup=proto.warmup[dev_type] if warmup is None else warmup,
         iters=proto.iters[dev_type] if iters is None else iters,
         metrics=wanted, max_batch_cap=max_batch_cap, threads=threads, precision_requested=requested,
-        precision_why=why, budget_s=60.0 if budget_s is None else budget_s)
+        precision_why=why, budget_s=60.0 if budget_s is None else budget_s, accuracy_precision=accuracy_precision)
 
 
 def _resolve_device(device: str) -> str:
@@ -175,9 +177,12 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     recorded = _settings_dict(variant, settings, metrics)
     recorded["num_classes"] = getattr(model, "num_classes", variant.num_classes)  # a checkpoint's head decides
     if "accuracy" in settings.metrics:
+        # its own precision (fp32 unless one was named: issue #30); `auto` never casts the weights themselves to a
+        # low-precision dtype, so this cast never follows a lossy one
+        accuracy_precision = speed.PRECISIONS[settings.accuracy_precision]
         acc, recorded["eval"] = measure_accuracy(
-            model, variant, eval_opts, found, img_size=settings.img_size, device=settings.device,
-            precision=speed.PRECISIONS[settings.precision], batch_size=eval_opts.batch_size, log=log)
+            model.to(dtype=accuracy_precision.dtype), variant, eval_opts, found, img_size=settings.img_size,
+            device=settings.device, precision=accuracy_precision, batch_size=eval_opts.batch_size, log=log)
         metrics.update(acc)
     notes = notes + ([warning] if warning else [])
     return Record(variant=variant.name, model=variant.model, settings=recorded, metrics=metrics,
@@ -323,6 +328,8 @@ def speed_metrics(timing: speed.Timing, settings: Settings, gmacs: float | None,
 
 def _settings_dict(variant: Variant, settings: Settings, metrics: dict[str, Any]) -> dict[str, Any]:
     out = dataclasses.asdict(settings)
+    if settings.accuracy_precision is None:  # no key for what was not measured
+        del out["accuracy_precision"]
     out["metrics"] = list(settings.metrics)
     out["batch_policy"] = "max" if settings.batch_size == "max" else "fixed"
     out["batch_size"] = metrics.get("infer_batch_size", settings.batch_size)  # the size actually timed

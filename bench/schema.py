@@ -120,9 +120,11 @@ class BenchSettings(Section):
     """`settings` of `bench run`: what was asked for, every default resolved."""
 
     device = Key[str]("cpu, cuda or cuda:N")
-    precision = Key[str]("the precision that ran (docs/precision.md)")
+    precision = Key[str]("the precision of the timed forwards, speed and relspeed (docs/precision.md)")
     precision_requested = Key[str]("what was asked for (`auto` by default)")
     precision_why = Key[str]("why `precision` was chosen")
+    accuracy_precision = Key[str]("accuracy: the precision it was evaluated in, fp32 unless `--precision` named "
+                                  "another (`auto` is for timing only). Since issue #30; before, `precision`")
     threads = Key[int]("torch threads of the measurement")
     batch_size = Key[int]("images per forward actually timed")
     batch_policy = Key[str]("fixed, or max (largest batch that fits)")

@@ -303,3 +303,47 @@ def test_per_batch_normalisation_equals_the_per_image_pipeline_exactly(photo):
         raw = data.build_transform(p, normalize=False)(img.convert("RGB"))
     assert raw.dtype == torch.uint8
     assert torch.equal(data.normalize_batch(raw[None], p)[0], full)
+
+
+def random_checkpoint(path: Path, variant="debug") -> Path:
+    """Random weights (seeded): unlike known_checkpoint's constant logits, bf16 moves their loss."""
+    torch.manual_seed(0)
+    torch.save(VARIANTS[variant].build().state_dict(), path)
+    return path
+
+
+def test_on_a_cpu_with_native_bf16_accuracy_is_still_evaluated_in_fp32_by_default(capsys, tmp_path, ten_class_tree,
+                                                                                 monkeypatch):
+    """Issue #30: `--precision auto` evaluated in bf16 on an avx512_bf16 CPU (94.33 % against 97.00 % in fp32)."""
+    from test_machine import AVX512_BF16
+
+    from bench import machine
+
+    bf16_cpu, real = machine.cpuinfo(AVX512_BF16), machine.detect
+    monkeypatch.setattr(machine, "detect", lambda device="cpu", threads=None, info=None:
+                        real(device, threads, bf16_cpu))
+    ckpt = random_checkpoint(tmp_path / "random.pth")
+
+    def evaluate(*precision):
+        code = cli.main(["run", "--variant", "debug", "--device", "cpu", "--metrics", "accuracy", *precision,
+                         "--data", str(ten_class_tree), "--checkpoint", str(ckpt), "--workers", "0", "--json",
+                         "--results-dir", str(tmp_path / "r")])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return json.loads(out)
+
+    default, fp32, bf16 = evaluate(), evaluate("--precision", "fp32"), evaluate("--precision", "amp_bf16")
+    assert default["settings"]["precision"] == "amp_bf16"  # what `auto` picks for timing on this CPU
+    assert default["settings"]["accuracy_precision"] == fp32["settings"]["accuracy_precision"] == "fp32"
+    assert default["metrics"]["loss"] == fp32["metrics"]["loss"]  # evaluated exactly as in fp32
+    assert bf16["settings"]["accuracy_precision"] == "amp_bf16" and bf16["metrics"]["loss"] != fp32["metrics"]["loss"]
+
+
+def test_the_summary_says_which_precision_accuracy_ran_in(capsys, tmp_path, ten_class_tree):
+    ckpt = random_checkpoint(tmp_path / "random.pth")
+    assert cli.main(["run", "--variant", "debug", "--device", "cpu", "--metrics", "accuracy", "--data",
+                     str(ten_class_tree), "--checkpoint", str(ckpt), "--workers", "0",
+                     "--results-dir", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy in fp32: accuracy's default on every machine" in out
+    assert "\nprecision " not in out  # nothing was timed, so the timing precision is not announced

@@ -154,9 +154,10 @@ def test_a_baseline_from_a_busy_machine_is_refused(loaded_runs):
         check.make_baseline([loaded_runs[0]], "b", check.Tolerances())
 
 
-def accuracy_record(top1, created):
+def accuracy_record(top1, created, precision="fp32", **settings):
     env = {"created": created, "device_name": "cpu", "num_threads": 2}
-    return Record("debug", "m", {"img_size": 32}, {"top1": top1, "top5": 99.0}, env)
+    return Record("debug", "m", {"img_size": 32, "precision": "amp_bf16", "accuracy_precision": precision, **settings},
+                  {"top1": top1, "top5": 99.0}, env)
 
 
 def test_accuracy_moves_within_the_tolerance_pass_and_beyond_it_fail():
@@ -164,6 +165,32 @@ def test_accuracy_moves_within_the_tolerance_pass_and_beyond_it_fail():
     assert verdicts(check.compare(baseline, [accuracy_record(69.95, "2026-01-02")]))[("debug@32", "top1")] == "pass"
     assert verdicts(check.compare(baseline, [accuracy_record(69.8, "2026-01-02")]))[("debug@32", "top1")] == "regression"
     assert verdicts(check.compare(baseline, [accuracy_record(70.3, "2026-01-02")]))[("debug@32", "top1")] == "changed"
+
+
+def test_accuracy_is_never_compared_across_precisions(capsys, tmp_path):
+    """Issue #30: bf16 moved a top-1 by 2.7 points; a gate must say the precisions differ, not pass or fail."""
+    baseline = check.make_baseline([accuracy_record(70.0, "2026-01-01")], "acc", check.Tolerances())
+    assert baseline["entries"]["debug@32"]["accuracy_precision"] == "fp32"
+    rows = check.compare(baseline, [accuracy_record(70.0, "2026-01-02", precision="amp_bf16")])
+    assert {r.verdict for r in rows} == {"skipped"} and not any(r.failed for r in rows)
+    assert all("precisions differ: baseline fp32, current amp_bf16" in r.why and "--precision fp32" in r.why
+               for r in rows)
+    assert check.exit_code(rows) == check.EXIT_PASS
+    # same precision: a verdict, and the note names it
+    [top1] = [r for r in check.compare(baseline, [accuracy_record(69.0, "2026-01-02")]) if r.metric == "top1"]
+    assert top1.verdict == "regression" and "both fp32" in top1.why
+
+
+def test_a_record_from_before_the_accuracy_precision_field_counts_as_its_precision():
+    old = accuracy_record(70.0, "2026-01-01", precision=None)
+    old = dataclasses.replace(old, settings={k: v for k, v in old.settings.items() if k != "accuracy_precision"})
+    assert old.accuracy_precision == "amp_bf16"  # before issue #30, accuracy ran in `precision`
+    baseline = check.make_baseline([accuracy_record(70.0, "2026-01-01")], "acc", check.Tolerances())
+    assert verdicts(check.compare(baseline, [old]))[("debug@32", "top1")] == "skipped"
+    old_baseline = copy.deepcopy(baseline)
+    del old_baseline["entries"]["debug@32"]["accuracy_precision"]  # a baseline written before issue #30
+    row = next(r for r in check.compare(old_baseline, [accuracy_record(70.0, "2026-01-02")]) if r.metric == "top1")
+    assert row.verdict == "skipped" and "re-baseline" in row.why and "unrecorded" in row.why
 
 
 def test_a_baseline_entry_without_a_current_record_fails_as_missing(quiet_runs):

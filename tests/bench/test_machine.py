@@ -65,3 +65,39 @@ def test_forcing_bf16_without_native_support_is_kept_but_warned_with_its_cost():
     assert warning and "14x" in warning and "4.4x" in warning and "docs/precision.md" in warning
     assert machine.bf16_warning("fp32", fp) is None
     assert machine.bf16_warning("amp_bf16", machine.detect("cpu", 1, machine.cpuinfo(AVX512_BF16))) is None
+
+
+@pytest.fixture
+def machine_is(monkeypatch):
+    """Make `bench run` see the CPU of a /proc/cpuinfo fixture (resolve_settings and the record both ask detect)."""
+    real = machine.detect
+
+    def pretend(cpu):
+        monkeypatch.setattr(machine, "detect", lambda device="cpu", threads=None, info=None:
+                            real(device, threads, machine.cpuinfo(cpu)))
+    return pretend
+
+
+@pytest.mark.parametrize("cpu,timing", [(AVX512_BF16, "amp_bf16"), (AVX2, "fp32")])
+def test_accuracy_is_fp32_on_every_machine_while_timing_follows_auto(machine_is, cpu, timing):
+    """Issue #30: under `auto` a CPU with avx512_bf16 evaluated in bf16, and top-1 depended on the CPU."""
+    from bench.registry import VARIANTS
+    from bench.run import resolve_settings
+
+    machine_is(cpu)
+    settings = resolve_settings(VARIANTS["debug"], device="cpu", metrics="size,speed,accuracy")
+    assert settings.precision == timing and settings.precision_requested == "auto"
+    assert settings.accuracy_precision == "fp32"
+
+
+def test_a_named_precision_applies_to_accuracy_too_and_no_accuracy_means_no_accuracy_precision(machine_is):
+    from bench.registry import VARIANTS
+    from bench.run import resolve_settings
+
+    machine_is(AVX512_BF16)
+    debug = VARIANTS["debug"]
+    named = resolve_settings(debug, device="cpu", precision="amp_bf16", metrics="accuracy")
+    assert named.accuracy_precision == "amp_bf16"
+    assert resolve_settings(debug, device="cpu", precision="auto", metrics="accuracy").accuracy_precision == "fp32"
+    assert resolve_settings(debug, device="cpu", metrics="size,speed").accuracy_precision is None
+    assert machine.accuracy_precision("auto") == machine.ACCURACY_DEFAULT == "fp32"
