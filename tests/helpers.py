@@ -1,5 +1,6 @@
 """Real files for tests: random JPEGs in class folders (tests/ is on sys.path through its conftest)."""
 
+import zlib
 from pathlib import Path
 
 import torch
@@ -18,5 +19,5 @@ def folder_tree(root: Path, counts: dict[str, int]) -> Path:
     for name, n in counts.items():
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            jpeg(root / name / f"{i}.jpg", seed=hash((name, i)) % 1000)
+            jpeg(root / name / f"{i}.jpg", seed=zlib.crc32(f"{name}/{i}".encode()))  # not hash(): salted per process
     return root
