@@ -1,5 +1,6 @@
-"""Where the committed numbers come from (issue #30, findings 5 and 6): every record names a commit of this
-history, every REPORT section the docs cite exists, and the test images are the same bytes in every process."""
+"""What the repository says about where things come from holds (issue #30, findings 5 and 6): every record names
+a commit of this history, every REPORT section the docs cite exists, the README's layout puts each module where
+it is, and the test images are the same bytes in every process."""
 
 import json
 import os
@@ -68,6 +69,18 @@ def test_every_report_section_the_docs_cite_exists():
     assert cited  # the pattern still finds the citations
     unknown = {title: docs for title, docs in cited.items() if not any(h.startswith(title) for h in headings)}
     assert unknown == {}  # a heading may go on after the title cited: "… under callgrind (a deterministic mode?)"
+
+
+def test_every_module_the_readme_layout_lists_is_in_that_package():
+    layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("```")[1]
+    listed, package = [], None
+    for line in layout.splitlines():
+        if re.match(r"\w+/", line):
+            package = line.split("/")[0]
+        elif line.startswith("  ") and package in ("bench", "reproduce"):
+            listed += [f"{package}/{name}" for name in re.findall(r"\b\w+\.py\b", line)]
+    assert len(listed) > 30
+    assert [path for path in listed if not (ROOT / path).is_file()] == []
 
 
 def test_the_test_images_are_the_same_bytes_whatever_the_hash_seed(tmp_path):
