@@ -33,7 +33,8 @@ from bench.paper import FIGURE1_FAMILIES, TABLE10
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
 from bench.scales import experiment_name
-from bench.tables import ATTENTION_ROWS, ATTENTION_TEACHERS, TABLE3_LAYOUT, latest, machine_of, train_runs  # noqa: E402
+from bench.tables import (Arm, attention_arms, latest, machine_of, speed_key, table3_arms,  # noqa: E402
+                          train_runs)
 
 _SVG_META = {"Date": None}  # no timestamp: the same records give the same SVG
 _PNG_META = {"Software": None}
@@ -94,8 +95,8 @@ def _one_line(records: list[Record], names: tuple[str, ...]) -> dict[str, Record
     models, then the one measured last (today's machine), then the paper's protocol (the paper's points')."""
     speed = _speed_records(records)
     best, best_key = {}, None
-    for machine in sorted({machine_of(r) for r in speed if r.variant in names}):
-        mine = [r for r in speed if machine_of(r) == machine]
+    for column in sorted({speed_key(r) for r in speed if r.variant in names}):  # one machine and precision
+        mine = [r for r in speed if speed_key(r) == column]
         for protocol in ("paper", "timm"):
             line = {n: r for n in names if (r := latest(mine, n, img_size=VARIANTS[n].img_size, protocol=protocol))}
             if not line:
@@ -108,12 +109,14 @@ def _one_line(records: list[Record], names: tuple[str, ...]) -> dict[str, Record
 
 def resolution_sweep(records: list[Record], out_dir: Path) -> list[Path]:
     rows = [{"resolution": size, "im/s": speed, "source": "paper (V100)"} for size, (speed, _) in TABLE10.items()]
-    for protocol in ("timm", "paper"):  # one line per protocol, never a mix of them
-        for size in TABLE10:
-            r = latest(records, "deit_b", img_size=size, protocol=protocol)
-            if r is not None:
-                rows.append({"resolution": size, "im/s": r.metrics.infer_img_per_s,
-                             "source": f"ours, {protocol} protocol ({machine_of(r)})"})
+    speed = sorted(_speed_records(records), key=lambda r: r.env.created)
+    for protocol in ("timm", "paper"):  # one line per protocol, machine and precision, never a mix of them
+        for column in dict.fromkeys(speed_key(r) for r in speed if r.variant == "deit_b"):
+            for size in TABLE10:
+                r = latest(speed, "deit_b", img_size=size, protocol=protocol, column=column)
+                if r is not None:
+                    rows.append({"resolution": size, "im/s": r.metrics.infer_img_per_s,
+                                 "source": f"ours, {protocol} protocol ({column[0]}, {column[2]})"})
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=pd.DataFrame(rows), x="resolution", y="im/s", hue="source", marker="o", ax=ax)
     ax.set_yscale("log")
@@ -147,30 +150,38 @@ def lr_schedules(records: list[Record], out_dir: Path) -> list[Path]:
 
 
 def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path]:
-    """Table 3's six rows side by side (`seed_curves`)."""
-    rows = [(method, experiment_name(scale, suffix), metric) for method, _, _, suffix, metric, _ in TABLE3_LAYOUT]
-    return seed_curves(records, out_dir, f"table3_curves_{scale}", f"Table 3 at {scale} scale", rows,
-                       [("teacher", experiment_name(scale, "teacher"))])
+    """Table 3's six rows side by side (`seed_curves`), in the table's main kind (precision, device, torch)."""
+    teacher = train_runs(records, experiment_name(scale, "teacher"))
+    return seed_curves(records, out_dir, f"table3_curves_{scale}", f"Table 3 at {scale} scale",
+                       [(a.label, a) for a in table3_arms(records, scale, every_kind=False) if a.runs],
+                       [("teacher", teacher)])
 
 
 def attention_curves(records: list[Record], out_dir: Path) -> list[Path]:
     """Issue #23's attention-distillation rows beside Table 3's, under both teachers (`seed_curves`); labelled as
-    the table is: not the paper's method."""
-    rows = [(name, name, metric) for _, name, metric in ATTENTION_ROWS]
-    teachers = [(f"teacher: {label.split(': ')[-1]}", name) for label, name, _ in ATTENTION_TEACHERS]
+    the table is: not the paper's method. A row trained in more than one kind is one line per kind."""
+    teachers, students = attention_arms(records)
+    kinds = {}
+    for a in students:
+        kinds.setdefault(a.experiment, []).append(a.kind)
+    rows = [(a.experiment + (f" ({a.kind.split(',')[0]})" if len(kinds[a.experiment]) > 1 else ""), a)
+            for a in students if a.runs]
+    labels = [a.label for a in teachers if a.runs]
+    teacher_lines = [(f"teacher: {a.label.split(': ')[-1]}" + (f", {a.kind.split(',')[0]}" if labels.count(a.label) > 1
+                                                              else ""), list(a.runs)) for a in teachers if a.runs]
     return seed_curves(records, out_dir, "attention_mini", "Attention distillation at mini scale (not the paper's "
-                       "method)", rows, teachers)
+                       "method)", rows, teacher_lines)
 
 
-def seed_curves(records: list[Record], out_dir: Path, name: str, title: str, rows: list[tuple[str, str, str]],
-                teachers: list[tuple[str, str]]) -> list[Path]:
-    """Rows of (label, experiment, metric) side by side: validation top-1 against epoch (mean over seeds, ± std
-    band) and the final top-1 of every seed, so a difference between rows can be read against the seed spread;
-    each teacher's (label, experiment) final top-1 is a grey line (dashed, then dotted)."""
+def seed_curves(records: list[Record], out_dir: Path, name: str, title: str, rows: list[tuple[str, Arm]],
+                teachers: list[tuple[str, list[Record]]]) -> list[Path]:
+    """Rows of (label, arm) side by side: validation top-1 against epoch (mean over seeds, ± std band) and the final
+    top-1 of every seed, so a difference between rows can be read against the seed spread; each teacher's
+    (label, runs) final top-1 is a grey line (dashed, then dotted)."""
     points = []
-    for label, experiment, metric in rows:  # the seeds of each row's newest configuration
-        key = metric.removeprefix("final_")  # val_top1 or val_top1_<head>
-        for r in train_runs(records, experiment, metric=metric):
+    for label, arm in rows:
+        key = arm.metric.removeprefix("final_")  # val_top1 or val_top1_<head>
+        for r in arm.runs:
             for entry in r.settings.history or []:
                 if key in entry:
                     points.append({"row": label, "seed": r.settings.config["seed"], "epoch": entry["epoch"],
@@ -182,8 +193,7 @@ def seed_curves(records: list[Record], out_dir: Path, name: str, title: str, row
     fig, (curves, finals) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=(1.1, 1))
     sns.lineplot(data=frame, x="epoch", y="top-1", hue="row", hue_order=order, errorbar="sd", marker="o",
                  ax=curves)
-    for (label, experiment), style in zip(teachers, ("--", ":")):
-        teacher = train_runs(records, experiment)
+    for (label, teacher), style in zip(teachers, ("--", ":", "-.")):
         if teacher:
             top1 = teacher[-1].metrics.final_val_top1
             curves.axhline(top1, color="grey", ls=style, lw=1, label=f"{label} ({top1:.1f})")

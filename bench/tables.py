@@ -7,7 +7,9 @@ only for official or hub weights (records of checkpoints made here say they are 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import machine, paper
+from bench import machine, paper, stats
 from bench.protocols import TIMING_PROTOCOLS
 from bench.record import Record
 from bench.registry import VARIANTS
@@ -82,10 +84,12 @@ def _protocol(r: Record) -> str:
 
 
 def latest(records: list[Record], variant: str, *, img_size: int | None = None, protocol: str | None = None,
-            key: str = "infer_img_per_s") -> Record | None:
+            key: str = "infer_img_per_s", column: SpeedKey | None = None) -> Record | None:
+    """The newest bench record of a variant with metric `key`; `column` keeps only one machine and precision."""
     hits = [r for r in records if r.kind == "bench" and r.variant == variant and key in r.metrics
             and (img_size is None or r.settings.img_size == img_size)
-            and (protocol is None or r.settings.protocol == protocol)]
+            and (protocol is None or r.settings.protocol == protocol)
+            and (column is None or speed_key(r) == column)]
     # a batch-size sweep's records (bench run --batch-size N) must not replace the protocol's own batch in a
     # column that other rows fill at that batch: prefer records at the protocol's default for their device
     usual = [r for r in hits if _at_protocol_batch(r)]
@@ -108,127 +112,296 @@ def _official_accuracy(records: list[Record], variant: str, img_size: int) -> Re
 
 
 def table5(records: list[Record]) -> Table:
-    """Table 1/5: the DeiT variants; size and speed from `bench run` records, accuracy from official weights."""
-    rows, used = [], []
-    for name in DEIT:
-        v, p = VARIANTS[name], VARIANTS[name].paper
-        timm_run = latest(records, name, img_size=v.img_size, protocol="timm")
-        paper_run = latest(records, name, img_size=v.img_size, protocol="paper")
-        acc = _official_accuracy(records, name, v.img_size)
-        size = latest(records, name, img_size=v.img_size, key="params")  # a speed-only record has no size
-        used += [r for r in (size, timm_run, paper_run, acc) if r and r not in used]
-        rows.append({
-            "model": p.label, "params (paper)": f"{p.params:,}", "params (ours)": _fmt(size and size.metrics.params, ","),
-            "GMACs (ours)": _fmt(size and size.metrics.gmacs, ".3f"),
-            "im/s paper (V100)": f"{p.img_per_s:.1f}",
-            "im/s ours, timm protocol": _run_speed(timm_run), "im/s ours, paper protocol": _run_speed(paper_run),
-            "top-1 paper": f"{p.top1:.1f}", "top-1 ours": _fmt(acc and acc.metrics.top1, ".2f"),
-            "ReaL paper": _fmt(p.real), "ReaL ours": _fmt(acc and acc.metrics.real_top1, ".2f"),
-            "V2 paper": _fmt(p.v2),
-        })
-    return Table("table5_variants", "Table 1/5: DeiT variants", pd.DataFrame(rows), footer(used))
+    """Table 1/5: the DeiT variants; size and speed from `bench run` records, accuracy from official weights. The
+    paper prints parameters in whole millions and no FLOPs: exact counts and GMACs are ours (timm's models)."""
+    cells = [(name, VARIANTS[name].img_size) for name in DEIT]
+    speed, used = _speed_columns(records, cells)
+    rows = []
+    for i, (name, img_size) in enumerate(cells):
+        p = VARIANTS[name].paper
+        acc = _official_accuracy(records, name, img_size)
+        size = latest(records, name, img_size=img_size, key="params")  # a speed-only record has no size
+        used += [r for r in (size, acc) if r and r not in used]
+        params = size.metrics.params if size else None
+        rows.append({"model": p.label, "params paper (M)": f"{p.params_m:g}", "params ours": _fmt(params, ","),
+                     "paper's M from ours": _paper_millions(params, p.params_m),
+                     "GMACs ours": _fmt(size and size.metrics.gmacs, ".3f"), "im/s paper (V100)": f"{p.img_per_s:.1f}",
+                     **{header: _speed_cell(column[i], header) for header, column in speed.items()},
+                     "top-1 paper": f"{p.top1:.1f}", "top-1 ours": _fmt(acc and acc.metrics.top1, ".2f"),
+                     "ReaL paper": _fmt(p.real), "ReaL ours": _fmt(acc and acc.metrics.real_top1, ".2f"),
+                     "V2 paper": _fmt(p.v2)})
+    return Table("table5_variants", "Table 1/5: DeiT variants", pd.DataFrame(rows), SPEED_NOTES + footer(used))
 
 
 def table5_comparison(records: list[Record]) -> Table:
     """Table 5's other networks (ResNets, RegNetYs, EfficientNets, ViTs): the paper's numbers beside our size and
-    speed records of timm's implementation, and whether its parameter count is the paper's (to the paper's
-    rounding: within 1 M)."""
-    rows, used = [], []
-    for name in paper.TABLE5_COMPARISON:
+    speed records of timm's implementation, and whether the paper's parameter count (whole millions) is ours
+    truncated or rounded."""
+    cells = [(name, VARIANTS[name].img_size) for name in paper.TABLE5_COMPARISON]
+    speed, used = _speed_columns(records, cells)
+    rows = []
+    for i, (name, img_size) in enumerate(cells):
         v, p = VARIANTS[name], VARIANTS[name].paper
-        size = latest(records, name, img_size=v.img_size, key="params")
-        timm_run = latest(records, name, img_size=v.img_size, protocol="timm")
-        paper_run = latest(records, name, img_size=v.img_size, protocol="paper")
-        used += [r for r in (size, timm_run, paper_run) if r and r not in used]
+        size = latest(records, name, img_size=img_size, key="params")
+        used += [size] if size and size not in used else []
         params = size.metrics.params if size else None
-        check = NOT_RUN if params is None else "yes" if abs(params / 1e6 - p.params_m) < 1 else \
-            f"no: {100 * (params / 1e6 / p.params_m - 1):+.1f} %"
-        rows.append({"model": p.label, "timm model": v.model, "image size": v.img_size,
+        rows.append({"model": p.label, "timm model": v.model, "image size": img_size,
                      "params paper (M)": f"{p.params_m:g}", "params ours": _fmt(params, ","),
-                     "same size?": check, "GMACs ours": _fmt(size and size.metrics.gmacs, ".3f"),
-                     "im/s paper (V100)": f"{p.img_per_s:.1f}", "im/s ours, timm protocol": _run_speed(timm_run),
-                     "im/s ours, paper protocol": _run_speed(paper_run), "top-1 paper": _fmt(p.top1),
-                     "ReaL paper": _fmt(p.real), "V2 paper": _fmt(p.v2)})
+                     "paper's M from ours": _paper_millions(params, p.params_m),
+                     "GMACs ours": _fmt(size and size.metrics.gmacs, ".3f"), "im/s paper (V100)": f"{p.img_per_s:.1f}",
+                     **{header: _speed_cell(column[i], header) for header, column in speed.items()},
+                     "top-1 paper": _fmt(p.top1), "ReaL paper": _fmt(p.real), "V2 paper": _fmt(p.v2)})
     return Table("table5_comparison", "Table 5: convnets and ViT against DeiT (the DeiT rows: table5_variants)",
-                 pd.DataFrame(rows), footer(used))
+                 pd.DataFrame(rows), SPEED_NOTES + footer(used))
+
+
+def _paper_millions(params: int | None, paper_m: float | None) -> str:
+    """Whether the paper's whole-million parameter count is ours truncated or rounded (the paper does not say which
+    it did: DeiT-Ti's 5.72 M is printed 5, DeiT-Ti⚗'s 5.91 M is printed 6), else how far ours is from it."""
+    if params is None or paper_m is None:
+        return NOT_RUN
+    millions = params / 1e6
+    if paper_m in (math.floor(millions), round(millions)):
+        return "yes, truncated" if paper_m == math.floor(millions) else "yes, rounded"
+    return f"no: ours {millions:.2f} M ({100 * (millions / paper_m - 1):+.1f} %)"
 
 
 def table1(records: list[Record]) -> Table:
     """Table 1: the DeiT variants' architecture (the paper's), with our parameter count and throughput from records."""
-    rows, used = [], []
-    for name, (dim, heads, layers) in paper.TABLE1.items():
+    cells = [(name, VARIANTS[name].img_size) for name in paper.TABLE1]
+    speed, used = _speed_columns(records, cells, protocols=("timm",))
+    rows = []
+    for i, (name, (dim, heads, layers)) in enumerate(paper.TABLE1.items()):
         v, p = VARIANTS[name], VARIANTS[name].paper
         size = latest(records, name, img_size=v.img_size, key="params")
-        speed = latest(records, name, img_size=v.img_size, protocol="timm")
-        used += [r for r in (size, speed) if r and r not in used]
+        used += [size] if size and size not in used else []
         rows.append({"model": p.label, "embedding dim": dim, "heads": heads, "layers": layers,
                      "params paper": f"{p.params_m:g}M", "params ours": _fmt(size and size.metrics.params, ","),
                      "resolution": v.img_size, "im/s paper (V100)": f"{p.img_per_s:.0f}",
-                     "im/s ours, timm protocol": _run_speed(speed)})
+                     **{header: _speed_cell(column[i], header) for header, column in speed.items()}})
     return Table("table1_architecture", "Table 1: DeiT variants (patch 16, MLP ratio 4, head dim 64)",
-                 pd.DataFrame(rows), footer(used))
+                 pd.DataFrame(rows), SPEED_NOTES + footer(used))
 
 
-def _run_speed(r: Record | None) -> str:
+SpeedKey = tuple[str, int, str]  # (machine, torch threads, precision): what one speed column holds (issue #36)
+SPEED_NOTES = ("Each 'im/s ours' column holds one timing protocol, one machine, one precision and one thread count, "
+               "named in its header; a record from another machine adds a column and changes no other.",)
+
+
+def speed_key(r: Record) -> SpeedKey:
+    """The machine and precision of a speed record: cells of one column, or points of one line, share it."""
+    return machine_of(r), r.env.num_threads, r.settings.precision
+
+
+def _speed_columns(records: list[Record], cells: list[tuple[str, int]], protocols: tuple[str, ...] = ("timm", "paper")
+                   ) -> tuple[dict[str, list[Record | None]], list[Record]]:
+    """Our throughput of each (variant, image size) in `cells`: a column per protocol, machine, precision and thread
+    count, each header naming them once (issue #36). A column never mixes machines or precisions, so a record from
+    a new machine adds its own column and leaves the others byte for byte; columns of one protocol stand side by
+    side, the machine measured first on the left. A protocol without records keeps one column of 'not run'.
+    Returns the columns and the records they hold."""
+    columns: dict[str, list[Record | None]] = {}
+    for protocol in protocols:
+        hits = sorted((r for r in records if r.kind == "bench" and "infer_img_per_s" in r.metrics
+                       and r.settings.protocol == protocol and (r.variant, r.settings.img_size) in cells),
+                      key=lambda r: r.env.created)
+        first_seen = {speed_key(r): None for r in hits}  # insertion order: the machine measured first comes first
+        for machine_name, threads, precision in first_seen:
+            column = [latest(hits, v, img_size=s, protocol=protocol, column=(machine_name, threads, precision))
+                      for v, s in cells]
+            batches = {r.settings.batch_size for r in column if r is not None}
+            batch = f"batch {batches.pop()}, " if len(batches) == 1 else ""
+            columns[f"im/s ours, {protocol} protocol: {machine_name}, {precision}, {batch}{threads} threads"] = column
+        if not first_seen:
+            columns[f"im/s ours, {protocol} protocol"] = [None] * len(cells)
+    return columns, _unique(r for column in columns.values() for r in column if r is not None)
+
+
+def _unique(records: Iterable[Record]) -> list[Record]:
+    """Records in order, each once (records hold dicts: not hashable)."""
+    unique: list[Record] = []
+    for r in records:
+        unique += [] if r in unique else [r]
+    return unique
+
+
+def _speed_cell(r: Record | None, header: str) -> str:
+    """A throughput without its machine (the column's header names it); its batch where the header does not."""
     if r is None:
         return NOT_RUN
     speed = r.metrics.infer_img_per_s  # two significant digits under 1 im/s: 0.27 and 0.30 are not both "0.3"
     shown = f"{speed:,.1f}" if speed >= 1 else f"{speed:.2g}"
-    return f"{shown} ({machine_of(r)}, {r.settings.precision}, b{r.settings.batch_size})"
+    return shown if f"batch {r.settings.batch_size}," in header else f"{shown} (batch {r.settings.batch_size})"
 
 
 def table10(records: list[Record]) -> Table:
     """Table 10: DeiT-B trained at 224, tested at 160/224/320/384 (`bench run --variant deit_b --img-size N`)."""
-    rows, used = [], []
-    for size, (speed, top1) in paper.TABLE10.items():
-        timm_run = latest(records, "deit_b", img_size=size, protocol="timm")
-        paper_run = latest(records, "deit_b", img_size=size, protocol="paper")
+    cells = [("deit_b", size) for size in paper.TABLE10]
+    speed, used = _speed_columns(records, cells)
+    rows = []
+    for i, (size, (paper_speed, top1)) in enumerate(paper.TABLE10.items()):
         acc = _official_accuracy(records, "deit_b", size)
-        used += [r for r in (timm_run, paper_run, acc) if r]
-        rows.append({"test size": size, "im/s paper (V100)": f"{speed:.2f}",
-                     "im/s ours, timm protocol": _run_speed(timm_run), "im/s ours, paper protocol": _run_speed(paper_run),
+        used += [acc] if acc else []
+        rows.append({"test size": size, "im/s paper (V100)": f"{paper_speed:.2f}",
+                     **{header: _speed_cell(column[i], header) for header, column in speed.items()},
                      "top-1 paper": f"{top1:.1f}", "top-1 ours": _fmt(acc and acc.metrics.top1, ".2f")})
-    return Table("table10_resolution", "Table 10: DeiT-B at other test resolutions", pd.DataFrame(rows), footer(used))
+    return Table("table10_resolution", "Table 10: DeiT-B at other test resolutions", pd.DataFrame(rows),
+                 SPEED_NOTES + footer(used))
 
 
 def table2(records: list[Record]) -> Table:
     """Table 2: the RegNetY teachers (their size/speed from bench records) and the DeiT-B⚗ students they train."""
-    rows, used = [], []
-    for name, (student, student_384) in paper.TABLE2_STUDENTS.items():
-        run = latest(records, name)
+    cells = [(name, VARIANTS[name].img_size) for name in paper.TABLE2_STUDENTS]
+    speed, used = _speed_columns(records, cells, protocols=("timm",))
+    rows = []
+    for i, (name, (student, student_384)) in enumerate(paper.TABLE2_STUDENTS.items()):
         trained = train_runs(records, "deit_b_hard", teacher=name)
-        used += ([run] if run else []) + trained
+        used += trained
         rows.append({"teacher": VARIANTS[name].paper.label, "teacher top-1 paper": f"{VARIANTS[name].paper.top1:.1f}",
-                     "teacher im/s ours": _run_speed(run), "student top-1 paper": f"{student:.1f}",
+                     **{header.replace("im/s ours", "teacher im/s ours"): _speed_cell(column[i], header)
+                        for header, column in speed.items()},
+                     "student top-1 paper": f"{student:.1f}",
                      "student top-1 ours": _mean_std([r.metrics.final_val_top1 for r in trained]),
                      "student ↑384 paper": f"{student_384:.1f}"})
-    return Table("table2_teachers", "Table 2: teachers for DeiT-B⚗", pd.DataFrame(rows), footer(used))
+    return Table("table2_teachers", "Table 2: teachers for DeiT-B⚗", pd.DataFrame(rows), SPEED_NOTES + footer(used))
 
 
-def gap_to(values: list[float], base: list[float]) -> tuple[str, str]:
-    """The difference of two rows' seed means, and whether it exceeds the seed spread (the larger of the two rows'
-    standard deviations); empty where a row has no runs."""
-    if not values or not base:
-        return "", ""
-    diff = statistics.mean(values) - statistics.mean(base)
-    spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in (values, base))
-    return f"{diff:+.2f}", ("yes" if abs(diff) > spread else "no") if spread > 0 else "one seed"
+def train_kind(r: Record) -> str:
+    """What two training rows must share for their difference to be tested (issue #30): the precision the run used,
+    the device type and torch's minor version. The CPU's model, its vector units and the thread count are not part
+    of it: with the same precision on the same device type they change only the order in which sums are rounded,
+    as the seed already does; the tables name them beside each row and mark a comparison across them."""
+    amp = _amp(r)
+    torch_minor = ".".join(str(r.env.torch).split("+")[0].split(".")[:2])
+    return f"{'fp32' if amp == 'none' else amp}, {str(r.settings.device).split(':')[0]}, torch {torch_minor}"
 
 
 def train_runs(records: list[Record], experiment: str, teacher: str | None = None,
-                metric: str = "final_val_top1") -> list[Record]:
-    """The seeds of one experiment's newest configuration: runs whose config differs other than by `seed` (a
-    `--set` change), or that ran in another precision (`amp=auto` is bf16 on one machine, fp32 on the next), are
-    another experiment in all but name and are never averaged in."""
+               metric: str = "final_val_top1", kind: str | None = None) -> list[Record]:
+    """The seeds of one experiment's newest configuration, in the `train_kind` of its newest run or in `kind`.
+    Runs whose config differs other than by `seed` and `amp` (a `--set` change, an older recipe) are another
+    experiment in all but name and are never averaged in; nor are runs of another kind (`amp=auto` is bf16 on one
+    machine and fp32 on the next): those are rows of their own."""
     runs = [r for r in records if r.kind == "train" and r.settings.experiment == experiment
             and r.metrics.get(metric) is not None and (teacher is None or r.settings.config["teacher"] == teacher)]
     if not runs:
         return []
-    def key(r: Record) -> str:
-        config = {**CONFIG_BEFORE_FIELD, **r.settings.config}  # a field added since: what the older run did
-        return json.dumps({**{k: v for k, v in config.items() if k != "seed"}, "amp": _amp(r)}, sort_keys=True)
-    newest = key(max(runs, key=lambda r: r.env.created))
-    return [r for r in runs if key(r) == newest]
+    newest = max(runs, key=lambda r: r.env.created)
+    kind = kind or train_kind(newest)
+    return [r for r in runs if _config_key(r) == _config_key(newest) and train_kind(r) == kind]
+
+
+def _config_key(r: Record) -> str:
+    """A training run's config less its seed and the precision it asked for (`train_kind` has what it got)."""
+    config = {**CONFIG_BEFORE_FIELD, **r.settings.config}  # a field added since: what the older run did
+    return json.dumps({k: v for k, v in config.items() if k not in ("seed", "amp")}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of a training table: the seeds of one experiment's newest configuration in one `train_kind`."""
+
+    label: str
+    experiment: str
+    metric: str
+    kind: str | None  # None: no runs at all
+    runs: tuple[Record, ...]
+
+    @property
+    def values(self) -> list[float]:
+        return [r.metrics[self.metric] for r in self.runs]
+
+
+def _kinds(records: list[Record], experiment: str, metric: str) -> list[str]:
+    """The kinds an experiment's newest configuration was trained in, the first trained first."""
+    runs = [r for r in records if r.kind == "train" and r.settings.experiment == experiment
+            and r.metrics.get(metric) is not None]
+    if not runs:
+        return []
+    current = _config_key(max(runs, key=lambda r: r.env.created))
+    return list(dict.fromkeys(train_kind(r) for r in sorted(runs, key=lambda r: r.env.created)
+                              if _config_key(r) == current))
+
+
+def arms(records: list[Record], rows: Iterable[tuple[str, str, str]], every_kind: bool) -> list[Arm]:
+    """The arms of (label, experiment, metric) rows: in the table's main kind (the one that covers most rows, then
+    the newest), followed, when `every_kind`, by one arm for each other kind a row was trained in."""
+    rows = list(rows)
+    coverage: dict[str, list] = {}
+    for _, experiment, metric in rows:
+        for kind in _kinds(records, experiment, metric):
+            newest = max(r.env.created for r in train_runs(records, experiment, metric=metric, kind=kind))
+            coverage.setdefault(kind, []).append(newest)
+    main = max(coverage, key=lambda k: (len(coverage[k]), max(coverage[k])), default=None)
+    found = [Arm(label, experiment, metric, main, tuple(train_runs(records, experiment, metric=metric, kind=main)))
+             for label, experiment, metric in rows]
+    found = [a if a.runs else dataclasses.replace(a, kind=None) for a in found]
+    if every_kind:  # a row trained in other kinds only shows those, not a 'not run' in the main kind beside them
+        found = [a for a in found if a.runs or not _kinds(records, a.experiment, a.metric)]
+        found += [Arm(label, experiment, metric, kind, tuple(train_runs(records, experiment, metric=metric, kind=kind)))
+                  for label, experiment, metric in rows for kind in _kinds(records, experiment, metric)
+                  if kind != main]
+    return found
+
+
+def compare(pairs: list[tuple[Arm, Arm | None] | None]) -> list[dict[str, str]]:
+    """Δ, p and the verdict for each (arm, its control) pair, Holm-corrected over the table's tested pairs; None
+    for a row that is compared with nothing (a control, a teacher). A pair of different kinds, or an arm without
+    a control of its own kind, gets the reason and no verdict (`stats.RULE`)."""
+    tests = [_test(pair) if pair else None for pair in pairs]
+    tested = [t for t in tests if isinstance(t, stats.Difference)]
+    adjusted = iter(stats.holm([t.p for t in tested]))
+    cells = []
+    for pair, test in zip(pairs, tests):
+        if pair is None or not pair[0].runs:
+            cells.append({"Δ [95 % CI]": "", "p Welch; Holm": "", "finding": ""})
+        elif isinstance(test, str):
+            cells.append({"Δ [95 % CI]": test, "p Welch; Holm": "", "finding": "not tested"})
+        elif test is None:
+            diff = statistics.mean(pair[0].values) - statistics.mean(pair[1].values)
+            cells.append({"Δ [95 % CI]": f"{diff:+.2f}" + _other_cpu(*pair), "p Welch; Holm": "",
+                          "finding": "one seed: no test"})
+        else:
+            p_holm = next(adjusted)
+            cells.append({"Δ [95 % CI]": f"{test.diff:+.2f} [{test.low:+.2f}, {test.high:+.2f}]" + _other_cpu(*pair),
+                          "p Welch; Holm": f"{_p(test.p)}; {_p(p_holm)}", "finding": stats.finding(p_holm)})
+    return cells
+
+
+def _test(pair: tuple[Arm, Arm | None]) -> stats.Difference | str | None:
+    arm, control = pair
+    if control is None or not control.runs:
+        return f"no control trained in {arm.kind}"
+    if arm.kind != control.kind:
+        return f"not compared: {arm.kind} against {control.kind}"
+    return stats.welch(arm.values, control.values)
+
+
+def _other_cpu(arm: Arm, control: Arm) -> str:
+    """‡ where the control ran on another CPU of the same kind (`train_kind`)."""
+    return " ‡" if _trained_on(list(arm.runs)) != _trained_on(list(control.runs)) else ""
+
+
+OTHER_CPU_NOTE = ("‡ the control ran on another CPU of the same kind: the same precision and torch, other vector "
+                  "units or threads (each row's 'trained on' names them).")
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _control_of(found: list[Arm], control: str) -> dict[str | None, Arm]:
+    return {a.kind: a for a in found if a.experiment == control and a.runs}
+
+
+def _trained_on(runs: list[Record]) -> str:
+    """The machines and threads of a row's runs."""
+    return "; ".join(sorted({f"{machine_of(r)}, {r.env.num_threads} thread{'s' if r.env.num_threads > 1 else ''}"
+                             for r in runs}))
+
+
+def _stat_notes(cells: list[dict[str, str]]) -> tuple[str, ...]:
+    return (stats.RULE,) + ((OTHER_CPU_NOTE,) if any("‡" in c["Δ [95 % CI]"] for c in cells) else ())
 
 
 # Table 3's six rows: (method, label column, teacher signal, row experiment suffix, metric, paper column index)
@@ -242,45 +415,53 @@ TABLE3_LAYOUT = (
 )
 
 
+def table3_arms(records: list[Record], scale: str, every_kind: bool = True) -> list[Arm]:
+    """Table 3's rows in the main kind, then the rows trained in another (each compared within its own kind)."""
+    return arms(records, [(method, experiment_name(scale, suffix), metric)
+                          for method, _, _, suffix, metric, _ in TABLE3_LAYOUT], every_kind)
+
+
 def table3(records: list[Record], scale: str) -> Table:
-    """Table 3 at one scale: mean ± std over seeds of each row, its gap to row 1, and whether the gap exceeds
-    the seed spread (the larger of the two rows' standard deviations)."""
-    rows, used = [], []
-    base_values: list[float] = []
-    for i, (method, label, signal, suffix, metric, col) in enumerate(TABLE3_LAYOUT):
-        name = experiment_name(scale, suffix)
-        runs = train_runs(records, name, metric=metric)
-        used += [r for r in runs if r not in used]
-        values = [r.metrics[metric] for r in runs]
-        base_values = values if i == 0 else base_values
-        gap, beyond = gap_to(values, base_values) if i > 0 else ("", "")
-        paper_ti = paper.TABLE3["Ti"]
+    """Table 3 at one scale: mean ± std over seeds of each row and its difference to row 1 of the same kind, with
+    Welch's test and Holm's correction (`stats.RULE`); rows trained in another precision follow the six."""
+    found = table3_arms(records, scale)
+    controls = _control_of(found, experiment_name(scale, "none"))
+    cells = compare([None if a.experiment == experiment_name(scale, "none") else (a, controls.get(a.kind))
+                     for a in found])
+    layout = {(experiment_name(scale, suffix), metric): row for row in TABLE3_LAYOUT
+              for _, _, _, suffix, metric, _ in [row]}
+    paper_ti, rows = paper.TABLE3["Ti"], []
+    for arm, cell in zip(found, cells):
+        method, label, signal, _, _, col = layout[(arm.experiment, arm.metric)]
         rows.append({"method": method, "label": label, "teacher": signal, "paper Ti (ImageNet)": f"{paper_ti[col]:.1f}",
-                     "paper Δ row 1": "" if i == 0 else f"{paper_ti[col] - paper_ti[0]:+.1f}",
-                     f"ours top-1 ({scale})": _mean_std(values), "ours Δ row 1": gap, "Δ > seed spread": beyond})
+                     "paper Δ row 1": "" if col == 0 else f"{paper_ti[col] - paper_ti[0]:+.1f}",
+                     f"ours top-1 ({scale})": _mean_std(arm.values), **{f"ours {k}": v for k, v in cell.items()},
+                     "trained in": arm.kind or "", "trained on": _trained_on(list(arm.runs))})
     teacher_name = experiment_name(scale, "teacher")
-    teacher = train_runs(records, teacher_name)
+    teacher = train_runs(records, teacher_name, kind=found[0].kind) or train_runs(records, teacher_name)
     notes = [f"Teacher ({teacher_name}): top-1 {teacher[-1].metrics.final_val_top1:.2f}."] if teacher else []
+    used = _unique(r for a in found for r in a.runs)
     title = f"Table 3 ({scale} scale): distillation strategies; the paper's column is DeiT-Ti on ImageNet"
-    return Table(f"table3_{scale}", title, pd.DataFrame(rows), tuple(notes) + footer(used + teacher))
+    return Table(f"table3_{scale}", title, pd.DataFrame(rows), tuple(notes) + _stat_notes(cells) + footer(used + teacher))
 
 
 def table_cls_init(records: list[Record], scale: str = "mini") -> Table:
     """Issue #20's ablation: Table 3 rows 4–6 with the class token initialised as timm >= 0.9 does (N(0, 1e-6)) and
-    as the released code does (truncated normal, std 0.02); mean ± std over seeds, and the difference."""
+    as the released code does (truncated normal, std 0.02); mean ± std over seeds, and the difference tested."""
     heads = (("class embedding", "final_val_top1_cls"), ("distillation embedding", "final_val_top1_dist"),
              ("class + distillation", "final_val_top1_fused_logits"))
-    runs = {init: train_runs(records, f"{experiment_name(scale, 'hard')}_init_{init}", metric=heads[0][1])
-            for init in ("timm", "official")}
-    rows = []
-    for label, metric in heads:
-        values = {init: [r.metrics[metric] for r in rs] for init, rs in runs.items()}
-        diff, beyond = gap_to(values["official"], values["timm"])
-        rows.append({"DeiT⚗ head": label, "cls token N(0, 1e-6) (timm)": _mean_std(values["timm"]),
-                     "cls token trunc. normal 0.02 (released code)": _mean_std(values["official"]),
-                     "Δ released − timm": diff, "Δ > seed spread": beyond})
+    experiment = {init: f"{experiment_name(scale, 'hard')}_init_{init}" for init in ("timm", "official")}
+    found = arms(records, [(label, experiment[init], metric) for label, metric in heads for init in experiment],
+                 every_kind=False)
+    timm, official = found[0::2], found[1::2]
+    cells = compare([(o, t) for o, t in zip(official, timm)])
+    rows = [{"DeiT⚗ head": t.label, "cls token N(0, 1e-6) (timm)": _mean_std(t.values),
+             "cls token trunc. normal 0.02 (released code)": _mean_std(o.values),
+             **{k.replace("Δ", "Δ released − timm"): v for k, v in cell.items()}, "trained in": t.kind or ""}
+            for t, o, cell in zip(timm, official, cells)]
+    used = _unique(r for a in found for r in a.runs)
     title = f"Class-token initialisation, Table 3 rows 4–6 ({scale} scale; issue #20)"
-    return Table(f"table_cls_init_{scale}", title, pd.DataFrame(rows), footer(runs["timm"] + runs["official"]))
+    return Table(f"table_cls_init_{scale}", title, pd.DataFrame(rows), _stat_notes(cells) + footer(used))
 
 
 def table7(records: list[Record]) -> Table:
@@ -304,48 +485,48 @@ def table7(records: list[Record]) -> Table:
     return Table("table7_transfer", "Tables 6/7: transfer to other datasets (top-1 %)", frame, footer(used))
 
 
+ATTENTION_CONTROL = "mini_none"
 ATTENTION_ROWS = (  # (row, experiment, metric): issue #23's ablation beside Table 3's rows at mini scale
-    ("no distillation (Table 3 row 1)", "mini_none", "final_val_top1"),
+    ("no distillation (Table 3 row 1)", ATTENTION_CONTROL, "final_val_top1"),
     ("hard, CNN teacher, distillation token (Table 3 rows 4–6, class + distil)", "mini_hard",
      "final_val_top1_fused_logits"),
-    ("the same row again: issue #20's timm-init seeds, another machine", "mini_hard_init_timm",
-     "final_val_top1_fused_logits"),
+    ("hard, CNN teacher retrained for issue #20 (its own checkpoint), timm init, class + distil",
+     "mini_hard_init_timm", "final_val_top1_fused_logits"),
     ("attention distillation only, ViT teacher", "mini_attn", "final_val_top1"),
     ("hard, ViT teacher, distillation token (class + distil)", "mini_vit_hard", "final_val_top1_fused_logits"),
     ("attention + hard, ViT teacher (class + distil)", "mini_attn_hard", "final_val_top1_fused_logits"),
 )
-
-
-def _trained_on(runs: list[Record]) -> str:
-    """Machine and precision of a row's runs: rows trained on different machines or precisions sit side by side
-    only with that said."""
-    return "; ".join(sorted({f"{machine_of(r)}, amp {_amp(r)}" for r in runs}))
-
-
 ATTENTION_TEACHERS = (  # (row, experiment, metric): the teachers' own top-1 heads the table, compared with nothing
     ("teacher of the CNN rows: convnet", "mini_teacher", "final_val_top1"),
     ("teacher of the ViT rows: ViT, 9 blocks", "mini_vit_teacher", "final_val_top1"),
 )
 
 
+def attention_arms(records: list[Record]) -> tuple[list[Arm], list[Arm]]:
+    """The teachers' arms and the student rows' arms of the attention table, every kind each was trained in."""
+    return (arms(records, ATTENTION_TEACHERS, every_kind=True),
+            sorted(arms(records, ATTENTION_ROWS, every_kind=True), key=lambda a: [r[1] for r in ATTENTION_ROWS].index(
+                a.experiment)))
+
+
 def table_attention(records: list[Record]) -> Table:
     """Issue #23: distillation through the teacher's attention maps, which is NOT the paper's method (the paper's
     teacher is a convnet and its signal goes through a distillation token), beside the committed Table-3 rows and
-    under both teachers' own top-1. Each student row is compared with the first (no distillation)."""
-    rows, used, base = [], [], None
-    for label, name, metric in ATTENTION_TEACHERS + ATTENTION_ROWS:
-        runs = train_runs(records, name, metric=metric)
-        used += runs
-        values = [r.metrics[metric] for r in runs]
-        student = (label, name, metric) in ATTENTION_ROWS
-        gap, beyond = gap_to(values, base) if student and base is not None else ("", "")
-        base = values if student and base is None else base
-        rows.append({"row": label, "experiment": name, "top-1 (mini)": _mean_std(values), "Δ no distillation": gap,
-                     "Δ > seed spread": beyond, "trained on": _trained_on(runs)})
+    under both teachers' own top-1. Each student row is compared with no distillation trained in its own kind
+    (precision, device, torch): a row trained in a kind without such a control gets no verdict."""
+    teachers, students = attention_arms(records)
+    controls = _control_of(students, ATTENTION_CONTROL)
+    cells = compare([None] * len(teachers) + [None if a.experiment == ATTENTION_CONTROL else (a, controls.get(a.kind))
+                                               for a in students])
+    rows = [{"row": a.label, "experiment": a.experiment, "top-1 (mini)": _mean_std(a.values),
+             **{k.replace("Δ", "Δ no distillation"): v for k, v in cell.items()},
+             "trained in": a.kind or "", "trained on": _trained_on(list(a.runs))}
+            for a, cell in zip(teachers + students, cells)]
     notes = ("Not the paper's method: the paper distils a convnet's logits through a distillation token; this "
              "table matches a ViT teacher's attention maps (issue #23).",)
+    used = _unique(r for a in teachers + students for r in a.runs)
     return Table("table_attention_mini", "Attention distillation at mini scale (an ablation, not the paper's method)",
-                 pd.DataFrame(rows), notes + footer(used))
+                 pd.DataFrame(rows), notes + _stat_notes(cells) + footer(used))
 
 
 def table8(records: list[Record]) -> Table:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench import cli, figures, tables
@@ -52,7 +53,7 @@ def test_rows_without_records_say_not_run_never_a_paper_number(records):
     t5 = tables.table5(records).frame
     assert (t5["im/s ours, paper protocol"] == tables.NOT_RUN).all()  # only timm-protocol records in the fixture
     assert (t5["top-1 ours"] == tables.NOT_RUN).all()  # no official weights here
-    assert t5.loc[t5["model"] == "DeiT-B", "params (ours)"].item() == "86,567,656"
+    assert t5.loc[t5["model"] == "DeiT-B", "params ours"].item() == "86,567,656"
     t3 = tables.table3(records, "cifar10").frame
     assert (t3["ours top-1 (cifar10)"] == tables.NOT_RUN).all()
 
@@ -141,6 +142,10 @@ def test_the_gallery_shows_test_images_where_teacher_and_heads_disagree(tmp_path
     assert svg.count("<image") == 5  # 5 of the 12 disagreements, round-robin over the true classes
 
 
+def speed_columns(frame, protocol: str) -> list[str]:
+    return [c for c in frame.columns if c.startswith(f"im/s ours, {protocol} protocol")]
+
+
 def test_table10_keeps_each_timing_protocol_in_its_own_column(records):
     """A paper-protocol record (mean of 30, the batch given) fills its own column, never the timm one."""
     timm_run = next(r for r in records if r.kind == "bench" and r.variant == "deit_b"
@@ -148,9 +153,11 @@ def test_table10_keeps_each_timing_protocol_in_its_own_column(records):
     paper_run = dataclasses.replace(timm_run, settings={**timm_run.settings, "protocol": "paper", "stat": "mean"},
                                     metrics={**timm_run.metrics, "infer_img_per_s": 123.4},
                                     env={**timm_run.env, "created": "2099-01-01T00:00:00+00:00"})
-    row = tables.table10([*records, paper_run]).frame.set_index("test size").loc[224]
-    assert row["im/s ours, paper protocol"].startswith("123.4 ")
-    assert row["im/s ours, timm protocol"].startswith(f"{timm_run.metrics['infer_img_per_s']:,.1f} ")
+    frame = tables.table10([*records, paper_run]).frame
+    (paper_column,), (timm_column,) = speed_columns(frame, "paper"), speed_columns(frame, "timm")
+    row = frame.set_index("test size").loc[224]
+    assert row[paper_column] == "123.4"
+    assert row[timm_column] == f"{timm_run.metrics['infer_img_per_s']:,.1f}"
     assert tables.table10(records).frame.set_index("test size").loc[224, "im/s ours, paper protocol"] == tables.NOT_RUN
 
 
@@ -160,10 +167,12 @@ def test_a_batch_sweep_record_does_not_replace_the_protocols_batch_in_table5(rec
     b64 = dataclasses.replace(b16, settings={**b16.settings, "batch_size": 64},
                               metrics={**b16.metrics, "infer_img_per_s": 99.9},
                               env={**b16.env, "created": "2099-01-01T00:00:00+00:00"})
-    cell = tables.table5([*records, b64]).frame.set_index("model").loc["DeiT-Ti", "im/s ours, timm protocol"]
-    assert cell.endswith(", b16)") and not cell.startswith("99.9")
-    alone = tables.table5([r for r in records if r is not b16] + [b64]).frame.set_index("model")
-    assert alone.loc["DeiT-Ti", "im/s ours, timm protocol"].startswith("99.9 ")  # the only record still counts
+    frame = tables.table5([*records, b64]).frame
+    (column,) = speed_columns(frame, "timm")
+    assert "batch 16" in column and frame.set_index("model").loc["DeiT-Ti", column] == f"{b16.metrics['infer_img_per_s']:.1f}"
+    alone = tables.table5([r for r in records if r is not b16] + [b64]).frame
+    (column,) = speed_columns(alone, "timm")  # the only record of DeiT-Ti still counts, its batch in its cell
+    assert alone.set_index("model").loc["DeiT-Ti", column] == "99.9 (batch 64)"
 
 
 def test_a_speed_only_record_leaves_the_size_of_an_earlier_one_in_table5(records):
@@ -171,18 +180,61 @@ def test_a_speed_only_record_leaves_the_size_of_an_earlier_one_in_table5(records
     sized = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
     speed = dataclasses.replace(sized, metrics={k: v for k, v in sized.metrics.items() if k not in ("params", "gmacs")}
                                 | {"infer_img_per_s": 77.7}, env={**sized.env, "created": "2099-01-01T00:00:00+00:00"})
-    row = tables.table5([*records, speed]).frame.set_index("model").loc["DeiT-Ti"]
-    assert row["params (ours)"] == f"{sized.metrics['params']:,}" and row["GMACs (ours)"] == f"{sized.metrics['gmacs']:.3f}"
-    assert row["im/s ours, timm protocol"].startswith("77.7 ")
+    frame = tables.table5([*records, speed]).frame
+    row = frame.set_index("model").loc["DeiT-Ti"]
+    assert row["params ours"] == f"{sized.metrics['params']:,}" and row["GMACs ours"] == f"{sized.metrics['gmacs']:.3f}"
+    assert row[speed_columns(frame, "timm")[0]] == "77.7"
 
 
-def test_a_speed_cell_names_the_machine_by_its_vector_units_not_only_its_name(records):
+def test_a_speed_column_names_its_machine_by_its_vector_units_not_only_its_name(records):
     sized = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
     new = dataclasses.replace(sized, env={**sized.env, "fingerprint": AVX2_FINGERPRINT, "created": "2099-01-01T00:00:00+00:00"})
     old = dataclasses.replace(sized, env={k: v for k, v in sized.env.items() if k != "fingerprint"})
-    cell = tables.table5([new]).frame.set_index("model").loc["DeiT-Ti", "im/s ours, timm protocol"]
-    assert "(AMD EPYC AVX2, fp32, b16)" in cell
-    assert "[ISA not recorded]" in tables.table5([old]).frame.set_index("model").loc["DeiT-Ti", "im/s ours, timm protocol"]
+    assert speed_columns(tables.table5([new]).frame, "timm") == [
+        "im/s ours, timm protocol: AMD EPYC AVX2, fp32, batch 16, 2 threads"]
+    assert "[ISA not recorded]" in speed_columns(tables.table5([old]).frame, "timm")[0]
+
+
+def test_no_speed_column_mixes_machines_or_precisions_and_a_new_machine_changes_no_column(records, tmp_path):
+    """Issue #36: records of two machines and two precisions fill four columns per protocol, each one machine and
+    one precision; a record from a third machine adds its own column and leaves every other cell as it was."""
+    bench = [r for r in records if r.kind == "bench" and "infer_img_per_s" in r.metrics]
+    amx = AVX2_FINGERPRINT | {"cpu_vendor": "GenuineIntel", "cpu_name": "Intel Xeon", "cpu_family": "6",
+                              "cpu_model": "143", "isa": ["avx", "avx2", "fma", "avx512f", "amx_bf16"]}
+    def on(r, fingerprint, precision, created, factor):
+        return dataclasses.replace(r, settings={**r.settings, "precision": precision},
+                                   metrics={**r.metrics, "infer_img_per_s": r.metrics["infer_img_per_s"] * factor},
+                                   env={**r.env, "fingerprint": fingerprint, "created": created})
+    two = [on(r, AVX2_FINGERPRINT, "fp32", "2098-01-01T00:00:00+00:00", 1.0) for r in bench]
+    two += [on(r, amx, "amp_bf16", "2098-06-01T00:00:00+00:00", 3.0) for r in bench if r.variant in ("deit_ti", "deit_s")]
+    two += [on(r, amx, "fp32", "2098-07-01T00:00:00+00:00", 1.5) for r in bench if r.variant == "deit_ti"]
+    for table in (tables.table1, tables.table5, tables.table5_comparison, tables.table10, tables.table2):
+        frame = table(two).frame
+        for column in [c for c in frame.columns if "im/s ours" in c]:
+            cells = frame[column][frame[column] != tables.NOT_RUN]
+            holders = [r for r in two if any(_shown(r) == cell for cell in cells)]
+            assert len({tables.speed_key(r) for r in holders}) <= 1, (table.__name__, column)
+    before = tables.table5(two).frame
+    assert speed_columns(before, "timm") == ["im/s ours, timm protocol: AMD EPYC AVX2, fp32, batch 16, 2 threads",
+                                             "im/s ours, timm protocol: Intel Xeon AVX-512 bf16, amp_bf16, batch 16, 2 threads",
+                                             "im/s ours, timm protocol: Intel Xeon AVX-512 bf16, fp32, batch 16, 2 threads"]
+    third = on(next(r for r in bench if r.variant == "deit_b"), AVX2_FINGERPRINT | {"threads": 1}, "fp32",
+               "2099-01-01T00:00:00+00:00", 0.5)
+    third = dataclasses.replace(third, env={**third.env, "num_threads": 1})
+    after = tables.table5([*two, third]).frame
+    assert set(after.columns) - set(before.columns) == {"im/s ours, timm protocol: AMD EPYC AVX2, fp32, batch 16, 1 threads"}
+    assert after[list(before.columns)].equals(before)
+    for table in (tables.table5, tables.table10):
+        tables.write(table(two), tmp_path / "before")
+        tables.write(table([*two, third]), tmp_path / "after")
+    for csv in (tmp_path / "before").glob("*.csv"):
+        old, new = pd.read_csv(csv, dtype=str), pd.read_csv(tmp_path / "after" / csv.name, dtype=str)
+        assert new[list(old.columns)].equals(old), csv.name
+
+
+def _shown(r) -> str:
+    speed = r.metrics["infer_img_per_s"]
+    return f"{speed:,.1f}" if speed >= 1 else f"{speed:.2g}"
 
 
 def test_each_of_our_figure1_lines_is_one_machine_and_one_protocol(records):
@@ -235,3 +287,64 @@ def test_the_attention_figure_draws_the_attention_rows_under_both_teachers(tmp_p
     assert "not the paper's method" in drawn["attention_mini"]._suptitle.get_text()
     figures.plt.close(drawn["attention_mini"])  # _save, stubbed here, closes it otherwise
     assert figures.attention_curves([r for r in records if r.kind != "train"], tmp_path) == []
+
+
+def _seeds(run, experiment, amp, values, *, created="2099-01-01T00:00:00+00:00", env=None, metric="final_val_top1"):
+    return [dataclasses.replace(run, settings={**run.settings, "experiment": experiment, "amp": amp,
+                                               "config": {**run.settings["config"], "seed": n}},
+                                metrics={**run.metrics, metric: v}, env={**run.env, "created": created, **(env or {})})
+            for n, v in enumerate(values)]
+
+
+def test_a_delta_is_tested_only_within_one_precision_and_says_what_differs_otherwise(records):
+    """Issue #30: a row trained in fp32 is not given a verdict against a bf16 control; within one kind the cell holds
+    the difference, its 95 % interval, Welch's p and the Holm-adjusted p, and the rule is written under the table."""
+    run = next(r for r in records if r.kind == "train" and r.settings.get("experiment") == "mini_none")
+    bf16_none = _seeds(run, "mini_none", "bf16", [55.31, 56.20, 56.32, 55.28, 55.97])
+    bf16_hard = _seeds(run, "mini_hard_cls", "bf16", [56.44, 57.24, 57.57, 55.73, 56.95])
+    fp32_soft = _seeds(run, "mini_soft_cls", "none", [58.0, 58.1, 58.2])
+    table = tables.table3([*bf16_none, *bf16_hard, *fp32_soft], "mini")
+    frame = table.frame.set_index("method")
+    hard = frame.loc["DeiT, hard distillation (class token)"]
+    assert hard["ours Δ [95 % CI]"] == "+0.97 [+0.05, +1.89]"
+    assert hard["ours p Welch; Holm"] == "0.042; 0.042" and hard["ours finding"] == "yes"  # the only test
+    soft = frame.loc["DeiT, usual distillation (class token)"]
+    assert soft["ours Δ [95 % CI]"] == "no control trained in fp32, cpu, torch 2.15" and soft["ours finding"] == "not tested"
+    assert soft["trained in"] == "fp32, cpu, torch 2.15" and hard["trained in"] == "bf16, cpu, torch 2.15"
+    assert stats_rule_in(table)
+
+
+def stats_rule_in(table) -> bool:
+    from bench import stats
+    return stats.RULE in table.footer
+
+
+def test_holm_counts_every_tested_row_of_a_table(records):
+    run = next(r for r in records if r.kind == "train" and r.settings.get("experiment") == "mini_none")
+    none = _seeds(run, "mini_none", "bf16", [55.31, 56.20, 56.32, 55.28, 55.97])
+    hard = _seeds(run, "mini_hard_cls", "bf16", [56.44, 57.24, 57.57, 55.73, 56.95])
+    soft = _seeds(run, "mini_soft_cls", "bf16", [55.78, 56.03, 57.30, 56.42, 56.85])
+    frame = tables.table3([*none, *hard, *soft], "mini").frame.set_index("method")
+    assert frame.loc["DeiT, hard distillation (class token)", "ours p Welch; Holm"] == "0.042; 0.083"
+    assert frame.loc["DeiT, hard distillation (class token)", "ours finding"] == "no"
+    assert frame.loc["DeiT, usual distillation (class token)", "ours p Welch; Holm"] == "0.099; 0.099"
+
+
+def test_the_attention_table_compares_each_row_with_the_control_of_its_own_kind_and_marks_another_cpu(records):
+    """The bf16 control of another machine is never the fp32 rows' control; an fp32 control of the same torch on
+    another CPU is, marked ‡ with its note; rows keep one line per kind."""
+    run = next(r for r in records if r.kind == "train" and r.settings.get("experiment") == "mini_none")
+    bf16 = _seeds(run, "mini_none", "bf16", [55.31, 56.20, 56.32, 55.28, 55.97], created="2098-01-01T00:00:00+00:00")
+    attn = _seeds(run, "mini_attn", "none", [58.18, 57.99, 58.01], env={"fingerprint": AVX2_FINGERPRINT})
+    only_bf16 = tables.table_attention([*bf16, *attn]).frame.set_index("experiment")
+    assert only_bf16.loc["mini_attn", "Δ no distillation [95 % CI]"].startswith("no control trained in fp32")
+    avx512 = AVX2_FINGERPRINT | {"isa": ["avx", "avx2", "fma", "avx512f", "avx512_bf16"]}
+    fp32 = _seeds(run, "mini_none", "none", [57.0, 57.4, 56.8, 57.2, 57.1], env={"fingerprint": avx512})
+    table = tables.table_attention([*bf16, *attn, *fp32])
+    frame = table.frame
+    assert list(frame.loc[frame["experiment"] == "mini_none", "trained in"]) == ["fp32, cpu, torch 2.15",
+                                                                                "bf16, cpu, torch 2.15"]
+    row = frame.set_index("experiment").loc["mini_attn"]
+    assert row["Δ no distillation [95 % CI]"].startswith("+0.96 [+0.67, +1.25]") and row["Δ no distillation [95 % CI]"].endswith(" ‡")
+    assert row["finding"] == "yes"
+    assert tables.OTHER_CPU_NOTE in table.footer

@@ -1,0 +1,80 @@
+"""Is a difference between two rows of seeds a finding? Welch's t-test with Holm's correction (issue #30).
+
+The tables compare a row's seeds with a control row's seeds (Table 3's rows with row 1, the attention rows with no
+distillation, one class-token initialisation with the other). A difference is called a finding only when Welch's
+two-sided t-test, after Holm's step-down correction over the comparisons of one table, gives p < 0.05.
+
+Why Welch's t-test and not an exact permutation test: our rows have 3-5 seeds. A permutation test of 3 against 5
+seeds has 56 arrangements, so its smallest two-sided p-value is 2/56 = 0.036; with Holm over a table's five
+comparisons the smallest adjusted p is then 0.18 and no difference could ever be called a finding, however large.
+Welch's test assumes seed-to-seed variation roughly normal (final top-1 of independent seeds is an average over
+10,000 test images, so this is the usual assumption) and does not assume equal spreads in the two rows. It also
+gives the 95 % interval of the difference, which says how large the effect may be and not only whether it is
+zero. docs/statistics.md has the argument in full and a worked example.
+
+scipy computes the test and its interval; Holm's step-down (Holm 1979) is six lines and is not in scipy, so it is
+written out here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+ALPHA = 0.05
+RULE = ("Δ: difference of seed means, with its 95 % interval (Welch). A difference is a finding ('yes') when "
+        "Welch's two-sided t-test gives p < 0.05 after Holm's correction over this table's comparisons; 'no' "
+        "otherwise. Rows of another precision or software are not compared (docs/statistics.md).")
+
+
+@dataclass(frozen=True)
+class Difference:
+    """`values` − `base`: the difference of means, its 95 % interval and Welch's two-sided p-value."""
+
+    diff: float
+    low: float
+    high: float
+    p: float
+    n: int
+    n_base: int
+
+
+def welch(values: Sequence[float], base: Sequence[float]) -> Difference | None:
+    """Welch's two-sided t-test of `values` against `base`; None when it is undefined (fewer than two seeds in a
+    row, or no spread in either: then there is nothing to test a difference against)."""
+    if len(values) < 2 or len(base) < 2:
+        return None
+    if _var(values) == 0 and _var(base) == 0:
+        return None
+    result = stats.ttest_ind(values, base, equal_var=False)
+    interval = result.confidence_interval(0.95)
+    return Difference(diff=_mean(values) - _mean(base), low=float(interval.low), high=float(interval.high),
+                      p=float(result.pvalue), n=len(values), n_base=len(base))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: the k-th smallest p is multiplied by (m − k + 1),
+    kept monotone and capped at 1. It holds the family-wise error at α across all m comparisons."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def finding(p_adjusted: float) -> str:
+    return "yes" if p_adjusted < ALPHA else "no"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _var(values: Sequence[float]) -> float:
+    mean = _mean(values)
+    return math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
