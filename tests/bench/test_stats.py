@@ -42,6 +42,16 @@ def test_a_difference_is_a_finding_only_below_five_percent_after_holm():
     assert stats.finding(0.049) == "yes" and stats.finding(0.05) == "no"
 
 
+@pytest.mark.parametrize("values, base", [(A1, A2), ([58.18, 57.99, 58.01], [55.31, 56.20, 56.32, 55.28, 55.97]),
+                                          ([1.0, 1.2, 1.5], [1.0, 1.1])])
+def test_welch_agrees_with_scipys_ttest_ind(values, base):
+    from scipy.stats import ttest_ind
+
+    d, reference = stats.welch(values, base), ttest_ind(values, base, equal_var=False)
+    interval = reference.confidence_interval(0.95)
+    assert (d.p, d.low, d.high) == pytest.approx((reference.pvalue, interval.low, interval.high), rel=1e-9)
+
+
 @pytest.mark.parametrize("values, base", [([1.0], [1.0, 2.0]), ([1.0, 2.0], [3.0]), ([2.0, 2.0], [3.0, 3.0])])
 def test_no_test_with_one_seed_or_no_spread_at_all(values, base):
     assert stats.welch(values, base) is None
