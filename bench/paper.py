@@ -1,10 +1,15 @@
 """The paper's numbers, defined once (Touvron et al., ICML 2021; arXiv 2012.12877 v2, as transcribed in
 ../shared/reference/paper.md), each cited by table and row. The registry, the experiments and the tables read
 them from here. Plain data: no torch, no timm.
+
+Only what the paper prints is here. It gives parameters rounded to millions and no FLOPs; the exact counts of
+timm's implementation (86,567,656 parameters and 17.583 GMACs for DeiT-B) are not the paper's and live in the
+registry as `Variant.reference_params` / `reference_gmacs` (issue #30: a "paper" column held them).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -14,25 +19,36 @@ class PaperRef:
 
     table: str  # where the row comes from, e.g. "Table 5"
     label: str  # the paper's own name for the row, e.g. "DeiT-B⚗"
-    params_m: float | None  # the paper's rounded "params" column, millions
+    params_m: float | None  # the paper's "params" column: whole millions (params_rounding says how it rounds)
     img_per_s: float | None = None  # one 16 GB V100, fp32, largest batch, mean of 30 runs
     top1: float | None = None
     real: float | None = None
     v2: float | None = None
-    params: int | None = None  # exact count of the timm implementation ("reference" in paper.md)
-    gmacs: float | None = None  # batch 1, head included, attention matmuls included
+
+
+def params_rounding(count: int, params_m: float) -> str | None:
+    """How the paper's `params_m` (whole millions) follows from an exact parameter count: "truncated", "rounded", or
+    None when neither gives it (then the two disagree; finer agreement cannot be read from the paper).
+
+    The paper does not say how it rounds, and does both: DeiT-B's 86,567,656 is printed 86M (truncated), DeiT-Ti⚗'s
+    5,910,800 is printed 6M (rounded).
+    """
+    millions = count / 1e6
+    if params_m == math.floor(millions):
+        return "truncated"
+    return "rounded" if params_m == math.floor(millions + 0.5) else None
 
 
 # Table 1/5 (params, V100 im/s, ImageNet / ReaL / V2 top-1) by registry alias; RegNetY-12GF appears in Table 2 only.
 MODELS: dict[str, PaperRef] = {
-    "deit_ti": PaperRef("Table 5", "DeiT-Ti", 5, 2536.5, 72.2, 80.1, 60.4, 5_717_416, 1.258),
-    "deit_s": PaperRef("Table 5", "DeiT-S", 22, 940.4, 79.8, 85.7, 68.5, 22_050_664, 4.608),
-    "deit_b": PaperRef("Table 5", "DeiT-B", 86, 292.3, 81.8, 86.7, 71.5, 86_567_656, 17.583),
-    "deit_b_384": PaperRef("Table 5", "DeiT-B↑384", 86, 85.9, 83.1, 87.7, 72.4, 86_859_496, 55.540),
-    "deit_ti_dist": PaperRef("Table 5", "DeiT-Ti⚗", 6, 2529.5, 74.5, 82.1, 62.9, 5_910_800, 1.266),
-    "deit_s_dist": PaperRef("Table 5", "DeiT-S⚗", 22, 936.2, 81.2, 86.8, 70.0, 22_436_432, 4.634),
-    "deit_b_dist": PaperRef("Table 5", "DeiT-B⚗", 87, 290.9, 83.4, 88.3, 73.2, 87_338_192, 17.676),
-    "deit_b_dist_384": PaperRef("Table 5", "DeiT-B⚗↑384", 87, 85.8, 84.5, 89.0, 74.8, 87_630_032, 55.647),
+    "deit_ti": PaperRef("Table 5", "DeiT-Ti", 5, 2536.5, 72.2, 80.1, 60.4),
+    "deit_s": PaperRef("Table 5", "DeiT-S", 22, 940.4, 79.8, 85.7, 68.5),
+    "deit_b": PaperRef("Table 5", "DeiT-B", 86, 292.3, 81.8, 86.7, 71.5),
+    "deit_b_384": PaperRef("Table 5", "DeiT-B↑384", 86, 85.9, 83.1, 87.7, 72.4),
+    "deit_ti_dist": PaperRef("Table 5", "DeiT-Ti⚗", 6, 2529.5, 74.5, 82.1, 62.9),
+    "deit_s_dist": PaperRef("Table 5", "DeiT-S⚗", 22, 936.2, 81.2, 86.8, 70.0),
+    "deit_b_dist": PaperRef("Table 5", "DeiT-B⚗", 87, 290.9, 83.4, 88.3, 73.2),
+    "deit_b_dist_384": PaperRef("Table 5", "DeiT-B⚗↑384", 87, 85.8, 84.5, 89.0, 74.8),
     "regnety_040": PaperRef("Table 5", "RegNetY-4GF", 21, 1156.7, 80.0, 86.4, 69.4),
     "regnety_080": PaperRef("Table 5", "RegNetY-8GF", 39, 591.6, 81.7, 87.4, 70.8),
     "regnety_120": PaperRef("Table 2", "RegNetY-12GF", None, top1=82.4),

@@ -1,7 +1,9 @@
 """The one registry: DeiT variants, CNN teachers and a tiny debug model, with the paper's numbers as data.
 
 Keys are the short aliases people type (`deit_b`); the full timm model name of a registered entry is
-accepted too. The paper's numbers come from bench/paper.py (one place), each tagged with its table.
+accepted too. The paper's numbers come from bench/paper.py (one place), each tagged with its table. The DeiT
+entries also carry the exact size of their reference implementation, timm's model of that name (equal to the
+official weights' tensors): numbers the paper does not print (it rounds params to millions and has no FLOPs).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ class Variant:
     num_classes: int = 1000
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides passed to timm.create_model
     paper: PaperRef | None = None
+    # Exact size of timm's `model` at `img_size` (ImageNet head, batch 1, attention matmuls counted), NOT the paper's:
+    # the check that what we build is the reference implementation (../shared/reference/paper.md, "Not in the paper")
+    reference_params: int | None = None
+    reference_gmacs: float | None = None
     family: str = "vit"  # "vit": position embeddings built for the resolution, a patch grid; "cnn": any input size
     patch_size: int | None = 16  # ViTs only: the input size must be a multiple of it
 
@@ -41,8 +47,9 @@ class Variant:
         return timm.create_model(self.model, pretrained=False, **kwargs)
 
 
-def _deit(name, model, img_size, distilled) -> Variant:
-    return Variant(name, model, img_size, distilled, "student", paper=MODELS[name])
+def _deit(name, model, img_size, distilled, params, gmacs) -> Variant:
+    return Variant(name, model, img_size, distilled, "student", paper=MODELS[name], reference_params=params,
+                   reference_gmacs=gmacs)
 
 
 def _teacher(name, model, img_size=224, **kwargs) -> Variant:
@@ -60,15 +67,15 @@ _DEBUG_KWARGS = dict(img_size=32, patch_size=4, embed_dim=64, depth=2, num_heads
 _CIFAR_VIT_KWARGS = dict(img_size=32, patch_size=4, embed_dim=96, depth=6, num_heads=3, num_classes=10)
 
 _ENTRIES = [
-    # Table 1/5 rows (Table 5 carries params, V100 im/s, ImageNet / ReaL / V2 top-1).
-    _deit("deit_ti", "deit_tiny_patch16_224", 224, False),
-    _deit("deit_s", "deit_small_patch16_224", 224, False),
-    _deit("deit_b", "deit_base_patch16_224", 224, False),
-    _deit("deit_b_384", "deit_base_patch16_384", 384, False),
-    _deit("deit_ti_dist", "deit_tiny_distilled_patch16_224", 224, True),
-    _deit("deit_s_dist", "deit_small_distilled_patch16_224", 224, True),
-    _deit("deit_b_dist", "deit_base_distilled_patch16_224", 224, True),
-    _deit("deit_b_dist_384", "deit_base_distilled_patch16_384", 384, True),
+    # Table 1/5 rows (Table 5 carries params, V100 im/s, ImageNet / ReaL / V2 top-1), with timm's exact params, GMACs.
+    _deit("deit_ti", "deit_tiny_patch16_224", 224, False, 5_717_416, 1.258),
+    _deit("deit_s", "deit_small_patch16_224", 224, False, 22_050_664, 4.608),
+    _deit("deit_b", "deit_base_patch16_224", 224, False, 86_567_656, 17.583),
+    _deit("deit_b_384", "deit_base_patch16_384", 384, False, 86_859_496, 55.540),
+    _deit("deit_ti_dist", "deit_tiny_distilled_patch16_224", 224, True, 5_910_800, 1.266),
+    _deit("deit_s_dist", "deit_small_distilled_patch16_224", 224, True, 22_436_432, 4.634),
+    _deit("deit_b_dist", "deit_base_distilled_patch16_224", 224, True, 87_338_192, 17.676),
+    _deit("deit_b_dist_384", "deit_base_distilled_patch16_384", 384, True, 87_630_032, 55.647),
     # Table 5's other networks, for size and speed beside the paper's (role "reference"): timm's implementations;
     # EfficientNets are the TensorFlow ports (SAME padding), at the resolution each was published with.
     _reference("resnet18", "resnet18"), _reference("resnet50", "resnet50"),

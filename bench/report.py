@@ -1,9 +1,14 @@
-"""Human-readable views: the registry table and a run's summary, ours beside the paper's numbers."""
+"""Human-readable views: the registry table and a run's summary, ours beside the paper's numbers.
+
+A "paper" column holds only what the paper prints (params rounded to millions, no FLOPs); the exact counts of
+timm's implementation stand in columns of their own, labelled as the reference's (issue #30).
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from bench.paper import params_rounding
 from bench.record import Record
 from bench.registry import VARIANTS, Variant, at_resolution
 
@@ -13,7 +18,8 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 def registry_table(role: str | None = None) -> str:
-    """`bench ls`: every registered entry with its timm name and the paper's reference numbers."""
+    """`bench ls`: every registered entry with its timm name, the paper's numbers and, for the DeiT rows, the exact
+    size of timm's implementation (not the paper's: it prints params in whole millions and no FLOPs)."""
     rows = []
     for v in VARIANTS.values():
         if role and v.role != role:
@@ -23,9 +29,11 @@ def registry_table(role: str | None = None) -> str:
             "name": v.name, "timm model": v.model, "role": v.role, "img": v.img_size,
             "distilled": "yes" if v.distilled else "", "classes": v.num_classes,
             "paper": p.label if p else "", "table": p.table if p else "",
-            "params": _num(p.params, ",") if p and p.params else (f"{p.params_m:g}M" if p and p.params_m else ""),
-            "GMACs": _num(p and p.gmacs, ".3f"), "V100 im/s": _num(p and p.img_per_s, ".1f"),
+            "params (paper, rounded)": f"{p.params_m:g}M" if p and p.params_m else "",
+            "V100 im/s": _num(p and p.img_per_s, ".1f"),
             "top-1": _num(p and p.top1, ".1f"), "ReaL": _num(p and p.real, ".1f"), "V2": _num(p and p.v2, ".1f"),
+            "params, exact (timm reference)": _num(v.reference_params, ","),
+            "GMACs (timm reference)": _num(v.reference_gmacs, ".3f"),
         })
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
@@ -46,14 +54,7 @@ def summary(record: Record, variant: Variant) -> str:
             + (f"\nprecision {s.precision}: {s.precision_why}" if s.precision_why and timed_any else "")
             + (f"\naccuracy in {record.accuracy_precision}: {_accuracy_why(s)}" if "top1" in m else "")
             + (f"\nmachine {record.env.fingerprint['id']}" if record.env.fingerprint else ""))
-    rows = []
-    if "params" in m:
-        paper_params = (p.params or (p.params_m and p.params_m * 1e6)) if p else None
-        rows.append(("params", f"{m.params:,}",
-                     "" if not paper_params else f"{paper_params:,.0f}" + ("" if p.params else " (rounded)"),
-                     "" if not paper_params else f"{m.params - paper_params:+,.0f}"))
-        rows.append(("GMACs (batch 1)", f"{m.gmacs:.3f}", _num(p and p.gmacs, ".3f"),
-                     "" if not (p and p.gmacs) else f"{100 * (m.gmacs / p.gmacs - 1):+.2f} %"))
+    rows = _size_rows(m, p, row) if "params" in m else []
     if "infer_img_per_s" in m:
         # the paper's figure is at the variant's own resolution; at another size it would be no comparison
         paper_speed = p.img_per_s if p else None
@@ -77,9 +78,31 @@ def summary(record: Record, variant: Variant) -> str:
     rows += _relspeed_rows(m)
     rows += _accuracy_rows(record, p)
     columns = ["metric", "ours", f"paper ({table})", "delta"]
+    if any(len(r) > len(columns) for r in rows):  # the size rows of a variant with a reference implementation
+        columns += [f"reference (timm {row.model})", "delta vs reference"]
+        rows = [(*r, *[""] * (len(columns) - len(r))) for r in rows]
     body = pd.DataFrame(rows, columns=columns).to_markdown(index=False, disable_numparse=True)
     notes = "".join(f"\nnote: {n}" for n in record.notes if not n.startswith("checkpoint sha256"))
     return f"{head}\n\n{body}{notes}"
+
+
+def _size_rows(m, p, row) -> list[tuple[str, ...]]:
+    """params and GMACs: beside the paper's params, which it prints in whole millions (so the delta is checked to that
+    rounding only), and its lack of FLOPs; and beside the reference implementation's exact counts where the registry
+    has them (`reference_params`, `reference_gmacs`), the exact check. Six cells with a reference, else four."""
+    params_m = p.params_m if p else None
+    paper_params = paper_delta = ""
+    if params_m is not None:
+        how = params_rounding(m.params, params_m)
+        paper_params = f"{params_m:g}M (rounded to millions)"
+        paper_delta = f"{m.params / 1e6 - params_m:+.2f} M, " + (
+            f"agrees to the paper's rounding ({how})" if how else "beyond the paper's rounding")
+    rows = [("params", f"{m.params:,}", paper_params, paper_delta),
+            ("GMACs (batch 1)", f"{m.gmacs:.3f}", "none: the paper prints no FLOPs" if p else "", "")]
+    if row is None or row.reference_params is None:
+        return rows
+    return [(*rows[0], f"{row.reference_params:,}", f"{m.params - row.reference_params:+,}"),
+            (*rows[1], f"{row.reference_gmacs:.3f}", f"{100 * (m.gmacs / row.reference_gmacs - 1):+.2f} %")]
 
 
 def _relspeed_rows(m: dict) -> list[tuple[str, str, str, str]]:

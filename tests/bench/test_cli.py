@@ -35,6 +35,15 @@ def test_the_summary_shows_ours_beside_the_paper(capsys, tmp_path):
     assert code == 0
     assert "5,717,416" in out and "1.258" in out and "Table 5" in out
     assert "infer_img_per_s" not in json.loads(next(tmp_path.iterdir()).read_text())["metrics"]
+    # issue #30: the paper column holds only what the paper prints; the exact counts are the reference's
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("|")]
+    header, rows = table[0], {r[0]: dict(zip(table[0], r)) for r in table[2:]}
+    assert header[2:] == ["paper (Table 5)", "delta", "reference (timm deit_tiny_patch16_224)", "delta vs reference"]
+    assert rows["params"]["paper (Table 5)"] == "5M (rounded to millions)"
+    assert rows["params"]["delta"] == "+0.72 M, agrees to the paper's rounding (truncated)"
+    assert rows["params"]["reference (timm deit_tiny_patch16_224)"] == "5,717,416"
+    assert rows["params"]["delta vs reference"] == "+0"
+    assert "no FLOPs" in rows["GMACs (batch 1)"]["paper (Table 5)"] and rows["GMACs (batch 1)"]["delta"] == ""
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -88,6 +97,16 @@ def test_an_interrupt_during_measurement_writes_no_record(capsys, tmp_path, monk
 def test_ls_lists_every_registered_entry(capsys):
     code, out, _ = run_cli(capsys, "ls")
     assert code == 0 and all(name in out for name in VARIANTS)
+
+
+def test_ls_says_which_params_are_the_papers_rounded_ones_and_which_timms_exact_ones(capsys):
+    code, out, _ = run_cli(capsys, "ls", "--role", "student")
+    header = [c.strip() for c in out.splitlines()[0].strip("|").split("|")]
+    deit_b = [c.strip() for c in next(line for line in out.splitlines() if line.startswith("| deit_b ")).strip("|")
+              .split("|")]
+    cell = dict(zip(header, deit_b))
+    assert cell["params (paper, rounded)"] == "86M" and cell["params, exact (timm reference)"] == "86,567,656"
+    assert cell["GMACs (timm reference)"] == "17.583" and "GMACs" not in " ".join(h for h in header if "paper" in h)
 
 
 @pytest.mark.skipif(not BENCH.exists(), reason="the `bench` console script is not installed next to python")

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -8,13 +10,23 @@ PAPER_ALIASES = ["deit_ti", "deit_s", "deit_b", "deit_b_384",
                  "deit_ti_dist", "deit_s_dist", "deit_b_dist", "deit_b_dist_384"]
 
 
-def test_the_eight_paper_variants_are_registered_with_table_5_numbers():
+def test_the_eight_paper_variants_are_registered_with_table_5_numbers_and_timms_exact_size():
     for alias in PAPER_ALIASES:
         v = VARIANTS[alias]
         assert v.role == "student" and v.paper.table == "Table 5"
         assert v.distilled == alias.startswith(("deit_ti_dist", "deit_s_dist", "deit_b_dist"))
         assert v.img_size == (384 if alias.endswith("384") else 224)
-        assert None not in (v.paper.img_per_s, v.paper.top1, v.paper.real, v.paper.v2, v.paper.params, v.paper.gmacs)
+        assert None not in (v.paper.params_m, v.paper.img_per_s, v.paper.top1, v.paper.real, v.paper.v2)
+        assert None not in (v.reference_params, v.reference_gmacs)
+
+
+def test_the_papers_numbers_hold_no_exact_counts_it_does_not_print():
+    """Issue #30: PaperRef.params/gmacs held timm's counts, and a "paper" column showed 86,567,656 for DeiT-B."""
+    from bench.paper import PaperRef
+
+    fields = {f.name for f in dataclasses.fields(PaperRef)}
+    assert not fields & {"params", "gmacs"} and "params_m" in fields
+    assert all(v.reference_params is None for v in VARIANTS.values() if v.role != "student" or v.paper is None)
 
 
 def test_every_table_2_regnety_teacher_and_a_cifar_cnn_are_registered():

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.paper import params_rounding
 from bench.registry import VARIANTS
 from bench.size import count_gmacs, count_params, sdpa_macs
 
@@ -15,14 +16,28 @@ def built(request):
     return v, v.build()
 
 
-def test_parameter_counts_are_exactly_the_papers(built):
+def test_parameter_counts_are_exactly_the_reference_implementations_and_the_papers_to_its_rounding(built):
     v, model = built
-    assert count_params(model) == v.paper.params
+    assert count_params(model) == v.reference_params
+    assert params_rounding(count_params(model), v.paper.params_m) is not None
 
 
 def test_gmacs_include_attention_and_match_the_reference_within_a_tenth_of_a_percent(built):
     v, model = built
-    assert count_gmacs(model, v.img_size) == pytest.approx(v.paper.gmacs, rel=1e-3)
+    assert count_gmacs(model, v.img_size) == pytest.approx(v.reference_gmacs, rel=1e-3)
+
+
+@pytest.mark.parametrize("count,printed,how", [
+    (86_567_656, 86, "truncated"),  # DeiT-B
+    (5_910_800, 6, "rounded"),  # DeiT-Ti⚗
+    (5_717_416, 5, "truncated"),  # DeiT-Ti, where rounding would give 6
+    (22_050_664, 22, "truncated"),  # DeiT-S: both give 22
+    (25_557_032, 25, "truncated"),  # ResNet-50 in timm
+    (304_715_752, 307, None),  # ViT-L/16 at 384 in timm: 2.3 M short of the paper's
+    (86_567_656, 88, None),
+])
+def test_a_count_agrees_with_the_paper_when_truncating_or_rounding_gives_its_millions(count, printed, how):
+    assert params_rounding(count, printed) == how
 
 
 class Attention(nn.Module):
