@@ -33,8 +33,7 @@ from bench.paper import FIGURE1_FAMILIES, TABLE10
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
 from bench.scales import experiment_name
-from bench.tables import (Arm, attention_arms, latest, machine_of, speed_key, table3_arms,  # noqa: E402
-                          train_runs)
+from bench.tables import Arm, attention_arms, latest, machine_of, speed_key, table3_arms, train_runs  # noqa: E402
 
 _SVG_META = {"Date": None}  # no timestamp: the same records give the same SVG
 _PNG_META = {"Software": None}

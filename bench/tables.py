@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -105,8 +104,10 @@ def _at_protocol_batch(r: Record) -> bool:
 
 
 def _official_accuracy(records: list[Record], variant: str, img_size: int) -> Record | None:
+    """The newest accuracy of official or hub weights measured in fp32 (the paper's precision, and what `bench run`
+    evaluates in on every machine unless told otherwise: a bf16 top-1 depends on the CPU that ran it, issue #30)."""
     hits = [r for r in records if r.kind == "bench" and r.variant == variant and "top1" in r.metrics
-            and r.settings.img_size == img_size
+            and r.settings.img_size == img_size and r.accuracy_precision == "fp32"
             and not any("not an official release" in n for n in r.notes)]
     return hits[-1] if hits else None
 
@@ -156,14 +157,12 @@ def table5_comparison(records: list[Record]) -> Table:
 
 
 def _paper_millions(params: int | None, paper_m: float | None) -> str:
-    """Whether the paper's whole-million parameter count is ours truncated or rounded (the paper does not say which
-    it did: DeiT-Ti's 5.72 M is printed 5, DeiT-Ti⚗'s 5.91 M is printed 6), else how far ours is from it."""
+    """Whether the paper's whole-million parameter count is ours truncated or rounded (`paper.params_rounding`),
+    else how far ours is from it."""
     if params is None or paper_m is None:
         return NOT_RUN
-    millions = params / 1e6
-    if paper_m in (math.floor(millions), round(millions)):
-        return "yes, truncated" if paper_m == math.floor(millions) else "yes, rounded"
-    return f"no: ours {millions:.2f} M ({100 * (millions / paper_m - 1):+.1f} %)"
+    how = paper.params_rounding(params, paper_m)
+    return f"yes, {how}" if how else f"no: ours {params / 1e6:.2f} M ({100 * (params / 1e6 / paper_m - 1):+.1f} %)"
 
 
 def table1(records: list[Record]) -> Table:

@@ -348,3 +348,15 @@ def test_the_attention_table_compares_each_row_with_the_control_of_its_own_kind_
     assert row["Δ no distillation [95 % CI]"].startswith("+0.96 [+0.67, +1.25]") and row["Δ no distillation [95 % CI]"].endswith(" ‡")
     assert row["finding"] == "yes"
     assert tables.OTHER_CPU_NOTE in table.footer
+
+
+def test_table5s_top1_is_only_an_fp32_accuracy_of_official_weights(records):
+    """A bf16 top-1 depends on the CPU that ran it (issue #30): it never fills the column beside the paper's."""
+    sized = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
+    def accuracy(precision, top1, created):
+        return dataclasses.replace(sized, settings={**sized.settings, "precision": "amp_bf16",
+                                                    "accuracy_precision": precision},
+                                   metrics={**sized.metrics, "top1": top1}, env={**sized.env, "created": created})
+    fp32, bf16 = accuracy("fp32", 72.1, "2098-01-01T00:00:00+00:00"), accuracy("amp_bf16", 70.0, "2099-01-01T00:00:00+00:00")
+    assert tables.table5([fp32, bf16]).frame.set_index("model").loc["DeiT-Ti", "top-1 ours"] == "72.10"
+    assert tables.table5([bf16]).frame.set_index("model").loc["DeiT-Ti", "top-1 ours"] == tables.NOT_RUN
