@@ -93,7 +93,7 @@ def test_attention_and_hard_distillation_train_together_from_a_vit_teacher(tmp_p
     said = []
     record = train(resolve_config("debug_hard", None, sets), tmp_path / "run", experiment="debug_hard", resume=False,
                    log=said.append)
-    assert "(hard distillation, token; attention distillation, blocks [-1])" in said[0]  # the banner names both
+    assert "(hard distillation, token; attention distillation, blocks [-1]; teacher " in said[0]  # names both
     steps = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
              if '"step"' in line]
     assert record.metrics.final_val_top1 is not None and all(s["loss_distill"] > 0 for s in steps)
