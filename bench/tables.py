@@ -502,10 +502,12 @@ ATTENTION_TEACHERS = (  # (row, experiment, metric): the teachers' own top-1 hea
 
 
 def attention_arms(records: list[Record]) -> tuple[list[Arm], list[Arm]]:
-    """The teachers' arms and the student rows' arms of the attention table, every kind each was trained in."""
-    return (arms(records, ATTENTION_TEACHERS, every_kind=True),
-            sorted(arms(records, ATTENTION_ROWS, every_kind=True), key=lambda a: [r[1] for r in ATTENTION_ROWS].index(
-                a.experiment)))
+    """The teachers' arms and the student rows' arms of the attention table, every kind each was trained in, in the
+    order the rows are declared."""
+    def in_order(rows: tuple[tuple[str, str, str], ...]) -> list[Arm]:
+        order = [experiment for _, experiment, _ in rows]
+        return sorted(arms(records, rows, every_kind=True), key=lambda a: order.index(a.experiment))
+    return in_order(ATTENTION_TEACHERS), in_order(ATTENTION_ROWS)
 
 
 def table_attention(records: list[Record]) -> Table:
