@@ -16,6 +16,16 @@ class UsageError(Exception):
     """A mistake in what the user asked for: reported in one line, exit code 2, no traceback."""
 
 
+class FolderInUse(UsageError):
+    """A run folder another live process is writing (issue #32: two runs into one folder interleaved their logs)."""
+
+
+class StorageError(UsageError, OSError):
+    """A full or read-only disk, named as such with what was kept (issue #32). Reported like a usage error (one
+    line, exit 2): the user frees space or writes elsewhere, nothing in the run is wrong. Also an OSError, so the
+    callers that handle a failed write still do."""
+
+
 def check_folder(path, flag: str) -> None:
     """Raise UsageError unless `path` is, or can become, a writable folder: checked before a command measures or
     trains anything, so a results folder given as a file name fails in a second, not after the run."""

@@ -3,15 +3,58 @@
 The content goes to a temporary file in the target's folder, is flushed to disk, and only then takes the
 target's name: `os.replace` when an old file may be replaced (a baseline, a table, a checkpoint), a hard link
 when it must not be (a result record: append-only). A crash, Ctrl-C or a full disk leaves the old file or none,
-never half of one, and no temporary file behind.
+never half of one, and no temporary file behind. A full or read-only disk is named as such (`StorageError`), with
+what was kept. Appended logs get a whole line or nothing (`append_line`), and a folder written by one process at a
+time is held with `hold_folder` (issue #32).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
+import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from bench.errors import FolderInUse, StorageError
+
+# torch.save reports a failed write of its zip writer as a RuntimeError that has lost the errno ("[enforce fail at
+# inline_container.cc:672] . unexpected pos 732416 vs 732304" on a full disk: issue #32 row 11)
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "PytorchStreamWriter failed writing")
+
+
+def storage_error(path: Path, exc: BaseException, *, existed: bool) -> StorageError | None:
+    """`exc`, raised writing `path`, as a StorageError naming a full or read-only disk and what was kept; None when
+    it is neither. Called before a failed temporary file is removed: on a full disk its bytes are what fill it."""
+    path, code = Path(path), getattr(exc, "errno", None)
+    kept = f"{path} is unchanged" if existed else f"{path} was not written"
+    folder = next((p for p in path.parents if p.exists()), path.parent)
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why = "is on a read-only disk" if code == errno.EROFS else "is not writable (permission denied)"
+        return StorageError(f"cannot write {path}: {folder} {why}; {kept}")
+    torch_failed = isinstance(exc, RuntimeError) and any(m in str(exc) for m in _TORCH_WRITE_FAILED)
+    if code not in (errno.ENOSPC, errno.EDQUOT) and not torch_failed:
+        return None
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    left = f"{free / 2**20:.1f} MiB free in {folder}" if free is not None else f"in {folder}"
+    if code == errno.EDQUOT:
+        return StorageError(f"cannot write {path}: the disk quota is used up ({left}); {kept}")
+    if code == errno.ENOSPC or (free is not None and free < 2**20):
+        return StorageError(f"cannot write {path}: the disk is full ({left}); {kept}; free space or write elsewhere")
+    return StorageError(f"cannot write {path}: the write failed with {left}, a quota or an I/O error? "
+                        f"({str(exc).splitlines()[0]}); {kept}")
+
+
+def _named(path: Path, exc: BaseException, existed: bool) -> BaseException:
+    return storage_error(path, exc, existed=existed) or exc
 
 
 def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = True, mode: int = 0o644) -> Path:
@@ -23,8 +66,12 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = T
         mode: permissions of the new file (mkstemp makes files private; results are meant to be shared).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise _named(path, exc, existed) from exc
     os.close(fd)
     tmp = Path(name)
     try:
@@ -36,6 +83,8 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = T
             os.replace(tmp, path)
         else:
             os.link(tmp, path)  # fails if `path` exists: never overwrite
+    except (OSError, RuntimeError) as exc:
+        raise _named(path, exc, existed) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -49,3 +98,59 @@ def write_text_atomic(path: Path, text: str, *, replace: bool = True) -> Path:
 def write_bytes_atomic(path: Path, data: bytes, *, replace: bool = True) -> Path:
     """`write_atomic` for bytes."""
     return write_atomic(path, lambda tmp: tmp.write_bytes(data), replace=replace)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append `line` and a newline to `path` whole or not at all: a failed write (a full disk) cuts the file back to
+    its previous end, so an appended log never keeps a torn line of ours (issue #32 row 10). Not synced: a log."""
+    path, data = Path(path), (line + "\n").encode("utf-8")
+    existed = path.exists()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _named(path, exc, existed) from exc
+    try:
+        end = os.fstat(fd).st_size
+        done = 0
+        while done < len(data):
+            done += os.write(fd, data[done:])
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, end)
+        raise _named(path, exc, existed) from exc
+    finally:
+        os.close(fd)
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> Iterator[Path]:
+    """Own `folder` for the block: an exclusive `flock` on `folder/.lock`, which names the owner's pid and host. A
+    second process is refused with FolderInUse naming the holder (issue #32 row 9: two runs into one folder both
+    exited 0 with their logs interleaved). The kernel releases the lock when the block ends or its process dies,
+    however (SIGKILL included), so there is never a stale lock to remove by hand; the file itself stays."""
+    folder = Path(folder)
+    lock = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _named(lock, exc, lock.exists()) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock.read_text(errors="replace").strip() or "a process just starting"
+            raise FolderInUse(f"{folder} is being written by another process ({holder}, holding {lock}); wait for "
+                              "it to finish, or write elsewhere") from None
+        except OSError as exc:  # a filesystem without flock (Lustre mounted noflock, some NFS): run, but say so
+            log(f"warning: cannot lock {lock} ({os.strerror(exc.errno)}); nothing stops a second process from "
+                f"writing {folder} at the same time")
+        else:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        yield folder
+    finally:
+        os.close(fd)  # releases the lock
