@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import platform
 import shlex
+import stat
 import subprocess
 import sys
 import uuid
@@ -75,8 +77,16 @@ class Record:
                                   f"unknown fields {', '.join(unknown)}" if unknown else "") if part))
         if not all(isinstance(data[k], dict) for k in ("settings", "metrics", "env")):
             raise ValueError("not a complete record: settings, metrics and env must be JSON objects")
-        if data.get("kind", "bench") not in schema.KINDS:
-            raise ValueError(f"unknown record kind {data['kind']!r}; this version reads {', '.join(schema.KINDS)}")
+        kind = data.get("kind", "bench")
+        if not isinstance(kind, str) or kind not in schema.KINDS:
+            raise ValueError(f"unknown record kind {kind!r}; this version reads {', '.join(schema.KINDS)}")
+        # types, not only keys (issue #32): a reader of `"params": "five million"` must not be the one to find out
+        problems = [f"{k}: {p}" for k, t in (("variant", str), ("model", str), ("notes", list[str]))
+                    if k in data for p in [schema.type_problem(data[k], t)] if p]
+        problems += [f"{section}.{p}" for section in ("settings", "metrics", "env")
+                     for p in schema.section_class(kind, section)(data[section]).problems()]
+        if problems:
+            raise ValueError("; ".join(problems))
         return cls(**data)
 
     @property
@@ -111,25 +121,42 @@ class RecordError(ValueError):
     """A file that is not a readable record, named with the reason."""
 
 
-def read_record(path: Path) -> Record:
+def read_record(path: Path, check: Callable[[Record], None] | None = None) -> Record:
+    """The record in `path`, and `check(record)` passed. Raises RecordError naming the file and what is wrong."""
     try:
-        return Record.from_json(path.read_text())
+        record = Record.from_json(_read_regular(path))
+        if check is not None:
+            check(record)
+        return record
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
-        raise RecordError(f"{path}: {exc}") from None
+        raise RecordError(f"{path}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") from None
 
 
-def load_records(path: Path, skip_bad: Callable[[RecordError], None] | None = None) -> list[Record]:
+def _read_regular(path: Path) -> str:
+    """The text of a regular file. Opened without blocking and checked before reading: a FIFO named x.json among
+    records once hung `bench tables` (issue #32)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError("not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        return f.read().decode("utf-8")
+
+
+def load_records(path: Path, skip_bad: Callable[[RecordError], None] | None = None,
+                 check: Callable[[Record], None] | None = None) -> list[Record]:
     """Every record in a folder (recursively) or the one record in a file, oldest first by the time each run
     was recorded (not by file name: issue #19's "latest" record depended on the folder it lay in), so `[-1]` is
-    the newest. A file that is not a record raises RecordError naming it, or, given `skip_bad`, is passed to it
-    and left out."""
+    the newest. A file that is not a record, of the wrong types, not a regular file, or failing the reader's own
+    `check` (a ValueError saying why) raises RecordError naming it, or, given `skip_bad`, is passed to it and
+    left out."""
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
     records = []
     for f in files:
         if f.name.startswith(".tmp-"):
             continue
         try:
-            records.append(read_record(f))
+            records.append(read_record(f, check))
         except RecordError as exc:
             if skip_bad is None:
                 raise

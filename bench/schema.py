@@ -8,13 +8,19 @@ sessions, which miss keys added since, still load: a missing key reads as None (
 docs/records.md is generated from these classes (`python -m bench.schema > docs/records.md`) and a test checks
 every committed record against them, so the schema, the docs and what the code writes cannot drift apart.
 Torch-free. To add a key: one `Key` line in its section's class (docs/extending.md).
+
+Each key's declared type is also checked when a record is read (`Section.problems`, issue #32): a record with
+`"params": "five million"` is refused naming the file and the key, not a traceback in whatever reads it. JSON null
+reads as "not measured", as a missing key does.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
+import types
 from collections.abc import Iterator, Mapping
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, Union, get_args, get_origin, overload
 
 T = TypeVar("T")
 
@@ -28,11 +34,19 @@ KINDS = {
 
 
 class Key(Generic[T]):
-    """One key of a section: `params = Key[int]("parameters")` reads `data["params"]` as an int, None if absent."""
+    """One key of a section: `params = Key[int]("parameters")` reads `data["params"]` as an int, None if absent.
+    `items` declares the type of a list's items (`Key[list]("…", items=float)`)."""
 
-    def __init__(self, meaning: str) -> None:
+    def __init__(self, meaning: str, *, items: type | None = None) -> None:
         self.meaning = meaning
+        self.items = items
         self.name = ""
+
+    @property
+    def type(self) -> Any:
+        """What a value must be (`Section.problems`): the declared type, `list[items]` for a list of items."""
+        declared = self.__orig_class__.__args__[0]  # typing keeps `Key[int]`'s argument on the instance
+        return list[self.items] if declared is list and self.items else declared
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -47,10 +61,11 @@ class Key(Generic[T]):
 
 
 class Family:
-    """Keys sharing a pattern (one per head, per GPU reading): `batch_ms_*`. Read them by name: `metrics["…"]`."""
+    """Keys sharing a pattern (one per head, per GPU reading): `batch_ms_*`. Read them by name: `metrics["…"]`.
+    `type`, where every key of the family has one, is checked like a key's."""
 
-    def __init__(self, pattern: str, meaning: str) -> None:
-        self.pattern, self.meaning = pattern, meaning
+    def __init__(self, pattern: str, meaning: str, type: Any = None) -> None:
+        self.pattern, self.meaning, self.type = pattern, meaning, type
 
 
 class Section(Mapping[str, Any]):
@@ -80,6 +95,19 @@ class Section(Mapping[str, Any]):
         for klass in reversed(cls.__mro__):
             seen.update({k: v for k, v in vars(klass).items() if isinstance(v, Key)})
         return list(seen.values())
+
+    def problems(self) -> list[str]:
+        """'key: expected int, got str …' for every value not of its key's declared type (or its family's); null
+        is "not measured" and passes. Undeclared keys are `undocumented`'s business."""
+        declared = {k.name: k.type for k in self.declared()}
+        out = []
+        for name, value in self._data.items():
+            expected = declared.get(name) or next(
+                (f.type for f in self.FAMILIES if fnmatch.fnmatchcase(name, f.pattern)), None)
+            problem = None if value is None or expected is None else type_problem(value, expected)
+            if problem:
+                out.append(f"{name}: {problem}")
+        return out
 
     @classmethod
     def undocumented(cls, names: list[str]) -> list[str]:
@@ -135,7 +163,7 @@ class BenchSettings(Section):
     compile = Key[bool]("torch.compile")
     warmup = Key[int]("untimed forwards")
     iters = Key[int]("timed forwards (relspeed: rounds)")
-    metrics = Key[list]("what was measured")
+    metrics = Key[list]("what was measured", items=str)
     budget_s = Key[float]("relspeed: seconds allowed for retaking contended rounds")
     num_classes = Key[int]("the head's classes (a checkpoint's head decides)")
     distilled = Key[bool]("has a distillation token")
@@ -148,14 +176,14 @@ class BenchMetrics(Section):
     """`metrics` of `bench run`: what was measured, names with units."""
 
     FAMILIES = (
-        Family("infer_img_per_s_*", "throughput by the median and by the mean of the per-batch times"),
+        Family("infer_img_per_s_*", "throughput by the median and by the mean of the per-batch times", float),
         Family("batch_ms_*", "per-batch time: median, mean, min, max, iqr, samples (ms)"),
-        Family("latency_ms_p*", "per-batch time quantiles p50, p90, p99 (ms)"),
+        Family("latency_ms_p*", "per-batch time quantiles p50, p90, p99 (ms)", float),
         Family("gpu_*", "NVML readings: clocks (MHz), power (W), energy (J), temperature (C), throttle reasons"),
-        Family("relspeed_*_ms", "per round: model and reference time, CPU and wall (ms)"),
-        Family("top1_*", "top-1 (%) per head of a distilled model: _cls, _dist, _fused_logits, _fused_probs"),
-        Family("top5_*", "top-5 (%), the same heads"),
-        Family("real_*", "ImageNet-ReaL top-1/top-5 per head"),
+        Family("relspeed_*_ms", "per round: model and reference time, CPU and wall (ms)", list[float]),
+        Family("top1_*", "top-1 (%) per head of a distilled model: _cls, _dist, _fused_logits, _fused_probs", float),
+        Family("top5_*", "top-5 (%), the same heads", float),
+        Family("real_*", "ImageNet-ReaL top-1/top-5 per head", float),
     )
     params = Key[int]("parameters")
     gmacs = Key[float]("multiply-accumulates, batch 1, G")
@@ -168,12 +196,12 @@ class BenchMetrics(Section):
     peak_tflops_datasheet = Key[float]("the peak MFU divides by")
     energy_j_per_img = Key[float]("NVML energy over the timed loop per image (J)")
     relspeed_ratio = Key[float]("median model/reference time ratio (the gate)")
-    relspeed_ratios = Key[list]("the ratio of every round")
+    relspeed_ratios = Key[list]("the ratio of every round", items=float)
     relspeed_clock = Key[str]("process_cpu_time or cuda_event")
-    relspeed_other_cores = Key[list]("per round: cores other processes kept busy")
-    relspeed_steal = Key[list]("per round: share of the machine the hypervisor took")
-    relspeed_cpu_share = Key[list]("per round: the share of a core our thread got")
-    relspeed_contended = Key[list]("per round: measured on a busy machine")
+    relspeed_other_cores = Key[list]("per round: cores other processes kept busy", items=float)
+    relspeed_steal = Key[list]("per round: share of the machine the hypervisor took", items=float)
+    relspeed_cpu_share = Key[list]("per round: the share of a core our thread got", items=float)
+    relspeed_contended = Key[list]("per round: measured on a busy machine", items=bool)
     relspeed_reference = Key[str]("the reference workload")
     relspeed_processes = Key[int]("fresh processes the rounds were split over")
     top1 = Key[float]("top-1 (%) of the official output (a distilled model: mean of the heads' logits)")
@@ -222,8 +250,8 @@ class TrainMetrics(Section):
     """`metrics` of a training run."""
 
     FAMILIES = (
-        Family("final_*", "the last evaluation: val (and EMA) top-1/top-5 and loss per head"),
-        Family("best_*", "the best evaluation per top-1 head, and its epoch"),
+        Family("final_*", "the last evaluation: val (and EMA) top-1/top-5 and loss per head", float),
+        Family("best_*", "the best evaluation per top-1 head, and its epoch", float),
     )
     final_val_top1 = Key[float]("top-1 (%) of the official output at the last evaluation")
     epochs = Key[int]("epochs completed")
@@ -305,6 +333,49 @@ def section_class(kind: str, section: str) -> type[Section]:
 def undocumented(kind: str, section: str, names: list[str]) -> list[str]:
     """The names a record of `kind` carries in `section` that the schema does not know."""
     return section_class(kind, section).undocumented(names)
+
+
+def type_problem(value: Any, expected: Any) -> str | None:
+    """Why `value`, as read from JSON, is not of the type `expected`, or None when it is.
+
+    `expected` is a class (a float may be an int and must be finite; an int is never a bool), `X | None`, or
+    `list[X]` / `tuple[X, ...]` (every item checked; JSON has lists only).
+    """
+    origin = get_origin(expected)
+    if origin in (Union, types.UnionType):
+        options = get_args(expected)
+        if value is None and type(None) in options:
+            return None
+        if any(type_problem(value, o) is None for o in options if o is not type(None)):
+            return None
+        return f"expected {_expected_name(expected)}, got {_found(value)}"
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            return f"expected list, got {_found(value)}"
+        item = get_args(expected)[0]
+        for i, v in enumerate(value):
+            problem = type_problem(v, item)
+            if problem:
+                return f"item {i}: {problem}"
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is float and number and not math.isfinite(value):
+        return f"expected a finite float, got {_found(value)}"
+    ok = number if expected is float else number and isinstance(value, int) if expected is int else \
+        isinstance(value, expected)
+    return None if ok else f"expected {_expected_name(expected)}, got {_found(value)}"
+
+
+def _expected_name(expected: Any) -> str:
+    return expected.__name__ if isinstance(expected, type) and not get_args(expected) else str(expected)
+
+
+def _found(value: Any) -> str:
+    """`str 'five million'`, `float nan`, `null`: the JSON value as a reader can find it in the file."""
+    if value is None:
+        return "null"
+    shown = repr(value)
+    return f"{type(value).__name__} {shown if len(shown) <= 60 else shown[:57] + '...'}"
 
 
 def render() -> str:

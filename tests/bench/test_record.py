@@ -70,3 +70,95 @@ def test_the_environment_names_code_libraries_hardware_and_command():
     env = collect_env("some device")
     assert ENV_KEYS <= set(env) and env["device_name"] == "some device"
     assert env["num_threads"] >= 1 and env["created"].endswith("+00:00")
+
+
+# ---- issue #32: a record of the wrong types, or a file that is not a regular file, is named and left out ----
+
+def doctored(record, tmp_path, name="bad.json", **changes):
+    """`record` as a file with `section__key=value` changes (or a top-level `key=value`)."""
+    data = json.loads(record.to_json())
+    for dotted, value in changes.items():
+        section, _, key = dotted.rpartition("__")
+        (data[section] if section else data)[key] = value
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"metrics__params": "five million"}, "metrics.params"),
+    ({"metrics__gmacs": [1.0]}, "metrics.gmacs"),
+    ({"metrics__infer_img_per_s": True}, "metrics.infer_img_per_s"),
+    ({"metrics__batch_ms_samples": None, "metrics__latency_ms_p50": "1 ms"}, "metrics.latency_ms_p50"),
+    ({"settings__img_size": 224.5}, "settings.img_size"),
+    ({"settings__compile": "no"}, "settings.compile"),
+    ({"settings__metrics": ["size", 3]}, "settings.metrics"),
+    ({"env__created": 20261201}, "env.created"),
+    ({"env__fingerprint": "this machine"}, "env.fingerprint"),
+    ({"variant": 7}, "variant"),
+    ({"notes": "a note"}, "notes"),
+])
+def test_a_record_of_the_wrong_types_is_refused_naming_the_file_and_the_field(record, tmp_path, changes, field):
+    from bench.record import RecordError, read_record
+
+    path = doctored(record, tmp_path, **changes)
+    with pytest.raises(RecordError) as caught:
+        read_record(path)
+    assert str(path) in str(caught.value) and field in str(caught.value)
+
+
+def test_a_non_finite_number_is_refused(record, tmp_path):
+    from bench.record import RecordError, read_record
+
+    path = tmp_path / "nan.json"
+    path.write_text(record.to_json().replace('"gmacs": ', '"gmacs": NaN, "x_gmacs": '))
+    with pytest.raises(RecordError, match="metrics.gmacs: expected a finite float, got float nan"):
+        read_record(path)
+
+
+def test_a_fifo_among_records_is_skipped_not_waited_on(record, tmp_path):
+    """#32 row 15: `bench tables` hung on a FIFO named x.json."""
+    import signal
+
+    write_record(record, tmp_path)
+    os.mkfifo(tmp_path / "x.json")
+    (tmp_path / "folder.json").mkdir()
+    skipped = []
+
+    def hung(*args):
+        raise TimeoutError("load_records waited on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)  # a hang fails the test instead of the session
+    signal.alarm(10)
+    try:
+        assert load_records(tmp_path, skip_bad=skipped.append) == [record]
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert sorted(str(e) for e in skipped) == [f"{tmp_path / 'folder.json'}: not a regular file",
+                                               f"{tmp_path / 'x.json'}: not a regular file"]
+
+
+def test_bench_tables_skips_a_bad_record_with_a_warning_naming_file_and_field(record, tmp_path, capsys):
+    """#32 row 8: one record of the wrong types blocked every table."""
+    from bench import cli
+
+    runs = tmp_path / "runs"
+    write_record(record, runs)
+    bad = doctored(record, runs, metrics__params="five million")
+    code = cli.main(["tables", "--records", str(runs), "--out", str(tmp_path / "t"), "--no-figures"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "1 records" in out and "Traceback" not in err
+    assert f"skipped {bad}" in err and "metrics.params: expected int, got str 'five million'" in err
+
+
+def test_load_records_applies_a_readers_own_check_naming_the_file(record, tmp_path):
+    from bench.record import RecordError
+
+    path = write_record(record, tmp_path)
+
+    def refuse(r):
+        raise ValueError("metrics.relspeed_ratios is missing")
+
+    with pytest.raises(RecordError, match=f"{path}: metrics.relspeed_ratios is missing"):
+        load_records(tmp_path, check=refuse)

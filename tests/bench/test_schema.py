@@ -76,3 +76,34 @@ def test_an_unknown_kind_is_refused():
 
     with pytest.raises(ValueError, match="unknown record kind 'bogus'"):
         Record("debug", "m", {}, {}, {}, kind="bogus")
+
+
+# ---- issue #32 row 8: every reader validates types, not only keys ----
+
+@pytest.mark.parametrize("value,expected,problem", [
+    (3, int, None), (True, int, "expected int, got bool True"), (3.0, int, "expected int, got float 3.0"),
+    (3, float, None), (float("nan"), float, "finite"), ("five million", int, "expected int, got str 'five million'"),
+    (None, int | None, None), ([1.0, 2], list[float], None), ([1.0, "x"], list[float], "item 1: expected float"),
+    ("fast", list[float], "expected list"), ({"a": 1}, dict, None), ([], dict, "expected dict, got list"),
+])
+def test_type_problem_says_what_was_expected_and_what_was_found(value, expected, problem):
+    found = schema.type_problem(value, expected)
+    assert found == problem if problem is None else problem in found
+
+
+def test_a_sections_problems_name_the_key_and_null_reads_as_not_measured():
+    metrics = schema.BenchMetrics({"params": "five million", "top1": None, "relspeed_ratios": [1.0, None],
+                                   "top1_cls": "high", "gpu_anything": "kept", "undeclared": object()})
+    assert metrics.problems() == ["params: expected int, got str 'five million'",
+                                  "relspeed_ratios: item 1: expected float, got null",
+                                  "top1_cls: expected float, got str 'high'"]
+
+
+def test_every_committed_record_has_the_declared_types():
+    bad = {}
+    for path, data in records():
+        for section in ("settings", "metrics", "env"):
+            problems = schema.section_class(data["kind"], section)(data[section]).problems()
+            if problems:
+                bad[f"{path.relative_to(ROOT)}:{section}"] = problems
+    assert bad == {}
