@@ -8,6 +8,11 @@ written atomically; at the end records, logs and state are packed into one archi
 (a device call brings back at most 8 files). `--continue ARCHIVE` unpacks an earlier call's archive first and runs
 only the steps not yet done. `--dry-run` runs the same plan with the debug models on the CPU in about a minute, so
 that the GPU call can fail on nothing but the GPU.
+
+What it owns (issue #32): each call works in a folder of its own, made fresh under `--out` (`campaign-work-*`), and
+removes only that one; an existing archive is replaced only by the campaign it holds (`--continue` it) or with
+`--force`; an archive to continue is read to its end and checked (members, `campaign.json` field by field) before
+anything is unpacked, and it is unpacked aside and moved into place only when complete.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from bench import schema
 from bench.errors import UsageError
 from bench.store import write_atomic, write_text_atomic
 
@@ -30,6 +39,18 @@ DEIT = ("deit_ti", "deit_s", "deit_b", "deit_b_384", "deit_ti_dist", "deit_s_dis
 STATE = "campaign.json"
 MIN_RESUMABLE_S = 30  # a resumable step starts only with this much left (a shorter start would only checkpoint)
 ARCHIVE = "campaign.tar.gz"
+PARTS = ("records", "logs", "timm", STATE)  # what an archive holds, and all that --continue unpacks
+MAX_UNPACKED_BYTES = 4 << 30  # an archive a device call returns is megabytes; more is not one of ours
+WORK_PREFIX = "campaign-work-"
+
+
+class Stopped(Exception):
+    """The campaign stopped early: Ctrl-C (exit code 130) or a disk that refused a write (1). The message says what
+    was kept and where."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -44,9 +65,12 @@ class Step:
     unavailable: str = ""  # why this step cannot run in this call (e.g. no timm benchmark.py given)
 
 
+STATUSES = ("done", "failed", "deferred", "stopped", "unavailable")
+
+
 @dataclass
 class Outcome:
-    status: str  # done | failed | deferred | stopped | unavailable
+    status: str  # one of STATUSES
     wall_s: float = 0.0
     rc: int | None = None
     note: str = ""
@@ -65,8 +89,37 @@ class State:
 
     @classmethod
     def load(cls, path: Path) -> State:
-        data = json.loads(path.read_text())
-        return cls(data["device"], data["dry_run"], {k: Outcome(**v) for k, v in data["outcomes"].items()})
+        """Raises ValueError naming the field that is missing, unknown or of the wrong type."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{STATE} is not readable JSON ({exc})") from None
+        _expect(data, {"device": str, "dry_run": bool, "outcomes": dict}, STATE)
+        outcomes = {}
+        for name, value in data["outcomes"].items():
+            where = f"{STATE}: outcomes.{name}"
+            _expect(value, {"status": str, "wall_s": float, "rc": int | None, "note": str}, where)
+            if value["status"] not in STATUSES:
+                raise ValueError(f"{where}.status: {value['status']!r} is none of {', '.join(STATUSES)}")
+            if value["wall_s"] < 0:
+                raise ValueError(f"{where}.wall_s: {value['wall_s']!r} is negative")
+            outcomes[name] = Outcome(**value)
+        return cls(data["device"], data["dry_run"], outcomes)
+
+
+def _expect(data: Any, types: dict[str, Any], where: str) -> None:
+    """Raise ValueError unless `data` is an object of exactly these keys with values of these types."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} is a JSON {type(data).__name__}, not an object with {', '.join(types)}")
+    missing, unknown = [k for k in types if k not in data], sorted(set(data) - set(types))
+    if missing or unknown:
+        raise ValueError(f"{where}: " + "; ".join(part for part in (
+            f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(unknown)}" if unknown else "")
+            if part))
+    for key, kind in types.items():
+        problem = schema.type_problem(data[key], kind)
+        if problem:
+            raise ValueError(f"{where}.{key}: {problem}")
 
 
 def plan(work: Path, *, device: str, dry_run: bool, timm_benchmark: Path | None) -> list[Step]:
@@ -117,46 +170,139 @@ def plan(work: Path, *, device: str, dry_run: bool, timm_benchmark: Path | None)
 
 
 def run(out: Path, *, device: str, budget_s: float, dry_run: bool, timm_benchmark: Path | None,
-        previous: Path | None, log) -> State:
-    """Run what is not done of the plan within the budget; pack everything into `out/campaign.tar.gz`."""
+        previous: Path | None, log, force: bool = False, keep_work: bool = False) -> State:
+    """Run what is not done of the plan within the budget; pack everything into `out/campaign.tar.gz`.
+
+    Raises:
+        UsageError: a missing file, an archive in `out` that this call may not replace, an unsound `previous`.
+        Stopped: Ctrl-C or a write that failed (a full disk); the working folder is kept, and on Ctrl-C what ran is
+            packed (the message names both).
+    """
     if timm_benchmark is not None and not timm_benchmark.is_file():
         raise UsageError(f"--timm-benchmark {timm_benchmark}: no such file (timm's benchmark.py from a timm checkout)")
     if previous is not None and not previous.is_file():
-        raise UsageError(f"--continue {previous}: no such archive")
+        raise UsageError(f"--continue {previous}: no such archive" if not previous.exists() else
+                         f"--continue {previous}: not a file; give an earlier call's {ARCHIVE}")
+    archive = out / ARCHIVE
+    replace = _may_replace(archive, previous, force)
     out.mkdir(parents=True, exist_ok=True)
-    work = out / "work"
-    if previous is not None:
-        with tarfile.open(previous) as tar:
-            tar.extractall(work, filter="data")
-    state = State.load(work / STATE) if (work / STATE).exists() else State(device, dry_run)
-    if (state.device, state.dry_run) != (device, dry_run):
-        raise UsageError(f"--continue: that campaign ran with device={state.device}, dry_run={state.dry_run}")
+    # Our own folder, never a fixed name: `--out .` once lost a user's own `work/` to the clean-up (#32 row 1).
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=out))
+    try:
+        state = _unpack(previous, work) if previous is not None else State(device, dry_run)
+        if (state.device, state.dry_run) != (device, dry_run):
+            raise UsageError(f"--continue {previous}: that campaign ran with device={state.device}, "
+                             f"dry_run={state.dry_run}")
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # made by this call and holding nothing new
+        raise
     for folder in ("logs", "timm"):  # timm's benchmark.py does not make its results file's folder
         (work / folder).mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
     steps = plan(work, device=device, dry_run=dry_run, timm_benchmark=timm_benchmark)
     state.outcomes = {s.name: state.outcomes[s.name] for s in steps if s.name in state.outcomes}  # this plan's only
-    for i, step in enumerate(steps, 1):
-        done = state.outcomes.get(step.name)
-        if done and done.status == "done":
-            log(f"[{i}/{len(steps)}] {step.name}: done in an earlier call")
-            continue
-        left = budget_s - (time.monotonic() - start)
-        if step.unavailable:
-            state.outcomes[step.name] = Outcome("unavailable", note=step.unavailable)
-        elif step.estimate_s > left and not (step.resumable and left > MIN_RESUMABLE_S):
-            state.outcomes[step.name] = Outcome("deferred", note=f"needs ~{step.estimate_s:.0f} s, {left:.0f} s left")
-        else:
-            log(f"[{i}/{len(steps)}] {step.name}: {step.what} (~{step.estimate_s:.0f} s, {left:.0f} s left)")
-            state.outcomes[step.name] = _run_step(step, work / "logs" / f"{step.name}.log", left)
-        outcome = state.outcomes[step.name]
-        log(f"[{i}/{len(steps)}] {step.name}: {outcome.status}"
-            + (f" in {outcome.wall_s:.0f} s" if outcome.wall_s else "") + (f" ({outcome.note})" if outcome.note else ""))
+    try:
+        interrupted = _run_plan(steps, state, work, budget_s, log)
+        state.outcomes = {s.name: state.outcomes[s.name] for s in steps if s.name in state.outcomes}  # plan order
         state.save(work / STATE)
-    state.outcomes = {s.name: state.outcomes[s.name] for s in steps if s.name in state.outcomes}  # plan order
-    state.save(work / STATE)
-    _pack(work, out / ARCHIVE)
+        _pack(work, archive, replace=replace)
+    except KeyboardInterrupt:
+        raise Stopped(f"interrupted while packing; everything so far is kept in {work} (not packed)", 130) from None
+    except OSError as exc:  # a full or read-only disk: say so, and where what ran is
+        raise Stopped(f"cannot write {exc.filename or archive}: {exc.strerror or exc}; what ran so far is kept in "
+                      f"{work}", 1) from None
+    if interrupted:  # what ran is in the archive, so --continue picks up from here
+        raise Stopped(f"interrupted; what ran is packed into {archive} and kept in {work}; "
+                      f"`bench campaign --continue {archive} --out {out}` runs the rest", 130)
+    if keep_work:
+        log(f"working folder kept: {work}")
+    else:
+        shutil.rmtree(work)  # the archive holds everything (a device call returns at most 8 files)
     return state
+
+
+def _run_plan(steps: list[Step], state: State, work: Path, budget_s: float, log) -> bool:
+    """Run the steps not yet done, saving the state after each; True when Ctrl-C stopped it (the step it stopped
+    is `stopped`: --continue runs it again)."""
+    start, running = time.monotonic(), None
+    try:
+        for i, step in enumerate(steps, 1):
+            done = state.outcomes.get(step.name)
+            if done and done.status == "done":
+                log(f"[{i}/{len(steps)}] {step.name}: done in an earlier call")
+                continue
+            left = budget_s - (time.monotonic() - start)
+            if step.unavailable:
+                state.outcomes[step.name] = Outcome("unavailable", note=step.unavailable)
+            elif step.estimate_s > left and not (step.resumable and left > MIN_RESUMABLE_S):
+                state.outcomes[step.name] = Outcome("deferred", note=f"needs ~{step.estimate_s:.0f} s, {left:.0f} s left")
+            else:
+                log(f"[{i}/{len(steps)}] {step.name}: {step.what} (~{step.estimate_s:.0f} s, {left:.0f} s left)")
+                running = step
+                state.outcomes[step.name] = _run_step(step, work / "logs" / f"{step.name}.log", left)
+                running = None
+            outcome = state.outcomes[step.name]
+            log(f"[{i}/{len(steps)}] {step.name}: {outcome.status}" + (f" in {outcome.wall_s:.0f} s" if outcome.wall_s
+                else "") + (f" ({outcome.note})" if outcome.note else ""))
+            state.save(work / STATE)
+    except KeyboardInterrupt:
+        if running is not None:
+            state.outcomes[running.name] = Outcome("stopped", note="interrupted (Ctrl-C); --continue runs it again")
+        return True
+    return False
+
+
+def _may_replace(archive: Path, previous: Path | None, force: bool) -> bool:
+    """Whether packing may replace `archive`: only the archive being continued (its content is carried into the new
+    one) or with --force; anything else is refused before any step runs (#32 row 2: it was silently replaced)."""
+    if not (archive.exists() or archive.is_symlink()):
+        return False
+    if not archive.is_file():
+        raise UsageError(f"{archive} exists and is not a file; give another --out")
+    if force or (previous is not None and os.path.samefile(archive, previous)):
+        return True
+    raise UsageError(f"{archive} already holds a campaign's records; continue that campaign with --continue {archive}, "
+                     "replace its archive with --force, or give another --out")
+
+
+def _unpack(archive: Path, work: Path) -> State:
+    """An earlier call's state and files, into `work`: read to the end and checked first, unpacked aside, and moved
+    into place only when complete (#32 row 12: a truncated archive once left half a folder the next run resumed)."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()  # reads the whole stream: a truncated or corrupt archive fails here
+            _check_members(members, archive)
+            aside = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=work))
+            tar.extractall(aside, members=members, filter="data")
+    except (tarfile.TarError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise UsageError(f"--continue {archive}: not a readable campaign archive ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:
+        raise UsageError(f"--continue {archive}: cannot unpack it into {work}: {exc.strerror or exc}") from None
+    try:
+        state = State.load(aside / STATE)
+    except ValueError as exc:
+        raise UsageError(f"--continue {archive}: {exc}") from None
+    for part in PARTS:
+        if (aside / part).exists():
+            os.rename(aside / part, work / part)
+    aside.rmdir()
+    return state
+
+
+def _check_members(members: list[tarfile.TarInfo], archive: Path) -> None:
+    """Only what `_pack` writes: regular files and folders under PARTS, a campaign.json file, a sane total size."""
+    def refuse(why: str) -> None:
+        raise UsageError(f"--continue {archive}: {why}; not an archive `bench campaign` wrote")
+
+    if not any(m.name == STATE and m.isfile() for m in members):
+        refuse(f"no {STATE} file in it")
+    for m in members:
+        parts = Path(m.name).parts
+        if m.name.startswith("/") or ".." in parts or not parts or parts[0] not in PARTS:
+            refuse(f"member {m.name!r} is outside {', '.join(PARTS)}")
+        if not (m.isfile() or m.isdir()):
+            refuse(f"member {m.name!r} is a link or special file")
+    if sum(m.size for m in members) > MAX_UNPACKED_BYTES:
+        refuse(f"it unpacks to more than {MAX_UNPACKED_BYTES >> 30} GiB")
 
 
 def _run_step(step: Step, log_path: Path, left_s: float) -> Outcome:
@@ -183,21 +329,16 @@ def _run_step(step: Step, log_path: Path, left_s: float) -> Outcome:
     return Outcome("done" if rc == 0 else "failed", time.monotonic() - start, rc, tail[0][:300] if tail else "")
 
 
-def _pack(work: Path, archive: Path) -> None:
+def _pack(work: Path, archive: Path, *, replace: bool) -> None:
     """Records, logs, timm's CSVs and the state in one archive (no checkpoints: they exceed what a call returns)."""
     def pack(tmp: Path) -> None:
         with tarfile.open(tmp, "w:gz") as tar:
-            for part in ("records", "logs", "timm", STATE):
+            for part in PARTS:
                 if (work / part).exists():
                     tar.add(work / part, arcname=part)
-    write_atomic(archive, pack)
+    write_atomic(archive, pack, replace=replace)
 
 
 def summary(state: State) -> str:
     width = max(map(len, state.outcomes), default=10)
     return "\n".join(f"{name:{width}s}  {o.status:11s} {o.wall_s:7.0f} s  {o.note}" for name, o in state.outcomes.items())
-
-
-def clean_work(out: Path) -> None:
-    """Remove the working folder once the archive holds everything (a device call returns at most 8 files)."""
-    shutil.rmtree(out / "work", ignore_errors=True)

@@ -116,7 +116,10 @@ def _add_campaign(sub) -> None:
     camp.add_argument("--timm-benchmark", type=Path, metavar="FILE", help="timm's benchmark.py, to run beside ours")
     camp.add_argument("--continue", dest="previous", type=Path, metavar="ARCHIVE",
                       help="an earlier call's campaign.tar.gz: run only what it has not done")
-    camp.add_argument("--keep-work", action="store_true", help="keep --out/work (default: only the archive stays)")
+    camp.add_argument("--force", action="store_true",
+                      help="replace an existing --out/campaign.tar.gz of another campaign (default: refuse)")
+    camp.add_argument("--keep-work", action="store_true",
+                      help="keep this call's working folder --out/campaign-work-* (default: only the archive stays)")
     camp.set_defaults(func=_campaign)
 
 
@@ -349,11 +352,13 @@ def _campaign(args: argparse.Namespace) -> int:
     if not math.isfinite(args.budget_s) or args.budget_s < 60:
         raise UsageError(f"--budget-s must be at least 60, got {args.budget_s:g}")
     check_folder(args.out, "--out")
-    state = campaign.run(args.out, device=device, budget_s=args.budget_s, dry_run=args.dry_run,
-                         timm_benchmark=args.timm_benchmark, previous=args.previous,
-                         log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    if not args.keep_work:
-        campaign.clean_work(args.out)
+    try:
+        state = campaign.run(args.out, device=device, budget_s=args.budget_s, dry_run=args.dry_run,
+                             timm_benchmark=args.timm_benchmark, previous=args.previous, force=args.force,
+                             keep_work=args.keep_work, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except campaign.Stopped as exc:  # not "no record was written": say what was kept and where (#32 row 15)
+        print(f"\nbench campaign: {exc}", file=sys.stderr)
+        return exc.code
     print(campaign.summary(state))
     print(f"archive: {args.out / campaign.ARCHIVE}")
     return 1 if any(o.status == "failed" for o in state.outcomes.values()) else 0
