@@ -12,14 +12,20 @@ file also works.
 
 Verdicts and exit codes (docs/regression-gate.md): pass, improved, skipped -> 0; regression, changed, missing
 -> 1; inconclusive (slower than the floor, but within the noise or measured while the machine was busy) -> 3.
+
+A gate must not decide on what it cannot read (issue #32): records and baselines are checked field by field
+(`check_record`, `load_baseline`), each machine's newest record is judged against that machine's baseline, and two
+baselines that say different things about one model (on one machine) are refused, naming both files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
 import statistics
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +34,13 @@ import pandas as pd
 
 from bench.machine import Fingerprint
 from bench.record import Record
+from bench.schema import type_problem
 from bench.store import write_text_atomic
 
 BASELINE_SCHEMA = 2
 SPEED_SETTINGS = ("device", "precision", "batch_size", "img_size", "compile")  # must match to compare speed
 SPEED_METRIC = "speed (model/reference)"
+EXACT_METRICS, ACCURACY_METRICS = ("params", "gmacs"), ("top1", "top5")
 EXACT_FILE, SPEED_FOLDER = "exact.json", "speed"
 EXIT_PASS, EXIT_REGRESSION, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
@@ -59,6 +67,7 @@ class Row:
     change: str
     verdict: str  # pass | improved | regression | changed | missing | skipped | inconclusive
     why: str = ""
+    machine: str = ""  # speed rows: the fingerprint id of the machine the current record ran on
 
     @property
     def failed(self) -> bool:
@@ -87,10 +96,77 @@ def record_fingerprint(record: Record) -> Fingerprint | None:
 def _latest(records: list[Record], metric: str) -> dict[str, Record]:
     """Per key, the newest record that measured `metric`."""
     chosen: dict[str, Record] = {}
-    for r in sorted(records, key=lambda r: r.env.created):
-        if metric in r.metrics:
+    for r in sorted(records, key=lambda r: r.created):
+        if r.metrics.get(metric) is not None:
             chosen[record_key(r)] = r
     return chosen
+
+
+def _latest_per_machine(records: list[Record]) -> dict[str, dict[str, Record]]:
+    """Per key, per machine (fingerprint id, "" when unrecorded), the newest relspeed record: a newer record of
+    another machine must not stand in for this one's (#32 row 6)."""
+    chosen: dict[str, dict[str, Record]] = {}
+    for r in sorted(records, key=lambda r: r.created):
+        if r.metrics.relspeed_ratios is not None:
+            fingerprint = record_fingerprint(r)
+            chosen.setdefault(record_key(r), {})[fingerprint.id() if fingerprint else ""] = r
+    return chosen
+
+
+# ---- what the gate reads, checked (issue #32) ----
+
+def check_record(record: Record) -> None:
+    """Raise ValueError naming the first field the gate would read that it cannot use. The declared types are
+    checked where every record is read (bench/record.py); this adds what the gate needs: no null where it compares,
+    ratios to take a median of, the settings that decide comparability, a whole machine fingerprint."""
+    m, gated = record.metrics, [k for k in (*EXACT_METRICS, *ACCURACY_METRICS, "relspeed_ratios") if k in record.metrics]
+    for key in gated:
+        if m[key] is None:
+            raise ValueError(f"metrics.{key} is null; measure again, or remove the key if it was not measured")
+    if gated and not isinstance(record.settings.img_size, int):
+        raise ValueError("settings.img_size is missing or null; the gate keys models by variant and resolution")
+    if "relspeed_ratios" in gated:
+        _check_ratios(m.relspeed_ratios, "metrics.relspeed_ratios")
+        if m.relspeed_contended is not None and len(m.relspeed_contended) != len(m.relspeed_ratios):
+            raise ValueError(f"metrics.relspeed_contended has {len(m.relspeed_contended)} flags for "
+                             f"{len(m.relspeed_ratios)} ratios")
+        if not isinstance(m.relspeed_reference, str):
+            raise ValueError("metrics.relspeed_reference is missing or null; the gate compares only runs against "
+                             "one reference workload")
+        missing = [k for k in SPEED_SETTINGS if k not in record.settings]
+        if missing:
+            raise ValueError(f"settings.{', settings.'.join(missing)} missing; the gate compares speed only at the "
+                             "same settings")
+    if record.env.fingerprint is not None:
+        problem = fingerprint_problem(record.env.fingerprint)
+        if problem:
+            raise ValueError(f"env.fingerprint{problem}")
+
+
+def _check_ratios(ratios: Any, where: str) -> None:
+    problem = type_problem(ratios, list[float])
+    if problem:
+        raise ValueError(f"{where}: {problem}")
+    if not ratios:
+        raise ValueError(f"{where} is empty; a speed comparison needs rounds")
+    if min(ratios) <= 0:
+        raise ValueError(f"{where} holds {min(ratios)!r}; a ratio of two times is > 0")
+
+
+def fingerprint_problem(data: Any) -> str | None:
+    """'.torch: expected str, got int 2' (to follow the field's name) when `data` is not a whole fingerprint."""
+    if not isinstance(data, dict):
+        return f": expected an object, got {type(data).__name__}"
+    hints = typing.get_type_hints(Fingerprint)
+    for f in dataclasses.fields(Fingerprint):
+        if f.name not in data:
+            if f.default is dataclasses.MISSING:
+                return f": missing {f.name}"
+            continue
+        problem = type_problem(data[f.name], hints[f.name])
+        if problem:
+            return f".{f.name}: {problem}"
+    return None
 
 
 # ---- writing baselines ----
@@ -110,7 +186,7 @@ def make_baseline(records: list[Record], name: str, tolerances: Tolerances, *,
             entries.setdefault(key, {})[metric] = r.metrics[metric]
             if metric in ("top1", "top5"):  # accuracy is compared only in the precision it was evaluated in
                 entries[key]["accuracy_precision"] = r.accuracy_precision
-            used[r.env.created + r.variant] = r
+            used[f"{r.env.created}{r.variant}"] = r
     for key, r in (_latest(records, "relspeed_ratios") if speed else {}).items():
         fingerprint = record_fingerprint(r)
         if fingerprint is None:
@@ -120,14 +196,14 @@ def make_baseline(records: list[Record], name: str, tolerances: Tolerances, *,
             raise ValueError(f"the newest relspeed record of {key} ({r.env.created}) ran on a busy machine; "
                              "a baseline must come from a quiet one: measure again")
         # every quiet run of the same measurement is pooled: a process's own layout moves its median by ~1 %
-        pooled = [p for p in records if "relspeed_ratios" in p.metrics and record_key(p) == key
+        pooled = [p for p in records if p.metrics.relspeed_ratios is not None and record_key(p) == key
                   and _same_measurement(p, r) and not _clean_ratios(p, tolerances)[1]]
         fingerprints.add(fingerprint)
-        used.update({p.env.created + p.variant: p for p in pooled})
+        used.update({f"{p.env.created}{p.variant}": p for p in pooled})
         entries.setdefault(key, {})["speed"] = {
             **{k: r.settings[k] for k in SPEED_SETTINGS}, "reference": r.metrics.relspeed_reference,
             "clock": r.metrics.relspeed_clock, "runs": len(pooled),
-            "ratios": [x for p in sorted(pooled, key=lambda p: p.env.created) for x in _clean_ratios(p, tolerances)[0]],
+            "ratios": [x for p in sorted(pooled, key=lambda p: p.created) for x in _clean_ratios(p, tolerances)[0]],
             "record_created": r.env.created}
     if len(fingerprints) > 1:
         raise ValueError(f"relspeed records from {len(fingerprints)} machine fingerprints "
@@ -145,7 +221,7 @@ def make_baseline(records: list[Record], name: str, tolerances: Tolerances, *,
 def _same_measurement(a: Record, b: Record) -> bool:
     """Same machine fingerprint, settings and reference workload: runs that may be pooled into one baseline."""
     return (record_fingerprint(a) == record_fingerprint(b) and a.metrics.relspeed_reference == b.metrics.relspeed_reference
-            and all(a.settings[k] == b.settings[k] for k in SPEED_SETTINGS))
+            and all(a.settings.get(k) == b.settings.get(k) for k in SPEED_SETTINGS))
 
 
 def write_baselines(records: list[Record], path: Path, tolerances: Tolerances) -> list[str]:
@@ -156,11 +232,14 @@ def write_baselines(records: list[Record], path: Path, tolerances: Tolerances) -
         write_baseline(baseline, path)
         return [f"{path}: {len(baseline['entries'])} entries"]
     lines = []
-    has = {m for r in records for m in r.metrics}
+    has = {m for r in records for m, value in r.metrics.items() if value is not None}
     if has & {"params", "gmacs", "top1", "top5"}:
         exact = make_baseline(records, "exact", tolerances, speed=False)
         target = path / EXACT_FILE
-        old = load_baseline(target) if target.exists() else None
+        try:
+            old = load_baseline(target) if target.exists() else None
+        except ValueError:  # unreadable or malformed: re-baselining replaces it
+            old = None
         if old is not None and old["entries"] == exact["entries"]:
             lines.append(f"{target}: unchanged ({len(exact['entries'])} entries)")
         else:
@@ -205,8 +284,68 @@ def load_baseline(path: Path) -> dict[str, Any]:
         hint = (" (schema 1 held one machine's speed without its fingerprint; re-baseline with --write-baseline)"
                 if found == 1 else "")
         raise ValueError(f"baseline {path} is not a schema-{BASELINE_SCHEMA} baseline file{hint}")
+    try:
+        _check_baseline(data)
+    except ValueError as exc:  # a hand edit gone wrong: say where, never a traceback read as "regression"
+        raise ValueError(f"baseline {path}: {exc}; fix it or re-baseline with --write-baseline") from None
     data["source"] = str(path)
     return data
+
+
+# What a baseline may hold, with types: what `make_baseline` writes and `compare` reads.
+ENTRY_TYPES = {"params": int, "gmacs": float, "top1": float, "top5": float, "accuracy_precision": str | None,
+               "speed": dict}
+SPEED_TYPES = {"device": str, "precision": str, "batch_size": int, "img_size": int, "compile": bool, "reference": str,
+               "ratios": list[float], "clock": str | None, "runs": int, "record_created": str | None}
+SPEED_REQUIRED = (*SPEED_SETTINGS, "reference", "ratios")
+TOLERANCE_RANGES = {"accuracy_points": (0, math.inf), "speed_floor": (0, 1), "speed_sigmas": (0, math.inf),
+                    "min_clean_share": (0, 1)}
+
+
+def _check_baseline(data: dict[str, Any]) -> None:
+    """Raise ValueError naming the first field of a baseline `compare` could not use (#32 row 8)."""
+    tolerances = data.get("tolerances")
+    if not isinstance(tolerances, dict):
+        raise ValueError(f"tolerances: expected an object with {', '.join(TOLERANCE_RANGES)}, got "
+                         f"{'nothing' if tolerances is None else type(tolerances).__name__}")
+    _check_fields(tolerances, {k: float for k in TOLERANCE_RANGES}, "tolerances", required=())
+    for name, value in tolerances.items():
+        low, high = TOLERANCE_RANGES[name]
+        if not low <= value <= high:
+            raise ValueError(f"tolerances.{name}: {value!r} is outside [{low}, {high}]")
+    if not isinstance(data["entries"], dict):
+        raise ValueError(f"entries: expected an object of model -> gated values, got {type(data['entries']).__name__}")
+    speed = False
+    for key, entry in data["entries"].items():
+        _check_fields(entry, ENTRY_TYPES, f"entries.{key}", required=())
+        if "speed" in entry:
+            _check_fields(entry["speed"], SPEED_TYPES, f"entries.{key}.speed", required=SPEED_REQUIRED)
+            _check_ratios(entry["speed"]["ratios"], f"entries.{key}.speed.ratios")
+            speed = True
+    fingerprint = data.get("fingerprint")
+    if speed and fingerprint is None:
+        raise ValueError("fingerprint: missing; a speed baseline applies only to the machine it names")
+    if fingerprint is not None:
+        problem = fingerprint_problem(fingerprint)
+        if problem:
+            raise ValueError(f"fingerprint{problem}")
+    if not isinstance(data.get("name", ""), str):
+        raise ValueError(f"name: {type_problem(data['name'], str)}")
+
+
+def _check_fields(data: Any, types: dict[str, Any], where: str, required: tuple[str, ...]) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object, got {'null' if data is None else type(data).__name__}")
+    unknown = sorted(set(data) - set(types))
+    missing = [k for k in required if k not in data]
+    if unknown or missing:
+        raise ValueError(f"{where}: " + "; ".join(part for part in (
+            f"missing {', '.join(missing)}" if missing else "",
+            f"unknown {', '.join(unknown)} (known: {', '.join(types)})" if unknown else "") if part))
+    for name, value in data.items():
+        problem = type_problem(value, types[name])
+        if problem:
+            raise ValueError(f"{where}.{name}: {problem}")
 
 
 def load_baselines(path: Path) -> list[dict[str, Any]]:
@@ -260,28 +399,54 @@ def _clean_ratios(record: Record, tol: Tolerances) -> tuple[list[float], bool]:
 
 
 def compare(baselines: list[dict[str, Any]] | dict[str, Any], records: list[Record]) -> list[Row]:
-    """One row per gated metric: its verdict against the newest current record that measured it."""
+    """One row per gated metric: its verdict against the newest current record that measured it; for speed, one
+    row per machine, the newest record of each machine against that machine's baseline.
+
+    Raises:
+        ValueError: two baselines give one model different values (on one machine, for speed), naming both files.
+    """
     baselines = [baselines] if isinstance(baselines, dict) else baselines
-    latest = {m: _latest(records, m) for m in ("params", "gmacs", "top1", "top5", "relspeed_ratios")}
+    latest = {m: _latest(records, m) for m in (*EXACT_METRICS, *ACCURACY_METRICS)}
     rows: list[Row] = []
+    gated: dict[tuple, tuple[Any, str]] = {}  # what each (model, metric[, precision or machine]) is held to, and where
     speed: dict[str, list[SpeedBaseline]] = {}
     for baseline in baselines:
         tol = Tolerances(**baseline["tolerances"])
+        source = baseline.get("source", baseline["name"])
         for key, entry in baseline["entries"].items():
-            for metric in ("params", "gmacs"):
-                if metric in entry:
+            for metric in EXACT_METRICS:
+                if metric in entry and _first(gated, (key, metric), entry[metric], source):
                     rows.append(_exact(key, metric, entry[metric], latest[metric].get(key)))
-            for metric in ("top1", "top5"):
-                if metric in entry:
-                    rows.append(_accuracy(key, metric, entry[metric], entry.get("accuracy_precision"),
-                                          latest[metric].get(key), tol))
-            if "speed" in entry and baseline.get("fingerprint"):
-                speed.setdefault(key, []).append(SpeedBaseline(
-                    key, entry["speed"] | {"tolerances": tol}, Fingerprint.from_dict(baseline["fingerprint"]),
-                    baseline.get("source", baseline["name"])))
-    for key in sorted(set(speed) | set(latest["relspeed_ratios"])):
-        rows.append(_speed(key, speed.get(key, []), latest["relspeed_ratios"].get(key)))
+            for metric in ACCURACY_METRICS:
+                precision = entry.get("accuracy_precision")
+                if metric in entry and _first(gated, (key, metric, precision), (entry[metric], tol), source):
+                    rows.append(_accuracy(key, metric, entry[metric], precision, latest[metric].get(key), tol))
+            if "speed" in entry:
+                fingerprint = Fingerprint.from_dict(baseline["fingerprint"])
+                if _first(gated, (key, "speed", fingerprint.id()), (entry["speed"], tol), source):
+                    speed.setdefault(key, []).append(SpeedBaseline(key, entry["speed"] | {"tolerances": tol},
+                                                                   fingerprint, source))
+    current = _latest_per_machine(records)
+    for key in sorted(set(speed) | set(current)):
+        if key not in current:
+            rows.append(_speed(key, speed[key], None))
+        for machine, record in sorted(current.get(key, {}).items()):
+            rows.append(dataclasses.replace(_speed(key, speed.get(key, []), record), machine=machine))
     return rows
+
+
+def _first(gated: dict[tuple, tuple[Any, str]], what: tuple, value: Any, source: str) -> bool:
+    """True the first time `what` is gated; False for an identical second copy. Two baselines that hold one model
+    to different values would make the verdict depend on the order of file names (#32 row 7): refused."""
+    if what not in gated:
+        gated[what] = (value, source)
+        return True
+    earlier, where = gated[what]
+    if earlier == value:
+        return False
+    machine = f" on machine {what[2]}" if what[1] == "speed" else ""
+    raise ValueError(f"conflicting baselines: {where} and {source} give {what[0]} different {what[1]}{machine}; "
+                     "keep one (re-baseline with --write-baseline) or move the other out of --baseline")
 
 
 def _exact(key: str, metric: str, base: Any, current: Record | None) -> Row:
@@ -327,7 +492,7 @@ def _speed(key: str, candidates: list[SpeedBaseline], current: Record | None) ->
         return Row(key, SPEED_METRIC, None, None, "", "skipped", why)
     entry, tol = match.entry, match.entry["tolerances"]
     base_ratio = statistics.median(entry["ratios"])
-    differ = [k for k in SPEED_SETTINGS if current.settings[k] != entry[k]]
+    differ = [k for k in SPEED_SETTINGS if current.settings.get(k) != entry[k]]
     if differ or current.metrics.relspeed_reference != entry["reference"]:
         return Row(key, SPEED_METRIC, base_ratio, None, "", "skipped",
                    f"settings differ: {', '.join(differ) or 'reference workload'}")
@@ -358,8 +523,10 @@ def _show(value: Any) -> str:
 
 
 def format_rows(rows: list[Row]) -> str:
-    table = pd.DataFrame([{"model": r.key, "metric": r.metric, "baseline": _show(r.baseline),
-                           "current": _show(r.current),
+    """A Markdown table; with a machine column when the speed rows come from more than one machine."""
+    machines = len({r.machine for r in rows if r.machine}) > 1
+    table = pd.DataFrame([{"model": r.key, "metric": r.metric, **({"machine": r.machine} if machines else {}),
+                           "baseline": _show(r.baseline), "current": _show(r.current),
                            "change": r.change, "verdict": r.verdict.upper() if r.failed else r.verdict,
                            "note": r.why} for r in rows])
     return table.to_markdown(index=False, disable_numparse=True)

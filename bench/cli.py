@@ -242,10 +242,11 @@ def _check(args: argparse.Namespace) -> int:
 
     if not args.current.exists():
         raise UsageError(f"--current {args.current} does not exist; give a record file or a folder of records")
-    try:  # a gate must not pass or fail on a partial reading: a bad file stops it, named
-        records = load_records(args.current)
+    try:  # a gate must not pass or fail on a partial reading: a bad file stops it, named (types too: #32 row 8)
+        records = load_records(args.current, check=check.check_record)
     except ValueError as exc:
-        raise UsageError(f"cannot read the records in {args.current}: {exc}") from None
+        where = f"cannot read the records in {args.current}: " if args.current.is_dir() else ""
+        raise UsageError(f"{where}{exc}") from None
     if not records:
         raise UsageError(f"no records (*.json) in {args.current}; make some with `bench run`")
     try:
@@ -281,8 +282,13 @@ def _check(args: argparse.Namespace) -> int:
         print(f"\nall {len(rows)} gates pass ({counts['skipped']} skipped)")
     if check.unmatched_machines(rows):
         folder = args.baseline if args.baseline.is_dir() else args.baseline.parent
-        print(f"\nno speed baseline matches this machine; to make one from these records (then commit it):\n"
-              f"  bench check --write-baseline --baseline {folder} --current {args.current}")
+        if len({r.machine for r in rows if r.metric == check.SPEED_METRIC}) > 1:  # a baseline is one machine's
+            print(f"\nno speed baseline matches some of these machines; to make one, put one machine's relspeed "
+                  f"records alone in a folder and run (then commit the file):\n"
+                  f"  bench check --write-baseline --baseline {folder} --current FOLDER")
+        else:
+            print(f"\nno speed baseline matches this machine; to make one from these records (then commit it):\n"
+                  f"  bench check --write-baseline --baseline {folder} --current {args.current}")
     return code
 
 

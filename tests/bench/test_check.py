@@ -266,3 +266,128 @@ def test_an_empty_or_absent_current_folder_is_a_usage_error(tmp_path, capsys):
     assert cli.main(["check", "--baseline", str(EXACT), "--current", str(tmp_path / "nope")]) == 2
     assert cli.main(["check", "--baseline", str(EXACT), "--current", str(tmp_path)]) == 2
     assert "no records" in capsys.readouterr().err
+
+
+# ---- issue #32: each machine against its own baseline; conflicting baselines refused; bad files named (exit 2) ----
+
+def test_each_machines_records_are_judged_against_that_machines_baseline(tmp_path, capsys, quiet_runs):
+    """#32 row 6: the newest relspeed record of another machine hid a 3x slowdown of the baselined one."""
+    base = tmp_path / "b.json"
+    check.write_baseline(check.make_baseline([quiet_runs[0]], "b", check.Tolerances()), base)
+    here = slowed(quiet_runs[1], 3.0)
+    elsewhere = with_fingerprint(quiet_runs[2], cores=64)  # newer than `here`
+    assert elsewhere.created > here.created
+    rows = [r for r in check.compare(check.load_baseline(base), [here, elsewhere]) if r.metric == check.SPEED_METRIC]
+    assert sorted(r.verdict for r in rows) == ["regression", "skipped"]
+    assert {r.machine for r in rows} == {quiet_runs[0].env["fingerprint"]["id"], elsewhere.env["fingerprint"]["id"]}
+    runs = write_runs(tmp_path / "runs", [here, elsewhere])
+    assert cli.main(["check", "--baseline", str(base), "--current", str(runs)]) == 1
+    assert "REGRESSION" in capsys.readouterr().out
+
+
+def speed_baselines(folder, quiet_runs, factor):
+    one = check.make_baseline([quiet_runs[0]], "a", check.Tolerances())
+    other = copy.deepcopy(one)
+    other["entries"]["deit_ti@224"]["speed"]["ratios"] = [r * factor for r in one["entries"]["deit_ti@224"]["speed"]["ratios"]]
+    check.write_baseline(one, folder / "speed" / "a.json")
+    check.write_baseline(other, folder / "speed" / "b.json")
+    return folder
+
+
+def test_two_different_speed_baselines_for_one_machine_are_refused_naming_both(tmp_path, capsys, quiet_runs):
+    """#32 row 7: the verdict depended on which file name sorted first."""
+    folder = speed_baselines(tmp_path / "baselines", quiet_runs, 0.5)
+    runs = write_runs(tmp_path / "runs", [quiet_runs[1]])
+    assert cli.main(["check", "--baseline", str(folder), "--current", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert str(folder / "speed" / "a.json") in err and str(folder / "speed" / "b.json") in err
+    assert "deit_ti@224" in err and "Traceback" not in err
+
+
+def test_an_identical_copy_of_a_baseline_is_no_conflict(tmp_path, capsys, quiet_runs):
+    folder = speed_baselines(tmp_path / "baselines", quiet_runs, 1.0)
+    runs = write_runs(tmp_path / "runs", [quiet_runs[1]])
+    assert cli.main(["check", "--baseline", str(folder), "--current", str(runs), "--json"]) == 0
+    assert [r["verdict"] for r in json.loads(capsys.readouterr().out)["rows"]] == ["pass"]
+
+
+def test_two_baselines_with_different_exact_values_for_one_model_are_refused(quiet_runs, size_records):
+    one = check.make_baseline(size_records[:1], "a", check.Tolerances())
+    other = copy.deepcopy(one)
+    key = next(iter(other["entries"]))
+    other["entries"][key]["params"] += 1
+    with pytest.raises(ValueError, match=f"{key}.*params"):
+        check.compare([one | {"source": "x.json"}, other | {"source": "y.json"}], size_records[:1])
+
+
+def record_with(record, **changes):
+    """`record` with `section__key=value` changes; a value of DELETE removes the key."""
+    sections = {s: dict(getattr(record, s)) for s in ("settings", "metrics", "env")}
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        if value is DELETE:
+            del sections[section][key]
+        else:
+            sections[section][key] = value
+    return dataclasses.replace(record, **sections)
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"metrics__params": "five million"}, "metrics.params: expected int, got str 'five million'"),
+    ({"metrics__relspeed_ratios": None}, "metrics.relspeed_ratios is null"),
+    ({"metrics__relspeed_ratios": []}, "metrics.relspeed_ratios is empty"),
+    ({"metrics__relspeed_ratios": [-1.0] * 40}, "metrics.relspeed_ratios"),
+    ({"metrics__relspeed_contended": [False]}, "metrics.relspeed_contended"),
+    ({"metrics__relspeed_reference": None}, "metrics.relspeed_reference"),
+    ({"settings__batch_size": DELETE}, "settings.batch_size"),
+    ({"settings__img_size": None}, "settings.img_size"),
+    ({"env__fingerprint": {"device": "cpu"}}, "env.fingerprint"),
+    ({"env__fingerprint": {**{}, "device": "cpu", "isa": 5}}, "env.fingerprint"),
+])
+def test_a_record_the_gate_cannot_read_is_a_usage_error_naming_file_and_field(tmp_path, capsys, quiet_runs, changes,
+                                                                              message):
+    """#32 row 8: such records were tracebacks with exit 1, which CI reads as a regression."""
+    base = tmp_path / "b.json"
+    check.write_baseline(check.make_baseline([quiet_runs[0]], "b", check.Tolerances()), base)
+    runs = write_runs(tmp_path / "runs", [quiet_runs[1], record_with(quiet_runs[2], **changes)])
+    for argv in (["--baseline", str(base)], ["--write-baseline", "--baseline", str(tmp_path / "new")]):
+        assert cli.main(["check", *argv, "--current", str(runs)]) == 2
+        err = capsys.readouterr().err
+        assert str(runs / "1.json") in err and message in err and "Traceback" not in err
+
+
+def baseline_with(quiet_runs, tmp_path, edit):
+    data = json.loads(json.dumps(check.make_baseline([quiet_runs[0]], "b", check.Tolerances())))
+    edit(data)
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda b: b.pop("tolerances"), "tolerances"),
+    (lambda b: b["tolerances"].update(speed_floor="6 %"), "tolerances.speed_floor"),
+    (lambda b: b["tolerances"].update(speed_floor=-0.1), "tolerances.speed_floor"),
+    (lambda b: b["tolerances"].update(noise=1), "tolerances: unknown noise"),
+    (lambda b: b.update(entries=[]), "entries"),
+    (lambda b: b["entries"].update({"deit_s@224": "fast"}), "entries.deit_s@224"),
+    (lambda b: b["entries"]["deit_ti@224"].update(param=5), "entries.deit_ti@224: unknown param"),
+    (lambda b: b["entries"]["deit_ti@224"].update(params="5M"), "entries.deit_ti@224.params"),
+    (lambda b: b["entries"]["deit_ti@224"]["speed"].update(ratios=None), "entries.deit_ti@224.speed.ratios"),
+    (lambda b: b["entries"]["deit_ti@224"]["speed"].update(ratios=[]), "entries.deit_ti@224.speed.ratios"),
+    (lambda b: b["entries"]["deit_ti@224"]["speed"].pop("batch_size"), "entries.deit_ti@224.speed: missing batch_size"),
+    (lambda b: b.update(fingerprint=None), "fingerprint"),
+    (lambda b: b["fingerprint"].pop("cores"), "fingerprint"),
+    (lambda b: b["fingerprint"].update(torch=2), "fingerprint.torch"),
+])
+def test_a_baseline_of_the_wrong_shape_is_a_usage_error_naming_file_and_field(tmp_path, capsys, quiet_runs, edit,
+                                                                             message):
+    """#32 row 8: a baseline without `tolerances` was a KeyError traceback, exit 1."""
+    path = baseline_with(quiet_runs, tmp_path, edit)
+    runs = write_runs(tmp_path / "runs", [quiet_runs[1]])
+    assert cli.main(["check", "--baseline", str(path), "--current", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and message in err and "Traceback" not in err
