@@ -158,16 +158,12 @@ def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path
 
 def attention_curves(records: list[Record], out_dir: Path) -> list[Path]:
     """Issue #23's attention-distillation rows beside Table 3's, under both teachers (`seed_curves`); labelled as
-    the table is: not the paper's method. A row trained in more than one kind is one line per kind."""
+    the table is: not the paper's method. Each row and teacher names the precision it ran in, and a row trained in
+    more than one kind (`tables.train_kind`) is one line per kind."""
     teachers, students = attention_arms(records)
-    kinds = {}
-    for a in students:
-        kinds.setdefault(a.experiment, []).append(a.kind)
-    rows = [(a.experiment + (f" ({a.kind.split(',')[0]})" if len(kinds[a.experiment]) > 1 else ""), a)
-            for a in students if a.runs]
-    labels = [a.label for a in teachers if a.runs]
-    teacher_lines = [(f"teacher: {a.label.split(': ')[-1]}" + (f", {a.kind.split(',')[0]}" if labels.count(a.label) > 1
-                                                              else ""), list(a.runs)) for a in teachers if a.runs]
+    rows = [(f"{a.experiment} ({a.kind.split(',')[0]})", a) for a in students if a.runs]  # the precision it ran in
+    teacher_lines = [(f"teacher: {a.label.split(': ')[-1]}, {a.kind.split(',')[0]}", list(a.runs))
+                     for a in teachers if a.runs]
     return seed_curves(records, out_dir, "attention_mini", "Attention distillation at mini scale (not the paper's "
                        "method)", rows, teacher_lines)
 

@@ -280,13 +280,21 @@ def test_the_attention_figure_draws_the_attention_rows_under_both_teachers(tmp_p
     monkeypatch.setattr(figures, "_save", lambda fig, out_dir, name: drawn.setdefault(name, fig) and [])
     figures.attention_curves([*records, renamed(none, "mini_attn"), renamed(teacher, "mini_vit_teacher")], tmp_path)
     curves, finals = drawn["attention_mini"].axes
-    assert [t.get_text() for t in finals.get_yticklabels()] == ["mini_none", "mini_hard", "mini_attn"]
+    assert [t.get_text() for t in finals.get_yticklabels()] == ["mini_none (fp32)", "mini_hard (fp32)",
+                                                                "mini_attn (fp32)"]
     teachers = [t.get_text() for t in curves.get_legend().get_texts() if t.get_text().startswith("teacher")]
-    assert teachers == [f"teacher: convnet ({teacher.metrics['final_val_top1']:.1f})",
-                        f"teacher: ViT, 9 blocks ({teacher.metrics['final_val_top1']:.1f})"]
+    assert teachers == [f"teacher: convnet, fp32 ({teacher.metrics['final_val_top1']:.1f})",
+                        f"teacher: ViT, 9 blocks, fp32 ({teacher.metrics['final_val_top1']:.1f})"]
     assert "not the paper's method" in drawn["attention_mini"]._suptitle.get_text()
     figures.plt.close(drawn["attention_mini"])  # _save, stubbed here, closes it otherwise
     assert figures.attention_curves([r for r in records if r.kind != "train"], tmp_path) == []
+    bf16 = dataclasses.replace(none, settings={**none.settings, "amp": "bf16"},
+                               env={**none.env, "created": "2099-01-01T00:00:00+00:00"})
+    drawn.clear()
+    figures.attention_curves([*records, bf16], tmp_path)  # a row trained in two precisions: a line for each
+    labels = [t.get_text() for t in drawn["attention_mini"].axes[1].get_yticklabels()]
+    figures.plt.close(drawn["attention_mini"])
+    assert labels[:2] == ["mini_none (fp32)", "mini_none (bf16)"]  # the kind that covers most rows first
 
 
 def _seeds(run, experiment, amp, values, *, created="2099-01-01T00:00:00+00:00", env=None, metric="final_val_top1"):
