@@ -305,9 +305,12 @@ def _check_writable(path: Path) -> None:
 def _disagree(args: argparse.Namespace) -> None:
     from bench.disagree import disagreement, top1_columns
 
-    missing = [str(p) for p in args.predictions if not p.is_file()]
+    missing = [str(p) for p in args.predictions if not p.exists()]
     if missing:
         raise UsageError(f"no such prediction file: {', '.join(missing)} (write them with --save-predictions)")
+    special = [str(p) for p in args.predictions if not p.is_file()]
+    if special:  # a FIFO would be waited on
+        raise UsageError(f"not a regular file: {', '.join(special)}")
     try:
         columns, images = top1_columns(args.predictions)
     except ValueError as exc:

@@ -1,7 +1,8 @@
 """Table 4: the fraction of images two classifiers label differently, from saved per-image predictions.
 
 `bench run … --save-predictions FILE` stores each image's top-5 per head; this reads several such files
-(images matched by file name) and needs no model or data.
+(images matched by file name) and needs no model or data. Each file is checked field by field, and all must agree
+on every shared image's label (issue #32: the first file's labels were taken for all).
 """
 
 from __future__ import annotations
@@ -21,20 +22,59 @@ HEAD_LABELS = {"": "", "cls": "class", "dist": "distil", "fused_logits": "class+
 def top1_columns(files: list[Path], labels: list[str] | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """Top-1 per classifier (one per head of each file, named by `labels` or `file_labels`), plus the ground
     truth, on the images all files share."""
-    loaded = [(f, Predictions.load(f)) for f in files]
+    loaded = [(f, load(f)) for f in files]
     common = set(loaded[0][1].names).intersection(*(set(p.names) for _, p in loaded[1:]))
     if not common:
         raise ValueError("the prediction files share no image; they must come from the same data")
     order = sorted(common)
     columns: dict[str, torch.Tensor] = {}
-    for (_, preds), name in zip(loaded, labels or file_labels(files)):
+    for (path, preds), name in zip(loaded, labels or file_labels(files)):
         position = {n: i for i, n in enumerate(preds.names)}
         rows = torch.tensor([position[n] for n in order])
-        columns.setdefault("ground truth", preds.targets[rows])
+        truth = preds.targets[rows]
+        if "ground truth" in columns and not torch.equal(truth, columns["ground truth"]):
+            differ = (truth != columns["ground truth"]).nonzero().flatten()
+            first = int(differ[0])
+            raise ValueError(f"{loaded[0][0]} and {path} label {len(differ)} of the {len(order)} shared images "
+                             f"differently (ground truth of {order[first]!r}: {int(columns['ground truth'][first])} "
+                             f"and {int(truth[first])}); predictions of other data or another label set cannot be "
+                             "compared")
+        columns.setdefault("ground truth", truth)
         for head, label in HEAD_LABELS.items():
             if head in preds.top5:
                 columns[f"{name} {label}".strip()] = preds.top5[head][rows, 0]
     return columns, len(order)
+
+
+def load(path: Path) -> Predictions:
+    """A predictions file, checked field by field. Raises ValueError naming the file and the field."""
+    preds = Predictions.load(path)
+    names, targets, top5 = preds.names, preds.targets, preds.top5
+    problem = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        problem = f"names: expected a list of image names, got {type(names).__name__}"
+    elif len(set(names)) != len(names):
+        problem = f"names: {len(names) - len(set(names))} image names appear twice"
+    elif not _integers(targets, 1) or len(targets) != len(names):
+        problem = f"targets: expected {len(names)} integer labels (one per name), got {_shape(targets)}"
+    elif not isinstance(top5, dict) or not top5:
+        problem = "top5: expected one entry per head, got " + (type(top5).__name__ if not isinstance(top5, dict) else
+                                                                 "none")
+    else:
+        problem = next((f"top5[{head!r}]: expected {len(names)} rows of k >= 1 integer classes, got {_shape(t)}"
+                        for head, t in top5.items() if not _integers(t, 2) or t.shape[0] != len(names)
+                        or t.shape[1] < 1), None)
+    if problem:
+        raise ValueError(f"{path}: {problem}; not a predictions file as `bench run --save-predictions` writes it")
+    return preds
+
+
+def _integers(t: object, dims: int) -> bool:
+    return isinstance(t, torch.Tensor) and t.dim() == dims and not t.is_floating_point() and not t.is_complex()
+
+
+def _shape(t: object) -> str:
+    return f"a {t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
 
 
 def file_labels(files: list[Path]) -> list[str]:

@@ -1,0 +1,66 @@
+"""`bench disagree` (Table 4) refuses prediction files it cannot compare, naming them (issue #32)."""
+
+import os
+
+import pytest
+import torch
+
+from bench import cli
+from bench.predictions import Predictions
+
+
+def save(path, names=("a", "b", "c"), targets=(0, 1, 2), top5=None, loss_sum=0.0):
+    top5 = {"": torch.tensor([[0], [1], [1]])} if top5 is None else top5
+    blob = {"names": names if isinstance(names, str) else list(names), "targets": torch.tensor(targets) if isinstance(targets, tuple) else targets,
+            "top5": top5, "loss_sum": loss_sum}
+    torch.save(blob, path)
+    return str(path)
+
+
+def test_files_whose_ground_truth_differs_are_refused_naming_both(tmp_path, capsys):
+    """#32 row 15: the first file's labels were used without looking at the others'."""
+    first = save(tmp_path / "one.pt")
+    second = save(tmp_path / "two.pt", names=("c", "b", "a"), targets=(2, 1, 1))  # image a: 0 in one, 1 in two
+    third = save(tmp_path / "three.pt")
+    assert cli.main(["disagree", first, third, second]) == 2
+    err = capsys.readouterr().err
+    assert first in err and second in err and "ground truth" in err and "1 of the 3" in err and "Traceback" not in err
+
+
+def test_the_same_ground_truth_in_another_image_order_is_accepted(tmp_path, capsys):
+    first = save(tmp_path / "one.pt")
+    second = save(tmp_path / "two.pt", names=("c", "b", "a"), targets=(2, 1, 0))
+    assert cli.main(["disagree", first, second, "--json"]) == 0
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"names": "abc"}, "names"),
+    ({"names": ("a", "a", "b")}, "names"),
+    ({"targets": (0, 1)}, "targets"),
+    ({"targets": [0, 1, 2]}, "targets"),
+    ({"targets": torch.tensor([0.0, 1.0, 2.0])}, "targets"),
+    ({"top5": {"": torch.tensor([0, 1, 1])}}, "top5"),
+    ({"top5": {"": torch.tensor([[0], [1]])}}, "top5"),
+    ({"top5": {"": [[0], [1], [1]]}}, "top5"),
+    ({"top5": {"cls": torch.zeros(3, 0, dtype=torch.long)}}, "top5"),
+    ({"top5": {}}, "top5"),
+])
+def test_a_malformed_prediction_file_is_named_with_the_field(tmp_path, capsys, fields, message):
+    good = save(tmp_path / "good.pt")
+    bad = save(tmp_path / "bad.pt", **fields)
+    assert cli.main(["disagree", good, bad]) == 2
+    err = capsys.readouterr().err
+    assert bad in err and message in err and "Traceback" not in err
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path, capsys):
+    good = save(tmp_path / "good.pt")
+    os.mkfifo(tmp_path / "fifo.pt")
+    assert cli.main(["disagree", good, str(tmp_path / "fifo.pt")]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+
+
+def test_predictions_written_by_bench_run_still_compare(tmp_path, capsys):
+    Predictions(["a", "b"], torch.tensor([0, 1]), {"": torch.tensor([[0, 1], [0, 1]])}, 0.5).save(tmp_path / "x.pt")
+    Predictions(["a", "b"], torch.tensor([0, 1]), {"": torch.tensor([[1, 0], [1, 0]])}, 0.5).save(tmp_path / "y.pt")
+    assert cli.main(["disagree", str(tmp_path / "x.pt"), str(tmp_path / "y.pt"), "--json"]) == 0
