@@ -30,9 +30,19 @@ def check_folder(path, flag: str) -> None:
     """Raise UsageError unless `path` is, or can become, a writable folder: checked before a command measures or
     trains anything, so a results folder given as a file name fails in a second, not after the run."""
     path = Path(path)
-    existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor or "."))
+    existing = _nearest_existing(path)
     if not existing.is_dir():
         where = "is a file" if existing == path else f"cannot be made: {existing} is a file"
         raise UsageError(f"{flag} {path} {where}; give a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {path}: {existing} is not writable")
+
+
+def writable(path) -> bool:
+    """Whether `path` is, or can become, a folder this process may write (a read-only disk answers no)."""
+    existing = _nearest_existing(Path(path))
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+def _nearest_existing(path: Path) -> Path:
+    return next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor or "."))

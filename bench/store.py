@@ -129,28 +129,55 @@ LOCK_NAME = ".lock"
 def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> Iterator[Path]:
     """Own `folder` for the block: an exclusive `flock` on `folder/.lock`, which names the owner's pid and host. A
     second process is refused with FolderInUse naming the holder (issue #32 row 9: two runs into one folder both
-    exited 0 with their logs interleaved). The kernel releases the lock when the block ends or its process dies,
-    however (SIGKILL included), so there is never a stale lock to remove by hand; the file itself stays."""
+    exited 0 with their logs interleaved). The kernel releases the lock when its process dies, however (SIGKILL
+    included), so there is never a stale lock to clear by hand. On leaving, the lock file goes, and so do the folders
+    the block made if they stayed empty: a start refused before its first write leaves nothing behind."""
     folder = Path(folder)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
     lock = folder / LOCK_NAME
+    fd = _lock(folder, lock, log)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise _named(lock, exc, lock.exists()) from exc
-    try:
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # still held: a process that opened it meanwhile finds it gone and locks a new one
+        os.close(fd)
+        for path in made:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when empty
+
+
+def _lock(folder: Path, lock: Path, log) -> int:
+    """An open descriptor of `lock`, flock-ed; a lock file removed by a holder leaving between our open and our
+    flock is not the lock any more, so the new one is taken."""
+    while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            continue  # the folder was removed by a holder leaving it empty
+        except OSError as exc:
+            raise _named(lock, exc, lock.exists()) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = lock.read_text(errors="replace").strip() or "a process just starting"
+            os.close(fd)
+            try:
+                holder = lock.read_text(errors="replace").strip() or "a process just starting"
+            except FileNotFoundError:
+                holder = "a process just leaving"
             raise FolderInUse(f"{folder} is being written by another process ({holder}, holding {lock}); wait for "
                               "it to finish, or write elsewhere") from None
         except OSError as exc:  # a filesystem without flock (Lustre mounted noflock, some NFS): run, but say so
             log(f"warning: cannot lock {lock} ({os.strerror(exc.errno)}); nothing stops a second process from "
                 f"writing {folder} at the same time")
-        else:
+            return fd
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-        yield folder
-    finally:
-        os.close(fd)  # releases the lock
+            return fd
+        os.close(fd)
