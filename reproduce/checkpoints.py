@@ -7,6 +7,7 @@ Ctrl-C leaves the previous checkpoint or result whole.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,9 @@ import torch
 
 from bench import machine
 from bench.checkpoint import load_torch_file, sha256_of
-from bench.errors import CheckpointError
+from bench.errors import CheckpointError, StorageError
 from bench.record import Record, collect_env, cpu_model
-from bench.store import write_atomic, write_text_atomic
+from bench.store import append_line, write_atomic, write_text_atomic
 from reproduce.config import ConfigError, TrainConfig, as_dict
 
 
@@ -108,6 +109,17 @@ class RunFiles:
             return f"the last checkpoint {self.checkpoint} is intact (--resume continues from it)"
         return f"no checkpoint had been written yet ({self.checkpoint}; the first is saved after epoch 1), so a rerun starts afresh"
 
+    def recorded(self, state: CheckpointState, cfg: TrainConfig, log=print) -> bool:
+        """Whether the run had finished and been recorded: a second record would count it twice (#19). A run that
+        finished without its record (a full disk at result.json: #32 row 11) is not: its record is written now."""
+        if not state.finished(cfg):
+            return False
+        if self.result.exists():
+            log(f"already finished: {self.result}; no new record")
+            return True
+        log(f"finished before, but its record was not written ({self.result} is missing); writing it now")
+        return False
+
     def load(self, resume: bool, cfg: TrainConfig, experiment: str) -> CheckpointState | None:
         """The saved state when resuming (None when there is nothing to resume); refuses to start over an existing
         run without --resume, and to resume with a different configuration."""
@@ -126,7 +138,7 @@ class RunFiles:
         saved, now = blob["config"], as_dict(cfg)
         now = json.loads(json.dumps(now))  # tuples as lists, as they come back from the file
         saved = json.loads(json.dumps(saved))
-        differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        differ = sorted(k for k in set(saved) | set(now) if not same_value(saved.get(k), now.get(k)))
         if differ:
             raise ConfigError(f"--resume with a different configuration than {self.checkpoint}: "
                               + ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in differ))
@@ -140,22 +152,30 @@ class RunFiles:
                                finetune_sha256=earlier.get("finetune_sha256"),
                                resumed_from=[*earlier.get("resumed_from", []), resumed])
 
-    def trim_log(self, state: CheckpointState) -> None:
-        """Drop log lines written after the checkpoint (a run killed between them), so a resumed log is whole."""
+    def trim_log(self, state: CheckpointState, log=print) -> None:
+        """Drop log lines written after the checkpoint (a run killed between them), so a resumed log is whole; and
+        lines that cannot be read, saying so (issue #32 row 10: a line torn by a kill or a full disk made --resume
+        fail with a JSONDecodeError, though the checkpoint, which holds the history, was intact)."""
         if not self.main or not self.log_file.exists():
             return
-        keep = []
-        for line in self.log_file.read_text().splitlines():
-            entry = json.loads(line)
-            position = (entry["epoch"] + 1, 0) if entry["type"] == "epoch" else (entry["epoch"], entry["step"])
-            if position <= (state.epoch, state.step):
+        keep, bad = [], []
+        lines = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        for number, line in enumerate(lines, 1):
+            position = _log_position(line)
+            if position is None:
+                bad.append(number)
+            elif position <= (state.epoch, state.step):
                 keep.append(line)
+        if bad == [len(lines)]:
+            log(f"warning: {self.log_file}: dropped its torn last line (a write cut short); the checkpoint is intact")
+        elif bad:
+            log(f"warning: {self.log_file}: dropped unreadable lines {', '.join(map(str, bad))} (not log entries of "
+                "`reproduce train`); the checkpoint is intact")
         write_text_atomic(self.log_file, "".join(k + "\n" for k in keep))
 
     def log(self, entry: dict[str, Any]) -> None:
         if self.main:
-            with self.log_file.open("a") as f:
-                f.write(json.dumps(entry) + "\n")
+            append_line(self.log_file, json.dumps(entry))
 
     def finish(self, state: CheckpointState, cfg: TrainConfig, experiment: str, variant, procs, per_rank: int,
                lr: float, wall_s: float, ranks_identical: bool, env: dict[str, Any],
@@ -179,8 +199,36 @@ class RunFiles:
         notes = [] if cfg.finetune or cfg.dataset != "synthetic" else ["synthetic data: a smoke run, not a result"]
         record = Record(variant.name, variant.model, settings, metrics, env, kind="train",
                         notes=notes)
-        write_text_atomic(self.result, record.to_json())
+        try:
+            write_text_atomic(self.result, record.to_json())
+        except StorageError as exc:
+            raise StorageError(f"{exc}; {self.kept()}") from exc
         return record
+
+
+def _log_position(line: str) -> tuple[int, int] | None:
+    """Where a log line stands (epochs complete, steps of the next); None for a line that is not an entry of ours."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or type(entry.get("epoch")) is not int:
+        return None
+    if entry.get("type") == "epoch":
+        return entry["epoch"] + 1, 0
+    return (entry["epoch"], entry["step"]) if entry.get("type") == "step" and type(entry.get("step")) is int else None
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality of config values as JSON reads them back, with nan equal to itself: `nan != nan` refused every
+    --resume of a run whose config held one (issue #32 row 4)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(same_value, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    return a == b
 
 
 def run_env(device: str) -> dict[str, Any]:
