@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
 
+from bench.checkpoint import load_torch_file
+from bench.errors import CheckpointError, writable
 from bench.store import write_atomic
 from reproduce.config import KL_NORMS, MODES  # the accepted values live with the config (no torch there)
 
@@ -111,12 +113,37 @@ class MemoTeacher(nn.Module):
     the whole run's logits are small (CIFAR scales: 6 MB per seed), not on ImageNet.
     """
 
-    def __init__(self, teacher: nn.Module, path: Path):
+    def __init__(self, teacher: nn.Module, path: Path, *, log=print, start_from: Path | None = None):
+        """`path` is where the memo is kept; `start_from`, a memo to begin with when `path` holds none yet."""
         super().__init__()
         self.teacher, self.path = teacher, Path(path)
-        self.memo: dict[str, Tensor] = torch.load(self.path) if self.path.is_file() else {}
+        source = self.path if self.path.is_file() or start_from is None or not start_from.is_file() else start_from
+        self.memo = self._read(source, log) if source.is_file() else {}
         self.hits = self.misses = 0
         self._unsaved = False
+
+    @classmethod
+    def beside(cls, teacher: nn.Module, teacher_checkpoint: str, amp: str, rank: int, world: int, *, run_folder: Path,
+               log=print) -> MemoTeacher:
+        """The memo of `teacher_checkpoint` where `memo_path` puts it, saying so when that is the run folder (then a
+        memo beside the checkpoint, read-only, is where it starts)."""
+        path, note = memo_path(teacher_checkpoint, amp, rank, world, run_folder=run_folder)
+        if note:
+            log(note)
+        return cls(teacher, path, log=log, start_from=Path(teacher_checkpoint).parent / "teacher-logits" / path.name)
+
+    @staticmethod
+    def _read(path: Path, log) -> dict[str, Tensor]:
+        """The memo in `path`, or an empty one, saying so, when the file is unreadable or not a memo: it only saves
+        the teacher's forwards, so it is rebuilt (issue #32 row 13: a traceback that did not name the file)."""
+        try:
+            memo = load_torch_file(path, "teacher-logit memo")
+            if isinstance(memo, dict) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in memo.items()):
+                return memo
+            raise CheckpointError(f"teacher-logit memo {path} holds a {type(memo).__name__}, not logits by batch")
+        except CheckpointError as exc:
+            log(f"warning: {exc}; it is rebuilt (the teacher runs again on every batch)")
+            return {}
 
     @staticmethod
     def digest(images: Tensor) -> str:
@@ -145,11 +172,22 @@ class MemoTeacher(nn.Module):
         self._unsaved = False
 
 
-def memo_path(teacher_checkpoint: str, amp: str, rank: int, world: int) -> Path:
-    """Where the logits of a teacher checkpoint (identified by its sha256) under an autocast mode are kept."""
+def memo_path(teacher_checkpoint: str, amp: str, rank: int, world: int, *, run_folder: Path) -> tuple[Path, str | None]:
+    """Where the logits of a teacher checkpoint (identified by its sha256) under an autocast mode are kept, and a
+    line to print when that is not the usual place.
+
+    Beside the checkpoint, so every run distilling from it shares them; where that folder cannot be written (a
+    read-only teacher store), in the run folder instead, decided before training (issue #32 row 13: the save failed
+    with EROFS after epoch 1, and again on every resume)."""
     path = Path(teacher_checkpoint)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return path.parent / "teacher-logits" / f"{path.stem}-{sha}-{amp}-rank{rank}of{world}.pt"
+    name = f"{path.stem}-{sha}-{amp}-rank{rank}of{world}.pt"
+    shared = path.parent / "teacher-logits"
+    if writable(shared):
+        return shared / name, None
+    own = Path(run_folder) / "teacher-logits"
+    return own / name, (f"teacher_memo: {shared} cannot be written ({path.parent} is read-only or not ours), so "
+                        f"this run keeps its teacher's logits in {own}: not shared with other runs")
 
 
 class StepLoss(NamedTuple):

@@ -11,6 +11,7 @@ as `bench run --metrics accuracy --save-predictions` would, so a missing or wron
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,7 +24,7 @@ from pathlib import Path
 from bench.disagree import disagreement, top1_columns
 from bench.record import Record, load_records, write_record
 from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name
-from bench.store import write_text_atomic
+from bench.store import hold_folder, write_text_atomic
 from reproduce import experiments
 from reproduce.checkpoints import run_env
 from reproduce.config import LABEL_TEACHER, ConfigError, override
@@ -64,8 +65,15 @@ class RowOutcome:
 
 def run_suite(suite: Suite, root: Path, *, seeds: int, sets: list[str], data: str | None, results_dir: Path,
               log=print) -> list[RowOutcome]:
-    """Train what is missing: the teacher (once; or evaluate the given one), then every row for seeds 0 … seeds-1."""
-    base = root / suite.name
+    """Train what is missing: the teacher (once; or evaluate the given one), then every row for seeds 0 … seeds-1.
+    The suite's folder is held for the whole run (a second suite on it is refused: issue #32 row 9), each row's run
+    folder by its training."""
+    with _held(root / suite.name, log):
+        return _run_suite(suite, root / suite.name, seeds=seeds, sets=sets, data=data, results_dir=results_dir, log=log)
+
+
+def _run_suite(suite: Suite, base: Path, *, seeds: int, sets: list[str], data: str | None, results_dir: Path,
+               log) -> list[RowOutcome]:
     outcomes = []
     teacher_sets = list(sets)
     if suite.teacher is not None:
@@ -91,12 +99,22 @@ def _evaluate_given_teacher(row: str, output: Path, sets: list[str], data: str |
     """The teacher of distillation row `row`, from its `teacher_checkpoint`, scored on the rows' validation images
     by bench's accuracy measurement (its own preprocessing); the predictions and the record land in `output` like a
     trained run's, and the record in `results_dir` too (where `bench tables` finds the teacher's top-1)."""
+    cfg = override(dataclasses.replace(experiments.get(row).build(), **({"data": data} if data else {})), sets)
+    with _held(output, log):
+        return _evaluate_teacher(cfg, row, output, results_dir, log)
+
+
+def _held(folder: Path, log):
+    """`folder` held by the first process of a launch, the one that writes (issue #32 row 9)."""
+    return hold_folder(folder, log=log) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+
+
+def _evaluate_teacher(cfg, row: str, output: Path, results_dir: Path, log) -> RowOutcome:
     from bench.accuracy import EvalOptions
     from bench.registry import resolve
     from bench.run import measure, resolve_settings
     from reproduce.train import start_processes
 
-    cfg = override(dataclasses.replace(experiments.get(row).build(), **({"data": data} if data else {})), sets)
     if (output / "result.json").exists():
         scored = Record.from_json((output / "result.json").read_text()).settings.eval["checkpoint"]
         if scored != cfg.teacher_checkpoint:

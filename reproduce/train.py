@@ -7,6 +7,7 @@ run resumed from any checkpoint continues the very same loss trace.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -30,13 +31,15 @@ from tqdm import tqdm
 
 from bench import data as bench_data
 from bench import machine
+from bench.errors import StorageError
 from bench.evaluate import predict, scores
 from bench.record import Record
 from bench.speed import PRECISIONS
+from bench.store import hold_folder
 from reproduce import data, models
 from reproduce.checkpoints import CheckpointState, RunFiles, run_env
 from reproduce.config import ConfigError, Interrupted, NonFiniteLoss, Preempted, TrainConfig
-from reproduce.distill import AttentionTap, AttentionTerm, Distiller, LabelTeacher, MemoTeacher, memo_path
+from reproduce.distill import AttentionTap, AttentionTerm, Distiller, LabelTeacher, MemoTeacher
 from reproduce.sampling import ResumableSampler, SeededItems, step_seed
 
 
@@ -68,9 +71,14 @@ def start_processes(device: str) -> Processes:
 
 
 def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=print) -> Record | None:
-    """Train as `cfg` says, checkpointing into `output`; return the new result record (None on ranks other than 0,
-    and for a run that had finished before)."""
+    """Train as `cfg` says, checkpointing into `output`, which this process holds (a second is refused: #32 row 9);
+    return the new result record (None on ranks other than 0, and for a run finished and recorded before)."""
     procs = start_processes(cfg.device)
+    with hold_folder(output, log=log) if procs.main else contextlib.nullcontext():
+        return _train(cfg, procs, output, experiment, resume, log)
+
+
+def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, resume: bool, log) -> Record | None:
     env = run_env(procs.device)
     amp, amp_why, warning = resolve_amp(cfg.amp, env["fingerprint"])
     if warning:
@@ -89,7 +97,7 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     sampler, loader, steps_per_epoch = training_batches(train_set, cfg, procs, per_rank, img_size)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     student.to(procs.device, memory_format=memory_format)  # before the optimiser and the EMA copy are made
-    teacher, memo = place_teacher(teacher, cfg, procs, amp)
+    teacher, memo = place_teacher(teacher, cfg, procs, amp, output, log)
     recipe = build_recipe(cfg, student, teacher, procs, per_rank, steps_per_epoch, memory_format, amp)
 
     state = files.load(resume, cfg, experiment)  # None: a fresh start
@@ -100,15 +108,14 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     else:
         state = CheckpointState.fresh(cfg, experiment)
     state.class_names = list(train_set.classes) if getattr(train_set, "classes", None) else None
-    if state.finished(cfg):  # its record was written when it finished: a second one would count it twice (#19)
-        log(f"already finished: {files.result}; no new record")
+    if files.recorded(state, cfg, log):
         return None
     teacher_file = teacher is not None and not isinstance(teacher, LabelTeacher)  # weights, not the labels
     state.hash_inputs(cfg, Path(cfg.teacher_checkpoint) if teacher_file else None)
 
     model = DistributedDataParallel(student) if procs.world > 1 else student
     step_fn = torch.compile(model) if cfg.compile else model
-    files.trim_log(state)
+    files.trim_log(state, log)
     stop = _PreemptionFlag()
     named = f"; teacher {cfg.teacher_checkpoint}, sha256 {state.teacher_sha256[:12]}" if teacher_file else ""
     log(f"{experiment}: {variant.name} ({cfg.teacher_signals()}{named}), "
@@ -118,8 +125,8 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     try:
         _loop(cfg, procs, files, state, recipe, student, step_fn, sampler, loader, steps_per_epoch, per_rank, memo,
               val_set, prep, variant, stop, log)
-    except NonFiniteLoss as exc:
-        raise NonFiniteLoss(f"{exc}; {files.kept()}") from None
+    except (NonFiniteLoss, StorageError) as exc:  # StorageError: a full or read-only disk (#32 row 11)
+        raise type(exc)(f"{exc}; {files.kept()}") from None
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted in epoch {state.epoch + 1} after step {state.step}; {files.kept()}") from None
     agree = ranks_agree(student, procs)
@@ -362,17 +369,17 @@ def build_recipe(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.M
                   memory_format)
 
 
-def place_teacher(teacher: torch.nn.Module | None, cfg: TrainConfig, procs: Processes,
-                  amp: str) -> tuple[torch.nn.Module | None, MemoTeacher | None]:
+def place_teacher(teacher: torch.nn.Module | None, cfg: TrainConfig, procs: Processes, amp: str, output: Path,
+                  log) -> tuple[torch.nn.Module | None, MemoTeacher | None]:
     """The frozen teacher on the device in channels-last (NHWC weights make a convnet's convolutions NHWC whatever
-    the input), compiled if asked, behind its logit memo if asked; and the memo, which the loop saves."""
+    the input), compiled if asked, behind its logit memo if asked (`memo_path`); and the memo, which the loop saves."""
     if teacher is None or isinstance(teacher, LabelTeacher):  # the labels need no device, compiling or memo
         return teacher, None
     teacher = teacher.to(procs.device, memory_format=torch.channels_last)
     teacher = torch.compile(teacher) if cfg.compile else teacher
     if not cfg.teacher_memo:
         return teacher, None
-    memo = MemoTeacher(teacher, memo_path(cfg.teacher_checkpoint, amp, procs.rank, procs.world))
+    memo = MemoTeacher.beside(teacher, cfg.teacher_checkpoint, amp, procs.rank, procs.world, run_folder=output, log=log)
     return memo, memo
 
 
