@@ -202,6 +202,21 @@ def test_a_remembered_teacher_gives_the_same_losses_and_runs_once_per_distinct_b
     assert counts == (0, 8)  # other batches: nothing is wrongly reused
 
 
+def test_a_read_only_teacher_folder_keeps_the_memo_in_the_run_folder_and_says_so(tmp_path, teacher_ckpt):
+    """#32 row 13: EROFS after epoch 1, and again on every resume."""
+    from test_run_folder import remount_read_only, tmpfs
+
+    with tmpfs(tmp_path / "teachers", "64m") as folder:
+        shutil.copy(teacher_ckpt, folder / "teacher.pth")
+        remount_read_only(folder)
+        said = []
+        cfg = resolve_config("debug_hard", None, ["epochs=1", f"teacher_checkpoint={folder / 'teacher.pth'}",
+                                                  "teacher_memo=true"])
+        assert train(cfg, tmp_path / "run", experiment="debug_hard", resume=False, log=said.append) is not None
+    (memo,) = (tmp_path / "run" / "teacher-logits").iterdir()
+    assert any("read-only" in line and str(memo.parent) in line for line in said[:3]), said
+
+
 def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
