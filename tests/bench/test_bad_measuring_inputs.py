@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -233,3 +234,27 @@ def test_non_finite_and_negative_numbers_are_usage_errors_and_nothing_is_written
     assert cli.main([*argv, *(["--results-dir", str(tmp_path / "r")] if argv[0] == "run" else [])]) == 2
     assert message in capsys.readouterr().err
     assert not any((tmp_path / d).exists() for d in ("B", "O", "r"))
+
+
+def test_saving_predictions_onto_an_existing_folder_is_refused_before_any_work(tmp_path, capsys):
+    """#32 row 14: the whole evaluation ran, then a traceback, and the record was lost."""
+    root = folder_tree(tmp_path / "data", {f"c{i}": 1 for i in range(10)})
+    (tmp_path / "preds").mkdir()
+    code, _, err = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(root),
+                            "--checkpoint", str(known_checkpoint(tmp_path / "k.pth", "debug")),
+                            "--results-dir", str(tmp_path / "r"), "--save-predictions", str(tmp_path / "preds"))
+    assert code == 2 and f"--save-predictions {tmp_path / 'preds'} is a folder" in err and "Traceback" not in err
+    assert "building" not in err and not (tmp_path / "r").exists()
+
+
+def test_more_threads_than_cores_are_warned_about_and_noted_in_the_record(tmp_path, capsys):
+    """#32 row 15: `--threads 1000` on 2 cores was recorded without a word."""
+    cores = len(os.sched_getaffinity(0))
+    code, record, err = run_json(capsys, "--variant", "debug", "--metrics", "speed", "--threads", str(cores + 1),
+                                 "--batch-size", "1", "--warmup", "0", "--iters", "1", "--results-dir", str(tmp_path))
+    assert code == 0, err
+    warning = f"--threads {cores + 1} is more than the {cores} cores this process may run on"
+    assert warning in err and any(warning in note for note in record["notes"])
+    code, record, err = run_json(capsys, "--variant", "debug", "--metrics", "speed", "--threads", str(cores),
+                                 "--batch-size", "1", "--warmup", "0", "--iters", "1", "--results-dir", str(tmp_path))
+    assert code == 0 and "cores this process" not in err + "".join(record["notes"])
