@@ -11,7 +11,9 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 MODES = ("none", "soft", "hard")  # distillation modes (reproduce/distill.py)
 KL_NORMS = ("batchmean", "official")
@@ -134,45 +136,292 @@ SCHED_TIMINGS = ("official", "start")
 CLS_TOKEN_INITS = ("official", "timm")
 LABEL_TEACHER = "labels"  # `teacher=labels`: the true labels in the teacher's place (reproduce.distill.LabelTeacher)
 DATASETS = ("folder", "cifar10", "cifar100", "flowers102", "stanford_cars", "synthetic")
+# timm's schedules that the loop can drive (train.epoch_lr / step_update): `plateau` needs a validation metric the
+# loop does not pass, `none` gives no scheduler, `wsd`/`rsqrt` refuse short runs; tested over epochs and warm-ups
+SCHEDULERS = ("cosine", "tanh", "step", "constant", "multistep", "poly")
+# timm's create_transform takes box, hamming and lanczos too, but RandAugment's affine ops (PIL) then fail mid-epoch
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "random")
+SEED_MAX = 2**32 - 1  # NumPy's seeds
+
+
+# ---- what each field accepts (issue #32): declared once, here, and enforced by `check()` on every resolved config
+# (`--set`, experiments, suites) before any work; `reproduce ls --fields` prints it. A field without an entry fails
+# tests/reproduce/test_config_constraints.py. ----
+
+@dataclass(frozen=True)
+class Accepts:
+    """What one field accepts: `words` for messages and `reproduce ls --fields`; `reason(value)` is None for an
+    accepted value, else the words that follow "is not accepted:" (by default "must be <words>")."""
+
+    words: str
+    test: Callable[[Any], bool | str]  # True: accepted; False: refused; a string: refused, saying why
+
+    def reason(self, value: Any) -> str | None:
+        verdict = self.test(value)
+        if verdict is True:
+            return None
+        return verdict if isinstance(verdict, str) and verdict else f"must be {self.words}"
+
+
+@dataclass(frozen=True)
+class Number(Accepts):
+    """A numeric field's rule, with its bounds kept for the tests that probe them."""
+
+    kind: type = float
+    low: float = 0
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    optional: bool = False
+
+
+def number(kind: type, low: float, high: float | None = None, *, open_low: bool = False, open_high: bool = False,
+           optional: bool = False, note: str = "") -> Number:
+    """An int or float field: finite (nan and inf never are), within [low, high] (ends open where asked)."""
+    if high is not None:
+        words = f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+    elif low == 0:
+        words = "positive" if open_low else "non-negative"
+    else:
+        words = f"greater than {low}" if open_low else f"at least {low}"
+    words += " and finite" if kind is float and high is None else ""
+    words += " or None" if optional else ""
+    words += f" ({note})" if note else ""
+
+    def test(value) -> bool | str:
+        if value is None:
+            return optional
+        if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+            return f"must be {'an int' if kind is int else 'a number'}, {words}"
+        return ((isinstance(value, int) or math.isfinite(value))  # an int is finite (and may not fit a float)
+                and (value > low if open_low else value >= low)
+                and (high is None or (value < high if open_high else value <= high)))
+    return Number(words, test, kind, low, high, open_low, open_high, optional)
+
+
+def one_of(*names: str, note: str = "") -> Accepts:
+    return Accepts(f"one of {', '.join(names)}" + (f" ({note})" if note else ""), lambda value: value in names)
+
+
+FLAG = Accepts("true or false", lambda value: isinstance(value, bool))
+PATH = Accepts("a path, or '' for none", lambda value: isinstance(value, str) and "\0" not in value)
+PROBABILITY = number(float, 0, 1)
+
+
+def _registered(value, *, labels: bool = False) -> bool | str:
+    from bench.registry import resolve  # no torch: the registry is data
+
+    if labels and value == LABEL_TEACHER:
+        return True
+    try:
+        resolve(value)
+    except (KeyError, TypeError) as exc:
+        also = f" ({LABEL_TEACHER}: the ground truth in the teacher's place)" if labels else ""
+        return exc.args[0] + also if isinstance(exc, KeyError) else False
+    return True
+
+
+def _optimizer(name) -> bool | str:
+    """timm's `create_optimizer_v2` names, `lookahead_` prefix allowed, that can be built here (the apex `fused*` and
+    bitsandbytes `bnb*` ones need CUDA and their package)."""
+    if not isinstance(name, str):
+        return False
+    from timm.optim import get_optimizer_class, list_optimizers  # here: timm loads only where a config is checked
+
+    base = name.lower().removeprefix("lookahead_")  # timm reads 'x_adamw' as adamw; only lookahead_ means something
+    if base not in list_optimizers():
+        close = difflib.get_close_matches(base, list_optimizers(), n=3)
+        return f"must be {OPTIMIZER.words}" + (f"; did you mean {', '.join(close)}?" if close else "")
+    if base == "adahessian":
+        return "adahessian needs a backward pass with create_graph=True, which the training step does not do"
+    try:
+        get_optimizer_class(base, bind_defaults=False)
+    except (ImportError, AssertionError) as exc:
+        return f"timm's {base} cannot run here: {exc}"
+    return True
+
+
+def _augmentation(spec) -> bool | str:
+    """'' or a spec timm's create_transform builds, every section a key and a number: timm silently skips a section
+    without a number ('rand-m9-foo' is plain 'rand-m9')."""
+    if spec == "":
+        return True
+    if not isinstance(spec, str):
+        return False
+    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
+
+    name, *sections = spec.split("-")
+    for section in sections:
+        if not any(c.isdigit() for c in section) and not (name == "rand" and section.startswith("t")):
+            return f"section {section!r} has no number, so timm would skip it silently; must be {AUGMENTATION.words}"
+    build = (rand_augment_transform if spec.startswith("rand") else
+             augment_and_mix_transform if spec.startswith("augmix") else auto_augment_transform)
+    try:
+        build(spec, {"translate_const": 100, "img_mean": (124, 116, 104)})
+    except (AssertionError, ValueError, KeyError, IndexError) as exc:
+        return f"timm cannot build it ({exc or type(exc).__name__}); must be {AUGMENTATION.words}"
+    return True
+
+
+def _eval_protocol(value) -> bool:
+    from bench.data import EVAL_PROTOCOLS  # bench's evaluation owns its preprocessing protocols
+
+    return value in EVAL_PROTOCOLS
+
+
+def _crop_scale(value) -> bool:
+    return (isinstance(value, tuple) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            and 0 < value[0] <= value[1] <= 1)
+
+
+def _parameter_names(value) -> bool:
+    return isinstance(value, tuple) and all(isinstance(v, str) and v.replace(".", "_").isidentifier() for v in value)
+
+
+def _block_indices(value) -> bool | str:
+    if not (isinstance(value, tuple) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        return False
+    twice = sorted({v for v in value if value.count(v) > 1})
+    return f"block {', '.join(map(str, twice))} is given twice; must be {BLOCKS.words}" if twice else True
+
+
+OPTIMIZER = Accepts("a timm optimizer name (timm.optim.list_optimizers(); lookahead_NAME wraps it) that runs here, "
+                    "not adahessian", _optimizer)
+AUGMENTATION = Accepts("'' (none) or a timm augmentation spec: rand-m9-mstd0.5-inc1 (RandAugment), "
+                       "original-mstd0.5 (AutoAugment), augmix-m5", _augmentation)
+BLOCKS = Accepts("distinct block indices separated by commas (negative from the end), at least one", _block_indices)
+
+ACCEPTS: dict[str, Accepts] = {
+    # model
+    "variant": Accepts("a registered model (`bench ls`)", _registered),
+    "img_size": number(int, 1, optional=True, note="None: the variant's; for a ViT a multiple of its patch size"),
+    "num_classes": number(int, 1),
+    "drop_path": number(float, 0, 1, open_high=True),
+    "dropout": number(float, 0, 1, open_high=True),
+    "finetune": PATH,
+    # data
+    "dataset": one_of(*DATASETS),
+    "data": PATH,
+    "train_subset": number(int, 0, note="0: all"),
+    "subset_seed": number(int, 0, SEED_MAX),
+    "val_subset": number(int, 0, note="0: all"),
+    "workers": number(int, 0),
+    "preload": FLAG,
+    "device_data": FLAG,
+    # optimisation
+    "epochs": number(int, 1),
+    "batch_size": number(int, 1),
+    "lr": number(float, 0, open_low=True),
+    "lr_scale_batch": FLAG,
+    "weight_decay": number(float, 0),
+    "no_decay": Accepts("parameter names separated by commas (e.g. pos_embed,cls_token), or empty", _parameter_names),
+    "opt": OPTIMIZER,
+    "opt_eps": number(float, 0, open_low=True),
+    "momentum": number(float, 0, 1, open_high=True),
+    "layer_decay": number(float, 0, 1, open_low=True, optional=True),
+    "clip_grad": number(float, 0, open_low=True, optional=True, note="None: no clipping"),
+    "sched": one_of(*SCHEDULERS),
+    "sched_per_step": FLAG,
+    "sched_timing": one_of(*SCHED_TIMINGS),
+    "warmup_epochs": number(int, 0),
+    "warmup_lr": number(float, 0),
+    "min_lr": number(float, 0),
+    # augmentation and regularisation
+    "train_interpolation": one_of(*INTERPOLATIONS),
+    "train_crop_scale": Accepts("two numbers low,high with 0 < low <= high <= 1", _crop_scale),
+    "hflip": PROBABILITY,
+    "color_jitter": number(float, 0),
+    "auto_augment": AUGMENTATION,
+    "reprob": PROBABILITY,
+    "mixup": number(float, 0, note="Beta(α, α); 0: off"),
+    "cutmix": number(float, 0, note="Beta(α, α); 0: off"),
+    "mixup_prob": PROBABILITY,
+    "mixup_switch_prob": PROBABILITY,
+    "smoothing": number(float, 0, 1, open_high=True),
+    "repeated_aug": number(int, 1, note="1 = off"),
+    "ema_decay": number(float, 0, 1, open_low=True, open_high=True, optional=True),
+    # distillation
+    "distillation": one_of(*MODES),
+    "distill_token": FLAG,
+    "distill_alpha": PROBABILITY,
+    "distill_tau": number(float, 0, open_low=True),
+    "kl_norm": one_of(*KL_NORMS),
+    "distill_smoothing": number(float, 0, 1, open_high=True),
+    "attn_distill": FLAG,
+    "attn_blocks": BLOCKS,
+    "attn_per_head": FLAG,
+    "teacher": Accepts(f"a registered model (`bench ls`), or {LABEL_TEACHER}",
+                       lambda value: _registered(value, labels=True)),
+    "teacher_checkpoint": PATH,
+    "teacher_memo": FLAG,
+    # run
+    "seed": number(int, 0, SEED_MAX),
+    "amp": one_of(*AMP_MODES),
+    "compile": FLAG,
+    "cls_token_init": one_of(*CLS_TOKEN_INITS),
+    "fused_attn": FLAG,
+    "channels_last": FLAG,
+    "eval_every": number(int, 1, note="evaluate every N epochs; the last epoch always is"),
+    "eval_protocol": Accepts("one of bench's evaluation protocols (official, timm)", _eval_protocol),
+    "eval_batch_size": number(int, 1),
+    "log_every": number(int, 1),
+    "device": Accepts("auto, cpu, cuda or cuda:N", lambda value: isinstance(value, str) and valid_device(value)),
+}
 
 
 def check(cfg: TrainConfig) -> TrainConfig:
-    """Raise ConfigError for values that cannot train; return cfg unchanged otherwise."""
+    """Raise ConfigError for values that cannot train; return cfg unchanged otherwise. Each field against its
+    `ACCEPTS` entry first, then the rules that tie fields together."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        reason = ACCEPTS[f.name].reason(value)
+        if reason is not None:
+            raise ConfigError(f"{f.name}={value!r} is not accepted: {reason}")
     rules = [
-        (cfg.distillation in MODES, "distillation", f"one of {', '.join(MODES)}"),
-        (cfg.kl_norm in KL_NORMS, "kl_norm", f"one of {', '.join(KL_NORMS)}"),
-        (cfg.amp in AMP_MODES, "amp", f"one of {', '.join(AMP_MODES)}"),
-        (cfg.sched_timing in SCHED_TIMINGS, "sched_timing", f"one of {', '.join(SCHED_TIMINGS)}"),
-        (cfg.cls_token_init in CLS_TOKEN_INITS, "cls_token_init", f"one of {', '.join(CLS_TOKEN_INITS)}"),
-        (cfg.dataset in DATASETS, "dataset", f"one of {', '.join(DATASETS)}"),
-        (cfg.epochs >= 1, "epochs", "at least 1"),
-        (cfg.batch_size >= 1, "batch_size", "at least 1"),
-        (math.isfinite(cfg.lr) and cfg.lr > 0, "lr", "positive and finite"),
-        (0 <= cfg.distill_alpha <= 1, "distill_alpha", "in [0, 1]"),
-        (cfg.distill_tau > 0, "distill_tau", "positive"),
-        (0 <= cfg.distill_smoothing < 1, "distill_smoothing", "in [0, 1)"),
         (cfg.distill_smoothing == 0 or cfg.distillation == "hard", "distill_smoothing",
          "0 unless distillation=hard (it smooths the teacher's hard label; the soft mode has none)"),
-        (0 <= cfg.reprob <= 1, "reprob", "in [0, 1]"),
-        (cfg.repeated_aug >= 1, "repeated_aug", "at least 1 (1 = off)"),
-        (cfg.ema_decay is None or 0 < cfg.ema_decay < 1, "ema_decay", "in (0, 1) or None"),
-        (0 < cfg.train_crop_scale[0] <= cfg.train_crop_scale[1] <= 1, "train_crop_scale", "0 < low <= high <= 1"),
-        (cfg.eval_every >= 1, "eval_every", "at least 1 (evaluate every N epochs; the last epoch always is)"),
-        (cfg.log_every >= 1, "log_every", "at least 1"),
-        (cfg.warmup_epochs >= 0, "warmup_epochs", "non-negative"),
-        (cfg.workers >= 0, "workers", "non-negative"),
         (not cfg.distill_token or cfg.distillation != "none", "distill_token",
          "false when distillation=none (a distillation token needs a teacher signal)"),
         (not (cfg.attn_distill and cfg.teacher_memo), "teacher_memo",
          "false with attn_distill (the memo keeps the teacher's logits, not its attention maps)"),
         (not (cfg.attn_distill and cfg.teacher == LABEL_TEACHER), "teacher",
          "a ViT with attn_distill (the labels have no attention maps)"),
-        (len(cfg.attn_blocks) > 0, "attn_blocks", "at least one block index"),
-        (valid_device(cfg.device), "device", "auto, cpu, cuda or cuda:N"),
+        (_fits_patches(cfg), "img_size", f"a multiple of {cfg.variant}'s patch size ({_patch(cfg)} px)"),
     ]
     for ok, name, accepted in rules:
         if not ok:
             raise ConfigError(f"{name}={getattr(cfg, name, None)!r} is not accepted: must be {accepted}")
+    if cfg.device_data:  # the device path's own refusals (RandAugment, colour jitter), before any data is read
+        from reproduce.device_data import check_supported
+
+        check_supported(cfg)
+    return cfg
+
+
+def _patch(cfg: TrainConfig) -> int | None:
+    from bench.registry import resolve
+
+    return resolve(cfg.variant).patch_size
+
+
+def _fits_patches(cfg: TrainConfig) -> bool:
+    return cfg.img_size is None or _patch(cfg) is None or cfg.img_size % _patch(cfg) == 0
+
+
+def teacher_users(cfg: TrainConfig) -> str:
+    """The settings that call for a teacher, in words: 'distillation=hard', 'attn_distill=true' or both."""
+    users = [f"distillation={cfg.distillation}"] if cfg.distillation != "none" else []
+    return " and ".join(users + ["attn_distill=true"] * cfg.attn_distill)
+
+
+def check_ready(cfg: TrainConfig) -> TrainConfig:
+    """What a checked config still needs before it trains, which an experiment may leave to the user: the teacher's
+    weights. Issue #32: attention distillation without them was reported as 'distillation=none needs ...'."""
+    if teacher_users(cfg) and cfg.teacher != LABEL_TEACHER and not cfg.teacher_checkpoint:
+        control = "" if cfg.attn_distill else f", or teacher={LABEL_TEACHER} for the label control"
+        raise ConfigError(f"{teacher_users(cfg)} needs the teacher's weights: --set teacher_checkpoint=FILE "
+                          f"(a {cfg.teacher} checkpoint){control}")
     return cfg
 
 
@@ -213,7 +462,7 @@ def _parse(key: str, text: str, hint):
             return text.lower() in ("true", "1", "yes")
         if typing.get_origin(hint) is tuple:
             item_type = typing.get_args(hint)[0]
-            return tuple(item_type(part) for part in text.split(",") if part.strip())
+            return tuple(item_type(part.strip()) for part in text.split(",") if part.strip())
         return hint(text)
     except ValueError:
         raise ConfigError(f"--set {key}={text!r}: not a valid {_accepted(hint)}") from None

@@ -1,0 +1,186 @@
+"""Issue #32: every TrainConfig field declares what it accepts once (`config.ACCEPTS`), and `check()` enforces it on
+every resolved config. A new field without an entry, or a bound that lets nan, inf or a negative through, fails here."""
+
+import dataclasses
+import re
+import typing
+
+import pytest
+
+from reproduce import cli, experiments
+from reproduce.config import (
+    ACCEPTS,
+    INTERPOLATIONS,
+    SCHEDULERS,
+    ConfigError,
+    Number,
+    TrainConfig,
+    check,
+    check_ready,
+    override,
+)
+
+FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+NUMBERS = {name: rule for name, rule in ACCEPTS.items() if isinstance(rule, Number)}
+
+
+def debug() -> TrainConfig:
+    return experiments.get("debug").build()
+
+
+def test_every_config_field_declares_what_it_accepts():
+    assert sorted(ACCEPTS) == sorted(FIELDS)
+
+
+def test_every_numeric_field_has_a_numeric_rule():
+    hints = typing.get_type_hints(TrainConfig)
+    numeric = {name for name, hint in hints.items()
+               if typing.get_origin(hint) is not tuple and {int, float} & {hint, *typing.get_args(hint)}}
+    assert numeric == set(NUMBERS)
+    for name, rule in NUMBERS.items():
+        assert rule.kind in (hints[name], *typing.get_args(hints[name])), name
+        assert rule.optional == (type(None) in typing.get_args(hints[name])), name
+
+
+def test_every_default_is_accepted():
+    check(TrainConfig())
+
+
+@pytest.mark.parametrize("name", sorted(experiments.EXPERIMENTS))
+def test_every_registered_experiment_passes_the_checks(name):
+    check(experiments.get(name).build())
+
+
+def _refused(name: str) -> list[str]:
+    """Values that `--set` parses for the field but that its rule must refuse: nan, ±inf, a negative, and just past
+    each bound."""
+    rule = NUMBERS[name]
+    values = ["nan", "inf", "-inf", "-1"] if rule.kind is float else ["-1", str(-2**70)]
+    step = 1 if rule.kind is int else 1e-9
+    values.append(str(rule.low) if rule.open_low else str(rule.low - step))
+    if rule.high is not None:
+        values.append(str(rule.high) if rule.open_high else str(rule.high + step))
+    return values
+
+
+@pytest.mark.parametrize("name,text", [(n, v) for n in sorted(NUMBERS) for v in _refused(n)])
+def test_a_numeric_field_refuses_nan_inf_negatives_and_values_past_its_bounds(name, text):
+    with pytest.raises(ConfigError, match=f"^{name}=.* is not accepted: must be {re.escape(NUMBERS[name].words)}"):
+        override(debug(), [f"{name}={text}"])
+
+
+@pytest.mark.parametrize("name", sorted(NUMBERS))
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, "1", True])
+def test_a_config_built_in_python_is_checked_the_same(name, value):
+    """Experiments build configs in Python, where no parser stands between a typo and the field."""
+    with pytest.raises(ConfigError, match=f"^{name}=.* is not accepted: must be"):
+        check(dataclasses.replace(debug(), **{name: value}))
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(NUMBERS) if NUMBERS[n].kind is int])
+def test_an_int_field_refuses_a_float(name):
+    with pytest.raises(ConfigError, match=f"^{name}=2.5 is not accepted: must be an int"):
+        check(dataclasses.replace(debug(), **{name: 2.5}))
+
+
+@pytest.mark.parametrize("name", [n for n in FIELDS if n not in NUMBERS])
+def test_a_non_numeric_field_refuses_a_value_of_another_type(name):
+    with pytest.raises(ConfigError, match=f"^{name}=.* is not accepted"):
+        check(dataclasses.replace(debug(), **{name: 12345}))
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("variant", "deit_bb", "Did you mean 'deit_b'"),
+    ("teacher", "regnety_16", "Did you mean"),
+    ("dataset", "imagenet", "must be one of folder, cifar10"),
+    ("sched", "plateau", "must be one of cosine, tanh, step, constant, multistep, poly"),
+    ("sched", "none", "must be one of cosine"),
+    ("opt", "nope", "must be a timm optimizer name"),
+    ("opt", "adamww", "did you mean adamw"),
+    ("opt", "my_adamw", "must be a timm optimizer name"),  # timm itself would read it as adamw
+    ("opt", "adahessian", "create_graph=True"),
+    ("opt", "bnbadamw", "cannot run here"),
+    ("train_interpolation", "cubic", "must be one of bicubic"),
+    ("auto_augment", "bogus", "timm cannot build it"),
+    ("auto_augment", "rand-m9-foo", "section 'foo' has no number"),
+    ("auto_augment", "rand-m9.5", "timm cannot build it"),
+    ("eval_protocol", "fast", "one of bench's evaluation protocols"),
+    ("no_decay", "pos embed", "parameter names separated by commas"),
+    ("train_crop_scale", "0.5", "two numbers low,high"),
+    ("train_crop_scale", "0.5,0.9,1.0", "two numbers low,high"),
+    ("train_crop_scale", "0.9,0.5", "0 < low <= high <= 1"),
+    ("train_crop_scale", "nan,1", "0 < low <= high <= 1"),
+    ("train_crop_scale", "0,1", "0 < low <= high <= 1"),
+    ("attn_blocks", "1,1", "block 1 is given twice"),
+    ("attn_blocks", "-1,0,-1,0", "block -1, 0 is given twice"),
+    ("device", "gpu", "auto, cpu, cuda or cuda:N"),
+    ("img_size", "33", "a multiple of debug's patch size (4 px)"),
+])
+def test_names_and_tuples_outside_their_rule_are_refused_naming_the_field(name, text, message):
+    with pytest.raises(ConfigError, match=f"^{name}=") as info:
+        override(debug(), [f"{name}={text}"])
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("name,text", [
+    ("opt", "sgd"), ("opt", "lookahead_adamw"), ("opt", "lamb"), ("opt", "AdamW"),
+    ("auto_augment", ""), ("auto_augment", "original-mstd0.5"), ("auto_augment", "augmix-m5"),
+    ("auto_augment", "rand-m7-n3-mstd0.5-inc1"), ("teacher", "labels"), ("no_decay", ""),
+    ("no_decay", "pos_embed, cls_token, blocks.0.norm1.weight"), ("img_size", "64"), ("img_size", "none"),
+    ("layer_decay", "0.65"), ("clip_grad", "none"), ("ema_decay", "0.99996"), ("seed", "4294967295"),
+])
+def test_values_inside_their_rule_are_accepted(name, text):
+    override(debug(), [f"{name}={text}"])
+
+
+def test_a_list_given_with_spaces_keeps_the_names_exact():
+    """`no_decay=pos_embed, cls_token` kept ' cls_token', which matches no parameter: its decay was silently on."""
+    assert override(debug(), ["no_decay=pos_embed, cls_token"]).no_decay == ("pos_embed", "cls_token")
+
+
+@pytest.mark.parametrize("sched", SCHEDULERS)
+@pytest.mark.parametrize("per_step", [False, True])
+def test_every_accepted_schedule_drives_the_training_loop(sched, per_step):
+    from reproduce.train import lr_schedule
+
+    for epochs, warmup in ((1, 0), (1, 1), (2, 1), (10, 5)):
+        cfg = check(dataclasses.replace(debug(), sched=sched, epochs=epochs, warmup_epochs=warmup,
+                                        sched_per_step=per_step))
+        points = lr_schedule(cfg, steps_per_epoch=3)
+        assert points and all(lr >= 0 for _, lr in points)
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+def test_every_accepted_interpolation_builds_the_training_transform(interpolation):
+    from PIL import Image
+
+    from reproduce.data import train_transform
+
+    cfg = check(dataclasses.replace(debug(), train_interpolation=interpolation))
+    assert train_transform(cfg, 32)(Image.new("RGB", (40, 36))).shape == (3, 32, 32)
+
+
+def test_device_data_is_refused_with_randaugment_before_any_data_is_read():
+    with pytest.raises(ConfigError, match="device_data=true has no batched RandAugment"):
+        override(debug(), ["device_data=true"])
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["attn_distill=true", "teacher=debug"], "attn_distill=true needs the teacher's weights"),
+    (["distillation=soft"], "distillation=soft needs the teacher's weights"),
+    (["distillation=hard", "attn_distill=true", "teacher=debug"],
+     "distillation=hard and attn_distill=true needs the teacher's weights"),
+])
+def test_a_run_without_its_teachers_weights_names_the_setting_that_needs_them(sets, message):
+    """#32 row 15: attention distillation without a teacher checkpoint said 'distillation=none needs ...'."""
+    with pytest.raises(ConfigError, match=message):
+        check_ready(override(debug(), sets))
+    check_ready(override(debug(), ["distillation=hard", "teacher=labels"]))  # the label control needs none
+
+
+def test_ls_fields_prints_what_every_field_accepts(capsys):
+    assert cli.main(["ls", "--fields"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == FIELDS
+    for line, name in zip(lines, FIELDS):
+        assert line.endswith(ACCEPTS[name].words)
