@@ -16,12 +16,14 @@ from pathlib import Path
 from bench.errors import CheckpointError, DataError, UsageError, check_folder
 from reproduce import experiments
 from reproduce.config import (
+    ACCEPTS,
     ConfigError,
     Interrupted,
     NonFiniteLoss,
     Preempted,
     TrainConfig,
     check,
+    check_ready,
     override,
     render_released,
     valid_device,
@@ -59,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     step.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     step.add_argument("--results-dir", type=Path, default=Path("results/runs/step-speed"), help="where the record goes")
     ls = sub.add_parser("ls", help="list experiments (paper table/row and number)")
-    ls.add_argument("--fields", action="store_true", help="list the config fields and their defaults instead")
+    ls.add_argument("--fields", action="store_true",
+                    help="list the config fields, their types, defaults and accepted values instead")
     ls.add_argument("--released", action="store_true",
                     help="print how our defaults differ from the released DeiT code (docs/released-code.md)")
     ls.add_argument("--show", metavar="EXPERIMENT", help="print one experiment's fully resolved config")
@@ -88,8 +91,9 @@ def _ls(args) -> int:
         print(render_released(), end="")
         return 0
     if args.fields:
+        print(f"{'field':22s} {'type':20s} {'default':28s} accepted")
         for f in dataclasses.fields(TrainConfig):
-            print(f"{f.name:22s} {f.default!r}")
+            print(f"{f.name:22s} {f.type:20s} {f.default!r:28s} {ACCEPTS[f.name].words}")
         return 0
     if (args.record or args.lr_figure) and not args.show:
         raise UsageError(f"{'--record' if args.record else '--lr-figure'} needs --show EXPERIMENT")
@@ -146,7 +150,7 @@ def _train(args) -> int:
     from bench.record import write_record  # late: torch and timm load only for the commands that train
     from reproduce.train import train
 
-    cfg = resolve_config(args.experiment, args.data, args.set)
+    cfg = check_ready(resolve_config(args.experiment, args.data, args.set))
     check_folder(args.output, "--output")
     check_folder(args.results_dir, "--results-dir")
     if args.resume and not (args.output / "checkpoint.pth").is_file():

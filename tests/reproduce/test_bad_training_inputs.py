@@ -1,4 +1,4 @@
-"""Issue #19, the training side: each defect a hostile user found, with the test that failed before the fix."""
+"""Issues #19 and #32, the training side: each defect a hostile user found, with the test that failed before the fix."""
 
 import pickle
 
@@ -122,3 +122,43 @@ def test_more_bad_requests_exit_2(tmp_path, capsys, argv, message):
     if argv[0] == "train":
         argv = [*argv, "--output", str(tmp_path / "run")]
     assert cli.main(argv) == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting,message", [
+    # row 3: gradient ascent / a uniform target, exit 0 and a record
+    ("clip_grad=-1", "clip_grad=-1.0 is not accepted: must be positive and finite or None"),
+    ("smoothing=2", "smoothing=2.0 is not accepted: must be in [0, 1)"),
+    # row 4: trained to the end, then result.json refused nan (exit 1), and --resume refused forever
+    ("hflip=nan", "hflip=nan is not accepted: must be in [0, 1]"),
+    ("color_jitter=nan", "color_jitter=nan is not accepted: must be non-negative and finite"),
+    ("distill_tau=inf", "distill_tau=inf is not accepted: must be positive and finite"),
+    # row 5: tracebacks with exit 1, some after an epoch
+    ("weight_decay=-1", "weight_decay=-1.0 is not accepted: must be non-negative and finite"),
+    ("opt_eps=-1", "opt_eps=-1.0 is not accepted: must be positive and finite"),
+    ("drop_path=1.5", "drop_path=1.5 is not accepted: must be in [0, 1)"),
+    ("num_classes=0", "num_classes=0 is not accepted: must be at least 1"),
+    ("opt=nope", "opt='nope' is not accepted: must be a timm optimizer name"),
+    ("val_subset=-5", "val_subset=-5 is not accepted: must be non-negative"),
+    ("eval_batch_size=0", "eval_batch_size=0 is not accepted: must be at least 1"),
+    # row 15: accepted and trained
+    ("attn_blocks=1,1", "attn_blocks=(1, 1) is not accepted: block 1 is given twice"),
+    ("layer_decay=-1", "layer_decay=-1.0 is not accepted: must be in (0, 1] or None"),
+    ("mixup=-1", "mixup=-1.0 is not accepted: must be non-negative and finite"),
+    ("mixup_prob=5", "mixup_prob=5.0 is not accepted: must be in [0, 1]"),
+])
+def test_a_nonsensical_setting_exits_2_before_any_work(tmp_path, capsys, setting, message):
+    """#32 rows 3, 4, 5 and 15: each was trained (exit 0), or failed with a traceback and exit 1."""
+    code = cli.main(["train", "--experiment", "debug", "--set", setting, "--set", "epochs=1",
+                     "--output", str(tmp_path / "run"), "--results-dir", str(tmp_path / "records")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "records").exists()
+
+
+def test_attention_distillation_without_teacher_weights_names_attn_distill(tmp_path, capsys):
+    """#32 row 15: it said "distillation=none needs the teacher's weights"."""
+    code = cli.main(["train", "--experiment", "debug", "--set", "attn_distill=true", "--set", "teacher=debug",
+                     "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "attn_distill=true needs the teacher's weights: --set teacher_checkpoint=FILE" in err
+    assert "distillation=none" not in err and not (tmp_path / "run").exists()
