@@ -35,18 +35,23 @@ KINDS = {
 
 class Key(Generic[T]):
     """One key of a section: `params = Key[int]("parameters")` reads `data["params"]` as an int, None if absent.
-    `items` declares the type of a list's items (`Key[list]("…", items=float)`)."""
+    `items` declares the type of a list's items or a dict's values (`Key[list]("…", items=float)`); `nullable=False`
+    marks a key the writers always give a value, which readers use without a None check (null there is a damaged
+    record)."""
 
-    def __init__(self, meaning: str, *, items: type | None = None) -> None:
+    def __init__(self, meaning: str, *, items: Any = None, nullable: bool = True) -> None:
         self.meaning = meaning
         self.items = items
+        self.nullable = nullable
         self.name = ""
 
     @property
     def type(self) -> Any:
-        """What a value must be (`Section.problems`): the declared type, `list[items]` for a list of items."""
+        """What a value must be (`Section.problems`): the declared type, `list[items]` or `dict[str, items]`."""
         declared = self.__orig_class__.__args__[0]  # typing keeps `Key[int]`'s argument on the instance
-        return list[self.items] if declared is list and self.items else declared
+        if self.items is None:
+            return declared
+        return list[self.items] if declared is list else dict[str, self.items]
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -98,13 +103,19 @@ class Section(Mapping[str, Any]):
 
     def problems(self) -> list[str]:
         """'key: expected int, got str …' for every value not of its key's declared type (or its family's); null
-        is "not measured" and passes. Undeclared keys are `undocumented`'s business."""
-        declared = {k.name: k.type for k in self.declared()}
+        is "not measured" and passes, but for a key declared `nullable=False`. Undeclared keys are `undocumented`'s
+        business."""
+        declared = {k.name: k for k in self.declared()}
         out = []
         for name, value in self._data.items():
-            expected = declared.get(name) or next(
+            key = declared.get(name)
+            expected = key.type if key else next(
                 (f.type for f in self.FAMILIES if fnmatch.fnmatchcase(name, f.pattern)), None)
-            problem = None if value is None or expected is None else type_problem(value, expected)
+            if value is None:
+                problem = None if key is None or key.nullable else \
+                    "null, where it always has a value (a key not measured is left out)"
+            else:
+                problem = None if expected is None else type_problem(value, expected)
             if problem:
                 out.append(f"{name}: {problem}")
         return out
@@ -133,7 +144,7 @@ class Env(Section):
     cpu = Key[str]("the CPU's model name")
     num_threads = Key[int]("torch threads when the record was made")
     os = Key[str]("platform string")
-    created = Key[str]("UTC time, ISO 8601")
+    created = Key[str]("UTC time, ISO 8601", nullable=False)
     command = Key[str]("the command line")
     fingerprint = Key[dict]("the machine fingerprint (bench/machine.py): CPU vendor/family/model/stepping/name, ISA "
                             "features, cores, threads, torch, timm, torch's CPU capability; GPU name, capability, "
@@ -147,8 +158,8 @@ class Env(Section):
 class BenchSettings(Section):
     """`settings` of `bench run`: what was asked for, every default resolved."""
 
-    device = Key[str]("cpu, cuda or cuda:N")
-    precision = Key[str]("the precision of the timed forwards, speed and relspeed (docs/precision.md)")
+    device = Key[str]("cpu, cuda or cuda:N", nullable=False)
+    precision = Key[str]("the precision of the timed forwards, speed and relspeed (docs/precision.md)", nullable=False)
     precision_requested = Key[str]("what was asked for (`auto` by default)")
     precision_why = Key[str]("why `precision` was chosen")
     accuracy_precision = Key[str]("accuracy: the precision it was evaluated in, fp32 unless `--precision` named "
@@ -157,13 +168,13 @@ class BenchSettings(Section):
     batch_size = Key[int]("images per forward actually timed")
     batch_policy = Key[str]("fixed, or max (largest batch that fits)")
     max_batch_cap = Key[int]("upper bound of the max search")
-    img_size = Key[int]("input resolution")
-    protocol = Key[str]("timing protocol: timm or paper (docs/benchmarking.md)")
+    img_size = Key[int]("input resolution", nullable=False)
+    protocol = Key[str]("timing protocol: timm or paper (docs/benchmarking.md)", nullable=False)
     stat = Key[str]("median or mean of the per-batch times")
-    compile = Key[bool]("torch.compile")
+    compile = Key[bool]("torch.compile", nullable=False)
     warmup = Key[int]("untimed forwards")
     iters = Key[int]("timed forwards (relspeed: rounds)")
-    metrics = Key[list]("what was measured", items=str)
+    metrics = Key[list]("what was measured", items=str, nullable=False)
     budget_s = Key[float]("relspeed: seconds allowed for retaking contended rounds")
     num_classes = Key[int]("the head's classes (a checkpoint's head decides)")
     distilled = Key[bool]("has a distillation token")
@@ -185,9 +196,9 @@ class BenchMetrics(Section):
         Family("top5_*", "top-5 (%), the same heads", float),
         Family("real_*", "ImageNet-ReaL top-1/top-5 per head", float),
     )
-    params = Key[int]("parameters")
-    gmacs = Key[float]("multiply-accumulates, batch 1, G")
-    infer_img_per_s = Key[float]("throughput by the protocol's statistic (images/s)")
+    params = Key[int]("parameters", nullable=False)
+    gmacs = Key[float]("multiply-accumulates, batch 1, G", nullable=False)
+    infer_img_per_s = Key[float]("throughput by the protocol's statistic (images/s)", nullable=False)
     infer_batch_size = Key[int]("batch timed")
     peak_mem_mib = Key[float]("peak memory (MiB)")
     peak_mem_kind = Key[str]("cuda_max_allocated or process_peak_rss")
@@ -195,17 +206,17 @@ class BenchMetrics(Section):
     mfu = Key[float]("model FLOPs utilisation against the datasheet peak (GPU)")
     peak_tflops_datasheet = Key[float]("the peak MFU divides by")
     energy_j_per_img = Key[float]("NVML energy over the timed loop per image (J)")
-    relspeed_ratio = Key[float]("median model/reference time ratio (the gate)")
-    relspeed_ratios = Key[list]("the ratio of every round", items=float)
+    relspeed_ratio = Key[float]("median model/reference time ratio (the gate)", nullable=False)
+    relspeed_ratios = Key[list]("the ratio of every round", items=float, nullable=False)
     relspeed_clock = Key[str]("process_cpu_time or cuda_event")
     relspeed_other_cores = Key[list]("per round: cores other processes kept busy", items=float)
     relspeed_steal = Key[list]("per round: share of the machine the hypervisor took", items=float)
     relspeed_cpu_share = Key[list]("per round: the share of a core our thread got", items=float)
     relspeed_contended = Key[list]("per round: measured on a busy machine", items=bool)
-    relspeed_reference = Key[str]("the reference workload")
+    relspeed_reference = Key[str]("the reference workload", nullable=False)
     relspeed_processes = Key[int]("fresh processes the rounds were split over")
-    top1 = Key[float]("top-1 (%) of the official output (a distilled model: mean of the heads' logits)")
-    top5 = Key[float]("top-5 (%) of the official output")
+    top1 = Key[float]("top-1 (%) of the official output (a distilled model: mean of the heads' logits)", nullable=False)
+    top5 = Key[float]("top-5 (%) of the official output", nullable=False)
     real_top1 = Key[float]("ImageNet-ReaL top-1 (%) of the official output")
     real_top5 = Key[float]("ImageNet-ReaL top-5 (%) of the official output")
     real_images = Key[int]("images with a ReaL label set (the others are left out)")
@@ -218,8 +229,8 @@ class BenchMetrics(Section):
 class TrainSettings(Section):
     """`settings` of a training run."""
 
-    experiment = Key[str]("the registered experiment (reproduce ls)")
-    config = Key[dict]("every TrainConfig field, resolved")
+    experiment = Key[str]("the registered experiment (reproduce ls)", nullable=False)
+    config = Key[dict]("every TrainConfig field, resolved", nullable=False)
     device = Key[str]("cpu, cuda or cuda:N")
     amp = Key[str]("the precision that trained: none, bf16 or fp16")
     amp_why = Key[str]("why (`auto` resolves by the hardware)")
@@ -228,7 +239,7 @@ class TrainSettings(Section):
     global_batch_size = Key[int]("images per step over all processes")
     lr_scaled = Key[float]("the learning rate after batch scaling")
     output = Key[str]("the run folder")
-    history = Key[list]("top-1/top-5 of every head at every evaluation")
+    history = Key[list]("top-1/top-5 of every head at every evaluation", nullable=False)
     # issue #30: the checkpoints a run loaded, by content (a path alone does not tie a student to its teacher run)
     teacher_sha256 = Key[str]("sha256 of the teacher checkpoint it distilled from (config.teacher_checkpoint); "
                               "absent without one. Since issue #30")
@@ -254,7 +265,7 @@ class TrainMetrics(Section):
         Family("best_*", "the best evaluation per top-1 head, and its epoch", float),
     )
     final_val_top1 = Key[float]("top-1 (%) of the official output at the last evaluation")
-    epochs = Key[int]("epochs completed")
+    epochs = Key[int]("epochs completed", nullable=False)
     train_img_per_s = Key[float]("median training speed over epochs (all processes)")
     wall_s_this_process = Key[float]("wall time of this process (a resumed run: since resuming)")
     ranks_identical_weights = Key[bool]("all processes ended with the same weights")
@@ -267,26 +278,27 @@ class DisagreeSettings(Section):
 
     suite = Key[str]("the suite (e.g. table3-mini)")
     scale = Key[str]("mini, cifar10 or imagenet")
-    seed = Key[int]("seed")
+    seed = Key[int]("seed", nullable=False)
     device = Key[str]("where the predictions were made")
-    experiments = Key[dict]("role -> experiment (teacher, DeiT, DeiT⚗)")
-    runs = Key[dict]("role -> run folder")
-    predictions_sha256 = Key[dict]("role -> sha256 of its predictions.pt")
+    experiments = Key[dict]("role -> experiment (teacher, DeiT, DeiT⚗)", items=str, nullable=False)
+    runs = Key[dict]("role -> run folder", items=str, nullable=False)
+    predictions_sha256 = Key[dict]("role -> sha256 of its predictions.pt", items=str)
     config_key = Key[str]("the students' configuration less their seed")
 
 
 class DisagreeMetrics(Section):
     """`metrics` of a Table-4 record."""
 
-    disagreement = Key[dict]("pairwise fraction of images classified differently")
-    images = Key[int]("images compared")
+    disagreement = Key[dict]("pairwise fraction of images classified differently", items=dict[str, float],
+                             nullable=False)
+    images = Key[int]("images compared", nullable=False)
 
 
 class ConfigSettings(Section):
     """`settings` of a resolved-config record."""
 
-    experiment = Key[str]("the registered experiment")
-    config = Key[dict]("every TrainConfig field, resolved")
+    experiment = Key[str]("the registered experiment", nullable=False)
+    config = Key[dict]("every TrainConfig field, resolved", nullable=False)
     device = Key[str]("always `config`: nothing ran")
     lr_schedule = Key[list]("[epoch, learning rate] as training sets it: at the start of every epoch, more often "
                             "with sched_per_step; the lr_schedule figure draws it")
@@ -295,8 +307,8 @@ class ConfigSettings(Section):
 class StepSpeedSettings(Section):
     """`settings` of a step-speed record."""
 
-    experiment = Key[str]("the experiment whose step was timed")
-    config = Key[dict]("every TrainConfig field, resolved")
+    experiment = Key[str]("the experiment whose step was timed", nullable=False)
+    config = Key[dict]("every TrainConfig field, resolved", nullable=False)
     device = Key[str]("cpu, cuda or cuda:N")
     batch_size = Key[int]("images per step")
     steps = Key[int]("timed steps of each loop")
@@ -308,9 +320,9 @@ class StepSpeedSettings(Section):
 class StepSpeedMetrics(Section):
     """`metrics` of a step-speed record."""
 
-    ours_img_per_s = Key[float]("our training step, images/s")
-    official_img_per_s = Key[float]("the official-style loop, images/s")
-    ratio = Key[float]("ours / official-style")
+    ours_img_per_s = Key[float]("our training step, images/s", nullable=False)
+    official_img_per_s = Key[float]("the official-style loop, images/s", nullable=False)
+    ratio = Key[float]("ours / official-style", nullable=False)
 
 
 class NoMetrics(Section):
@@ -338,8 +350,8 @@ def undocumented(kind: str, section: str, names: list[str]) -> list[str]:
 def type_problem(value: Any, expected: Any) -> str | None:
     """Why `value`, as read from JSON, is not of the type `expected`, or None when it is.
 
-    `expected` is a class (a float may be an int and must be finite; an int is never a bool), `X | None`, or
-    `list[X]` / `tuple[X, ...]` (every item checked; JSON has lists only).
+    `expected` is a class (a float may be an int and must be finite; an int is never a bool), `X | None`,
+    `list[X]` / `tuple[X, ...]` (every item checked; JSON has lists only) or `dict[str, X]` (every value checked).
     """
     origin = get_origin(expected)
     if origin in (Union, types.UnionType):
@@ -357,6 +369,15 @@ def type_problem(value: Any, expected: Any) -> str | None:
             problem = type_problem(v, item)
             if problem:
                 return f"item {i}: {problem}"
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return f"expected dict, got {_found(value)}"
+        item = get_args(expected)[1]
+        for k, v in value.items():
+            problem = type_problem(v, item)
+            if problem:
+                return f"[{k!r}]: {problem}"
         return None
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if expected is float and number and not math.isfinite(value):

@@ -337,7 +337,7 @@ DELETE = object()
 
 @pytest.mark.parametrize("changes,message", [
     ({"metrics__params": "five million"}, "metrics.params: expected int, got str 'five million'"),
-    ({"metrics__relspeed_ratios": None}, "metrics.relspeed_ratios is null"),
+    ({"metrics__relspeed_ratios": None}, "metrics.relspeed_ratios: null"),
     ({"metrics__relspeed_ratios": []}, "metrics.relspeed_ratios is empty"),
     ({"metrics__relspeed_ratios": [-1.0] * 40}, "metrics.relspeed_ratios"),
     ({"metrics__relspeed_contended": [False]}, "metrics.relspeed_contended"),

@@ -85,6 +85,8 @@ def test_an_unknown_kind_is_refused():
     (3, float, None), (float("nan"), float, "finite"), ("five million", int, "expected int, got str 'five million'"),
     (None, int | None, None), ([1.0, 2], list[float], None), ([1.0, "x"], list[float], "item 1: expected float"),
     ("fast", list[float], "expected list"), ({"a": 1}, dict, None), ([], dict, "expected dict, got list"),
+    ({"a": {"b": 0.5}}, dict[str, dict[str, float]], None),
+    ({"a": {"b": "half"}}, dict[str, dict[str, float]], "['a']: ['b']: expected float, got str 'half'"),
 ])
 def test_type_problem_says_what_was_expected_and_what_was_found(value, expected, problem):
     found = schema.type_problem(value, expected)
@@ -92,11 +94,12 @@ def test_type_problem_says_what_was_expected_and_what_was_found(value, expected,
 
 
 def test_a_sections_problems_name_the_key_and_null_reads_as_not_measured():
-    metrics = schema.BenchMetrics({"params": "five million", "top1": None, "relspeed_ratios": [1.0, None],
-                                   "top1_cls": "high", "gpu_anything": "kept", "undeclared": object()})
+    metrics = schema.BenchMetrics({"params": "five million", "mfu": None, "relspeed_ratios": [1.0, None],
+                                   "top1_cls": "high", "gpu_anything": "kept", "undeclared": object(), "top1": None})
     assert metrics.problems() == ["params: expected int, got str 'five million'",
                                   "relspeed_ratios: item 1: expected float, got null",
-                                  "top1_cls: expected float, got str 'high'"]
+                                  "top1_cls: expected float, got str 'high'",
+                                  "top1: null, where it always has a value (a key not measured is left out)"]
 
 
 def test_every_committed_record_has_the_declared_types():
