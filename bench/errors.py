@@ -35,7 +35,8 @@ def check_folder(path, flag: str) -> None:
         where = "is a file" if existing == path else f"cannot be made: {existing} is a file"
         raise UsageError(f"{flag} {path} {where}; give a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: {existing} is not writable")
+        read_only = os.statvfs(existing).f_flag & os.ST_RDONLY
+        raise UsageError(f"{flag} {path}: {existing} is {'on a read-only disk' if read_only else 'not writable'}")
 
 
 def writable(path) -> bool:

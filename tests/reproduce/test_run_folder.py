@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.errors import FolderInUse, StorageError
+from bench.errors import FolderInUse, StorageError, UsageError, check_folder
 from bench.store import append_line, hold_folder, write_atomic, write_text_atomic
 from reproduce import cli
 from reproduce import train as train_mod
@@ -210,6 +210,8 @@ def test_a_read_only_disk_is_named_as_such(tmp_path):
         assert str(disk / "result.json") in str(caught.value) and "unchanged" in str(caught.value)
         with pytest.raises(StorageError, match="read-only"):
             append_line(disk / "log.jsonl", "{}")
+        with pytest.raises(UsageError, match=f"--output {disk / 'run'}: {disk} is on a read-only disk"):
+            check_folder(disk / "run", "--output")  # a command's folders are checked before any work
 
 
 def test_training_onto_a_full_disk_exits_2_saying_so_and_what_was_kept(tmp_path, capsys):
