@@ -210,7 +210,8 @@ def _speed_columns(records: list[Record], cells: list[tuple[str, int]], protocol
                       for v, s in cells]
             batches = {r.settings.batch_size for r in column if r is not None}
             batch = f"batch {batches.pop()}, " if len(batches) == 1 else ""
-            columns[f"im/s ours, {protocol} protocol: {machine_name}, {precision}, {batch}{threads} threads"] = column
+            threads_used = f"{threads} threads" if threads else "threads not recorded"
+            columns[f"im/s ours, {protocol} protocol: {machine_name}, {precision}, {batch}{threads_used}"] = column
         if not first_seen:
             columns[f"im/s ours, {protocol} protocol"] = [None] * len(cells)
     return columns, _unique(r for column in columns.values() for r in column if r is not None)
