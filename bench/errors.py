@@ -21,9 +21,9 @@ class FolderInUse(UsageError):
 
 
 class StorageError(UsageError, OSError):
-    """A full or read-only disk, named as such with what was kept (issue #32). Reported like a usage error (one
-    line, exit 2): the user frees space or writes elsewhere, nothing in the run is wrong. Also an OSError, so the
-    callers that handle a failed write still do."""
+    """A full or read-only disk (or a folder where a file is to be written), named as such with what was kept
+    (issue #32). Reported like a usage error (one line, exit 2): the user frees space or writes elsewhere, nothing
+    in the run is wrong. Also an OSError, so the callers that handle a failed write still do."""
 
 
 def check_folder(path, flag: str) -> None:

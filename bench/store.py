@@ -34,6 +34,8 @@ def storage_error(path: Path, exc: BaseException, *, existed: bool) -> StorageEr
     path, code = Path(path), getattr(exc, "errno", None)
     kept = f"{path} is unchanged" if existed else f"{path} was not written"
     folder = next((p for p in path.parents if p.exists()), path.parent)
+    if code == errno.EISDIR:
+        return StorageError(f"cannot write {path}: it is a folder; move it away or give another file name")
     if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         why = "is on a read-only disk" if code == errno.EROFS else "is not writable (permission denied)"
         return StorageError(f"cannot write {path}: {folder} {why}; {kept}")
@@ -69,7 +71,9 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = T
     existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+        # always a suffix: torch.save names its archive after the file's stem, and `.tmp-XXXX` alone has none
+        # ("invalid file name": `--save-predictions preds` failed after the whole evaluation)
+        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix or ".tmp", dir=path.parent)
     except OSError as exc:
         raise _named(path, exc, existed) from exc
     os.close(fd)

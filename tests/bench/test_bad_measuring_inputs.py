@@ -258,3 +258,14 @@ def test_more_threads_than_cores_are_warned_about_and_noted_in_the_record(tmp_pa
     code, record, err = run_json(capsys, "--variant", "debug", "--metrics", "speed", "--threads", str(cores),
                                  "--batch-size", "1", "--warmup", "0", "--iters", "1", "--results-dir", str(tmp_path))
     assert code == 0 and "cores this process" not in err + "".join(record["notes"])
+
+
+def test_a_predictions_file_name_without_a_suffix_is_saved(tmp_path, capsys):
+    """#32, found in the second hostile pass: torch.save refused the temporary name `.tmp-XXXX` ("invalid file
+    name"), after the whole evaluation, and the record was lost."""
+    root = folder_tree(tmp_path / "data", {f"c{i}": 1 for i in range(10)})
+    code, _, err = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(root),
+                            "--checkpoint", str(known_checkpoint(tmp_path / "k.pth", "debug")),
+                            "--results-dir", str(tmp_path / "r"), "--save-predictions", str(tmp_path / "preds"))
+    assert code == 0, err
+    assert len(Predictions.load(tmp_path / "preds").names) == 10 and len(load_records(tmp_path / "r")) == 1

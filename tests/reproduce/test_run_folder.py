@@ -214,6 +214,18 @@ def test_a_read_only_disk_is_named_as_such(tmp_path):
             check_folder(disk / "run", "--output")  # a command's folders are checked before any work
 
 
+def test_a_folder_where_a_file_is_written_is_named(tmp_path):
+    for name in ("result.json", "log.jsonl", ".lock"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(StorageError, match=f"cannot write {tmp_path / 'result.json'}: it is a folder"):
+        write_text_atomic(tmp_path / "result.json", "{}")
+    with pytest.raises(StorageError, match="log.jsonl: it is a folder"):
+        append_line(tmp_path / "log.jsonl", "{}")
+    with pytest.raises(StorageError, match=r"\.lock: it is a folder"):
+        with hold_folder(tmp_path):
+            pass
+
+
 def test_training_onto_a_full_disk_exits_2_saying_so_and_what_was_kept(tmp_path, capsys):
     """The debug checkpoint is 1.3 MB: the first fits a 2 MB disk, its replacement (written beside it) does not."""
     with tmpfs(tmp_path / "small", "2m") as disk:
