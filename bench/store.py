@@ -181,7 +181,8 @@ def _lock(folder: Path, lock: Path, log) -> int:
         except FileNotFoundError:
             current = False
         if current:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            with contextlib.suppress(OSError):  # the pid only informs a refused process; a full disk fails later, named
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
             return fd
         os.close(fd)

@@ -186,8 +186,8 @@ def memo_path(teacher_checkpoint: str, amp: str, rank: int, world: int, *, run_f
     if writable(shared):
         return shared / name, None
     own = Path(run_folder) / "teacher-logits"
-    return own / name, (f"teacher_memo: {shared} cannot be written ({path.parent} is read-only or not ours), so "
-                        f"this run keeps its teacher's logits in {own}: not shared with other runs")
+    return own / name, (f"teacher_memo: {shared} cannot be written (a read-only disk, or not this user's), so this "
+                        f"run keeps its teacher's logits in {own}: not shared with other runs")
 
 
 class StepLoss(NamedTuple):
