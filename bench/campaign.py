@@ -211,8 +211,8 @@ def run(out: Path, *, device: str, budget_s: float, dry_run: bool, timm_benchmar
         raise Stopped(f"cannot write {exc.filename or archive}: {exc.strerror or exc}; what ran so far is kept in "
                       f"{work}", 1) from None
     if interrupted:  # what ran is in the archive, so --continue picks up from here
-        raise Stopped(f"interrupted; what ran is packed into {archive} and kept in {work}; "
-                      f"`bench campaign --continue {archive} --out {out}` runs the rest", 130)
+        raise Stopped(f"interrupted; what ran is packed into {archive} and kept in {work}; the same command with "
+                      f"--continue {archive} runs the rest", 130)
     if keep_work:
         log(f"working folder kept: {work}")
     else:
