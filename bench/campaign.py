@@ -92,8 +92,8 @@ class State:
         """Raises ValueError naming the field that is missing, unknown or of the wrong type."""
         try:
             data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{STATE} is not readable JSON ({exc})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"{STATE} is not readable JSON ({type(exc).__name__}: {exc})") from None
         _expect(data, {"device": str, "dry_run": bool, "outcomes": dict}, STATE)
         outcomes = {}
         for name, value in data["outcomes"].items():

@@ -276,6 +276,8 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise ValueError(f"cannot read baseline {path}: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"baseline {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"baseline {path} is not a baseline: JSON nested too deeply") from None
     if not isinstance(data, dict) or data.get("schema_version") != BASELINE_SCHEMA or "entries" not in data:
         found = data.get("schema_version") if isinstance(data, dict) else None
         hint = (" (schema 1 held one machine's speed without its fingerprint; re-baseline with --write-baseline)"

@@ -62,6 +62,8 @@ class Record:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not valid JSON ({exc})") from None
+        except RecursionError:  # a hostile file of 100 000 nested brackets
+            raise ValueError("not a record: JSON nested too deeply") from None
         required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
                     and f.default_factory is dataclasses.MISSING]
         if not isinstance(data, dict) or "schema_version" not in data:

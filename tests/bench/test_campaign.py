@@ -193,6 +193,7 @@ def state_with(**changes):
     (lambda p: archive_of(p, [("campaign.json", state_with(dry_run="yes"))]), "dry_run"),
     (lambda p: archive_of(p, [("campaign.json", state_with(device=None))]), "device"),
     (lambda p: archive_of(p, [("campaign.json", None)]), "campaign.json"),
+    (lambda p: archive_of(p, [("campaign.json", b"[" * 100_000 + b"]" * 100_000)]), "campaign.json"),
 ])
 def test_continue_refuses_a_bad_archive_naming_it_and_leaves_nothing_behind(tmp_path, one_step, capsys, make, message):
     """#32 row 12: garbage, hostile or malformed archives are usage errors (exit 2), never a traceback."""

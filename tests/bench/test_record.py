@@ -116,6 +116,14 @@ def test_a_non_finite_number_is_refused(record, tmp_path):
         read_record(path)
 
 
+def test_json_nested_too_deeply_is_refused_not_a_recursion_error(tmp_path):
+    from bench.record import RecordError, read_record
+
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(RecordError, match="nested too deeply"):
+        read_record(tmp_path / "deep.json")
+
+
 def test_a_fifo_among_records_is_skipped_not_waited_on(record, tmp_path):
     """#32 row 15: `bench tables` hung on a FIFO named x.json."""
     import signal
