@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from bench.machine import Fingerprint
-from bench.record import Record
+from bench.record import Record, read_regular_text
 from bench.schema import type_problem
 from bench.store import write_text_atomic
 
@@ -267,7 +267,7 @@ def is_folder(path: Path) -> bool:
 def load_baseline(path: Path) -> dict[str, Any]:
     """Read and check one baseline file. Raises ValueError with what is wrong."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_regular_text(path))
     except FileNotFoundError:
         raise ValueError(f"baseline {path} does not exist; make one with --write-baseline") from None
     except IsADirectoryError:
@@ -278,6 +278,8 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise ValueError(f"baseline {path} is not valid JSON: {exc}") from None
     except RecursionError:
         raise ValueError(f"baseline {path} is not a baseline: JSON nested too deeply") from None
+    except ValueError as exc:  # a FIFO or device, which reading would wait on
+        raise ValueError(f"baseline {path}: {exc}") from None
     if not isinstance(data, dict) or data.get("schema_version") != BASELINE_SCHEMA or "entries" not in data:
         found = data.get("schema_version") if isinstance(data, dict) else None
         hint = (" (schema 1 held one machine's speed without its fingerprint; re-baseline with --write-baseline)"

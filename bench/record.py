@@ -126,7 +126,7 @@ class RecordError(ValueError):
 def read_record(path: Path, check: Callable[[Record], None] | None = None) -> Record:
     """The record in `path`, and `check(record)` passed. Raises RecordError naming the file and what is wrong."""
     try:
-        record = Record.from_json(_read_regular(path))
+        record = Record.from_json(read_regular_text(path))
         if check is not None:
             check(record)
         return record
@@ -134,9 +134,9 @@ def read_record(path: Path, check: Callable[[Record], None] | None = None) -> Re
         raise RecordError(f"{path}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") from None
 
 
-def _read_regular(path: Path) -> str:
-    """The text of a regular file. Opened without blocking and checked before reading: a FIFO named x.json among
-    records once hung `bench tables` (issue #32)."""
+def read_regular_text(path: Path) -> str:
+    """The text of a regular file (UTF-8). Opened without blocking and checked before reading: a FIFO named x.json
+    among records once hung `bench tables` (issue #32). Raises ValueError for anything but a regular file."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)

@@ -1,6 +1,7 @@
 import copy
 import dataclasses
 import json
+import os
 import random
 from pathlib import Path
 
@@ -246,6 +247,7 @@ def test_a_busy_machine_gives_exit_3_inconclusive_for_a_real_slowdown(tmp_path, 
     (lambda d: (d / "base.json").write_text('{"schema_version": 1, "entries": {}}'), "re-baseline"),
     (lambda d: (d / "base.json").mkdir(), "neither exact.json nor speed/"),
     (lambda d: (d / "base.json").write_text('{"a":' * 100_000 + "1" + "}" * 100_000), "nested too deeply"),
+    (lambda d: os.mkfifo(d / "base.json"), "not a regular file"),
 ])
 def test_bad_baselines_are_usage_errors(tmp_path, capsys, quiet_runs, setup, message):
     runs = write_runs(tmp_path / "runs", [quiet_runs[0]])
