@@ -151,6 +151,7 @@ def _train(args) -> int:
     from reproduce.train import train
 
     cfg = check_ready(resolve_config(args.experiment, args.data, args.set))
+    _check_cuda(cfg.device, f"device={cfg.device}")
     check_folder(args.output, "--output")
     check_folder(args.results_dir, "--results-dir")
     if args.resume and not (args.output / "checkpoint.pth").is_file():
@@ -179,8 +180,7 @@ def _step_speed(args) -> int:
         raise UsageError(f"--warmup must be >= 0, got {args.warmup}")
     if not valid_device(args.device):
         raise UsageError(f"--device {args.device!r}: accepted auto, cpu, cuda or cuda:N")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: torch sees no CUDA device here")
+    _check_cuda(args.device, f"--device {args.device}")
     cfg = resolve_config(args.experiment, None, args.set)
     check_folder(args.results_dir, "--results-dir")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -197,6 +197,19 @@ def _step_speed(args) -> int:
           f"({result.ours_amp}), official-style {result.official_img_per_s:,.1f} img/s ({result.official_amp}), "
           f"ratio {result.ratio:.2f}\nrecord: {path}")
     return 0
+
+
+def _check_cuda(device: str, named: str) -> None:
+    """A CUDA device that this machine does not have is a usage error, not torch's traceback after the run began."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise UsageError(f"{named}: torch sees no CUDA device here (auto or cpu trains on the CPU)")
+    count = torch.cuda.device_count()
+    if device.startswith("cuda:") and int(device[5:]) >= count:
+        raise UsageError(f"{named}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
 
 
 def _suite(args) -> int:

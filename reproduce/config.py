@@ -123,6 +123,10 @@ class TrainConfig:
     log_every: int = 50  # steps between step lines in log.jsonl
     device: str = "auto"
 
+    def peak_lr(self) -> float:
+        """The learning rate after warm-up: lr × batch_size / 512 with lr_scale_batch (official scaling), else lr."""
+        return self.lr * self.batch_size / 512 if self.lr_scale_batch else self.lr
+
     def teacher_signals(self) -> str:
         """The teacher's signals in words, as the training banner names them."""
         token = ", token" if self.distill_token else ""
@@ -296,7 +300,7 @@ ACCEPTS: dict[str, Accepts] = {
     # model
     "variant": Accepts("a registered model (`bench ls`)", _registered),
     "img_size": number(int, 1, optional=True, note="None: the variant's; for a ViT a multiple of its patch size"),
-    "num_classes": number(int, 1),
+    "num_classes": number(int, 2, note="one class would score 100 % with nothing learned"),
     "drop_path": number(float, 0, 1, open_high=True),
     "dropout": number(float, 0, 1, open_high=True),
     "finetune": PATH,
@@ -388,6 +392,15 @@ def check(cfg: TrainConfig) -> TrainConfig:
         (not (cfg.attn_distill and cfg.teacher == LABEL_TEACHER), "teacher",
          "a ViT with attn_distill (the labels have no attention maps)"),
         (_fits_patches(cfg), "img_size", f"a multiple of {cfg.variant}'s patch size ({_patch(cfg)} px)"),
+        (cfg.dataset != "synthetic" or not cfg.data, "data",
+         "'' with dataset=synthetic (its images are generated, the folder would go unread; dataset=folder reads it)"),
+        # a necessary condition whatever the world size (train.py checks the per-process batch): odd batches failed
+        # only after the data and models were built
+        (cfg.batch_size % 2 == 0 or not (cfg.mixup > 0 or cfg.cutmix > 0), "batch_size",
+         f"even with mixup={cfg.mixup}, cutmix={cfg.cutmix}: Mixup/CutMix need an even batch per process"),
+        # issue #32: lr below min_lr made the cosine rise, below warmup_lr made the warm-up fall, without a word
+        (cfg.min_lr <= cfg.peak_lr() * (1 + 1e-9), "min_lr", f"at most the peak learning rate {_peak_words(cfg)}"),
+        (cfg.warmup_lr <= cfg.peak_lr() * (1 + 1e-9), "warmup_lr", f"at most the peak learning rate {_peak_words(cfg)}"),
     ]
     for ok, name, accepted in rules:
         if not ok:
@@ -397,6 +410,11 @@ def check(cfg: TrainConfig) -> TrainConfig:
 
         check_supported(cfg)
     return cfg
+
+
+def _peak_words(cfg: TrainConfig) -> str:
+    scaled = f"lr × batch_size / 512 = {cfg.lr:g} × {cfg.batch_size} / 512 = " if cfg.lr_scale_batch else "lr = "
+    return f"({scaled}{cfg.peak_lr():g}); lower it or raise lr"
 
 
 def _patch(cfg: TrainConfig) -> int | None:

@@ -136,7 +136,7 @@ def test_more_bad_requests_exit_2(tmp_path, capsys, argv, message):
     ("weight_decay=-1", "weight_decay=-1.0 is not accepted: must be non-negative and finite"),
     ("opt_eps=-1", "opt_eps=-1.0 is not accepted: must be positive and finite"),
     ("drop_path=1.5", "drop_path=1.5 is not accepted: must be in [0, 1)"),
-    ("num_classes=0", "num_classes=0 is not accepted: must be at least 1"),
+    ("num_classes=0", "num_classes=0 is not accepted: must be at least 2"),
     ("opt=nope", "opt='nope' is not accepted: must be a timm optimizer name"),
     ("val_subset=-5", "val_subset=-5 is not accepted: must be non-negative"),
     ("eval_batch_size=0", "eval_batch_size=0 is not accepted: must be at least 1"),
@@ -162,3 +162,17 @@ def test_attention_distillation_without_teacher_weights_names_attn_distill(tmp_p
     err = capsys.readouterr().err
     assert code == 2 and "attn_distill=true needs the teacher's weights: --set teacher_checkpoint=FILE" in err
     assert "distillation=none" not in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("available,count,device,message", [
+    (False, 0, "cuda", "device=cuda: torch sees no CUDA device here"),
+    (True, 1, "cuda:3", "device=cuda:3: this machine has 1 CUDA device(s), cuda:0 to cuda:0"),
+])
+def test_a_cuda_device_the_machine_lacks_exits_2_before_any_work(tmp_path, capsys, monkeypatch, available, count,
+                                                                 device, message):
+    """#32 hostile pass: device=cuda on a CPU machine was torch's "Found no NVIDIA driver" traceback, exit 1."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    code = cli.main(["train", "--experiment", "debug", "--set", f"device={device}", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and not (tmp_path / "run").exists()

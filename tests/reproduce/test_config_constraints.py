@@ -115,6 +115,7 @@ def test_a_non_numeric_field_refuses_a_value_of_another_type(name):
     ("attn_blocks", "-1,0,-1,0", "block -1, 0 is given twice"),
     ("device", "gpu", "auto, cpu, cuda or cuda:N"),
     ("img_size", "33", "a multiple of debug's patch size (4 px)"),
+    ("num_classes", "1", "one class would score 100 % with nothing learned"),
 ])
 def test_names_and_tuples_outside_their_rule_are_refused_naming_the_field(name, text, message):
     with pytest.raises(ConfigError, match=f"^{name}=") as info:
@@ -184,3 +185,24 @@ def test_ls_fields_prints_what_every_field_accepts(capsys):
     assert [line.split()[0] for line in lines] == FIELDS
     for line, name in zip(lines, FIELDS):
         assert line.endswith(ACCEPTS[name].words)
+
+
+@pytest.mark.parametrize("sets,message", [
+    # the hostile pass of #32 on other fields: each trained, silently doing something else than asked
+    (["lr=1e-7"], "min_lr=1e-05 is not accepted: must be at most the peak learning rate (lr = 1e-07)"),
+    (["lr=1e-7", "min_lr=0"], "warmup_lr=1e-06 is not accepted: must be at most the peak learning rate"),
+    (["data=/my/images"], "data='/my/images' is not accepted: must be '' with dataset=synthetic"),
+    # failed only after the data and the models were built
+    (["batch_size=3"], "batch_size=3 is not accepted: must be even with mixup=0.8, cutmix=1.0"),
+])
+def test_fields_that_contradict_each_other_are_refused(sets, message):
+    with pytest.raises(ConfigError) as info:
+        override(debug(), sets)
+    assert message in str(info.value)
+
+
+def test_the_peak_learning_rate_scales_with_the_global_batch():
+    assert TrainConfig(lr=5e-4, batch_size=1024).peak_lr() == 1e-3
+    assert TrainConfig(lr=5e-4, batch_size=1024, lr_scale_batch=False).peak_lr() == 5e-4
+    override(debug(), ["lr=1e-7", "min_lr=0", "warmup_lr=0"])  # both ends at or below the peak: accepted
+    override(TrainConfig(), ["lr=5e-6", "batch_size=512", "min_lr=5e-6"])  # deit_b_384's equal ends
