@@ -42,6 +42,12 @@ def test_every_numeric_field_has_a_numeric_rule():
         assert rule.optional == (type(None) in typing.get_args(hints[name])), name
 
 
+def test_the_words_for_evaluation_protocols_name_every_protocol_bench_has():
+    from bench.data import EVAL_PROTOCOLS
+
+    assert all(protocol in ACCEPTS["eval_protocol"].words for protocol in EVAL_PROTOCOLS)
+
+
 def test_every_default_is_accepted():
     check(TrainConfig())
 
