@@ -207,9 +207,9 @@ def run(out: Path, *, device: str, budget_s: float, dry_run: bool, timm_benchmar
         _pack(work, archive, replace=replace)
     except KeyboardInterrupt:
         raise Stopped(f"interrupted while packing; everything so far is kept in {work} (not packed)", 130) from None
-    except OSError as exc:  # a full or read-only disk: say so, and where what ran is
+    except OSError as exc:  # a full or read-only disk: say so, and where what ran is (exit 2 like StorageError's)
         raise Stopped(f"cannot write {exc.filename or archive}: {exc.strerror or exc}; what ran so far is kept in "
-                      f"{work}", 1) from None
+                      f"{work}", 2 if isinstance(exc, UsageError) else 1) from None
     if interrupted:  # what ran is in the archive, so --continue picks up from here
         raise Stopped(f"interrupted; what ran is packed into {archive} and kept in {work}; the same command with "
                       f"--continue {archive} runs the rest", 130)

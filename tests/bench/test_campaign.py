@@ -244,3 +244,16 @@ def test_ctrl_c_packs_what_ran_and_says_where_the_records_are(tmp_path, monkeypa
         saved = json.load(tar.extractfile("campaign.json"))
         assert "records/a.json" in tar.getnames()
     assert saved["outcomes"]["quick"]["status"] == "done" and saved["outcomes"]["interrupted"]["status"] == "stopped"
+
+
+def test_a_full_disk_at_packing_says_where_what_ran_is_kept(tmp_path, one_step, monkeypatch, capsys):
+    import errno
+
+    def full(work, archive, *, replace):
+        raise OSError(errno.ENOSPC, "No space left on device", str(archive))
+
+    monkeypatch.setattr(campaign, "_pack", full)
+    assert campaign_cli(tmp_path) == 1
+    err = capsys.readouterr().err
+    [work] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert "No space left on device" in err and str(work) in err and (work / "records" / "a.json").exists()
