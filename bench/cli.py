@@ -334,7 +334,8 @@ def _tables(args: argparse.Namespace) -> None:
     check_folder(args.out, "--out")
     check_folder(args.figures, "--figures")
     skipped = []
-    records = load_records(args.records, skip_bad=skipped.append)  # one bad file must not block every table
+    # one bad file must not block every table
+    records = load_records(args.records, skip_bad=skipped.append, check=tables.check_record)
     for exc in skipped:
         print(f"bench tables: warning: skipped {exc}", file=sys.stderr)
     written = [p for t in tables.build_all(records) for p in tables.write(t, args.out)]

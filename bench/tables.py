@@ -592,6 +592,18 @@ def table4(records: list[Record], scale: str) -> Table:
     return Table(f"table4_{scale}", title, pd.DataFrame(rows), notes + footer(runs))
 
 
+def check_record(r: Record) -> None:
+    """What the tables read beyond the schema's types (`load_records(check=...)`): a Table-4 record's matrix holds
+    every pair of Table 4's models. Raises ValueError naming what is missing."""
+    if r.kind == "disagree":
+        matrix = r.metrics.disagreement or {}
+        missing = [f"{a} × {b}" for a in paper.TABLE4_MODELS for b in paper.TABLE4_MODELS
+                   if not isinstance(matrix.get(a), dict) or b not in matrix[a]]
+        if missing:
+            raise ValueError(f"metrics.disagreement lacks {', '.join(missing[:3])}"
+                             + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+
+
 def build_all(records: list[Record]) -> list[Table]:
     return [table1(records), table5(records), table5_comparison(records), table10(records), table2(records), table3(records, "mini"), table3(records, "cifar10"),
             table3(records, "imagenet"), table4(records, "mini"), table4(records, "cifar10"), table4(records, "imagenet"),

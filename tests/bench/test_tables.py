@@ -368,3 +368,17 @@ def test_table5s_top1_is_only_an_fp32_accuracy_of_official_weights(records):
     fp32, bf16 = accuracy("fp32", 72.1, "2098-01-01T00:00:00+00:00"), accuracy("amp_bf16", 70.0, "2099-01-01T00:00:00+00:00")
     assert tables.table5([fp32, bf16]).frame.set_index("model").loc["DeiT-Ti", "top-1 ours"] == "72.10"
     assert tables.table5([bf16]).frame.set_index("model").loc["DeiT-Ti", "top-1 ours"] == tables.NOT_RUN
+
+
+def test_a_table4_record_missing_a_model_is_skipped_with_a_warning_and_the_tables_still_build(tmp_path, capsys):
+    """The schema checks types; a disagreement matrix without its 'ground truth' row is a shape only the tables know."""
+    import json
+
+    (src,) = [p for p in RECORDS.rglob("*.json") if json.loads(p.read_text())["kind"] == "disagree"]
+    shutil.copytree(RECORDS, tmp_path / "records")
+    bad = json.loads(src.read_text())
+    del bad["metrics"]["disagreement"]["ground truth"]
+    (tmp_path / "records" / "bad.json").write_text(json.dumps(bad))
+    assert cli.main(["tables", "--records", str(tmp_path / "records"), "--out", str(tmp_path / "t"), "--no-figures"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped" in err and "bad.json" in err and "ground truth" in err
