@@ -57,17 +57,17 @@ class CheckpointState:
         if ema is not None:
             ema.module.load_state_dict(self.weights["model_ema"])
 
-    def hash_inputs(self, cfg: TrainConfig, teacher_file: Path | None) -> None:
-        """The sha256 of the checkpoints this start loads besides the run's own: the teacher's on every start (a
-        resumed run must distil from the very file it began with) and the fine-tuning source's on the first (a
-        resumed run takes the student from its own checkpoint)."""
-        if teacher_file is not None:
-            sha = sha256_of(teacher_file)
-            if self.teacher_sha256 not in (None, sha):
-                raise ConfigError(f"--resume: teacher_checkpoint={teacher_file} has changed since the run began "
-                                  f"(sha256 {self.teacher_sha256[:12]}, now {sha[:12]}); restore that file, or train "
-                                  "into another --output")
-            self.teacher_sha256 = sha
+    def hash_inputs(self, cfg: TrainConfig, teacher_sha256: str | None) -> None:
+        """Keep the sha256 of the checkpoints this start loads besides the run's own: the teacher's on every start
+        (a resumed run must distil from the very file it began with), as `models.build_teacher` hashed it while
+        reading it (#32: it was hashed again here); the fine-tuning source's on the first (a resumed run takes the
+        student from its own checkpoint)."""
+        if teacher_sha256 is not None:
+            if self.teacher_sha256 not in (None, teacher_sha256):
+                raise ConfigError(f"--resume: teacher_checkpoint={cfg.teacher_checkpoint} has changed since the run "
+                                  f"began (sha256 {self.teacher_sha256[:12]}, now {teacher_sha256[:12]}); restore that "
+                                  "file, or train into another --output")
+            self.teacher_sha256 = teacher_sha256
         if cfg.finetune and not self.resumed_from:
             self.finetune_sha256 = sha256_of(Path(cfg.finetune))
 
@@ -229,6 +229,18 @@ def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
     return a == b
+
+
+_AMP_PRECISION = {"auto": "auto", "none": "fp32", "bf16": "amp_bf16", "fp16": "amp_fp16"}  # TrainConfig.amp -> bench
+
+
+def resolve_amp(requested: str, fingerprint: dict) -> tuple[str, str, str | None]:
+    """(amp mode, why, warning or None) for `TrainConfig.amp` on this machine: `auto` is bf16 only where bf16 is
+    native (issue #17: emulated bf16 trained the mini scale 14x slower on an AVX2 CPU). The record keeps both."""
+    fp = machine.Fingerprint.from_dict(fingerprint)
+    precision, why = machine.choose_precision(_AMP_PRECISION[requested], fp)
+    amp = next(mode for mode, name in _AMP_PRECISION.items() if name == precision)
+    return amp, why, machine.bf16_warning(precision, fp)
 
 
 def run_env(device: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from bench.errors import CheckpointError, DataError, UsageError, check_folder
+from bench.errors import CheckpointError, DataError, StorageError, UsageError, check_folder
 from reproduce import experiments
 from reproduce.config import (
     ACCEPTS,
@@ -160,7 +160,11 @@ def _train(args) -> int:
     record = train(cfg, args.output, experiment=args.experiment, resume=args.resume,
                    log=lambda msg: print(msg, file=sys.stderr))
     if record is not None:
-        path = write_record(record, args.results_dir)
+        try:
+            path = write_record(record, args.results_dir)
+        except StorageError as exc:  # a full or read-only disk after training: the record is not lost (#32)
+            raise StorageError(f"{exc}; the run's record is still kept in {args.output / 'result.json'}: copy it "
+                               f"into {args.results_dir} once there is room") from None
         top = {k: round(v, 2) for k, v in record.metrics.items() if k.startswith("final_val_top1")}
         print(f"record: {path}  {top}", file=sys.stderr)
     return 0

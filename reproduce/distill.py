@@ -123,11 +123,11 @@ class MemoTeacher(nn.Module):
         self._unsaved = False
 
     @classmethod
-    def beside(cls, teacher: nn.Module, teacher_checkpoint: str, amp: str, rank: int, world: int, *, run_folder: Path,
-               log=print) -> MemoTeacher:
-        """The memo of `teacher_checkpoint` where `memo_path` puts it, saying so when that is the run folder (then a
-        memo beside the checkpoint, read-only, is where it starts)."""
-        path, note = memo_path(teacher_checkpoint, amp, rank, world, run_folder=run_folder)
+    def beside(cls, teacher: nn.Module, teacher_checkpoint: str, teacher_sha256: str, amp: str, rank: int, world: int,
+               *, run_folder: Path, log=print) -> MemoTeacher:
+        """The memo of `teacher_checkpoint` (whose sha256 is given) where `memo_path` puts it, saying so when that is
+        the run folder (then a memo beside the checkpoint, read-only, is where it starts)."""
+        path, note = memo_path(teacher_checkpoint, teacher_sha256, amp, rank, world, run_folder=run_folder)
         if note:
             log(note)
         return cls(teacher, path, log=log, start_from=Path(teacher_checkpoint).parent / "teacher-logits" / path.name)
@@ -172,16 +172,17 @@ class MemoTeacher(nn.Module):
         self._unsaved = False
 
 
-def memo_path(teacher_checkpoint: str, amp: str, rank: int, world: int, *, run_folder: Path) -> tuple[Path, str | None]:
-    """Where the logits of a teacher checkpoint (identified by its sha256) under an autocast mode are kept, and a
-    line to print when that is not the usual place.
+def memo_path(teacher_checkpoint: str, teacher_sha256: str, amp: str, rank: int, world: int, *,
+              run_folder: Path) -> tuple[Path, str | None]:
+    """Where the logits of a teacher checkpoint (identified by its sha256, which the caller took once as it read the
+    file: #32 hashed it three times, here reading it whole into memory) under an autocast mode are kept, and a line
+    to print when that is not the usual place.
 
     Beside the checkpoint, so every run distilling from it shares them; where that folder cannot be written (a
     read-only teacher store), in the run folder instead, decided before training (issue #32 row 13: the save failed
     with EROFS after epoch 1, and again on every resume)."""
     path = Path(teacher_checkpoint)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    name = f"{path.stem}-{sha}-{amp}-rank{rank}of{world}.pt"
+    name = f"{path.stem}-{teacher_sha256[:16]}-{amp}-rank{rank}of{world}.pt"
     shared = path.parent / "teacher-logits"
     if writable(shared):
         return shared / name, None
@@ -255,10 +256,7 @@ class AttentionTap:
     def __init__(self, model: nn.Module, blocks: tuple[int, ...]) -> None:
         if not hasattr(model, "blocks") or not all(hasattr(b, "attn") and hasattr(b.attn, "qkv") for b in model.blocks):
             raise ValueError(f"{type(model).__name__} has no attention blocks (a convnet has no attention maps)")
-        depth = len(model.blocks)
-        bad = [b for b in blocks if not -depth <= b < depth]
-        if bad:
-            raise ValueError(f"attn_blocks {bad} out of range for a model of {depth} blocks")
+        blocks = block_indices(blocks, len(model.blocks))
         self.prefix = model.num_prefix_tokens  # class (+ distillation) token(s) before the patches
         self.attns = [model.blocks[b].attn for b in blocks]
         self._qkv: list[Tensor | None] = [None] * len(blocks)
@@ -286,6 +284,23 @@ class AttentionTap:
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
+
+
+def block_indices(blocks: tuple[int, ...], depth: int, whose: str = "the model's") -> tuple[int, ...]:
+    """`attn_blocks` as block numbers 0 … depth-1 of a model `depth` blocks deep (negative ones count from the end).
+    Raises ValueError for a block out of range, or one named twice (#32: -1,1 in a 2-block model tapped block 1
+    twice, counting it double in the loss)."""
+    given = ",".join(map(str, blocks))
+    bad = [b for b in blocks if not -depth <= b < depth]
+    if bad:
+        raise ValueError(f"attn_blocks={given}: block {', '.join(map(str, bad))} is out of range for {whose} {depth} "
+                         f"blocks; give blocks between {-depth} and {depth - 1}")
+    numbers = tuple(b % depth for b in blocks)
+    twice = sorted({n for n in numbers if numbers.count(n) > 1})
+    if twice:
+        raise ValueError(f"attn_blocks={given} name block {', '.join(map(str, twice))} twice in {whose} {depth} blocks "
+                         f"(negative indices count from the end: -1 is block {depth - 1}); give distinct blocks")
+    return numbers
 
 
 def attention_divergence(student: list[Tensor], teacher: list[Tensor], *, per_head: bool) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import torch
@@ -10,8 +11,8 @@ from torch import nn
 
 from bench import checkpoint
 from bench.registry import Variant, resolve
-from reproduce.config import LABEL_TEACHER, ConfigError, TrainConfig
-from reproduce.distill import LabelTeacher
+from reproduce.config import LABEL_TEACHER, ConfigError, TrainConfig, teacher_users
+from reproduce.distill import LabelTeacher, block_indices
 
 
 def variant_of(cfg: TrainConfig) -> Variant:
@@ -35,6 +36,9 @@ def build_student(cfg: TrainConfig) -> tuple[nn.Module, Variant, int]:
     if variant.family == "vit":
         kwargs.update(img_size=img_size, drop_path_rate=cfg.drop_path, drop_rate=cfg.dropout)
     model = variant.build(**kwargs)
+    # the names and blocks the optimiser and the attention taps will use, refused before any data is read (#32)
+    check_no_decay(model, cfg.no_decay)
+    check_attention_blocks(model, cfg, f"the student {cfg.variant}")
     if cfg.cls_token_init == "official" and getattr(model, "cls_token", None) is not None:
         init_cls_token_officially(model)
     if not cfg.fused_attn:
@@ -88,15 +92,16 @@ def load_finetune_start(model: nn.Module, path: Path) -> None:
     checkpoint.load_into(model, state, f"finetune {path.name}")
 
 
-def build_teacher(cfg: TrainConfig) -> nn.Module | None:
+def build_teacher(cfg: TrainConfig) -> tuple[nn.Module | None, str | None]:
     """The frozen teacher (eval mode, no gradients): a convnet, or a ViT for attention distillation; the ground truth
-    in its place (`teacher=labels`), or None without distillation."""
-    if cfg.distillation == "none" and not cfg.attn_distill:
-        return None
+    in its place (`teacher=labels`), or None without distillation. And the sha256 of its checkpoint, taken once as
+    the file is read (None without a file): the record and the logit memo use it (#32: it was hashed three times)."""
+    if not teacher_users(cfg):
+        return None, None
     if cfg.teacher == LABEL_TEACHER:
-        return LabelTeacher()
-    if not cfg.teacher_checkpoint:
-        raise ConfigError(f"distillation={cfg.distillation} needs the teacher's weights: "
+        return LabelTeacher(), None
+    if not cfg.teacher_checkpoint:  # config.check_ready says so first; this names the same setting (#32 row 15)
+        raise ConfigError(f"{teacher_users(cfg)} needs the teacher's weights: "
                           f"--set teacher_checkpoint=FILE (a {cfg.teacher} checkpoint)")
     path = Path(cfg.teacher_checkpoint)
     if not path.is_file():
@@ -113,9 +118,26 @@ def build_teacher(cfg: TrainConfig) -> nn.Module | None:
         raise ConfigError(f"the teacher {path.name} predicts {info.num_classes} classes but the student has "
                           f"{cfg.num_classes}: distillation needs the same label space")
     teacher = variant.build(num_classes=cfg.num_classes)
+    check_attention_blocks(teacher, cfg, f"the teacher {cfg.teacher}")
     checkpoint.load_into(teacher, state, f"teacher {path.name}")
     teacher.eval().requires_grad_(False)
-    return teacher
+    return teacher, info.sha256
+
+
+def check_attention_blocks(model: nn.Module, cfg: TrainConfig, whose: str) -> None:
+    """With attn_distill, refuse a model without attention blocks, and `attn_blocks` out of its depth or naming a
+    block twice (-1,1 in 2 blocks), when the model is built: before, a block past the depth was refused only after
+    the data was built, and a block named twice counted double (#32). Each model resolves negative indices against
+    its own depth (-1 is the teacher's last block and the student's)."""
+    if not cfg.attn_distill:
+        return
+    if not hasattr(model, "blocks"):
+        raise ConfigError(f"attn_distill=true needs attention blocks, but {whose} has none (a convnet has no "
+                          "attention maps); use a ViT or attn_distill=false")
+    try:
+        block_indices(cfg.attn_blocks, len(model.blocks), f"{whose}'s")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def no_decay_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...]) -> list[dict]:
@@ -124,7 +146,24 @@ def no_decay_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, 
     `no_weight_decay()` would also exempt dist_token, so the list is passed explicitly."""
     from timm.optim import param_groups_weight_decay
 
+    check_no_decay(model, no_decay)
     return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=no_decay)
+
+
+def check_no_decay(model: nn.Module, no_decay: tuple[str, ...]) -> None:
+    """Refuse a `no_decay` name that is no parameter of `model`: timm matches whole names, so a misspelt one
+    (pos_embd) silently left pos_embed decaying (#32). The default tokens may be absent (a convnet has neither)."""
+    names = [name for name, _ in model.named_parameters()]
+    for name in no_decay:
+        if name in names or name in TrainConfig.no_decay:
+            continue
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        tokens = [n for n in names if "." not in n]  # the top-level tensors: position embedding, tokens
+        hint = (f"did you mean {', '.join(close)}?" if close else f"its top-level parameters are {', '.join(tokens)}"
+                if tokens else f"its parameters begin {', '.join(names[:4])}")
+        raise ConfigError(f"no_decay={','.join(no_decay)}: {name!r} matches no parameter of the student, so nothing "
+                          f"named so would be exempt from weight decay; {hint} (whole names, as model.named_parameters() "
+                          "gives them)")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

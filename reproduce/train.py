@@ -30,14 +30,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bench import data as bench_data
-from bench import machine
 from bench.errors import StorageError
 from bench.evaluate import predict, scores
 from bench.record import Record
 from bench.speed import PRECISIONS
 from bench.store import hold_folder
-from reproduce import data, models
-from reproduce.checkpoints import CheckpointState, RunFiles, run_env
+from reproduce import config, data, models
+from reproduce.checkpoints import CheckpointState, RunFiles, resolve_amp, run_env
 from reproduce.config import ConfigError, Interrupted, NonFiniteLoss, Preempted, TrainConfig
 from reproduce.distill import AttentionTap, AttentionTerm, Distiller, LabelTeacher, MemoTeacher
 from reproduce.sampling import ResumableSampler, SeededItems, step_seed
@@ -72,7 +71,9 @@ def start_processes(device: str) -> Processes:
 
 def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=print) -> Record | None:
     """Train as `cfg` says, checkpointing into `output`, which this process holds (a second is refused: #32 row 9);
-    return the new result record (None on ranks other than 0, and for a run finished and recorded before)."""
+    return the new result record (None on ranks other than 0, and for a run finished and recorded before).
+    The CLI's checks run here too: configs built in Python (suites, tests, scripts) skipped them (#32)."""
+    config.check_ready(config.check(cfg))
     procs = start_processes(cfg.device)
     with hold_folder(output, log=log) if procs.main else contextlib.nullcontext():
         return _train(cfg, procs, output, experiment, resume, log)
@@ -91,13 +92,13 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
 
     # student, teacher, data: the model decides resolution and eval preprocessing
     student, variant, img_size = models.build_student(cfg)
-    teacher = models.build_teacher(cfg)
+    teacher, teacher_sha256 = models.build_teacher(cfg)  # the file hashed once, as it is read (#32)
     prep = bench_data.preprocess(student, img_size, cfg.eval_protocol)
     train_set, val_set = data.datasets(cfg, data.train_transform(cfg, img_size), bench_data.build_transform(prep, False))
     sampler, loader, steps_per_epoch = training_batches(train_set, cfg, procs, per_rank, img_size)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     student.to(procs.device, memory_format=memory_format)  # before the optimiser and the EMA copy are made
-    teacher, memo = place_teacher(teacher, cfg, procs, amp, output, log)
+    teacher, memo = place_teacher(teacher, teacher_sha256, cfg, procs, amp, output, log)
     recipe = build_recipe(cfg, student, teacher, procs, per_rank, steps_per_epoch, memory_format, amp)
 
     state = files.load(resume, cfg, experiment)  # None: a fresh start
@@ -110,14 +111,13 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     state.class_names = list(train_set.classes) if getattr(train_set, "classes", None) else None
     if files.recorded(state, cfg, log):
         return None
-    teacher_file = teacher is not None and not isinstance(teacher, LabelTeacher)  # weights, not the labels
-    state.hash_inputs(cfg, Path(cfg.teacher_checkpoint) if teacher_file else None)
+    state.hash_inputs(cfg, teacher_sha256)
 
     model = DistributedDataParallel(student) if procs.world > 1 else student
     step_fn = torch.compile(model) if cfg.compile else model
     files.trim_log(state, log)
     stop = _PreemptionFlag()
-    named = f"; teacher {cfg.teacher_checkpoint}, sha256 {state.teacher_sha256[:12]}" if teacher_file else ""
+    named = f"; teacher {cfg.teacher_checkpoint}, sha256 {teacher_sha256[:12]}" if teacher_sha256 else ""
     log(f"{experiment}: {variant.name} ({cfg.teacher_signals()}{named}), "
         f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
         f"lr {recipe.lr:.3g}, {cfg.epochs} epochs × {steps_per_epoch} steps on {procs.device}, amp {amp} ({amp_why})")
@@ -195,8 +195,7 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per
 def lr_schedule(cfg: TrainConfig, steps_per_epoch: int = 1) -> list[tuple[float, float]]:
     """(epoch, learning rate) at the start of every epoch (or every step, with sched_per_step) exactly as training
     sets it, for a peak lr after batch scaling; `reproduce ls --show E --lr-figure FILE` draws it."""
-    lr = cfg.lr * cfg.batch_size / 512 if cfg.lr_scale_batch else cfg.lr
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.peak_lr())
     scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
     points = []
     for epoch in range(cfg.epochs):
@@ -320,23 +319,11 @@ class Recipe:
                          agree.item() if agree is not None else None)
 
 
-_AMP_PRECISION = {"auto": "auto", "none": "fp32", "bf16": "amp_bf16", "fp16": "amp_fp16"}  # TrainConfig.amp -> bench
-
-
-def resolve_amp(requested: str, fingerprint: dict) -> tuple[str, str, str | None]:
-    """(amp mode, why, warning or None) for `TrainConfig.amp` on this machine: `auto` is bf16 only where bf16 is
-    native (issue #17: emulated bf16 trained the mini scale 14x slower on an AVX2 CPU)."""
-    fp = machine.Fingerprint.from_dict(fingerprint)
-    precision, why = machine.choose_precision(_AMP_PRECISION[requested], fp)
-    amp = next(mode for mode, name in _AMP_PRECISION.items() if name == precision)
-    return amp, why, machine.bf16_warning(precision, fp)
-
-
 def build_recipe(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.Module | None, procs: Processes,
                  per_rank: int, steps_per_epoch: int, memory_format: torch.memory_format, amp: str) -> Recipe:
     """The config's optimiser (the official parameter groups), schedule, Mixup, loss, EMA and precision (`amp`,
     resolved from cfg.amp)."""
-    lr = cfg.lr * cfg.batch_size / 512 if cfg.lr_scale_batch else cfg.lr
+    lr = cfg.peak_lr()
     fused = {"fused": True} if procs.device.startswith("cuda") and cfg.opt == "adamw" else {}  # one kernel per step
     # with layer decay timm builds the groups itself (its no-decay list includes dist_token); else the official groups
     params = student if cfg.layer_decay is not None else models.no_decay_groups(student, cfg.weight_decay, cfg.no_decay)
@@ -369,17 +356,19 @@ def build_recipe(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.M
                   memory_format)
 
 
-def place_teacher(teacher: torch.nn.Module | None, cfg: TrainConfig, procs: Processes, amp: str, output: Path,
-                  log) -> tuple[torch.nn.Module | None, MemoTeacher | None]:
+def place_teacher(teacher: torch.nn.Module | None, teacher_sha256: str | None, cfg: TrainConfig, procs: Processes,
+                  amp: str, output: Path, log) -> tuple[torch.nn.Module | None, MemoTeacher | None]:
     """The frozen teacher on the device in channels-last (NHWC weights make a convnet's convolutions NHWC whatever
-    the input), compiled if asked, behind its logit memo if asked (`memo_path`); and the memo, which the loop saves."""
+    the input), compiled if asked, behind its logit memo if asked (`memo_path`, keyed by the checkpoint's sha256);
+    and the memo, which the loop saves."""
     if teacher is None or isinstance(teacher, LabelTeacher):  # the labels need no device, compiling or memo
         return teacher, None
     teacher = teacher.to(procs.device, memory_format=torch.channels_last)
     teacher = torch.compile(teacher) if cfg.compile else teacher
     if not cfg.teacher_memo:
         return teacher, None
-    memo = MemoTeacher.beside(teacher, cfg.teacher_checkpoint, amp, procs.rank, procs.world, run_folder=output, log=log)
+    memo = MemoTeacher.beside(teacher, cfg.teacher_checkpoint, teacher_sha256, amp, procs.rank, procs.world,
+                              run_folder=output, log=log)
     return memo, memo
 
 

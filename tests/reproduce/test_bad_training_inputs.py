@@ -176,3 +176,88 @@ def test_a_cuda_device_the_machine_lacks_exits_2_before_any_work(tmp_path, capsy
     code = cli.main(["train", "--experiment", "debug", "--set", f"device={device}", "--output", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and not (tmp_path / "run").exists()
+
+
+# ---- #32 follow-ups: the gate for configs built in Python, names that match nothing, blocks named twice ----
+
+
+def _debug(**changes) -> TrainConfig:
+    from dataclasses import replace
+
+    from reproduce import experiments
+
+    return replace(experiments.get("debug").build(), **changes)
+
+
+def test_a_config_built_in_python_passes_the_gate_the_cli_passes(tmp_path):
+    """#32: train() trusted its caller, so a suite, a test or a user's script skipped check() and check_ready():
+    clip_grad=-1 trained by gradient ascent to exit 0."""
+    from reproduce.config import ConfigError
+    from reproduce.train import train
+
+    with pytest.raises(ConfigError, match=r"clip_grad=-1.0 is not accepted"):
+        train(_debug(clip_grad=-1.0, epochs=1), tmp_path / "run", experiment="debug", resume=False, log=lambda _: None)
+    with pytest.raises(ConfigError, match="attn_distill=true needs the teacher's weights"):
+        train(_debug(attn_distill=True, teacher="debug"), tmp_path / "run", experiment="debug", resume=False,
+              log=lambda _: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_building_a_teacher_without_weights_names_the_setting_that_needs_it():
+    """#32 row 15, in models.build_teacher too: it said "distillation=none needs the teacher's weights"."""
+    from reproduce import models
+    from reproduce.config import ConfigError
+
+    with pytest.raises(ConfigError, match="^attn_distill=true needs the teacher's weights"):
+        models.build_teacher(_debug(attn_distill=True, teacher="debug"))
+
+
+def test_a_no_decay_name_matching_no_parameter_is_refused_before_any_step(tmp_path, capsys):
+    """#32: no_decay=pos_embd matched nothing, so pos_embed silently kept its weight decay."""
+    code = cli.main(["train", "--experiment", "debug", "--set", "no_decay=pos_embd", "--set", "epochs=1",
+                     "--output", str(tmp_path / "run"), "--results-dir", str(tmp_path / "records")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no_decay" in err and "'pos_embd'" in err and "pos_embed" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "log.jsonl").exists() and not (tmp_path / "records").exists()
+
+
+def test_the_default_no_decay_tokens_may_be_absent_from_a_convnet_but_other_names_may_not():
+    from bench.registry import VARIANTS
+    from reproduce import models
+    from reproduce.config import ConfigError
+
+    convnet = VARIANTS["cifar_resnet10"].build(num_classes=10)
+    assert models.no_decay_groups(convnet, 0.05, TrainConfig().no_decay)  # the ViT tokens: nothing to exempt here
+    with pytest.raises(ConfigError, match="'fc_weight' matches no parameter of the student.*fc.weight"):
+        models.no_decay_groups(convnet, 0.05, ("fc_weight",))
+
+
+@pytest.mark.parametrize("blocks,message", [
+    ((5,), "attn_blocks=5: block 5 is out of range for the student debug's 2 blocks"),
+    ((-1, 1), "attn_blocks=-1,1 name block 1 twice in the student debug's 2 blocks"),
+])
+def test_attention_blocks_are_checked_against_the_depth_when_the_student_is_built(blocks, message):
+    """#32: a block past the depth was refused only after the data was built; -1,1 in a 2-block model tapped
+    block 1 twice."""
+    from reproduce import models
+    from reproduce.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        models.build_student(_debug(attn_distill=True, teacher="debug", teacher_checkpoint="t.pth", attn_blocks=blocks))
+
+
+def test_a_record_that_cannot_be_filed_says_the_run_keeps_it(tmp_path, capsys, monkeypatch):
+    """#32: a full --results-dir after training named the failed write only, not result.json, which still holds
+    the record."""
+    from bench import record as record_mod
+    from bench.errors import StorageError
+
+    def full_disk(record, folder):
+        raise StorageError(f"no space left on the device writing into {folder}")
+
+    monkeypatch.setattr(record_mod, "write_record", full_disk)
+    code = cli.main(["train", "--experiment", "debug", "--set", "epochs=1", "--output", str(tmp_path / "run"),
+                     "--results-dir", str(tmp_path / "records")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no space left" in err and str(tmp_path / "run" / "result.json") in err
+    assert (tmp_path / "run" / "result.json").is_file()

@@ -293,9 +293,9 @@ def test_a_read_only_teacher_folder_puts_the_memo_in_the_run_folder_before_train
     with tmpfs(tmp_path / "teachers", "1m") as folder:
         teacher = folder / "teacher.pth"
         teacher.write_bytes(b"weights")
-        shared, _ = memo_path(str(teacher), "none", 0, 1, run_folder=tmp_path / "run")
+        shared, _ = memo_path(str(teacher), "ab" * 32, "none", 0, 1, run_folder=tmp_path / "run")
         assert shared.parent == folder / "teacher-logits"
         remount_read_only(folder)
-        path, note = memo_path(str(teacher), "none", 0, 1, run_folder=tmp_path / "run")
+        path, note = memo_path(str(teacher), "ab" * 32, "none", 0, 1, run_folder=tmp_path / "run")
         assert path.parent == tmp_path / "run" / "teacher-logits" and path.name == shared.name
         assert str(folder) in note and "read-only" in note and str(path.parent) in note

@@ -103,9 +103,9 @@ def test_hard_distillation_gives_the_teacher_the_mixed_images_the_student_sees(t
     real_build = models.build_teacher
 
     def spying_teacher(cfg):
-        teacher = real_build(cfg)
+        teacher, sha = real_build(cfg)
         teacher.register_forward_hook(lambda m, inputs, out: seen["teacher"].append(inputs[0].clone()))
-        return teacher
+        return teacher, sha
 
     real_student = models.build_student
 
@@ -200,6 +200,37 @@ def test_a_remembered_teacher_gives_the_same_losses_and_runs_once_per_distinct_b
     assert counts == (8, 0) and again == plain  # every batch read back
     _, counts = run("other_seed", "teacher_memo=true", "seed=1")
     assert counts == (0, 8)  # other batches: nothing is wrongly reused
+
+
+def test_the_teacher_checkpoint_is_hashed_once_per_run_and_never_read_whole(tmp_path, teacher_ckpt, monkeypatch):
+    """#32: the teacher was hashed by read_state_dict, again by hash_inputs, and a third time by memo_path, which
+    read the whole file into memory."""
+    import bench.checkpoint
+    from reproduce import checkpoints
+
+    ckpt = tmp_path / "teacher.pth"
+    shutil.copy(teacher_ckpt, ckpt)
+    hashed, read_whole = [], []
+    real_sha, real_read = bench.checkpoint.sha256_of, Path.read_bytes
+
+    def counting_sha(path):
+        hashed.append(Path(path))
+        return real_sha(path)
+
+    def counting_read(self):
+        read_whole.append(self)
+        return real_read(self)
+
+    monkeypatch.setattr(bench.checkpoint, "sha256_of", counting_sha)
+    monkeypatch.setattr(checkpoints, "sha256_of", counting_sha)
+    monkeypatch.setattr(Path, "read_bytes", counting_read)
+    cfg = resolve_config("debug_hard", None, ["epochs=1", f"teacher_checkpoint={ckpt}", "teacher_memo=true"])
+    record = train(cfg, tmp_path / "run", experiment="debug_hard", resume=False, log=lambda _: None)
+    assert hashed.count(ckpt) == 1 and ckpt not in read_whole
+    sha = real_sha(ckpt)
+    assert record.settings.teacher_sha256 == sha
+    (memo,) = (tmp_path / "teacher-logits").iterdir()
+    assert sha[:16] in memo.name  # the memo is keyed by the hash taken once
 
 
 def test_a_read_only_teacher_folder_keeps_the_memo_in_the_run_folder_and_says_so(tmp_path, teacher_ckpt):
