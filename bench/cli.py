@@ -137,6 +137,7 @@ def _run(args: argparse.Namespace) -> None:
     from bench.accuracy import EvalOptions
     from bench.data import DataError
     from bench.errors import CheckpointError
+    from bench.predictions import check_destination
     from bench.record import write_record
     from bench.run import BatchDoesNotFit, measure, resolve_settings
 
@@ -165,6 +166,7 @@ def _run(args: argparse.Namespace) -> None:
             raise ValueError("--save-predictions names one file: give one --variant at a time")
         if args.save_predictions:
             check_folder(args.save_predictions.parent, "--save-predictions")
+            check_destination(args.save_predictions)  # also inside measure(); here with the other up-front checks
         if not rank:  # rank 0 or no torchrun: the process that writes
             check_folder(args.results_dir, "--results-dir")
     except KeyError as exc:
