@@ -254,7 +254,14 @@ def write_baselines(records: list[Record], path: Path, tolerances: Tolerances) -
 
 
 def write_baseline(baseline: dict[str, Any], path: Path) -> None:
-    """Atomically replace `path` (re-baselining is meant to replace the old one)."""
+    """Atomically replace `path` (re-baselining is meant to replace the old one), but only a baseline: any other
+    file there is the user's, and is refused rather than overwritten."""
+    if path.exists():
+        try:
+            load_baseline(path)
+        except ValueError as exc:
+            raise ValueError(f"--write-baseline would replace {path}, which is not a baseline ({exc}); "
+                             "give a baselines folder or a new file") from None
     write_text_atomic(path, json.dumps(baseline, indent=2) + "\n", replace=True)
 
 

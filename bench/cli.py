@@ -340,6 +340,9 @@ def _tables(args: argparse.Namespace) -> None:
     records = load_records(args.records, skip_bad=skipped.append, check=tables.check_record)
     for exc in skipped:
         print(f"bench tables: warning: skipped {exc}", file=sys.stderr)
+    if not records:  # every table would be 'not run', replacing what --out holds
+        raise UsageError(f"no readable records (*.json) in {args.records}"
+                         + (f" ({len(skipped)} skipped above)" if skipped else "") + "; nothing was written")
     written = [p for t in tables.build_all(records) for p in tables.write(t, args.out)]
     if not args.no_figures:
         from bench import figures

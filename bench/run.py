@@ -50,6 +50,9 @@ class Settings:
     budget_s: float = 0.0  # relspeed: seconds to keep re-measuring while rounds are contended
 
 
+MAX_IMG_SIZE = 2048  # the paper's largest is 384 (EfficientNet-B7 of Table 5: 600)
+
+
 def resolve_settings(variant: Variant, *, device: str = "auto", precision: str | None = None,
                      batch_size: str | int | None = None, img_size: int | None = None, protocol: str = "timm",
                      compile: bool = False, warmup: int | None = None, iters: int | None = None,
@@ -88,6 +91,8 @@ def resolve_settings(variant: Variant, *, device: str = "auto", precision: str |
                               ("--budget-s", budget_s, 0)):
         if value is not None and value < low:
             raise ValueError(f"{label} must be >= {low}, got {value}")
+    if img_size is not None and img_size > MAX_IMG_SIZE:  # one 100,000-px image asks for 160 GB: refuse, not crash
+        raise ValueError(f"--img-size must be at most {MAX_IMG_SIZE} px, got {img_size}")
     if img_size is not None and variant.patch_size is not None and img_size % variant.patch_size:
         raise ValueError(f"--img-size {img_size} is not a multiple of {variant.name}'s patch size {variant.patch_size}")
     # relspeed times CPU time, which one thread keeps free of OpenMP spin-waits (docs/regression-gate.md)

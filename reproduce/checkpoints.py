@@ -18,7 +18,7 @@ import torch
 from bench import machine
 from bench.checkpoint import load_torch_file, sha256_of
 from bench.errors import CheckpointError, StorageError
-from bench.record import Record, collect_env, cpu_model
+from bench.record import Record, RecordError, collect_env, cpu_model, read_record
 from bench.store import append_line, write_atomic, write_text_atomic
 from reproduce.config import ConfigError, TrainConfig, as_dict
 
@@ -115,6 +115,11 @@ class RunFiles:
         if not state.finished(cfg):
             return False
         if self.result.exists():
+            try:
+                read_record(self.result)
+            except RecordError as exc:  # a corrupt result.json is no record of the run (a hostile pass, #32)
+                log(f"finished before, but its record is unreadable ({exc}); writing it again")
+                return False
             log(f"already finished: {self.result}; no new record")
             return True
         log(f"finished before, but its record was not written ({self.result} is missing); writing it now")

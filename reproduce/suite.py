@@ -44,6 +44,9 @@ def table3(scale: str, variants: tuple[str, ...] = ("ti",)) -> Suite:
     """Table 3's four trainings (six rows) at a scale; at imagenet scale one set per DeiT size."""
     if scale not in SCALE_PREFIX:
         raise ConfigError(f"unknown --scale {scale!r}; accepted: {', '.join(SCALE_PREFIX)}")
+    unknown = [v for v in variants if v not in ("ti", "s", "b")]
+    if scale == "imagenet" and (unknown or not variants):
+        raise ConfigError(f"--variants {','.join(variants)!r}: accepted is a comma list of ti, s, b")
     sizes = variants if scale == "imagenet" else ("ti",)
     rows = tuple(experiment_name(scale, r, v) for v in sizes for r in TABLE3_EXPERIMENTS)
     pairs = tuple((experiment_name(scale, "none", v), experiment_name(scale, "hard", v)) for v in sizes)

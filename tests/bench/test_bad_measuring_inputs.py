@@ -269,3 +269,12 @@ def test_a_predictions_file_name_without_a_suffix_is_saved(tmp_path, capsys):
                             "--results-dir", str(tmp_path / "r"), "--save-predictions", str(tmp_path / "preds"))
     assert code == 0, err
     assert len(Predictions.load(tmp_path / "preds").names) == 10 and len(load_records(tmp_path / "r")) == 1
+
+
+def test_an_image_size_beyond_any_model_is_refused_before_anything_is_built(tmp_path, capsys):
+    """A hostile pass: --img-size 100000 tried to allocate 160 GB and crashed with a traceback."""
+    from bench import cli
+
+    assert cli.main(["run", "--variant", "debug", "--img-size", "100000", "--metrics", "size",
+                     "--results-dir", str(tmp_path)]) == 2
+    assert "--img-size must be at most 2048" in capsys.readouterr().err and not list(tmp_path.iterdir())

@@ -394,3 +394,12 @@ def test_a_baseline_of_the_wrong_shape_is_a_usage_error_naming_file_and_field(tm
     assert cli.main(["check", "--baseline", str(path), "--current", str(runs)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and message in err and "Traceback" not in err
+
+
+def test_write_baseline_never_overwrites_a_file_that_is_not_a_baseline(tmp_path, capsys, size_records):
+    """A hostile pass: --baseline notes.txt --write-baseline replaced the user's file with a baseline."""
+    runs = write_runs(tmp_path / "runs", size_records[:2])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("content")
+    assert cli.main(["check", "--write-baseline", "--baseline", str(notes), "--current", str(runs)]) == 2
+    assert "not a baseline" in capsys.readouterr().err and notes.read_text() == "content"

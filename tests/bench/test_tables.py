@@ -382,3 +382,13 @@ def test_a_table4_record_missing_a_model_is_skipped_with_a_warning_and_the_table
     assert cli.main(["tables", "--records", str(tmp_path / "records"), "--out", str(tmp_path / "t"), "--no-figures"]) == 0
     err = capsys.readouterr().err
     assert "skipped" in err and "bad.json" in err and "ground truth" in err
+
+
+def test_an_empty_records_folder_is_refused_and_leaves_the_tables_as_they_were(tmp_path, capsys):
+    """A hostile pass: a mistyped --records folder wrote 48 empty tables over the real ones, exit 0."""
+    assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "t"), "--no-figures"]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "t").iterdir()}
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["tables", "--records", str(tmp_path / "empty"), "--out", str(tmp_path / "t"), "--no-figures"]) == 2
+    assert "no readable records" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "t").iterdir()} == before

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench import schema
-from bench.record import Record, load_records
+from bench.record import Record, load_records, read_record
 from reproduce import cli, models
 from reproduce import train as train_mod
 from reproduce.cli import resolve_config
@@ -96,6 +96,9 @@ def test_a_finished_run_is_not_trained_again_and_a_used_folder_needs_resume(tmp_
     assert len(list((tmp_path / "r").glob("*.json"))) == 1  # a finished run is not recorded twice (#19, item 3)
     assert cli.main([*args, "--resume", "--set", "lr=0.5"]) == 2
     assert "lr (saved 0.001, now 0.5)" in capsys.readouterr().err
+    (tmp_path / "run" / "result.json").write_text('{"garbage": 1')  # a corrupt record is no record of the run
+    assert cli.main([*args, "--resume"]) == 0 and "unreadable" in capsys.readouterr().err
+    assert read_record(tmp_path / "run" / "result.json").settings.experiment == "debug"
 
 
 def test_hard_distillation_gives_the_teacher_the_mixed_images_the_student_sees(tmp_path, teacher_ckpt, monkeypatch):
