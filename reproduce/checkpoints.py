@@ -20,7 +20,7 @@ from bench.checkpoint import load_torch_file, sha256_of
 from bench.errors import CheckpointError, StorageError
 from bench.record import Record, RecordError, collect_env, cpu_model, read_record
 from bench.store import append_line, write_atomic, write_text_atomic
-from reproduce.config import ConfigError, TrainConfig, as_dict
+from reproduce.config import ConfigError, TrainConfig, as_dict, caveats
 
 
 @dataclass
@@ -202,6 +202,7 @@ class RunFiles:
                     "lr_scaled": lr, "output": str(self.output), "history": state.history, **precision,
                     **state.provenance()}
         notes = [] if cfg.finetune or cfg.dataset != "synthetic" else ["synthetic data: a smoke run, not a result"]
+        notes += caveats(cfg)
         record = Record(variant.name, variant.model, settings, metrics, env, kind="train",
                         notes=notes)
         try:

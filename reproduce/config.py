@@ -444,6 +444,15 @@ def check_ready(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def caveats(cfg: TrainConfig) -> list[str]:
+    """What a valid config does that a user may not expect, said before the run and kept in its record's notes.
+    A smoke run may want it (`--set epochs=1` of the debug experiment), so it is not refused (issue #32)."""
+    if 0 < cfg.epochs <= cfg.warmup_epochs:
+        return [f"warmup_epochs={cfg.warmup_epochs} >= epochs={cfg.epochs}: the whole run is warm-up, its learning "
+                f"rate never reaches the peak {cfg.peak_lr():g}; set warmup_epochs below epochs for a result"]
+    return []
+
+
 def valid_device(device: str) -> bool:
     return device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
 

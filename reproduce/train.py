@@ -74,6 +74,8 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     return the new result record (None on ranks other than 0, and for a run finished and recorded before).
     The CLI's checks run here too: configs built in Python (suites, tests, scripts) skipped them (#32)."""
     config.check_ready(config.check(cfg))
+    for caveat in config.caveats(cfg):
+        log(f"warning: {caveat}")
     procs = start_processes(cfg.device)
     with hold_folder(output, log=log) if procs.main else contextlib.nullcontext():
         return _train(cfg, procs, output, experiment, resume, log)

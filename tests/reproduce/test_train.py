@@ -426,3 +426,15 @@ def test_layer_decay_gives_deeper_layers_larger_learning_rates(tmp_path):
     depth = 2  # the debug model's blocks: embeddings, 2 blocks, head -> 4 layers, scales 0.5**3 … 1
     assert scales == [0.5 ** k for k in range(depth + 1, -1, -1)]
     assert all(g["lr"] == pytest.approx(g["lr_scale"] * groups[-1]["lr"] / groups[-1]["lr_scale"]) for g in groups)
+
+
+def test_a_run_that_never_leaves_warm_up_says_so_before_and_in_its_record(tmp_path, capsys):
+    """A hostile pass: `--set epochs=1` of the debug experiment (1 warm-up epoch) trained at 1e-6 without a word."""
+    args = ["train", "--experiment", "debug", "--set", "epochs=1", "--output", str(tmp_path / "run"),
+            "--results-dir", str(tmp_path / "r")]
+    assert cli.main(args) == 0
+    assert "warning: warmup_epochs=1 >= epochs=1" in capsys.readouterr().err
+    (record,) = load_records(tmp_path / "r")
+    assert any("the whole run is warm-up" in note for note in record.notes)
+    assert cli.main([*args[:3], "--output", str(tmp_path / "two"), "--results-dir", str(tmp_path / "r2")]) == 0
+    assert "warm-up" not in capsys.readouterr().err  # the debug experiment's own 2 epochs leave warm-up
