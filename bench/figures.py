@@ -33,7 +33,8 @@ from bench.paper import FIGURE1_FAMILIES, TABLE10
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
 from bench.scales import experiment_name
-from bench.tables import Arm, attention_arms, latest, machine_of, speed_key, table3_arms, train_runs  # noqa: E402
+from bench.tables import attention_arms, latest, speed_key, table3_arms  # noqa: E402
+from bench.trained import Arm, machine_of, train_runs  # noqa: E402
 
 _SVG_META = {"Date": None}  # no timestamp: the same records give the same SVG
 _PNG_META = {"Software": None}
@@ -159,7 +160,7 @@ def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path
 def attention_curves(records: list[Record], out_dir: Path) -> list[Path]:
     """Issue #23's attention-distillation rows beside Table 3's, under both teachers (`seed_curves`); labelled as
     the table is: not the paper's method. Each row and teacher names the precision it ran in, and a row trained in
-    more than one kind (`tables.train_kind`) is one line per kind."""
+    more than one kind (`trained.train_kind`) is one line per kind."""
     teachers, students = attention_arms(records)
     rows = [(f"{a.experiment} ({a.kind.split(',')[0]})", a) for a in students if a.runs]  # the precision it ran in
     teacher_lines = [(f"teacher: {a.label.split(': ')[-1]}, {a.kind.split(',')[0]}", list(a.runs))

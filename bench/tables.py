@@ -7,8 +7,6 @@ only for official or hub weights (records of checkpoints made here say they are 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,13 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import machine, paper, stats
+from bench import paper
 from bench.protocols import TIMING_PROTOCOLS
 from bench.record import Record
 from bench.registry import VARIANTS
 from bench.scales import experiment_name
-from bench.schema import CONFIG_BEFORE_FIELD
 from bench.store import write_text_atomic
+from bench.trained import Arm, amp_of, arms, compare, control_of, machine_of, stat_notes, train_runs, trained_on
 
 NOT_RUN = "not run"
 DEIT = ("deit_ti", "deit_s", "deit_b", "deit_b_384", "deit_ti_dist", "deit_s_dist", "deit_b_dist", "deit_b_dist_384")
@@ -62,21 +60,11 @@ def footer(records: Iterable[Record]) -> tuple[str, ...]:
             f"Protocol: {distinct(_protocol)}.")
 
 
-def machine_of(r: Record) -> str:
-    """The record's machine as tables and figures name it: the CPU's name alone does not tell machines apart."""
-    return machine.label(r.env.fingerprint, r.env.device_name)
-
-
-def _amp(r: Record) -> str:
-    """The precision a training run used (older records say only what was asked)."""
-    return r.settings.amp or r.settings.config["amp"]
-
-
 def _protocol(r: Record) -> str:
     s = r.settings
     if r.kind == "train":
         c = s["config"]
-        return f"train {c['epochs']} epochs, global batch {s['global_batch_size']}, amp {_amp(r)}, {s['device']}"
+        return f"train {c['epochs']} epochs, global batch {s['global_batch_size']}, amp {amp_of(r)}, {s['device']}"
     if r.kind == "disagree":
         return f"final top-1 of {' / '.join(s['experiments'].values())} ({s['suite']})"
     return f"{s.get('protocol')} {s.get('precision')} batch {s.get('batch_size')} {s.get('stat')} on {s.get('device')}"
@@ -266,144 +254,6 @@ def table2(records: list[Record]) -> Table:
     return Table("table2_teachers", "Table 2: teachers for DeiT-B⚗", pd.DataFrame(rows), SPEED_NOTES + footer(used))
 
 
-def train_kind(r: Record) -> str:
-    """What two training rows must share for their difference to be tested (issue #30): the precision the run used,
-    the device type and torch's minor version. The CPU's model, its vector units and the thread count are not part
-    of it: with the same precision on the same device type they change only the order in which sums are rounded,
-    as the seed already does; the tables name them beside each row and mark a comparison across them."""
-    amp = _amp(r)
-    torch_minor = ".".join(str(r.env.torch).split("+")[0].split(".")[:2])
-    return f"{'fp32' if amp == 'none' else amp}, {str(r.settings.device).split(':')[0]}, torch {torch_minor}"
-
-
-def train_runs(records: list[Record], experiment: str, teacher: str | None = None,
-               metric: str = "final_val_top1", kind: str | None = None) -> list[Record]:
-    """The seeds of one experiment's newest configuration, in the `train_kind` of its newest run or in `kind`.
-    Runs whose config differs other than by `seed` and `amp` (a `--set` change, an older recipe) are another
-    experiment in all but name and are never averaged in; nor are runs of another kind (`amp=auto` is bf16 on one
-    machine and fp32 on the next): those are rows of their own."""
-    runs = [r for r in records if r.kind == "train" and r.settings.experiment == experiment
-            and r.metrics.get(metric) is not None and (teacher is None or r.settings.config["teacher"] == teacher)]
-    if not runs:
-        return []
-    newest = max(runs, key=lambda r: r.env.created)
-    kind = kind or train_kind(newest)
-    return [r for r in runs if _config_key(r) == _config_key(newest) and train_kind(r) == kind]
-
-
-def _config_key(r: Record) -> str:
-    """A training run's config less its seed and the precision it asked for (`train_kind` has what it got)."""
-    config = {**CONFIG_BEFORE_FIELD, **r.settings.config}  # a field added since: what the older run did
-    return json.dumps({k: v for k, v in config.items() if k not in ("seed", "amp")}, sort_keys=True)
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One row of a training table: the seeds of one experiment's newest configuration in one `train_kind`."""
-
-    label: str
-    experiment: str
-    metric: str
-    kind: str | None  # None: no runs at all
-    runs: tuple[Record, ...]
-
-    @property
-    def values(self) -> list[float]:
-        return [r.metrics[self.metric] for r in self.runs]
-
-
-def _kinds(records: list[Record], experiment: str, metric: str) -> list[str]:
-    """The kinds an experiment's newest configuration was trained in, the first trained first."""
-    runs = [r for r in records if r.kind == "train" and r.settings.experiment == experiment
-            and r.metrics.get(metric) is not None]
-    if not runs:
-        return []
-    current = _config_key(max(runs, key=lambda r: r.env.created))
-    return list(dict.fromkeys(train_kind(r) for r in sorted(runs, key=lambda r: r.env.created)
-                              if _config_key(r) == current))
-
-
-def arms(records: list[Record], rows: Iterable[tuple[str, str, str]], every_kind: bool) -> list[Arm]:
-    """The arms of (label, experiment, metric) rows: in the table's main kind (the one that covers most rows, then
-    the newest), followed, when `every_kind`, by one arm for each other kind a row was trained in."""
-    rows = list(rows)
-    coverage: dict[str, list] = {}
-    for _, experiment, metric in rows:
-        for kind in _kinds(records, experiment, metric):
-            newest = max(r.env.created for r in train_runs(records, experiment, metric=metric, kind=kind))
-            coverage.setdefault(kind, []).append(newest)
-    main = max(coverage, key=lambda k: (len(coverage[k]), max(coverage[k])), default=None)
-    found = [Arm(label, experiment, metric, main, tuple(train_runs(records, experiment, metric=metric, kind=main)))
-             for label, experiment, metric in rows]
-    found = [a if a.runs else dataclasses.replace(a, kind=None) for a in found]
-    if every_kind:  # a row trained in other kinds only shows those, not a 'not run' in the main kind beside them
-        found = [a for a in found if a.runs or not _kinds(records, a.experiment, a.metric)]
-        found += [Arm(label, experiment, metric, kind, tuple(train_runs(records, experiment, metric=metric, kind=kind)))
-                  for label, experiment, metric in rows for kind in _kinds(records, experiment, metric)
-                  if kind != main]
-    return found
-
-
-def compare(pairs: list[tuple[Arm, Arm | None] | None]) -> list[dict[str, str]]:
-    """Δ, p and the verdict for each (arm, its control) pair, Holm-corrected over the table's tested pairs; None
-    for a row that is compared with nothing (a control, a teacher). A pair of different kinds, or an arm without
-    a control of its own kind, gets the reason and no verdict (`stats.RULE`)."""
-    tests = [_test(pair) if pair else None for pair in pairs]
-    tested = [t for t in tests if isinstance(t, stats.Difference)]
-    adjusted = iter(stats.holm([t.p for t in tested]))
-    cells = []
-    for pair, test in zip(pairs, tests):
-        if pair is None or not pair[0].runs:
-            cells.append({"Δ [95 % CI]": "", "p Welch; Holm": "", "finding": ""})
-        elif isinstance(test, str):
-            cells.append({"Δ [95 % CI]": test, "p Welch; Holm": "", "finding": "not tested"})
-        elif test is None:
-            diff = statistics.mean(pair[0].values) - statistics.mean(pair[1].values)
-            cells.append({"Δ [95 % CI]": f"{diff:+.2f}" + _other_cpu(*pair), "p Welch; Holm": "",
-                          "finding": "one seed: no test"})
-        else:
-            p_holm = next(adjusted)
-            cells.append({"Δ [95 % CI]": f"{test.diff:+.2f} [{test.low:+.2f}, {test.high:+.2f}]" + _other_cpu(*pair),
-                          "p Welch; Holm": f"{_p(test.p)}; {_p(p_holm)}", "finding": stats.finding(p_holm)})
-    return cells
-
-
-def _test(pair: tuple[Arm, Arm | None]) -> stats.Difference | str | None:
-    arm, control = pair
-    if control is None or not control.runs:
-        return f"no control trained in {arm.kind}"
-    if arm.kind != control.kind:
-        return f"not compared: {arm.kind} against {control.kind}"
-    return stats.welch(arm.values, control.values)
-
-
-def _other_cpu(arm: Arm, control: Arm) -> str:
-    """‡ where the control ran on another CPU of the same kind (`train_kind`)."""
-    return " ‡" if _trained_on(list(arm.runs)) != _trained_on(list(control.runs)) else ""
-
-
-OTHER_CPU_NOTE = ("‡ the control ran on another CPU of the same kind: the same precision and torch, other vector "
-                  "units or threads (each row's 'trained on' names them).")
-
-
-def _p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _control_of(found: list[Arm], control: str) -> dict[str | None, Arm]:
-    return {a.kind: a for a in found if a.experiment == control and a.runs}
-
-
-def _trained_on(runs: list[Record]) -> str:
-    """The machines and threads of a row's runs."""
-    return "; ".join(sorted({f"{machine_of(r)}, {r.env.num_threads} thread{'s' if r.env.num_threads > 1 else ''}"
-                             for r in runs}))
-
-
-def _stat_notes(cells: list[dict[str, str]]) -> tuple[str, ...]:
-    return (stats.RULE,) + ((OTHER_CPU_NOTE,) if any("‡" in c["Δ [95 % CI]"] for c in cells) else ())
-
-
 # Table 3's six rows: (method, label column, teacher signal, row experiment suffix, metric, paper column index)
 TABLE3_LAYOUT = (
     ("DeiT, no distillation", "✓", "none", "none", "final_val_top1", 0),
@@ -425,7 +275,7 @@ def table3(records: list[Record], scale: str) -> Table:
     """Table 3 at one scale: mean ± std over seeds of each row and its difference to row 1 of the same kind, with
     Welch's test and Holm's correction (`stats.RULE`); rows trained in another precision follow the six."""
     found = table3_arms(records, scale)
-    controls = _control_of(found, experiment_name(scale, "none"))
+    controls = control_of(found, experiment_name(scale, "none"))
     cells = compare([None if a.experiment == experiment_name(scale, "none") else (a, controls.get(a.kind))
                      for a in found])
     layout = {(experiment_name(scale, suffix), metric): row for row in TABLE3_LAYOUT
@@ -436,13 +286,13 @@ def table3(records: list[Record], scale: str) -> Table:
         rows.append({"method": method, "label": label, "teacher": signal, "paper Ti (ImageNet)": f"{paper_ti[col]:.1f}",
                      "paper Δ row 1": "" if col == 0 else f"{paper_ti[col] - paper_ti[0]:+.1f}",
                      f"ours top-1 ({scale})": _mean_std(arm.values), **{f"ours {k}": v for k, v in cell.items()},
-                     "trained in": arm.kind or "", "trained on": _trained_on(list(arm.runs))})
+                     "trained in": arm.kind or "", "trained on": trained_on(list(arm.runs))})
     teacher_name = experiment_name(scale, "teacher")
     teacher = train_runs(records, teacher_name, kind=found[0].kind) or train_runs(records, teacher_name)
     notes = [f"Teacher ({teacher_name}): top-1 {teacher[-1].metrics.final_val_top1:.2f}."] if teacher else []
     used = _unique(r for a in found for r in a.runs)
     title = f"Table 3 ({scale} scale): distillation strategies; the paper's column is DeiT-Ti on ImageNet"
-    return Table(f"table3_{scale}", title, pd.DataFrame(rows), tuple(notes) + _stat_notes(cells) + footer(used + teacher))
+    return Table(f"table3_{scale}", title, pd.DataFrame(rows), tuple(notes) + stat_notes(cells) + footer(used + teacher))
 
 
 def table_cls_init(records: list[Record], scale: str = "mini") -> Table:
@@ -461,7 +311,7 @@ def table_cls_init(records: list[Record], scale: str = "mini") -> Table:
             for t, o, cell in zip(timm, official, cells)]
     used = _unique(r for a in found for r in a.runs)
     title = f"Class-token initialisation, Table 3 rows 4–6 ({scale} scale; issue #20)"
-    return Table(f"table_cls_init_{scale}", title, pd.DataFrame(rows), _stat_notes(cells) + footer(used))
+    return Table(f"table_cls_init_{scale}", title, pd.DataFrame(rows), stat_notes(cells) + footer(used))
 
 
 def table7(records: list[Record]) -> Table:
@@ -517,18 +367,18 @@ def table_attention(records: list[Record]) -> Table:
     under both teachers' own top-1. Each student row is compared with no distillation trained in its own kind
     (precision, device, torch): a row trained in a kind without such a control gets no verdict."""
     teachers, students = attention_arms(records)
-    controls = _control_of(students, ATTENTION_CONTROL)
+    controls = control_of(students, ATTENTION_CONTROL)
     cells = compare([None] * len(teachers) + [None if a.experiment == ATTENTION_CONTROL else (a, controls.get(a.kind))
                                                for a in students])
     rows = [{"row": a.label, "experiment": a.experiment, "top-1 (mini)": _mean_std(a.values),
              **{k.replace("Δ", "Δ no distillation"): v for k, v in cell.items()},
-             "trained in": a.kind or "", "trained on": _trained_on(list(a.runs))}
+             "trained in": a.kind or "", "trained on": trained_on(list(a.runs))}
             for a, cell in zip(teachers + students, cells)]
     notes = ("Not the paper's method: the paper distils a convnet's logits through a distillation token; this "
              "table matches a ViT teacher's attention maps (issue #23).",)
     used = _unique(r for a in teachers + students for r in a.runs)
     return Table("table_attention_mini", "Attention distillation at mini scale (an ablation, not the paper's method)",
-                 pd.DataFrame(rows), notes + _stat_notes(cells) + footer(used))
+                 pd.DataFrame(rows), notes + stat_notes(cells) + footer(used))
 
 
 def table8(records: list[Record]) -> Table:

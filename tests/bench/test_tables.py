@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import cli, figures, tables
+from bench import cli, figures, tables, trained
 from bench.record import load_records
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tables"
@@ -78,7 +78,7 @@ def test_seeds_that_ran_in_another_precision_are_not_averaged(records):
                                    env={**run.env, "created": created})
     bf16 = [seed(n, "bf16", "2026-11-20T00:00:00+00:00", 50.0 + n) for n in range(3)]
     fp32 = [seed(n, "none", "2026-12-01T00:00:00+00:00", 60.0 + n) for n in range(2)]
-    assert tables.train_runs(bf16 + fp32, "mini_none") == fp32
+    assert trained.train_runs(bf16 + fp32, "mini_none") == fp32
     assert tables.table3(bf16 + fp32, "mini").frame.loc[0, "ours top-1 (mini)"] == "60.50 ± 0.71 (2 seeds)"
 
 
@@ -251,7 +251,7 @@ def test_each_of_our_figure1_lines_is_one_machine_and_one_protocol(records):
     line = figures._one_line([*old, new], ("deit_ti", "deit_s"))
     assert set(line) == {"deit_ti", "deit_s"} and all(r in old for r in line.values())
     line = figures._one_line([*old, new, on(a, "deit_s", "2099-01-01T00:00:01+00:00")], ("deit_ti", "deit_s"))
-    assert {tables.machine_of(r) for r in line.values()} == {"AMD EPYC AVX2"}  # equal cover: the newer machine
+    assert {trained.machine_of(r) for r in line.values()} == {"AMD EPYC AVX2"}  # equal cover: the newer machine
     paper = on(a, "deit_ti", "2099-01-01T00:00:02+00:00", protocol="paper")
     assert figures._one_line([*old, new, paper], ("deit_ti", "deit_s"))["deit_ti"] in old  # never two protocols
 
@@ -355,7 +355,7 @@ def test_the_attention_table_compares_each_row_with_the_control_of_its_own_kind_
     row = frame.set_index("experiment").loc["mini_attn"]
     assert row["Δ no distillation [95 % CI]"].startswith("+0.96 [+0.67, +1.25]") and row["Δ no distillation [95 % CI]"].endswith(" ‡")
     assert row["finding"] == "yes"
-    assert tables.OTHER_CPU_NOTE in table.footer
+    assert trained.OTHER_CPU_NOTE in table.footer
 
 
 def test_table5s_top1_is_only_an_fp32_accuracy_of_official_weights(records):

@@ -1,0 +1,167 @@
+"""Rows of trained seeds, for the tables and figures that set one row against another (issue #30).
+
+A row is the seeds of one experiment's newest configuration trained in one kind (`train_kind`: the precision it
+ran in, the device type, torch's minor version); `arms` lays a table's rows out by kind, and `compare` gives each
+row's difference to its control of the same kind with Welch's test and Holm's correction (`bench.stats`), or says
+why there is none. Pure functions of records, like the tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bench import machine, stats
+from bench.record import Record
+from bench.schema import CONFIG_BEFORE_FIELD
+
+
+def machine_of(r: Record) -> str:
+    """The record's machine as tables and figures name it: the CPU's name alone does not tell machines apart."""
+    return machine.label(r.env.fingerprint, r.env.device_name)
+
+
+def amp_of(r: Record) -> str:
+    """The precision a training run used (older records say only what was asked)."""
+    return r.settings.amp or r.settings.config["amp"]
+
+
+def train_kind(r: Record) -> str:
+    """What two training rows must share for their difference to be tested (issue #30): the precision the run used,
+    the device type and torch's minor version. The CPU's model, its vector units and the thread count are not part
+    of it: with the same precision on the same device type they change only the order in which sums are rounded,
+    as the seed already does; the tables name them beside each row and mark a comparison across them."""
+    amp = amp_of(r)
+    torch_minor = ".".join(str(r.env.torch).split("+")[0].split(".")[:2])
+    return f"{'fp32' if amp == 'none' else amp}, {str(r.settings.device).split(':')[0]}, torch {torch_minor}"
+
+
+def train_runs(records: list[Record], experiment: str, teacher: str | None = None,
+               metric: str = "final_val_top1", kind: str | None = None) -> list[Record]:
+    """The seeds of one experiment's newest configuration, in the `train_kind` of its newest run or in `kind`.
+    Runs whose config differs other than by `seed` and `amp` (a `--set` change, an older recipe) are another
+    experiment in all but name and are never averaged in; nor are runs of another kind (`amp=auto` is bf16 on one
+    machine and fp32 on the next): those are rows of their own."""
+    runs = [r for r in records if r.kind == "train" and r.settings.experiment == experiment
+            and r.metrics.get(metric) is not None and (teacher is None or r.settings.config["teacher"] == teacher)]
+    if not runs:
+        return []
+    newest = max(runs, key=lambda r: r.env.created)
+    kind = kind or train_kind(newest)
+    return [r for r in runs if _config_key(r) == _config_key(newest) and train_kind(r) == kind]
+
+
+def _config_key(r: Record) -> str:
+    """A training run's config less its seed and the precision it asked for (`train_kind` has what it got)."""
+    config = {**CONFIG_BEFORE_FIELD, **r.settings.config}  # a field added since: what the older run did
+    return json.dumps({k: v for k, v in config.items() if k not in ("seed", "amp")}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of a training table: the seeds of one experiment's newest configuration in one `train_kind`."""
+
+    label: str
+    experiment: str
+    metric: str
+    kind: str | None  # None: no runs at all
+    runs: tuple[Record, ...]
+
+    @property
+    def values(self) -> list[float]:
+        return [r.metrics[self.metric] for r in self.runs]
+
+
+def _kinds(records: list[Record], experiment: str, metric: str) -> list[str]:
+    """The kinds an experiment's newest configuration was trained in, the first trained first."""
+    runs = [r for r in records if r.kind == "train" and r.settings.experiment == experiment
+            and r.metrics.get(metric) is not None]
+    if not runs:
+        return []
+    current = _config_key(max(runs, key=lambda r: r.env.created))
+    return list(dict.fromkeys(train_kind(r) for r in sorted(runs, key=lambda r: r.env.created)
+                              if _config_key(r) == current))
+
+
+def arms(records: list[Record], rows: Iterable[tuple[str, str, str]], every_kind: bool) -> list[Arm]:
+    """The arms of (label, experiment, metric) rows: in the table's main kind (the one that covers most rows, then
+    the newest), followed, when `every_kind`, by one arm for each other kind a row was trained in."""
+    rows = list(rows)
+    coverage: dict[str, list] = {}
+    for _, experiment, metric in rows:
+        for kind in _kinds(records, experiment, metric):
+            newest = max(r.env.created for r in train_runs(records, experiment, metric=metric, kind=kind))
+            coverage.setdefault(kind, []).append(newest)
+    main = max(coverage, key=lambda k: (len(coverage[k]), max(coverage[k])), default=None)
+    found = [Arm(label, experiment, metric, main, tuple(train_runs(records, experiment, metric=metric, kind=main)))
+             for label, experiment, metric in rows]
+    found = [a if a.runs else dataclasses.replace(a, kind=None) for a in found]
+    if every_kind:  # a row trained in other kinds only shows those, not a 'not run' in the main kind beside them
+        found = [a for a in found if a.runs or not _kinds(records, a.experiment, a.metric)]
+        found += [Arm(label, experiment, metric, kind, tuple(train_runs(records, experiment, metric=metric, kind=kind)))
+                  for label, experiment, metric in rows for kind in _kinds(records, experiment, metric)
+                  if kind != main]
+    return found
+
+
+def compare(pairs: list[tuple[Arm, Arm | None] | None]) -> list[dict[str, str]]:
+    """Δ, p and the verdict for each (arm, its control) pair, Holm-corrected over the table's tested pairs; None
+    for a row that is compared with nothing (a control, a teacher). A pair of different kinds, or an arm without
+    a control of its own kind, gets the reason and no verdict (`stats.RULE`)."""
+    tests = [_test(pair) if pair else None for pair in pairs]
+    tested = [t for t in tests if isinstance(t, stats.Difference)]
+    adjusted = iter(stats.holm([t.p for t in tested]))
+    cells = []
+    for pair, test in zip(pairs, tests):
+        if pair is None or not pair[0].runs:
+            cells.append({"Δ [95 % CI]": "", "p Welch; Holm": "", "finding": ""})
+        elif isinstance(test, str):
+            cells.append({"Δ [95 % CI]": test, "p Welch; Holm": "", "finding": "not tested"})
+        elif test is None:
+            diff = statistics.mean(pair[0].values) - statistics.mean(pair[1].values)
+            cells.append({"Δ [95 % CI]": f"{diff:+.2f}" + _other_cpu(*pair), "p Welch; Holm": "",
+                          "finding": "one seed: no test"})
+        else:
+            p_holm = next(adjusted)
+            cells.append({"Δ [95 % CI]": f"{test.diff:+.2f} [{test.low:+.2f}, {test.high:+.2f}]" + _other_cpu(*pair),
+                          "p Welch; Holm": f"{_p(test.p)}; {_p(p_holm)}", "finding": stats.finding(p_holm)})
+    return cells
+
+
+def _test(pair: tuple[Arm, Arm | None]) -> stats.Difference | str | None:
+    arm, control = pair
+    if control is None or not control.runs:
+        return f"no control trained in {arm.kind}"
+    if arm.kind != control.kind:
+        return f"not compared: {arm.kind} against {control.kind}"
+    return stats.welch(arm.values, control.values)
+
+
+def _other_cpu(arm: Arm, control: Arm) -> str:
+    """‡ where the control ran on another CPU of the same kind (`train_kind`)."""
+    return " ‡" if trained_on(list(arm.runs)) != trained_on(list(control.runs)) else ""
+
+
+OTHER_CPU_NOTE = ("‡ the control ran on another CPU of the same kind: the same precision and torch, other vector "
+                  "units or threads (each row's 'trained on' names them).")
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def control_of(found: list[Arm], control: str) -> dict[str | None, Arm]:
+    return {a.kind: a for a in found if a.experiment == control and a.runs}
+
+
+def trained_on(runs: list[Record]) -> str:
+    """The machines and threads of a row's runs."""
+    return "; ".join(sorted({f"{machine_of(r)}, {r.env.num_threads} thread{'s' if r.env.num_threads > 1 else ''}"
+                             for r in runs}))
+
+
+def stat_notes(cells: list[dict[str, str]]) -> tuple[str, ...]:
+    return (stats.RULE,) + ((OTHER_CPU_NOTE,) if any("‡" in c["Δ [95 % CI]"] for c in cells) else ())
