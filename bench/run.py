@@ -80,7 +80,7 @@ def resolve_settings(variant: Variant, *, device: str = "auto", precision: str |
                          "(the largest batch that fits is searched only in GPU memory)")
     if chosen == "max" and dev_type != "cuda":
         raise ValueError("--batch-size max searches GPU memory and needs --device cuda; give a number on cpu")
-    wanted = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    wanted = tuple(dict.fromkeys(m.strip() for m in metrics.split(",") if m.strip()))  # size,size is one size
     unknown = [m for m in wanted if m not in METRICS]
     if unknown or not wanted:
         raise ValueError(f"unknown metrics {','.join(unknown) or metrics!r}; accepted: {','.join(METRICS)}")

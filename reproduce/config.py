@@ -315,7 +315,7 @@ ACCEPTS: dict[str, Accepts] = {
     "preload": FLAG,
     "device_data": FLAG,
     # optimisation
-    "epochs": number(int, 1),
+    "epochs": number(int, 1, 100_000, note="the paper's longest run is 1000; an epoch count past any schedule is a typo"),
     "batch_size": number(int, 1),
     "lr": number(float, 0, open_low=True),
     "lr_scale_batch": FLAG,

@@ -278,3 +278,10 @@ def test_an_image_size_beyond_any_model_is_refused_before_anything_is_built(tmp_
     assert cli.main(["run", "--variant", "debug", "--img-size", "100000", "--metrics", "size",
                      "--results-dir", str(tmp_path)]) == 2
     assert "--img-size must be at most 2048" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_a_metric_named_twice_is_measured_and_recorded_once():
+    from bench.registry import VARIANTS
+    from bench.run import resolve_settings
+
+    assert resolve_settings(VARIANTS["debug"], device="cpu", metrics="size,size").metrics == ("size",)

@@ -262,3 +262,11 @@ def test_a_record_that_cannot_be_filed_says_the_run_keeps_it(tmp_path, capsys, m
     err = capsys.readouterr().err
     assert code == 2 and "no space left" in err and str(tmp_path / "run" / "result.json") in err
     assert (tmp_path / "run" / "result.json").is_file()
+
+
+def test_an_epoch_count_past_any_schedule_is_refused(tmp_path, capsys):
+    """A hostile pass: epochs=99999999999999999999999 was accepted and would never end."""
+    assert cli.main(["train", "--experiment", "debug", "--set", "epochs=99999999999999999999999",
+                     "--output", str(tmp_path / "run")]) == 2
+    assert "epochs=99999999999999999999999 is not accepted" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
