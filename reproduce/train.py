@@ -74,8 +74,6 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     return the new result record (None on ranks other than 0, and for a run finished and recorded before).
     The CLI's checks run here too: configs built in Python (suites, tests, scripts) skipped them (#32)."""
     config.check_ready(config.check(cfg))
-    for caveat in config.caveats(cfg):
-        log(f"warning: {caveat}")
     procs = start_processes(cfg.device)
     with hold_folder(output, log=log) if procs.main else contextlib.nullcontext():
         return _train(cfg, procs, output, experiment, resume, log)
@@ -123,6 +121,8 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     log(f"{experiment}: {variant.name} ({cfg.teacher_signals()}{named}), "
         f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
         f"lr {recipe.lr:.3g}, {cfg.epochs} epochs × {steps_per_epoch} steps on {procs.device}, amp {amp} ({amp_why})")
+    for caveat in config.caveats(cfg):  # after the banner, which names the run first
+        log(f"warning: {caveat}")
     started = time.perf_counter()
     try:
         _loop(cfg, procs, files, state, recipe, student, step_fn, sampler, loader, steps_per_epoch, per_rank, memo,
