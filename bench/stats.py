@@ -21,6 +21,7 @@ distribution function and its inverse (`scipy.special.stdtr`, `stdtrit`) turn th
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,10 +50,10 @@ def welch(values: Sequence[float], base: Sequence[float]) -> Difference | None:
     row, or no spread in either: then there is nothing to test a difference against)."""
     if len(values) < 2 or len(base) < 2:
         return None
-    if _var(values) == 0 and _var(base) == 0:
+    if statistics.variance(values) == 0 and statistics.variance(base) == 0:
         return None
-    a, b = _var(values) / len(values), _var(base) / len(base)  # squared standard errors of the two means
-    diff, se = _mean(values) - _mean(base), math.sqrt(a + b)
+    a, b = statistics.variance(values) / len(values), statistics.variance(base) / len(base)  # squared standard errors of the two means
+    diff, se = statistics.fmean(values) - statistics.fmean(base), math.sqrt(a + b)
     df = (a + b) ** 2 / (a**2 / (len(values) - 1) + b**2 / (len(base) - 1))  # Welch–Satterthwaite
     p = 2 * float(special.stdtr(df, -abs(diff) / se))
     half = float(special.stdtrit(df, 0.975)) * se
@@ -73,12 +74,3 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 def finding(p_adjusted: float) -> str:
     return "yes" if p_adjusted < ALPHA else "no"
-
-
-def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values)
-
-
-def _var(values: Sequence[float]) -> float:
-    mean = _mean(values)
-    return math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)

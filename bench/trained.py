@@ -45,13 +45,17 @@ def train_runs(records: list[Record], experiment: str, teacher: str | None = Non
     Runs whose config differs other than by `seed` and `amp` (a `--set` change, an older recipe) are another
     experiment in all but name and are never averaged in; nor are runs of another kind (`amp=auto` is bf16 on one
     machine and fp32 on the next): those are rows of their own."""
-    runs = [r for r in records if r.kind == "train" and r.settings.experiment == experiment
-            and r.metrics.get(metric) is not None and (teacher is None or r.settings.config["teacher"] == teacher)]
-    if not runs:
-        return []
-    newest = max(runs, key=lambda r: r.env.created)
-    kind = kind or train_kind(newest)
-    return [r for r in runs if _config_key(r) == _config_key(newest) and train_kind(r) == kind]
+    runs = _current(records, experiment, metric, teacher)
+    kind = kind or (train_kind(runs[-1]) if runs else None)
+    return [r for r in runs if train_kind(r) == kind]
+
+
+def _current(records: list[Record], experiment: str, metric: str, teacher: str | None = None) -> list[Record]:
+    """An experiment's runs (with `metric`) in its newest configuration, oldest first."""
+    runs = sorted((r for r in records if r.kind == "train" and r.settings.experiment == experiment
+                   and r.metrics.get(metric) is not None
+                   and (teacher is None or r.settings.config["teacher"] == teacher)), key=lambda r: r.env.created)
+    return [r for r in runs if _config_key(r) == _config_key(runs[-1])] if runs else []
 
 
 def _config_key(r: Record) -> str:
@@ -77,13 +81,7 @@ class Arm:
 
 def _kinds(records: list[Record], experiment: str, metric: str) -> list[str]:
     """The kinds an experiment's newest configuration was trained in, the first trained first."""
-    runs = [r for r in records if r.kind == "train" and r.settings.experiment == experiment
-            and r.metrics.get(metric) is not None]
-    if not runs:
-        return []
-    current = _config_key(max(runs, key=lambda r: r.env.created))
-    return list(dict.fromkeys(train_kind(r) for r in sorted(runs, key=lambda r: r.env.created)
-                              if _config_key(r) == current))
+    return list(dict.fromkeys(train_kind(r) for r in _current(records, experiment, metric)))
 
 
 def arms(records: list[Record], rows: Iterable[tuple[str, str, str]], every_kind: bool) -> list[Arm]:
@@ -159,8 +157,9 @@ def control_of(found: list[Arm], control: str) -> dict[str | None, Arm]:
 
 def trained_on(runs: list[Record]) -> str:
     """The machines and threads of a row's runs."""
-    return "; ".join(sorted({f"{machine_of(r)}, {r.env.num_threads} thread{'s' if r.env.num_threads > 1 else ''}"
-                             for r in runs}))
+    def threads(n: int | None) -> str:
+        return "threads not recorded" if not n else f"{n} thread{'s' if n > 1 else ''}"
+    return "; ".join(sorted({f"{machine_of(r)}, {threads(r.env.num_threads)}" for r in runs}))
 
 
 def stat_notes(cells: list[dict[str, str]]) -> tuple[str, ...]:
