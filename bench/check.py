@@ -254,18 +254,23 @@ def write_baselines(records: list[Record], path: Path, tolerances: Tolerances) -
 
 
 def write_baseline(baseline: dict[str, Any], path: Path) -> None:
-    """Atomically replace `path` (re-baselining is meant to replace the old one), but only a baseline: any other
-    file there is the user's, and is refused rather than overwritten."""
-    if path.exists():
-        try:
-            load_baseline(path)
-        except ValueError as exc:
-            raise ValueError(f"--write-baseline would replace {path}, which is not a baseline ({exc}); "
-                             "give a baselines folder or a new file") from None
+    """Atomically replace `path` (re-baselining is meant to replace the old one, a malformed one included), but only
+    a baseline: any other file there is the user's, and is refused rather than overwritten."""
+    if path.exists() and not _looks_like_baseline(path):
+        raise ValueError(f"--write-baseline would replace {path}, which is not a baseline (a JSON object with "
+                         "'entries'); give a baselines folder or a new file")
     write_text_atomic(path, json.dumps(baseline, indent=2) + "\n", replace=True)
 
 
 # ---- reading baselines ----
+
+def _looks_like_baseline(path: Path) -> bool:
+    """A file any version of `make_baseline` wrote, however edited since: a JSON object with its 'entries'."""
+    try:
+        data = json.loads(read_regular_text(path))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and "entries" in data
 
 def is_folder(path: Path) -> bool:
     return path.is_dir() or (not path.exists() and path.suffix != ".json")

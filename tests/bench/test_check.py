@@ -403,3 +403,7 @@ def test_write_baseline_never_overwrites_a_file_that_is_not_a_baseline(tmp_path,
     notes.write_text("content")
     assert cli.main(["check", "--write-baseline", "--baseline", str(notes), "--current", str(runs)]) == 2
     assert "not a baseline" in capsys.readouterr().err and notes.read_text() == "content"
+    broken = tmp_path / "broken.json"  # a baseline whose hand edit went wrong is what re-baselining is for
+    broken.write_text(json.dumps({"schema_version": 2, "entries": {}}))
+    assert cli.main(["check", "--write-baseline", "--baseline", str(broken), "--current", str(runs)]) == 0
+    assert "tolerances" in json.loads(broken.read_text())
