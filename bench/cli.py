@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.check import Tolerances
 from bench.errors import UsageError, check_folder
-from bench.protocols import METRICS, PRECISIONS, TIMING_PROTOCOLS
+from bench.protocols import AB_ROUNDS, METRICS, PRECISIONS, TIMING_PROTOCOLS
 from bench.registry import resolve
 
 
@@ -73,19 +73,30 @@ def _add_run(sub) -> None:
 
 
 def _add_check(sub) -> None:
-    check = sub.add_parser("check", help="compare records with baselines: exit 0 pass, 1 regression, 2 usage error, "
-                                         "3 inconclusive")
-    check.add_argument("--baseline", type=Path, required=True,
+    check = sub.add_parser("check", help="compare records with baselines, or the working tree's speed with a reference "
+                                         "commit's: exit 0 pass, 1 regression, 2 usage error, 3 inconclusive")
+    check.add_argument("--baseline", type=Path,
                        help="a baseline folder (results/baselines: exact.json + speed/<machine>.json) or one file")
     check.add_argument("--current", type=Path, default=Path("results/runs"),
                        help="a record file or a folder of records (default results/runs)")
     check.add_argument("--write-baseline", action="store_true",
                        help="write --baseline from the --current records instead of comparing")
     check.add_argument("--speed-floor", type=float, default=Tolerances.speed_floor,
-                       help=f"with --write-baseline: relative slowdown always tolerated (default {Tolerances.speed_floor})")
+                       help=f"relative slowdown always tolerated: for --against, and stored by --write-baseline "
+                            f"(default {Tolerances.speed_floor})")
     check.add_argument("--accuracy-tol", type=float, default=Tolerances.accuracy_points,
-                       help="with --write-baseline: tolerated |Δ top-1/top-5| in points (default 0.1)")
+                       help=f"with --write-baseline: tolerated |Δ top-1/top-5| in points (default {Tolerances.accuracy_points})")
     check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    ab = check.add_argument_group("A/B speed gate: the working tree against a reference, measured in one run, no "
+                                  "stored baseline (docs/regression-gate.md)")
+    ab.add_argument("--against", metavar="REF", help="a commit (hash, tag, branch) whose code is measured against the "
+                                                     "working tree's, e.g. $(cat results/baselines/ab-reference)")
+    ab.add_argument("--against-python", metavar="PYTHON",
+                    help="another environment's interpreter for the reference side (a dependency A/B: a torch or "
+                         "timm upgrade); the reference side runs --against's code, or this tree's")
+    ab.add_argument("--rounds", type=int, default=AB_ROUNDS,
+                    help=f"paired rounds, one fresh process per side each (default {AB_ROUNDS}; at least 6)")
+    ab.add_argument("--ab-record", type=Path, metavar="FILE", help="also write every round's timings here (JSON)")
     check.set_defaults(func=_check)
 
 
@@ -239,12 +250,30 @@ def _distributed(args: argparse.Namespace) -> tuple[int | None, str]:
 
 
 def _check(args: argparse.Namespace) -> int:
+
+    ab = args.against is not None or args.against_python is not None
+    if args.baseline is None and not ab:
+        raise UsageError("give --baseline (compare records with baselines) or --against REF / --against-python "
+                         "PYTHON (measure the working tree against a reference now)")
+    if ab and args.write_baseline:
+        raise UsageError("--write-baseline writes a baseline from records; it does not go with --against")
+    if not (math.isfinite(args.speed_floor) and 0 <= args.speed_floor < 1):
+        raise UsageError(f"--speed-floor must be a finite number in [0, 1), got {args.speed_floor}")
+    rows = _baseline_rows(args) if args.baseline is not None else []
+    if args.baseline is not None and args.write_baseline:
+        return 0
+    if ab:
+        rows += _ab_rows(args)
+    return _report(args, rows)
+
+
+def _baseline_rows(args: argparse.Namespace) -> list:
     from bench import check
     from bench.record import load_records
 
     if not args.current.exists():
         raise UsageError(f"--current {args.current} does not exist; give a record file or a folder of records")
-    try:  # a gate must not pass or fail on a partial reading: a bad file stops it, named (types too: #32 row 8)
+    try:  # a gate must not pass or fail on a partial reading: a bad file stops it, named (types too)
         records = load_records(args.current, check=check.check_record)
     except ValueError as exc:
         where = f"cannot read the records in {args.current}: " if args.current.is_dir() else ""
@@ -253,24 +282,45 @@ def _check(args: argparse.Namespace) -> int:
         raise UsageError(f"no records (*.json) in {args.current}; make some with `bench run`")
     try:
         if args.write_baseline:
-            for label, value, high in (("--speed-floor", args.speed_floor, 1), ("--accuracy-tol", args.accuracy_tol, 100)):
-                if not (math.isfinite(value) and 0 <= value < high):
-                    raise UsageError(f"{label} must be a finite number in [0, {high}), got {value}")
+            if not (math.isfinite(args.accuracy_tol) and 0 <= args.accuracy_tol < 100):
+                raise UsageError(f"--accuracy-tol must be a finite number in [0, 100), got {args.accuracy_tol}")
             _check_writable(args.baseline)
             tol = check.Tolerances(accuracy_points=args.accuracy_tol, speed_floor=args.speed_floor)
             for line in check.write_baselines(records, args.baseline, tol):
                 print(f"baseline {line}")
-            return 0
-        rows = check.compare(check.load_baselines(args.baseline), records)
+            return []
+        return check.compare(check.load_baselines(args.baseline), records)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:  # unwritable or unreadable baseline paths: a usage problem (exit 2), never "regression"
         name = exc.filename or args.baseline
         raise UsageError(f"--baseline {args.baseline}: {exc.strerror or exc} ({name})") from None
+
+
+def _ab_rows(args: argparse.Namespace) -> list:
+    from bench import ab, check
+
+    if args.rounds < 6:
+        raise UsageError(f"--rounds must be at least 6 (fewer give no 95 % interval), got {args.rounds}")
+    if args.ab_record is not None:
+        check_folder(args.ab_record.parent, "--ab-record's folder")
+    tol = check.Tolerances(speed_floor=args.speed_floor)
+    result = ab.run(args.against, args.against_python, tol=tol, rounds=args.rounds,
+                    progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(ab.describe(result), file=sys.stderr)
+    if args.ab_record is not None:
+        ab.write(result, args.ab_record)
+    return ab.rows(result)
+
+
+def _report(args: argparse.Namespace, rows: list) -> int:
+    from bench import check
+
     code = check.exit_code(rows)
     failed = sum(r.failed for r in rows)
     if args.json:
-        print(json.dumps({"baseline": str(args.baseline), "failed": failed, "exit_code": code,
+        print(json.dumps({"baseline": str(args.baseline) if args.baseline else None, "against": args.against,
+                          "against_python": args.against_python, "failed": failed, "exit_code": code,
                           "rows": [dict(r.__dict__, failed=r.failed) for r in rows]}, indent=2))
         return code
     print(check.format_rows(rows))
@@ -282,14 +332,15 @@ def _check(args: argparse.Namespace) -> int:
               "within the noise or measured on a busy machine; measure again on a quiet machine to decide")
     else:
         print(f"\nall {len(rows)} gates pass ({counts['skipped']} skipped)")
-    if check.unmatched_machines(rows):
+    if args.baseline is not None and check.unmatched_machines(rows):
         folder = args.baseline if args.baseline.is_dir() else args.baseline.parent
         if len({r.machine for r in rows if r.metric == check.SPEED_METRIC}) > 1:  # a baseline is one machine's
             print(f"\nno speed baseline matches some of these machines; to make one, put one machine's relspeed "
                   f"records alone in a folder and run (then commit the file):\n"
                   f"  bench check --write-baseline --baseline {folder} --current FOLDER")
         else:
-            print(f"\nno speed baseline matches this machine; to make one from these records (then commit it):\n"
+            print(f"\nno speed baseline matches this machine; to make one from these records (then commit it), or "
+                  f"gate without one (--against):\n"
                   f"  bench check --write-baseline --baseline {folder} --current {args.current}")
     return code
 

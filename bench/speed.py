@@ -9,7 +9,6 @@ synchronous. Peak memory is read for the whole run (warm-up included).
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.load import MachineLoad, is_contended
 from bench.protocols import PRECISIONS, Precision
 
 
@@ -245,48 +245,6 @@ class ReferenceEncoder(nn.Module):
                 f"on {batch_size}x{cls.TOKENS} tokens, fp32")
 
 
-# A round is contended when, during it, other processes kept more than this many cores busy (from /proc/stat,
-# our own CPU time subtracted), the hypervisor stole more than this share of the machine, or our single
-# measuring thread got less than this share of a core. Thresholds: a quiet 2-core machine here showed
-# 0.00-0.05 other cores and 0 steal; one competing CPU-bound process shows ~1 (docs/regression-gate.md).
-CONTENDED_OTHER_CORES = 0.25
-CONTENDED_STEAL = 0.02
-CONTENDED_SHARE = 0.90
-
-
-@dataclass(frozen=True)
-class MachineLoad:
-    """Cumulative CPU counters at one instant: wall clock, this process's CPU time, and /proc/stat's busy and
-    stolen time of the whole machine (None off Linux)."""
-
-    wall_s: float
-    own_cpu_s: float
-    busy_s: float | None
-    steal_s: float | None
-    total_s: float | None
-
-    @classmethod
-    def now(cls) -> MachineLoad:
-        busy = steal = total = None
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            with open("/proc/stat") as f:  # cpu user nice system idle iowait irq softirq steal ...
-                jiffies = [int(v) for v in f.readline().split()[1:9]]
-            hz = os.sysconf("SC_CLK_TCK")
-            user, nice, system, idle, iowait, irq, softirq, stolen = jiffies
-            busy, steal, total = (user + nice + system + irq + softirq) / hz, stolen / hz, sum(jiffies) / hz
-        return cls(time.perf_counter(), time.process_time(), busy, steal, total)
-
-    def since(self, start: MachineLoad) -> tuple[float, float, float]:
-        """(other processes' busy cores, stolen share, our CPU share) between `start` and this instant."""
-        wall = max(self.wall_s - start.wall_s, 1e-9)
-        own = self.own_cpu_s - start.own_cpu_s
-        if self.busy_s is None or start.busy_s is None:
-            return 0.0, 0.0, own / wall
-        others = max(0.0, (self.busy_s - start.busy_s - own) / wall)
-        total = max(self.total_s - start.total_s, 1e-9)
-        return others, (self.steal_s - start.steal_s) / total, own / wall
-
-
 @dataclass(frozen=True)
 class RelativeTiming:
     """Per round: the median call time of the model and of the reference workload, timed alternately, and how
@@ -316,11 +274,6 @@ class RelativeTiming:
     def contended(self) -> tuple[bool, ...]:
         cuda = self.clock == "cuda_event"
         return tuple(is_contended(*load, cuda=cuda) for load in zip(self.other_cores, self.steal, self.cpu_share))
-
-
-def is_contended(other_cores: float, steal: float, cpu_share: float, *, cuda: bool) -> bool:
-    """Was a round timed while something else used the machine? (The share of a core is moot on a GPU.)"""
-    return other_cores > CONTENDED_OTHER_CORES or steal > CONTENDED_STEAL or (not cuda and cpu_share < CONTENDED_SHARE)
 
 
 def time_interleaved(model: nn.Module, reference: nn.Module, *, rounds: int, per_round: int = 1,
@@ -376,3 +329,25 @@ def _timed_cuda_events(fn: nn.Module, example: torch.Tensor, calls: int) -> tupl
     """Median device time of `calls` calls (CUDA events), twice: the device clock is the only one here."""
     times = _timed_cuda(fn, example, calls)
     return statistics.median(times), statistics.median(times)
+
+
+# ---- what the A/B gate times (bench/ab.py) ----
+
+GATE_BATCH = 4
+
+
+def gate_workload() -> tuple[dict[str, object], Callable[[], None]]:
+    """The A/B speed gate's inference workload: DeiT-Ti as `bench run` builds it, batch 4 at 224 px, fp32, eval mode,
+    under `torch.inference_mode`. Returns what it is (both sides of an A/B must say the same) and one call of it.
+    The A/B worker runs this in each tree it measures, so the model code is that tree's."""
+    from bench.registry import VARIANTS
+
+    model = VARIANTS["deit_ti"].build().eval()
+    example = torch.randn(GATE_BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(example)
+
+    return {"model": "deit_ti", "batch_size": GATE_BATCH, "img_size": 224, "precision": "fp32",
+            "mode": "inference"}, forward

@@ -15,7 +15,9 @@ The teacher has random weights: speed does not depend on them, and no checkpoint
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +25,7 @@ import torch
 from reproduce import models
 from reproduce.config import ConfigError, TrainConfig
 from reproduce.distill import distillation_terms, weighted
-from reproduce.train import Processes, build_recipe, resolve_amp
+from reproduce.train import Processes, Recipe, build_recipe, resolve_amp
 
 
 @dataclass(frozen=True)
@@ -41,23 +43,11 @@ class StepSpeed:
 
 
 def measure(cfg: TrainConfig, *, device: str, batch_size: int, steps: int, warmup: int, fingerprint: dict) -> StepSpeed:
-    if cfg.distillation == "none":
-        raise ConfigError("step-speed compares distillation steps: give an experiment with a teacher (e.g. deit_s_hard)")
-    cfg = dataclasses.replace(cfg, teacher_checkpoint="", teacher_memo=False, batch_size=batch_size, device=device)
-    procs = Processes(0, 1, device)
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randn(batch_size, 3, *(2 * [cfg.img_size or models.variant_of(cfg).img_size]), generator=gen)
-    targets = torch.randint(0, cfg.num_classes, (batch_size,), generator=gen)
-    images, targets = images.to(device), targets.to(device)
-    teacher = models.resolve(cfg.teacher).build(num_classes=cfg.num_classes).eval().requires_grad_(False)
-    teacher = teacher.to(device, memory_format=torch.channels_last)
     amp, _, _ = resolve_amp(cfg.amp, fingerprint)
-
-    models.seed_everything(0)
-    student, _, _ = models.build_student(cfg)
+    setup = _setup(cfg, device, batch_size, amp)
+    cfg, recipe, student, teacher = setup.cfg, setup.recipe, setup.student, setup.teacher
+    images, targets = setup.images, setup.targets
     start_state = {k: v.clone() for k, v in student.state_dict().items()}
-    student.to(device)
-    recipe = build_recipe(cfg, student, teacher, procs, batch_size, 1, torch.contiguous_format, amp)
     runner = torch.compile(student) if cfg.compile else student
 
     def ours(i: int) -> None:
@@ -92,6 +82,55 @@ def measure(cfg: TrainConfig, *, device: str, batch_size: int, steps: int, warmu
 
     official_speed = _timed(official_step, steps, warmup, batch_size, device)
     return StepSpeed(ours_speed, official_speed, amp, official, batch_size, steps)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    cfg: TrainConfig
+    recipe: Recipe
+    student: torch.nn.Module
+    teacher: torch.nn.Module
+    images: torch.Tensor
+    targets: torch.Tensor
+
+
+def _setup(cfg: TrainConfig, device: str, batch_size: int, amp: str) -> _Setup:
+    """The student (seeded), its teacher (random weights, channels-last, frozen), fixed synthetic batches on the
+    device and our recipe (`Recipe.step`) in precision `amp`."""
+    if cfg.distillation == "none":
+        raise ConfigError("step-speed compares distillation steps: give an experiment with a teacher (e.g. deit_s_hard)")
+    cfg = dataclasses.replace(cfg, teacher_checkpoint="", teacher_memo=False, batch_size=batch_size, device=device)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, 3, *(2 * [cfg.img_size or models.variant_of(cfg).img_size]), generator=gen)
+    targets = torch.randint(0, cfg.num_classes, (batch_size,), generator=gen)
+    teacher = models.resolve(cfg.teacher).build(num_classes=cfg.num_classes).eval().requires_grad_(False)
+    teacher = teacher.to(device, memory_format=torch.channels_last)
+    models.seed_everything(0)
+    student, _, _ = models.build_student(cfg)
+    student.to(device)
+    recipe = build_recipe(cfg, student, teacher, Processes(0, 1, device), batch_size, 1, torch.contiguous_format, amp)
+    return _Setup(cfg, recipe, student, teacher, images.to(device), targets.to(device))
+
+
+GATE_EXPERIMENT, GATE_BATCH = "debug_hard", 32
+
+
+def gate_workload() -> tuple[dict[str, object], Callable[[], None]]:
+    """The A/B speed gate's training workload (bench/ab.py): one optimiser step of `reproduce train`'s recipe on the
+    debug_hard experiment (the 2-block debug student with a distillation token, hard distillation from a
+    cifar_resnet10 teacher), batch 32 at 32 px, fp32 on the CPU, Mixup as configured. Returns what it is and one
+    call of it; the A/B worker runs this in each tree it measures."""
+    from reproduce.experiments import get
+
+    setup = _setup(get(GATE_EXPERIMENT).build(), "cpu", GATE_BATCH, "none")
+    steps = itertools.count()
+
+    def step() -> None:
+        i = next(steps)
+        setup.recipe.step(setup.student, setup.student, setup.images, setup.targets, i, where=f"gate step {i}")
+
+    return {"experiment": GATE_EXPERIMENT, "batch_size": GATE_BATCH, "img_size": setup.images.shape[-1], "amp": "none",
+            "mode": "train step with teacher"}, step
 
 
 def _timed(step, steps: int, warmup: int, batch_size: int, device: str) -> float:

@@ -1,0 +1,286 @@
+"""`bench check --against REF`: the speed gate as an A/B of two trees, or two Python environments, in one run.
+
+Like `asv continuous BASE HEAD`: no stored baseline, so it works on a machine never seen before. The reference
+commit's files (`git archive`, not checked out over anything) and the working tree are measured in turn, each in a
+fresh process of bench/ab_worker.py, A B B A A B …; that worker imports `bench` and `reproduce` from the tree it
+measures and times the same workloads on both sides (bench/protocols.py: AB_WORKLOADS): DeiT-Ti's forward and one
+training step of the distilled debug model with its teacher, fp32, one thread, by CPU time. With `--against-python` the two sides are
+one tree under two interpreters, to gate a torch or timm upgrade before it lands.
+
+Each round pairs one reference process with one current process; its log ratio of median call times is one
+observation. The verdict reads the Hodges–Lehmann estimate of the median log ratio and its exact 95 % Wilcoxon
+signed-rank interval (bench/stats.py). Why this and not a bootstrap: ten rounds are few for a bootstrap of a median
+(its interval is coarse and random); the signed-rank interval is exact for any symmetric distribution of the round
+ratios, needs no normality, and gives the same verdict for the same timings. A process keeps one memory layout and
+with it a bias of its own: fresh processes make that bias part of the round-to-round spread the interval sees.
+
+Verdicts (`verdict`; docs/regression-gate.md): within the floor, pass; slower than the floor with the interval above
+zero, a regression; on a busy machine (fewer than half the rounds quiet) the interval must clear the floor itself;
+otherwise inconclusive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.check import Row, Tolerances
+from bench.errors import UsageError
+from bench.load import MachineLoad, is_contended
+from bench.protocols import AB_CALLS, AB_ROUNDS, AB_WARMUP, AB_WORKLOADS
+from bench.stats import Shift, hodges_lehmann
+from bench.store import write_text_atomic
+
+METRIC = "A/B CPU time per call, ms (reference → current)"
+WORKER = Path(__file__).with_name("ab_worker.py")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the A/B: the tree whose code runs and the interpreter that runs it."""
+
+    name: str  # "reference" or "current"
+    tree: Path
+    python: str
+    commit: str  # the commit, "+ uncommitted changes" where the working tree differs from it
+
+
+@dataclass(frozen=True)
+class Process:
+    """One fresh worker process: per workload, its median CPU time per call and whether the machine was busy."""
+
+    side: str
+    median_s: dict[str, float]
+    contended: dict[str, bool]
+    what: dict[str, dict[str, Any]]
+    versions: dict[str, str | None]
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One workload's rounds and verdict; `change` and its interval are relative (current/reference − 1)."""
+
+    workload: str
+    ratios: tuple[float, ...]  # per round, current/reference median CPU time
+    contended: tuple[bool, ...]
+    reference_s: float
+    current_s: float
+    shift: Shift | None  # of the log ratios
+    verdict: str
+    why: str
+
+    @property
+    def change(self) -> tuple[float, float, float] | None:
+        if self.shift is None:
+            return None
+        return tuple(math.expm1(v) for v in (self.shift.estimate, self.shift.low, self.shift.high))
+
+
+@dataclass(frozen=True)
+class ABResult:
+    reference: Side
+    current: Side
+    rounds: int
+    calls: int
+    processes: tuple[Process, ...]
+    workloads: tuple[Paired, ...]
+    seconds: float
+
+
+def run(against: str | None, against_python: str | None, *, tol: Tolerances, rounds: int = AB_ROUNDS,
+        calls: int = AB_CALLS, workloads: dict[str, str] = AB_WORKLOADS,
+        progress: Callable[[str], None] = lambda line: None) -> ABResult:
+    """Measure the reference (commit `against` and/or interpreter `against_python`) against the working tree with
+    this interpreter, `rounds` paired rounds, and judge each workload."""
+    start = time.perf_counter()
+    repo = repository()
+    current = Side("current", repo, sys.executable, describe_tree(repo))
+    python = check_python(against_python) if against_python else sys.executable
+    with reference_tree(repo, against) as (tree, commit):
+        reference = Side("reference", tree, python, commit)
+        processes = measure(reference, current, rounds=rounds, calls=calls, workloads=workloads, progress=progress)
+    paired = tuple(judge(name, spec, processes, tol) for name, spec in workloads.items())
+    return ABResult(reference, current, rounds, calls, tuple(processes), paired, time.perf_counter() - start)
+
+
+# ---- the two sides ----
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UsageError(f"git {' '.join(args)} failed in {repo}: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout.strip()
+
+
+def repository() -> Path:
+    """The git checkout this `bench` is imported from: the working tree under test."""
+    here = Path(__file__).resolve().parent
+    try:
+        return Path(_git(here, "rev-parse", "--show-toplevel"))
+    except (UsageError, FileNotFoundError) as e:
+        raise UsageError(f"--against needs bench to run from a git checkout (it runs from {here}): {e}") from None
+
+
+def describe_tree(repo: Path) -> str:
+    head = _git(repo, "rev-parse", "--short=12", "HEAD")
+    dirty = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    return f"{head} + uncommitted changes" if dirty else head
+
+
+@contextmanager
+def reference_tree(repo: Path, against: str | None) -> Iterator[tuple[Path, str]]:
+    """The reference commit's files in a temporary folder (`git archive`: nothing in the checkout is touched, and an
+    interrupted run leaves only a temporary folder, removed on the way out); the working tree when `against` is
+    None (a dependency A/B)."""
+    if against is None:
+        yield repo, describe_tree(repo)
+        return
+    try:
+        commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{against}^{{commit}}")
+    except UsageError:
+        raise UsageError(f"--against {against!r} is not a commit in {repo} (a shallow clone lacks old commits: "
+                         "fetch it, or give a commit this clone has)") from None
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as folder:
+        archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit], capture_output=True)
+        if archive.returncode != 0:
+            raise UsageError(f"git archive {commit} failed: {archive.stderr.decode(errors='replace').strip()}")
+        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+        for package in ("bench", "reproduce"):
+            if not (Path(folder) / package / "__init__.py").exists():
+                raise UsageError(f"--against {against}: commit {commit[:12]} has no {package}/ package to measure")
+        yield Path(folder), commit[:12]
+
+
+def check_python(python: str) -> str:
+    """An interpreter that imports torch and timm, or a usage error saying which part failed."""
+    try:
+        done = subprocess.run([python, "-c", "import torch, timm"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise UsageError(f"--against-python {python}: cannot run it ({e})") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise UsageError(f"--against-python {python} cannot import torch and timm: {last}")
+    return python
+
+
+# ---- measuring ----
+
+def measure(reference: Side, current: Side, *, rounds: int, calls: int, workloads: dict[str, str],
+            progress: Callable[[str], None]) -> list[Process]:
+    """`rounds` pairs of fresh processes, the order alternating (A B, B A, …) so that a drift of the machine over the
+    run weighs on both sides alike."""
+    processes = []
+    for i in range(rounds):
+        pair = (reference, current) if i % 2 == 0 else (current, reference)
+        for side in pair:
+            processes.append(run_worker(side, list(workloads.values()), calls))
+        ours = {p.side: p for p in processes[-2:]}
+        changes = ", ".join(f"{name} {100 * (ours['current'].median_s[spec] / ours['reference'].median_s[spec] - 1):+.1f} %"
+                            for name, spec in workloads.items())
+        busy = " (busy)" if any(c for p in ours.values() for c in p.contended.values()) else ""
+        progress(f"round {i + 1}/{rounds}: {changes}{busy}")
+    return processes
+
+
+def run_worker(side: Side, specs: list[str], calls: int) -> Process:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    env.pop("PYTHONPATH", None)  # the worker puts the side's tree first; nothing else may shadow it
+    command = [side.python, str(WORKER), str(side.tree), str(calls), str(AB_WARMUP), *specs]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=side.tree)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise UsageError(f"the {side.name} side ({side.commit}, {side.python}) failed to measure:\n{tail}")
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    results = data["results"]
+    return Process(side.name, {s: _median(r["cpu_s"]) for s, r in results.items()},
+                   {s: _busy(r["load"]) for s, r in results.items()}, {s: r["what"] for s, r in results.items()},
+                   data["versions"])
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _busy(load: list[dict[str, Any]]) -> bool:
+    start, end = (MachineLoad.parse(c["wall_s"], c["own_cpu_s"], c["stat"]) for c in load)
+    return is_contended(*end.since(start), cuda=False)
+
+
+# ---- judging ----
+
+def judge(name: str, spec: str, processes: list[Process], tol: Tolerances) -> Paired:
+    by_side = {s: [p for p in processes if p.side == s] for s in ("reference", "current")}
+    whats = {json.dumps(p.what[spec], sort_keys=True) for p in processes}
+    if len(whats) > 1:
+        raise UsageError(f"{name}: the two sides measure different workloads ({' vs '.join(sorted(whats))}); "
+                         "choose a reference commit whose gate workload is the same")
+    pairs = list(zip(by_side["reference"], by_side["current"]))
+    ratios = tuple(cur.median_s[spec] / ref.median_s[spec] for ref, cur in pairs)
+    contended = tuple(ref.contended[spec] or cur.contended[spec] for ref, cur in pairs)
+    busy = sum(not c for c in contended) < tol.min_clean_share * len(pairs)
+    shift = hodges_lehmann([math.log(r) for r in ratios])
+    verdict, why = verdict_of(shift, busy, tol.speed_floor)
+    return Paired(name, ratios, contended, _median([r.median_s[spec] for r in by_side["reference"]]),
+                  _median([c.median_s[spec] for c in by_side["current"]]), shift, verdict,
+                  f"{len(pairs)} rounds, {sum(not c for c in contended)} quiet; {why}")
+
+
+def verdict_of(shift: Shift | None, busy: bool, floor: float) -> tuple[str, str]:
+    """(verdict, why) from the shift of the log ratios (slower is +)."""
+    if shift is None:
+        return "inconclusive", "too few rounds for a 95 % interval (at least 6)"
+    estimate, low, high = (math.expm1(v) for v in (shift.estimate, shift.low, shift.high))
+    rule = f"floor {100 * floor:.0f} %"
+    if estimate < -floor and high < 0:
+        return "improved", f"faster beyond the {rule}"
+    if estimate <= floor:
+        return "pass", f"within the {rule}"
+    needed = floor if busy else 0.0
+    if low > needed:
+        return "regression", (f"slower than the {rule}, interval above {'the floor (busy machine)' if busy else 'zero'}")
+    return "inconclusive", (f"slower than the {rule} but the interval reaches "
+                            f"{'the floor on a busy machine' if busy else 'zero'}")
+
+
+def rows(result: ABResult) -> list[Row]:
+    out = []
+    for p in result.workloads:
+        change = p.change
+        shown = "" if change is None else f"{100 * change[0]:+.1f} % [{100 * change[1]:+.1f}, {100 * change[2]:+.1f}]"
+        out.append(Row(p.workload, METRIC, round(1e3 * p.reference_s, 2), round(1e3 * p.current_s, 2), shown,
+                       p.verdict, p.why))
+    return out
+
+
+def describe(result: ABResult) -> str:
+    """Who was measured against whom, with which software, in how long."""
+    def side(s: Side) -> str:
+        versions = next(p.versions for p in result.processes if p.side == s.name)
+        return (f"{s.name} {s.commit} (python {versions['python']}, torch {versions['torch']}, timm {versions['timm']}"
+                f"{'' if s.python == sys.executable else ', ' + s.python})")
+
+    return (f"A/B: {side(result.reference)} vs {side(result.current)}; {result.rounds} rounds of {result.calls} calls, "
+            f"{result.seconds:.0f} s")
+
+
+def write(result: ABResult, path: Path) -> None:
+    """Every process's timings, the verdicts and this machine's fingerprint, as one JSON file (atomic)."""
+    from bench.machine import detect
+
+    data = dataclasses.asdict(result) | {"machine": detect("cpu", threads=1).to_dict(),
+                                         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    write_text_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
