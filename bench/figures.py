@@ -6,8 +6,8 @@
 - `resolution_sweep`: DeiT-B throughput at each test resolution (Table 10), the paper's and ours per timing protocol;
 - `table3_curves_<scale>`: Table 3's six rows: validation top-1 against epoch (mean ± std over seeds) and every
   seed's final top-1, so differences read against the seed spread;
-- `attention_mini`: the same for issue #23's attention-distillation rows beside Table 3's, under both teachers
-  (not the paper's method);
+- `attention_mini` (and the figure any other ablation of `bench.ablations` names): the same for an ablation's
+  rows under its teachers;
 - `throughput_vs_batch`: images/s against batch size per variant, from `bench run --batch-size N` records;
 - `gallery_<scale>`: test images where the teacher, the class head and the distillation head disagree;
 - `lr_schedule_<experiment>`: the learning rate of every epoch as training sets it (warm-up and decay at a glance),
@@ -29,11 +29,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bench.ablations import ABLATIONS, Versus
 from bench.paper import FIGURE1_FAMILIES, TABLE10
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
-from bench.scales import experiment_name
-from bench.tables import attention_arms, latest, speed_key, table3_arms  # noqa: E402
+from bench.scales import experiment_name, teacher_experiment
+from bench.tables import latest, speed_key, table3_arms, versus_arms  # noqa: E402
 from bench.trained import Arm, machine_of, train_runs  # noqa: E402
 
 _SVG_META = {"Date": None}  # no timestamp: the same records give the same SVG
@@ -65,19 +66,19 @@ def fig1(records: list[Record], out_dir: Path) -> list[Path]:
         ours = _one_line(records, names)
         for name in names:
             p = VARIANTS[name].paper
-            rows.append({"family": family, "model": p.label, "im/s": p.img_per_s, "top-1": p.top1, "source": "paper"})
+            rows.append({"family": family, "model": p.label, "im/s": p.img_per_s, "top-1": p.top1, "ours": False,
+                         "line": "paper (V100)"})
             if (r := ours.get(name)) is not None:
                 rows.append({"family": family, "model": p.label, "im/s": r.metrics.infer_img_per_s, "top-1": p.top1,
-                             "source": f"ours ({machine_of(r)}, {r.settings.precision}, "
-                                       f"{r.settings.protocol} protocol)"})
+                             "ours": True, "line": f"ours: {machine_of(r)}, {r.settings.precision}, "
+                                                   f"{r.settings.protocol} protocol"})
     frame = pd.DataFrame(rows)
-    frame["ours"] = frame["source"] != "paper"
     fig, ax = plt.subplots(figsize=(7.5, 5))
     palette = dict(zip(FIGURE1_FAMILIES, sns.color_palette("deep", len(FIGURE1_FAMILIES))))
     for (family, ours), part in frame.groupby(["family", "ours"], sort=False):
         part = part.sort_values("im/s")
         ax.plot(part["im/s"], part["top-1"], marker="o" if not ours else "x", ls="--" if ours else "-",
-                color=palette[family], label=f"{family}, {'ours: ' + part['source'].iloc[0][6:-1] if ours else 'paper (V100)'}")
+                color=palette[family], label=f"{family}, {part['line'].iloc[0]}")
         if not ours:
             for _, row in part.iterrows():
                 ax.annotate(row["model"], (row["im/s"], row["top-1"]), textcoords="offset points", xytext=(4, 4),
@@ -151,22 +152,26 @@ def lr_schedules(records: list[Record], out_dir: Path) -> list[Path]:
 
 def table3_curves(records: list[Record], out_dir: Path, scale: str) -> list[Path]:
     """Table 3's six rows side by side (`seed_curves`), in the table's main kind (precision, device, torch)."""
-    teacher = train_runs(records, experiment_name(scale, "teacher"))
+    teacher = train_runs(records, teacher_experiment(scale))
     return seed_curves(records, out_dir, f"table3_curves_{scale}", f"Table 3 at {scale} scale",
                        [(a.label, a) for a in table3_arms(records, scale, every_kind=False) if a.runs],
                        [("teacher", teacher)])
 
 
-def attention_curves(records: list[Record], out_dir: Path) -> list[Path]:
-    """Issue #23's attention-distillation rows beside Table 3's, under both teachers (`seed_curves`); labelled as
-    the table is: not the paper's method. Each row and teacher names the precision it ran in, and a row trained in
-    more than one kind (`trained.train_kind`) is one line per kind."""
-    teachers, students = attention_arms(records)
-    rows = [(f"{a.experiment} ({a.kind.split(',')[0]})", a) for a in students if a.runs]  # the precision it ran in
-    teacher_lines = [(f"teacher: {a.label.split(': ')[-1]}, {a.kind.split(',')[0]}", list(a.runs))
-                     for a in teachers if a.runs]
-    return seed_curves(records, out_dir, "attention_mini", "Attention distillation at mini scale (not the paper's "
-                       "method)", rows, teacher_lines)
+def ablation_curves(records: list[Record], out_dir: Path, spec: Versus) -> list[Path]:
+    """A `Versus` ablation's rows side by side under its teachers (`seed_curves`), titled as the spec says. Each row
+    and teacher names the precision it ran in, and a row trained in more than one kind (`trained.train_kind`) is
+    one line per kind."""
+    teachers, students = versus_arms(records, spec)
+    short = {row.experiment: row.short or row.experiment for row in spec.teachers + spec.rows}
+    rows = [(f"{short[a.experiment]} ({_precision(a)})", a) for a in students if a.runs]
+    teacher_lines = [(f"teacher: {short[a.experiment]}, {_precision(a)}", list(a.runs)) for a in teachers if a.runs]
+    name, title = spec.figure
+    return seed_curves(records, out_dir, name, title, rows, teacher_lines)
+
+
+def _precision(arm: Arm) -> str:
+    return arm.kind.split(",")[0]  # `train_kind` starts with the precision the run used
 
 
 def seed_curves(records: list[Record], out_dir: Path, name: str, title: str, rows: list[tuple[str, Arm]],
@@ -230,8 +235,8 @@ def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -
     """Test images on which the teacher, the class head and the distillation head disagree, with the true label
     and each one's top-1. Reads the runs' predictions.pt and the images; skipped where the run folders are gone."""
     found = {}
-    for role in ("teacher", "hard"):
-        runs = [r for r in train_runs(records, experiment_name(scale, role))
+    for role, experiment in (("teacher", teacher_experiment(scale)), ("hard", experiment_name(scale, "hard"))):
+        runs = [r for r in train_runs(records, experiment)
                 if (Path(r.settings.output) / "predictions.pt").exists()]
         if not runs:
             return []
@@ -283,7 +288,8 @@ def build_all(records: list[Record], out_dir: Path, jobs: int | None = None) -> 
     """
     global _RECORDS, _OUT_DIR
     sns.set_theme(style="whitegrid")
-    tasks = [(fig1,), (resolution_sweep,), (throughput_vs_batch,), (lr_schedules,), (attention_curves,)]
+    tasks = [(fig1,), (resolution_sweep,), (throughput_vs_batch,), (lr_schedules,)]
+    tasks += [(ablation_curves, spec) for spec in ABLATIONS if isinstance(spec, Versus) and spec.figure]
     tasks += [(function, scale) for scale in ("mini", "cifar10") for function in (table3_curves, gallery)]
     jobs = jobs or os.cpu_count() or 1
     _RECORDS, _OUT_DIR = records, out_dir

@@ -12,7 +12,12 @@ TABLE3_EXPERIMENTS = ("none", "soft_cls", "hard_cls", "hard")  # `hard` is rows 
 
 
 def experiment_name(scale: str, row: str, size: str = "ti") -> str:
-    """The experiment of Table 3's `row` (an entry of TABLE3_EXPERIMENTS, or "teacher") at `scale`."""
+    """The experiment of Table 3's `row` (an entry of TABLE3_EXPERIMENTS) at `scale`."""
     if scale == "imagenet":
         return f"deit_{size}" if row == "none" else f"deit_{size}_{row}"
     return f"{SCALE_PREFIX[scale]}_{row}"
+
+
+def teacher_experiment(scale: str) -> str | None:
+    """The experiment that trains `scale`'s teacher; None at imagenet scale, whose teacher is given (RegNetY-16GF)."""
+    return None if scale == "imagenet" else f"{SCALE_PREFIX[scale]}_teacher"

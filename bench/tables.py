@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import paper
+from bench import paper, trained
+from bench.ablations import ABLATIONS, Ablation, Paired, Row, Versus
 from bench.protocols import TIMING_PROTOCOLS
 from bench.record import Record
 from bench.registry import VARIANTS
-from bench.scales import experiment_name
+from bench.scales import experiment_name, teacher_experiment
 from bench.store import write_text_atomic
 from bench.trained import Arm, amp_of, arms, compare, control_of, machine_of, stat_notes, train_runs, trained_on
 
@@ -287,31 +288,13 @@ def table3(records: list[Record], scale: str) -> Table:
                      "paper Δ row 1": "" if col == 0 else f"{paper_ti[col] - paper_ti[0]:+.1f}",
                      f"ours top-1 ({scale})": _mean_std(arm.values), **{f"ours {k}": v for k, v in cell.items()},
                      "trained in": arm.kind or "", "trained on": trained_on(list(arm.runs))})
-    teacher_name = experiment_name(scale, "teacher")
-    teacher = train_runs(records, teacher_name, kind=found[0].kind) or train_runs(records, teacher_name)
+    teacher_name = teacher_experiment(scale)
+    teacher = (train_runs(records, teacher_name, kind=found[0].kind) or train_runs(records, teacher_name)
+               if teacher_name else [])
     notes = [f"Teacher ({teacher_name}): top-1 {teacher[-1].metrics.final_val_top1:.2f}."] if teacher else []
     used = _unique(r for a in found for r in a.runs)
     title = f"Table 3 ({scale} scale): distillation strategies; the paper's column is DeiT-Ti on ImageNet"
     return Table(f"table3_{scale}", title, pd.DataFrame(rows), tuple(notes) + stat_notes(cells) + footer(used + teacher))
-
-
-def table_cls_init(records: list[Record], scale: str = "mini") -> Table:
-    """Issue #20's ablation: Table 3 rows 4–6 with the class token initialised as timm >= 0.9 does (N(0, 1e-6)) and
-    as the released code does (truncated normal, std 0.02); mean ± std over seeds, and the difference tested."""
-    heads = (("class embedding", "final_val_top1_cls"), ("distillation embedding", "final_val_top1_dist"),
-             ("class + distillation", "final_val_top1_fused_logits"))
-    experiment = {init: f"{experiment_name(scale, 'hard')}_init_{init}" for init in ("timm", "official")}
-    found = arms(records, [(label, experiment[init], metric) for label, metric in heads for init in experiment],
-                 every_kind=False)
-    timm, official = found[0::2], found[1::2]
-    cells = compare([(o, t) for o, t in zip(official, timm)])
-    rows = [{"DeiT⚗ head": t.label, "cls token N(0, 1e-6) (timm)": _mean_std(t.values),
-             "cls token trunc. normal 0.02 (released code)": _mean_std(o.values),
-             **{k.replace("Δ", "Δ released − timm"): v for k, v in cell.items()}, "trained in": t.kind or ""}
-            for t, o, cell in zip(timm, official, cells)]
-    used = _unique(r for a in found for r in a.runs)
-    title = f"Class-token initialisation, Table 3 rows 4–6 ({scale} scale; issue #20)"
-    return Table(f"table_cls_init_{scale}", title, pd.DataFrame(rows), stat_notes(cells) + footer(used))
 
 
 def table7(records: list[Record]) -> Table:
@@ -335,50 +318,49 @@ def table7(records: list[Record]) -> Table:
     return Table("table7_transfer", "Tables 6/7: transfer to other datasets (top-1 %)", frame, footer(used))
 
 
-ATTENTION_CONTROL = "mini_none"
-ATTENTION_ROWS = (  # (row, experiment, metric): issue #23's ablation beside Table 3's rows at mini scale
-    ("no distillation (Table 3 row 1)", ATTENTION_CONTROL, "final_val_top1"),
-    ("hard, CNN teacher, distillation token (Table 3 rows 4–6, class + distil)", "mini_hard",
-     "final_val_top1_fused_logits"),
-    ("hard, CNN teacher retrained for issue #20 (its own checkpoint), timm init, class + distil",
-     "mini_hard_init_timm", "final_val_top1_fused_logits"),
-    ("attention distillation only, ViT teacher", "mini_attn", "final_val_top1"),
-    ("hard, ViT teacher, distillation token (class + distil)", "mini_vit_hard", "final_val_top1_fused_logits"),
-    ("attention + hard, ViT teacher (class + distil)", "mini_attn_hard", "final_val_top1_fused_logits"),
-)
-ATTENTION_TEACHERS = (  # (row, experiment, metric): the teachers' own top-1 heads the table, compared with nothing
-    ("teacher of the CNN rows: convnet", "mini_teacher", "final_val_top1"),
-    ("teacher of the ViT rows: ViT, 9 blocks", "mini_vit_teacher", "final_val_top1"),
-)
+def versus_arms(records: list[Record], spec: Versus) -> tuple[list[Arm], list[Arm]]:
+    """The teachers' arms and the rows' arms of a `Versus` table, every kind each was trained in, in the order the
+    rows are declared."""
+    def in_order(rows: tuple[Row, ...]) -> list[Arm]:
+        order = [row.experiment for row in rows]
+        found = arms(records, [(row.label, row.experiment, row.metric) for row in rows], every_kind=True)
+        return sorted(found, key=lambda a: order.index(a.experiment))
+    return in_order(spec.teachers), in_order(spec.rows)
 
 
-def attention_arms(records: list[Record]) -> tuple[list[Arm], list[Arm]]:
-    """The teachers' arms and the student rows' arms of the attention table, every kind each was trained in, in the
-    order the rows are declared."""
-    def in_order(rows: tuple[tuple[str, str, str], ...]) -> list[Arm]:
-        order = [experiment for _, experiment, _ in rows]
-        return sorted(arms(records, rows, every_kind=True), key=lambda a: order.index(a.experiment))
-    return in_order(ATTENTION_TEACHERS), in_order(ATTENTION_ROWS)
+def ablation(records: list[Record], spec: Ablation) -> Table:
+    """An ablation declared in `bench.ablations`: mean ± std over seeds of each row and its difference to what the
+    spec compares it with, by Welch's test with Holm's correction (`stats.RULE`)."""
+    return _paired(records, spec) if isinstance(spec, Paired) else _versus(records, spec)
 
 
-def table_attention(records: list[Record]) -> Table:
-    """Issue #23: distillation through the teacher's attention maps, which is NOT the paper's method (the paper's
-    teacher is a convnet and its signal goes through a distillation token), beside the committed Table-3 rows and
-    under both teachers' own top-1. Each student row is compared with no distillation trained in its own kind
-    (precision, device, torch): a row trained in a kind without such a control gets no verdict."""
-    teachers, students = attention_arms(records)
-    controls = control_of(students, ATTENTION_CONTROL)
-    cells = compare([None] * len(teachers) + [None if a.experiment == ATTENTION_CONTROL else (a, controls.get(a.kind))
+def _versus(records: list[Record], spec: Versus) -> Table:
+    """Each row against the control trained in its own kind (precision, device, torch): a row trained in a kind
+    without such a control gets no verdict. The teachers head the table, compared with nothing."""
+    teachers, students = versus_arms(records, spec)
+    controls = control_of(students, spec.control)
+    cells = compare([None] * len(teachers) + [None if a.experiment == spec.control else (a, controls.get(a.kind))
                                                for a in students])
-    rows = [{"row": a.label, "experiment": a.experiment, "top-1 (mini)": _mean_std(a.values),
-             **{k.replace("Δ", "Δ no distillation"): v for k, v in cell.items()},
+    rows = [{"row": a.label, "experiment": a.experiment, spec.value: _mean_std(a.values),
+             **{k.replace("Δ", f"Δ {spec.versus}"): v for k, v in cell.items()},
              "trained in": a.kind or "", "trained on": trained_on(list(a.runs))}
             for a, cell in zip(teachers + students, cells)]
-    notes = ("Not the paper's method: the paper distils a convnet's logits through a distillation token; this "
-             "table matches a ViT teacher's attention maps (issue #23).",)
     used = _unique(r for a in teachers + students for r in a.runs)
-    return Table("table_attention_mini", "Attention distillation at mini scale (an ablation, not the paper's method)",
-                 pd.DataFrame(rows), notes + stat_notes(cells) + footer(used))
+    return Table(spec.name, spec.title, pd.DataFrame(rows), spec.notes + stat_notes(cells) + footer(used))
+
+
+def _paired(records: list[Record], spec: Paired) -> Table:
+    """A row per head: the changed experiment against the base one, both in the table's main kind."""
+    (base_header, base), (changed_header, changed) = spec.base, spec.changed
+    rows = [(label, experiment, metric) for label, metric in spec.heads for experiment in (base, changed)]
+    found = arms(records, rows, every_kind=False)
+    bases, changes = found[0::2], found[1::2]
+    cells = compare(list(zip(changes, bases)))
+    rows = [{spec.head: b.label, base_header: _mean_std(b.values), changed_header: _mean_std(c.values),
+             **{k.replace("Δ", f"Δ {spec.versus}"): v for k, v in cell.items()}, "trained in": b.kind or ""}
+            for b, c, cell in zip(bases, changes, cells)]
+    used = _unique(r for a in found for r in a.runs)
+    return Table(spec.name, spec.title, pd.DataFrame(rows), stat_notes(cells) + footer(used))
 
 
 def table8(records: list[Record]) -> Table:
@@ -396,8 +378,7 @@ def table8(records: list[Record]) -> Table:
 def table9(records: list[Record]) -> Table:
     """Table 9: the hyper-parameters of the `deit_b` experiment, from the newest record of its resolved config
     (`reproduce ls --show deit_b --record DIR`, or a training record of deit_b)."""
-    runs = sorted((r for r in records if r.kind in ("config", "train") and r.settings.experiment == "deit_b"),
-                  key=lambda r: r.env.created)
+    runs = trained.runs_of(records, "deit_b", kinds=("config", "train"))
     cfg = runs[-1].settings.config if runs else {}
     rows = [{"hyper-parameter": label, "paper (DeiT-B)": value,
              "ours (reproduce ls --show deit_b)": repr(_as_config_value(cfg[f])) if f in cfg else NOT_RUN}
@@ -457,8 +438,7 @@ def check_record(r: Record) -> None:
 def build_all(records: list[Record]) -> list[Table]:
     return [table1(records), table5(records), table5_comparison(records), table10(records), table2(records), table3(records, "mini"), table3(records, "cifar10"),
             table3(records, "imagenet"), table4(records, "mini"), table4(records, "cifar10"), table4(records, "imagenet"),
-            table7(records), table8(records), table9(records), table_cls_init(records, "mini"),
-            table_attention(records)]
+            table7(records), table8(records), table9(records), *(ablation(records, spec) for spec in ABLATIONS)]
 
 
 def write(table: Table, out_dir: Path) -> list[Path]:

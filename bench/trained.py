@@ -50,11 +50,17 @@ def train_runs(records: list[Record], experiment: str, teacher: str | None = Non
     return [r for r in runs if train_kind(r) == kind]
 
 
+def runs_of(records: list[Record], experiment: str, kinds: tuple[str, ...] = ("train",)) -> list[Record]:
+    """The records of one experiment, oldest first. Every table and figure finds an experiment's records here, so
+    `tests/test_table_names.py` can check each name they ask for against the registry of experiments."""
+    return sorted((r for r in records if r.kind in kinds and r.settings.experiment == experiment),
+                  key=lambda r: r.env.created)
+
+
 def _current(records: list[Record], experiment: str, metric: str, teacher: str | None = None) -> list[Record]:
     """An experiment's runs (with `metric`) in its newest configuration, oldest first."""
-    runs = sorted((r for r in records if r.kind == "train" and r.settings.experiment == experiment
-                   and r.metrics.get(metric) is not None
-                   and (teacher is None or r.settings.config["teacher"] == teacher)), key=lambda r: r.env.created)
+    runs = [r for r in runs_of(records, experiment) if r.metrics.get(metric) is not None
+            and (teacher is None or r.settings.config["teacher"] == teacher)]
     return [r for r in runs if _config_key(r) == _config_key(runs[-1])] if runs else []
 
 

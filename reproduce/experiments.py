@@ -135,14 +135,16 @@ def deit_b_384() -> TrainConfig:
 
 @experiment("deit_b_hard_384", "Table 3 rows 4–6 (B↑384) / Table 5 DeiT-B⚗↑384", paper.MODELS["deit_b_dist_384"].top1)
 def deit_b_hard_384() -> TrainConfig:
-    """DeiT-B⚗ fine-tuned at 384 with the teacher's signal kept (official advice, deit issue #45); paper 84.5 %."""
+    """DeiT-B⚗ fine-tuned at 384 with the teacher's signal kept (the authors' advice,
+    https://github.com/facebookresearch/deit/issues/45); paper 84.5 %."""
     return replace(_finetune_384(imagenet("deit_b_dist_384"), "runs/deit_b_hard/checkpoint.pth"), distillation="hard",
                    distill_token=True)
 
 
-# Tables 6/7: transfer. The authors' fine-tuning recipe (official repo issue #45): 224 or 384 px, batch 768, SGD
-# lr 0.01, weight decay 1e-4, 1000 epochs, no random erasing, no stochastic depth, the rest as on ImageNet; a
-# distilled model keeps its teacher signal (a teacher fine-tuned on the target dataset, given as teacher_checkpoint).
+# Tables 6/7: transfer. The authors' fine-tuning recipe (https://github.com/facebookresearch/deit/issues/45): 224
+# or 384 px, batch 768, SGD lr 0.01, weight decay 1e-4, 1000 epochs, no random erasing, no stochastic depth, the
+# rest as on ImageNet; a distilled model keeps its teacher signal (a teacher fine-tuned on the target dataset, given
+# as teacher_checkpoint).
 TRANSFER_CLASSES = {"cifar10": 10, "cifar100": 100, "flowers102": 102, "stanford_cars": 196, "inat2018": 8142,
                     "inat2019": 1010}
 _TRANSFER_DATA = {"cifar10": "cifar10", "cifar100": "cifar100", "flowers102": "flowers102",
@@ -160,8 +162,8 @@ def _register_transfer() -> None:
                 return replace(cfg, distillation="hard", distill_token=True) if distilled else cfg
             where = ("torchvision's download under --data" if _TRANSFER_DATA[target] != "folder" else
                      "--data DIR with train/ and val/ class folders (the iNaturalist release re-arranged)")
-            row.__doc__ = (f"Table 7: {model} fine-tuned on {target} (head replaced), the authors' recipe (deit issue "
-                           f"#45); paper {top1s[i]} %. Data: {where}. Set finetune=<ImageNet {model} checkpoint>"
+            row.__doc__ = (f"Table 7: {model} fine-tuned on {target} (head replaced), the authors' recipe (see the "
+                           f"comment above); paper {top1s[i]} %. Data: {where}. Set finetune=<ImageNet {model} checkpoint>"
                            + ("; a teacher fine-tuned on it as teacher_checkpoint." if "dist" in model else "."))
             experiment(f"{model}_transfer_{target}", f"Table 7, {target} ({paper.MODELS[model].label})",
                        top1s[i])(row)
@@ -177,12 +179,12 @@ def _register_transfer() -> None:
 _register_transfer()
 
 
-# ---- CIFAR scales (issue #5): a DeiT-shaped student with 4 px patches and a CIFAR CNN teacher. ----
+# ---- CIFAR scales: a DeiT-shaped student with 4 px patches and a CIFAR CNN teacher. ----
 
 def cifar(variant: str = "cifar_vit") -> TrainConfig:
     """The DeiT recipe at 32 px on CIFAR-10: crops keep at least 35 % of the image (0.08 of 32 px is 9 px). The
     images are decoded once and kept in memory (150 MB for all 50,000), not re-read from JPEG every epoch."""
-    # sched_timing and cls_token_init keep what the committed CIFAR-scale results were trained with (issue #20)
+    # sched_timing and cls_token_init keep what the committed CIFAR-scale results were trained with
     return TrainConfig(variant=variant, dataset="cifar10", num_classes=10, batch_size=256, epochs=100, workers=2,
                        preload=True, train_interpolation="bicubic", train_crop_scale=(0.35, 1.0), drop_path=0.1,
                        teacher="cifar_resnet10", teacher_checkpoint="runs/cifar_teacher/checkpoint.pth",
@@ -206,14 +208,14 @@ def mini(variant: str = "cifar_vit") -> TrainConfig:
                    workers=0, teacher_memo=True, eval_every=10, teacher_checkpoint="runs/mini_teacher/checkpoint.pth")
 
 
-@experiment("cifar_teacher", "teacher for the cifar10 scale (issue #5)")
+@experiment("cifar_teacher", "teacher for the cifar10 scale")
 def cifar_teacher() -> TrainConfig:
     """The CNN teacher of the cifar10 scale: cifar_resnet10 on all 50,000 images, 100 epochs, same recipe minus
     stochastic depth. One GPU."""
     return replace(cifar("cifar_resnet10"), drop_path=0.0, lr=2e-3, teacher_checkpoint="")
 
 
-@experiment("mini_teacher", "teacher for the mini scale (issue #5)")
+@experiment("mini_teacher", "teacher for the mini scale")
 def mini_teacher() -> TrainConfig:
     """The CNN teacher of the mini scale: cifar_resnet10 on the same 5,000 images and recipe, weights and inputs
     channels-last (1.5x faster convolutions on this CPU)."""
@@ -244,16 +246,17 @@ def _register_cifar_rows() -> None:
 _register_cifar_rows()
 
 
-# ---- issue #23: attention distillation from a ViT teacher, an ablation users ask for (not the paper's method) ----
+# ---- attention distillation from a ViT teacher, an ablation users ask for (not the paper's method); its table,
+# table_attention_mini, is declared in bench/ablations.py ----
 
-@experiment("mini_vit_teacher", "teacher for the attention ablation (issue #23)")
+@experiment("mini_vit_teacher", "teacher for the attention ablation")
 def mini_vit_teacher() -> TrainConfig:
     """A transformer teacher at mini scale: the CIFAR ViT 1.5x deeper (9 blocks, width 96, 3 heads, as many as the
     student, so attention can be matched head by head), same 5,000 images and recipe."""
     return replace(mini("cifar_vit_deep"), teacher_memo=False, teacher_checkpoint="")
 
 
-_ATTENTION_ROWS = {  # name: (student, changes, description)
+_ATTENTION_CHANGES = {  # name: (student, changes, description)
     "mini_attn": ("cifar_vit", dict(attn_distill=True), "attention distillation only (the class token's attention "
                   "over the patches in the last block, KL to the teacher's, weight α 0.5)"),
     "mini_vit_hard": ("cifar_vit_dist", dict(distillation="hard", distill_token=True),
@@ -264,19 +267,20 @@ _ATTENTION_ROWS = {  # name: (student, changes, description)
 
 
 def _register_attention_rows() -> None:
-    for name, (student, changes, what) in _ATTENTION_ROWS.items():
+    for name, (student, changes, what) in _ATTENTION_CHANGES.items():
         def row(student=student, changes=changes):
             return replace(mini(student), teacher="cifar_vit_deep", teacher_memo=False,
                            teacher_checkpoint="runs/mini_vit_teacher/checkpoint.pth", **changes)
-        row.__doc__ = (f"Issue #23 ablation, mini scale, not the paper's method: {what}. Train mini_vit_teacher first; "
+        row.__doc__ = (f"Attention ablation, mini scale, not the paper's method: {what}. Train mini_vit_teacher first; "
                        "`bench tables` writes table_attention_mini beside Table 3's rows.")
-        experiment(name, "issue #23 ablation: attention distillation, mini scale")(row)
+        experiment(name, "ablation table_attention_mini: attention distillation, mini scale")(row)
 
 
 _register_attention_rows()
 
 
-# ---- issue #20: does the released code's class-token initialisation move the token rows (4–6) at mini scale? ----
+# ---- does the released code's class-token initialisation move the token rows (4–6) at mini scale? Its table,
+# table_cls_init_mini, is declared in bench/ablations.py ----
 
 def _register_init_ablation() -> None:
     for init in ("timm", "official"):
@@ -285,7 +289,7 @@ def _register_init_ablation() -> None:
         row.__doc__ = (f"mini_hard (Table 3 rows 4–6, mini scale) with cls_token_init={init}: the class token drawn "
                        f"{'from N(0, 1e-6), as timm >= 0.9 does' if init == 'timm' else 'from a truncated normal, std 0.02, as the released code does'}. "
                        "Needs the mini teacher; `bench tables` compares the two (table_cls_init_mini).")
-        experiment(f"mini_hard_init_{init}", "issue #20 ablation: class-token init, mini scale")(row)
+        experiment(f"mini_hard_init_{init}", "ablation table_cls_init_mini: class-token init, mini scale")(row)
 
 
 _register_init_ablation()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.disagree import disagreement, top1_columns
 from bench.record import Record, load_records, write_record
-from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name
+from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name, teacher_experiment
 from bench.store import hold_folder, write_text_atomic
 from reproduce import experiments
 from reproduce.checkpoints import run_env
@@ -50,7 +50,7 @@ def table3(scale: str, variants: tuple[str, ...] = ("ti",)) -> Suite:
     sizes = variants if scale == "imagenet" else ("ti",)
     rows = tuple(experiment_name(scale, r, v) for v in sizes for r in TABLE3_EXPERIMENTS)
     pairs = tuple((experiment_name(scale, "none", v), experiment_name(scale, "hard", v)) for v in sizes)
-    teacher = None if scale == "imagenet" else experiment_name(scale, "teacher")  # imagenet: given weights
+    teacher = teacher_experiment(scale)
     return Suite(f"table3-{scale}", teacher, rows, table4=pairs)
 
 

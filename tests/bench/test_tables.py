@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import cli, figures, tables, trained
+from bench import ablations, cli, figures, tables, trained
 from bench.record import load_records
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tables"
 RECORDS = FIXTURES / "records"
+ATTENTION = ablations.get("table_attention_mini")
 AVX2_FINGERPRINT = {"device": "cpu", "cpu_vendor": "AuthenticAMD", "cpu_family": "25", "cpu_model": "17",
                     "cpu_stepping": "1", "cpu_name": "AMD EPYC", "isa": ["avx", "avx2", "fma"], "cores": 2, "threads": 2,
                     "torch": "2.14.1", "timm": "1.0.31", "cpu_capability": "AVX2"}  # this machine's, as a record holds it
@@ -266,7 +267,7 @@ def test_the_table3_figure_does_not_depend_on_the_global_random_state(tmp_path, 
     for seed in (0, 1):
         np.random.seed(seed)
         figures.table3_curves([*records, *second], tmp_path / str(seed), "mini")
-        figures.attention_curves([*records, *second], tmp_path / str(seed))
+        figures.ablation_curves([*records, *second], tmp_path / str(seed), ATTENTION)
     for name in ("table3_curves_mini.png", "table3_curves_mini.svg", "attention_mini.png", "attention_mini.svg"):
         assert (tmp_path / "0" / name).read_bytes() == (tmp_path / "1" / name).read_bytes(), name
 
@@ -278,7 +279,8 @@ def test_the_attention_figure_draws_the_attention_rows_under_both_teachers(tmp_p
     teacher = next(r for r in records if r.kind == "train" and r.settings.get("experiment") == "mini_teacher")
     drawn = {}
     monkeypatch.setattr(figures, "_save", lambda fig, out_dir, name: drawn.setdefault(name, fig) and [])
-    figures.attention_curves([*records, renamed(none, "mini_attn"), renamed(teacher, "mini_vit_teacher")], tmp_path)
+    figures.ablation_curves([*records, renamed(none, "mini_attn"), renamed(teacher, "mini_vit_teacher")], tmp_path,
+                            ATTENTION)
     curves, finals = drawn["attention_mini"].axes
     assert [t.get_text() for t in finals.get_yticklabels()] == ["mini_none (fp32)", "mini_hard (fp32)",
                                                                 "mini_attn (fp32)"]
@@ -287,11 +289,11 @@ def test_the_attention_figure_draws_the_attention_rows_under_both_teachers(tmp_p
                         f"teacher: ViT, 9 blocks, fp32 ({teacher.metrics['final_val_top1']:.1f})"]
     assert "not the paper's method" in drawn["attention_mini"]._suptitle.get_text()
     figures.plt.close(drawn["attention_mini"])  # _save, stubbed here, closes it otherwise
-    assert figures.attention_curves([r for r in records if r.kind != "train"], tmp_path) == []
+    assert figures.ablation_curves([r for r in records if r.kind != "train"], tmp_path, ATTENTION) == []
     bf16 = dataclasses.replace(none, settings={**none.settings, "amp": "bf16"},
                                env={**none.env, "created": "2099-01-01T00:00:00+00:00"})
     drawn.clear()
-    figures.attention_curves([*records, bf16], tmp_path)  # a row trained in two precisions: a line for each
+    figures.ablation_curves([*records, bf16], tmp_path, ATTENTION)  # a row trained in two precisions: a line for each
     labels = [t.get_text() for t in drawn["attention_mini"].axes[1].get_yticklabels()]
     figures.plt.close(drawn["attention_mini"])
     assert labels[:2] == ["mini_none (fp32)", "mini_none (bf16)"]  # the kind that covers most rows first
@@ -344,11 +346,11 @@ def test_the_attention_table_compares_each_row_with_the_control_of_its_own_kind_
     run = next(r for r in records if r.kind == "train" and r.settings.get("experiment") == "mini_none")
     bf16 = _seeds(run, "mini_none", "bf16", [55.31, 56.20, 56.32, 55.28, 55.97], created="2098-01-01T00:00:00+00:00")
     attn = _seeds(run, "mini_attn", "none", [58.18, 57.99, 58.01], env={"fingerprint": AVX2_FINGERPRINT})
-    only_bf16 = tables.table_attention([*bf16, *attn]).frame.set_index("experiment")
+    only_bf16 = tables.ablation([*bf16, *attn], ATTENTION).frame.set_index("experiment")
     assert only_bf16.loc["mini_attn", "Δ no distillation [95 % CI]"].startswith("no control trained in fp32")
     avx512 = AVX2_FINGERPRINT | {"isa": ["avx", "avx2", "fma", "avx512f", "avx512_bf16"]}
     fp32 = _seeds(run, "mini_none", "none", [57.0, 57.4, 56.8, 57.2, 57.1], env={"fingerprint": avx512})
-    table = tables.table_attention([*bf16, *attn, *fp32])
+    table = tables.ablation([*bf16, *attn, *fp32], ATTENTION)
     frame = table.frame
     assert list(frame.loc[frame["experiment"] == "mini_none", "trained in"]) == ["fp32, cpu, torch 2.15",
                                                                                 "bf16, cpu, torch 2.15"]
