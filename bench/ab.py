@@ -14,9 +14,10 @@ signed-rank interval (bench/stats.py). Why this and not a bootstrap: ten rounds 
 ratios, needs no normality, and gives the same verdict for the same timings. A process keeps one memory layout and
 with it a bias of its own: fresh processes make that bias part of the round-to-round spread the interval sees.
 
-Verdicts (`verdict`; docs/regression-gate.md): within the floor, pass; slower than the floor with the interval above
-zero, a regression; on a busy machine (fewer than half the rounds quiet) the interval must clear the floor itself;
-otherwise inconclusive.
+Verdicts (`verdict_of`; docs/regression-gate.md): faster than the floor with the interval below zero, improved; an
+estimate within the floor whose interval stays below twice the floor, pass; slower than the floor with the interval
+above zero, a regression, where on a busy machine (fewer than half the rounds quiet) the interval must clear the floor
+itself; anything else inconclusive.
 """
 
 from __future__ import annotations
@@ -247,8 +248,10 @@ def verdict_of(shift: Shift | None, busy: bool, floor: float) -> tuple[str, str]
     rule = f"floor {100 * floor:.0f} %"
     if estimate < -floor and high < 0:
         return "improved", f"faster beyond the {rule}"
+    if estimate <= floor and high <= 2 * floor:
+        return "pass", f"within the {rule}; the interval rules out twice the floor"
     if estimate <= floor:
-        return "pass", f"within the {rule}"
+        return "inconclusive", f"within the {rule}, but the interval reaches twice the floor (too noisy to pass)"
     needed = floor if busy else 0.0
     if low > needed:
         return "regression", (f"slower than the {rule}, interval above {'the floor (busy machine)' if busy else 'zero'}")
