@@ -108,11 +108,13 @@ def _add_disagree(sub) -> None:
 
 
 def _add_tables(sub) -> None:
-    tables = sub.add_parser("tables", help="regenerate the paper's tables and figures from records")
+    tables = sub.add_parser("tables", help="regenerate the paper's tables, figures and results page from records")
     tables.add_argument("--records", type=Path, default=Path("results/runs"), help="records folder (recursive)")
-    tables.add_argument("--out", type=Path, default=Path("results/tables"), help="Markdown/CSV/LaTeX go here")
+    tables.add_argument("--out", type=Path, default=Path("results/tables"),
+                        help="Markdown/CSV/LaTeX go here; index.html and constraints.txt into the folder above it")
     tables.add_argument("--figures", type=Path, default=Path("results/figures"), help="PNG/SVG go here")
-    tables.add_argument("--no-figures", action="store_true", help="tables only")
+    tables.add_argument("--no-figures", action="store_true",
+                        help="tables and constraints.txt only (no figures, so no index.html)")
     tables.set_defaults(func=_tables)
 
 
@@ -379,8 +381,8 @@ def _disagree(args: argparse.Namespace) -> None:
 
 
 def _tables(args: argparse.Namespace) -> None:
-    from bench import tables
-    from bench.record import load_records
+    from bench import site, tables
+    from bench.record import load_record_files
 
     if not args.records.exists():
         raise UsageError(f"--records {args.records} does not exist")
@@ -388,17 +390,22 @@ def _tables(args: argparse.Namespace) -> None:
     check_folder(args.figures, "--figures")
     skipped = []
     # one bad file must not block every table
-    records = load_records(args.records, skip_bad=skipped.append, check=tables.check_record)
+    found = load_record_files(args.records, skip_bad=skipped.append, check=tables.check_record)
+    records = [r for _, r in found]
     for exc in skipped:
         print(f"bench tables: warning: skipped {exc}", file=sys.stderr)
     if not records:  # every table would be 'not run', replacing what --out holds
         raise UsageError(f"no readable records (*.json) in {args.records}"
                          + (f" ({len(skipped)} skipped above)" if skipped else "") + "; nothing was written")
-    written = [p for t in tables.build_all(records) for p in tables.write(t, args.out)]
+    built = tables.build_all(records)
+    written = [p for t in built for p in tables.write(t, args.out)]
+    drawn = None
     if not args.no_figures:
         from bench import figures
 
-        written += figures.build_all(records, args.figures)
+        drawn = figures.build_all(records, args.figures)
+        written += drawn
+    written += site.publish(args.out.parent, built, drawn, args.figures, found, args.out, args.records)
     print(f"{len(records)} records -> {len(written)} files in {args.out}" +
           ("" if args.no_figures else f" and {args.figures}"))
 
