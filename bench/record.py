@@ -152,18 +152,24 @@ def load_records(path: Path, skip_bad: Callable[[RecordError], None] | None = No
     the newest. A file that is not a record, of the wrong types, not a regular file, or failing the reader's own
     `check` (a ValueError saying why) raises RecordError naming it, or, given `skip_bad`, is passed to it and
     left out."""
+    return [record for _, record in load_record_files(path, skip_bad, check)]
+
+
+def load_record_files(path: Path, skip_bad: Callable[[RecordError], None] | None = None,
+                      check: Callable[[Record], None] | None = None) -> list[tuple[Path, Record]]:
+    """`load_records` with the file each record was read from (the results page and the notebook frame name it)."""
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
-    records = []
+    found = []
     for f in files:
         if f.name.startswith(".tmp-"):
             continue
         try:
-            records.append(read_record(f, check))
+            found.append((f, read_record(f, check)))
         except RecordError as exc:
             if skip_bad is None:
                 raise
             skip_bad(exc)
-    return sorted(records, key=lambda r: r.created)  # stable: one time keeps the file-name order
+    return sorted(found, key=lambda pair: pair[1].created)  # stable: one time keeps the file-name order
 
 
 def _version(package: str) -> str | None:

@@ -6,11 +6,28 @@ timm's implementation stand in columns of their own, labelled as the reference's
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from bench.paper import params_rounding
-from bench.record import Record
+from bench.record import Record, load_record_files
 from bench.registry import VARIANTS, Variant, at_resolution
+
+
+def load_frame(path: Path | str = "results/runs") -> pd.DataFrame:
+    """Every record under a folder (recursively), or one record file, as one DataFrame for a notebook: a row per
+    record, oldest first; nested sections flattened to dotted columns (`metrics.top1`, `env.torch`,
+    `settings.config.lr`); columns typed by pandas' nullable dtypes (Int64, Float64, boolean, string; lists stay
+    objects), so a key a record lacks is <NA>, not a float NaN that turned its ints into floats. `path` names the
+    file and `created` is the run's time as a UTC datetime. Unreadable files raise `RecordError` naming them, as
+    `bench tables` does (docs/notebooks.md)."""
+    pairs = load_record_files(Path(path))
+    rows = [{"path": str(f), "created": r.created, **r.to_dict()} for f, r in pairs]
+    frame = pd.json_normalize(rows, sep=".") if rows else pd.DataFrame(columns=["path", "created"])
+    frame = frame.convert_dtypes()
+    frame["created"] = pd.to_datetime(frame["created"], utc=True)
+    return frame
 
 
 def _num(value: float | None, fmt: str) -> str:

@@ -47,15 +47,29 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)} seeds)"
 
 
+class FooterLine(str):
+    """A footer line that also holds the records it counts, so the results page can list them (bench/site.py);
+    written out, it is the plain line."""
+
+    records: tuple[Record, ...] = ()
+
+    @classmethod
+    def of(cls, text: str, records: list[Record]) -> FooterLine:
+        line = cls(text)
+        line.records = tuple(records)
+        return line
+
+
 def footer(records: Iterable[Record]) -> tuple[str, ...]:
-    """Hardware, software and protocol of the records a table used, each distinct value once."""
+    """Hardware, software and protocol of the records a table used, each distinct value once; the first line
+    holds the records themselves (`FooterLine`)."""
     records = list(records)
     if not records:
         return ("No records: every 'ours' cell is not run.",)
     def distinct(fn):
         return ", ".join(sorted({str(fn(r)) for r in records}))
-    return (f"{len(records)} records. Hardware: {distinct(machine_of)} "
-            f"(threads: {distinct(lambda r: r.env.num_threads)}).",
+    return (FooterLine.of(f"{len(records)} records. Hardware: {distinct(machine_of)} "
+                          f"(threads: {distinct(lambda r: r.env.num_threads)}).", records),
             f"Software: torch {distinct(lambda r: r.env.torch)}, timm {distinct(lambda r: r.env.timm)}; "
             f"git {distinct(lambda r: (r.env.git_sha or '?')[:7] + ('+dirty' if r.env.git_dirty else ''))}.",
             f"Protocol: {distinct(_protocol)}.")

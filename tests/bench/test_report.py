@@ -1,8 +1,19 @@
-"""`bench run`'s summary as a pure function of a record: what each column claims (issue #30)."""
+"""`bench run`'s summary as a pure function of a record: what each column claims (issue #30); and the notebook
+frame of every record under a folder (docs/notebooks.md)."""
 
-from bench.record import Record
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.record import Record, RecordError, write_record
 from bench.registry import VARIANTS
-from bench.report import summary
+from bench.report import load_frame, summary
+
+ROOT = Path(__file__).resolve().parents[2]
 
 ENV = {"created": "2026-12-05T00:00:00+00:00", "device_name": "AMD EPYC", "num_threads": 2}
 
@@ -43,3 +54,33 @@ def test_an_accuracy_record_from_before_the_accuracy_precision_field_reads_as_it
     out = summary(record, VARIANTS["debug"])
     assert "accuracy in amp_bf16: the run's precision (records before issue #30 evaluated in it)" in out
     assert cells(out)["evaluated on"]["ours"].endswith(", amp_bf16")
+
+
+def test_the_frame_has_a_row_per_record_with_flattened_typed_columns(tmp_path):
+    env = {**ENV, "git_sha": "abc", "git_dirty": False, "torch": "2.14.1"}
+    speed = Record("deit_ti", "deit_tiny_patch16_224", {"img_size": 224, "device": "cpu", "batch_size": 16},
+                   {"params": 5_717_416, "infer_img_per_s": 57.0}, env)
+    trained = Record("debug", "debug", {"experiment": "debug", "device": "cpu", "config": {"lr": 1e-3, "epochs": 2}},
+                     {"final_val_top1": 12.5}, {**env, "created": "2026-12-06T00:00:00+00:00"}, kind="train")
+    for r in (trained, speed):
+        write_record(r, tmp_path / "sub")
+    frame = load_frame(tmp_path)
+    assert list(frame["kind"]) == ["bench", "train"]  # oldest first, whatever the file names
+    assert frame["metrics.params"].dtype == "Int64" and frame["metrics.params"].isna().tolist() == [False, True]
+    assert frame["settings.config.lr"].dtype == "Float64" and frame["settings.config.epochs"].dtype == "Int64"
+    assert frame["env.git_dirty"].dtype == "boolean" and isinstance(frame["created"].dtype, pd.DatetimeTZDtype)
+    assert all(Path(p).parent == tmp_path / "sub" for p in frame["path"])
+
+
+def test_the_frame_of_a_folder_with_a_broken_record_names_the_file(tmp_path):
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(RecordError, match="bad.json"):
+        load_frame(tmp_path)
+
+
+def test_the_notebook_guide_example_runs_on_the_committed_records():
+    code = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "notebooks.md").read_text(), flags=re.S)
+    assert len(code) == 1
+    run = subprocess.run([sys.executable, "-c", code[0]], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "mini_none" in run.stdout and "fp32" in run.stdout

@@ -1,0 +1,186 @@
+"""`results/index.html`: the tables, the figures and the machines behind them on one page, as asv publishes its site.
+
+Written by `bench tables` beside its tables folder, from what that run built (the tables, the figures it drew, the
+records it read) and nothing else: no clock, no network, so the same records give the same bytes. The page works
+offline and alone (no script, no external stylesheet or font); figures are the SVG files beside it, linked by
+relative paths rather than copied in, so each figure stays one file. Tested in a real browser by
+tests/bench/test_browser.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from html import escape
+from pathlib import Path
+
+from bench import constraints, machine
+from bench.record import Record
+from bench.store import write_text_atomic
+from bench.tables import Table
+
+STYLE = """
+:root { --ink: #1b1f24; --muted: #57606a; --line: #d0d7de; --paper: #f3f0e6; --ours: #eaf2fb; }
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color: var(--ink); margin: 0 auto; max-width: 84rem; padding: 1rem 1.5rem 4rem; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-top: 2.5rem; }
+.lead, .muted, figcaption, .notes { color: var(--muted); }
+nav ul { columns: 3 18rem; padding-left: 1.2rem; font-size: .9rem; }
+.scroll { overflow-x: auto; border: 1px solid var(--line); }
+table { border-collapse: collapse; font-size: .82rem; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid var(--line); padding: .25rem .45rem; text-align: left; vertical-align: top; }
+thead th { background: #f6f8fa; position: sticky; top: 0; }
+th.paper, td.paper { background: var(--paper); } th.ours, td.ours { background: var(--ours); }
+.legend span { padding: 0 .4rem; border: 1px solid var(--line); }
+.notes { font-size: .85rem; padding-left: 1.2rem; }
+details { margin: .4rem 0; font-size: .85rem; } summary { cursor: pointer; }
+figure { margin: 1.5rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
+pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; font-size: .8rem; }
+@media print {
+  body { max-width: none; padding: 0; font-size: 10pt; } nav, .files { display: none; }
+  .scroll { overflow: visible; border: none; } table { font-size: 7pt; } thead th { position: static; }
+  section, figure { break-inside: avoid; } a { color: inherit; text-decoration: none; }
+}
+"""
+
+
+def page(tables: list[Table], figures: list[Path], drawn: set[Path], records: list[tuple[Path, Record]],
+         where: Path, tables_dir: Path, pins: str) -> str:
+    """The page to be written at `where`: each table (caption, columns, footer, the records behind it, its files
+    in `tables_dir`), each figure (one per name among `figures`; those not in `drawn` marked as kept), the
+    machines of `records` (path, record pairs) and `pins`, the constraints file's text. Links are relative to
+    `where`'s folder."""
+    folder = where.parent
+    paths = {id(r): f for f, r in records}
+    oldest, newest = (min(r.created for _, r in records), max(r.created for _, r in records)) if records else (0, 0)
+    figure_stems = sorted({f.with_suffix("") for f in figures})
+    contents = [(t.name, t.title) for t in tables] + [("figures", "Figures"), ("machines", "Machines"),
+                                                       ("environment", "Rebuild the environment")]
+    parts = [
+        "<!doctype html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>DeiT benchmark: results</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
+        "<header><h1>DeiT benchmark: results</h1>",
+        f'<p class="lead">The paper\'s tables regenerated from {len(records)} result records '
+        f"({_date(oldest)} to {_date(newest)}), the paper's values beside ours, the figures, and the machines the "
+        "numbers come from. Written by <code>bench tables</code> from the records alone; a cell without a record "
+        "says <em>not run</em>.</p>",
+        '<p class="legend">Columns: <span class="paper">the paper\'s</span> <span class="ours">ours</span></p>',
+        "</header>",
+        '<nav><h2 id="contents">Contents</h2><ul>',
+        *(f'<li><a href="#{escape(anchor)}">{escape(title)}</a></li>' for anchor, title in contents),
+        "</ul></nav>",
+        *(_table(t, paths, folder, tables_dir) for t in tables),
+        '<section id="figures"><h2>Figures</h2>',
+        *(_figure(stem, folder, kept=not {stem.with_suffix(".svg"), stem.with_suffix(".png")} & drawn)
+          for stem in figure_stems),
+        *(["<p>No figures were drawn from these records.</p>"] if not figure_stems else []),
+        "</section>",
+        _machines([r for _, r in records]),
+        '<section id="environment"><h2>Rebuild the environment</h2>',
+        "<p>The package versions that made these records (<code>constraints.txt</code> beside this page); from the "
+        "repository root:</p><pre>pip install -c results/constraints.txt -e .</pre>",
+        f"<pre>{escape(pins)}</pre></section>",
+        "</body>", "</html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def publish(folder: Path, tables: list[Table], drawn: list[Path] | None, figures_dir: Path,
+            records: list[tuple[Path, Record]], tables_dir: Path, records_dir: Path) -> list[Path]:
+    """What `bench tables` writes into `folder` beside its tables: constraints.txt (bench/constraints.py) and,
+    unless `drawn` is None (--no-figures: the page would lack them), index.html with every figure in
+    `figures_dir`, those not `drawn` from these records marked as kept from an earlier run (the gallery needs
+    the run folders, which a clone lacks). Returns the paths written."""
+    text = constraints.constraints([r for _, r in records], _link(records_dir, folder))
+    written = [write_text_atomic(folder / "constraints.txt", text)]
+    if drawn is not None:
+        where = folder / "index.html"
+        figures = sorted({*drawn, *figures_dir.glob("*.svg"), *figures_dir.glob("*.png")})
+        written.append(write_text_atomic(where, page(tables, figures, set(drawn), records, where, tables_dir, text)))
+    return written
+
+
+def _table(t: Table, paths: dict[int, Path], folder: Path, tables_dir: Path) -> str:
+    columns = [str(c) for c in t.frame.columns]
+    kinds = [_column_kind(c) for c in columns]
+    head = "".join(f'<th class="{k}">{escape(c)}</th>' for c, k in zip(columns, kinds))
+    body = "".join("<tr>" + "".join(f'<td class="{k}">{escape(str(v))}</td>' for v, k in zip(row, kinds)) + "</tr>"
+                   for row in t.frame.itertuples(index=False))
+    notes = "".join(f"<li>{escape(str(line))}</li>" for line in t.footer)
+    files = " · ".join(f'<a href="{escape(_link(tables_dir / f"{t.name}.{ext}", folder))}">{ext}</a>'
+                       for ext in ("md", "csv", "tex"))
+    return (f'<section class="table" id="{escape(t.name)}"><h2>{escape(t.title)}</h2>'
+            f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+            f'<ul class="notes">{notes}</ul>{_sources(t, paths, folder)}'
+            f'<p class="files muted">This table as {files}</p></section>')
+
+
+def _column_kind(header: str) -> str:
+    """`paper` or `ours` for a column holding one side of the comparison (shaded on the page), else ''."""
+    words = header.lower()
+    return "paper" if "paper" in words and "ours" not in words else "ours" if "ours" in words else ""
+
+
+def _sources(t: Table, paths: dict[int, Path], folder: Path) -> str:
+    """The records behind a table, as its footer carries them (bench/tables.py: FooterLine)."""
+    used = list({id(r): r for line in t.footer for r in getattr(line, "records", ()) if id(r) in paths}.values())
+    if not used:
+        return '<p class="muted">Records behind this table: none listed (its notes say where its values come from).</p>'
+    rows = "".join(
+        f'<tr><td><a href="{escape(_link(paths[id(r)], folder))}">{escape(_link(paths[id(r)], folder))}</a></td>'
+        f"<td>{escape(_commit(r))}</td><td>{escape(str(r.env.created))}</td><td>{escape(r.kind)}</td>"
+        f"<td>{escape(r.variant)}</td><td>{escape(machine.label(r.env.fingerprint, r.env.device_name))}</td></tr>"
+        for r in sorted(used, key=lambda r: (r.created, str(paths[id(r)]))))
+    return (f"<details><summary>The {len(used)} record{'s' if len(used) != 1 else ''} behind this table</summary>"
+            '<div class="scroll"><table><thead><tr><th>file</th><th>commit</th><th>recorded (UTC)</th><th>kind</th>'
+            f"<th>variant</th><th>machine</th></tr></thead><tbody>{rows}</tbody></table></div></details>")
+
+
+def _figure(stem: Path, folder: Path, kept: bool) -> str:
+    files = [f for f in (stem.with_suffix(".svg"), stem.with_suffix(".png")) if f.exists()]
+    links = " · ".join(f'<a href="{escape(_link(f, folder))}">{f.suffix[1:].upper()}</a>' for f in files)
+    note = " (kept from an earlier run: not drawn from these records, whose run folders it needs)" if kept else ""
+    return (f'<figure id="figure-{escape(stem.name)}"><img src="{escape(_link(files[0], folder))}" '
+            f'alt="figure {escape(stem.name)}"><figcaption>{escape(stem.name)}{note}: {links}</figcaption></figure>')
+
+
+def _machines(records: list[Record]) -> str:
+    """The machines of the records, one row per fingerprint (records from before fingerprints: per device name)."""
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        groups[(r.env.fingerprint or {}).get("id") or f"{r.env.device_name} (no fingerprint)"].append(r)
+    rows = []
+    for key, rs in sorted(groups.items(), key=lambda kv: (min(r.created for r in kv[1]), kv[0])):
+        fp, first = rs[0].env.fingerprint or {}, rs[0]
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(r.kind for r in rs).items()))
+        hardware = (f"{fp.get('gpu_name')}, sm {fp.get('gpu_capability')}, driver {fp.get('gpu_driver')}"
+                    if fp.get("device") == "cuda" else
+                    f"{fp.get('cores')} cores, ISA {' '.join(fp.get('isa') or [])}, ATen {fp.get('cpu_capability')}"
+                    if fp else "not recorded")
+        software = "; ".join(sorted({f"torch {r.env.torch}, timm {r.env.timm}, python {r.env.python}" for r in rs}))
+        threads = ", ".join(sorted({str(r.env.num_threads) for r in rs}))
+        rows.append(f"<tr><td>{escape(machine.label(first.env.fingerprint, first.env.device_name))}</td>"
+                    f"<td><code>{escape(key)}</code></td><td>{escape(first.env.cpu or '')}</td>"
+                    f"<td>{escape(hardware)}</td><td>{escape(threads)}</td><td>{escape(software)}</td>"
+                    f"<td>{escape(kinds)}</td><td>{_date(min(r.created for r in rs))} to "
+                    f"{_date(max(r.created for r in rs))}</td></tr>")
+    return ('<section id="machines"><h2>Machines</h2><p>Every machine a record was made on, by its fingerprint '
+            "(bench/machine.py: what must match for two speed measurements to be compared). Records from before "
+            "fingerprints are grouped by their device's name.</p>"
+            '<div class="scroll"><table><thead><tr><th>machine</th><th>fingerprint</th><th>CPU</th><th>hardware</th>'
+            "<th>torch threads</th><th>software</th><th>records</th><th>dates</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table></div></section>")
+
+
+def _commit(r: Record) -> str:
+    return (r.env.git_sha or "?")[:10] + (" (dirty)" if r.env.git_dirty else "")
+
+
+def _date(stamp) -> str:
+    return stamp.date().isoformat() if hasattr(stamp, "date") else "—"
+
+
+def _link(path: Path, folder: Path) -> str:
+    """A relative URL from the page's folder (forward slashes on every OS)."""
+    return Path(os.path.relpath(path, folder)).as_posix()

@@ -1,0 +1,163 @@
+"""The results page and the constraints file that `bench tables` writes beside its tables (bench/site.py,
+bench/constraints.py), on the committed fixture records; and the page in a real browser (headless Chromium)."""
+
+import dataclasses
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from packaging.requirements import Requirement
+from PIL import Image
+
+import browser
+from bench import cli, constraints, site, tables
+from bench.record import load_record_files, load_records
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORDS = ROOT / "tests" / "fixtures" / "tables" / "records"
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """`bench tables` on the fixture records, into results/{tables,figures} of a temporary folder."""
+    results = tmp_path_factory.mktemp("results")
+    assert cli.main(["tables", "--records", str(RECORDS), "--out", str(results / "tables"),
+                     "--figures", str(results / "figures")]) == 0
+    return results
+
+
+class Page(HTMLParser):
+    """The parts of the page a test reads: tags, their attributes and the text of each table's caption."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.headings: list[str] = []
+        self._in_h2 = False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_h2 = tag == "h2"
+
+    def handle_data(self, data):
+        if self._in_h2:
+            self.headings.append(data)
+            self._in_h2 = False
+
+
+def test_bench_tables_writes_the_page_and_the_constraints_beside_its_tables(published):
+    assert (published / "index.html").is_file() and (published / "constraints.txt").is_file()
+    page = Page((published / "index.html").read_text())
+    titles = [t.title for t in tables.build_all(load_records(RECORDS))]
+    assert [h for h in page.headings if h in titles] == titles  # every table, in the tables' order
+    svgs = sorted(p.name for p in (published / "figures").glob("*.svg"))
+    assert svgs and sorted(Path(a["src"]).name for t, a in page.tags if t == "img") == svgs
+
+
+def test_the_page_loads_nothing_from_elsewhere_and_every_link_resolves(published):
+    text = (published / "index.html").read_text()
+    page = Page(text)
+    assert not [t for t, _ in page.tags if t in ("script", "link", "iframe", "object", "embed")]
+    assert "url(" not in text and "@import" not in text
+    links = [a.get("href") or a.get("src") for _, a in page.tags if a.get("href") or a.get("src")]
+    outside = [link for link in links if re.match(r"[a-z]+:", link) or link.startswith("//")]
+    assert not outside
+    missing = [link for link in links if not link.startswith("#") and not (published / link).exists()]
+    assert not missing
+    anchors = {a["id"] for _, a in page.tags if "id" in a}
+    assert {link[1:] for link in links if link.startswith("#")} <= anchors
+
+
+def test_the_same_records_give_the_same_page_and_constraints(published):
+    before = {name: (published / name).read_bytes() for name in ("index.html", "constraints.txt")}
+    assert cli.main(["tables", "--records", str(RECORDS), "--out", str(published / "tables"),
+                     "--figures", str(published / "figures")]) == 0
+    assert {name: (published / name).read_bytes() for name in before} == before
+
+
+def test_each_table_lists_the_records_behind_it_with_file_commit_and_date(published):
+    text = (published / "index.html").read_text()
+    section = text.split('<section class="table" id="table1_architecture">', 1)[1].split("</section>", 1)[0]
+    files = re.findall(r'<td><a href="([^"]+\.json)">', section)
+    assert files and all((published / f).is_file() for f in files)
+    found = dict((f.name, r) for f, r in load_record_files(RECORDS))
+    r = found[Path(files[0]).name]
+    assert r.env.git_sha[:10] in section and r.env.created in section
+    assert f"The {len(files)} records behind this table" in section
+
+
+def test_the_page_shows_the_machines_and_the_paper_beside_ours(published):
+    text = (published / "index.html").read_text()
+    machines = text.split('<section id="machines">', 1)[1].split("</section>", 1)[0]
+    records = load_records(RECORDS)
+    ids = {r.env.fingerprint["id"] for r in records if r.env.fingerprint}
+    assert ids and all(i in machines for i in ids)
+    assert '<th class="paper">top-1 paper</th>' in text and '<th class="ours">top-1 ours</th>' in text
+
+
+def test_the_page_escapes_what_a_record_or_table_holds(tmp_path):
+    table = tables.Table("t", "a <b>title</b>", pd.DataFrame([{"model": "<script>alert(1)</script>"}]), ("a & b",))
+    html = site.page([table], [], set(), [], tmp_path / "index.html", tmp_path / "tables", "# <pins>")
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "a &lt;b&gt;title&lt;/b&gt;" in html and "a &amp; b" in html and "# &lt;pins&gt;" in html
+
+
+def test_no_figures_writes_the_constraints_but_no_page(tmp_path):
+    assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "tables"), "--no-figures"]) == 0
+    assert (tmp_path / "constraints.txt").is_file() and not (tmp_path / "index.html").exists()
+
+
+# ---- constraints.txt ----
+
+def _with_env(record, **env):
+    return dataclasses.replace(record, env={**record.env, **env})
+
+
+def test_constraints_pin_a_version_every_record_agrees_on_and_give_a_range_where_they_differ():
+    records = load_records(RECORDS)[:3]
+    mixed = [_with_env(records[0], torch="2.15.0+cu132"), _with_env(records[1], torch="2.14.1+cu130"),
+             _with_env(records[2], torch="2.14.1")]
+    text = constraints.constraints(mixed, "runs")
+    lines = {line.split("=")[0].split(">")[0]: line for line in text.splitlines() if not line.startswith("#")}
+    assert lines["torch"] == "torch>=2.14.1,<=2.15.0  # 2.14.1 (1 record), 2.14.1+cu130 (1 record), " \
+                             "2.15.0+cu132 (1 record)"
+    assert lines["timm"].startswith(f"timm=={records[0].env.timm}  # ")
+    assert set(lines) == {"torch", "torchvision", "timm", "fvcore"}
+
+
+def test_the_committed_constraints_file_is_what_the_committed_records_give_and_pip_reads_it():
+    committed = (ROOT / "results" / "constraints.txt").read_text()
+    assert committed == constraints.constraints(load_records(ROOT / "results" / "runs"), "runs")
+    for line in committed.splitlines():
+        if line and not line.startswith("#"):
+            requirement = Requirement(line.split("  #")[0])  # what pip parses; it drops the comment itself
+            assert requirement.name in constraints.PACKAGES and requirement.specifier
+
+
+# ---- in a real browser ----
+
+@pytest.mark.skipif(browser.find() is None, reason="no Chromium to render the page in: apt-get install chromium "
+                    "(Debian), or set CHROMIUM=/path/to/chrome")
+def test_the_page_renders_in_chromium_without_errors_with_every_table_and_figure_visible(published, tmp_path):
+    with browser.Chromium(browser.find()) as chromium:
+        chromium.open((published / "index.html").as_uri())
+        shown = chromium.evaluate("""[...document.querySelectorAll('section.table > .scroll > table')].map(t => ({
+            rows: t.tBodies[0].rows.length, cells: t.querySelectorAll('td').length,
+            height: t.getBoundingClientRect().height, width: t.getBoundingClientRect().width}))""")
+        images = chromium.evaluate("""[...document.images].map(i => ({src: i.getAttribute('src'),
+            loaded: i.complete && i.naturalWidth > 0, height: i.getBoundingClientRect().height}))""")
+        overflow = chromium.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        top = chromium.screenshot(tmp_path / "top.png")
+        problems = chromium.problems()
+    assert problems == []
+    assert len(shown) == len(tables.build_all(load_records(RECORDS)))
+    assert all(t["rows"] > 0 and t["cells"] > 0 and t["height"] > 0 and t["width"] > 0 for t in shown), shown
+    assert images and all(i["loaded"] and i["height"] > 50 for i in images), images
+    assert overflow <= 0  # wide tables scroll inside their box; the page itself fits a laptop screen
+    with Image.open(top) as shot:
+        assert shot.size == (1366, 900)
+        colours = shot.convert("RGB").getcolors(maxcolors=1 << 16)
+        assert colours is None or len(colours) > 50  # text and shading, not a blank or single-colour page
