@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,8 @@ RESUME_KEYS = ("model", "optimizer", "lr_scheduler", "scaler", "model_ema", "epo
 
 
 class RunFiles:
-    def __init__(self, output: Path, *, main: bool) -> None:
-        self.output, self.main = output, main
+    def __init__(self, output: Path, *, main: bool, sinks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> None:
+        self.output, self.main, self.sinks = output, main, tuple(sinks)
         self.checkpoint, self.log_file, self.result = output / "checkpoint.pth", output / "log.jsonl", output / "result.json"
         self.predictions = output / "predictions.pt"  # per-image top-5 of every head at the last evaluation
         if main:
@@ -181,6 +182,8 @@ class RunFiles:
     def log(self, entry: dict[str, Any]) -> None:
         if self.main:
             append_line(self.log_file, json.dumps(entry))
+            for sink in self.sinks:  # what watches the run besides the log: TensorBoard (reproduce/tracking.py)
+                sink(entry)
 
     def finish(self, state: CheckpointState, cfg: TrainConfig, experiment: str, variant, procs, per_rank: int,
                lr: float, wall_s: float, ranks_identical: bool, env: dict[str, Any],

@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field (repeatable); `reproduce ls --fields` lists them")
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    # a flag, not a config field: watching a run changes neither what it trains nor its record, and may be switched
+    # on at a --resume (a config change refuses one)
+    train.add_argument("--tensorboard", action="store_true",
+                       help='also write the log\'s scalars as TensorBoard events into --output (pip install -e ".[tb]")')
     train.add_argument("--results-dir", type=Path, default=Path("results/runs/train"),
                        help="where the result record goes (default results/runs/train)")
     suite = sub.add_parser("suite", help="train a paper table's rows (skips finished rows, resumes interrupted ones)")
@@ -158,7 +162,7 @@ def _train(args) -> int:
         raise UsageError(f"--resume: nothing to resume, {args.output / 'checkpoint.pth'} does not exist; "
                          "leave out --resume to start the run")
     record = train(cfg, args.output, experiment=args.experiment, resume=args.resume,
-                   log=lambda msg: print(msg, file=sys.stderr))
+                   log=lambda msg: print(msg, file=sys.stderr), tensorboard=args.tensorboard)
     if record is not None:
         try:
             path = write_record(record, args.results_dir)

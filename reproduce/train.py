@@ -35,7 +35,7 @@ from bench.evaluate import predict, scores
 from bench.record import Record
 from bench.speed import PRECISIONS
 from bench.store import hold_folder
-from reproduce import config, data, models
+from reproduce import config, data, models, tracking
 from reproduce.checkpoints import CheckpointState, RunFiles, resolve_amp, run_env
 from reproduce.config import ConfigError, Interrupted, NonFiniteLoss, Preempted, TrainConfig
 from reproduce.distill import AttentionTap, AttentionTerm, Distiller, LabelTeacher, MemoTeacher
@@ -69,22 +69,26 @@ def start_processes(device: str) -> Processes:
     return Processes(0, 1, device)
 
 
-def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=print) -> Record | None:
+def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=print,
+          tensorboard: bool = False) -> Record | None:
     """Train as `cfg` says, checkpointing into `output`, which this process holds (a second is refused: #32 row 9);
     return the new result record (None on ranks other than 0, and for a run finished and recorded before).
-    The CLI's checks run here too: configs built in Python (suites, tests, scripts) skipped them (#32)."""
+    The CLI's checks run here too: configs built in Python (suites, tests, scripts) skipped them (#32).
+    `tensorboard` also writes the log's scalars as TensorBoard events into `output` (reproduce/tracking.py)."""
     config.check_ready(config.check(cfg))
     procs = start_processes(cfg.device)
-    with hold_folder(output, log=log) if procs.main else contextlib.nullcontext():
-        return _train(cfg, procs, output, experiment, resume, log)
+    with hold_folder(output, log=log) if procs.main else contextlib.nullcontext(), \
+            tracking.tensorboard(output, on=tensorboard, main=procs.main) as sinks:  # the log's scalars, watched live
+        return _train(cfg, procs, output, experiment, resume, log, sinks)
 
 
-def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, resume: bool, log) -> Record | None:
+def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, resume: bool, log,
+           sinks=()) -> Record | None:
     env = run_env(procs.device)
     amp, amp_why, warning = resolve_amp(cfg.amp, env["fingerprint"])
     if warning:
         log(warning)
-    files = RunFiles(output, main=procs.main)
+    files = RunFiles(output, main=procs.main, sinks=sinks)
     if cfg.batch_size % procs.world:
         raise ConfigError(f"batch_size={cfg.batch_size} (global) does not split over {procs.world} processes")
     per_rank = cfg.batch_size // procs.world
