@@ -102,8 +102,10 @@ def find_eval_data(model: nn.Module, opts: EvalOptions, class_names: tuple[str, 
 
 
 def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, found: EvalData, *, img_size: int,
-                     device: str, precision: Precision, batch_size: int, log) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metrics, settings) of one evaluation pass over `found`."""
+                     precision: Precision, log) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, settings) of one evaluation pass over `found`, on the device the model is on, `opts.batch_size`
+    images per forward."""
+    batch_size = opts.batch_size
     samples, layout, classes = found.samples, found.layout, getattr(model, "num_classes", None)
     prep = data.preprocess(model, img_size, opts.protocol, opts.crop_pct)
     real = None
@@ -112,8 +114,8 @@ def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, foun
     log(f"evaluating {len(samples)} images ({layout}, {prep.protocol} preprocessing: resize {prep.resize_size}, "
         f"crop {prep.img_size}, {prep.interpolation}) with {opts.workers} workers")
     dataset = data.ImageList(samples, data.build_transform(prep, normalize=False))
-    preds, speed = evaluate.timed_predict(model, dataset, prep, distilled=variant.distilled, device=device,
-                                              precision=precision, batch_size=batch_size, workers=opts.workers)
+    preds, speed = evaluate.timed_predict(model, dataset, prep, distilled=variant.distilled, precision=precision,
+                                          batch_size=batch_size, workers=opts.workers)
     if opts.save_predictions:
         preds.save(opts.save_predictions)
     metrics = {**evaluate.scores(preds, real), "eval_img_per_s": speed.whole,

@@ -169,22 +169,37 @@ def plan(work: Path, *, device: str, dry_run: bool, timm_benchmark: Path | None)
     return steps
 
 
-def run(out: Path, *, device: str, budget_s: float, dry_run: bool, timm_benchmark: Path | None,
-        previous: Path | None, log, force: bool = False, keep_work: bool = False) -> State:
-    """Run what is not done of the plan within the budget; pack everything into `out/campaign.tar.gz`.
+@dataclass(frozen=True)
+class Call:
+    """What one `bench campaign` call is asked to do (its flags)."""
+
+    out: Path  # the archive goes here, the working folder under it
+    device: str
+    budget_s: float
+    dry_run: bool
+    timm_benchmark: Path | None = None  # timm's benchmark.py, for the side-by-side check
+    previous: Path | None = None  # an earlier call's archive: what it did is not run again
+    force: bool = False  # replace an archive of another campaign in `out`
+    keep_work: bool = False  # keep the working folder after packing
+
+
+def run(call: Call, log) -> State:
+    """Run what is not done of the plan within the budget; pack everything into `call.out/campaign.tar.gz`.
 
     Raises:
         UsageError: a missing file, an archive in `out` that this call may not replace, an unsound `previous`.
         Stopped: Ctrl-C or a write that failed (a full disk); the working folder is kept, and on Ctrl-C what ran is
             packed (the message names both).
     """
+    out, device, budget_s, dry_run = call.out, call.device, call.budget_s, call.dry_run
+    timm_benchmark, previous = call.timm_benchmark, call.previous
     if timm_benchmark is not None and not timm_benchmark.is_file():
         raise UsageError(f"--timm-benchmark {timm_benchmark}: no such file (timm's benchmark.py from a timm checkout)")
     if previous is not None and not previous.is_file():
         raise UsageError(f"--continue {previous}: no such archive" if not previous.exists() else
                          f"--continue {previous}: not a file; give an earlier call's {ARCHIVE}")
     archive = out / ARCHIVE
-    replace = _may_replace(archive, previous, force)
+    replace = _may_replace(archive, previous, call.force)
     out.mkdir(parents=True, exist_ok=True)
     # Our own folder, never a fixed name: `--out .` once lost a user's own `work/` to the clean-up (#32 row 1).
     work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=out))
@@ -213,7 +228,7 @@ def run(out: Path, *, device: str, budget_s: float, dry_run: bool, timm_benchmar
     if interrupted:  # what ran is in the archive, so --continue picks up from here
         raise Stopped(f"interrupted; what ran is packed into {archive} and kept in {work}; the same command with "
                       f"--continue {archive} runs the rest", 130)
-    if keep_work:
+    if call.keep_work:
         log(f"working folder kept: {work}")
     else:
         shutil.rmtree(work)  # the archive holds everything (a device call returns at most 8 files)

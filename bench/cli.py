@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.check import Tolerances
 from bench.errors import UsageError, check_folder
-from bench.protocols import AB_ROUNDS, METRICS, PRECISIONS, TIMING_PROTOCOLS
+from bench.protocols import AB_ROUNDS, METRICS, PRECISIONS, TIMING_PROTOCOLS, Request
 from bench.registry import resolve
 
 
@@ -27,28 +27,34 @@ def _add_run(sub) -> None:
     run.add_argument("--variant", required=True,
                      help="registry alias (deit_b, …) or timm name, or a comma list (one record each); see `bench ls`")
     run.add_argument("--metrics", default=None,
-                     help=f"comma list of {','.join(METRICS)} (default size,speed; with --data also accuracy; "
+                     help=f"comma list of {','.join(METRICS)} (default {Request.metrics}; with --data also accuracy; "
                           "under torchrun accuracy only)")
-    run.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    run.add_argument("--device", default=Request.device, help="auto (cuda if available), cpu, cuda or cuda:N")
     run.add_argument("--precision", default=None, choices=["auto", *PRECISIONS],
                      help="auto (default: timing in amp_bf16 where bf16 is native, a GPU or a CPU with "
                           "avx512_bf16/AMX, else fp32; accuracy in fp32 on every machine), fp32 (strict, TF32 off), "
                           "tf32, pure bf16/fp16 weights, or autocast amp_bf16/amp_fp16 (a named precision applies to "
                           "accuracy too)")
-    run.add_argument("--protocol", default="timm", choices=list(TIMING_PROTOCOLS),
-                     help="timm: fixed batch, median (default); paper: fp32, largest batch, mean of 30 runs")
+    timm, paper = TIMING_PROTOCOLS["timm"], TIMING_PROTOCOLS["paper"]
+    run.add_argument("--protocol", default=Request.protocol, choices=list(TIMING_PROTOCOLS),
+                     help=f"timm: fixed batch, median (default); paper: fp32, largest batch, mean of "
+                          f"{paper.iters['cuda']} runs")
     run.add_argument("--batch-size", default=None, help="speed: images per timed forward, or 'max' (GPU only); "
-                     "default 256 on cuda, 16 on cpu; the paper protocol defaults to max. Accuracy uses "
-                     "--eval-batch-size")
+                     f"default {timm.batch_size['cuda']} on cuda, {timm.batch_size['cpu']} on cpu; the paper protocol "
+                     f"defaults to {paper.batch_size['cuda']}. Accuracy uses --eval-batch-size")
     run.add_argument("--img-size", type=int, default=None, help="input resolution (default: the variant's)")
     run.add_argument("--compile", action="store_true", help="torch.compile the model (compile time not timed)")
-    run.add_argument("--warmup", type=int, default=None, help="untimed forwards first (default 10 cuda, 2 cpu)")
-    run.add_argument("--iters", type=int, default=None, help="timed forwards (default 40 cuda, 8 cpu; paper 30)")
-    run.add_argument("--max-batch-cap", type=int, default=4096, help="upper bound of the --batch-size max search")
+    run.add_argument("--warmup", type=int, default=None,
+                     help=f"untimed forwards first (default {timm.warmup['cuda']} cuda, {timm.warmup['cpu']} cpu)")
+    run.add_argument("--iters", type=int, default=None, help=f"timed forwards (default {timm.iters['cuda']} cuda, "
+                     f"{timm.iters['cpu']} cpu; paper {paper.iters['cuda']})")
+    run.add_argument("--max-batch-cap", type=int, default=Request.max_batch_cap,
+                     help="upper bound of the --batch-size max search")
     run.add_argument("--threads", type=int, default=None,
                      help="torch threads (default: torch's; 1 for --metrics relspeed on cpu, which times CPU time)")
-    run.add_argument("--budget-s", type=float, default=None,
-                     help="relspeed: seconds to keep taking rounds while the machine is busy (default 60)")
+    run.add_argument("--budget-s", type=float, default=Request.budget_s,
+                     help="relspeed: seconds to keep taking rounds while the machine is busy "
+                          f"(default {Request.budget_s:g})")
     run.add_argument("--results-dir", type=Path, default=Path("results/runs"), help="where the record goes")
     acc = run.add_argument_group("accuracy (--metrics accuracy)")
     acc.add_argument("--data", type=Path, help="class-per-folder tree, ImageNet-V2 folder, or flat ILSVRC2012 val folder")
@@ -155,7 +161,8 @@ def _run(args: argparse.Namespace) -> None:
     from bench.run import BatchDoesNotFit, measure, resolve_settings
 
     rank, device = _distributed(args)
-    metrics = args.metrics or ("accuracy" if rank is not None else "size,speed,accuracy" if args.data else "size,speed")
+    metrics = args.metrics or ("accuracy" if rank is not None else f"{Request.metrics},accuracy" if args.data
+                               else Request.metrics)
     eval_opts = EvalOptions(
         data=args.data, dataset=args.dataset, labels=args.labels, real_labels=args.real_labels,
         checkpoint=args.checkpoint, pretrained=args.pretrained, protocol=args.eval_protocol,
@@ -165,11 +172,7 @@ def _run(args: argparse.Namespace) -> None:
         plans = []
         for name in args.variant.split(","):
             variant = resolve(name.strip())
-            plans.append((variant, resolve_settings(
-                variant, device=device, precision=args.precision, batch_size=args.batch_size,
-                img_size=args.img_size, protocol=args.protocol, compile=args.compile, warmup=args.warmup,
-                iters=args.iters, metrics=metrics, max_batch_cap=args.max_batch_cap, threads=args.threads,
-                budget_s=args.budget_s)))
+            plans.append((variant, resolve_settings(variant, _request(args), device=device, metrics=metrics)))
         if rank is not None and plans[0][1].metrics != ("accuracy",):
             raise ValueError("under torchrun only --metrics accuracy is distributed; measure size and speed in "
                              "one process")
@@ -208,22 +211,24 @@ def _run(args: argparse.Namespace) -> None:
         sys.stdout.write("".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records))
 
 
+def _request(args: argparse.Namespace) -> Request:
+    return Request(device=args.device, precision=args.precision, batch_size=args.batch_size, img_size=args.img_size,
+                   protocol=args.protocol, compile=args.compile, warmup=args.warmup, iters=args.iters,
+                   metrics=args.metrics or Request.metrics, max_batch_cap=args.max_batch_cap, threads=args.threads,
+                   budget_s=args.budget_s)
+
+
 def _check_run_args(args: argparse.Namespace) -> None:
-    """Variant names, metric names and numeric bounds, checked before torch is imported (it takes seconds)."""
+    """Variant names, metric names and numeric bounds (`Request.check`), before torch is imported (it takes
+    seconds); `resolve_settings` checks the same again with the rest."""
     try:
         for name in args.variant.split(","):
             resolve(name.strip())
+        _request(args).check()
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
-    wanted = [m.strip() for m in (args.metrics or "size").split(",") if m.strip()]
-    unknown = [m for m in wanted if m not in METRICS]
-    if unknown or not wanted:
-        raise UsageError(f"unknown metrics {','.join(unknown) or args.metrics!r}; accepted: {','.join(METRICS)}")
-    for label, value, low in (("--img-size", args.img_size, 1), ("--warmup", args.warmup, 0),
-                              ("--iters", args.iters, 1), ("--max-batch-cap", args.max_batch_cap, 1),
-                              ("--threads", args.threads, 1), ("--budget-s", args.budget_s, 0)):
-        if value is not None and not (math.isfinite(value) and value >= low):
-            raise UsageError(f"{label} must be a finite number >= {low}, got {value}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _last_line(exc: Exception) -> str:
@@ -426,9 +431,9 @@ def _campaign(args: argparse.Namespace) -> int:
         raise UsageError(f"--budget-s must be at least 60, got {args.budget_s:g}")
     check_folder(args.out, "--out")
     try:
-        state = campaign.run(args.out, device=device, budget_s=args.budget_s, dry_run=args.dry_run,
-                             timm_benchmark=args.timm_benchmark, previous=args.previous, force=args.force,
-                             keep_work=args.keep_work, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        call = campaign.Call(args.out, device, args.budget_s, args.dry_run, args.timm_benchmark, args.previous,
+                             args.force, args.keep_work)
+        state = campaign.run(call, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     except campaign.Stopped as exc:  # not "no record was written": say what was kept and where (#32 row 15)
         print(f"\nbench campaign: {exc}", file=sys.stderr)
         return exc.code

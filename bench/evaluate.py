@@ -39,22 +39,31 @@ def official_head(distilled: bool) -> str:
     return "fused_logits" if distilled else ""
 
 
-def predict(model: nn.Module, dataset: ImageList, prep: Preprocess, *, distilled: bool, device: str,
-            precision: Precision, batch_size: int, workers: int, progress: bool = True,
-            batch_ends: list[tuple[float, int]] | None = None) -> Predictions:
-    """Predictions for every image of `dataset` (whose transform stops at uint8, normalised here per batch);
-    under torchrun each rank takes every world-th image and the ranks' results are gathered (each image
-    counted exactly once). `batch_ends`, when given, receives (perf_counter, images) after each batch."""
+def predict(model: nn.Module, dataset: ImageList, prep: Preprocess, *, distilled: bool, precision: Precision,
+            batch_size: int, workers: int, progress: bool = True) -> Predictions:
+    """Predictions for every image of `dataset` (whose transform stops at uint8, normalised here per batch) on the
+    device the model's weights are on; under torchrun each rank takes every world-th image and the ranks' results
+    are gathered (each image counted exactly once)."""
+    return timed_predict(model, dataset, prep, distilled=distilled, precision=precision, batch_size=batch_size,
+                         workers=workers, progress=progress)[0]
+
+
+def timed_predict(model: nn.Module, dataset: ImageList, prep: Preprocess, *, distilled: bool, precision: Precision,
+                  batch_size: int, workers: int, progress: bool = True) -> tuple[Predictions, LoopSpeed]:
+    """`predict` and the images/s of its loop."""
+    start = time.perf_counter()
+    batch_ends: list[tuple[float, int]] = []  # (perf_counter, images) after each batch
+    device = next(model.parameters()).device
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     shard = Subset(dataset, range(rank, len(dataset), world))
-    loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=device.startswith("cuda"),
+    loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
                         persistent_workers=False)
     indices, targets, loss_sum = [], [], 0.0
     top5: dict[str, list[Tensor]] = {}
     head = official_head(distilled)
     bar = tqdm(total=len(dataset), unit="img", desc="evaluating", disable=not progress or rank != 0,
                file=sys.stderr, smoothing=0.1)
-    with torch.inference_mode(), precision_mode(precision, device.split(":")[0]):
+    with torch.inference_mode(), precision_mode(precision, device.type):
         for images, labels, index in loader:
             images = normalize_batch(images.to(device, non_blocking=True), prep).to(precision.dtype)
             outputs = head_outputs(model, images, distilled)
@@ -65,15 +74,19 @@ def predict(model: nn.Module, dataset: ImageList, prep: Preprocess, *, distilled
             indices.append(index)
             targets.append(labels)
             bar.update(min(len(labels) * world, bar.total - bar.n))  # rank 0 stands for all ranks
-            if batch_ends is not None:
-                batch_ends.append((time.perf_counter(), len(labels)))
+            batch_ends.append((time.perf_counter(), len(labels)))
     bar.close()
     local = (torch.cat(indices), torch.cat(targets), {h: torch.cat(v) for h, v in top5.items()}, loss_sum)
     order, targets_, top5_, loss_sum = _gather(local) if world > 1 else local
     perm = order.argsort()
     # "class_folder/file": CIFAR-style trees repeat file names across class folders (0001.jpg in each)
     names = [_image_name(dataset.samples[i][0]) for i in order[perm].tolist()]
-    return Predictions(names, targets_[perm], {h: v[perm] for h, v in top5_.items()}, loss_sum)
+    preds = Predictions(names, targets_[perm], {h: v[perm] for h, v in top5_.items()}, loss_sum)
+    whole = len(preds.targets) / (time.perf_counter() - start)
+    steady = None
+    if len(batch_ends) > 1:
+        steady = sum(n for _, n in batch_ends[1:]) / (batch_ends[-1][0] - batch_ends[0][0])
+    return preds, LoopSpeed(whole, steady)
 
 
 def _image_name(path: Path) -> str:
@@ -125,15 +138,3 @@ class LoopSpeed:
 
     whole: float
     steady: float | None
-
-
-def timed_predict(*args, **kwargs) -> tuple[Predictions, LoopSpeed]:
-    """predict() and the images/s of its loop."""
-    ends: list[tuple[float, int]] = []
-    start = time.perf_counter()
-    preds = predict(*args, **kwargs, batch_ends=ends)
-    whole = len(preds.targets) / (time.perf_counter() - start)
-    steady = None
-    if len(ends) > 1:
-        steady = sum(n for _, n in ends[1:]) / (ends[-1][0] - ends[0][0])
-    return preds, LoopSpeed(whole, steady)

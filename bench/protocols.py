@@ -3,6 +3,7 @@ CLI parses (and `bench tables`/`check`/`ls` run) without importing torch or timm
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # size: params and GMACs; speed: throughput/latency/memory; relspeed: model time relative to a reference
@@ -44,6 +45,46 @@ TIMING_PROTOCOLS = {
     "paper": TimingProtocol("paper", "mean", {"cuda": "max", "cpu": None}, {"cuda": 10, "cpu": 2}, {"cuda": 30, "cpu": 30},
                       fixed_precision="fp32"),
 }
+
+
+MAX_IMG_SIZE = 2048  # the paper's largest is 384 (EfficientNet-B7 of Table 5: 600)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What `bench run` is asked for, before the protocol's and the device's defaults apply
+    (`bench.run.resolve_settings`). The CLI's defaults are these; None: the protocol's, the variant's or torch's."""
+
+    device: str = "auto"  # auto: cuda where torch sees one, else cpu
+    precision: str | None = None
+    batch_size: str | int | None = None
+    img_size: int | None = None
+    protocol: str = "timm"
+    compile: bool = False
+    warmup: int | None = None
+    iters: int | None = None
+    metrics: str = "size,speed"
+    max_batch_cap: int = 4096
+    threads: int | None = None
+    budget_s: float = 60.0  # relspeed: seconds to keep re-measuring while rounds are contended
+
+    def wanted(self) -> tuple[str, ...]:
+        """The metrics asked for, each once (`size,size` measures size once)."""
+        return tuple(dict.fromkeys(m.strip() for m in self.metrics.split(",") if m.strip()))
+
+    def check(self) -> None:
+        """What needs no torch: metric names and numeric bounds. Raises ValueError naming the value and what
+        would be accepted; `resolve_settings` checks the rest (the protocol's rules, the device)."""
+        unknown = [m for m in self.wanted() if m not in METRICS]
+        if unknown or not self.wanted():
+            raise ValueError(f"unknown metrics {','.join(unknown) or self.metrics!r}; accepted: {','.join(METRICS)}")
+        for label, value, low in (("--img-size", self.img_size, 1), ("--warmup", self.warmup, 0),
+                                  ("--iters", self.iters, 1), ("--max-batch-cap", self.max_batch_cap, 1),
+                                  ("--threads", self.threads, 1), ("--budget-s", self.budget_s, 0)):
+            if value is not None and not (math.isfinite(value) and value >= low):
+                raise ValueError(f"{label} must be a finite number >= {low}, got {value}")
+        if self.img_size is not None and self.img_size > MAX_IMG_SIZE:  # 100,000 px asks for 160 GB: refuse
+            raise ValueError(f"--img-size must be at most {MAX_IMG_SIZE} px, got {self.img_size}")
 
 
 @dataclass(frozen=True)

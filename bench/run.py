@@ -19,7 +19,7 @@ from tqdm import tqdm
 from bench import gpu, machine, size, speed
 from bench.accuracy import EvalOptions, build_model, find_eval_data, measure_accuracy
 from bench.predictions import check_destination
-from bench.protocols import METRICS, TIMING_PROTOCOLS
+from bench.protocols import TIMING_PROTOCOLS, Request
 from bench.record import Record, collect_env, cpu_model
 from bench.registry import Variant
 
@@ -50,20 +50,18 @@ class Settings:
     budget_s: float = 0.0  # relspeed: seconds to keep re-measuring while rounds are contended
 
 
-MAX_IMG_SIZE = 2048  # the paper's largest is 384 (EfficientNet-B7 of Table 5: 600)
-
-
-def resolve_settings(variant: Variant, *, device: str = "auto", precision: str | None = None,
-                     batch_size: str | int | None = None, img_size: int | None = None, protocol: str = "timm",
-                     compile: bool = False, warmup: int | None = None, iters: int | None = None,
-                     metrics: str = "size,speed", max_batch_cap: int = 4096, threads: int | None = None,
-                     budget_s: float | None = None) -> Settings:
-    """Apply protocol and device defaults and check every value.
+def resolve_settings(variant: Variant, request: Request | None = None, /, **changes: Any) -> Settings:
+    """Apply protocol and device defaults to `request` (with `changes`, fields of `Request`) and check every value.
 
     Raises:
         ValueError: naming the bad value and what would be accepted.
+        TypeError: a change that is no field of `Request`.
     """
-    device = _resolve_device(device)
+    request = dataclasses.replace(request or Request(), **changes)
+    request.check()
+    device, precision, batch_size, img_size = request.device, request.precision, request.batch_size, request.img_size
+    protocol, warmup, iters, threads = request.protocol, request.warmup, request.iters, request.threads
+    device = resolve_device(device)
     dev_type = device.split(":")[0]
     if protocol not in TIMING_PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; accepted: {', '.join(TIMING_PROTOCOLS)}")
@@ -80,19 +78,9 @@ def resolve_settings(variant: Variant, *, device: str = "auto", precision: str |
                          "(the largest batch that fits is searched only in GPU memory)")
     if chosen == "max" and dev_type != "cuda":
         raise ValueError("--batch-size max searches GPU memory and needs --device cuda; give a number on cpu")
-    wanted = tuple(dict.fromkeys(m.strip() for m in metrics.split(",") if m.strip()))  # size,size is one size
-    unknown = [m for m in wanted if m not in METRICS]
-    if unknown or not wanted:
-        raise ValueError(f"unknown metrics {','.join(unknown) or metrics!r}; accepted: {','.join(METRICS)}")
+    wanted = request.wanted()
     if "relspeed" in wanted and chosen == "max":
         raise ValueError("--metrics relspeed compares like with like and needs a fixed --batch-size N")
-    for label, value, low in (("--img-size", img_size, 1), ("--warmup", warmup, 0), ("--iters", iters, 1),
-                              ("--max-batch-cap", max_batch_cap, 1), ("--threads", threads, 1),
-                              ("--budget-s", budget_s, 0)):
-        if value is not None and value < low:
-            raise ValueError(f"{label} must be >= {low}, got {value}")
-    if img_size is not None and img_size > MAX_IMG_SIZE:  # one 100,000-px image asks for 160 GB: refuse, not crash
-        raise ValueError(f"--img-size must be at most {MAX_IMG_SIZE} px, got {img_size}")
     if img_size is not None and variant.patch_size is not None and img_size % variant.patch_size:
         raise ValueError(f"--img-size {img_size} is not a multiple of {variant.name}'s patch size {variant.patch_size}")
     # relspeed times CPU time, which one thread keeps free of OpenMP spin-waits (docs/regression-gate.md)
@@ -102,14 +90,16 @@ def resolve_settings(variant: Variant, *, device: str = "auto", precision: str |
     accuracy_precision = machine.accuracy_precision(requested) if "accuracy" in wanted else None
     return Settings(
         device=device, precision=precision, batch_size=chosen, img_size=img_size or variant.img_size,
-        protocol=protocol, stat=proto.stat, compile=compile,
+        protocol=protocol, stat=proto.stat, compile=request.compile,
         warmup=proto.warmup[dev_type] if warmup is None else warmup,
         iters=proto.iters[dev_type] if iters is None else iters,
-        metrics=wanted, max_batch_cap=max_batch_cap, threads=threads, precision_requested=requested,
-        precision_why=why, budget_s=60.0 if budget_s is None else budget_s, accuracy_precision=accuracy_precision)
+        metrics=wanted, max_batch_cap=request.max_batch_cap, threads=threads, precision_requested=requested,
+        precision_why=why, budget_s=request.budget_s, accuracy_precision=accuracy_precision)
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str) -> str:
+    """`auto`, `cpu`, `cuda` or `cuda:N` as torch names it here: auto is cuda where torch sees a GPU. Raises
+    ValueError for a device this machine lacks."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
@@ -192,7 +182,7 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
         accuracy_precision = speed.PRECISIONS[settings.accuracy_precision]
         acc, recorded["eval"] = measure_accuracy(
             model.to(dtype=accuracy_precision.dtype), variant, eval_opts, found, img_size=settings.img_size,
-            device=settings.device, precision=accuracy_precision, batch_size=eval_opts.batch_size, log=log)
+            precision=accuracy_precision, log=log)
         metrics.update(acc)
     notes = notes + warnings
     return Record(variant=variant.name, model=variant.model, settings=recorded, metrics=metrics,

@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +22,9 @@ from bench.errors import CheckpointError, StorageError
 from bench.record import Record, RecordError, collect_env, cpu_model, read_record
 from bench.store import append_line, write_atomic, write_text_atomic
 from reproduce.config import ConfigError, TrainConfig, as_dict, caveats
+
+if TYPE_CHECKING:  # the run's files are written by train.py, which imports this module
+    from reproduce.train import Run
 
 
 @dataclass
@@ -185,12 +188,11 @@ class RunFiles:
             for sink in self.sinks:  # what watches the run besides the log: TensorBoard (reproduce/tracking.py)
                 sink(entry)
 
-    def finish(self, state: CheckpointState, cfg: TrainConfig, experiment: str, variant, procs, per_rank: int,
-               lr: float, wall_s: float, ranks_identical: bool, env: dict[str, Any],
-               precision: dict[str, str]) -> Record | None:
+    def finish(self, run: Run, wall_s: float, ranks_identical: bool) -> Record | None:
         """The run's result record (kind "train"), also kept as result.json beside the checkpoint."""
         if not self.main:
             return None
+        state, cfg, procs = run.state, run.cfg, run.procs
         final = state.history[-1] if state.history else {}
         metrics: dict[str, Any] = {f"final_{k}": v for k, v in final.items() if k != "epoch"}
         for key in (k for k in final if "top1" in k):
@@ -200,14 +202,13 @@ class RunFiles:
         metrics.update(epochs=state.epoch, train_img_per_s=statistics.median(speeds) if speeds else None,
                        wall_s_this_process=wall_s, ranks_identical_weights=ranks_identical,
                        checkpoint_sha256=sha256_of(self.checkpoint))  # the file a student's teacher_sha256 names
-        settings = {"experiment": experiment, "config": state.config, "device": procs.device,
-                    "world_size": procs.world, "batch_size_per_gpu": per_rank, "global_batch_size": cfg.batch_size,
-                    "lr_scaled": lr, "output": str(self.output), "history": state.history, **precision,
-                    **state.provenance()}
+        settings = {"experiment": run.experiment, "config": state.config, "device": procs.device,
+                    "world_size": procs.world, "batch_size_per_gpu": run.per_rank, "global_batch_size": cfg.batch_size,
+                    "lr_scaled": run.recipe.lr, "output": str(self.output), "history": state.history,
+                    **run.precision, **state.provenance()}
         notes = [] if cfg.finetune or cfg.dataset != "synthetic" else ["synthetic data: a smoke run, not a result"]
         notes += caveats(cfg)
-        record = Record(variant.name, variant.model, settings, metrics, env, kind="train",
-                        notes=notes)
+        record = Record(run.variant.name, run.variant.model, settings, metrics, run.env, kind="train", notes=notes)
         try:
             write_text_atomic(self.result, record.to_json())
         except StorageError as exc:

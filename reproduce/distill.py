@@ -25,7 +25,6 @@ from reproduce.config import KL_NORMS, MODES  # the accepted values live with th
 
 def distillation_loss(student_logits: Tensor | tuple[Tensor, Tensor], teacher_logits: Tensor | None,
                       target: Tensor, *, mode: str, alpha: float, tau: float, kl_norm: str,
-                      base_criterion: Callable[[Tensor, Tensor], Tensor] | None = None,
                       hard_smoothing: float = 0.0) -> Tensor:
     """(1 − α)·base(class head, target) + α·distillation(distillation head, teacher).
 
@@ -39,14 +38,13 @@ def distillation_loss(student_logits: Tensor | tuple[Tensor, Tensor], teacher_lo
         tau: temperature of the soft mode (paper 3.0; official default 1.0).
         kl_norm: `batchmean`, the paper's / Hinton's KL averaged over the batch, × τ²; or `official`, the
             released code's KL summed and divided by batch × classes, × τ² (1000× smaller at 1000 classes;
-            official repo issue #61).
-        base_criterion: the label loss; default cross-entropy for index targets, soft-target
-            cross-entropy for soft targets (what the official code picks under Mixup).
+            https://github.com/facebookresearch/deit/issues/61). The label loss is cross-entropy for index targets,
+            soft-target cross-entropy for soft targets (what the official code picks under Mixup); the training
+            step's own criterion goes to `distillation_terms`.
         hard_smoothing: label smoothing of the teacher's argmax in the hard mode (official code: 0).
     """
     base, teacher_term = distillation_terms(student_logits, teacher_logits, target, mode=mode, tau=tau,
-                                            kl_norm=kl_norm, base_criterion=base_criterion,
-                                            hard_smoothing=hard_smoothing)
+                                            kl_norm=kl_norm, hard_smoothing=hard_smoothing)
     return weighted(base, teacher_term, alpha)
 
 

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -33,6 +34,7 @@ from bench import data as bench_data
 from bench.errors import StorageError
 from bench.evaluate import predict, scores
 from bench.record import Record
+from bench.registry import Variant
 from bench.speed import PRECISIONS
 from bench.store import hold_folder
 from reproduce import config, data, models, tracking
@@ -99,11 +101,11 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     teacher, teacher_sha256 = models.build_teacher(cfg)  # the file hashed once, as it is read (#32)
     prep = bench_data.preprocess(student, img_size, cfg.eval_protocol)
     train_set, val_set = data.datasets(cfg, data.train_transform(cfg, img_size), bench_data.build_transform(prep, False))
-    sampler, loader, steps_per_epoch = training_batches(train_set, cfg, procs, per_rank, img_size)
+    batches = training_batches(train_set, cfg, procs, per_rank, img_size)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     student.to(procs.device, memory_format=memory_format)  # before the optimiser and the EMA copy are made
     teacher, memo = place_teacher(teacher, teacher_sha256, cfg, procs, amp, output, log)
-    recipe = build_recipe(cfg, student, teacher, procs, per_rank, steps_per_epoch, memory_format, amp)
+    recipe = build_recipe(cfg, student, teacher, procs, per_rank, batches.steps_per_epoch, memory_format, amp)
 
     state = files.load(resume, cfg, experiment)  # None: a fresh start
     if state is not None:
@@ -124,13 +126,15 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     named = f"; teacher {cfg.teacher_checkpoint}, sha256 {teacher_sha256[:12]}" if teacher_sha256 else ""
     log(f"{experiment}: {variant.name} ({cfg.teacher_signals()}{named}), "
         f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
-        f"lr {recipe.lr:.3g}, {cfg.epochs} epochs × {steps_per_epoch} steps on {procs.device}, amp {amp} ({amp_why})")
+        f"lr {recipe.lr:.3g}, {cfg.epochs} epochs × {batches.steps_per_epoch} steps on {procs.device}, "
+        f"amp {amp} ({amp_why})")
     for caveat in config.caveats(cfg):  # after the banner, which names the run first
         log(f"warning: {caveat}")
+    run = Run(cfg, experiment, procs, files, state, recipe, student, variant, per_rank, val_set, prep, log,
+              env, {"amp": amp, "amp_why": amp_why})
     started = time.perf_counter()
     try:
-        _loop(cfg, procs, files, state, recipe, student, step_fn, sampler, loader, steps_per_epoch, per_rank, memo,
-              val_set, prep, variant, stop, log)
+        _loop(run, step_fn, batches, memo, stop)
     except (NonFiniteLoss, StorageError) as exc:  # StorageError: a full or read-only disk (#32 row 11)
         raise type(exc)(f"{exc}; {files.kept()}") from None
     except KeyboardInterrupt:
@@ -138,15 +142,36 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     agree = ranks_agree(student, procs)
     if not agree:
         log("warning: the ranks ended with different weights (DDP desynchronised)")
-    return files.finish(state, cfg, experiment, variant, procs, per_rank, recipe.lr, time.perf_counter() - started,
-                        ranks_identical=agree, env=env, precision={"amp": amp, "amp_why": amp_why})
+    return files.finish(run, time.perf_counter() - started, ranks_identical=agree)
 
 
-def _loop(cfg, procs, files, state, recipe, student, step_fn, sampler, loader, steps_per_epoch, per_rank, memo,
-          val_set, prep, variant, stop, log) -> None:
+@dataclass
+class Run:
+    """One training run as the loop and its record see it: the config, the processes, the files it writes, its
+    position (`state`, which the loop advances), the step's recipe, the student and the validation data."""
+
+    cfg: TrainConfig
+    experiment: str
+    procs: Processes
+    files: RunFiles
+    state: CheckpointState
+    recipe: Recipe
+    student: torch.nn.Module
+    variant: Variant
+    per_rank: int
+    val_set: object
+    prep: bench_data.Preprocess
+    log: Callable[[str], None]
+    env: dict  # provenance taken at the start (`run_env`)
+    precision: dict[str, str]  # the amp mode used and why
+
+
+def _loop(run: Run, step_fn, batches: Batches, memo: MemoTeacher | None, stop: _PreemptionFlag) -> None:
     """The epochs from the saved position to the end: steps, evaluation, checkpoint, log line."""
+    cfg, procs, files, state, recipe, student = run.cfg, run.procs, run.files, run.state, run.recipe, run.student
+    sampler, loader, steps_per_epoch = batches
     for epoch in range(state.epoch, cfg.epochs):
-        sampler.set_epoch(epoch, start=state.step * per_rank)
+        sampler.set_epoch(epoch, start=state.step * run.per_rank)
         if not cfg.sched_per_step:
             epoch_lr(recipe.scheduler, epoch, cfg.sched_timing)  # one lr per epoch, warm-up a staircase (official)
         student.train()
@@ -178,8 +203,7 @@ def _loop(cfg, procs, files, state, recipe, student, step_fn, sampler, loader, s
         state.epoch, state.step = epoch + 1, 0
         if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
             final = state.epoch == cfg.epochs
-            line.update(evaluate(student, recipe.ema, val_set, prep, cfg, procs, variant.distilled, recipe.amp_dtype,
-                                 save_to=files.predictions if final and procs.main else None))
+            line.update(evaluate(run, save_to=files.predictions if final and procs.main else None))
             state.history.append({"epoch": state.epoch, **{k: v for k, v in line.items() if "top" in k}})
         state.train_img_per_s.append(line["train_img_per_s"])
         state.save_to(files, student, *recipe.checkpointed)
@@ -187,7 +211,7 @@ def _loop(cfg, procs, files, state, recipe, student, step_fn, sampler, loader, s
             memo.save()
             line.update(teacher_memo_hits=memo.hits, teacher_memo_misses=memo.misses)
         files.log(line)
-        log(_epoch_summary(line, cfg.epochs))
+        run.log(_epoch_summary(line, cfg.epochs))
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
@@ -251,8 +275,13 @@ class EpochMeter:
                 "train_img_per_s": self.images * world / elapsed if elapsed > 0 else None}
 
 
-def training_batches(train_set, cfg: TrainConfig, procs: Processes, per_rank: int,
-                     img_size: int) -> tuple[ResumableSampler, DataLoader, int]:
+class Batches(NamedTuple):
+    sampler: ResumableSampler
+    loader: DataLoader  # or a `DeviceLoader`
+    steps_per_epoch: int
+
+
+def training_batches(train_set, cfg: TrainConfig, procs: Processes, per_rank: int, img_size: int) -> Batches:
     """The resumable, repeat-augmenting sampler, the loader of seeded items (or of batches augmented on the device,
     `device_data`), and the steps per epoch."""
     sampler = ResumableSampler(RepeatAugSampler(train_set, num_replicas=procs.world, rank=procs.rank,
@@ -267,12 +296,12 @@ def training_batches(train_set, cfg: TrainConfig, procs: Processes, per_rank: in
         from reproduce.device_data import DeviceImages, DeviceLoader, check_supported
 
         check_supported(cfg)
-        return sampler, DeviceLoader(DeviceImages(train_set, procs.device), sampler, per_rank, cfg, procs.rank,
-                                     img_size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), steps_per_epoch
+        return Batches(sampler, DeviceLoader(DeviceImages(train_set, procs.device), sampler, per_rank, cfg, procs.rank,
+                                             img_size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), steps_per_epoch)
     loader = DataLoader(SeededItems(train_set), batch_size=per_rank, sampler=sampler, drop_last=True,
                         num_workers=cfg.workers, pin_memory=procs.device.startswith("cuda"),
                         persistent_workers=cfg.workers > 0)
-    return sampler, loader, steps_per_epoch
+    return Batches(sampler, loader, steps_per_epoch)
 
 
 class StepStats(NamedTuple):
@@ -405,19 +434,19 @@ def _backward_step(loss, optimizer, scaler, model, clip_grad) -> None:
     optimizer.step()
 
 
-def evaluate(student, ema, val_set, prep, cfg: TrainConfig, procs: Processes, distilled: bool, amp_dtype,
-             save_to: Path | None = None) -> dict:
+def evaluate(run: Run, save_to: Path | None = None) -> dict:
     """Top-1/top-5 of every head on the validation set (bench's evaluation: each image once over all ranks),
     for the EMA weights too when there are any (the official code keeps an EMA but never evaluates it).
     `save_to` keeps the student's per-image predictions (for Table 4 and the gallery figure)."""
+    amp_dtype, ema = run.recipe.amp_dtype, run.recipe.ema
     precision = PRECISIONS[{None: "fp32", torch.bfloat16: "amp_bf16", torch.float16: "amp_fp16"}[amp_dtype]]
     out = {}
-    for prefix, net in (("val_", student), ("ema_val_", ema.module if ema is not None else None)):
+    for prefix, net in (("val_", run.student), ("ema_val_", ema.module if ema is not None else None)):
         if net is None:
             continue
         net.eval()
-        preds = predict(net, val_set, prep, distilled=distilled, device=procs.device, precision=precision,
-                        batch_size=cfg.eval_batch_size, workers=cfg.workers, progress=False)
+        preds = predict(net, run.val_set, run.prep, distilled=run.variant.distilled, precision=precision,
+                        batch_size=run.cfg.eval_batch_size, workers=run.cfg.workers, progress=False)
         net.train()
         if save_to is not None and prefix == "val_":
             preds.save(save_to)

@@ -34,8 +34,7 @@ def first_call(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(campaign, "plan", fake_plan)
         patch.setattr(campaign, "MIN_RESUMABLE_S", 1)
-        state = campaign.run(out, device="cpu", budget_s=6, dry_run=True, timm_benchmark=None, previous=None,
-                             log=lambda msg: None)
+        state = campaign.run(campaign.Call(out, "cpu", 6, dry_run=True), log=lambda msg: None)
     return out, state
 
 
@@ -56,12 +55,12 @@ def test_continue_runs_only_what_the_first_call_did_not_finish(tmp_path, monkeyp
     monkeypatch.setattr(campaign, "plan", fake_plan)
     first = first_call[0] / "campaign.tar.gz"
     lines = []
-    state = campaign.run(tmp_path / "second", device="cpu", budget_s=2, dry_run=True, timm_benchmark=None,
-                         previous=first, log=lines.append)
+    state = campaign.run(campaign.Call(tmp_path / "second", "cpu", 2, dry_run=True, previous=first),
+                         log=lines.append)
     assert "[1/5] quick: done in an earlier call" in lines and state.outcomes["quick"].status == "done"
     with pytest.raises(cli.UsageError, match="device=cpu, dry_run=True"):
-        campaign.run(tmp_path / "third", device="cuda", budget_s=6, dry_run=False, timm_benchmark=None,
-                     previous=first, log=lambda msg: None)
+        campaign.run(campaign.Call(tmp_path / "third", "cuda", 6, dry_run=False, previous=first),
+                     log=lambda msg: None)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -216,8 +215,7 @@ def test_a_truncated_archive_is_refused_and_leaves_no_state_for_the_next_run(tmp
     assert campaign_cli(out, "--continue", str(cut)) == 2
     assert "not a readable campaign archive" in capsys.readouterr().err and list(out.iterdir()) == []
     lines = []
-    state = campaign.run(out, device="cpu", budget_s=60, dry_run=True, timm_benchmark=None, previous=None,
-                         log=lines.append)
+    state = campaign.run(campaign.Call(out, "cpu", 60, dry_run=True), log=lines.append)
     assert not any("earlier call" in line for line in lines) and state.outcomes["quick"].status == "done"
 
 

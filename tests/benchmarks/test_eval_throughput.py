@@ -53,7 +53,7 @@ def test_eval_loop_throughput_against_pure_forward(cifar_test_images, variant, b
     rows = []
     for _ in range(5):
         forward = forward_img_per_s(len(samples) // batch - 1)
-        _, speed = timed_predict(model, dataset, prep, distilled=False, device="cpu", precision=PRECISIONS["fp32"],
+        _, speed = timed_predict(model, dataset, prep, distilled=False, precision=PRECISIONS["fp32"],
                                  batch_size=batch, workers=2, progress=False)
         rows.append((forward, speed.steady, speed.whole))
     ratio_steady = statistics.median(s / f for f, s, _ in rows)
