@@ -101,12 +101,13 @@ class ABResult:
 
 
 def run(against: str | None, against_python: str | None, *, tol: Tolerances, rounds: int = AB_ROUNDS,
-        calls: int = AB_CALLS, workloads: dict[str, str] = AB_WORKLOADS,
+        calls: int = AB_CALLS, workloads: dict[str, str] = AB_WORKLOADS, repo: Path | None = None,
         progress: Callable[[str], None] = lambda line: None) -> ABResult:
-    """Measure the reference (commit `against` and/or interpreter `against_python`) against the working tree with
-    this interpreter, `rounds` paired rounds, and judge each workload."""
+    """Measure the reference (commit `against` and/or interpreter `against_python`) against the working tree of
+    `repo` (default: the checkout this bench runs from) with this interpreter, `rounds` paired rounds, and judge each
+    workload."""
     start = time.perf_counter()
-    repo = repository()
+    repo = repo or repository()
     current = Side("current", repo, sys.executable, describe_tree(repo))
     python = check_python(against_python) if against_python else sys.executable
     with reference_tree(repo, against) as (tree, commit):
@@ -165,14 +166,20 @@ def reference_tree(repo: Path, against: str | None) -> Iterator[tuple[Path, str]
 
 
 def check_python(python: str) -> str:
-    """An interpreter that imports torch and timm, or a usage error saying which part failed."""
+    """An interpreter that has torch and timm installed (found, not imported: that takes seconds; a broken install
+    fails in the first worker, with its message), or a usage error saying which part is missing."""
+    probe = ("import importlib.util as u; missing = [m for m in ('torch', 'timm') if u.find_spec(m) is None]; "
+             "print(' and '.join(missing))")
     try:
-        done = subprocess.run([python, "-c", "import torch, timm"], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise UsageError(f"--against-python {python}: cannot run it ({e})") from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise UsageError(f"--against-python {python} cannot import torch and timm: {last}")
+        raise UsageError(f"--against-python {python}: cannot run it ({last})")
+    if done.stdout.strip():
+        raise UsageError(f"--against-python {python} has no {done.stdout.strip()} installed; give the interpreter of "
+                         "an environment with the project's dependencies (e.g. OTHER/.venv/bin/python)")
     return python
 
 
@@ -188,11 +195,20 @@ def measure(reference: Side, current: Side, *, rounds: int, calls: int, workload
         for side in pair:
             processes.append(run_worker(side, list(workloads.values()), calls))
         ours = {p.side: p for p in processes[-2:]}
+        _same_workloads(ours["reference"], ours["current"], workloads)
         changes = ", ".join(f"{name} {100 * (ours['current'].median_s[spec] / ours['reference'].median_s[spec] - 1):+.1f} %"
                             for name, spec in workloads.items())
         busy = " (busy)" if any(c for p in ours.values() for c in p.contended.values()) else ""
         progress(f"round {i + 1}/{rounds}: {changes}{busy}")
     return processes
+
+
+def _same_workloads(reference: Process, current: Process, workloads: dict[str, str]) -> None:
+    """Both sides must time the same thing (checked after the first round, before minutes are spent)."""
+    for name, spec in workloads.items():
+        if reference.what[spec] != current.what[spec]:
+            raise UsageError(f"{name}: the two sides measure different workloads (reference {reference.what[spec]}, "
+                             f"current {current.what[spec]}); choose a reference commit whose gate workload is the same")
 
 
 def run_worker(side: Side, specs: list[str], calls: int) -> Process:
@@ -225,10 +241,6 @@ def _busy(load: list[dict[str, Any]]) -> bool:
 
 def judge(name: str, spec: str, processes: list[Process], tol: Tolerances) -> Paired:
     by_side = {s: [p for p in processes if p.side == s] for s in ("reference", "current")}
-    whats = {json.dumps(p.what[spec], sort_keys=True) for p in processes}
-    if len(whats) > 1:
-        raise UsageError(f"{name}: the two sides measure different workloads ({' vs '.join(sorted(whats))}); "
-                         "choose a reference commit whose gate workload is the same")
     pairs = list(zip(by_side["reference"], by_side["current"]))
     ratios = tuple(cur.median_s[spec] / ref.median_s[spec] for ref, cur in pairs)
     contended = tuple(ref.contended[spec] or cur.contended[spec] for ref, cur in pairs)

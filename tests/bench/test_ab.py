@@ -1,0 +1,142 @@
+"""The A/B speed gate (bench/ab.py) on tiny workloads in a git repository the test makes: the same worker, the same
+pairing and verdicts as `bench check --against`, in seconds. The real workloads' power: tests/benchmarks/test_gate_power.py."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+from scipy.stats import wilcoxon
+
+from bench import ab, cli
+from bench.check import Tolerances
+from bench.errors import UsageError
+from bench.stats import Shift, hodges_lehmann, signed_rank_counts
+
+WORK = '''
+def gate_workload():
+    def call():
+        total = 0
+        for i in range({n}):
+            total += i * i
+    return {{"loop": "sum of squares"}}, call
+'''
+TINY = {"tiny": "bench.tiny:gate_workload"}
+
+
+def git(root, *args):
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A repository whose committed bench/tiny.py loops 60,000 times per call."""
+    root = tmp_path / "repo"
+    for package in ("bench", "reproduce"):
+        (root / package).mkdir(parents=True)
+        (root / package / "__init__.py").write_text("")
+    (root / "bench" / "tiny.py").write_text(WORK.format(n=60_000))
+    git(tmp_path, "init", "-q", str(root))
+    git(root, "add", ".")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "reference")
+    return root
+
+
+def run(repo, against="HEAD", against_python=None, rounds=6):
+    return ab.run(against, against_python, tol=Tolerances(), rounds=rounds, calls=5, workloads=TINY, repo=repo)
+
+
+def test_signed_rank_counts_are_the_exact_null_distribution():
+    assert signed_rank_counts(3) == [1, 1, 1, 2, 1, 1, 1]  # sums of subsets of {1, 2, 3}
+    assert sum(signed_rank_counts(10)) == 2**10
+
+
+def test_the_interval_excludes_zero_exactly_when_scipys_exact_wilcoxon_test_rejects():
+    import random
+    rng = random.Random(0)
+    for _ in range(300):
+        values = [rng.gauss(0.3, 1) for _ in range(rng.randint(6, 14))]
+        shift = hodges_lehmann(values)
+        assert (shift.low > 0 or shift.high < 0) == (wilcoxon(values, method="exact").pvalue <= 0.05)
+
+
+def test_hodges_lehmann_on_a_hand_computed_case():
+    # six values: the 95 % interval keeps every Walsh average (k = 1), the estimate is their median
+    assert hodges_lehmann([1, 2, 3, 4, 5, 6]) == Shift(3.5, 1.0, 6.0, 6)
+    assert hodges_lehmann([1, 2, 3, 4, 5]) is None  # too few for a 95 % interval
+
+
+@pytest.mark.parametrize("change, busy, verdict", [
+    ((0.00, -0.02, 0.03), False, "pass"),
+    ((0.05, -0.02, 0.13), False, "inconclusive"),  # within the floor, but the interval reaches twice the floor
+    ((0.10, 0.07, 0.13), False, "regression"),
+    ((0.10, -0.01, 0.20), False, "inconclusive"),  # slower than the floor, but the interval reaches zero
+    ((0.10, 0.02, 0.18), True, "inconclusive"),  # busy: the interval must clear the floor itself
+    ((0.25, 0.12, 0.40), True, "regression"),
+    ((-0.10, -0.13, -0.07), False, "improved"),
+])
+def test_verdicts(change, busy, verdict):
+    shift = Shift(*(math.log1p(c) for c in change), n=10)
+    assert ab.verdict_of(shift, busy, 0.06)[0] == verdict
+
+
+def test_an_unchanged_tree_passes_and_a_doubled_loop_is_a_regression(repo):
+    same = run(repo)
+    (paired,) = same.workloads  # on a loaded test machine the tiny loop may be too noisy to pass, never a regression
+    assert paired.verdict in ("pass", "inconclusive") and 0.8 < math.exp(paired.shift.estimate) < 1.25, paired
+    assert same.reference.commit == git(repo, "rev-parse", "--short=12", "HEAD")
+    assert [p.side for p in same.processes] == ["reference", "current", "current", "reference"] * 3
+    (repo / "bench" / "tiny.py").write_text(WORK.format(n=120_000))  # the working tree does twice the work
+    slower = run(repo)
+    (paired,) = slower.workloads
+    assert paired.verdict == "regression", paired
+    assert 1.6 < math.exp(paired.shift.estimate) < 2.5
+    assert slower.current.commit.endswith("+ uncommitted changes")
+    assert ab.rows(slower)[0].failed
+
+
+def test_a_dependency_ab_runs_one_tree_under_two_interpreters(repo):
+    result = run(repo, against=None, against_python=sys.executable)
+    assert result.reference.tree == result.current.tree == repo
+    (paired,) = result.workloads
+    assert paired.verdict in ("pass", "inconclusive") and 0.8 < math.exp(paired.shift.estimate) < 1.25, paired
+
+
+def test_what_cannot_be_measured_is_a_usage_error_naming_it(repo, tmp_path):
+    with pytest.raises(UsageError, match="'nope' is not a commit"):
+        run(repo, against="nope")
+    with pytest.raises(UsageError, match="cannot run it|cannot import torch"):
+        run(repo, against_python=str(tmp_path / "no-python"))
+    (repo / "bench" / "tiny.py").write_text(WORK.format(n=10).replace("sum of squares", "something else"))
+    with pytest.raises(UsageError, match="measure different workloads"):
+        run(repo)
+    git(repo, "rm", "-qf", "bench/tiny.py")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "no workload")
+    (repo / "bench" / "tiny.py").write_text(WORK.format(n=10))
+    with pytest.raises(UsageError, match="the reference side .* failed to measure"):
+        run(repo)
+
+
+def test_an_interrupted_ab_leaves_no_reference_tree_behind(repo, monkeypatch):
+    seen = []
+
+    def interrupted(side, specs, calls):
+        seen.append(side.tree)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ab, "run_worker", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(repo)
+    assert seen and not seen[0].exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give --baseline"),
+    (["--against", "HEAD", "--rounds", "5"], "--rounds must be at least 6"),
+    (["--against", "HEAD", "--write-baseline", "--baseline", "x"], "does not go with --against"),
+    (["--against", "no-such-commit-anywhere"], "is not a commit"),
+    (["--against", "HEAD", "--speed-floor", "nan"], "--speed-floor must be"),
+])
+def test_check_usage_errors_exit_2(args, message, capsys):
+    assert cli.main(["check", *args]) == 2
+    assert message in capsys.readouterr().err
