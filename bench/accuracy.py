@@ -29,7 +29,7 @@ class EvalOptions:
     num_classes: int | None = None
     workers: int = 2
     save_predictions: Path | None = None
-    # evaluation's own batch: the speed benchmark's CPU default of 16 evaluated at 157 img/s, 256 at 1,352 (#19)
+    # evaluation's own batch: the speed benchmark's CPU default of 16 evaluated at 157 img/s, 256 at 1,352
     batch_size: int = 256
 
     def check(self) -> None:

@@ -1,4 +1,4 @@
-"""`bench campaign`: the whole GPU measurement as one command that fits one lent call (issue #21).
+"""`bench campaign`: the whole GPU measurement as one command that fits one lent call.
 
 A plan of steps in priority order, each a command of this project (or timm's own `benchmark.py`) run as a child
 process with its own log: a crash or a timeout of one step is recorded and the next one runs. The plan runs within
@@ -9,7 +9,7 @@ written atomically; at the end records, logs and state are packed into one archi
 only the steps not yet done. `--dry-run` runs the same plan with the debug models on the CPU in about a minute, so
 that the GPU call can fail on nothing but the GPU.
 
-What it owns (issue #32): each call works in a folder of its own, made fresh under `--out` (`campaign-work-*`), and
+What it owns: each call works in a folder of its own, made fresh under `--out` (`campaign-work-*`), and
 removes only that one; an existing archive is replaced only by the campaign it holds (`--continue` it) or with
 `--force`; an archive to continue is read to its end and checked (members, `campaign.json` field by field) before
 anything is unpacked, and it is unpacked aside and moved into place only when complete.
@@ -201,7 +201,7 @@ def run(call: Call, log) -> State:
     archive = out / ARCHIVE
     replace = _may_replace(archive, previous, call.force)
     out.mkdir(parents=True, exist_ok=True)
-    # Our own folder, never a fixed name: `--out .` once lost a user's own `work/` to the clean-up (#32 row 1).
+    # Our own folder, never a fixed name: `--out .` once lost a user's own `work/` to the clean-up.
     work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=out))
     try:
         state = _unpack(previous, work) if previous is not None else State(device, dry_run)
@@ -268,7 +268,7 @@ def _run_plan(steps: list[Step], state: State, work: Path, budget_s: float, log)
 
 def _may_replace(archive: Path, previous: Path | None, force: bool) -> bool:
     """Whether packing may replace `archive`: only the archive being continued (its content is carried into the new
-    one) or with --force; anything else is refused before any step runs (#32 row 2: it was silently replaced)."""
+    one) or with --force; anything else is refused before any step runs (a silent replacement loses a campaign)."""
     if not (archive.exists() or archive.is_symlink()):
         return False
     if not archive.is_file():
@@ -281,7 +281,7 @@ def _may_replace(archive: Path, previous: Path | None, force: bool) -> bool:
 
 def _unpack(archive: Path, work: Path) -> State:
     """An earlier call's state and files, into `work`: read to the end and checked first, unpacked aside, and moved
-    into place only when complete (#32 row 12: a truncated archive once left half a folder the next run resumed)."""
+    into place only when complete (a truncated archive once left half a folder the next run resumed)."""
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()  # reads the whole stream: a truncated or corrupt archive fails here

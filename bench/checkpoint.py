@@ -141,7 +141,7 @@ def load_pretrained(model_name: str, **kwargs) -> nn.Module:
     """timm's hub weights; where there is no network, say how to proceed instead of a stack of HTTP errors."""
     import timm
 
-    if not _hub_reachable():  # the local cache only: no ~50 s of retries before the same answer (issue #19)
+    if not _hub_reachable():  # the local cache only: no ~50 s of retries before the same answer
         import huggingface_hub.constants as hub
 
         hub.HF_HUB_OFFLINE = True

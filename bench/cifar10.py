@@ -43,7 +43,7 @@ def cifar10_tree() -> Path:
 
 
 def _extract_with_progress(tar: tarfile.TarFile, into: Path, files: int = 60_022) -> None:
-    """Unpack with a progress line on stderr (issue #19: 60,000 files, silent); `files` is the archive's count
+    """Unpack with a progress line on stderr (60,000 files: silence looks like a hang); `files` is the archive's count
     (members, folders included), so that reading the index first does not double the time."""
     import sys
 

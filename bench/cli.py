@@ -207,7 +207,7 @@ def _run(args: argparse.Namespace) -> None:
             print(f"\nrecord: {path}\n")
     if rank:
         return
-    if args.json:  # JSON Lines: one record per line, however many variants (issue #19: an object or a list)
+    if args.json:  # JSON Lines: one record per line, however many variants (an object or a list)
         sys.stdout.write("".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records))
 
 
@@ -353,7 +353,7 @@ def _report(args: argparse.Namespace, rows: list) -> int:
 
 
 def _check_writable(path: Path) -> None:
-    """A baseline path that cannot be written is a usage error before anything is computed (issue #19, item 7)."""
+    """A baseline path that cannot be written is a usage error before anything is computed."""
     from bench import check
 
     if check.is_folder(path):
@@ -434,7 +434,7 @@ def _campaign(args: argparse.Namespace) -> int:
         call = campaign.Call(args.out, device, args.budget_s, args.dry_run, args.timm_benchmark, args.previous,
                              args.force, args.keep_work)
         state = campaign.run(call, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except campaign.Stopped as exc:  # not "no record was written": say what was kept and where (#32 row 15)
+    except campaign.Stopped as exc:  # not "no record was written": say what was kept and where
         print(f"\nbench campaign: {exc}", file=sys.stderr)
         return exc.code
     print(campaign.summary(state))

@@ -123,8 +123,8 @@ def find_samples(root: Path, layout: str | None = None, labels_file: Path | None
 def label_space(root: Path, layout: str, num_classes: int | None,
                 model_names: tuple[str, ...] | None) -> tuple[tuple[str, ...] | None, str]:
     """The class names a class-per-folder tree is labelled by for a model with `num_classes` outputs, and how they
-    were found; refuses a tree whose folders cannot be matched to the model's classes (issue #19: two folders,
-    cat/ and dog/, were labelled 0 and 1 and scored against a CIFAR-10 head where they are 3 and 5)."""
+    were found; refuses a tree whose folders cannot be matched to the model's classes (two folders,
+    cat/ and dog/, would be labelled 0 and 1 and scored against a CIFAR-10 head where they are 3 and 5)."""
     if layout != "folder":
         return None, f"{layout}: labels are class indices"
     folders = class_folders(root)

@@ -2,7 +2,7 @@
 
 `bench run … --save-predictions FILE` stores each image's top-5 per head; this reads several such files
 (images matched by file name) and needs no model or data. Each file is checked field by field, and all must agree
-on every shared image's label (issue #32: the first file's labels were taken for all).
+on every shared image's label (the first file's labels are not taken for all).
 """
 
 from __future__ import annotations

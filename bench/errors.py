@@ -17,12 +17,12 @@ class UsageError(Exception):
 
 
 class FolderInUse(UsageError):
-    """A run folder another live process is writing (issue #32: two runs into one folder interleaved their logs)."""
+    """A run folder another live process is writing (two runs into one folder interleaved their logs)."""
 
 
 class StorageError(UsageError, OSError):
-    """A full or read-only disk (or a folder where a file is to be written), named as such with what was kept
-    (issue #32). Reported like a usage error (one line, exit 2): the user frees space or writes elsewhere, nothing
+    """A full or read-only disk (or a folder where a file is to be written), named as such with what was kept.
+    Reported like a usage error (one line, exit 2): the user frees space or writes elsewhere, nothing
     in the run is wrong. Also an OSError, so the callers that handle a failed write still do."""
 
 

@@ -1,7 +1,7 @@
 """The machine fingerprint: what decides which kernels run and how fast, stored in every record and baseline.
 
 A CPU's marketing name does not identify it: two 2-core "AMD EPYC" machines of this project differed in AVX-512
-and native bf16, and a speed baseline made on one reported an 11.5 % "regression" on the other (issue #17).
+and native bf16, and a speed baseline made on one reported an 11.5 % "regression" on the other.
 So a fingerprint names the vendor, family/model/stepping, the ISA features that select kernels, cores and the
 threads the measurement used, torch/timm versions and torch's CPU kernel level; on a GPU the name, compute
 capability, driver, CUDA and power limit. A speed baseline applies only where every one of those matches.
@@ -197,7 +197,7 @@ def choose_precision(requested: str, fingerprint: Fingerprint) -> tuple[str, str
 
 # Accuracy does not follow `auto`: a top-1 compared with the paper's, or gated in CI, must not depend on which CPU
 # ran it. Under `auto`, a CPU with avx512_bf16/AMX evaluated in bf16, and a fitted 10-class DeiT-Ti head scored
-# 94.33 % top-1 on 300 CIFAR-10 test images there against 97.00 % in fp32, timm validate.py's number (issue #30).
+# 94.33 % top-1 on 300 CIFAR-10 test images there against 97.00 % in fp32, timm validate.py's number.
 ACCURACY_DEFAULT = "fp32"
 
 

@@ -4,7 +4,7 @@ them from here. Plain data: no torch, no timm.
 
 Only what the paper prints is here. It gives parameters rounded to millions and no FLOPs; the exact counts of
 timm's implementation (86,567,656 parameters and 17.583 GMACs for DeiT-B) are not the paper's and live in the
-registry as `Variant.reference_params` / `reference_gmacs` (issue #30: a "paper" column held them).
+registry as `Variant.reference_params` / `reference_gmacs` (a "paper" column held them).
 """
 
 from __future__ import annotations

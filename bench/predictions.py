@@ -14,8 +14,8 @@ from bench.store import write_atomic
 
 
 def check_destination(path: Path, flag: str = "--save-predictions") -> None:
-    """Raise UsageError when `path` cannot take a predictions file, before anything is measured (issue #32 row 14:
-    an existing folder failed only after the whole evaluation, losing its record)."""
+    """Raise UsageError when `path` cannot take a predictions file, before anything is measured (an
+    existing folder would otherwise fail only after the whole evaluation, losing its record)."""
     if Path(path).is_dir():
         raise UsageError(f"{flag} {path} is a folder; give a file name, e.g. {Path(path) / 'predictions.pt'}")
 

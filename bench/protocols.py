@@ -40,7 +40,8 @@ TIMING_PROTOCOLS = {
     # timm's benchmark.py: batch 256, 10 warm-up + 40 timed steps on GPU. On CPU, smaller defaults keep
     # `bench run --variant deit_b` within a minute on 2 cores. Median, so one slow step does not count.
     "timm": TimingProtocol("timm", "median", {"cuda": 256, "cpu": 16}, {"cuda": 10, "cpu": 2}, {"cuda": 40, "cpu": 8}),
-    # Paper Table 1/5 caption + official repo issue #38: fp32, largest batch that fits, mean of 30 runs.
+    # Paper Table 1/5 caption + github.com/facebookresearch/deit/issues/38: fp32, largest batch that fits, mean of
+    # 30 runs.
     # "Largest batch that fits" is a GPU-memory notion: on CPU the batch must be given.
     "paper": TimingProtocol("paper", "mean", {"cuda": "max", "cpu": None}, {"cuda": 10, "cpu": 2}, {"cuda": 30, "cpu": 30},
                       fixed_precision="fp32"),

@@ -82,7 +82,7 @@ class Record:
         kind = data.get("kind", "bench")
         if not isinstance(kind, str) or kind not in schema.KINDS:
             raise ValueError(f"unknown record kind {kind!r}; this version reads {', '.join(schema.KINDS)}")
-        # types, not only keys (issue #32): a reader of `"params": "five million"` must not be the one to find out
+        # types, not only keys: a reader of `"params": "five million"` must not be the one to find out
         problems = [f"{k}: {p}" for k, t in (("variant", str), ("model", str), ("notes", list[str]))
                     if k in data for p in [schema.type_problem(data[k], t)] if p]
         problems += [f"{section}.{p}" for section in ("settings", "metrics", "env")
@@ -93,7 +93,7 @@ class Record:
 
     @property
     def accuracy_precision(self) -> str | None:
-        """The precision a bench record's accuracy was measured in. Records before issue #30 have no
+        """The precision a bench record's accuracy was measured in. Older records have no
         `settings.accuracy_precision`: their accuracy ran in `settings.precision`, which `auto` chose by the CPU."""
         return self.settings.get("accuracy_precision") or self.settings.get("precision")
 
@@ -136,7 +136,7 @@ def read_record(path: Path, check: Callable[[Record], None] | None = None) -> Re
 
 def read_regular_text(path: Path) -> str:
     """The text of a regular file (UTF-8). Opened without blocking and checked before reading: a FIFO named x.json
-    among records once hung `bench tables` (issue #32). Raises ValueError for anything but a regular file."""
+    among records once hung `bench tables`. Raises ValueError for anything but a regular file."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
@@ -148,7 +148,7 @@ def read_regular_text(path: Path) -> str:
 def load_records(path: Path, skip_bad: Callable[[RecordError], None] | None = None,
                  check: Callable[[Record], None] | None = None) -> list[Record]:
     """Every record in a folder (recursively) or the one record in a file, oldest first by the time each run
-    was recorded (not by file name: issue #19's "latest" record depended on the folder it lay in), so `[-1]` is
+    was recorded (not by file name, which would make the "latest" record depend on the folder it lies in), so `[-1]` is
     the newest. A file that is not a record, of the wrong types, not a regular file, or failing the reader's own
     `check` (a ValueError saying why) raises RecordError naming it, or, given `skip_bad`, is passed to it and
     left out."""

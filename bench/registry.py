@@ -90,11 +90,11 @@ _ENTRIES = [
     _teacher("regnety_120", "regnety_120"),
     _teacher("regnety_160", "regnety_160"),
     _teacher("cifar_resnet10", "cifar_resnet10", img_size=32, num_classes=10),
-    # CIFAR-scale students (issue #5's mini and cifar10 Table 3): DeiT-shaped, 6 blocks of width 96, 4 px patches.
+    # CIFAR-scale students (Table 3 at the mini and cifar10 scales): DeiT-shaped, 6 blocks of width 96, 4 px patches.
     Variant("cifar_vit", "deit_tiny_patch16_224", 32, False, "student", 10, dict(_CIFAR_VIT_KWARGS), patch_size=4),
     Variant("cifar_vit_dist", "deit_tiny_distilled_patch16_224", 32, True, "student", 10, dict(_CIFAR_VIT_KWARGS),
             patch_size=4),
-    # A transformer teacher at mini scale (issue #23, attention distillation): the CIFAR student 1.5x deeper.
+    # A transformer teacher at mini scale (the attention-distillation ablation): the CIFAR student 1.5x deeper.
     Variant("cifar_vit_deep", "deit_tiny_patch16_224", 32, False, "teacher", 10, dict(_CIFAR_VIT_KWARGS, depth=9),
             patch_size=4),
     # Tiny models every test and CI uses: 2 blocks, width 64, 4 px patches, 32 px, 10 classes.
@@ -139,7 +139,7 @@ def resolve(name: str) -> Variant:
 def at_resolution(variant: Variant, img_size: int) -> Variant | None:
     """The registered entry with the paper's numbers for `variant`'s architecture at `img_size` (deit_b at 384 is
     deit_b_384), or None where the paper has no such row: a comparison with the row of another resolution would be
-    no comparison (issue #19: deit_b at 384 px showed "+215.87 % GMACs" against the 224 px row)."""
+    no comparison (deit_b at 384 px showed "+215.87 % GMACs" against the 224 px row)."""
     if img_size == variant.img_size:
         return variant if variant.paper else None
     stem = variant.model.rsplit("_", 1)[0]  # deit_base_patch16_224 -> deit_base_patch16

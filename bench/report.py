@@ -1,7 +1,7 @@
 """Human-readable views: the registry table and a run's summary, ours beside the paper's numbers.
 
 A "paper" column holds only what the paper prints (params rounded to millions, no FLOPs); the exact counts of
-timm's implementation stand in columns of their own, labelled as the reference's (issue #30).
+timm's implementation stand in columns of their own, labelled as the reference's.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _size_rows(m, p, row) -> list[tuple[str, ...]]:
 
 
 def _relspeed_rows(m: dict) -> list[tuple[str, str, str, str]]:
-    """The gate's measurement (issue #19: printed as an empty table, the ratio only in the JSON)."""
+    """The gate's measurement, as a table of its rows (not only the ratio in the JSON)."""
     if "relspeed_ratio" not in m:
         return []
     ratios, busy = m.relspeed_ratios, sum(m.relspeed_contended or [])
@@ -134,8 +134,8 @@ def _relspeed_rows(m: dict) -> list[tuple[str, str, str, str]]:
 
 
 def _accuracy_why(s) -> str:
-    if s.accuracy_precision is None:  # a record from before issue #30
-        return "the run's precision (records before issue #30 evaluated in it)"
+    if s.accuracy_precision is None:  # an older record, without accuracy_precision
+        return "the run's precision (records without accuracy_precision evaluated in it)"
     if s.precision_requested == "auto":
         return "accuracy's default on every machine (`auto` chooses for timing only; --precision names another)"
     return "as asked (--precision)"

@@ -177,8 +177,8 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     recorded = _settings_dict(variant, settings, metrics)
     recorded["num_classes"] = getattr(model, "num_classes", variant.num_classes)  # a checkpoint's head decides
     if "accuracy" in settings.metrics:
-        # its own precision (fp32 unless one was named: issue #30); `auto` never casts the weights themselves to a
-        # low-precision dtype, so this cast never follows a lossy one
+        # its own precision (fp32 unless one was named: a bf16 top-1 depends on the CPU); `auto` never casts the
+        # weights themselves to a low-precision dtype, so this cast never follows a lossy one
         accuracy_precision = speed.PRECISIONS[settings.accuracy_precision]
         acc, recorded["eval"] = measure_accuracy(
             model.to(dtype=accuracy_precision.dtype), variant, eval_opts, found, img_size=settings.img_size,
@@ -190,7 +190,7 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
 
 
 def _threads_warning(threads: int) -> str | None:
-    """A line for more intra-op threads than this process may run on (issue #32 row 15: `--threads 1000` on 2 cores
+    """A line for more intra-op threads than this process may run on (`--threads 1000` on 2 cores
     was recorded without a word). torch allows it, so it is said and noted in the record, not refused."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if threads <= cores:
@@ -241,7 +241,7 @@ def _time(model, variant: Variant, settings: Settings, log):
 # Relative timing runs in this many fresh processes on CPU, the rounds split between them. One process keeps
 # one memory layout for its life, and with it a bias of its own: eleven single-process `bench run --metrics
 # relspeed` runs of deit_ti on the development VM had medians with a standard deviation of 3.6 %; eleven runs of
-# 4 processes each, 1.2 % (issue #17; results/REPORT.md). The model is rebuilt in each process with random
+# 4 processes each, 1.2 % (results/REPORT.md). The model is rebuilt in each process with random
 # weights (speed does not depend on them).
 RELSPEED_PROCESSES = {"cpu": 4, "cuda": 1}
 

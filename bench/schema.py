@@ -9,7 +9,7 @@ docs/records.md is generated from these classes (`python -m bench.schema > docs/
 every committed record against them, so the schema, the docs and what the code writes cannot drift apart.
 Torch-free. To add a key: one `Key` line in its section's class (docs/extending.md).
 
-Each key's declared type is also checked when a record is read (`Section.problems`, issue #32): a record with
+Each key's declared type is also checked when a record is read (`Section.problems`): a record with
 `"params": "five million"` is refused naming the file and the key, not a traceback in whatever reads it. JSON null
 reads as "not measured", as a missing key does.
 """
@@ -163,7 +163,7 @@ class BenchSettings(Section):
     precision_requested = Key[str]("what was asked for (`auto` by default)")
     precision_why = Key[str]("why `precision` was chosen")
     accuracy_precision = Key[str]("accuracy: the precision it was evaluated in, fp32 unless `--precision` named "
-                                  "another (`auto` is for timing only). Since issue #30; before, `precision`")
+                                  "another (`auto` is for timing only). Absent in older records: `precision`")
     threads = Key[int]("torch threads of the measurement")
     batch_size = Key[int]("images per forward actually timed")
     batch_policy = Key[str]("fixed, or max (largest batch that fits)")
@@ -240,11 +240,13 @@ class TrainSettings(Section):
     lr_scaled = Key[float]("the learning rate after batch scaling")
     output = Key[str]("the run folder")
     history = Key[list]("top-1/top-5 of every head at every evaluation", nullable=False)
-    # issue #30: the checkpoints a run loaded, by content (a path alone does not tie a student to its teacher run)
+    # the checkpoints a run loaded, by content (a path alone does not tie a student to its teacher run)
     teacher_sha256 = Key[str]("sha256 of the teacher checkpoint it distilled from (config.teacher_checkpoint); "
-                              "absent without one. Since issue #30")
-    finetune_sha256 = Key[str]("sha256 of the checkpoint it was fine-tuned from (config.finetune). Since issue #30")
-    resumed_from = Key[list]("per resume, in order: the checkpoint's path, sha256, epoch and step. Since issue #30")
+                              "absent without one, and in older records")
+    finetune_sha256 = Key[str]("sha256 of the checkpoint it was fine-tuned from (config.finetune); not in older "
+                               "records")
+    resumed_from = Key[list]("per resume, in order: the checkpoint's path, sha256, epoch and step; not in older "
+                             "records")
 
 
 # TrainConfig fields added after training records were written, with the value that describes what those older
@@ -270,7 +272,7 @@ class TrainMetrics(Section):
     wall_s_this_process = Key[float]("wall time of this process (a resumed run: since resuming)")
     ranks_identical_weights = Key[bool]("all processes ended with the same weights")
     checkpoint_sha256 = Key[str]("sha256 of the checkpoint.pth it wrote last (what a student's teacher_sha256 "
-                                 "names). Since issue #30")
+                                 "names); not in older records")
 
 
 class DisagreeSettings(Section):

@@ -5,7 +5,7 @@ target's name: `os.replace` when an old file may be replaced (a baseline, a tabl
 when it must not be (a result record: append-only). A crash, Ctrl-C or a full disk leaves the old file or none,
 never half of one, and no temporary file behind. A full or read-only disk is named as such (`StorageError`), with
 what was kept. Appended logs get a whole line or nothing (`append_line`), and a folder written by one process at a
-time is held with `hold_folder` (issue #32).
+time is held with `hold_folder`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from bench.errors import FolderInUse, StorageError
 
 # torch.save reports a failed write of its zip writer as a RuntimeError that has lost the errno ("[enforce fail at
-# inline_container.cc:672] . unexpected pos 732416 vs 732304" on a full disk: issue #32 row 11)
+# inline_container.cc:672] . unexpected pos 732416 vs 732304" on a full disk)
 _TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "PytorchStreamWriter failed writing")
 
 
@@ -106,7 +106,7 @@ def write_bytes_atomic(path: Path, data: bytes, *, replace: bool = True) -> Path
 
 def append_line(path: Path, line: str) -> None:
     """Append `line` and a newline to `path` whole or not at all: a failed write (a full disk) cuts the file back to
-    its previous end, so an appended log never keeps a torn line of ours (issue #32 row 10). Not synced: a log."""
+    its previous end, so an appended log never keeps a torn line of ours. Not synced: a log."""
     path, data = Path(path), (line + "\n").encode("utf-8")
     existed = path.exists()
     try:
@@ -132,7 +132,7 @@ LOCK_NAME = ".lock"
 @contextlib.contextmanager
 def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> Iterator[Path]:
     """Own `folder` for the block: an exclusive `flock` on `folder/.lock`, which names the owner's pid and host. A
-    second process is refused with FolderInUse naming the holder (issue #32 row 9: two runs into one folder both
+    second process is refused with FolderInUse naming the holder (two runs into one folder both
     exited 0 with their logs interleaved). The kernel releases the lock when its process dies, however (SIGKILL
     included), so there is never a stale lock to clear by hand. On leaving, the lock file goes, and so do the folders
     the block made if they stayed empty: a start refused before its first write leaves nothing behind."""

@@ -108,7 +108,7 @@ def _at_protocol_batch(r: Record) -> bool:
 
 def _official_accuracy(records: list[Record], variant: str, img_size: int) -> Record | None:
     """The newest accuracy of official or hub weights measured in fp32 (the paper's precision, and what `bench run`
-    evaluates in on every machine unless told otherwise: a bf16 top-1 depends on the CPU that ran it, issue #30)."""
+    evaluates in on every machine unless told otherwise: a bf16 top-1 depends on the CPU that ran it)."""
     hits = [r for r in records if r.kind == "bench" and r.variant == variant and "top1" in r.metrics
             and r.settings.img_size == img_size and r.accuracy_precision == "fp32"
             and not any("not an official release" in n for n in r.notes)]
@@ -185,7 +185,7 @@ def table1(records: list[Record]) -> Table:
                  pd.DataFrame(rows), SPEED_NOTES + footer(used))
 
 
-SpeedKey = tuple[str, int, str]  # (machine, torch threads, precision): what one speed column holds (issue #36)
+SpeedKey = tuple[str, int, str]  # (machine, torch threads, precision): what one speed column holds
 SPEED_NOTES = ("Each 'im/s ours' column holds one timing protocol, one machine, one precision and one thread count, "
                "named in its header; a record from another machine adds a column and changes no other.",)
 
@@ -198,7 +198,7 @@ def speed_key(r: Record) -> SpeedKey:
 def _speed_columns(records: list[Record], cells: list[tuple[str, int]], protocols: tuple[str, ...] = ("timm", "paper")
                    ) -> tuple[dict[str, list[Record | None]], list[Record]]:
     """Our throughput of each (variant, image size) in `cells`: a column per protocol, machine, precision and thread
-    count, each header naming them once (issue #36). A column never mixes machines or precisions, so a record from
+    count, each header naming them once. A column never mixes machines or precisions, so a record from
     a new machine adds its own column and leaves the others byte for byte; columns of one protocol stand side by
     side, the machine measured first on the left. A protocol without records keeps one column of 'not run'.
     Returns the columns and the records they hold."""

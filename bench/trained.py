@@ -1,4 +1,4 @@
-"""Rows of trained seeds, for the tables and figures that set one row against another (issue #30).
+"""Rows of trained seeds, for the tables and figures that set one row against another.
 
 A row is the seeds of one experiment's newest configuration trained in one kind (`train_kind`: the precision it
 ran in, the device type, torch's minor version); `arms` lays a table's rows out by kind, and `compare` gives each
@@ -30,7 +30,7 @@ def amp_of(r: Record) -> str:
 
 
 def train_kind(r: Record) -> str:
-    """What two training rows must share for their difference to be tested (issue #30): the precision the run used,
+    """What two training rows must share for their difference to be tested: the precision the run used,
     the device type and torch's minor version. The CPU's model, its vector units and the thread count are not part
     of it: with the same precision on the same device type they change only the order in which sums are rounded,
     as the seed already does; the tables name them beside each row and mark a comparison across them."""

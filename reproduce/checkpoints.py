@@ -39,7 +39,7 @@ class CheckpointState:
     train_img_per_s: list[float] = field(default_factory=list)
     class_names: list[str] | None = None  # the label space by name (folder data), so evaluation can match by name
     weights: dict[str, Any] = field(default_factory=dict, repr=False)  # state dicts read from the file
-    # the sha256 of every checkpoint the run loaded, kept across resumes (issue #30: a path alone cannot tie a
+    # the sha256 of every checkpoint the run loaded, kept across resumes (a path alone cannot tie a
     # student to the teacher run it learnt from, and a file at that path may be replaced)
     teacher_sha256: str | None = None
     finetune_sha256: str | None = None
@@ -64,7 +64,7 @@ class CheckpointState:
     def hash_inputs(self, cfg: TrainConfig, teacher_sha256: str | None) -> None:
         """Keep the sha256 of the checkpoints this start loads besides the run's own: the teacher's on every start
         (a resumed run must distil from the very file it began with), as `models.build_teacher` hashed it while
-        reading it (#32: it was hashed again here); the fine-tuning source's on the first (a resumed run takes the
+        reading it (not hashed a second time here); the fine-tuning source's on the first (a resumed run takes the
         student from its own checkpoint)."""
         if teacher_sha256 is not None:
             if self.teacher_sha256 not in (None, teacher_sha256):
@@ -114,14 +114,14 @@ class RunFiles:
         return f"no checkpoint had been written yet ({self.checkpoint}; the first is saved after epoch 1), so a rerun starts afresh"
 
     def recorded(self, state: CheckpointState, cfg: TrainConfig, log=print) -> bool:
-        """Whether the run had finished and been recorded: a second record would count it twice (#19). A run that
-        finished without its record (a full disk at result.json: #32 row 11) is not: its record is written now."""
+        """Whether the run had finished and been recorded: a second record would count it twice. A run that
+        finished without its record (a full disk at result.json) is not: its record is written now."""
         if not state.finished(cfg):
             return False
         if self.result.exists():
             try:
                 read_record(self.result)
-            except RecordError as exc:  # a corrupt result.json is no record of the run (a hostile pass, #32)
+            except RecordError as exc:  # a corrupt result.json is no record of the run (a hostile pass)
                 log(f"finished before, but its record is unreadable ({exc}); writing it again")
                 return False
             log(f"already finished: {self.result}; no new record")
@@ -152,7 +152,7 @@ class RunFiles:
             raise ConfigError(f"--resume with a different configuration than {self.checkpoint}: "
                               + ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in differ))
         weights = {k: blob[k] for k in ("model", "optimizer", "lr_scheduler", "scaler", "model_ema")}
-        earlier = blob.get("provenance") or {}  # none in checkpoints older than issue #30
+        earlier = blob.get("provenance") or {}  # none in older checkpoints
         resumed = {"path": str(self.checkpoint), "sha256": sha256_of(self.checkpoint), "epoch": blob["epoch"],
                    "step": blob["step"]}
         return CheckpointState(blob["experiment"], blob["config"], blob["epoch"], blob["step"], blob["history"],
@@ -163,7 +163,7 @@ class RunFiles:
 
     def trim_log(self, state: CheckpointState, log=print) -> None:
         """Drop log lines written after the checkpoint (a run killed between them), so a resumed log is whole; and
-        lines that cannot be read, saying so (issue #32 row 10: a line torn by a kill or a full disk made --resume
+        lines that cannot be read, saying so (a line torn by a kill or a full disk made --resume
         fail with a JSONDecodeError, though the checkpoint, which holds the history, was intact)."""
         if not self.main or not self.log_file.exists():
             return
@@ -231,7 +231,7 @@ def _log_position(line: str) -> tuple[int, int] | None:
 
 def same_value(a: Any, b: Any) -> bool:
     """Equality of config values as JSON reads them back, with nan equal to itself: `nan != nan` refused every
-    --resume of a run whose config held one (issue #32 row 4)."""
+    --resume of a run whose config held one."""
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     if isinstance(a, list) and isinstance(b, list):
@@ -246,7 +246,7 @@ _AMP_PRECISION = {"auto": "auto", "none": "fp32", "bf16": "amp_bf16", "fp16": "a
 
 def resolve_amp(requested: str, fingerprint: dict) -> tuple[str, str, str | None]:
     """(amp mode, why, warning or None) for `TrainConfig.amp` on this machine: `auto` is bf16 only where bf16 is
-    native (issue #17: emulated bf16 trained the mini scale 14x slower on an AVX2 CPU). The record keeps both."""
+    native (emulated bf16 trained the mini scale 14x slower on an AVX2 CPU). The record keeps both."""
     fp = machine.Fingerprint.from_dict(fingerprint)
     precision, why = machine.choose_precision(_AMP_PRECISION[requested], fp)
     amp = next(mode for mode, name in _AMP_PRECISION.items() if name == precision)

@@ -166,7 +166,7 @@ def _train(args) -> int:
     if record is not None:
         try:
             path = write_record(record, args.results_dir)
-        except StorageError as exc:  # a full or read-only disk after training: the record is not lost (#32)
+        except StorageError as exc:  # a full or read-only disk after training: the record is not lost
             raise StorageError(f"{exc}; the run's record is still kept in {args.output / 'result.json'}: copy it "
                                f"into {args.results_dir} once there is room") from None
         top = {k: round(v, 2) for k, v in record.metrics.items() if k.startswith("final_val_top1")}

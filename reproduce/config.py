@@ -2,7 +2,7 @@
 
 Experiments (reproduce/experiments.py) are functions returning a `TrainConfig`; `--set key=value` overrides any
 field and is checked here: unknown keys and values that do not parse or make no sense are `ConfigError`s. What each
-field accepts is declared once, in `ACCEPTS`; `check()` enforces it on every resolved config (issue #32).
+field accepts is declared once, in `ACCEPTS`; `check()` enforces it on every resolved config.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ class TrainConfig:
     sched: str = "cosine"
     sched_per_step: bool = False  # False: one lr per epoch, the warm-up a staircase (official); True: per step
     # when the per-epoch schedule steps: "official" = after each epoch, as the released main.py does (epochs 0 and 1
-    # both at warmup_lr, epoch e >= 1 at lr(e - 1); official repo issue #145); "start" = before each epoch (epoch e
-    # at lr(e); what this project did until issue #20, kept by the mini, CIFAR and debug rows)
+    # both at warmup_lr, epoch e >= 1 at lr(e - 1); github.com/facebookresearch/deit/issues/145); "start" = before
+    # each epoch (epoch e at lr(e); what the committed mini, CIFAR and debug results were trained with)
     sched_timing: str = "official"
     warmup_epochs: int = 5
     warmup_lr: float = 1e-6
@@ -101,7 +101,7 @@ class TrainConfig:
     kl_norm: str = "official"  # official (sum / (batch × classes)) | batchmean (paper / Hinton)
     distill_smoothing: float = 0.0  # label smoothing of the teacher's hard label (official: none; the paper
     # notes hard labels "can also be converted into soft labels with label smoothing")
-    # attention distillation (not the paper's method; issue #23): KL(teacher ‖ student) between the class token's
+    # attention distillation (not the paper's method): KL(teacher ‖ student) between the class token's
     # attention over the patches in `attn_blocks`, from a ViT teacher, added to the teacher terms (weight α)
     attn_distill: bool = False
     attn_blocks: tuple[int, ...] = (-1,)  # block indices (negative from the end): the last block by default
@@ -114,7 +114,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 where native: GPU, avx512_bf16/AMX CPU; else none) | none | bf16 | fp16 (scaler)
     compile: bool = False
     # the class token's initial values: "official" = truncated normal, std 0.02, like the distillation token (timm
-    # 0.3.2, which the released code pins); "timm" = N(0, 1e-6), timm >= 0.9's VisionTransformer (issue #20)
+    # 0.3.2, which the released code pins); "timm" = N(0, 1e-6), timm >= 0.9's VisionTransformer
     cls_token_init: str = "official"
     fused_attn: bool = True  # False: attention as explicit matmuls, not SDPA (2.3x faster small ViTs, bf16 on CPU)
     channels_last: bool = False  # student weights and inputs NHWC (convnets: ~1.5x on CPU, faster on GPU too)
@@ -149,7 +149,7 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "random")
 SEED_MAX = 2**32 - 1  # NumPy's seeds
 
 
-# ---- what each field accepts (issue #32): declared once, here, and enforced by `check()` on every resolved config
+# ---- what each field accepts: declared once, here, and enforced by `check()` on every resolved config
 # (`--set`, experiments, suites) before any work; `reproduce ls --fields` prints it. A field without an entry fails
 # tests/reproduce/test_config_constraints.py. ----
 
@@ -399,7 +399,7 @@ def check(cfg: TrainConfig) -> TrainConfig:
         # only after the data and models were built
         (cfg.batch_size % 2 == 0 or not (cfg.mixup > 0 or cfg.cutmix > 0), "batch_size",
          f"even with mixup={cfg.mixup}, cutmix={cfg.cutmix}: Mixup/CutMix need an even batch per process"),
-        # issue #32: lr below min_lr made the cosine rise, below warmup_lr made the warm-up fall, without a word
+        # lr below min_lr made the cosine rise, below warmup_lr made the warm-up fall, without a word
         (cfg.min_lr <= cfg.peak_lr() * (1 + 1e-9), "min_lr", f"at most the peak learning rate {_peak_words(cfg)}"),
         (cfg.warmup_lr <= cfg.peak_lr() * (1 + 1e-9), "warmup_lr", f"at most the peak learning rate {_peak_words(cfg)}"),
     ]
@@ -446,7 +446,7 @@ def check_ready(cfg: TrainConfig) -> TrainConfig:
 
 def caveats(cfg: TrainConfig) -> list[str]:
     """What a valid config does that a user may not expect, said before the run and kept in its record's notes.
-    A smoke run may want it (`--set epochs=1` of the debug experiment), so it is not refused (issue #32)."""
+    A smoke run may want it (`--set epochs=1` of the debug experiment), so it is not refused."""
     if 0 < cfg.epochs <= cfg.warmup_epochs:
         return [f"warmup_epochs={cfg.warmup_epochs} >= epochs={cfg.epochs}: the whole run is warm-up, its learning "
                 f"rate never reaches the peak {cfg.peak_lr():g}; set warmup_epochs below epochs for a result"]
@@ -527,7 +527,8 @@ class Deviation:
 
 RELEASED_CODE: tuple[Deviation, ...] = (
     Deviation("learning-rate schedule timing", "`lr_scheduler.step(epoch)` after each epoch: epochs 0 and 1 at "
-              "warmup_lr, epoch e ≥ 1 at lr(e − 1) (official issue #145)", "sched_timing=official",
+              "warmup_lr, epoch e ≥ 1 at lr(e − 1) (github.com/facebookresearch/deit/issues/145)",
+              "sched_timing=official",
               "the mini, CIFAR and debug rows keep `start` (epoch e at lr(e)), what their committed results used"),
     Deviation("warm-up granularity", "one learning rate per epoch: the warm-up is a staircase",
               "sched_per_step=false"),
@@ -542,7 +543,8 @@ RELEASED_CODE: tuple[Deviation, ...] = (
               "we then evaluate the EMA weights too (`ema_val_*`); the reported number stays the raw weights'"),
     Deviation("precision", "fp16 autocast with a loss scaler, always (training and evaluation)", "amp=fp16",
               "our `auto` picks bf16 where it is native (no scaler needed), else fp32"),
-    Deviation("soft-distillation KL normalisation", "KL summed, ÷ (batch × classes), × τ² (official issue #61)",
+    Deviation("soft-distillation KL normalisation",
+              "KL summed, ÷ (batch × classes), × τ² (github.com/facebookresearch/deit/issues/61)",
               "kl_norm=official", "the paper's formula is `batchmean` (Table 3 mini row 2 uses it)"),
     Deviation("distillation token weight decay", "decays (only pos_embed, cls_token, biases and norms are exempt)",
               "no_decay=pos_embed,cls_token",
@@ -567,7 +569,7 @@ def render_released() -> str:
              "code does, our default (read from the config), whether they match, and the `--set` that selects the",
              "released behaviour. From the same initial weights and batches, 30 steps of the released",
              "`engine.train_one_epoch` (under timm 1.0, with timm 0.3.2's no-decay list) and of ours agree to 0.0 in",
-             "fp32, with and without Mixup/CutMix; with `sched_timing=start` the loss differs by up to 0.8 (issue #20;",
+             "fp32, with and without Mixup/CutMix; with `sched_timing=start` the loss differs by up to 0.8 (run",
              "`DEIT_OFFICIAL_DIR=/path/to/deit pytest tests/reproduce/test_against_released_code.py`).", "",
              "| topic | released code | our default | same? | select the released behaviour |",
              "|:--|:--|:--|:--|:--|"]

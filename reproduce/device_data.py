@@ -1,4 +1,4 @@
-"""Training data on the device for the CIFAR scales (issue #21): decoded once into one uint8 tensor where the model
+"""Training data on the device for the CIFAR scales: decoded once into one uint8 tensor where the model
 trains, augmented a whole batch at a time with tensor ops, no worker processes.
 
 At 32 px the models are tiny and a GPU step takes microseconds; what costs is decoding and augmenting every image in

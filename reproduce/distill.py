@@ -133,7 +133,7 @@ class MemoTeacher(nn.Module):
     @staticmethod
     def _read(path: Path, log) -> dict[str, Tensor]:
         """The memo in `path`, or an empty one, saying so, when the file is unreadable or not a memo: it only saves
-        the teacher's forwards, so it is rebuilt (issue #32 row 13: a traceback that did not name the file)."""
+        the teacher's forwards, so it is rebuilt (a message naming the file, not a traceback)."""
         try:
             memo = load_torch_file(path, "teacher-logit memo")
             if isinstance(memo, dict) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in memo.items()):
@@ -177,8 +177,8 @@ def memo_path(teacher_checkpoint: str, teacher_sha256: str, amp: str, rank: int,
     to print when that is not the usual place.
 
     Beside the checkpoint, so every run distilling from it shares them; where that folder cannot be written (a
-    read-only teacher store), in the run folder instead, decided before training (issue #32 row 13: the save failed
-    with EROFS after epoch 1, and again on every resume)."""
+    read-only teacher store), in the run folder instead, decided before training (else the save
+    fails with EROFS after epoch 1, and again on every resume)."""
     path = Path(teacher_checkpoint)
     name = f"{path.stem}-{teacher_sha256[:16]}-{amp}-rank{rank}of{world}.pt"
     shared = path.parent / "teacher-logits"
@@ -199,7 +199,7 @@ class StepLoss(NamedTuple):
 
 @dataclass(frozen=True)
 class AttentionTerm:
-    """Attention distillation (not the paper's method; issue #23): taps on the student and the ViT teacher, and
+    """Attention distillation (not the paper's method): taps on the student and the ViT teacher, and
     whether to match per head."""
 
     student: AttentionTap
@@ -286,7 +286,7 @@ class AttentionTap:
 
 def block_indices(blocks: tuple[int, ...], depth: int, whose: str = "the model's") -> tuple[int, ...]:
     """`attn_blocks` as block numbers 0 … depth-1 of a model `depth` blocks deep (negative ones count from the end).
-    Raises ValueError for a block out of range, or one named twice (#32: -1,1 in a 2-block model tapped block 1
+    Raises ValueError for a block out of range, or one named twice (-1,1 in a 2-block model tapped block 1
     twice, counting it double in the loss)."""
     given = ",".join(map(str, blocks))
     bad = [b for b in blocks if not -depth <= b < depth]

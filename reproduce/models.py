@@ -36,7 +36,7 @@ def build_student(cfg: TrainConfig) -> tuple[nn.Module, Variant, int]:
     if variant.family == "vit":
         kwargs.update(img_size=img_size, drop_path_rate=cfg.drop_path, drop_rate=cfg.dropout)
     model = variant.build(**kwargs)
-    # the names and blocks the optimiser and the attention taps will use, refused before any data is read (#32)
+    # the names and blocks the optimiser and the attention taps will use, refused before any data is read
     check_no_decay(model, cfg.no_decay)
     check_attention_blocks(model, cfg, f"the student {cfg.variant}")
     if cfg.cls_token_init == "official" and getattr(model, "cls_token", None) is not None:
@@ -53,7 +53,7 @@ def build_student(cfg: TrainConfig) -> tuple[nn.Module, Variant, int]:
 def init_cls_token_officially(model: nn.Module) -> None:
     """The class token as the released code initialises it (timm 0.3.2: `trunc_normal_(cls_token, std=.02)`, like
     the distillation token), not timm >= 0.9's N(0, 1e-6), which starts a distilled model's two prefix tokens at
-    scales 20,000x apart (issue #20). Drawn after the rest of the model, so no other weight changes."""
+    scales 20,000x apart. Drawn after the rest of the model, so no other weight changes."""
     from timm.layers import trunc_normal_
 
     with torch.no_grad():
@@ -95,12 +95,12 @@ def load_finetune_start(model: nn.Module, path: Path) -> None:
 def build_teacher(cfg: TrainConfig) -> tuple[nn.Module | None, str | None]:
     """The frozen teacher (eval mode, no gradients): a convnet, or a ViT for attention distillation; the ground truth
     in its place (`teacher=labels`), or None without distillation. And the sha256 of its checkpoint, taken once as
-    the file is read (None without a file): the record and the logit memo use it (#32: it was hashed three times)."""
+    the file is read (None without a file): the record and the logit memo use it (one hash, not one per reader)."""
     if not teacher_users(cfg):
         return None, None
     if cfg.teacher == LABEL_TEACHER:
         return LabelTeacher(), None
-    if not cfg.teacher_checkpoint:  # config.check_ready says so first; this names the same setting (#32 row 15)
+    if not cfg.teacher_checkpoint:  # config.check_ready says so first; this names the same setting
         raise ConfigError(f"{teacher_users(cfg)} needs the teacher's weights: "
                           f"--set teacher_checkpoint=FILE (a {cfg.teacher} checkpoint)")
     path = Path(cfg.teacher_checkpoint)
@@ -127,7 +127,7 @@ def build_teacher(cfg: TrainConfig) -> tuple[nn.Module | None, str | None]:
 def check_attention_blocks(model: nn.Module, cfg: TrainConfig, whose: str) -> None:
     """With attn_distill, refuse a model without attention blocks, and `attn_blocks` out of its depth or naming a
     block twice (-1,1 in 2 blocks), when the model is built: before, a block past the depth was refused only after
-    the data was built, and a block named twice counted double (#32). Each model resolves negative indices against
+    the data was built, and a block named twice counted double. Each model resolves negative indices against
     its own depth (-1 is the teacher's last block and the student's)."""
     if not cfg.attn_distill:
         return
@@ -152,7 +152,7 @@ def no_decay_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, 
 
 def check_no_decay(model: nn.Module, no_decay: tuple[str, ...]) -> None:
     """Refuse a `no_decay` name that is no parameter of `model`: timm matches whole names, so a misspelt one
-    (pos_embd) silently left pos_embed decaying (#32). The default tokens may be absent (a convnet has neither)."""
+    (pos_embd) silently left pos_embed decaying. The default tokens may be absent (a convnet has neither)."""
     names = [name for name, _ in model.named_parameters()]
     for name in no_decay:
         if name in names or name in TrainConfig.no_decay:
@@ -177,7 +177,7 @@ def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU, and CUDA when in use).
 
     Not `torch.manual_seed`: on a CUDA build without CUDA in use it queues lazy seeding calls for CUDA, XPU and
-    MTIA, formatting a stack trace each time (~0.7 ms); per image that halved the debug run's speed (issue #4).
+    MTIA, formatting a stack trace each time (~0.7 ms); per image that halved the debug run's speed.
     """
     import random
 

@@ -69,7 +69,7 @@ class RowOutcome:
 def run_suite(suite: Suite, root: Path, *, seeds: int, sets: list[str], data: str | None, results_dir: Path,
               log=print) -> list[RowOutcome]:
     """Train what is missing: the teacher (once; or evaluate the given one), then every row for seeds 0 … seeds-1.
-    The suite's folder is held for the whole run (a second suite on it is refused: issue #32 row 9), each row's run
+    The suite's folder is held for the whole run (a second suite on it is refused), each row's run
     folder by its training."""
     with _held(root / suite.name, log):
         return _run_suite(suite, root / suite.name, seeds=seeds, sets=sets, data=data, results_dir=results_dir, log=log)
@@ -108,7 +108,7 @@ def _evaluate_given_teacher(row: str, output: Path, sets: list[str], data: str |
 
 
 def _held(folder: Path, log):
-    """`folder` held by the first process of a launch, the one that writes (issue #32 row 9)."""
+    """`folder` held by the first process of a launch, the one that writes."""
     return hold_folder(folder, log=log) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
 
 

@@ -73,9 +73,9 @@ def start_processes(device: str) -> Processes:
 
 def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=print,
           tensorboard: bool = False) -> Record | None:
-    """Train as `cfg` says, checkpointing into `output`, which this process holds (a second is refused: #32 row 9);
+    """Train as `cfg` says, checkpointing into `output`, which this process holds (a second is refused);
     return the new result record (None on ranks other than 0, and for a run finished and recorded before).
-    The CLI's checks run here too: configs built in Python (suites, tests, scripts) skipped them (#32).
+    The CLI's checks run here too, so configs built in Python (suites, tests, scripts) are checked as well.
     `tensorboard` also writes the log's scalars as TensorBoard events into `output` (reproduce/tracking.py)."""
     config.check_ready(config.check(cfg))
     procs = start_processes(cfg.device)
@@ -98,7 +98,7 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
 
     # student, teacher, data: the model decides resolution and eval preprocessing
     student, variant, img_size = models.build_student(cfg)
-    teacher, teacher_sha256 = models.build_teacher(cfg)  # the file hashed once, as it is read (#32)
+    teacher, teacher_sha256 = models.build_teacher(cfg)  # the file hashed once, as it is read
     prep = bench_data.preprocess(student, img_size, cfg.eval_protocol)
     train_set, val_set = data.datasets(cfg, data.train_transform(cfg, img_size), bench_data.build_transform(prep, False))
     batches = training_batches(train_set, cfg, procs, per_rank, img_size)
@@ -135,7 +135,7 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     started = time.perf_counter()
     try:
         _loop(run, step_fn, batches, memo, stop)
-    except (NonFiniteLoss, StorageError) as exc:  # StorageError: a full or read-only disk (#32 row 11)
+    except (NonFiniteLoss, StorageError) as exc:  # StorageError: a full or read-only disk
         raise type(exc)(f"{exc}; {files.kept()}") from None
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted in epoch {state.epoch + 1} after step {state.step}; {files.kept()}") from None
@@ -243,8 +243,8 @@ def epoch_lr(scheduler, epoch: int, timing: str) -> None:
     """Set the learning rate of `epoch` on a per-epoch timm scheduler, stateless so a resumed run sets the same.
 
     `official`: the released main.py calls `lr_scheduler.step(epoch)` after each epoch, and timm's scheduler starts at
-    `warmup_lr`, so epoch 0 trains at warmup_lr and epoch e >= 1 at lr(e - 1) (two epochs at warmup_lr; official
-    repo issue #145). `start`: step(epoch) before each epoch, epoch e at lr(e)."""
+    `warmup_lr`, so epoch 0 trains at warmup_lr and epoch e >= 1 at lr(e - 1) (two epochs at warmup_lr;
+    https://github.com/facebookresearch/deit/issues/145). `start`: step(epoch) before each epoch, epoch e at lr(e)."""
     if timing == "start":
         scheduler.step(epoch)
     else:

@@ -52,7 +52,7 @@ def test_an_accuracy_record_from_before_the_accuracy_precision_field_reads_as_it
     record = Record("debug", "deit_tiny_patch16_224", settings, metrics, ENV)
     assert record.accuracy_precision == "amp_bf16"
     out = summary(record, VARIANTS["debug"])
-    assert "accuracy in amp_bf16: the run's precision (records before issue #30 evaluated in it)" in out
+    assert "accuracy in amp_bf16: the run's precision (records without accuracy_precision evaluated in it)" in out
     assert cells(out)["evaluated on"]["ours"].endswith(", amp_bf16")
 
 
