@@ -61,7 +61,7 @@ class Chromium:
         try:
             self.call("Browser.close", browser=True)
             self._process.wait(10)
-        except Exception:  # noqa: BLE001 - a browser that died already: kill what is left
+        except Exception:  # a browser that died already: kill what is left
             self._process.kill()
             self._process.wait(10)
         finally:

@@ -6,12 +6,12 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import browser
 import pandas as pd
 import pytest
 from packaging.requirements import Requirement
 from PIL import Image
 
-import browser
 from bench import cli, constraints, site, tables
 from bench.record import load_record_files, load_records
 
