@@ -157,11 +157,16 @@ def _run(args: argparse.Namespace) -> None:
     from bench.data import DataError
     from bench.errors import CheckpointError
     from bench.predictions import check_destination
+    from bench.processes import start_processes
     from bench.record import write_record
     from bench.run import BatchDoesNotFit, measure, resolve_settings
 
-    rank, device = _distributed(args)
-    metrics = args.metrics or ("accuracy" if rank is not None else f"{Request.metrics},accuracy" if args.data
+    try:
+        procs = start_processes(args.device)  # under torchrun: one rank per device, rank 0 writes and prints
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    distributed = procs.world > 1
+    metrics = args.metrics or ("accuracy" if distributed else f"{Request.metrics},accuracy" if args.data
                                else Request.metrics)
     eval_opts = EvalOptions(
         data=args.data, dataset=args.dataset, labels=args.labels, real_labels=args.real_labels,
@@ -172,8 +177,8 @@ def _run(args: argparse.Namespace) -> None:
         plans = []
         for name in args.variant.split(","):
             variant = resolve(name.strip())
-            plans.append((variant, resolve_settings(variant, _request(args), device=device, metrics=metrics)))
-        if rank is not None and plans[0][1].metrics != ("accuracy",):
+            plans.append((variant, resolve_settings(variant, _request(args), device=procs.device, metrics=metrics)))
+        if distributed and plans[0][1].metrics != ("accuracy",):
             raise ValueError("under torchrun only --metrics accuracy is distributed; measure size and speed in "
                              "one process")
         if "accuracy" in plans[0][1].metrics:
@@ -183,7 +188,7 @@ def _run(args: argparse.Namespace) -> None:
         if args.save_predictions:
             check_folder(args.save_predictions.parent, "--save-predictions")
             check_destination(args.save_predictions)  # also inside measure(); here with the other up-front checks
-        if not rank:  # rank 0 or no torchrun: the process that writes
+        if procs.main:
             check_folder(args.results_dir, "--results-dir")
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
@@ -193,10 +198,10 @@ def _run(args: argparse.Namespace) -> None:
     for variant, settings in plans:
         try:
             record = measure(variant, settings, eval_opts=eval_opts,
-                             log=(lambda m: print(m, file=sys.stderr)) if not rank else (lambda m: None))
+                             log=(lambda m: print(m, file=sys.stderr)) if procs.main else (lambda m: None))
         except (BatchDoesNotFit, CheckpointError, DataError) as exc:
             raise UsageError(_last_line(exc)) from None
-        if rank:  # only rank 0 writes and prints
+        if not procs.main:
             continue
         path = write_record(record, args.results_dir)
         records.append(record)
@@ -205,7 +210,7 @@ def _run(args: argparse.Namespace) -> None:
         else:
             print(report.summary(record, variant))
             print(f"\nrecord: {path}\n")
-    if rank:
+    if not procs.main:
         return
     if args.json:  # JSON Lines: one record per line, however many variants (an object or a list)
         sys.stdout.write("".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records))
@@ -237,23 +242,6 @@ def _last_line(exc: Exception) -> str:
     if "Original Traceback" in text:
         text = text.strip().splitlines()[-1].split(": ", 1)[-1]
     return text
-
-
-def _distributed(args: argparse.Namespace) -> tuple[int | None, str]:
-    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPU, gloo on CPU), one device per rank."""
-    import os
-
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None, args.device
-    cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
-    if cuda:
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return dist.get_rank(), device
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -417,12 +405,9 @@ def _tables(args: argparse.Namespace) -> None:
 
 def _campaign(args: argparse.Namespace) -> int:
     from bench import campaign
+    from bench.processes import resolve_device
 
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device) if args.device == "auto" else args.device
     if device not in ("cpu", "cuda"):
         raise UsageError(f"--device {args.device!r}: accepted auto, cuda, cpu")
     if device == "cpu" and not args.dry_run:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from bench import gpu, machine, size, speed
 from bench.accuracy import EvalOptions, build_model, find_eval_data, measure_accuracy
 from bench.predictions import check_destination
+from bench.processes import resolve_device
 from bench.protocols import TIMING_PROTOCOLS, Request
 from bench.record import Record, collect_env, cpu_model
 from bench.registry import Variant
@@ -95,23 +96,6 @@ def resolve_settings(variant: Variant, request: Request | None = None, /, **chan
         iters=proto.iters[dev_type] if iters is None else iters,
         metrics=wanted, max_batch_cap=request.max_batch_cap, threads=threads, precision_requested=requested,
         precision_why=why, budget_s=request.budget_s, accuracy_precision=accuracy_precision)
-
-
-def resolve_device(device: str) -> str:
-    """`auto`, `cpu`, `cuda` or `cuda:N` as torch names it here: auto is cuda where torch sees a GPU. Raises
-    ValueError for a device this machine lacks."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: no CUDA GPU is visible to torch; use --device cpu or auto")
-        index = torch.device(device).index or 0
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
-        return device
-    raise ValueError(f"unknown device {device!r}; accepted: auto, cpu, cuda, cuda:N")
 
 
 def _parse_batch(value: str | int) -> int | str:

@@ -65,11 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     step.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     step.add_argument("--results-dir", type=Path, default=Path("results/runs/step-speed"), help="where the record goes")
     ls = sub.add_parser("ls", help="list experiments (paper table/row and number)")
-    ls.add_argument("--fields", action="store_true",
-                    help="list the config fields, their types, defaults and accepted values instead")
-    ls.add_argument("--released", action="store_true",
-                    help="print how our defaults differ from the released DeiT code (docs/released-code.md)")
-    ls.add_argument("--show", metavar="EXPERIMENT", help="print one experiment's fully resolved config")
+    what = ls.add_mutually_exclusive_group()
+    what.add_argument("--fields", action="store_true",
+                      help="list the config fields, their types, defaults and accepted values instead")
+    what.add_argument("--released", action="store_true",
+                      help="print how our defaults differ from the released DeiT code (docs/released-code.md)")
+    what.add_argument("--show", metavar="EXPERIMENT", help="print one experiment's fully resolved config")
     ls.add_argument("--lr-figure", type=Path, metavar="FILE",
                     help="with --show: draw the learning rate of every epoch as training sets it (PNG or SVG)")
     ls.add_argument("--record", type=Path, metavar="DIR",
@@ -88,9 +89,6 @@ def resolve_config(name: str, data: str | None, assignments: list[str]) -> Train
 
 
 def _ls(args) -> int:
-    given = [flag for flag, on in (("--released", args.released), ("--fields", args.fields), ("--show", args.show)) if on]
-    if len(given) > 1:
-        raise UsageError(f"give one of --released, --fields, --show; got {' and '.join(given)}")
     if args.released:
         print(render_released(), end="")
         return 0
@@ -175,8 +173,7 @@ def _train(args) -> int:
 
 
 def _step_speed(args) -> int:
-    import torch
-
+    from bench.processes import resolve_device
     from bench.record import Record, write_record
     from reproduce import stepspeed
     from reproduce.checkpoints import run_env
@@ -191,7 +188,7 @@ def _step_speed(args) -> int:
     _check_cuda(args.device, f"--device {args.device}")
     cfg = resolve_config(args.experiment, None, args.set)
     check_folder(args.results_dir, "--results-dir")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)  # checked above
     env = run_env(device)
     result = stepspeed.measure(cfg, device=device, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
                                fingerprint=env["fingerprint"])
@@ -209,15 +206,12 @@ def _step_speed(args) -> int:
 
 def _check_cuda(device: str, named: str) -> None:
     """A CUDA device that this machine does not have is a usage error, not torch's traceback after the run began."""
-    import torch
+    from bench.processes import resolve_device
 
-    if not device.startswith("cuda"):
-        return
-    if not torch.cuda.is_available():
-        raise UsageError(f"{named}: torch sees no CUDA device here (auto or cpu trains on the CPU)")
-    count = torch.cuda.device_count()
-    if device.startswith("cuda:") and int(device[5:]) >= count:
-        raise UsageError(f"{named}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    try:
+        resolve_device(device, named)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _suite(args) -> int:
@@ -226,7 +220,7 @@ def _suite(args) -> int:
     from reproduce.suite import run_suite, table3
 
     if args.seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
     suite = table3(args.scale, tuple(v.strip() for v in args.variants.split(",") if v.strip()))
     results_dir = args.results_dir or Path("results/runs") / suite.name
     check_folder(args.root, "--root")

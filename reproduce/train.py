@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import sys
 import time
@@ -33,6 +32,7 @@ from tqdm import tqdm
 from bench import data as bench_data
 from bench.errors import StorageError
 from bench.evaluate import predict, scores
+from bench.processes import Processes, start_processes
 from bench.record import Record
 from bench.registry import Variant
 from bench.speed import PRECISIONS
@@ -42,33 +42,6 @@ from reproduce.checkpoints import CheckpointState, RunFiles, resolve_amp, run_en
 from reproduce.config import ConfigError, Interrupted, NonFiniteLoss, Preempted, TrainConfig
 from reproduce.distill import AttentionTap, AttentionTerm, Distiller, LabelTeacher, MemoTeacher
 from reproduce.sampling import ResumableSampler, SeededItems, step_seed
-
-
-@dataclass(frozen=True)
-class Processes:
-    rank: int
-    world: int
-    device: str
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def start_processes(device: str) -> Processes:
-    """One process per device under torchrun (NCCL on GPU, gloo on CPU); a single process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if world > 1:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if device.startswith("cuda"):
-            torch.cuda.set_device(local)
-            device = f"cuda:{local}"
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        return Processes(dist.get_rank(), world, device)
-    return Processes(0, 1, device)
 
 
 def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=print,

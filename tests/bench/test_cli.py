@@ -80,7 +80,7 @@ def test_a_folder_given_as_a_file_is_a_usage_error_before_any_work(capsys, tmp_p
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU exists")
 def test_asking_for_cuda_without_a_gpu_is_a_usage_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", "--variant", "debug", "--device", "cuda", "--results-dir", str(tmp_path))
-    assert code == 2 and "no CUDA GPU" in err
+    assert code == 2 and "--device cuda: torch sees no CUDA device here" in err
 
 
 def test_an_interrupt_during_measurement_writes_no_record(capsys, tmp_path, monkeypatch):

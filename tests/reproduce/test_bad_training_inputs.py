@@ -115,7 +115,6 @@ def test_find_samples_indexes_folders_by_the_names_it_is_given(tmp_path):
     (["train", "--experiment", "debug", "--set", "device=tpu"], "device='tpu' is not accepted"),
     (["step-speed", "--experiment", "debug_hard", "--device", "tpu"], "--device 'tpu'"),
     (["step-speed", "--experiment", "debug_hard", "--steps", "0"], "--steps must be at least 1"),
-    (["ls", "--released", "--fields"], "give one of --released, --fields, --show"),
     (["ls", "--lr-figure", "x.png"], "--lr-figure needs --show EXPERIMENT"),
     (["suite", "table3", "--scale", "imagenet", "--variants", "x"], "accepted is a comma list of ti, s, b"),
 ])
@@ -123,6 +122,12 @@ def test_more_bad_requests_exit_2(tmp_path, capsys, argv, message):
     if argv[0] == "train":
         argv = [*argv, "--output", str(tmp_path / "run")]
     assert cli.main(argv) == 2 and message in capsys.readouterr().err
+
+
+def test_ls_takes_one_of_released_fields_and_show(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["ls", "--released", "--fields"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("setting,message", [

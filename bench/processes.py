@@ -1,0 +1,63 @@
+"""The device a run uses and, under torchrun, its processes: one place for `auto` and for the process group, read
+by `bench run`, `bench campaign` and `reproduce train | suite | stepspeed`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in the run: its rank, how many there are, and its device."""
+
+    rank: int
+    world: int
+    device: str
+
+    @property
+    def main(self) -> bool:
+        """Whether this process is the one that writes and prints (rank 0, or the only one)."""
+        return self.rank == 0
+
+
+def resolve_device(device: str, named: str | None = None) -> str:
+    """`auto`, `cpu`, `cuda` or `cuda:N` as this machine runs it: `auto` is cuda where torch sees a GPU, else cpu.
+
+    Raises:
+        ValueError: a device this machine lacks, or a name that is none of these; `named` (default
+            `--device DEVICE`) says where it was given.
+    """
+    import torch  # late: the CLIs check their arguments before torch loads
+
+    named = named or f"--device {device}"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ValueError(f"{named}: unknown device; accepted: auto, cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        raise ValueError(f"{named}: torch sees no CUDA device here (auto or cpu runs on the CPU)")
+    count = torch.cuda.device_count()
+    if int(device[5:] or 0) >= count:
+        raise ValueError(f"{named}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return device
+
+
+def start_processes(device: str) -> Processes:
+    """One process per device under torchrun (WORLD_SIZE > 1: NCCL on GPU, gloo on CPU, each rank on the GPU of
+    its LOCAL_RANK); a single process on `device` otherwise. Raises ValueError as `resolve_device` does."""
+    import torch
+    import torch.distributed as dist
+
+    device = resolve_device(device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Processes(0, 1, device)
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Processes(dist.get_rank(), world, device)
