@@ -1,10 +1,10 @@
 """`bench check`: compare result records with committed baselines and give each metric a verdict.
 
 Scoring only; measuring is `bench run`'s job. Exact where the quantity is exact (params, GMACs: every machine),
-a stated tolerance for accuracy, applied only against a baseline evaluated in the same precision (issue #30), and
+a stated tolerance for accuracy, applied only against a baseline evaluated in the same precision, and
 for speed a statistical test on the model/reference CPU-time ratios that `bench run --metrics relspeed` records
 (bench/speed.py: time_interleaved), applied only against a baseline made on a machine with the same fingerprint
-(bench/machine.py; issue #17).
+(bench/machine.py). The speed gate CI runs is the A/B form, bench/ab.py; this one keeps per-machine history.
 
 A baseline folder (results/baselines/) holds `exact.json` (size, and accuracy with the precision it was evaluated
 in: machine-independent) and `speed/<fingerprint id>.json`, one file per machine fingerprint. A single baseline
@@ -13,7 +13,7 @@ file also works.
 Verdicts and exit codes (docs/regression-gate.md): pass, improved, skipped -> 0; regression, changed, missing
 -> 1; inconclusive (slower than the floor, but within the noise or measured while the machine was busy) -> 3.
 
-A gate must not decide on what it cannot read (issue #32): records and baselines are checked field by field
+A gate must not decide on what it cannot read: records and baselines are checked field by field
 (`check_record`, `load_baseline`), each machine's newest record is judged against that machine's baseline, and two
 baselines that say different things about one model (on one machine) are refused, naming both files.
 """
@@ -104,7 +104,7 @@ def _latest(records: list[Record], metric: str) -> dict[str, Record]:
 
 def _latest_per_machine(records: list[Record]) -> dict[str, dict[str, Record]]:
     """Per key, per machine (fingerprint id, "" when unrecorded), the newest relspeed record: a newer record of
-    another machine must not stand in for this one's (#32 row 6)."""
+    another machine must not stand in for this one's."""
     chosen: dict[str, dict[str, Record]] = {}
     for r in sorted(records, key=lambda r: r.created):
         if r.metrics.relspeed_ratios is not None:
@@ -113,7 +113,7 @@ def _latest_per_machine(records: list[Record]) -> dict[str, dict[str, Record]]:
     return chosen
 
 
-# ---- what the gate reads, checked (issue #32) ----
+# ---- what the gate reads, checked ----
 
 def check_record(record: Record) -> None:
     """Raise ValueError naming the first field the gate would read that it cannot use. The declared types (and no
@@ -316,7 +316,7 @@ TOLERANCE_RANGES = {"accuracy_points": (0, math.inf), "speed_floor": (0, 1), "sp
 
 
 def _check_baseline(data: dict[str, Any]) -> None:
-    """Raise ValueError naming the first field of a baseline `compare` could not use (#32 row 8)."""
+    """Raise ValueError naming the first field of a baseline `compare` could not use."""
     tolerances = data.get("tolerances")
     if not isinstance(tolerances, dict):
         raise ValueError(f"tolerances: expected an object with {', '.join(TOLERANCE_RANGES)}, got "
@@ -450,7 +450,7 @@ def compare(baselines: list[dict[str, Any]] | dict[str, Any], records: list[Reco
 
 def _first(gated: dict[tuple, tuple[Any, str]], what: tuple, value: Any, source: str) -> bool:
     """True the first time `what` is gated; False for an identical second copy. Two baselines that hold one model
-    to different values would make the verdict depend on the order of file names (#32 row 7): refused."""
+    to different values would make the verdict depend on the order of file names: refused."""
     if what not in gated:
         gated[what] = (value, source)
         return True
@@ -477,9 +477,9 @@ def _accuracy(key: str, metric: str, base: float, base_precision: str | None, cu
     if current is None:
         return Row(key, metric, base, None, "", "missing", "no current record measured it")
     value = current.metrics[metric]
-    if current.accuracy_precision != base_precision:  # bf16 moved a top-1 by 2.7 points (issue #30): no verdict
+    if current.accuracy_precision != base_precision:  # bf16 moved a top-1 by 2.7 points: no verdict
         then = (f"measure again with --precision {base_precision} or re-baseline" if base_precision else
-                "the baseline predates issue #30 and does not say: re-baseline with --write-baseline")
+                "the baseline does not say which: re-baseline with --write-baseline")
         return Row(key, metric, base, value, "", "skipped",
                    f"precisions differ: baseline {base_precision or 'unrecorded'}, current "
                    f"{current.accuracy_precision}; accuracy is compared only within one precision: {then}")

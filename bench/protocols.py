@@ -15,9 +15,10 @@ METRICS = ("size", "speed", "relspeed", "accuracy")
 # The A/B speed gate (`bench check --against`, bench/ab.py): paired rounds of one fresh process per side, timed calls
 # per workload in each process after untimed warm-up calls, and the workloads (name -> the function the worker calls
 # in each side's tree). Six rounds are the fewest that give a 95 % signed-rank interval at all (then it spans every
-# round); ten leave out the 8 most extreme of the 55 pair averages on each side. 2 x 10 processes take about
-# 2.5 minutes on a quiet 2-core machine.
-AB_ROUNDS, AB_CALLS, AB_WARMUP = 10, 10, 2
+# round); eight leave out the 3 most extreme of the 36 pair averages on each side. A process spends ~3 s of CPU on
+# imports and building, ~2 s timing: 2 x 8 processes take about 1.5 minutes on a quiet 2-core machine, about twice
+# that with two CPU-bound processes competing.
+AB_ROUNDS, AB_CALLS, AB_WARMUP = 8, 8, 1
 AB_WORKLOADS = {
     "deit_ti inference": "bench.speed:gate_workload",
     "train step (debug_hard)": "reproduce.stepspeed:gate_workload",

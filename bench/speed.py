@@ -220,7 +220,7 @@ class ReferenceEncoder(nn.Module):
     the ratio drifts with the host's load: over 12 blocks of 25 rounds (4 processes; a throwaway script),
     deit_ti's median ratio had a standard deviation of 0.9 % against this reference, 1.5 % against the same
     blocks at half the depth (half the working set); one 2048² matmul, the previous reference, moved ±2.5 %
-    between processes (issue #17).
+    between processes.
     """
 
     WIDTH, HEADS, MLP, DEPTH, TOKENS = 192, 3, 768, 12, 197

@@ -1,4 +1,5 @@
-"""Is a difference between two rows of seeds a finding? Welch's t-test with Holm's correction (issue #30).
+"""Is a difference between two rows of seeds a finding? Welch's t-test with Holm's correction.
+And for the A/B speed gate (bench/ab.py), the Hodges–Lehmann shift of paired rounds with its signed-rank interval.
 
 The tables compare a row's seeds with a control row's seeds (Table 3's rows with row 1, the attention rows with no
 distillation, one class-token initialisation with the other). A difference is called a finding only when Welch's

@@ -1,4 +1,4 @@
-"""`reproduce step-speed`: our training step against an official-style loop, side by side in one process (#21).
+"""`reproduce step-speed`: our training step against an official-style loop, side by side in one process.
 
 Both loops train the same student from the same initial weights, with the same teacher, Mixup and optimiser
 settings, on the same fixed synthetic batches on the device (the input pipeline is left out: this times the step).
