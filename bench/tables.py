@@ -125,7 +125,7 @@ def table5(records: list[Record]) -> Table:
         p = VARIANTS[name].paper
         acc = _official_accuracy(records, name, img_size)
         size = latest(records, name, img_size=img_size, key="params")  # a speed-only record has no size
-        used += [r for r in (size, acc) if r and r not in used]
+        used = _unique([*used, size, acc])
         params = size.metrics.params if size else None
         rows.append({"model": p.label, "params paper (M)": f"{p.params_m:g}", "params ours": _fmt(params, ","),
                      "paper's M from ours": _paper_millions(params, p.params_m),
@@ -147,7 +147,7 @@ def table5_comparison(records: list[Record]) -> Table:
     for i, (name, img_size) in enumerate(cells):
         v, p = VARIANTS[name], VARIANTS[name].paper
         size = latest(records, name, img_size=img_size, key="params")
-        used += [size] if size and size not in used else []
+        used = _unique([*used, size])
         params = size.metrics.params if size else None
         rows.append({"model": p.label, "timm model": v.model, "image size": img_size,
                      "params paper (M)": f"{p.params_m:g}", "params ours": _fmt(params, ","),
@@ -176,7 +176,7 @@ def table1(records: list[Record]) -> Table:
     for i, (name, (dim, heads, layers)) in enumerate(paper.TABLE1.items()):
         v, p = VARIANTS[name], VARIANTS[name].paper
         size = latest(records, name, img_size=v.img_size, key="params")
-        used += [size] if size and size not in used else []
+        used = _unique([*used, size])
         rows.append({"model": p.label, "embedding dim": dim, "heads": heads, "layers": layers,
                      "params paper": f"{p.params_m:g}M", "params ours": _fmt(size and size.metrics.params, ","),
                      "resolution": v.img_size, "im/s paper (V100)": f"{p.img_per_s:.0f}",
@@ -220,11 +220,11 @@ def _speed_columns(records: list[Record], cells: list[tuple[str, int]], protocol
     return columns, _unique(r for column in columns.values() for r in column if r is not None)
 
 
-def _unique(records: Iterable[Record]) -> list[Record]:
-    """Records in order, each once (records hold dicts: not hashable)."""
+def _unique(records: Iterable[Record | None]) -> list[Record]:
+    """Records in order, each once, none of the Nones (records hold dicts: not hashable)."""
     unique: list[Record] = []
     for r in records:
-        unique += [] if r in unique else [r]
+        unique += [] if r is None or r in unique else [r]
     return unique
 
 
@@ -244,7 +244,7 @@ def table10(records: list[Record]) -> Table:
     rows = []
     for i, (size, (paper_speed, top1)) in enumerate(paper.TABLE10.items()):
         acc = _official_accuracy(records, "deit_b", size)
-        used += [acc] if acc else []
+        used = _unique([*used, acc])
         rows.append({"test size": size, "im/s paper (V100)": f"{paper_speed:.2f}",
                      **{header: _speed_cell(column[i], header) for header, column in speed.items()},
                      "top-1 paper": f"{top1:.1f}", "top-1 ours": _fmt(acc and acc.metrics.top1, ".2f")})
