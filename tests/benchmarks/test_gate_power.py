@@ -99,23 +99,49 @@ def _cpu_time(fn, calls: int) -> float:
     return statistics.median(times)
 
 
-def calibrate(fraction: float) -> tuple[int, int]:
-    """(elementwise passes per DeiT block, 256² products per step) that add `fraction` to each workload's CPU time."""
+def _workload_times() -> tuple[float, float]:
+    """Median CPU time per call of the two gate workloads, built now (so an injected slowdown applies)."""
     from bench.speed import gate_workload as inference
     from reproduce.stepspeed import gate_workload as step
 
     torch.set_num_threads(1)
-    _, forward = inference()
-    _, train_step = step()
-    x = torch.randn(4, 197, 192)
-    a = torch.randn(256, 256)
+    return _cpu_time(inference()[1], 15), _cpu_time(step()[1], 15)
+
+
+def _injected_times(passes: int, products: int) -> tuple[float, float]:
+    """The workloads' times with the injection's code applied in this process (the same text the commit appends)."""
+    from bench import registry
+    from reproduce import train
+
+    build, step = registry.Variant.build, train.Recipe.step
+    try:
+        exec(BLOCKS.format(passes=passes), {"Variant": registry.Variant})
+        exec(STEP.format(products=products), {"Recipe": train.Recipe, "torch": torch})
+        return _workload_times()
+    finally:
+        registry.Variant.build, train.Recipe.step = build, step
+
+
+def calibrate(fraction: float) -> tuple[int, int]:
+    """(elementwise passes per DeiT block, 256² products per step) that add `fraction` to each workload's CPU time:
+    first from the cost of one pass and one product, then scaled once by what the injection measured."""
+    x, a = torch.randn(4, 197, 192), torch.randn(256, 256)
+    torch.set_num_threads(1)
     with torch.inference_mode():
         per_pass = _cpu_time(lambda: x + 0.0 * torch.tanh(x), 201)
     per_product = _cpu_time(lambda: a @ a, 201)
-    passes = round(fraction * _cpu_time(forward, 15) / (12 * per_pass))  # DeiT-Ti has 12 blocks
-    products = round(fraction * _cpu_time(train_step, 15) / per_product)
-    print(f"\n+{fraction:.0%}: {passes} passes per block ({1e3 * per_pass:.3f} ms each), {products} products per "
-          f"step ({1e3 * per_product:.3f} ms each)")
+    forward_s, step_s = _workload_times()
+    passes = max(1, round(fraction * forward_s / (12 * per_pass)))  # DeiT-Ti has 12 blocks
+    products = max(1, round(fraction * step_s / per_product))
+    slow_forward, slow_step = _injected_times(passes, products)
+    forward_gain, step_gain = slow_forward / forward_s - 1, slow_step / step_s - 1
+    if fraction / 3 < forward_gain < 3 * fraction:  # else the machine was too noisy to correct the first estimate
+        passes = max(1, round(passes * fraction / forward_gain))
+    if fraction / 3 < step_gain < 3 * fraction:
+        products = max(1, round(products * fraction / step_gain))
+    slow_forward, slow_step = _injected_times(passes, products)
+    print(f"\n+{fraction:.0%}: {passes} passes per block, {products} products per step; measured in this process "
+          f"{100 * (slow_forward / forward_s - 1):+.1f} % and {100 * (slow_step / step_s - 1):+.1f} %")
     return passes, products
 
 
@@ -202,3 +228,26 @@ def test_loaded_an_unchanged_tree_is_never_a_regression(clone):
         verdicts = run_trials(clone, clone.base, "loaded-unchanged")
     for name, outcomes in verdicts.items():
         assert "regression" not in outcomes, (name, outcomes)
+
+
+def power_table(folder: Path) -> str:
+    """The Markdown power table of docs/regression-gate.md from the scenario files this test wrote to $GATE_POWER_OUT:
+    python tests/benchmarks/test_gate_power.py FOLDER"""
+    lines = ["| scenario | workload | median estimate | regression | inconclusive | pass | quiet rounds | minutes per run |",
+             "|:--|:--|--:|--:|--:|--:|--:|--:|"]
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text())
+        trials = data["trials"]
+        minutes = statistics.median(t["seconds"] for t in trials) / 60
+        for name in trials[0]["workloads"]:
+            runs = [t["workloads"][name] for t in trials]
+            verdicts = [r[0] for r in runs]
+            estimate = statistics.median(math.expm1(r[1]) for r in runs)
+            quiet = statistics.median(r[4] for r in runs)
+            lines.append(f"| {data['scenario']} | {name} | {100 * estimate:+.1f} % | {verdicts.count('regression')} | "
+                         f"{verdicts.count('inconclusive')} | {verdicts.count('pass')} | {quiet:g} | {minutes:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(power_table(Path(sys.argv[1])))
