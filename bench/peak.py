@@ -1,0 +1,129 @@
+"""The machine's measured dense-GEMM peak per precision: what an achieved FLOP/s is a fraction of (MFU against the
+measured peak), on a CPU as on a GPU, where the datasheet's peak (bench/gpu.py) stays beside it.
+
+A short calibration times square matrix products in each precision the hardware runs natively (fp32 always; bf16
+where the fingerprint says native: avx512_bf16/AMX on a CPU, compute capability ≥ 8.0 on a GPU; tf32 and fp16 on a
+GPU), with the measurement's own thread count, and keeps the best rate of its timed products: noise only slows a
+product down, so the fastest one is the closest to what the hardware can do. The result is cached per machine
+fingerprint (which names the threads and the torch version) under ~/.cache/deit-bench/peaks/, or $DEIT_BENCH_CACHE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.load import MachineLoad, is_contended
+from bench.machine import Fingerprint
+from bench.store import write_text_atomic
+
+SIZES = {"cpu": 1024, "cuda": 8192}  # square products large enough to reach the kernels' steady state
+MIN_SECONDS = {"cpu": 0.5, "cuda": 0.2}  # timed per precision (after two warm-up products)
+DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+@dataclass(frozen=True)
+class Peak:
+    """One precision's measured dense-GEMM rate on this machine."""
+
+    precision: str  # a peak column: fp32, tf32, bf16 or fp16 (bench/protocols.py: Precision.peak)
+    tflops: float  # the best of `products` timed products
+    median_tflops: float
+    size: int  # n of the n×n @ n×n products
+    products: int
+    threads: int
+    contended: bool = False  # others used the machine meanwhile: the rate is too low, so it is neither cached nor used
+
+
+def columns(fingerprint: Fingerprint) -> tuple[str, ...]:
+    """The peak columns this machine runs natively (emulated bf16 on an AVX2 CPU has no peak worth dividing by)."""
+    if fingerprint.device == "cuda":
+        ampere = fingerprint.native_bf16
+        return ("fp32", "tf32", "bf16", "fp16") if ampere else ("fp32", "fp16")
+    return ("fp32", "bf16") if fingerprint.native_bf16 else ("fp32",)
+
+
+def measure(column: str, device: str, threads: int) -> Peak:
+    """Time n×n products in `column`'s precision for at least MIN_SECONDS; the best and the median rate."""
+    import torch
+
+    kind = device.split(":")[0]
+    n, dtype = SIZES[kind], getattr(torch, DTYPES[column])
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=generator).to(device=device, dtype=dtype) for _ in range(2))
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = column == "tf32"
+    start = MachineLoad.now()
+    try:
+        seconds = _timed_products(a, b, kind, MIN_SECONDS[kind])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    others, steal, _ = MachineLoad.now().since(start)  # our own share is moot: several threads, or a GPU
+    rates = sorted(2 * n**3 / s / 1e12 for s in seconds)
+    contended = is_contended(others, steal, 1.0, cuda=kind == "cuda")
+    return Peak(column, rates[-1], rates[len(rates) // 2], n, len(rates), threads, contended)
+
+
+def _timed_products(a, b, kind: str, min_seconds: float) -> list[float]:
+    import torch
+
+    for _ in range(2):
+        a @ b
+    out, started = [], time.perf_counter()
+    while time.perf_counter() - started < min_seconds or len(out) < 5:
+        if kind == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            a @ b
+            end.record()
+            end.synchronize()
+            out.append(begin.elapsed_time(end) / 1e3)
+        else:
+            start = time.perf_counter()
+            a @ b
+            out.append(time.perf_counter() - start)
+    return out
+
+
+def cache_folder() -> Path:
+    return Path(os.environ.get("DEIT_BENCH_CACHE") or Path.home() / ".cache" / "deit-bench") / "peaks"
+
+
+def measured_peaks(fingerprint: Fingerprint, device: str, *, folder: Path | None = None,
+                   log=lambda message: None) -> dict[str, Peak]:
+    """Every native column's peak for this fingerprint: from the cache, or measured now (a few seconds) and cached.
+    A peak measured while other processes used the machine comes back `contended` and is not cached. An unreadable
+    cache file is measured again and replaced; a cache that cannot be written is only skipped."""
+    path = (folder or cache_folder()) / f"{fingerprint.id()}.json"
+    cached = _read(path)
+    wanted = columns(fingerprint)
+    if all(c in cached for c in wanted):
+        return {c: cached[c] for c in wanted}
+    log(f"measuring this machine's GEMM peak ({', '.join(wanted)}; cached in {path.parent})")
+    peaks = {c: cached.get(c) or measure(c, device, fingerprint.threads) for c in wanted}
+    if any(p.contended for p in peaks.values()):
+        log("the machine was busy while its GEMM peak was measured: not cached, and no MFU against it in this run")
+        return peaks
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"fingerprint": fingerprint.to_dict(), "peaks": {c: dataclasses.asdict(p) for c, p in peaks.items()}}
+        write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+    except OSError as exc:
+        log(f"GEMM peak not cached ({exc}); it is measured again next time")
+    return peaks
+
+
+def _read(path: Path) -> dict[str, Peak]:
+    try:
+        return {c: Peak(**p) for c, p in json.loads(path.read_text())["peaks"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def fraction(gmacs_per_image: float, img_per_s: float, peak: Peak) -> float:
+    """Achieved model FLOP/s (2 per MAC, forward only) over the measured peak."""
+    return 2 * gmacs_per_image * 1e9 * img_per_s / (peak.tflops * 1e12)

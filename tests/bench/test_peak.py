@@ -1,0 +1,63 @@
+"""The measured GEMM peak (bench/peak.py): which precisions a machine gets one for, the cache per fingerprint, and
+that a peak measured on a busy machine is neither cached nor used."""
+
+import dataclasses
+import json
+
+import pytest
+
+from bench import machine, peak
+
+CPU = {"vendor_id": "AuthenticAMD", "cpu family": "25", "model": "17", "stepping": "1", "model name": "AMD EPYC"}
+
+
+def fingerprint(flags: str, **gpu):
+    fp = machine.detect("cpu", threads=1, info=CPU | {"flags": flags})
+    return dataclasses.replace(fp, **gpu)
+
+
+def test_only_native_precisions_get_a_peak():
+    assert peak.columns(fingerprint("avx2 fma")) == ("fp32",)  # bf16 emulated: no peak to divide by
+    assert peak.columns(fingerprint("avx2 avx512f avx512_bf16")) == ("fp32", "bf16")
+    assert peak.columns(fingerprint("avx2", device="cuda", gpu_capability="9.0")) == ("fp32", "tf32", "bf16", "fp16")
+    assert peak.columns(fingerprint("avx2", device="cuda", gpu_capability="7.0")) == ("fp32", "fp16")  # the V100
+
+
+def test_a_real_measurement_keeps_the_best_and_the_median_rate():
+    result = peak.measure("fp32", "cpu", 1)
+    assert result.products >= 5 and result.size == peak.SIZES["cpu"]
+    assert 0 < result.median_tflops <= result.tflops < 10  # one CPU thread is far below 10 TFLOP/s
+
+
+def test_the_peak_is_measured_once_per_fingerprint_and_cached(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(column, device, threads, contended=False):
+        calls.append(column)
+        return peak.Peak(column, 1.0, 0.9, 64, 5, threads, contended)
+
+    monkeypatch.setattr(peak, "measure", fake)
+    fp = fingerprint("avx2 avx512f avx512_bf16")
+    first = peak.measured_peaks(fp, "cpu", folder=tmp_path)
+    assert calls == ["fp32", "bf16"] and first["bf16"].tflops == 1.0
+    assert peak.measured_peaks(fp, "cpu", folder=tmp_path) == first and len(calls) == 2  # from the cache
+    saved = json.loads((tmp_path / f"{fp.id()}.json").read_text())
+    assert saved["fingerprint"]["id"] == fp.id()
+    other = dataclasses.replace(fp, threads=2)  # another thread count is another machine for speed
+    peak.measured_peaks(other, "cpu", folder=tmp_path)
+    assert len(calls) == 4
+    (tmp_path / f"{fp.id()}.json").write_text("{not json")  # a torn cache file is measured again, replaced
+    assert peak.measured_peaks(fp, "cpu", folder=tmp_path) == first and len(calls) == 6
+
+
+def test_a_peak_measured_on_a_busy_machine_is_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr(peak, "measure", lambda c, d, t: peak.Peak(c, 0.1, 0.1, 64, 5, t, contended=True))
+    fp = fingerprint("avx2")
+    messages = []
+    assert peak.measured_peaks(fp, "cpu", folder=tmp_path, log=messages.append)["fp32"].contended
+    assert not list(tmp_path.iterdir()) and "busy" in messages[-1]
+
+
+@pytest.mark.parametrize("gmacs, img_per_s, tflops, expected", [(17.6, 10.0, 0.352, 1.0), (1.3, 100.0, 1.0, 0.26)])
+def test_fraction_counts_two_flops_per_mac(gmacs, img_per_s, tflops, expected):
+    assert peak.fraction(gmacs, img_per_s, peak.Peak("fp32", tflops, tflops, 64, 5, 1)) == pytest.approx(expected)
