@@ -24,6 +24,7 @@ from bench.store import write_text_atomic
 SIZES = {"cpu": 1024, "cuda": 8192}  # square products large enough to reach the kernels' steady state
 MIN_SECONDS = {"cpu": 0.5, "cuda": 0.2}  # timed per precision (after two warm-up products)
 DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_BUSY: dict[Path, dict[str, Peak]] = {}
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def measured_peaks(fingerprint: Fingerprint, device: str, *, folder: Path | None
     A peak measured while other processes used the machine comes back `contended` and is not cached. An unreadable
     cache file is measured again and replaced; a cache that cannot be written is only skipped."""
     path = (folder or cache_folder()) / f"{fingerprint.id()}.json"
+    if path in _BUSY:  # a busy peak is not cached on disk, but one process measures it at most once
+        return _BUSY[path]
     cached = _read(path)
     wanted = columns(fingerprint)
     if all(c in cached for c in wanted):
@@ -106,6 +109,7 @@ def measured_peaks(fingerprint: Fingerprint, device: str, *, folder: Path | None
     log(f"measuring this machine's GEMM peak ({', '.join(wanted)}; cached in {path.parent})")
     peaks = {c: cached.get(c) or measure(c, device, fingerprint.threads) for c in wanted}
     if any(p.contended for p in peaks.values()):
+        _BUSY[path] = peaks
         log("the machine was busy while its GEMM peak was measured: not cached, and no MFU against it in this run")
         return peaks
     try:

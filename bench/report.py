@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import peak
+from bench.machine import Fingerprint
 from bench.paper import params_rounding
 from bench.record import Record, load_record_files
 from bench.registry import VARIANTS, Variant, at_resolution
@@ -88,6 +90,9 @@ def summary(record: Record, variant: Variant) -> str:
         if "mfu" in m:
             mfu = "unknown card" if m.mfu is None else f"{100 * m.mfu:.1f} %"
             rows.append(("MFU", mfu, f"peak {m.peak_tflops_datasheet} TFLOP/s (datasheet)", ""))
+        if m.achieved_tflops is not None:
+            measured = "—" if m.mfu_measured is None else f"{100 * m.mfu_measured:.1f} %"
+            rows.append(("TFLOP/s achieved; MFU", f"{m.achieved_tflops:.3g}; {measured}", _peak_why(record), ""))
         if m.energy_j_per_img is not None:
             rows.append(("energy, J/img", f"{m.energy_j_per_img:.4f}",
                          f"mean {m['gpu_power_w_mean']:.0f} W, SM {m['gpu_sm_clock_mhz']} MHz, "
@@ -120,6 +125,16 @@ def _size_rows(m, p, row) -> list[tuple[str, ...]]:
         return rows
     return [(*rows[0], f"{row.reference_params:,}", f"{m.params - row.reference_params:+,}"),
             (*rows[1], f"{row.reference_gmacs:.3f}", f"{100 * (m.gmacs / row.reference_gmacs - 1):+.2f} %")]
+
+
+def _peak_why(record: Record) -> str:
+    m = record.metrics
+    if m.mfu_measured is not None:
+        return f"of this machine's measured {m.peak_column} GEMM peak, {m.peak_tflops_measured:.3g} TFLOP/s"
+    fingerprint = record.env.fingerprint
+    native = fingerprint is not None and m.peak_column in peak.columns(Fingerprint.from_dict(fingerprint))
+    return (f"no MFU: the {m.peak_column} peak was measured on a busy machine" if native else
+            f"no MFU: {m.peak_column} is not native here, no peak to divide by")
 
 
 def _relspeed_rows(m: dict) -> list[tuple[str, str, str, str]]:

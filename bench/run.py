@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench import gpu, machine, size, speed
+from bench import gpu, machine, peak, size, speed
 from bench.accuracy import EvalOptions, build_model, find_eval_data, measure_accuracy
 from bench.predictions import check_destination
 from bench.processes import resolve_device
@@ -156,6 +156,7 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     if "speed" in settings.metrics:
         timing, readings = _time(model, variant, settings, log)
         metrics.update(speed_metrics(timing, settings, metrics.get("gmacs"), device_name, readings))
+        metrics.update(measured_mfu(fingerprint, settings, metrics, log))
     if "relspeed" in settings.metrics:
         metrics.update(_relspeed(variant, settings, log))
     recorded = _settings_dict(variant, settings, metrics)
@@ -318,6 +319,19 @@ def speed_metrics(timing: speed.Timing, settings: Settings, gmacs: float | None,
         out.update({f"gpu_{k}": v for k, v in readings.items()})
         out["energy_j_per_img"] = energy / images if energy is not None else None
     return out
+
+
+def measured_mfu(fingerprint: machine.Fingerprint, settings: Settings, metrics: dict[str, Any], log) -> dict[str, Any]:
+    """Achieved model FLOP/s and its fraction of this machine's measured GEMM peak in the precision that bounds the
+    run (amp_bf16: bf16). No fraction where that precision has no native peak here or its peak was measured busy."""
+    column = speed.PRECISIONS[settings.precision].peak
+    gmacs = metrics.get("gmacs")
+    achieved = 2 * gmacs * metrics["infer_img_per_s"] / 1e3 if gmacs is not None else None
+    measured = peak.measured_peaks(fingerprint, settings.device, log=log).get(column)
+    usable = measured is not None and not measured.contended
+    return {"achieved_tflops": achieved, "peak_column": column,
+            "peak_tflops_measured": measured.tflops if usable else None,
+            "mfu_measured": achieved / measured.tflops if usable and achieved is not None else None}
 
 
 def _settings_dict(variant: Variant, settings: Settings, metrics: dict[str, Any]) -> dict[str, Any]:

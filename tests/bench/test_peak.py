@@ -61,3 +61,23 @@ def test_a_peak_measured_on_a_busy_machine_is_not_cached(tmp_path, monkeypatch):
 @pytest.mark.parametrize("gmacs, img_per_s, tflops, expected", [(17.6, 10.0, 0.352, 1.0), (1.3, 100.0, 1.0, 0.26)])
 def test_fraction_counts_two_flops_per_mac(gmacs, img_per_s, tflops, expected):
     assert peak.fraction(gmacs, img_per_s, peak.Peak("fp32", tflops, tflops, 64, 5, 1)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("contended", [False, True])
+def test_every_speed_record_carries_its_achieved_flops_and_its_fraction_of_the_measured_peak(contended, tmp_path,
+                                                                                              monkeypatch):
+    from bench.registry import VARIANTS
+    from bench.run import measure, resolve_settings
+
+    monkeypatch.setenv("DEIT_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(peak, "measure", lambda c, d, t: peak.Peak(c, 0.5, 0.4, 64, 5, t, contended))
+    variant = VARIANTS["debug"]
+    record = measure(variant, resolve_settings(variant, device="cpu", metrics="size,speed", precision="fp32",
+                                               iters=2, warmup=1), log=lambda m: None)
+    m = record.metrics
+    assert m.achieved_tflops == pytest.approx(2 * m.gmacs * m.infer_img_per_s / 1e3)
+    assert m.peak_column == "fp32"
+    if contended:  # a peak measured busy would inflate the fraction: none is given
+        assert m.peak_tflops_measured is None and m.mfu_measured is None
+    else:
+        assert m.peak_tflops_measured == 0.5 and m.mfu_measured == pytest.approx(m.achieved_tflops / 0.5)
