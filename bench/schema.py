@@ -329,6 +329,9 @@ class StepSpeedMetrics(Section):
     ours_img_per_s = Key[float]("our training step, images/s", nullable=False)
     official_img_per_s = Key[float]("the official-style loop, images/s", nullable=False)
     ratio = Key[float]("ours / official-style", nullable=False)
+    gflop_per_image = Key[float]("training GFLOP per image: student forward and backward (3x), teacher forward")
+    ours_mfu = Key[float]("ours: of the measured GEMM peak in its precision (None: no usable peak)")
+    official_mfu = Key[float]("the official-style loop's, likewise")
 
 
 class NoMetrics(Section):

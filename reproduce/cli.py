@@ -196,11 +196,16 @@ def _step_speed(args) -> int:
                 "batch_size": result.batch_size, "steps": result.steps, "warmup": args.warmup,
                 "amp_ours": result.ours_amp, "amp_official": result.official_amp}
     metrics = {"ours_img_per_s": result.ours_img_per_s, "official_img_per_s": result.official_img_per_s,
-               "ratio": result.ratio}
+               "ratio": result.ratio, "gflop_per_image": result.gflop_per_image, "ours_mfu": result.ours_mfu,
+               "official_mfu": result.official_mfu}
     path = write_record(Record(cfg.variant, cfg.variant, settings, metrics, env, kind="stepspeed"), args.results_dir)
-    print(f"{args.experiment} on {device}, batch {result.batch_size}: ours {result.ours_img_per_s:,.1f} img/s "
-          f"({result.ours_amp}), official-style {result.official_img_per_s:,.1f} img/s ({result.official_amp}), "
-          f"ratio {result.ratio:.2f}\nrecord: {path}")
+    mfu = {k: "no usable peak" if v is None else f"MFU {100 * v:.1f} %"
+           for k, v in (("ours", result.ours_mfu), ("official", result.official_mfu))}
+    print(f"{args.experiment} on {device}, batch {result.batch_size}, {result.gflop_per_image:.3g} GFLOP per image: "
+          f"ours {result.ours_img_per_s:,.1f} img/s ({result.ours_amp}, {mfu['ours']}), official-style "
+          f"{result.official_img_per_s:,.1f} img/s ({result.official_amp}, {mfu['official']}), ratio "
+          f"{result.ratio:.2f}\nMFU: of this machine's measured GEMM peak in each loop's precision (bench/peak.py)"
+          f"\nrecord: {path}")
     return 0
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bench import peak
+from bench.machine import Fingerprint
 from reproduce import models
 from reproduce.config import ConfigError, TrainConfig
 from reproduce.distill import distillation_terms, weighted
@@ -36,6 +38,9 @@ class StepSpeed:
     official_amp: str
     batch_size: int
     steps: int
+    gflop_per_image: float  # the student's forward and backward (3 x its forward) and the teacher's forward
+    ours_mfu: float | None  # of the machine's measured GEMM peak in each loop's precision (None: none usable)
+    official_mfu: float | None
 
     @property
     def ratio(self) -> float:
@@ -81,7 +86,28 @@ def measure(cfg: TrainConfig, *, device: str, batch_size: int, steps: int, warmu
             torch.cuda.synchronize()
 
     official_speed = _timed(official_step, steps, warmup, batch_size, device)
-    return StepSpeed(ours_speed, official_speed, amp, official, batch_size, steps)
+    gflop = flop_per_image(student, teacher, images.shape[-1])
+    peaks = peak.measured_peaks(Fingerprint.from_dict(fingerprint), device)
+    ours_mfu, official_mfu = (_mfu(gflop, speed, peaks.get(PEAK_COLUMN[mode]))
+                              for speed, mode in ((ours_speed, amp), (official_speed, official)))
+    return StepSpeed(ours_speed, official_speed, amp, official, batch_size, steps, gflop, ours_mfu, official_mfu)
+
+
+PEAK_COLUMN = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}  # a loop's amp -> the GEMM peak that bounds it
+
+
+def flop_per_image(student: torch.nn.Module, teacher: torch.nn.Module, img_size: int) -> float:
+    """GFLOP one training image costs: 2 per MAC, the student's forward and backward (3 x its forward, the usual
+    count) and the teacher's forward. Elementwise work, the loss and the optimiser are left out, as in MFU."""
+    from bench.size import count_gmacs
+
+    return 2 * (3 * count_gmacs(student, img_size) + count_gmacs(teacher, img_size))
+
+
+def _mfu(gflop_per_image: float, img_per_s: float, measured: peak.Peak | None) -> float | None:
+    if measured is None or measured.contended:
+        return None
+    return gflop_per_image * img_per_s / (measured.tflops * 1e3)
 
 
 @dataclass(frozen=True)
