@@ -206,9 +206,9 @@ def _time(model, variant: Variant, settings: Settings, log):
         bar = tqdm(total=settings.warmup + settings.iters, desc="timing", unit="fwd", file=sys.stderr, disable=None,
                    leave=False)
         try:
-            timing = speed.time_forward(runner, batch_size=batch, img_size=settings.img_size,
-                                        device=settings.device, precision=prec, warmup=settings.warmup,
-                                        iters=settings.iters, monitor=monitor, progress=functools.partial(bar.update, 1))
+            timing = speed.time_forward(runner, speed.Batch(batch, settings.img_size, settings.device, prec),
+                                        warmup=settings.warmup, iters=settings.iters, monitor=monitor,
+                                        progress=functools.partial(bar.update, 1))
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if settings.batch_size != "max" or attempt == 4:
@@ -282,10 +282,9 @@ def _relspeed_worker(name: str, settings: Settings) -> speed.RelativeTiming:
     model = variant.build(**_img_size_override(variant, settings.img_size)).eval()
     model = model.to(device=settings.device, dtype=speed.PRECISIONS[settings.precision].dtype)
     runner = torch.compile(model) if settings.compile else model
-    return speed.time_interleaved(runner, speed.ReferenceEncoder(settings.batch_size), rounds=settings.iters,
-                                  batch_size=settings.batch_size, img_size=settings.img_size, device=settings.device,
-                                  precision=speed.PRECISIONS[settings.precision], warmup=settings.warmup,
-                                  budget_s=settings.budget_s)
+    batch = speed.Batch(settings.batch_size, settings.img_size, settings.device, speed.PRECISIONS[settings.precision])
+    return speed.time_interleaved(runner, speed.ReferenceEncoder(settings.batch_size), batch, rounds=settings.iters,
+                                  warmup=settings.warmup, budget_s=settings.budget_s)
 
 
 def speed_metrics(timing: speed.Timing, settings: Settings, gmacs: float | None, device_name: str,

@@ -76,24 +76,36 @@ class Timing:
         return self.batch_size / (self.median_s if stat == "median" else self.mean_s)
 
 
-def time_forward(model: nn.Module, *, batch_size: int, img_size: int, device: str,
-                 precision: Precision, warmup: int, iters: int,
+@dataclass(frozen=True)
+class Batch:
+    """The synthetic batch a timing runs on: its size, resolution, device and precision."""
+
+    size: int
+    img_size: int
+    device: str
+    precision: Precision
+
+    def make(self) -> torch.Tensor:
+        return torch.randn(self.size, 3, self.img_size, self.img_size, device=self.device, dtype=self.precision.dtype)
+
+
+def time_forward(model: nn.Module, batch: Batch, *, warmup: int, iters: int,
                  monitor: contextlib.AbstractContextManager | None = None,
                  progress: Callable[[], None] | None = None) -> Timing:
     """Time `iters` forward passes of a synthetic batch after `warmup` untimed ones.
 
     Args:
-        model: already on `device`, in eval mode, with weights in `precision.dtype`.
+        model: already on `batch.device`, in eval mode, with weights in `batch.precision.dtype`.
         monitor: entered around the timed iterations only (e.g. GPU energy counters).
         progress: called after each forward, outside the timed span (CPU; CUDA forwards are queued, not waited on).
     """
     tick = progress or (lambda: None)
-    if iters < 1 or warmup < 0 or batch_size < 1:
-        raise ValueError(f"need iters >= 1, warmup >= 0, batch_size >= 1 (got {iters}, {warmup}, {batch_size})")
-    cuda = device.startswith("cuda")
-    example = torch.randn(batch_size, 3, img_size, img_size, device=device, dtype=precision.dtype)
+    if iters < 1 or warmup < 0 or batch.size < 1:
+        raise ValueError(f"need iters >= 1, warmup >= 0, batch_size >= 1 (got {iters}, {warmup}, {batch.size})")
+    cuda = batch.device.startswith("cuda")
+    example = batch.make()
     _reset_peak_memory(cuda)
-    with torch.inference_mode(), precision_mode(precision, device.split(":")[0]):
+    with torch.inference_mode(), precision_mode(batch.precision, batch.device.split(":")[0]):
         for _ in range(warmup):
             model(example)
             tick()
@@ -102,7 +114,7 @@ def time_forward(model: nn.Module, *, batch_size: int, img_size: int, device: st
         with monitor or contextlib.nullcontext():
             samples = _timed_cuda(model, example, iters) if cuda else _timed_cpu(model, example, iters, tick)
     peak, kind = _peak_memory(cuda)
-    return Timing(batch_size, tuple(samples), "cuda_event" if cuda else "perf_counter", peak, kind)
+    return Timing(batch.size, tuple(samples), "cuda_event" if cuda else "perf_counter", peak, kind)
 
 
 def _timed_cuda(model: nn.Module, example: torch.Tensor, iters: int) -> list[float]:
@@ -276,8 +288,7 @@ class RelativeTiming:
         return tuple(is_contended(*load, cuda=cuda) for load in zip(self.other_cores, self.steal, self.cpu_share))
 
 
-def time_interleaved(model: nn.Module, reference: nn.Module, *, rounds: int, per_round: int = 1,
-                     batch_size: int, img_size: int, device: str, precision: Precision,
+def time_interleaved(model: nn.Module, reference: nn.Module, batch: Batch, *, rounds: int, per_round: int = 1,
                      warmup: int, budget_s: float = 0.0) -> RelativeTiming:
     """Alternate between the reference and the model, `per_round` timed calls each, for `rounds` rounds.
 
@@ -286,10 +297,11 @@ def time_interleaved(model: nn.Module, reference: nn.Module, *, rounds: int, per
     while the machine was busy are marked; while fewer than `rounds` rounds are clean and `budget_s` seconds
     (from the first round) are not spent, more rounds are taken. The gate (bench/check.py) scores the ratios.
     """
+    device, precision = batch.device, batch.precision
     reference = reference.to(device)
     cuda = device.startswith("cuda")
     ref_input = torch.zeros(1, device=device)
-    example = torch.randn(batch_size, 3, img_size, img_size, device=device, dtype=precision.dtype)
+    example = batch.make()
     calls = _timed_cuda_events if cuda else _timed_cpu_clock
     columns: dict[str, list[float]] = {k: [] for k in ("model", "ref", "model_wall", "ref_wall", "others", "steal", "share")}
     kind = device.split(":")[0]

@@ -9,8 +9,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MOST = 8
 MODULES = sorted(p for package in ("bench", "reproduce") for p in (ROOT / package).glob("*.py"))
-# Modules being rewritten by other work right now; the mark comes off when it lands (strict: a pass fails the mark).
-PENDING = {"speed.py": "time_forward and time_interleaved are being reworked with the speed gate"}
 
 
 def parameters(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
@@ -22,9 +20,7 @@ def parameters(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
     return names[1:] if names[:1] in (["self"], ["cls"]) else names
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(reason=PENDING[p.name], strict=True))
-                                  if p.parent.name == "bench" and p.name in PENDING else p for p in MODULES],
-                         ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_no_function_takes_more_than_eight_parameters(path):
     long = {f"{node.name} (line {node.lineno})": len(parameters(node))
             for node in ast.walk(ast.parse(path.read_text()))

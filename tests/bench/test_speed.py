@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from bench.registry import VARIANTS
-from bench.speed import PRECISIONS, Timing, check_precision, find_max_batch, precision_mode, time_forward
+from bench.speed import PRECISIONS, Batch, Timing, check_precision, find_max_batch, precision_mode, time_forward
 
 FP32 = PRECISIONS["fp32"]
 
@@ -26,7 +26,7 @@ class Sleeper(nn.Module):
 
 def test_the_timer_measures_a_forward_of_known_cost():
     model = Sleeper(0.02)
-    timing = time_forward(model, batch_size=4, img_size=8, device="cpu", precision=FP32, warmup=2, iters=5)
+    timing = time_forward(model, Batch(4, 8, "cpu", FP32), warmup=2, iters=5)
     assert model.calls == 2 + 5 and len(timing.samples_s) == 5
     assert all(0.02 <= s < 0.5 for s in timing.samples_s)
     assert timing.img_per_s("median") == pytest.approx(4 / timing.median_s)
@@ -35,7 +35,7 @@ def test_the_timer_measures_a_forward_of_known_cost():
 
 def test_every_forward_runs_in_inference_mode():
     model = Sleeper(0)
-    time_forward(model, batch_size=1, img_size=8, device="cpu", precision=FP32, warmup=1, iters=2)
+    time_forward(model, Batch(1, 8, "cpu", FP32), warmup=1, iters=2)
     assert model.inference == [True, True, True]
 
 
@@ -49,12 +49,12 @@ def test_the_monitor_brackets_only_the_timed_iterations():
         def __exit__(self, *exc):
             seen.append(("exit", model.calls))
 
-    time_forward(model, batch_size=1, img_size=8, device="cpu", precision=FP32, warmup=3, iters=4, monitor=Monitor())
+    time_forward(model, Batch(1, 8, "cpu", FP32), warmup=3, iters=4, monitor=Monitor())
     assert seen == [("enter", 3), ("exit", 7)]
 
 
 def test_peak_memory_is_read_on_cpu():
-    timing = time_forward(Sleeper(0), batch_size=1, img_size=8, device="cpu", precision=FP32, warmup=0, iters=1)
+    timing = time_forward(Sleeper(0), Batch(1, 8, "cpu", FP32), warmup=0, iters=1)
     assert timing.peak_mem_kind == "process_peak_rss" and timing.peak_mem_mib > 0
 
 
@@ -70,7 +70,7 @@ def test_statistics_of_the_samples():
 
 def test_bad_loop_counts_are_refused():
     with pytest.raises(ValueError, match="iters >= 1"):
-        time_forward(Sleeper(0), batch_size=1, img_size=8, device="cpu", precision=FP32, warmup=0, iters=0)
+        time_forward(Sleeper(0), Batch(1, 8, "cpu", FP32), warmup=0, iters=0)
 
 
 @pytest.mark.parametrize("limit,cap,expected", [(37, 4096, 37), (1, 4096, 1), (4096, 4096, 4096),
@@ -113,7 +113,7 @@ def test_pure_bf16_weights_time_on_cpu():
     from bench.registry import VARIANTS
 
     model = VARIANTS["debug"].build().eval().to(torch.bfloat16)
-    timing = time_forward(model, batch_size=2, img_size=32, device="cpu", precision=PRECISIONS["bf16"],
+    timing = time_forward(model, Batch(2, 32, "cpu", PRECISIONS["bf16"]),
                           warmup=1, iters=2)
     assert len(timing.samples_s) == 2
 
@@ -123,7 +123,7 @@ def test_cuda_timing_uses_events_and_reports_allocated_peak():
     from bench.registry import VARIANTS
 
     model = VARIANTS["debug"].build().eval().cuda()
-    timing = time_forward(model, batch_size=8, img_size=32, device="cuda", precision=FP32, warmup=2, iters=3)
+    timing = time_forward(model, Batch(8, 32, "cuda", FP32), warmup=2, iters=3)
     assert timing.timer == "cuda_event" and timing.peak_mem_kind == "cuda_max_allocated"
 
 
@@ -133,8 +133,8 @@ def tiny_relative_timing(monkeypatch=None, busy=False, budget_s=0.0, rounds=4):
     if monkeypatch is not None:
         monkeypatch.setattr(speed, "is_contended", lambda *load, cuda: busy)
     model = VARIANTS["debug"].build().eval()
-    return speed.time_interleaved(model, speed.ReferenceEncoder(2), rounds=rounds, batch_size=2, img_size=32,
-                                  device="cpu", precision=FP32, warmup=1, budget_s=budget_s)
+    return speed.time_interleaved(model, speed.ReferenceEncoder(2), speed.Batch(2, 32, "cpu", FP32), rounds=rounds,
+                                  warmup=1, budget_s=budget_s)
 
 
 def test_relative_timing_times_cpu_time_and_records_the_load_of_every_round():

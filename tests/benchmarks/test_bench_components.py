@@ -23,7 +23,7 @@ from timm.optim import create_optimizer_v2
 
 from bench.protocols import PRECISIONS
 from bench.registry import VARIANTS
-from bench.speed import time_forward
+from bench.speed import Batch, time_forward
 from reproduce.distill import distillation_loss, teacher_logits
 
 pytestmark = pytest.mark.benchmark(group="components", min_rounds=5, warmup=True)
@@ -83,8 +83,7 @@ def test_model_forward(benchmark, name, batch):
                threads=torch.get_num_threads())
 
     def ours() -> float:
-        return time_forward(model, batch_size=batch, img_size=size, device="cpu", precision=PRECISIONS["fp32"],
-                            warmup=1, iters=3).median_s
+        return time_forward(model, Batch(batch, size, "cpu", PRECISIONS["fp32"]), warmup=1, iters=3).median_s
 
     median = alternated({"time_forward": ours, "plain": per_call(forward)})
     ratio = median["plain"] / median["time_forward"]  # its images/s over the plain timer's
