@@ -4,7 +4,7 @@ Written by `bench tables` beside its tables folder, from what that run built (th
 records it read) and nothing else: no clock, no network, so the same records give the same bytes. The page works
 offline and alone (no script, no external stylesheet or font); figures are the SVG files beside it, linked by
 relative paths rather than copied in, so each figure stays one file. Tested in a real browser by
-tests/bench/test_browser.py.
+tests/bench/test_site.py (headless Chromium).
 """
 
 from __future__ import annotations
