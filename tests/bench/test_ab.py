@@ -136,6 +136,7 @@ def test_an_interrupted_ab_leaves_no_reference_tree_behind(repo, monkeypatch):
     (["--against", "HEAD", "--write-baseline", "--baseline", "x"], "does not go with --against"),
     (["--against", "no-such-commit-anywhere"], "is not a commit"),
     (["--against", "HEAD", "--speed-floor", "nan"], "--speed-floor must be"),
+    (["--against", "HEAD", "--ab-record", "tests"], "is a folder; give a file name"),
 ])
 def test_check_usage_errors_exit_2(args, message, capsys):
     assert cli.main(["check", *args]) == 2
