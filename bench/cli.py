@@ -101,7 +101,7 @@ def _add_check(sub) -> None:
                     help="another environment's interpreter for the reference side (a dependency A/B: a torch or "
                          "timm upgrade); the reference side runs --against's code, or this tree's")
     ab.add_argument("--rounds", type=int, default=AB_ROUNDS,
-                    help=f"paired rounds, one fresh process per side each (default {AB_ROUNDS}; at least 6)")
+                    help=f"paired rounds, one fresh process per side each (default {AB_ROUNDS}; 6 to 100)")
     ab.add_argument("--ab-record", type=Path, metavar="FILE", help="also write every round's timings here (JSON)")
     check.set_defaults(func=_check)
 
@@ -295,8 +295,9 @@ def _baseline_rows(args: argparse.Namespace) -> list:
 def _ab_rows(args: argparse.Namespace) -> list:
     from bench import ab, check
 
-    if args.rounds < 6:
-        raise UsageError(f"--rounds must be at least 6 (fewer give no 95 % interval), got {args.rounds}")
+    if not 6 <= args.rounds <= 100:
+        raise UsageError(f"--rounds must be 6 to 100 (fewer give no 95 % interval; 100 take about half an hour), "
+                         f"got {args.rounds}")
     if args.ab_record is not None:
         if args.ab_record.is_dir():
             raise UsageError(f"--ab-record {args.ab_record} is a folder; give a file name, e.g. {args.ab_record / 'ab.json'}")

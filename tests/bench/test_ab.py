@@ -132,7 +132,8 @@ def test_an_interrupted_ab_leaves_no_reference_tree_behind(repo, monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     ([], "give --baseline"),
-    (["--against", "HEAD", "--rounds", "5"], "--rounds must be at least 6"),
+    (["--against", "HEAD", "--rounds", "5"], "--rounds must be 6 to 100"),
+    (["--against", "HEAD", "--rounds", "101"], "--rounds must be 6 to 100"),
     (["--against", "HEAD", "--write-baseline", "--baseline", "x"], "does not go with --against"),
     (["--against", "no-such-commit-anywhere"], "is not a commit"),
     (["--against", "HEAD", "--speed-floor", "nan"], "--speed-floor must be"),
