@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 BLOCKS = '''
 
 def _heavier(build, passes={passes}):
-    """Injected slowdown (tests/benchmarks/test_gate_power.py): extra elementwise passes after every DeiT block."""
+    """Injected slowdown (tests/benchmarks/test_gate_power.py): extra elementwise passes in every DeiT block."""
     def built(self, **overrides):
         model = build(self, **overrides)
         for block in getattr(model, "blocks", []) if self.name.startswith("deit") else []:
@@ -99,49 +99,63 @@ def _cpu_time(fn, calls: int) -> float:
     return statistics.median(times)
 
 
-def _workload_times() -> tuple[float, float]:
-    """Median CPU time per call of the two gate workloads, built now (so an injected slowdown applies)."""
-    from bench.speed import gate_workload as inference
-    from reproduce.stepspeed import gate_workload as step
+class _Stub:
+    """Stands in for the class the injection's last line patches, so its functions can be used on one object."""
+
+    build = step = staticmethod(lambda *args, **kwargs: None)
+
+
+def _injection(passes: int, products: int) -> tuple:
+    """The injection's own functions (`_slowed`, `_burdened`), from the text the commit appends."""
+    blocks, step = {"Variant": _Stub}, {"Recipe": _Stub, "torch": torch}
+    exec(BLOCKS.format(passes=passes), blocks)
+    exec(STEP.format(products=products), step)
+    return blocks["_slowed"], step["_burdened"]
+
+
+def _slowdown(plain, slowed, rounds: int = 9, calls: int = 5) -> float:
+    """Median CPU-time ratio slowed/plain over rounds that alternate the two, on the same objects: two model
+    instances, even in one process, differ by a few per cent (their memory), which would swamp a 10 % target."""
+    return statistics.median(_cpu_time(slowed, calls) / _cpu_time(plain, calls) for _ in range(rounds)) - 1
+
+
+def _measured(passes: int, products: int) -> tuple[float, float]:
+    """The injection's slowdown of each gate workload, applied to and removed from the same objects in turn."""
+    from bench.registry import VARIANTS
+    from reproduce.experiments import get
+    from reproduce.stepspeed import GATE_BATCH, GATE_EXPERIMENT, _setup
 
     torch.set_num_threads(1)
-    return _cpu_time(inference()[1], 15), _cpu_time(step()[1], 15)
+    slowed, burdened = _injection(passes, products)
+    model = VARIANTS["deit_ti"].build().eval()
+    x = torch.randn(4, 3, 224, 224)
+    plain_forwards = [block.forward for block in model.blocks]
+    heavy_forwards = [slowed(f, passes) for f in plain_forwards]
 
+    def forward(forwards):
+        for block, f in zip(model.blocks, forwards):
+            block.forward = f
+        with torch.inference_mode():
+            model(x)
 
-def _injected_times(passes: int, products: int) -> tuple[float, float]:
-    """The workloads' times with the injection's code applied in this process (the same text the commit appends)."""
-    from bench import registry
-    from reproduce import train
-
-    build, step = registry.Variant.build, train.Recipe.step
-    try:
-        exec(BLOCKS.format(passes=passes), {"Variant": registry.Variant})
-        exec(STEP.format(products=products), {"Recipe": train.Recipe, "torch": torch})
-        return _workload_times()
-    finally:
-        registry.Variant.build, train.Recipe.step = build, step
+    setup = _setup(get(GATE_EXPERIMENT).build(), "cpu", GATE_BATCH, "none")
+    step = type(setup.recipe).step
+    heavy_step = burdened(step)
+    args = (setup.student, setup.student, setup.images, setup.targets, 0)
+    return (_slowdown(lambda: forward(plain_forwards), lambda: forward(heavy_forwards)),
+            _slowdown(lambda: step(setup.recipe, *args, where="calibration"),
+                      lambda: heavy_step(setup.recipe, *args, where="calibration")))
 
 
 def calibrate(fraction: float) -> tuple[int, int]:
     """(elementwise passes per DeiT block, 256² products per step) that add `fraction` to each workload's CPU time:
-    first from the cost of one pass and one product, then scaled once by what the injection measured."""
-    x, a = torch.randn(4, 197, 192), torch.randn(256, 256)
-    torch.set_num_threads(1)
-    with torch.inference_mode():
-        per_pass = _cpu_time(lambda: x + 0.0 * torch.tanh(x), 201)
-    per_product = _cpu_time(lambda: a @ a, 201)
-    forward_s, step_s = _workload_times()
-    passes = max(1, round(fraction * forward_s / (12 * per_pass)))  # DeiT-Ti has 12 blocks
-    products = max(1, round(fraction * step_s / per_product))
-    slow_forward, slow_step = _injected_times(passes, products)
-    forward_gain, step_gain = slow_forward / forward_s - 1, slow_step / step_s - 1
-    if fraction / 3 < forward_gain < 3 * fraction:  # else the machine was too noisy to correct the first estimate
-        passes = max(1, round(passes * fraction / forward_gain))
-    if fraction / 3 < step_gain < 3 * fraction:
-        products = max(1, round(products * fraction / step_gain))
-    slow_forward, slow_step = _injected_times(passes, products)
-    print(f"\n+{fraction:.0%}: {passes} passes per block, {products} products per step; measured in this process "
-          f"{100 * (slow_forward / forward_s - 1):+.1f} % and {100 * (slow_step / step_s - 1):+.1f} %")
+    the slowdown of one pass and of a few products, measured on the workloads themselves, scaled to `fraction`."""
+    four_passes, forty_products = _measured(4, 40)
+    passes, products = max(1, round(4 * fraction / four_passes)), max(1, round(40 * fraction / forty_products))
+    forward_gain, step_gain = _measured(passes, products)
+    print(f"\n+{fraction:.0%}: {passes} passes per block (four: {100 * four_passes:+.1f} %), {products} products per "
+          f"step (forty: {100 * forty_products:+.1f} %); measured together {100 * forward_gain:+.1f} % and "
+          f"{100 * step_gain:+.1f} %")
     return passes, products
 
 
