@@ -251,6 +251,8 @@ def power_table(folder: Path) -> str:
              "|:--|:--|--:|--:|--:|--:|--:|--:|"]
     for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text())
+        if "scenario" not in data:  # another file beside them (an A/B record)
+            continue
         trials = data["trials"]
         minutes = statistics.median(t["seconds"] for t in trials) / 60
         for name in trials[0]["workloads"]:
