@@ -65,7 +65,7 @@ Ablation = Versus | Paired
 
 ABLATIONS: tuple[Ablation, ...] = (
     Paired(  # does the released code's class-token initialisation move Table 3's token rows?
-        "table_cls_init_mini", "Class-token initialisation, Table 3 rows 4–6 (mini scale; issue #20)",
+        "table_cls_init_mini", "Class-token initialisation, Table 3 rows 4–6 (mini scale)",
         heads=(("class embedding", "final_val_top1_cls"), ("distillation embedding", "final_val_top1_dist"),
                ("class + distillation", "final_val_top1_fused_logits")),
         base=("cls token N(0, 1e-6) (timm)", "mini_hard_init_timm"),
@@ -77,7 +77,7 @@ ABLATIONS: tuple[Ablation, ...] = (
         rows=(Row("no distillation (Table 3 row 1)", "mini_none"),
               Row("hard, CNN teacher, distillation token (Table 3 rows 4–6, class + distil)", "mini_hard",
                   "final_val_top1_fused_logits"),
-              Row("hard, CNN teacher retrained for issue #20 (its own checkpoint), timm init, class + distil",
+              Row("hard, CNN teacher retrained for the class-token ablation (its own checkpoint), timm init, class + distil",
                   "mini_hard_init_timm", "final_val_top1_fused_logits"),
               Row("attention distillation only, ViT teacher", "mini_attn"),
               Row("hard, ViT teacher, distillation token (class + distil)", "mini_vit_hard",
@@ -86,7 +86,7 @@ ABLATIONS: tuple[Ablation, ...] = (
         teachers=(Row("teacher of the CNN rows: convnet", "mini_teacher", short="convnet"),
                   Row("teacher of the ViT rows: ViT, 9 blocks", "mini_vit_teacher", short="ViT, 9 blocks")),
         notes=("Not the paper's method: the paper distils a convnet's logits through a distillation token; this "
-               "table matches a ViT teacher's attention maps (issue #23).",),
+               "table matches a ViT teacher's attention maps.",),
         value="top-1 (mini)", versus="no distillation",
         figure=("attention_mini", "Attention distillation at mini scale (not the paper's method)")),
 )

@@ -173,7 +173,7 @@ class MemoTeacher(nn.Module):
 def memo_path(teacher_checkpoint: str, teacher_sha256: str, amp: str, rank: int, world: int, *,
               run_folder: Path) -> tuple[Path, str | None]:
     """Where the logits of a teacher checkpoint (identified by its sha256, which the caller took once as it read the
-    file: #32 hashed it three times, here reading it whole into memory) under an autocast mode are kept, and a line
+    file: hashing it here again would read it whole once more) under an autocast mode are kept, and a line
     to print when that is not the usual place.
 
     Beside the checkpoint, so every run distilling from it shares them; where that folder cannot be written (a
