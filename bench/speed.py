@@ -228,11 +228,8 @@ class ReferenceEncoder(nn.Module):
     Twelve pre-norm transformer blocks of DeiT-Ti's shape (width 192, 3 heads, MLP 768; 5.3 M parameters) on
     `batch_size` x 197 tokens, in plain torch ops: the kernels and about the working set of DeiT-Ti's body, so
     what shifts their speed (clock, a neighbour's pressure on the shared cache) shifts both, yet independent of
-    timm and of this project's model code, so a change there is not cancelled out. On the 2-core development VM
-    the ratio drifts with the host's load: over 12 blocks of 25 rounds (4 processes; a throwaway script),
-    deit_ti's median ratio had a standard deviation of 0.9 % against this reference, 1.5 % against the same
-    blocks at half the depth (half the working set); one 2048² matmul, the previous reference, moved ±2.5 %
-    between processes.
+    timm and of this project's model code, so a change there is not cancelled out. Why this depth and not a
+    single large matmul: results/REPORT.md, "What the gate measures now, and how steady it is".
     """
 
     WIDTH, HEADS, MLP, DEPTH, TOKENS = 192, 3, 768, 12, 197
