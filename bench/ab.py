@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -110,11 +111,29 @@ def run(against: str | None, against_python: str | None, *, tol: Tolerances, rou
     repo = repo or repository()
     current = Side("current", repo, sys.executable, describe_tree(repo))
     python = check_python(against_python) if against_python else sys.executable
-    with reference_tree(repo, against) as (tree, commit):
+    with _terminate_as_interrupt(), reference_tree(repo, against) as (tree, commit):
         reference = Side("reference", tree, python, commit)
         processes = measure(reference, current, rounds=rounds, calls=calls, workloads=workloads, progress=progress)
     paired = tuple(judge(name, spec, processes, tol) for name, spec in workloads.items())
     return ABResult(reference, current, rounds, calls, tuple(processes), paired, time.perf_counter() - start)
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (timeout, docker stop, a CI runner's cancel) unwinds like Ctrl-C, so the reference tree's temporary
+    folder is removed; restored afterwards."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        before = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 # ---- the two sides ----

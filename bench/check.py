@@ -106,7 +106,7 @@ def _latest_per_machine(records: list[Record]) -> dict[str, dict[str, Record]]:
     another machine must not stand in for this one's."""
     chosen: dict[str, dict[str, Record]] = {}
     for r in sorted(records, key=lambda r: r.created):
-        if r.metrics.relspeed_ratios is not None:
+        if r.metrics.get("relspeed_ratios") is not None:  # training records have no such key at all
             fingerprint = record_fingerprint(r)
             chosen.setdefault(record_key(r), {})[fingerprint.id() if fingerprint else ""] = r
     return chosen

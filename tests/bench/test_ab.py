@@ -142,3 +142,21 @@ def test_an_interrupted_ab_leaves_no_reference_tree_behind(repo, monkeypatch):
 def test_check_usage_errors_exit_2(args, message, capsys):
     assert cli.main(["check", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_terminated_ab_leaves_no_reference_tree_behind(repo, monkeypatch):
+    """SIGTERM (timeout, docker stop, a cancelled CI job) unwinds like Ctrl-C."""
+    import os
+    import signal
+
+    seen = []
+
+    def terminated(side, specs, calls):
+        seen.append(side.tree)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(ab, "run_worker", terminated)
+    with pytest.raises(KeyboardInterrupt):
+        run(repo)
+    assert seen and not seen[0].exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored

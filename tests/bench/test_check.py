@@ -407,3 +407,10 @@ def test_write_baseline_never_overwrites_a_file_that_is_not_a_baseline(tmp_path,
     broken.write_text(json.dumps({"schema_version": 2, "entries": {}}))
     assert cli.main(["check", "--write-baseline", "--baseline", str(broken), "--current", str(runs)]) == 0
     assert "tolerances" in json.loads(broken.read_text())
+
+
+def test_training_records_in_current_are_no_speed_records(capsys):
+    """A folder of training records has no relspeed key at all: the gate reports the sizes as missing, no crash."""
+    code = cli.main(["check", "--baseline", str(EXACT), "--current", str(ROOT / "results" / "runs" / "mini-none-fp32")])
+    out = capsys.readouterr().out
+    assert code == 1 and "MISSING" in out and "no current record measured it" in out
