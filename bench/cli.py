@@ -413,9 +413,12 @@ def _campaign(args: argparse.Namespace) -> int:
     from bench import campaign
     from bench.processes import resolve_device
 
-    device = resolve_device(args.device) if args.device == "auto" else args.device
-    if device not in ("cpu", "cuda"):
+    if args.device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device {args.device!r}: accepted auto, cuda, cpu")
+    try:  # before anything runs: a machine without a GPU fails here, not in every measurement of the plan
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise UsageError(f"{exc}; the dry run works on a CPU: --device cpu --dry-run") from None
     if device == "cpu" and not args.dry_run:
         raise UsageError("the campaign measures a GPU; on a CPU run it with --dry-run (the debug models)")
     if not math.isfinite(args.budget_s) or args.budget_s < 60:

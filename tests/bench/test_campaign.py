@@ -5,6 +5,7 @@ import json
 import tarfile
 
 import pytest
+import torch
 
 from bench import campaign, cli
 from bench.campaign import Step
@@ -67,6 +68,8 @@ def test_continue_runs_only_what_the_first_call_did_not_finish(tmp_path, monkeyp
     (["--device", "cpu"], "on a CPU run it with --dry-run"),
     (["--dry-run", "--device", "cpu", "--budget-s", "5"], "--budget-s must be at least 60"),
     (["--dry-run", "--device", "tpu"], "--device 'tpu'"),
+    pytest.param(["--device", "cuda"], "torch sees no CUDA device here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
     (["--dry-run", "--device", "cpu", "--timm-benchmark", "/nonexistent/benchmark.py"], "no such file"),
     (["--dry-run", "--device", "cpu", "--continue", "/nonexistent/c.tar.gz"], "no such archive"),
 ])
