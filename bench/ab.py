@@ -28,6 +28,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -240,15 +241,9 @@ def run_worker(side: Side, specs: list[str], calls: int) -> Process:
         raise UsageError(f"the {side.name} side ({side.commit}, {side.python}) failed to measure:\n{tail}")
     data = json.loads(done.stdout.strip().splitlines()[-1])
     results = data["results"]
-    return Process(side.name, {s: _median(r["cpu_s"]) for s, r in results.items()},
+    return Process(side.name, {s: statistics.median(r["cpu_s"]) for s, r in results.items()},
                    {s: _busy(r["load"]) for s, r in results.items()}, {s: r["what"] for s, r in results.items()},
                    data["versions"])
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _busy(load: list[dict[str, Any]]) -> bool:
@@ -266,8 +261,8 @@ def judge(name: str, spec: str, processes: list[Process], tol: Tolerances) -> Pa
     busy = sum(not c for c in contended) < tol.min_clean_share * len(pairs)
     shift = hodges_lehmann([math.log(r) for r in ratios])
     verdict, why = verdict_of(shift, busy, tol.speed_floor)
-    return Paired(name, ratios, contended, _median([r.median_s[spec] for r in by_side["reference"]]),
-                  _median([c.median_s[spec] for c in by_side["current"]]), shift, verdict,
+    return Paired(name, ratios, contended, statistics.median([r.median_s[spec] for r in by_side["reference"]]),
+                  statistics.median([c.median_s[spec] for c in by_side["current"]]), shift, verdict,
                   f"{len(pairs)} rounds, {sum(not c for c in contended)} quiet; {why}")
 
 
