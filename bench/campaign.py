@@ -133,16 +133,16 @@ def plan(work: Path, *, device: str, dry_run: bool, timm_benchmark: Path | None)
         steps += [Step(f"paper_protocol_{v}", (*bench, "--variant", v, "--metrics", "size,speed", "--batch-size", "4",
                                                "--iters", "3", "--warmup", "1"), 15, "dry run of step 1")
                   for v in ("debug", "debug_dist")]
-        steps += [Step(f"best_{v}", (*bench, "--variant", v, "--metrics", "size,speed", "--precision", "fp32",
+        steps += [Step(f"best_{v}", (*bench, "--variant", v, "--metrics", "size,speed", "--best", "10",
                                      "--batch-size", "8", "--iters", "3", "--warmup", "1"), 15, "dry run of step 2")
                   for v in ("debug",)]
         timm_models, timm_args = ("test_vit",), ("--bench", "inference", "-b", "2")
     else:
         steps += [Step(f"paper_protocol_{v}", (*bench, "--variant", v, "--protocol", "paper"), 60,
                        "Table 5/10 beside the V100: fp32, the largest batch, mean of 30") for v in DEIT]
-        steps += [Step(f"best_{v}", (*bench, "--variant", v, "--precision", "amp_bf16", "--compile", "--batch-size",
-                                     "max", "--max-batch-cap", "2048"), 90,
-                       "bf16, torch.compile, the largest batch; NVML clocks, power, energy per image, MFU")
+        steps += [Step(f"best_{v}", (*bench, "--variant", v, "--best", "100", "--max-batch-cap", "2048"), 180,
+                       "the --best search (tf32/bf16/fp16, eager/compile/CUDA graphs/max-autotune, batch up to 2048) "
+                       "checked against fp32 eager; NVML clocks, power, energy per image, MFU")
                   for v in ("deit_ti", "deit_s", "deit_b")]
         timm_models = ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")
         timm_args = ("--bench", "inference", "--amp", "--amp-dtype", "bfloat16", "--torchcompile", "-b", "1024")

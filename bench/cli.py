@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.check import Tolerances
 from bench.errors import UsageError, check_folder
-from bench.protocols import AB_ROUNDS, METRICS, PRECISIONS, TIMING_PROTOCOLS, Request
+from bench.protocols import AB_ROUNDS, ATTENTIONS, COMPILE_MODES, DEFAULT_BEST_S, METRICS, PRECISIONS, TIMING_PROTOCOLS, Request
 from bench.registry import resolve
 
 
@@ -43,7 +43,16 @@ def _add_run(sub) -> None:
                      f"default {timm.batch_size['cuda']} on cuda, {timm.batch_size['cpu']} on cpu; the paper protocol "
                      f"defaults to {paper.batch_size['cuda']}. Accuracy uses --eval-batch-size")
     run.add_argument("--img-size", type=int, default=None, help="input resolution (default: the variant's)")
-    run.add_argument("--compile", action="store_true", help="torch.compile the model (compile time not timed)")
+    run.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES, metavar="MODE",
+                     help="torch.compile the model (compile time not timed); MODE: default, freezing (weights "
+                          "folded in; inference), max-autotune, or reduce-overhead (CUDA graphs, GPU)")
+    run.add_argument("--attention", default=None, choices=ATTENTIONS,
+                     help="how a ViT's attention runs: sdpa (one fused call, timm's default) or matmul (q·kᵀ, "
+                          "softmax, ·v; faster on some CPUs); --best tries both unless one is given")
+    run.add_argument("--best", nargs="?", const=DEFAULT_BEST_S, default=None, type=float, metavar="SECONDS",
+                     help="search for the fastest setting (native precision, compile mode, batch unless --batch-size) "
+                          "whose logits agree with fp32 eager's (on --data images when given), for at most SECONDS "
+                          f"(default {DEFAULT_BEST_S:g}); the record lists every setting tried")
     run.add_argument("--warmup", type=int, default=None,
                      help=f"untimed forwards first (default {timm.warmup['cuda']} cuda, {timm.warmup['cpu']} cpu)")
     run.add_argument("--iters", type=int, default=None, help=f"timed forwards (default {timm.iters['cuda']} cuda, "
@@ -159,6 +168,7 @@ def _run(args: argparse.Namespace) -> None:
     from bench.predictions import check_destination
     from bench.processes import start_processes
     from bench.record import write_record
+    from bench.best import NothingAgrees
     from bench.run import BatchDoesNotFit, measure, resolve_settings
 
     try:
@@ -201,6 +211,9 @@ def _run(args: argparse.Namespace) -> None:
                              log=(lambda m: print(m, file=sys.stderr)) if procs.main else (lambda m: None))
         except (BatchDoesNotFit, CheckpointError, DataError) as exc:
             raise UsageError(_last_line(exc)) from None
+        except NothingAgrees as exc:  # a fast wrong answer is no result: refused, not recorded
+            print(f"bench run: {variant.name}: {exc}; no record was written", file=sys.stderr)
+            return 1
         if not procs.main:
             continue
         path = write_record(record, args.results_dir)
@@ -218,9 +231,11 @@ def _run(args: argparse.Namespace) -> None:
 
 def _request(args: argparse.Namespace) -> Request:
     return Request(device=args.device, precision=args.precision, batch_size=args.batch_size, img_size=args.img_size,
-                   protocol=args.protocol, compile=args.compile, warmup=args.warmup, iters=args.iters,
+                   protocol=args.protocol, compile=args.compile is not None,
+                   compile_mode=args.compile or Request.compile_mode, attention=args.attention, warmup=args.warmup,
+                   iters=args.iters,
                    metrics=args.metrics or Request.metrics, max_batch_cap=args.max_batch_cap, threads=args.threads,
-                   budget_s=args.budget_s)
+                   budget_s=args.budget_s, best_s=args.best)
 
 
 def _check_run_args(args: argparse.Namespace) -> None:

@@ -63,12 +63,15 @@ class Request:
     img_size: int | None = None
     protocol: str = "timm"
     compile: bool = False
+    compile_mode: str = "default"  # with compile: how (COMPILE_MODES)
+    attention: str | None = None  # ATTENTIONS; None: sdpa, or both for --best
     warmup: int | None = None
     iters: int | None = None
     metrics: str = "size,speed"
     max_batch_cap: int = 4096
     threads: int | None = None
     budget_s: float = 60.0  # relspeed: seconds to keep re-measuring while rounds are contended
+    best_s: float | None = None  # search this many seconds for the fastest setting that agrees (bench/best.py)
 
     def wanted(self) -> tuple[str, ...]:
         """The metrics asked for, each once (`size,size` measures size once)."""
@@ -82,11 +85,39 @@ class Request:
             raise ValueError(f"unknown metrics {','.join(unknown) or self.metrics!r}; accepted: {','.join(METRICS)}")
         for label, value, low in (("--img-size", self.img_size, 1), ("--warmup", self.warmup, 0),
                                   ("--iters", self.iters, 1), ("--max-batch-cap", self.max_batch_cap, 1),
-                                  ("--threads", self.threads, 1), ("--budget-s", self.budget_s, 0)):
+                                  ("--threads", self.threads, 1), ("--budget-s", self.budget_s, 0),
+                                  ("--best", self.best_s, 1)):
             if value is not None and not (math.isfinite(value) and value >= low):
                 raise ValueError(f"{label} must be a finite number >= {low}, got {value}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"unknown --compile mode {self.compile_mode!r}; accepted: {', '.join(COMPILE_MODES)}")
+        if self.attention is not None and self.attention not in ATTENTIONS:
+            raise ValueError(f"unknown --attention {self.attention!r}; accepted: {', '.join(ATTENTIONS)}")
+        if self.best_s is not None:
+            self._check_best()
         if self.img_size is not None and self.img_size > MAX_IMG_SIZE:  # 100,000 px asks for 160 GB: refuse
             raise ValueError(f"--img-size must be at most {MAX_IMG_SIZE} px, got {self.img_size}")
+
+
+    def _check_best(self) -> None:
+        """--best chooses the precision, the compile mode and (without --batch-size) the batch itself."""
+        if self.compile:
+            raise ValueError("--best chooses how to compile; drop --compile (the record lists every mode it tried)")
+        if self.protocol != "timm":
+            raise ValueError(f"--best searches settings the --protocol {self.protocol} fixes; use --protocol timm")
+        if "speed" not in self.wanted() or "relspeed" in self.wanted():
+            raise ValueError(f"--best searches for speed: --metrics must include speed and not relspeed, "
+                             f"got {self.metrics!r}")
+        if self.batch_size == "max":
+            raise ValueError("--best searches the batch itself; give --batch-size N to fix it, or leave it out")
+
+
+# torch.compile modes `bench run --compile MODE` and the --best search know (bench/best.py says what each does); the
+# GPU-only one is refused on a CPU when the device is known.
+COMPILE_MODES = ("default", "freezing", "max-autotune", "reduce-overhead")
+# How a ViT's attention runs (bench/best.py: set_attention): one fused SDPA call (timm's default) or explicit matmuls.
+ATTENTIONS = ("sdpa", "matmul")
+DEFAULT_BEST_S = 600.0  # --best's search budget: the DeiT-B search on a 2-core CPU takes about this long
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def summary(record: Record, variant: Variant) -> str:
             f" [{s.device}, {record.env.num_threads} threads]"
             + (f"\nprotocol {s.protocol}: {s.precision}, batch {s.batch_size} ({s.batch_policy}), "
                f"{s.warmup} warm-up + {s.iters} timed, {s.stat}"
-               f"{', torch.compile' if s.compile else ''}" if timed else "")
+               f"{_compile_label(s)}" if timed else "")
             + (f"\nprecision {s.precision}: {s.precision_why}" if s.precision_why and timed_any else "")
             + (f"\naccuracy in {record.accuracy_precision}: {_accuracy_why(s)}" if "top1" in m else "")
             + (f"\nmachine {record.env.fingerprint['id']}" if record.env.fingerprint else ""))
@@ -105,7 +105,40 @@ def summary(record: Record, variant: Variant) -> str:
         rows = [(*r, *[""] * (len(columns) - len(r))) for r in rows]
     body = pd.DataFrame(rows, columns=columns).to_markdown(index=False, disable_numparse=True)
     notes = "".join(f"\nnote: {n}" for n in record.notes if not n.startswith("checkpoint sha256"))
-    return f"{head}\n\n{body}{notes}"
+    search = f"\n\n{search_table(s['search'])}" if s.get("search") else ""
+    return f"{head}\n\n{body}{search}{notes}"
+
+
+def _compile_label(s) -> str:
+    mode = s.get("compile_mode") or ("default" if s.compile else "off")  # older records: no compile_mode
+    attention = "" if s.get("attention") in (None, "sdpa") else f", {s.attention} attention"
+    return ("" if mode == "off" else ", torch.compile" + ("" if mode == "default" else f" ({mode})")) + attention
+
+
+def search_table(search: dict) -> str:
+    """`--best`: every setting tried, fastest first, and the agreement check of the one chosen."""
+    trials = sorted(search["trials"], key=lambda t: (t["stage"] != "confirm", -(t["img_per_s"] or 0)))
+    chosen, marked = search["chosen"], False
+    rows = []
+    for t in trials:
+        mark = not marked and all(t[k] == chosen[k] for k in chosen)
+        marked |= mark
+        rows.append(("→" if mark else "", t["precision"], t["compile"], t["attention"], t["batch_size"],
+                     "" if t["img_per_s"] is None else f"{t['img_per_s']:,.1f}", t["status"], t["stage"],
+                     f"{t['seconds']:.0f}"))
+    table = pd.DataFrame(rows, columns=["", "precision", "compile", "attention", "batch", "im/s", "status", "stage",
+                                        "s"])
+    last = search["agreement"][-1]
+    check = (f"agreement with fp32 eager on {last['inputs']}, weights: {search['weights']}: top-1 "
+             f"{100 * last['top1_agreement']:.1f} % ({last['near_tie_flips']} near-tie flips, "
+             f"{last['confident_flips']} beyond), median logit error {last['median_rel_error']:.2g} "
+             f"(tolerance {last['tolerance']:g})")
+    rejected = len(search["agreement"]) - 1
+    return (f"--best: {len(trials)} settings in {search['spent_s']:.0f} s (budget {search['budget_s']:g} s); "
+            f"'confirm': the fastest timed again side by side; the chosen one (→) is timed above with the full "
+            f"protocol\n"
+            + table.to_markdown(index=False, disable_numparse=True) + f"\n{check}"
+            + (f"; {rejected} faster setting(s) rejected by it" if rejected else ""))
 
 
 def _size_rows(m, p, row) -> list[tuple[str, ...]]:

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench import gpu, machine, peak, size, speed
+from bench import best, gpu, machine, peak, size, speed
 from bench.accuracy import EvalOptions, build_model, find_eval_data, measure_accuracy
 from bench.predictions import check_destination
 from bench.processes import resolve_device
-from bench.protocols import TIMING_PROTOCOLS, Request
+from bench.protocols import ATTENTIONS, TIMING_PROTOCOLS, Request
 from bench.record import Record, collect_env, cpu_model
 from bench.registry import Variant
 
@@ -49,6 +49,11 @@ class Settings:
     precision_why: str = ""  # why `precision` was chosen (auto) or that a forced bf16 is emulated
     accuracy_precision: str | None = None  # what accuracy is evaluated in (None: accuracy not measured)
     budget_s: float = 0.0  # relspeed: seconds to keep re-measuring while rounds are contended
+    compile_mode: str = "off"  # "off" or how torch.compile ran (protocols.COMPILE_MODES)
+    best_s: float | None = None  # --best: the search's budget (None: no search)
+    batch_fixed: bool = True  # the user or the protocol fixed the batch (--best then searches no batch)
+    attention: str = "sdpa"  # how a ViT's attention runs (protocols.ATTENTIONS)
+    attention_fixed: bool = False  # --attention was given (--best then searches no other)
 
 
 def resolve_settings(variant: Variant, request: Request | None = None, /, **changes: Any) -> Settings:
@@ -82,6 +87,16 @@ def resolve_settings(variant: Variant, request: Request | None = None, /, **chan
     wanted = request.wanted()
     if "relspeed" in wanted and chosen == "max":
         raise ValueError("--metrics relspeed compares like with like and needs a fixed --batch-size N")
+    compile_mode = request.compile_mode if request.compile else "off"
+    if compile_mode == "reduce-overhead" and dev_type != "cuda":
+        raise ValueError("--compile reduce-overhead is CUDA graphs and needs --device cuda; on cpu use default, "
+                         "freezing or max-autotune")
+    if "relspeed" in wanted and compile_mode not in ("off", "default"):
+        raise ValueError(f"--metrics relspeed compares against baselines of plain --compile; --compile "
+                         f"{compile_mode} is not gated")
+    if "relspeed" in wanted and request.attention not in (None, "sdpa"):
+        raise ValueError(f"--metrics relspeed compares against baselines of sdpa attention; --attention "
+                         f"{request.attention} is not gated")
     if img_size is not None and variant.patch_size is not None and img_size % variant.patch_size:
         raise ValueError(f"--img-size {img_size} is not a multiple of {variant.name}'s patch size {variant.patch_size}")
     # relspeed times CPU time, which one thread keeps free of OpenMP spin-waits (docs/regression-gate.md)
@@ -91,7 +106,9 @@ def resolve_settings(variant: Variant, request: Request | None = None, /, **chan
     accuracy_precision = machine.accuracy_precision(requested) if "accuracy" in wanted else None
     return Settings(
         device=device, precision=precision, batch_size=chosen, img_size=img_size or variant.img_size,
-        protocol=protocol, stat=proto.stat, compile=request.compile,
+        protocol=protocol, stat=proto.stat, compile=request.compile, compile_mode=compile_mode,
+        best_s=request.best_s, batch_fixed=batch_size is not None, attention=request.attention or "sdpa",
+        attention_fixed=request.attention is not None,
         warmup=proto.warmup[dev_type] if warmup is None else warmup,
         iters=proto.iters[dev_type] if iters is None else iters,
         metrics=wanted, max_batch_cap=request.max_batch_cap, threads=threads, precision_requested=requested,
@@ -152,6 +169,12 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     if settings.device.startswith("cuda"):
         device_name = torch.cuda.get_device_name(settings.device)
         env_extra = _try(gpu.device_info, settings.device)
+    search = None
+    if settings.best_s is not None:
+        model = model.to(device=settings.device)
+        search = _search(model, settings, fingerprint, (eval_opts, found), log)
+        settings = search_result(settings, search.chosen)
+    has_attention = best.set_attention(model, settings.attention) > 0
     model = model.to(device=settings.device, dtype=speed.PRECISIONS[settings.precision].dtype)
     if "speed" in settings.metrics:
         timing, readings = _time(model, variant, settings, log)
@@ -160,7 +183,11 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     if "relspeed" in settings.metrics:
         metrics.update(_relspeed(variant, settings, log))
     recorded = _settings_dict(variant, settings, metrics)
+    if not has_attention:  # a convnet: nothing ran as `attention` says
+        recorded["attention"] = None
     recorded["num_classes"] = getattr(model, "num_classes", variant.num_classes)  # a checkpoint's head decides
+    if search is not None:
+        recorded["search"] = {**search.to_dict(), "weights": "; ".join(notes) or "random initialisation"}
     if "accuracy" in settings.metrics:
         # its own precision (fp32 unless one was named: a bf16 top-1 depends on the CPU); `auto` never casts the
         # weights themselves to a low-precision dtype, so this cast never follows a lossy one
@@ -172,6 +199,33 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     notes = notes + warnings
     return Record(variant=variant.name, model=variant.model, settings=recorded, metrics=metrics,
                   env=collect_env(device_name, env_extra, fingerprint), notes=notes)
+
+
+def _search(model, settings: Settings, fingerprint: machine.Fingerprint, data, log) -> best.Search:
+    """`--best`: the fastest setting that agrees with fp32 eager, on the --data images when there are some."""
+    eval_opts, found = data
+    if found is None and eval_opts.data is not None:
+        found = find_eval_data(model, eval_opts, None)
+    kind = settings.device.split(":")[0]
+    wanted = best.precisions(fingerprint)
+    if settings.precision_requested != "auto":  # a named precision is the only one searched
+        wanted = (settings.precision,)
+    attentions = ((settings.attention,) if settings.attention_fixed or not best.set_attention(model, "sdpa")
+                  else ATTENTIONS)
+    space = best.Space(wanted, best.SEARCHED[kind], attentions, settings.batch_size, settings.batch_fixed,
+                       settings.max_batch_cap, settings.img_size, settings.device)
+    log(f"searching for {settings.best_s:g} s at most: precisions {', '.join(space.precisions)}; compile "
+        f"{', '.join(space.compile_modes)}; attention {', '.join(space.attentions)}; batch {settings.batch_size}"
+        f"{' (fixed)' if space.batch_fixed else ' and around'}")
+    inputs = best.check_images(model, settings.img_size, eval_opts.data, found.samples if found else None)
+    return best.search(model, space, budget_s=settings.best_s, check_inputs=inputs, log=log)
+
+
+def search_result(settings: Settings, chosen: best.Candidate) -> Settings:
+    """The settings `bench run` times after the search: the chosen candidate's."""
+    return dataclasses.replace(settings, precision=chosen.precision, compile=chosen.compile != "off",
+                               compile_mode=chosen.compile, batch_size=chosen.batch_size, attention=chosen.attention,
+                               precision_why="--best: the fastest setting that agrees with fp32 eager")
 
 
 def _threads_warning(threads: int) -> str | None:
@@ -197,11 +251,11 @@ def _time(model, variant: Variant, settings: Settings, log):
         fits = speed.cuda_batch_fits(model, img_size=settings.img_size, device=settings.device, precision=prec)
         batch = speed.find_max_batch(fits, cap=settings.max_batch_cap)
         log(f"largest batch that fits: {batch}")
-    runner = torch.compile(model) if settings.compile else model
+    runner = best.compiled(model, settings.compile_mode)
     for attempt in range(5):  # back off on OOM (compile workspaces, fragmentation) when searching "max"
         monitor = gpu.GpuMonitor.for_device(settings.device)
         log(f"timing {settings.warmup} warm-up + {settings.iters} timed forwards of batch {batch} "
-            f"on {settings.device}, {settings.precision}{', compiled' if settings.compile else ''}")
+            f"on {settings.device}, {settings.precision}{compiled_label(settings.compile_mode)}")
         # progress on a terminal (deit_b on 2 cores is minutes of forwards); updated between timed spans
         bar = tqdm(total=settings.warmup + settings.iters, desc="timing", unit="fwd", file=sys.stderr, disable=None,
                    leave=False)
@@ -221,6 +275,10 @@ def _time(model, variant: Variant, settings: Settings, log):
             bar.close()
         return timing, (monitor.readings if monitor else {})
     raise AssertionError("unreachable")
+
+
+def compiled_label(mode: str) -> str:
+    return "" if mode == "off" else ", compiled" if mode == "default" else f", compiled ({mode})"
 
 
 # Relative timing runs in this many fresh processes on CPU, the rounds split between them. One process keeps
@@ -281,7 +339,7 @@ def _relspeed_worker(name: str, settings: Settings) -> speed.RelativeTiming:
     variant = VARIANTS[name]
     model = variant.build(**_img_size_override(variant, settings.img_size)).eval()
     model = model.to(device=settings.device, dtype=speed.PRECISIONS[settings.precision].dtype)
-    runner = torch.compile(model) if settings.compile else model
+    runner = best.compiled(model, settings.compile_mode)
     batch = speed.Batch(settings.batch_size, settings.img_size, settings.device, speed.PRECISIONS[settings.precision])
     return speed.time_interleaved(runner, speed.ReferenceEncoder(settings.batch_size), batch, rounds=settings.iters,
                                   warmup=settings.warmup, budget_s=settings.budget_s)

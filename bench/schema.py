@@ -172,6 +172,15 @@ class BenchSettings(Section):
     protocol = Key[str]("timing protocol: timm or paper (docs/benchmarking.md)", nullable=False)
     stat = Key[str]("median or mean of the per-batch times")
     compile = Key[bool]("torch.compile", nullable=False)
+    compile_mode = Key[str]("off, default, freezing, max-autotune or reduce-overhead (bench/best.py); absent in older "
+                            "records: default where compile is true")
+    best_s = Key[float]("--best: the search's budget in seconds (None: no search)")
+    attention = Key[str]("sdpa or matmul: how the ViT's attention ran (None: the model has none); absent in older "
+                         "records: sdpa")
+    attention_fixed = Key[bool]("--attention was given (--best searched no other)")
+    batch_fixed = Key[bool]("the batch was given or the protocol's (--best searched none)")
+    search = Key[dict]("--best: chosen setting, every setting tried (precision, compile, batch, stage, status, trial "
+                       "im/s, seconds), the agreement check against fp32 eager, the weights, budget and time spent")
     warmup = Key[int]("untimed forwards")
     iters = Key[int]("timed forwards (relspeed: rounds)")
     metrics = Key[list]("what was measured", items=str, nullable=False)

@@ -1,0 +1,179 @@
+"""`bench run --best` (bench/best.py): what it tries, what it refuses to choose, and what the record says."""
+
+import json
+
+import pytest
+import torch
+from helpers import folder_tree
+from torch import nn
+
+from bench import best, cli
+from bench.machine import Fingerprint
+
+
+def _candidate(precision="bf16", compile="off", batch=4):
+    return best.Candidate(precision, compile, batch)
+
+
+def test_identical_logits_agree():
+    logits = torch.randn(16, 10, generator=torch.Generator().manual_seed(0))
+    agreement = best.compare(logits, logits.clone(), _candidate(), "test")
+    assert agreement.top1_agreement == 1 and agreement.median_rel_error == 0 and agreement.passed
+
+
+def test_a_flip_on_a_near_tie_is_allowed_and_a_confident_flip_is_not():
+    reference = torch.tensor([[5.0, 4.999, 0.0, 0.0], [5.0, 1.0, 0.0, 0.0]])
+    near_tie = reference.clone()
+    near_tie[0, 1] = 5.001  # the near tie flips: a bf16 rounding can do this
+    agreement = best.compare(reference, near_tie, _candidate(), "test")
+    assert (agreement.near_tie_flips, agreement.confident_flips, agreement.passed) == (1, 0, True)
+    assert agreement.top1_agreement == 0.5
+    confident = reference.clone()
+    confident[1] = torch.tensor([1.0, 5.0, 0.0, 0.0])  # a margin of 4 in logits of RMS 2.6 reversed: wrong
+    agreement = best.compare(reference, confident, _candidate(), "test")
+    assert agreement.confident_flips == 1 and not agreement.passed
+
+
+def test_logits_further_off_than_the_precision_allows_fail_even_without_a_flip():
+    reference = torch.tensor([[5.0, 1.0, 0.0, 0.0]] * 4)
+    off = reference * 1.2  # same top-1 everywhere, 20 % relative error
+    assert not best.compare(reference, off, _candidate("bf16"), "test").passed
+    assert not best.compare(reference, reference * 1.001, _candidate("fp32"), "test").passed  # fp32 allows 1e-4
+    assert best.compare(reference, reference * 1.001, _candidate("amp_bf16"), "test").passed
+
+
+def _fingerprint(device="cpu", isa=(), capability=None):
+    return Fingerprint(device=device, cpu_vendor="v", cpu_family="1", cpu_model="2", cpu_stepping="3", cpu_name="cpu",
+                       isa=tuple(isa), cores=2, threads=2, torch="2", timm="1", cpu_capability="AVX2",
+                       gpu_name="gpu" if device == "cuda" else None, gpu_capability=capability)
+
+
+def test_only_precisions_the_hardware_runs_natively_are_searched():
+    assert best.precisions(_fingerprint()) == ("fp32",)  # emulated bf16 is slower, never a candidate
+    assert best.precisions(_fingerprint(isa=("avx512_bf16",))) == ("fp32", "amp_bf16", "bf16")
+    assert "bf16" in best.precisions(_fingerprint("cuda", capability="9.0"))
+    assert "bf16" not in best.precisions(_fingerprint("cuda", capability="7.0"))
+
+
+def test_compiled_names_its_modes():
+    model = nn.Linear(2, 2)
+    assert best.compiled(model, "off") is model
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
+        best.compiled(model, "fast")
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 64), nn.GELU(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class _FastAndWrong(nn.Module):
+    """What a broken compiler could hand back: instant, and the wrong answer."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return torch.zeros(len(x), 10, dtype=x.dtype).index_fill_(1, torch.tensor([3]), 1.0)
+
+
+def _space(**changes):
+    fields = dict(precisions=("fp32",), compile_modes=("off", "default"), attentions=("sdpa",), batch_size=4, batch_fixed=True, max_batch=8,
+                  img_size=8, device="cpu")
+    return best.Space(**{**fields, **changes})
+
+
+def test_the_fastest_setting_is_not_chosen_when_its_answers_differ_from_fp32_eager(monkeypatch):
+    real = best.compiled
+    monkeypatch.setattr(best, "compiled", lambda m, mode: _FastAndWrong(m) if mode == "default" else real(m, mode))
+    model = _Tiny().eval()
+    inputs = (torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(1)), "noise")
+    found = best.search(model, _space(), budget_s=60, check_inputs=inputs, log=lambda m: None)
+    assert found.chosen == best.Candidate("fp32", "off", 4)
+    rejected = [a for a in found.agreements if not a.passed]
+    assert [a.candidate.compile for a in rejected] == ["default"] and found.agreements[-1].passed
+
+
+def test_nothing_is_chosen_when_nothing_agrees(monkeypatch):
+    monkeypatch.setattr(best, "compiled", lambda m, mode: _FastAndWrong(m))
+    inputs = (torch.randn(4, 3, 8, 8), "noise")
+    with pytest.raises(best.NothingAgrees, match="no setting the search timed gives fp32 eager's answers"):
+        best.search(_Tiny().eval(), _space(compile_modes=("off",)), budget_s=60, check_inputs=inputs,
+                    log=lambda m: None)
+
+
+def test_a_spent_budget_skips_the_rest_and_the_batch_stage_halves_and_doubles(monkeypatch):
+    model = _Tiny().eval()
+    inputs = (torch.randn(4, 3, 8, 8), "noise")
+    found = best.search(model, _space(compile_modes=("off",), batch_fixed=False), budget_s=60, check_inputs=inputs,
+                        log=lambda m: None)
+    batches = [t.candidate.batch_size for t in found.trials if t.stage == "batch"]
+    assert batches[:2] == [2, 8] and max(batches) <= 8  # half, then doubling up to --max-batch-cap
+    spent = best.search(model, _space(precisions=("fp32", "fp32")), budget_s=1e-9, check_inputs=inputs,
+                        log=lambda m: None)
+    statuses = [t.status for t in spent.trials]
+    assert statuses == ["timed", "skipped: budget", "skipped: budget"]  # the first always runs: something to check
+
+
+def test_a_trial_that_fails_is_recorded_and_the_search_goes_on(monkeypatch):
+    real = best.compiled
+
+    def broken(model, mode):
+        if mode == "default":
+            raise RuntimeError("inductor could not build this\nmore detail")
+        return real(model, mode)
+
+    monkeypatch.setattr(best, "compiled", broken)
+    found = best.search(_Tiny().eval(), _space(), budget_s=60, check_inputs=(torch.randn(4, 3, 8, 8), "noise"),
+                        log=lambda m: None)
+    failed = [t for t in found.trials if t.candidate.compile == "default"]
+    assert failed[0].status == "failed: RuntimeError: inductor could not build this"
+    assert found.chosen.compile == "off"
+
+
+def _run(capsys, *argv):
+    code = cli.main(["run", "--device", "cpu", "--json", *argv])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 else None), err
+
+
+def test_bench_run_best_records_every_setting_tried_and_checks_the_chosen_one_on_real_images(capsys, tmp_path):
+    data = folder_tree(tmp_path / "data", {f"c{i}": 1 for i in range(10)})
+    code, record, err = _run(capsys, "--variant", "debug", "--best", "8", "--metrics", "size,speed", "--data",
+                             str(data), "--iters", "2", "--warmup", "1", "--results-dir", str(tmp_path / "r"))
+    assert code == 0, err
+    search, settings = record["settings"]["search"], record["settings"]
+    assert {"precision", "compile"} <= {t["stage"] for t in search["trials"]}
+    assert all(t["status"] in ("timed", "skipped: budget") or t["status"].startswith("failed") for t in search["trials"])
+    chosen = search["chosen"]
+    assert (settings["precision"], settings["compile_mode"], settings["batch_size"]) == (
+        chosen["precision"], chosen["compile"], chosen["batch_size"])
+    check = search["agreement"][-1]
+    assert check["passed"] and check["images"] == 10 and str(data) in check["inputs"]
+    assert search["weights"] == "random initialisation"
+    assert record["metrics"]["infer_img_per_s"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--best", "--compile"], "--best chooses how to compile"),
+    (["--best", "--protocol", "paper", "--batch-size", "2"], "use --protocol timm"),
+    (["--best", "--metrics", "relspeed"], "--metrics must include speed and not relspeed"),
+    (["--best", "0"], "--best must be a finite number >= 1"),
+    (["--compile", "reduce-overhead"], "needs --device cuda"),
+    (["--compile", "freezing", "--metrics", "relspeed"], "is not gated"),
+])
+def test_impossible_searches_and_modes_are_usage_errors(capsys, tmp_path, argv, message):
+    code, _, err = _run(capsys, "--variant", "debug", *argv, "--results-dir", str(tmp_path))
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_an_unknown_compile_mode_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "--variant", "debug", "--compile", "fast"])
+    assert exit_.value.code == 2 and "invalid choice: 'fast'" in capsys.readouterr().err
