@@ -6,7 +6,7 @@ size. It goes in stages, each starting from the fastest settings so far:
 
 1. every native precision, eager, at the protocol's batch;
 2. every compile mode for the two fastest precisions;
-3. the other attention implementation for the two fastest settings;
+3. the other attention implementation, in every compile mode, for the fastest precision;
 4. the batch: halved, and doubled while it gains (and fits, on a GPU), up to --max-batch-cap.
 
 Each trial builds a fresh runner, warms it up (compilation happens there and is not timed) and times a few forwards
@@ -155,7 +155,7 @@ class Space:
 
     precisions: tuple[str, ...]
     compile_modes: tuple[str, ...]
-    attentions: tuple[str, ...]  # the first is tried everywhere, the others on the two fastest settings
+    attentions: tuple[str, ...]  # the first is tried everywhere, the others with the fastest precision
     batch_size: int
     batch_fixed: bool
     max_batch: int  # the GPU's batch stage stops here
@@ -183,9 +183,10 @@ def search(model: nn.Module, space: Space, *, budget_s: float, check_inputs: tup
         for mode in space.compile_modes:
             if mode != "off":
                 trials.run(Candidate(precision, mode, base, space.attentions[0]), "compile")
-    for trial in sorted(_timed(trials.done), key=lambda t: -t.img_per_s)[:2]:
-        for attention in space.attentions[1:]:
-            trials.run(dataclasses.replace(trial.candidate, attention=attention), "attention")
+    fastest = max(_timed(trials.done), key=lambda t: t.img_per_s, default=None)
+    for attention in space.attentions[1:] if fastest else ():
+        for mode in space.compile_modes:
+            trials.run(dataclasses.replace(fastest.candidate, compile=mode, attention=attention), "attention")
     if not space.batch_fixed:
         _batch_stage(trials, space)
     agreements = []

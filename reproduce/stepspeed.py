@@ -19,6 +19,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -27,7 +28,7 @@ from bench.machine import Fingerprint
 from reproduce import models
 from reproduce.config import ConfigError, TrainConfig
 from reproduce.distill import distillation_terms, weighted
-from reproduce.train import Processes, Recipe, build_recipe, resolve_amp
+from reproduce.train import Processes, Recipe, build_recipe, place_teacher, resolve_amp
 
 
 @dataclass(frozen=True)
@@ -130,11 +131,12 @@ def _setup(cfg: TrainConfig, device: str, batch_size: int, amp: str) -> _Setup:
     images = torch.randn(batch_size, 3, *(2 * [cfg.img_size or models.variant_of(cfg).img_size]), generator=gen)
     targets = torch.randint(0, cfg.num_classes, (batch_size,), generator=gen)
     teacher = models.resolve(cfg.teacher).build(num_classes=cfg.num_classes).eval().requires_grad_(False)
-    teacher = teacher.to(device, memory_format=torch.channels_last)
+    procs = Processes(0, 1, device)
+    placed, _ = place_teacher(teacher, None, cfg, procs, amp, Path("."), log=lambda message: None)  # as train places it
     models.seed_everything(0)
     student, _, _ = models.build_student(cfg)
     student.to(device)
-    recipe = build_recipe(cfg, student, teacher, Processes(0, 1, device), batch_size, 1, torch.contiguous_format, amp)
+    recipe = build_recipe(cfg, student, placed, procs, batch_size, 1, torch.contiguous_format, amp)
     return _Setup(cfg, recipe, student, teacher, images.to(device), targets.to(device))
 
 

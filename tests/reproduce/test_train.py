@@ -438,3 +438,19 @@ def test_a_run_that_never_leaves_warm_up_says_so_before_and_in_its_record(tmp_pa
     assert any("the whole run is warm-up" in note for note in record.notes)
     assert cli.main([*args[:3], "--output", str(tmp_path / "two"), "--results-dir", str(tmp_path / "r2")]) == 0
     assert "warm-up" not in capsys.readouterr().err  # the debug experiment's own 2 epochs leave warm-up
+
+
+def test_a_compiled_teacher_has_its_frozen_weights_folded_in_and_gives_the_eager_logits():
+    """`compile=true` compiles the teacher with inductor's freezing (it only runs in inference mode): the logits
+    it gives the distillation term are the eager teacher's."""
+    from reproduce.config import TrainConfig
+    from reproduce.distill import teacher_logits
+
+    teacher = models.resolve("cifar_resnet10").build(num_classes=10).eval().requires_grad_(False)
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    eager = teacher_logits(teacher, images)
+    cfg = TrainConfig(compile=True)
+    placed, memo = train_mod.place_teacher(teacher, None, cfg, train_mod.Processes(0, 1, "cpu"), "none", Path("."),
+                                           log=lambda m: None)
+    assert memo is None and placed is not teacher
+    torch.testing.assert_close(teacher_logits(placed, images), eager, rtol=1e-4, atol=1e-4)
