@@ -42,18 +42,18 @@ from bench.protocols import PRECISIONS
 
 # How each mode compiles (on top of torch.compile with static shapes, one compilation per batch size):
 #   default: inductor; freezing: inductor with the weights folded in as constants (pre-packed GEMM weights on a CPU;
-#   inference only); max-autotune: inductor benchmarks GEMM kernels and templates (on a CPU with freezing, which its
-#   C++ GEMM templates need); reduce-overhead: CUDA graphs (GPU only).
+#   inference only); max-autotune: inductor benchmarks GEMM kernels and templates (on a GPU with CUDA graphs, as
+#   torch's own mode; on a CPU with freezing, which its C++ GEMM templates need); reduce-overhead: CUDA graphs (GPU).
 SEARCHED = {"cpu": ("off", "default", "freezing", "max-autotune"),
             "cuda": ("off", "default", "reduce-overhead", "max-autotune")}
 TRIAL_WARMUP = {"cpu": 2, "cuda": 10}  # untimed forwards per trial (the first compiles)
 TRIAL_ITERS = {"cpu": 3, "cuda": 20}  # timed forwards per trial: a ranking, not the record's figure
-GAIN = 1.02  # stage 3 keeps doubling the batch while it is this much faster than half of it
+GAIN = 1.02  # stage 4 keeps doubling the batch while it is this much faster than half of it
 CONFIRM = 3  # the fastest trials timed again side by side before one is chosen
 CONFIRM_ROUNDS = {"cpu": 6, "cuda": 30}
 AGREEMENT_IMAGES = 32
-# Median relative logit error (L2, per image) against fp32 eager that a precision may cause. Measured here: bf16
-# weights 0.012, amp_bf16 0.008 (DeiT-Ti and DeiT-B, 64 ImageNet-val images); fp32 compiled ~1e-6.
+# Median relative logit error (L2, per image) against fp32 eager that a precision may cause: about 5x what the
+# --best records of results/REPORT.md show for bf16 (0.01) and what fp32 compiled or tf32/fp16 kernels round to.
 TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 1e-2, "bf16": 5e-2}
 
 
@@ -139,8 +139,8 @@ def compiled(model: nn.Module, mode: str) -> nn.Module:
     if mode not in options:
         raise ValueError(f"unknown compile mode {mode!r}; accepted: off, {', '.join(options)}")
     chosen = dict(options[mode])
-    if mode == "max-autotune" and not _on_cuda(model):
-        chosen["freezing"] = True
+    if mode == "max-autotune":  # as torch.compile(mode="max-autotune") on a GPU; a CPU's GEMM templates need freezing
+        chosen.update({"triton.cudagraphs": True} if _on_cuda(model) else {"freezing": True})
     return torch.compile(model, dynamic=False, options=chosen or None)
 
 
@@ -158,7 +158,7 @@ class Space:
     attentions: tuple[str, ...]  # the first is tried everywhere, the others with the fastest precision
     batch_size: int
     batch_fixed: bool
-    max_batch: int  # the GPU's batch stage stops here
+    max_batch: int  # the batch stage stops here (--max-batch-cap)
     img_size: int
     device: str
 
@@ -176,19 +176,7 @@ def search(model: nn.Module, space: Space, *, budget_s: float, check_inputs: tup
     """
     clock = _Clock(budget_s)
     trials = Trials(model, space, clock, log)
-    base = space.batch_size
-    eager = [trials.run(Candidate(p, "off", base, space.attentions[0]), "precision") for p in space.precisions]
-    ranked = [t.candidate.precision for t in sorted(_timed(eager), key=lambda t: -t.img_per_s)]
-    for precision in ranked[:2] or space.precisions[:1]:
-        for mode in space.compile_modes:
-            if mode != "off":
-                trials.run(Candidate(precision, mode, base, space.attentions[0]), "compile")
-    fastest = max(_timed(trials.done), key=lambda t: t.img_per_s, default=None)
-    for attention in space.attentions[1:] if fastest else ():
-        for mode in space.compile_modes:
-            trials.run(dataclasses.replace(fastest.candidate, compile=mode, attention=attention), "attention")
-    if not space.batch_fixed:
-        _batch_stage(trials, space)
+    _stages(trials, space)
     agreements = []
     for trial in _confirmed(model, trials, space):
         agreement = agree(model, trial.candidate, check_inputs)
@@ -207,11 +195,28 @@ def search(model: nn.Module, space: Space, *, budget_s: float, check_inputs: tup
                                     f"{a.median_rel_error:.2g}" for a in agreements))
 
 
+def _stages(trials: Trials, space: Space) -> None:
+    """The trials of the module docstring's four stages, in order."""
+    base = space.batch_size
+    eager = [trials.run(Candidate(p, "off", base, space.attentions[0]), "precision") for p in space.precisions]
+    ranked = [t.candidate.precision for t in sorted(_timed(eager), key=lambda t: -t.img_per_s)]
+    for precision in ranked[:2] or space.precisions[:1]:
+        for mode in space.compile_modes:
+            if mode != "off":
+                trials.run(Candidate(precision, mode, base, space.attentions[0]), "compile")
+    fastest = max(_timed(trials.done), key=lambda t: t.img_per_s, default=None)
+    for attention in space.attentions[1:] if fastest else ():
+        for mode in space.compile_modes:
+            trials.run(dataclasses.replace(fastest.candidate, compile=mode, attention=attention), "attention")
+    if not space.batch_fixed:
+        _batch_stage(trials, space)
+
+
 def _confirmed(model: nn.Module, trials: Trials, space: Space) -> list[Trial]:
     """Every timed trial, fastest first, after the fastest `CONFIRM` are timed again side by side: one forward of each
     in turn, `CONFIRM_ROUNDS` rounds, ranked by the median time per image. A machine whose speed changes from one
-    second to the next (seen here: 80 and 100 im/s in alternating spells of a few seconds) then slows them alike,
-    where separate trials could each have caught a different spell. Their confirmed speeds join the trials."""
+    moment to the next (results/REPORT.md, 2026-12-05, eighth session) then slows them alike, where separate trials
+    could each have caught a different spell. Their confirmed speeds join the trials."""
     ranked = sorted(_timed(trials.done), key=lambda t: -t.img_per_s)
     top = [t.candidate for t in ranked[:CONFIRM]]
     if len(top) < 2:
@@ -327,8 +332,8 @@ class Trials:
 def set_attention(model: nn.Module, kind: str) -> int:
     """Run every timm attention block of `model` as `kind` (protocols.ATTENTIONS): `sdpa`, one fused
     scaled_dot_product_attention call, or `matmul`, q·kᵀ, softmax and ·v as separate operations. The same
-    arithmetic: which is faster depends on the hardware (this CPU's bf16 SDPA ran DeiT-Ti's attention at a third of
-    its GEMMs' rate). Returns how many blocks were set (0: the model has no timm attention, e.g. a convnet)."""
+    arithmetic; which is faster depends on the hardware and the precision (results/REPORT.md). Returns how many
+    blocks were set (0: the model has no timm attention, e.g. a convnet)."""
     blocks = [m for m in model.modules() if hasattr(m, "fused_attn")]
     for block in blocks:
         block.fused_attn = kind == "sdpa"

@@ -10,7 +10,16 @@ from pathlib import Path
 
 from bench.check import Tolerances
 from bench.errors import UsageError, check_folder
-from bench.protocols import AB_ROUNDS, ATTENTIONS, COMPILE_MODES, DEFAULT_BEST_S, METRICS, PRECISIONS, TIMING_PROTOCOLS, Request
+from bench.protocols import (
+    AB_ROUNDS,
+    ATTENTIONS,
+    COMPILE_MODES,
+    DEFAULT_BEST_S,
+    METRICS,
+    PRECISIONS,
+    TIMING_PROTOCOLS,
+    Request,
+)
 from bench.registry import resolve
 
 
@@ -163,12 +172,12 @@ def _run(args: argparse.Namespace) -> None:
     # late: torch and timm load only for the commands that measure (tables, check and ls stay quick)
     from bench import report
     from bench.accuracy import EvalOptions
+    from bench.best import NothingAgrees
     from bench.data import DataError
     from bench.errors import CheckpointError
     from bench.predictions import check_destination
     from bench.processes import start_processes
     from bench.record import write_record
-    from bench.best import NothingAgrees
     from bench.run import BatchDoesNotFit, measure, resolve_settings
 
     try:

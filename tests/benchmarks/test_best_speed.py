@@ -14,7 +14,8 @@ Targets: on a CPU with native bf16, DeiT-B ≥ 1.2x timm's best and ≥ 70 % of 
 ≥ 1.2x; on an fp32-only CPU, ≥ 1.0x and ≥ 70 % of the fp32 peak (DeiT-B). Results go to $BEST_SPEED_OUT/<variant>.json.
 Needs timm's benchmark.py (not in timm's pip package): TIMM_BENCHMARK=/path/to/pytorch-image-models/benchmark.py.
 Not part of the default run; DeiT-B takes about 25 minutes on 2 cores:
-    TIMM_BENCHMARK=... pytest tests/benchmarks/test_best_speed.py -m benchmark -s
+    TIMM_BENCHMARK=... BEST_SPEED_OUT=DIR pytest tests/benchmarks/test_best_speed.py -m benchmark -s
+    python tests/benchmarks/test_best_speed.py DIR        # the table of docs/benchmarking.md
 """
 
 import json
@@ -102,3 +103,24 @@ def _save(variant: str, result: dict) -> None:
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / f"{variant}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+def table(folder: Path) -> str:
+    """The side-by-side table of the results in `folder` (docs/benchmarking.md shows it)."""
+    lines = ["| model | our choice | ours, im/s | timm's best, im/s | ours / timm [95 % interval] | target | "
+             "MFU (measured peak) | search, s |", "|:--|:--|--:|--:|--:|--:|--:|--:|"]
+    for path in sorted(folder.glob("*.json")):
+        r = json.loads(path.read_text())
+        c = r["chosen"]
+        ours = sorted(x["ours"] for x in r["rounds"])
+        timm = sorted(x["timm"] for x in r["rounds"])
+        mfu = "" if r["mfu_measured_median"] is None else f"{100 * r['mfu_measured_median']:.0f} %"
+        lines.append(f"| {r['variant']} | {c['precision']}, compile {c['compile']}, {c['attention']} attention, batch "
+                     f"{c['batch_size']} | {ours[len(ours) // 2]:.2f} | {timm[len(timm) // 2]:.2f} (batch "
+                     f"{r['timm_batch']}) | {r['speedup']:.3f} [{r['speedup_low']:.3f}, {r['speedup_high']:.3f}] | "
+                     f"≥ {r['target']} | {mfu} | {r['search']['spent_s']:.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(Path(sys.argv[1])))
