@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import multiprocessing
@@ -175,9 +176,10 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
         search = _search(model, settings, fingerprint, (eval_opts, found), log)
         settings = search_result(settings, search.chosen)
     has_attention = best.set_attention(model, settings.attention) > 0
-    model = model.to(device=settings.device, dtype=speed.PRECISIONS[settings.precision].dtype)
+    model = model.to(device=settings.device)
+    timed = _timed_copy(model, settings)
     if "speed" in settings.metrics:
-        timing, readings = _time(model, variant, settings, log)
+        timing, readings = _time(timed, variant, settings, log)
         metrics.update(speed_metrics(timing, settings, metrics.get("gmacs"), device_name, readings))
         metrics.update(measured_mfu(fingerprint, settings, metrics, log))
     if "relspeed" in settings.metrics:
@@ -189,8 +191,8 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     if search is not None:
         recorded["search"] = {**search.to_dict(), "weights": "; ".join(notes) or "random initialisation"}
     if "accuracy" in settings.metrics:
-        # its own precision (fp32 unless one was named: a bf16 top-1 depends on the CPU); `auto` never casts the
-        # weights themselves to a low-precision dtype, so this cast never follows a lossy one
+        # its own precision (fp32 unless one was named: a bf16 top-1 depends on the CPU), on the weights as they
+        # were read: timing in bf16 weights (`--best` may choose them) cast a copy (`_timed_copy`)
         accuracy_precision = speed.PRECISIONS[settings.accuracy_precision]
         acc, recorded["eval"] = measure_accuracy(
             model.to(dtype=accuracy_precision.dtype), variant, eval_opts, found, img_size=settings.img_size,
@@ -219,6 +221,16 @@ def _search(model, settings: Settings, fingerprint: machine.Fingerprint, data, l
         f"{' (fixed)' if space.batch_fixed else ' and around'}")
     inputs = best.check_images(model, settings.img_size, eval_opts.data, found.samples if found else None)
     return best.search(model, space, budget_s=settings.best_s, check_inputs=inputs, log=log)
+
+
+def _timed_copy(model, settings: Settings):
+    """The model in the timing's weight dtype: itself, cast in place, unless accuracy follows and the cast would
+    lose what it needs (bf16 weights timed, fp32 evaluated): then a cast copy."""
+    dtype = speed.PRECISIONS[settings.precision].dtype
+    accuracy = speed.PRECISIONS[settings.accuracy_precision].dtype if settings.accuracy_precision else None
+    if accuracy is not None and accuracy != dtype:
+        return copy.deepcopy(model).to(dtype=dtype)
+    return model.to(dtype=dtype)
 
 
 def search_result(settings: Settings, chosen: best.Candidate) -> Settings:

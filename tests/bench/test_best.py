@@ -177,3 +177,20 @@ def test_an_unknown_compile_mode_is_refused_by_name(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["run", "--variant", "debug", "--compile", "fast"])
     assert exit_.value.code == 2 and "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_weights_cast_for_timing_leave_the_accuracy_pass_its_full_precision_weights():
+    """--best may time bf16 weights while accuracy is evaluated in fp32: the cast is made on a copy, so the
+    accuracy pass never reads weights rounded to bf16 and back."""
+    import dataclasses
+
+    from bench.registry import VARIANTS
+    from bench.run import _timed_copy, resolve_settings
+
+    settings = resolve_settings(VARIANTS["debug"], device="cpu", precision="fp32", batch_size=2, metrics="speed,accuracy")
+    model = nn.Linear(3, 3)
+    before = model.weight.detach().clone()
+    timed = _timed_copy(model, dataclasses.replace(settings, precision="bf16"))
+    assert timed is not model and timed.weight.dtype == torch.bfloat16
+    assert model.weight.dtype == torch.float32 and torch.equal(model.weight, before)
+    assert _timed_copy(model, settings) is model  # nothing to lose: cast (here: kept) in place
