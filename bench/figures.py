@@ -34,7 +34,7 @@ from bench.paper import FIGURE1_FAMILIES, TABLE10
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
 from bench.scales import experiment_name, teacher_experiment
-from bench.tables import latest, speed_key, table3_arms, versus_arms  # noqa: E402
+from bench.tables import latest, speed_key, table3_arms, timed_as_protocol, versus_arms  # noqa: E402
 from bench.trained import Arm, machine_of, train_runs  # noqa: E402
 
 _SVG_META = {"Date": None}  # no timestamp: the same records give the same SVG
@@ -53,7 +53,7 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
 
 
 def _speed_records(records: list[Record]) -> list[Record]:
-    return [r for r in records if r.kind == "bench" and "infer_img_per_s" in r.metrics]
+    return [r for r in records if r.kind == "bench" and "infer_img_per_s" in r.metrics and timed_as_protocol(r)]
 
 
 def fig1(records: list[Record], out_dir: Path) -> list[Path]:

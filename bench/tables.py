@@ -204,7 +204,7 @@ def _speed_columns(records: list[Record], cells: list[tuple[str, int]], protocol
     Returns the columns and the records they hold."""
     columns: dict[str, list[Record | None]] = {}
     for protocol in protocols:
-        hits = sorted((r for r in records if r.kind == "bench" and "infer_img_per_s" in r.metrics
+        hits = sorted((r for r in records if r.kind == "bench" and "infer_img_per_s" in r.metrics and timed_as_protocol(r)
                        and r.settings.protocol == protocol and (r.variant, r.settings.img_size) in cells),
                       key=lambda r: r.env.created)
         first_seen = {speed_key(r): None for r in hits}  # insertion order: the machine measured first comes first
@@ -218,6 +218,40 @@ def _speed_columns(records: list[Record], cells: list[tuple[str, int]], protocol
         if not first_seen:
             columns[f"im/s ours, {protocol} protocol"] = [None] * len(cells)
     return columns, _unique(r for column in columns.values() for r in column if r is not None)
+
+
+def timed_as_protocol(r: Record) -> bool:
+    """Timed as the protocol times: eager, timm's fused attention. A compiled or `--best` record is not the protocol's
+    figure: it goes to `table_best_speed`."""
+    return not r.settings.compile and r.settings.get("attention") in (None, "sdpa")
+
+
+def table_best(records: list[Record]) -> Table:
+    """The fastest setting `bench run --best` found per model and machine, and how far it is from that machine's
+    measured GEMM peak: what an engineer choosing hardware compares."""
+    hits = sorted((r for r in records if r.kind == "bench" and r.settings.get("search")), key=lambda r: r.env.created)
+    newest = {(r.variant, r.settings.img_size, machine_of(r), r.env.num_threads): r for r in hits}
+    rows = []
+    for (variant, img_size, machine_name, threads), r in sorted(newest.items(), key=lambda kv: kv[0][:3]):
+        m, s, check = r.metrics, r.settings, r.settings.search["agreement"][-1]
+        rows.append({
+            "model": variant, "img": img_size, "machine": f"{machine_name}, {threads} threads",
+            "setting": f"{s.precision}, compile {s.get('compile_mode', 'default' if s.compile else 'off')}, "
+                       f"{s.get('attention') or 'no'} attention, batch {s.batch_size}",
+            "im/s": f"{m.infer_img_per_s:,.1f}", "TFLOP/s": _fmt(m.achieved_tflops, ".3f"),
+            "of measured peak": "" if m.mfu_measured is None else f"{100 * m.mfu_measured:.0f} % of "
+                                f"{m.peak_tflops_measured:.3g} ({m.peak_column})",
+            "top-1 agreement with fp32 eager": f"{100 * check['top1_agreement']:.1f} % of {check['images']} "
+                                               + ("real images" if "noise" not in check["inputs"] else "noise images"),
+            "settings tried": str(len(s.search["trials"]))})
+    if not rows:
+        rows.append({"model": NOT_RUN})
+    notes = ("One row per model and machine: the newest `bench run --best` record, its chosen setting timed with the "
+             "full protocol; the record lists every setting tried (docs/benchmarking.md).",
+             "TFLOP/s: 2 FLOPs per MAC of the forward at the row's im/s; the peak is that machine's measured dense-GEMM "
+             "peak in the precision that bounds the setting (bench/peak.py).")
+    return Table("table_best_speed", "The fastest honest setting per machine (bench run --best)", pd.DataFrame(rows),
+                 notes + footer(list(newest.values())))
 
 
 def _unique(records: Iterable[Record | None]) -> list[Record]:
@@ -452,7 +486,8 @@ def check_record(r: Record) -> None:
 def build_all(records: list[Record]) -> list[Table]:
     return [table1(records), table5(records), table5_comparison(records), table10(records), table2(records), table3(records, "mini"), table3(records, "cifar10"),
             table3(records, "imagenet"), table4(records, "mini"), table4(records, "cifar10"), table4(records, "imagenet"),
-            table7(records), table8(records), table9(records), *(ablation(records, spec) for spec in ABLATIONS)]
+            table7(records), table8(records), table9(records), *(ablation(records, spec) for spec in ABLATIONS),
+            table_best(records)]
 
 
 def write(table: Table, out_dir: Path) -> list[Path]:

@@ -157,6 +157,17 @@ def test_bench_run_best_records_every_setting_tried_and_checks_the_chosen_one_on
     assert check["passed"] and check["images"] == 10 and str(data) in check["inputs"]
     assert search["weights"] == "random initialisation"
     assert record["metrics"]["infer_img_per_s"] > 0
+    # bench tables: its own table, never a cell of the protocol's columns (it was not timed as the protocol times)
+    from bench import tables
+    from bench.record import load_records
+
+    records = load_records(tmp_path / "r")
+    best_table = tables.table_best(records).frame
+    assert best_table["model"].tolist() == ["debug"] and best_table["settings tried"].tolist() == [
+        str(len(search["trials"]))]
+    assert "10 real images" in best_table["top-1 agreement with fp32 eager"][0]
+    assert not tables.timed_as_protocol(records[0])
+    assert tables._speed_columns(records, [("debug", 32)])[1] == []
 
 
 @pytest.mark.parametrize("argv, message", [

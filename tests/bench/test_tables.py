@@ -31,7 +31,7 @@ def test_tables_from_fixture_records_match_the_golden_markdown(tmp_path, records
     for table in tables.build_all(records):
         tables.write(table, tmp_path)
     written = sorted(tmp_path.glob("*.md"))
-    assert len(written) == 16
+    assert len(written) == 17
     for md in written:
         golden = FIXTURES / "golden" / md.name
         if os.environ.get("UPDATE_GOLDEN"):
