@@ -37,6 +37,8 @@ import torch
 from torch import nn
 
 from bench import speed
+from bench.errors import DataError
+from bench.load import MachineLoad, is_contended
 from bench.machine import Fingerprint
 from bench.protocols import PRECISIONS
 
@@ -52,6 +54,7 @@ GAIN = 1.02  # stage 4 keeps doubling the batch while it is this much faster tha
 CONFIRM = 3  # the fastest trials timed again side by side before one is chosen
 CONFIRM_ROUNDS = {"cpu": 6, "cuda": 30}
 AGREEMENT_IMAGES = 32
+AGREE_AT_MOST = 4  # settings the agreement check tries before falling back to fp32 eager
 # Median relative logit error (L2, per image) against fp32 eager that a precision may cause: about 5x what the
 # --best records of results/REPORT.md show for bf16 (0.01) and what fp32 compiled or tf32/fp16 kernels round to.
 TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 1e-2, "bf16": 5e-2}
@@ -64,11 +67,11 @@ class Candidate:
     precision: str
     compile: str  # "off" or one of protocols.COMPILE_MODES
     batch_size: int
-    attention: str = "sdpa"  # one of protocols.ATTENTIONS
+    attention: str = "sdpa"  # one of protocols.ATTENTIONS, or "none" for a model without timm attention
 
     def label(self) -> str:
         return (f"{self.precision}, compile {self.compile}, batch {self.batch_size}"
-                + ("" if self.attention == "sdpa" else f", {self.attention} attention"))
+                + ("" if self.attention in ("sdpa", "none") else f", {self.attention} attention"))
 
 
 @dataclass(frozen=True)
@@ -109,9 +112,14 @@ class Search:
     chosen: Candidate
     budget_s: float
     spent_s: float
+    lead: float | None  # the chosen setting's side-by-side speed over the next one's (None: no side-by-side timing)
+    other_cores: float  # cores other processes kept busy during the search, on average
+    busy: bool  # so busy that the ranking may be wrong (bench/load.py: is_contended)
 
     def to_dict(self) -> dict:
         return {"chosen": dataclasses.asdict(self.chosen), "budget_s": self.budget_s, "spent_s": round(self.spent_s, 1),
+                "lead": None if self.lead is None else round(self.lead, 4), "other_cores": round(self.other_cores, 3),
+                "busy": self.busy,
                 "trials": [{**dataclasses.asdict(t.candidate), "stage": t.stage, "status": t.status,
                             "img_per_s": t.img_per_s, "seconds": round(t.seconds, 1)} for t in self.trials],
                 "agreement": [{**dataclasses.asdict(a), "candidate": a.candidate.label(), "passed": a.passed}
@@ -174,11 +182,17 @@ def search(model: nn.Module, space: Space, *, budget_s: float, check_inputs: tup
     Raises:
         NothingAgrees: no timed setting agreed (or none could be timed).
     """
-    clock = _Clock(budget_s)
+    clock, load = _Clock(budget_s), MachineLoad.now()
     trials = Trials(model, space, clock, log)
     _stages(trials, space)
+    ranked = _confirmed(model, trials, space)
+    others, steal, _ = MachineLoad.now().since(load)
+    busy = is_contended(others, steal, 1.0, cuda=space.device.startswith("cuda"))
+    if busy:
+        log(f"best: other processes kept {others:.1f} cores busy during the search (steal {steal:.0%}): its ranking "
+            "may be wrong; search again on a quiet machine")
     agreements = []
-    for trial in _confirmed(model, trials, space):
+    for trial in _checked_in_order(ranked, space):
         agreement = agree(model, trial.candidate, check_inputs)
         agreements.append(agreement)
         log(f"best: {trial.candidate.label()} against fp32 eager on {agreement.inputs}: top-1 agreement "
@@ -186,13 +200,29 @@ def search(model: nn.Module, space: Space, *, budget_s: float, check_inputs: tup
             f"(tolerance {agreement.tolerance:g}), {agreement.confident_flips} confident flip(s): "
             f"{'chosen' if agreement.passed else 'rejected'}")
         if agreement.passed:
-            return Search(tuple(trials.done), tuple(agreements), trial.candidate, budget_s, clock.spent())
+            return Search(tuple(trials.done), tuple(agreements), trial.candidate, budget_s, clock.spent(),
+                          _lead(trial, trials.done), others, busy)
     if not agreements:
         failed = "; ".join(f"{t.candidate.label()}: {t.status}" for t in trials.done)
         raise NothingAgrees(f"no setting could be timed ({failed})")
     raise NothingAgrees("no setting the search timed gives fp32 eager's answers: "
                         + "; ".join(f"{a.candidate.label()}: {a.confident_flips} confident flips, median logit error "
                                     f"{a.median_rel_error:.2g}" for a in agreements))
+
+
+def _checked_in_order(ranked: list[Trial], space: Space) -> list[Trial]:
+    """The settings the agreement check tries, fastest first: the `AGREE_AT_MOST` fastest, then fp32 eager (which
+    agrees with itself) where it was timed, so that a string of rejections costs a few compilations, not dozens."""
+    plain = [t for t in ranked if t.candidate.precision == "fp32" and t.candidate.compile == "off"]
+    return ranked[:AGREE_AT_MOST] + [t for t in plain[:1] if t not in ranked[:AGREE_AT_MOST]]
+
+
+def _lead(chosen: Trial, trials: list[Trial]) -> float | None:
+    """How much faster the chosen setting was than the next one, side by side (1.01: a tie on a noisy machine)."""
+    side_by_side = sorted((t.img_per_s for t in trials if t.stage == "confirm"), reverse=True)
+    if chosen.stage != "confirm" or len(side_by_side) < 2 or chosen.img_per_s != side_by_side[0]:
+        return None
+    return side_by_side[0] / side_by_side[1]
 
 
 def _stages(trials: Trials, space: Space) -> None:
@@ -400,7 +430,14 @@ def compare(reference: torch.Tensor, outputs: torch.Tensor, candidate: Candidate
 def check_images(model: nn.Module, img_size: int, data: Path | None, samples: list[tuple[Path, int]] | None,
                  count: int = AGREEMENT_IMAGES) -> tuple[torch.Tensor, str]:
     """`count` images for the agreement check, preprocessed as the model's evaluation does: spread evenly over
-    `samples` (the --data images found), or seeded noise where no data was given."""
+    `samples` (the --data images found for accuracy) or over every image under `data`, or seeded noise where no data
+    was given."""
+    if data is not None and not samples:  # the check needs images, not labels: any label space will do
+        from bench.data import IMAGE_SUFFIXES
+
+        samples = [(p, 0) for p in sorted(data.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not samples:
+            raise DataError(f"--data {data} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if not samples:
         generator = torch.Generator().manual_seed(0)
         return (torch.randn(count, 3, img_size, img_size, generator=generator),

@@ -59,9 +59,11 @@ def _add_run(sub) -> None:
                      help="how a ViT's attention runs: sdpa (one fused call, timm's default) or matmul (q·kᵀ, "
                           "softmax, ·v; faster on some CPUs); --best tries both unless one is given")
     run.add_argument("--best", nargs="?", const=DEFAULT_BEST_S, default=None, type=float, metavar="SECONDS",
-                     help="search for the fastest setting (native precision, compile mode, batch unless --batch-size) "
-                          "whose logits agree with fp32 eager's (on --data images when given), for at most SECONDS "
-                          f"(default {DEFAULT_BEST_S:g}); the record lists every setting tried")
+                     help="search for the fastest setting (native precision, compile mode, attention, batch unless "
+                          "--batch-size) whose logits agree with fp32 eager's (on --data images when given): SECONDS "
+                          f"of trials (default {DEFAULT_BEST_S:g}), then the fastest three side by side and the "
+                          "agreement check (about a minute more for DeiT-B on 2 cores); the record lists every "
+                          "setting tried")
     run.add_argument("--warmup", type=int, default=None,
                      help=f"untimed forwards first (default {timm.warmup['cuda']} cuda, {timm.warmup['cpu']} cpu)")
     run.add_argument("--iters", type=int, default=None, help=f"timed forwards (default {timm.iters['cuda']} cuda, "
@@ -218,6 +220,14 @@ def _run(args: argparse.Namespace) -> None:
         try:
             record = measure(variant, settings, eval_opts=eval_opts,
                              log=(lambda m: print(m, file=sys.stderr)) if procs.main else (lambda m: None))
+        except KeyboardInterrupt:
+            if not records:
+                raise
+            print(f"\nbench run: interrupted during {variant.name}; the {len(records)} record(s) before it were "
+                  "written", file=sys.stderr)
+            if args.json:
+                sys.stdout.write("".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records))
+            return 130
         except (BatchDoesNotFit, CheckpointError, DataError) as exc:
             raise UsageError(_last_line(exc)) from None
         except NothingAgrees as exc:  # a fast wrong answer is no result: refused, not recorded
@@ -254,6 +264,8 @@ def _check_run_args(args: argparse.Namespace) -> None:
         for name in args.variant.split(","):
             resolve(name.strip())
         _request(args).check()
+        if args.data is not None and not args.data.is_dir():  # before minutes of building and timing
+            raise ValueError(f"--data {args.data} is not a folder")
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
     except ValueError as exc:

@@ -89,6 +89,9 @@ class Request:
                                   ("--best", self.best_s, 1)):
             if value is not None and not (math.isfinite(value) and value >= low):
                 raise ValueError(f"{label} must be a finite number >= {low}, got {value}")
+        if self.compile and self.warmup == 0:
+            raise ValueError("--compile compiles in the first forward, which must not be timed: --warmup must be at "
+                             "least 1")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"unknown --compile mode {self.compile_mode!r}; accepted: {', '.join(COMPILE_MODES)}")
         if self.attention is not None and self.attention not in ATTENTIONS:
@@ -110,6 +113,11 @@ class Request:
                              f"got {self.metrics!r}")
         if self.batch_size == "max":
             raise ValueError("--best searches the batch itself; give --batch-size N to fix it, or leave it out")
+        if self.best_s > MAX_BEST_S:
+            raise ValueError(f"--best takes at most {MAX_BEST_S:g} seconds (a day), got {self.best_s:g}")
+        if self.warmup == 0:
+            raise ValueError("--best may choose a compiled setting, whose first forward compiles: --warmup must be "
+                             "at least 1")
 
 
 # torch.compile modes `bench run --compile MODE` and the --best search know (bench/best.py says what each does); the
@@ -117,6 +125,7 @@ class Request:
 COMPILE_MODES = ("default", "freezing", "max-autotune", "reduce-overhead")
 # How a ViT's attention runs (bench/best.py: set_attention): one fused SDPA call (timm's default) or explicit matmuls.
 ATTENTIONS = ("sdpa", "matmul")
+MAX_BEST_S = 86400.0
 DEFAULT_BEST_S = 600.0  # --best's search budget: the DeiT-B search on a 2-core CPU takes about this long
 
 

@@ -105,7 +105,7 @@ def summary(record: Record, variant: Variant) -> str:
         rows = [(*r, *[""] * (len(columns) - len(r))) for r in rows]
     body = pd.DataFrame(rows, columns=columns).to_markdown(index=False, disable_numparse=True)
     notes = "".join(f"\nnote: {n}" for n in record.notes if not n.startswith("checkpoint sha256"))
-    search = f"\n\n{search_table(s['search'])}" if s.get("search") else ""
+    search = f"\n\n{search_table(s['search'], variant.name)}" if s.get("search") else ""
     return f"{head}\n\n{body}{search}{notes}"
 
 
@@ -115,30 +115,52 @@ def _compile_label(s) -> str:
     return ("" if mode == "off" else ", torch.compile" + ("" if mode == "default" else f" ({mode})")) + attention
 
 
-def search_table(search: dict) -> str:
-    """`--best`: every setting tried, fastest first, and the agreement check of the one chosen."""
+def search_table(search: dict, variant: str = "V") -> str:
+    """`--best`: every setting tried, the side-by-side re-timing first, the chosen one marked; the agreement check,
+    how clear the win was, and the command that times the choice again."""
+    rejected = {a["candidate"] for a in search["agreement"] if not a["passed"]}
     trials = sorted(search["trials"], key=lambda t: (t["stage"] != "confirm", -(t["img_per_s"] or 0)))
-    chosen, marked = search["chosen"], False
-    rows = []
+    chosen, marked, rows = search["chosen"], False, []
     for t in trials:
         mark = not marked and all(t[k] == chosen[k] for k in chosen)
         marked |= mark
+        label = _candidate_label(t)
+        status = t["status"] + (", rejected: differs from fp32 eager" if label in rejected else "")
         rows.append(("→" if mark else "", t["precision"], t["compile"], t["attention"], t["batch_size"],
-                     "" if t["img_per_s"] is None else f"{t['img_per_s']:,.1f}", t["status"], t["stage"],
+                     "" if t["img_per_s"] is None else f"{t['img_per_s']:,.1f}", status, t["stage"],
                      f"{t['seconds']:.0f}"))
     table = pd.DataFrame(rows, columns=["", "precision", "compile", "attention", "batch", "im/s", "status", "stage",
                                         "s"])
+    tried = [t for t in search["trials"] if t["stage"] != "confirm"]
+    timed = sum(t["img_per_s"] is not None for t in tried)
     last = search["agreement"][-1]
-    check = (f"agreement with fp32 eager on {last['inputs']}, weights: {search['weights']}: top-1 "
+    lines = [f"--best: {len(tried)} settings, {timed} timed, in {search['spent_s']:.0f} s (budget {search['budget_s']:g} "
+             f"s of trials); 'confirm': the fastest timed again side by side; → the chosen one, timed above with the "
+             f"full protocol",
+             table.to_markdown(index=False, disable_numparse=True),
+             f"agreement with fp32 eager on {last['inputs']}, weights: {search['weights']}: top-1 "
              f"{100 * last['top1_agreement']:.1f} % ({last['near_tie_flips']} near-tie flips, "
              f"{last['confident_flips']} beyond), median logit error {last['median_rel_error']:.2g} "
-             f"(tolerance {last['tolerance']:g})")
-    rejected = len(search["agreement"]) - 1
-    return (f"--best: {len(trials)} settings in {search['spent_s']:.0f} s (budget {search['budget_s']:g} s); "
-            f"'confirm': the fastest timed again side by side; the chosen one (→) is timed above with the full "
-            f"protocol\n"
-            + table.to_markdown(index=False, disable_numparse=True) + f"\n{check}"
-            + (f"; {rejected} faster setting(s) rejected by it" if rejected else ""))
+             f"(tolerance {last['tolerance']:g})" + (f"; {len(rejected)} faster setting(s) rejected by it"
+                                                     if rejected else "")]
+    lead = search.get("lead")
+    if lead is not None:
+        lines.append(f"side by side it led the next setting by {100 * (lead - 1):.1f} %"
+                     + (": a tie within this machine's noise, either is as fast" if lead < 1.03 else ""))
+    if search.get("busy"):
+        lines.append(f"warning: other processes kept {search['other_cores']:.1f} cores busy during the search; its "
+                     "ranking may be wrong")
+    flags = [f"--precision {chosen['precision']}", f"--batch-size {chosen['batch_size']}"]
+    flags += [] if chosen["compile"] == "off" else [f"--compile {chosen['compile']}"]
+    flags += [] if chosen["attention"] in ("sdpa", "none") else [f"--attention {chosen['attention']}"]
+    lines.append(f"time this setting again: bench run --variant {variant} {' '.join(flags)}")
+    return "\n".join(lines)
+
+
+def _candidate_label(t: dict) -> str:
+    """The label bench/best.py's Candidate gives the same setting (the agreement check names candidates so)."""
+    return (f"{t['precision']}, compile {t['compile']}, batch {t['batch_size']}"
+            + ("" if t["attention"] in ("sdpa", "none") else f", {t['attention']} attention"))
 
 
 def _size_rows(m, p, row) -> list[tuple[str, ...]]:

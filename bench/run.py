@@ -176,6 +176,10 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
         search = _search(model, settings, fingerprint, (eval_opts, found), log)
         settings = search_result(settings, search.chosen)
     has_attention = best.set_attention(model, settings.attention) > 0
+    if settings.attention_fixed and not has_attention:
+        warnings.append(f"--attention {settings.attention}: {variant.name} has no timm attention blocks, so it "
+                        "changed nothing")
+        log(warnings[-1])
     model = model.to(device=settings.device)
     timed = _timed_copy(model, settings)
     if "speed" in settings.metrics:
@@ -206,15 +210,14 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
 def _search(model, settings: Settings, fingerprint: machine.Fingerprint, data, log) -> best.Search:
     """`--best`: the fastest setting that agrees with fp32 eager, on the --data images when there are some."""
     eval_opts, found = data
-    if found is None and eval_opts.data is not None:
-        found = find_eval_data(model, eval_opts, None)
     kind = settings.device.split(":")[0]
     wanted = best.precisions(fingerprint)
     if settings.precision_requested != "auto":  # a named precision is the only one searched
         wanted = (settings.precision,)
-    attentions = ((settings.attention,) if settings.attention_fixed or not best.set_attention(model, "sdpa")
-                  else ATTENTIONS)
-    space = best.Space(wanted, best.SEARCHED[kind], attentions, settings.batch_size, settings.batch_fixed,
+    attentions = (("none",) if not best.set_attention(model, "sdpa") else
+                  (settings.attention,) if settings.attention_fixed else ATTENTIONS)
+    start = settings.batch_size if settings.batch_fixed else min(settings.batch_size, settings.max_batch_cap)
+    space = best.Space(wanted, best.SEARCHED[kind], attentions, start, settings.batch_fixed,
                        settings.max_batch_cap, settings.img_size, settings.device)
     log(f"searching for {settings.best_s:g} s at most: precisions {', '.join(space.precisions)}; compile "
         f"{', '.join(space.compile_modes)}; attention {', '.join(space.attentions)}; batch {settings.batch_size}"
@@ -235,9 +238,11 @@ def _timed_copy(model, settings: Settings):
 
 def search_result(settings: Settings, chosen: best.Candidate) -> Settings:
     """The settings `bench run` times after the search: the chosen candidate's."""
+    why = (settings.precision_why if settings.precision_requested != "auto" else
+           "--best: the fastest native precision whose setting agrees with fp32 eager")
     return dataclasses.replace(settings, precision=chosen.precision, compile=chosen.compile != "off",
                                compile_mode=chosen.compile, batch_size=chosen.batch_size, attention=chosen.attention,
-                               precision_why="--best: the fastest setting that agrees with fp32 eager")
+                               precision_why=why)
 
 
 def _threads_warning(threads: int) -> str | None:
@@ -408,7 +413,8 @@ def _settings_dict(variant: Variant, settings: Settings, metrics: dict[str, Any]
     if settings.accuracy_precision is None:  # no key for what was not measured
         del out["accuracy_precision"]
     out["metrics"] = list(settings.metrics)
-    out["batch_policy"] = "max" if settings.batch_size == "max" else "fixed"
+    out["batch_policy"] = ("max" if settings.batch_size == "max" else
+                           "searched" if settings.best_s is not None and not settings.batch_fixed else "fixed")
     out["batch_size"] = metrics.get("infer_batch_size", settings.batch_size)  # the size actually timed
     out["num_classes"] = variant.num_classes
     out["distilled"] = variant.distilled

@@ -166,7 +166,7 @@ class BenchSettings(Section):
                                   "another (`auto` is for timing only). Absent in older records: `precision`")
     threads = Key[int]("torch threads of the measurement")
     batch_size = Key[int]("images per forward actually timed")
-    batch_policy = Key[str]("fixed, or max (largest batch that fits)")
+    batch_policy = Key[str]("fixed, max (largest batch that fits) or searched (--best chose it)")
     max_batch_cap = Key[int]("upper bound of the max search")
     img_size = Key[int]("input resolution", nullable=False)
     protocol = Key[str]("timing protocol: timm or paper (docs/benchmarking.md)", nullable=False)
@@ -178,7 +178,7 @@ class BenchSettings(Section):
     attention = Key[str]("sdpa or matmul: how the ViT's attention ran (None: the model has none); absent in older "
                          "records: sdpa")
     attention_fixed = Key[bool]("--attention was given (--best searched no other)")
-    batch_fixed = Key[bool]("the batch was given or the protocol's (--best searched none)")
+    batch_fixed = Key[bool]("--batch-size was given (--best then searched no batch)")
     search = Key[dict]("--best: chosen setting, every setting tried (precision, compile, batch, stage, status, trial "
                        "im/s, seconds), the agreement check against fp32 eager, the weights, budget and time spent")
     warmup = Key[int]("untimed forwards")

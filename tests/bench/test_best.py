@@ -156,6 +156,7 @@ def test_bench_run_best_records_every_setting_tried_and_checks_the_chosen_one_on
     check = search["agreement"][-1]
     assert check["passed"] and check["images"] == 10 and str(data) in check["inputs"]
     assert search["weights"] == "random initialisation"
+    assert settings["batch_policy"] == "searched" and isinstance(search["busy"], bool)
     assert record["metrics"]["infer_img_per_s"] > 0
     # bench tables: its own table, never a cell of the protocol's columns (it was not timed as the protocol times)
     from bench import tables
@@ -177,6 +178,10 @@ def test_bench_run_best_records_every_setting_tried_and_checks_the_chosen_one_on
     (["--best", "0"], "--best must be a finite number >= 1"),
     (["--compile", "reduce-overhead"], "needs --device cuda"),
     (["--compile", "freezing", "--metrics", "relspeed"], "is not gated"),
+    (["--compile", "--warmup", "0"], "--warmup must be at least 1"),
+    (["--best", "--warmup", "0"], "--warmup must be at least 1"),
+    (["--best", "1e308"], "--best takes at most 86400 seconds"),
+    (["--best", "--data", "/nonexistent/images"], "--data /nonexistent/images is not a folder"),
 ])
 def test_impossible_searches_and_modes_are_usage_errors(capsys, tmp_path, argv, message):
     code, _, err = _run(capsys, "--variant", "debug", *argv, "--results-dir", str(tmp_path))
