@@ -40,7 +40,7 @@ from bench import speed
 from bench.errors import DataError
 from bench.load import MachineLoad, is_contended
 from bench.machine import Fingerprint
-from bench.protocols import PRECISIONS
+from bench.protocols import PRECISIONS, setting_label
 
 # How each mode compiles (on top of torch.compile with static shapes, one compilation per batch size):
 #   default: inductor; freezing: inductor with the weights folded in as constants (pre-packed GEMM weights on a CPU;
@@ -70,8 +70,7 @@ class Candidate:
     attention: str = "sdpa"  # one of protocols.ATTENTIONS, or "none" for a model without timm attention
 
     def label(self) -> str:
-        return (f"{self.precision}, compile {self.compile}, batch {self.batch_size}"
-                + ("" if self.attention in ("sdpa", "none") else f", {self.attention} attention"))
+        return setting_label(self.precision, self.compile, self.batch_size, self.attention)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,12 @@ class Request:
 COMPILE_MODES = ("default", "freezing", "max-autotune", "reduce-overhead")
 # How a ViT's attention runs (bench/best.py: set_attention): one fused SDPA call (timm's default) or explicit matmuls.
 ATTENTIONS = ("sdpa", "matmul")
+def setting_label(precision: str, compile: str, batch_size: int, attention: str) -> str:
+    """How `--best` names one setting, in its log, its record's agreement check and `bench run`'s summary."""
+    return (f"{precision}, compile {compile}, batch {batch_size}"
+            + ("" if attention in ("sdpa", "none") else f", {attention} attention"))
+
+
 MAX_BEST_S = 86400.0
 DEFAULT_BEST_S = 600.0  # --best's search budget: the DeiT-B search on a 2-core CPU takes about this long
 

@@ -13,6 +13,7 @@ import pandas as pd
 from bench import peak
 from bench.machine import Fingerprint
 from bench.paper import params_rounding
+from bench.protocols import setting_label
 from bench.record import Record, load_record_files
 from bench.registry import VARIANTS, Variant, at_resolution
 
@@ -124,7 +125,7 @@ def search_table(search: dict, variant: str = "V") -> str:
     for t in trials:
         mark = not marked and all(t[k] == chosen[k] for k in chosen)
         marked |= mark
-        label = _candidate_label(t)
+        label = setting_label(t["precision"], t["compile"], t["batch_size"], t["attention"])
         status = t["status"] + (", rejected: differs from fp32 eager" if label in rejected else "")
         rows.append(("→" if mark else "", t["precision"], t["compile"], t["attention"], t["batch_size"],
                      "" if t["img_per_s"] is None else f"{t['img_per_s']:,.1f}", status, t["stage"],
@@ -156,11 +157,6 @@ def search_table(search: dict, variant: str = "V") -> str:
     lines.append(f"time this setting again: bench run --variant {variant} {' '.join(flags)}")
     return "\n".join(lines)
 
-
-def _candidate_label(t: dict) -> str:
-    """The label bench/best.py's Candidate gives the same setting (the agreement check names candidates so)."""
-    return (f"{t['precision']}, compile {t['compile']}, batch {t['batch_size']}"
-            + ("" if t["attention"] in ("sdpa", "none") else f", {t['attention']} attention"))
 
 
 def _size_rows(m, p, row) -> list[tuple[str, ...]]:
