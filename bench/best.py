@@ -190,9 +190,9 @@ def search(model: nn.Module, space: Space, *, budget_s: float, check_inputs: tup
     if busy:
         log(f"best: other processes kept {others:.1f} cores busy during the search (steal {steal:.0%}): its ranking "
             "may be wrong; search again on a quiet machine")
-    agreements = []
+    agreements, reference = [], fp32_logits(model, check_inputs[0])
     for trial in _checked_in_order(ranked, space):
-        agreement = agree(model, trial.candidate, check_inputs)
+        agreement = agree(model, trial.candidate, check_inputs, reference)
         agreements.append(agreement)
         log(f"best: {trial.candidate.label()} against fp32 eager on {agreement.inputs}: top-1 agreement "
             f"{agreement.top1_agreement:.1%}, median logit error {agreement.median_rel_error:.2g} "
@@ -390,14 +390,20 @@ def _fresh(model: nn.Module, candidate: Candidate) -> Iterator[nn.Module]:
             torch.cuda.empty_cache()
 
 
-def agree(model: nn.Module, candidate: Candidate, check_inputs: tuple[torch.Tensor, str]) -> Agreement:
-    """The candidate's logits against fp32 eager's on the check images (in batches of the candidate's size)."""
+def fp32_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """fp32 eager's logits on the check images: what every candidate is compared with (computed once per search)."""
+    device = next(model.parameters()).device
+    with torch.inference_mode(), speed.precision_mode(PRECISIONS["fp32"], device.type):
+        return model(images.to(device)).float()
+
+
+def agree(model: nn.Module, candidate: Candidate, check_inputs: tuple[torch.Tensor, str],
+          reference: torch.Tensor) -> Agreement:
+    """The candidate's logits against fp32 eager's (`reference`) on the check images, in batches of the candidate's
+    size."""
     images, inputs = check_inputs
     device = next(model.parameters()).device
     images = images.to(device)
-    fp32 = PRECISIONS["fp32"]
-    with torch.inference_mode(), speed.precision_mode(fp32, device.type):
-        reference = model(images).float()
     precision = PRECISIONS[candidate.precision]
     with _fresh(model, candidate) as runner, torch.inference_mode(), speed.precision_mode(precision, device.type):
         outputs = [runner(_padded(chunk, candidate.batch_size).to(precision.dtype))[:len(chunk)].float().clone()
