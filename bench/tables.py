@@ -222,8 +222,10 @@ def _speed_columns(records: list[Record], cells: list[tuple[str, int]], protocol
 
 def timed_as_protocol(r: Record) -> bool:
     """Timed as the protocol times: eager, timm's fused attention. A compiled or `--best` record is not the protocol's
-    figure: it goes to `table_best_speed`."""
-    return not r.settings.compile and r.settings.get("attention") in (None, "sdpa")
+    figure: it goes to `table_best_speed`, even when its search chose eager (its batch and its trials were searched,
+    not the protocol's)."""
+    return (not r.settings.compile and r.settings.get("attention") in (None, "sdpa")
+            and not r.settings.get("search"))
 
 
 def table_best(records: list[Record]) -> Table:

@@ -176,6 +176,20 @@ def test_a_batch_sweep_record_does_not_replace_the_protocols_batch_in_table5(rec
     assert alone.set_index("model").loc["DeiT-Ti", column] == "99.9 (batch 64)"
 
 
+def test_a_best_search_that_chose_eager_stays_out_of_the_protocol_columns(records):
+    """`bench run --best` may choose eager with timm's fused attention; its batch and trials were still searched, so
+    its figure is `table_best_speed`'s, never Table 5's (CI caught this when a noisy search chose eager)."""
+    b16 = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
+    searched = dataclasses.replace(b16, settings={**b16.settings, "compile": False, "attention": "sdpa",
+                                                  "search": {"chosen": {"compile": "off"}}},
+                                   metrics={**b16.metrics, "infer_img_per_s": 99.9},
+                                   env={**b16.env, "created": "2099-01-01T00:00:00+00:00"})
+    assert tables.timed_as_protocol(b16) and not tables.timed_as_protocol(searched)
+    (column,) = speed_columns(tables.table5([*records, searched]).frame, "timm")
+    assert tables.table5([*records, searched]).frame.set_index("model").loc["DeiT-Ti", column] == \
+        f"{b16.metrics['infer_img_per_s']:.1f}"
+
+
 def test_a_speed_only_record_leaves_the_size_of_an_earlier_one_in_table5(records):
     """`bench run --metrics speed` (no params/GMACs) is newer than the size record: the size columns keep it."""
     sized = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
