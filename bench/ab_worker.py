@@ -11,10 +11,10 @@ around the timed calls is read for the parent to judge. Prints one JSON line.
 
 import importlib
 import json
-from importlib import metadata
 import os
 import sys
 import time
+from importlib import metadata
 
 tree = os.path.abspath(sys.argv[1])
 sys.path[0] = tree

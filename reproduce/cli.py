@@ -25,9 +25,9 @@ from reproduce.config import (
     check,
     check_ready,
     override,
-    render_released,
     valid_device,
 )
+from reproduce.released import render_released
 
 
 def _parser() -> argparse.ArgumentParser:

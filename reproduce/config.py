@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+
+from reproduce.accepts import (
+    AUGMENTATION,
+    BLOCKS,
+    CROP_SCALE,
+    EVAL_PROTOCOL,
+    FLAG,
+    OPTIMIZER,
+    PARAMETER_NAMES,
+    PATH,
+    PROBABILITY,
+    Accepts,
+    Number,  # noqa: F401 (the tests probe each numeric field's bounds through it)
+    number,
+    one_of,
+)
 
 MODES = ("none", "soft", "hard")  # distillation modes (reproduce/distill.py)
 KL_NORMS = ("batchmean", "official")
@@ -149,69 +162,9 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "random")
 SEED_MAX = 2**32 - 1  # NumPy's seeds
 
 
-# ---- what each field accepts: declared once, here, and enforced by `check()` on every resolved config
+# ---- what each field accepts (the rules: reproduce/accepts.py): declared once, here, and enforced by `check()` on every resolved config
 # (`--set`, experiments, suites) before any work; `reproduce ls --fields` prints it. A field without an entry fails
 # tests/reproduce/test_config_constraints.py. ----
-
-@dataclass(frozen=True)
-class Accepts:
-    """What one field accepts: `words` for messages and `reproduce ls --fields`; `reason(value)` is None for an
-    accepted value, else the words that follow "is not accepted:" (by default "must be <words>")."""
-
-    words: str
-    test: Callable[[Any], bool | str]  # True: accepted; False: refused; a string: refused, saying why
-
-    def reason(self, value: Any) -> str | None:
-        verdict = self.test(value)
-        if verdict is True:
-            return None
-        return verdict if isinstance(verdict, str) and verdict else f"must be {self.words}"
-
-
-@dataclass(frozen=True)
-class Number(Accepts):
-    """A numeric field's rule, with its bounds kept for the tests that probe them."""
-
-    kind: type = float
-    low: float = 0
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
-    optional: bool = False
-
-
-def number(kind: type, low: float, high: float | None = None, *, open_low: bool = False, open_high: bool = False,
-           optional: bool = False, note: str = "") -> Number:
-    """An int or float field: finite (nan and inf never are), within [low, high] (ends open where asked)."""
-    if high is not None:
-        words = f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
-    elif low == 0:
-        words = "positive" if open_low else "non-negative"
-    else:
-        words = f"greater than {low}" if open_low else f"at least {low}"
-    words += " and finite" if kind is float and high is None else ""
-    words += " or None" if optional else ""
-    words += f" ({note})" if note else ""
-
-    def test(value) -> bool | str:
-        if value is None:
-            return optional
-        if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
-            return f"must be {'an int' if kind is int else 'a number'}, {words}"
-        return ((isinstance(value, int) or math.isfinite(value))  # an int is finite (and may not fit a float)
-                and (value > low if open_low else value >= low)
-                and (high is None or (value < high if open_high else value <= high)))
-    return Number(words, test, kind, low, high, open_low, open_high, optional)
-
-
-def one_of(*names: str, note: str = "") -> Accepts:
-    return Accepts(f"one of {', '.join(names)}" + (f" ({note})" if note else ""), lambda value: value in names)
-
-
-FLAG = Accepts("true or false", lambda value: isinstance(value, bool))
-PATH = Accepts("a path, or '' for none", lambda value: isinstance(value, str) and "\0" not in value)
-PROBABILITY = number(float, 0, 1)
-
 
 def _registered(value, *, labels: bool = False) -> bool | str:
     from bench.registry import resolve  # no torch: the registry is data
@@ -225,77 +178,6 @@ def _registered(value, *, labels: bool = False) -> bool | str:
         return exc.args[0] + also if isinstance(exc, KeyError) else False
     return True
 
-
-def _optimizer(name) -> bool | str:
-    """timm's `create_optimizer_v2` names, `lookahead_` prefix allowed, that can be built here (the apex `fused*` and
-    bitsandbytes `bnb*` ones need CUDA and their package)."""
-    if not isinstance(name, str):
-        return False
-    from timm.optim import get_optimizer_class, list_optimizers  # here: timm loads only where a config is checked
-
-    base = name.lower().removeprefix("lookahead_")  # timm reads 'x_adamw' as adamw; only lookahead_ means something
-    if base not in list_optimizers():
-        close = difflib.get_close_matches(base, list_optimizers(), n=3)
-        return f"must be {OPTIMIZER.words}" + (f"; did you mean {', '.join(close)}?" if close else "")
-    if base == "adahessian":
-        return "adahessian needs a backward pass with create_graph=True, which the training step does not do"
-    try:
-        get_optimizer_class(base, bind_defaults=False)
-    except (ImportError, AssertionError) as exc:
-        return f"timm's {base} cannot run here: {exc}"
-    return True
-
-
-def _augmentation(spec) -> bool | str:
-    """'' or a spec timm's create_transform builds, every section a key and a number: timm silently skips a section
-    without a number ('rand-m9-foo' is plain 'rand-m9')."""
-    if spec == "":
-        return True
-    if not isinstance(spec, str):
-        return False
-    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
-
-    name, *sections = spec.split("-")
-    for section in sections:
-        if not any(c.isdigit() for c in section) and not (name == "rand" and section.startswith("t")):
-            return f"section {section!r} has no number, so timm would skip it silently; must be {AUGMENTATION.words}"
-    build = (rand_augment_transform if spec.startswith("rand") else
-             augment_and_mix_transform if spec.startswith("augmix") else auto_augment_transform)
-    try:
-        build(spec, {"translate_const": 100, "img_mean": (124, 116, 104)})
-    except (AssertionError, ValueError, KeyError, IndexError) as exc:
-        return f"timm cannot build it ({exc or type(exc).__name__}); must be {AUGMENTATION.words}"
-    return True
-
-
-def _eval_protocol(value) -> bool:
-    from bench.data import EVAL_PROTOCOLS  # bench's evaluation owns its preprocessing protocols
-
-    return value in EVAL_PROTOCOLS
-
-
-def _crop_scale(value) -> bool:
-    return (isinstance(value, tuple) and len(value) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-            and 0 < value[0] <= value[1] <= 1)
-
-
-def _parameter_names(value) -> bool:
-    return isinstance(value, tuple) and all(isinstance(v, str) and v.replace(".", "_").isidentifier() for v in value)
-
-
-def _block_indices(value) -> bool | str:
-    if not (isinstance(value, tuple) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        return False
-    twice = sorted({v for v in value if value.count(v) > 1})
-    return f"block {', '.join(map(str, twice))} is given twice; must be {BLOCKS.words}" if twice else True
-
-
-OPTIMIZER = Accepts("a timm optimizer name (timm.optim.list_optimizers(); lookahead_NAME wraps it) that runs here, "
-                    "not adahessian", _optimizer)
-AUGMENTATION = Accepts("'' (none) or a timm augmentation spec: rand-m9-mstd0.5-inc1 (RandAugment), "
-                       "original-mstd0.5 (AutoAugment), augmix-m5", _augmentation)
-BLOCKS = Accepts("distinct block indices separated by commas (negative from the end), at least one", _block_indices)
 
 ACCEPTS: dict[str, Accepts] = {
     # model
@@ -320,7 +202,7 @@ ACCEPTS: dict[str, Accepts] = {
     "lr": number(float, 0, open_low=True),
     "lr_scale_batch": FLAG,
     "weight_decay": number(float, 0),
-    "no_decay": Accepts("parameter names separated by commas (e.g. pos_embed,cls_token), or empty", _parameter_names),
+    "no_decay": PARAMETER_NAMES,
     "opt": OPTIMIZER,
     "opt_eps": number(float, 0, open_low=True),
     "momentum": number(float, 0, 1, open_high=True),
@@ -334,7 +216,7 @@ ACCEPTS: dict[str, Accepts] = {
     "min_lr": number(float, 0),
     # augmentation and regularisation
     "train_interpolation": one_of(*INTERPOLATIONS),
-    "train_crop_scale": Accepts("two numbers low,high with 0 < low <= high <= 1", _crop_scale),
+    "train_crop_scale": CROP_SCALE,
     "hflip": PROBABILITY,
     "color_jitter": number(float, 0),
     "auto_augment": AUGMENTATION,
@@ -368,7 +250,7 @@ ACCEPTS: dict[str, Accepts] = {
     "fused_attn": FLAG,
     "channels_last": FLAG,
     "eval_every": number(int, 1, note="evaluate every N epochs; the last epoch always is"),
-    "eval_protocol": Accepts("one of bench's evaluation protocols (official, timm)", _eval_protocol),
+    "eval_protocol": EVAL_PROTOCOL,
     "eval_batch_size": number(int, 1),
     "log_every": number(int, 1),
     "device": Accepts("auto, cpu, cuda or cuda:N", lambda value: isinstance(value, str) and valid_device(value)),
@@ -508,80 +390,3 @@ def _accepted(hint) -> str:
 
 def as_dict(cfg: TrainConfig) -> dict:
     return dataclasses.asdict(cfg)
-
-
-@dataclass(frozen=True)
-class Deviation:
-    """One way our training can differ from the released code (facebookresearch/deit `main.py`, `engine.py`,
-    `losses.py`, `models.py` with the timm 0.3.2 it pins), and the setting that selects the released behaviour.
-    `docs/released-code.md` is generated from these rows and the config's defaults (`reproduce ls --released`)."""
-
-    topic: str
-    released: str  # what the released code does
-    official: str  # `key=value[,key=value]` that selects it; "" where no setting does (a note says why)
-    note: str = ""
-
-    def settings(self) -> dict[str, str]:
-        return dict(item.split("=", 1) for item in self.official.split(";") if item) if self.official else {}
-
-
-RELEASED_CODE: tuple[Deviation, ...] = (
-    Deviation("learning-rate schedule timing", "`lr_scheduler.step(epoch)` after each epoch: epochs 0 and 1 at "
-              "warmup_lr, epoch e ≥ 1 at lr(e − 1) (github.com/facebookresearch/deit/issues/145)",
-              "sched_timing=official",
-              "the mini, CIFAR and debug rows keep `start` (epoch e at lr(e)), what their committed results used"),
-    Deviation("warm-up granularity", "one learning rate per epoch: the warm-up is a staircase",
-              "sched_per_step=false"),
-    Deviation("class-token initialisation", "truncated normal, std 0.02, like the distillation token (timm 0.3.2); "
-              "timm ≥ 0.9 draws N(0, 1e-6)", "cls_token_init=official",
-              "the mini, CIFAR and debug rows keep `timm`"),
-    Deviation("repeated augmentation in one process", "3 copies per image only when distributed; a single "
-              "process silently trains without it", "repeated_aug=1",
-              "only for single-process runs; distributed runs match with the default 3"),
-    Deviation("EMA of the weights", "kept (decay 0.99996) and saved, never evaluated: the reported number is the "
-              "raw weights'", "ema_decay=0.99996",
-              "we then evaluate the EMA weights too (`ema_val_*`); the reported number stays the raw weights'"),
-    Deviation("precision", "fp16 autocast with a loss scaler, always (training and evaluation)", "amp=fp16",
-              "our `auto` picks bf16 where it is native (no scaler needed), else fp32"),
-    Deviation("soft-distillation KL normalisation",
-              "KL summed, ÷ (batch × classes), × τ² (github.com/facebookresearch/deit/issues/61)",
-              "kl_norm=official", "the paper's formula is `batchmean` (Table 3 mini row 2 uses it)"),
-    Deviation("distillation token weight decay", "decays (only pos_embed, cls_token, biases and norms are exempt)",
-              "no_decay=pos_embed,cls_token",
-              "with `layer_decay` set, timm's own groups exempt dist_token as well"),
-    Deviation("evaluation preprocessing", "shorter side to int(size / 0.875), bicubic, center crop, ImageNet mean/std",
-              "eval_protocol=official"),
-    Deviation("color jitter", "0.4 in the original release (0.3 at HEAD); unused while RandAugment is on",
-              "color_jitter=0.4", "no effect with `auto_augment` set: timm applies color jitter only without it"),
-    Deviation("hard-label smoothing", "none: cross-entropy on the teacher's argmax", "distill_smoothing=0.0"),
-    Deviation("reported accuracy", "prints the last epoch's and the maximum over epochs", "",
-              "our records keep both: `final_*` and `best_*` with its epoch"),
-)
-
-
-def render_released() -> str:
-    """docs/released-code.md: each deviation with our default, read from `TrainConfig`, and whether it matches."""
-    default = TrainConfig()
-    lines = ["# Our defaults against the released DeiT code", "",
-             "<!-- generated by `reproduce ls --released > docs/released-code.md` from reproduce/config.py; "
-             "do not edit -->", "",
-             "The paper rows (`deit_*` experiments) train with `TrainConfig`'s defaults. Each row: what the released",
-             "code does, our default (read from the config), whether they match, and the `--set` that selects the",
-             "released behaviour. From the same initial weights and batches, 30 steps of the released",
-             "`engine.train_one_epoch` (under timm 1.0, with timm 0.3.2's no-decay list) and of ours agree to 0.0 in",
-             "fp32, with and without Mixup/CutMix; with `sched_timing=start` the loss differs by up to 0.8 (run",
-             "`DEIT_OFFICIAL_DIR=/path/to/deit pytest tests/reproduce/test_against_released_code.py`).", "",
-             "| topic | released code | our default | same? | select the released behaviour |",
-             "|:--|:--|:--|:--|:--|"]
-    for d in RELEASED_CODE:
-        wanted = d.settings()
-        ours = ", ".join(f"`{k}={_show(getattr(default, k))}`" for k in wanted) or "—"
-        same = "—" if not wanted else "yes" if override(default, [f"{k}={v}" for k, v in wanted.items()]) == default else "no"
-        select = f"`--set {d.official}`" if d.official else "—"
-        lines.append(f"| {d.topic} | {d.released} | {ours} | {same} | {select}{'; ' + d.note if d.note else ''} |")
-    return "\n".join(lines) + "\n"
-
-
-def _show(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value).lower() if isinstance(value, bool) \
-        else str(value)

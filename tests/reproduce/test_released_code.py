@@ -9,7 +9,8 @@ from timm.scheduler import create_scheduler_v2
 
 from reproduce import cli, models
 from reproduce.cli import resolve_config
-from reproduce.config import RELEASED_CODE, TrainConfig, override, render_released
+from reproduce.config import TrainConfig, override
+from reproduce.released import RELEASED_CODE, render_released
 from reproduce.train import epoch_lr
 
 ROOT = Path(__file__).resolve().parents[2]
