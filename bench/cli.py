@@ -299,7 +299,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _baseline_rows(args: argparse.Namespace) -> list:
-    from bench import check
+    from bench import baselines, check
     from bench.record import load_records
 
     if not args.current.exists():
@@ -317,10 +317,10 @@ def _baseline_rows(args: argparse.Namespace) -> list:
                 raise UsageError(f"--accuracy-tol must be a finite number in [0, 100), got {args.accuracy_tol}")
             _check_writable(args.baseline)
             tol = check.Tolerances(accuracy_points=args.accuracy_tol, speed_floor=args.speed_floor)
-            for line in check.write_baselines(records, args.baseline, tol):
+            for line in baselines.write_baselines(records, args.baseline, tol):
                 print(f"baseline {line}")
             return []
-        return check.compare(check.load_baselines(args.baseline), records)
+        return check.compare(baselines.load_baselines(args.baseline), records)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:  # unwritable or unreadable baseline paths: a usage problem (exit 2), never "regression"
@@ -384,9 +384,9 @@ def _report(args: argparse.Namespace, rows: list) -> int:
 
 def _check_writable(path: Path) -> None:
     """A baseline path that cannot be written is a usage error before anything is computed."""
-    from bench import check
+    from bench import baselines
 
-    if check.is_folder(path):
+    if baselines.is_folder(path):
         check_folder(path, "--baseline")
     else:
         check_folder(path.parent, "--baseline's folder")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import check, cli
+from bench import baselines, check, cli
 from bench.machine import Fingerprint
 from bench.record import Record, load_records
 from bench.registry import VARIANTS
@@ -65,29 +65,29 @@ def test_the_recorded_runs_come_from_one_machine_and_the_loaded_ones_say_so(quie
 
 
 def test_the_committed_exact_baseline_passes_on_a_fresh_measurement(size_records):
-    rows = check.compare(check.load_baseline(EXACT), size_records)
+    rows = check.compare(baselines.load_baseline(EXACT), size_records)
     assert {r.verdict for r in rows} == {"pass"}, check.format_rows(rows)
     assert {r.metric for r in rows} == {"params", "gmacs"} and len(rows) == 2 * len(size_records)
 
 
 def test_the_committed_baseline_folder_gates_size_everywhere_and_speed_only_on_its_machines(size_records, quiet_runs):
-    baselines = check.load_baselines(ROOT / "results" / "baselines")
-    assert all(b["fingerprint"] for b in baselines if "/speed/" in b["source"])
+    loaded = baselines.load_baselines(ROOT / "results" / "baselines")
+    assert all(b["fingerprint"] for b in loaded if "/speed/" in b["source"])
     elsewhere = with_fingerprint(quiet_runs[0], cpu_model="999")
-    rows = check.compare(baselines, size_records + [elsewhere])
+    rows = check.compare(loaded, size_records + [elsewhere])
     assert speed_row(rows).verdict == "skipped" and "cpu_model" in speed_row(rows).why
     assert check.exit_code(rows) == check.EXIT_PASS
 
 
 def test_a_doctored_baseline_fails_with_the_right_verdicts(size_records, quiet_runs, tmp_path, capsys):
-    baseline = check.make_baseline(size_records + [quiet_runs[0]], "doctored", check.Tolerances())
+    baseline = baselines.make_baseline(size_records + [quiet_runs[0]], "doctored", check.Tolerances())
     doctored = copy.deepcopy(baseline)
     entry = doctored["entries"]["deit_ti@224"]
     entry["params"] += 1
     entry["gmacs"] *= 1.01
     entry["speed"]["ratios"] = [r / 2 for r in entry["speed"]["ratios"]]  # baseline throughput 2x higher
     path = tmp_path / "doctored.json"
-    check.write_baseline(doctored, path)
+    baselines.write_baseline(doctored, path)
     current = tmp_path / "runs"
     current.mkdir()
     for i, record in enumerate(size_records + [quiet_runs[1]]):
@@ -109,7 +109,7 @@ def trials(base_runs, current_runs, n=20, slowdown=1.0, seed=0):
     pairs = [(a, b) for a in base_runs for b in current_runs if a is not b]
     outcomes = []
     for base, current in rng.sample(pairs, min(n, len(pairs))):
-        baseline = check.make_baseline([base], "b", check.Tolerances())
+        baseline = baselines.make_baseline([base], "b", check.Tolerances())
         outcomes.append(speed_row(check.compare(baseline, [slowed(current, slowdown)])).verdict)
     return outcomes
 
@@ -136,7 +136,7 @@ def test_a_slowdown_within_the_noise_is_inconclusive_not_a_verdict():
 
 
 def test_speed_is_skipped_against_another_fingerprint_naming_what_differs(quiet_runs):
-    baseline = check.make_baseline([quiet_runs[0]], "b", check.Tolerances())
+    baseline = baselines.make_baseline([quiet_runs[0]], "b", check.Tolerances())
     other = with_fingerprint(quiet_runs[1], isa=("avx", "avx2", "fma", "avx512f", "avx512_bf16"), torch="2.15.0+cu132")
     row = speed_row(check.compare(baseline, [other]))
     assert row.verdict == "skipped" and not row.failed
@@ -144,7 +144,7 @@ def test_speed_is_skipped_against_another_fingerprint_naming_what_differs(quiet_
 
 
 def test_speed_is_not_gated_across_different_settings(quiet_runs):
-    baseline = check.make_baseline([quiet_runs[0]], "b", check.Tolerances())
+    baseline = baselines.make_baseline([quiet_runs[0]], "b", check.Tolerances())
     other = dataclasses.replace(quiet_runs[1], settings={**quiet_runs[1].settings, "batch_size": 16})
     row = speed_row(check.compare(baseline, [other]))
     assert row.verdict == "skipped" and "batch_size" in row.why
@@ -152,7 +152,7 @@ def test_speed_is_not_gated_across_different_settings(quiet_runs):
 
 def test_a_baseline_from_a_busy_machine_is_refused(loaded_runs):
     with pytest.raises(ValueError, match="busy machine"):
-        check.make_baseline([loaded_runs[0]], "b", check.Tolerances())
+        baselines.make_baseline([loaded_runs[0]], "b", check.Tolerances())
 
 
 def accuracy_record(top1, created, precision="fp32", **settings):
@@ -162,7 +162,7 @@ def accuracy_record(top1, created, precision="fp32", **settings):
 
 
 def test_accuracy_moves_within_the_tolerance_pass_and_beyond_it_fail():
-    baseline = check.make_baseline([accuracy_record(70.0, "2026-01-01")], "acc", check.Tolerances(accuracy_points=0.1))
+    baseline = baselines.make_baseline([accuracy_record(70.0, "2026-01-01")], "acc", check.Tolerances(accuracy_points=0.1))
     assert verdicts(check.compare(baseline, [accuracy_record(69.95, "2026-01-02")]))[("debug@32", "top1")] == "pass"
     assert verdicts(check.compare(baseline, [accuracy_record(69.8, "2026-01-02")]))[("debug@32", "top1")] == "regression"
     assert verdicts(check.compare(baseline, [accuracy_record(70.3, "2026-01-02")]))[("debug@32", "top1")] == "changed"
@@ -170,7 +170,7 @@ def test_accuracy_moves_within_the_tolerance_pass_and_beyond_it_fail():
 
 def test_accuracy_is_never_compared_across_precisions(capsys, tmp_path):
     """Issue #30: bf16 moved a top-1 by 2.7 points; a gate must say the precisions differ, not pass or fail."""
-    baseline = check.make_baseline([accuracy_record(70.0, "2026-01-01")], "acc", check.Tolerances())
+    baseline = baselines.make_baseline([accuracy_record(70.0, "2026-01-01")], "acc", check.Tolerances())
     assert baseline["entries"]["debug@32"]["accuracy_precision"] == "fp32"
     rows = check.compare(baseline, [accuracy_record(70.0, "2026-01-02", precision="amp_bf16")])
     assert {r.verdict for r in rows} == {"skipped"} and not any(r.failed for r in rows)
@@ -186,7 +186,7 @@ def test_a_record_from_before_the_accuracy_precision_field_counts_as_its_precisi
     old = accuracy_record(70.0, "2026-01-01", precision=None)
     old = dataclasses.replace(old, settings={k: v for k, v in old.settings.items() if k != "accuracy_precision"})
     assert old.accuracy_precision == "amp_bf16"  # before issue #30, accuracy ran in `precision`
-    baseline = check.make_baseline([accuracy_record(70.0, "2026-01-01")], "acc", check.Tolerances())
+    baseline = baselines.make_baseline([accuracy_record(70.0, "2026-01-01")], "acc", check.Tolerances())
     assert verdicts(check.compare(baseline, [old]))[("debug@32", "top1")] == "skipped"
     old_baseline = copy.deepcopy(baseline)
     del old_baseline["entries"]["debug@32"]["accuracy_precision"]  # a baseline written before issue #30
@@ -195,7 +195,7 @@ def test_a_record_from_before_the_accuracy_precision_field_counts_as_its_precisi
 
 
 def test_a_baseline_entry_without_a_current_record_fails_as_missing(quiet_runs):
-    baseline = check.make_baseline([accuracy_record(70.0, "2026-01-01"), quiet_runs[0]], "acc", check.Tolerances())
+    baseline = baselines.make_baseline([accuracy_record(70.0, "2026-01-01"), quiet_runs[0]], "acc", check.Tolerances())
     other = dataclasses.replace(accuracy_record(70.0, "2026-01-02"), variant="debug_dist")
     assert {r.verdict for r in check.compare(baseline, [other])} == {"missing"}
 
@@ -218,14 +218,14 @@ def test_write_baseline_into_a_folder_then_check_round_trips(tmp_path, capsys, q
     assert cli.main(["check", "--baseline", str(folder), "--current", str(runs), "--json"]) == 0
     verdict = json.loads(capsys.readouterr().out)
     assert verdict["failed"] == 0 and {r["verdict"] for r in verdict["rows"]} == {"pass"}
-    speed = check.load_baseline(folder / "speed" / f"{fingerprint}.json")
+    speed = baselines.load_baseline(folder / "speed" / f"{fingerprint}.json")
     assert speed["entries"]["deit_ti@224"]["speed"]["ratios"] == quiet_runs[0].metrics["relspeed_ratios"]
     assert Fingerprint.from_dict(speed["fingerprint"]).id() == fingerprint
 
 
 def test_on_a_machine_without_a_speed_baseline_the_gate_passes_and_prints_the_command(tmp_path, capsys, quiet_runs):
     folder = tmp_path / "baselines"
-    check.write_baseline(check.make_baseline([quiet_runs[0]], "b", check.Tolerances()), folder / "speed" / "x.json")
+    baselines.write_baseline(baselines.make_baseline([quiet_runs[0]], "b", check.Tolerances()), folder / "speed" / "x.json")
     runs = write_runs(tmp_path / "runs", [with_fingerprint(quiet_runs[1], cores=64)])
     assert cli.main(["check", "--baseline", str(folder), "--current", str(runs)]) == 0
     out = capsys.readouterr().out
@@ -235,7 +235,7 @@ def test_on_a_machine_without_a_speed_baseline_the_gate_passes_and_prints_the_co
 
 def test_a_busy_machine_gives_exit_3_inconclusive_for_a_real_slowdown(tmp_path, capsys, quiet_runs, loaded_runs):
     base = tmp_path / "b.json"
-    check.write_baseline(check.make_baseline([quiet_runs[0]], "b", check.Tolerances()), base)
+    baselines.write_baseline(baselines.make_baseline([quiet_runs[0]], "b", check.Tolerances()), base)
     runs = write_runs(tmp_path / "runs", [slowed(loaded_runs[0], 1.25)])
     assert cli.main(["check", "--baseline", str(base), "--current", str(runs)]) == 3
     assert "inconclusive" in capsys.readouterr().out
@@ -276,11 +276,11 @@ def test_an_empty_or_absent_current_folder_is_a_usage_error(tmp_path, capsys):
 def test_each_machines_records_are_judged_against_that_machines_baseline(tmp_path, capsys, quiet_runs):
     """#32 row 6: the newest relspeed record of another machine hid a 3x slowdown of the baselined one."""
     base = tmp_path / "b.json"
-    check.write_baseline(check.make_baseline([quiet_runs[0]], "b", check.Tolerances()), base)
+    baselines.write_baseline(baselines.make_baseline([quiet_runs[0]], "b", check.Tolerances()), base)
     here = slowed(quiet_runs[1], 3.0)
     elsewhere = with_fingerprint(quiet_runs[2], cores=64)  # newer than `here`
     assert elsewhere.created > here.created
-    rows = [r for r in check.compare(check.load_baseline(base), [here, elsewhere]) if r.metric == check.SPEED_METRIC]
+    rows = [r for r in check.compare(baselines.load_baseline(base), [here, elsewhere]) if r.metric == check.SPEED_METRIC]
     assert sorted(r.verdict for r in rows) == ["regression", "skipped"]
     assert {r.machine for r in rows} == {quiet_runs[0].env["fingerprint"]["id"], elsewhere.env["fingerprint"]["id"]}
     runs = write_runs(tmp_path / "runs", [here, elsewhere])
@@ -289,11 +289,11 @@ def test_each_machines_records_are_judged_against_that_machines_baseline(tmp_pat
 
 
 def speed_baselines(folder, quiet_runs, factor):
-    one = check.make_baseline([quiet_runs[0]], "a", check.Tolerances())
+    one = baselines.make_baseline([quiet_runs[0]], "a", check.Tolerances())
     other = copy.deepcopy(one)
     other["entries"]["deit_ti@224"]["speed"]["ratios"] = [r * factor for r in one["entries"]["deit_ti@224"]["speed"]["ratios"]]
-    check.write_baseline(one, folder / "speed" / "a.json")
-    check.write_baseline(other, folder / "speed" / "b.json")
+    baselines.write_baseline(one, folder / "speed" / "a.json")
+    baselines.write_baseline(other, folder / "speed" / "b.json")
     return folder
 
 
@@ -315,7 +315,7 @@ def test_an_identical_copy_of_a_baseline_is_no_conflict(tmp_path, capsys, quiet_
 
 
 def test_two_baselines_with_different_exact_values_for_one_model_are_refused(quiet_runs, size_records):
-    one = check.make_baseline(size_records[:1], "a", check.Tolerances())
+    one = baselines.make_baseline(size_records[:1], "a", check.Tolerances())
     other = copy.deepcopy(one)
     key = next(iter(other["entries"]))
     other["entries"][key]["params"] += 1
@@ -354,7 +354,7 @@ def test_a_record_the_gate_cannot_read_is_a_usage_error_naming_file_and_field(tm
                                                                               message):
     """#32 row 8: such records were tracebacks with exit 1, which CI reads as a regression."""
     base = tmp_path / "b.json"
-    check.write_baseline(check.make_baseline([quiet_runs[0]], "b", check.Tolerances()), base)
+    baselines.write_baseline(baselines.make_baseline([quiet_runs[0]], "b", check.Tolerances()), base)
     runs = write_runs(tmp_path / "runs", [quiet_runs[1], record_with(quiet_runs[2], **changes)])
     for argv in (["--baseline", str(base)], ["--write-baseline", "--baseline", str(tmp_path / "new")]):
         assert cli.main(["check", *argv, "--current", str(runs)]) == 2
@@ -363,7 +363,7 @@ def test_a_record_the_gate_cannot_read_is_a_usage_error_naming_file_and_field(tm
 
 
 def baseline_with(quiet_runs, tmp_path, edit):
-    data = json.loads(json.dumps(check.make_baseline([quiet_runs[0]], "b", check.Tolerances())))
+    data = json.loads(json.dumps(baselines.make_baseline([quiet_runs[0]], "b", check.Tolerances())))
     edit(data)
     path = tmp_path / "b.json"
     path.write_text(json.dumps(data))
