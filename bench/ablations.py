@@ -1,5 +1,5 @@
 """The ablation tables, each declared once: which experiments make its rows, which head of each is read, what the
-rows are compared with. `bench tables` renders every table listed in `ABLATIONS` (`bench.tables.ablation`), and
+rows are compared with. `bench tables` renders every table listed in `ABLATIONS` (`bench.trained_tables.ablation`), and
 `bench figures` draws the seed curves of those that name a figure; neither knows any of them by name.
 
 The experiments themselves are registered in `reproduce/experiments.py`; `bench` never imports it, so

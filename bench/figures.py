@@ -34,8 +34,9 @@ from bench.paper import FIGURE1_FAMILIES, TABLE10
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
 from bench.scales import experiment_name, teacher_experiment
-from bench.tables import latest, speed_key, table3_arms, timed_as_protocol, versus_arms  # noqa: E402
+from bench.tables import latest, speed_key, timed_as_protocol  # noqa: E402
 from bench.trained import Arm, machine_of, train_runs  # noqa: E402
+from bench.trained_tables import table3_arms, versus_arms  # noqa: E402
 
 _SVG_META = {"Date": None}  # no timestamp: the same records give the same SVG
 _PNG_META = {"Software": None}

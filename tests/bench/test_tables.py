@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import ablations, cli, figures, tables, trained
+from bench import ablations, cli, figures, tables, trained, trained_tables
 from bench.record import load_records
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tables"
@@ -55,7 +55,7 @@ def test_rows_without_records_say_not_run_never_a_paper_number(records):
     assert (t5["im/s ours, paper protocol"] == tables.NOT_RUN).all()  # only timm-protocol records in the fixture
     assert (t5["top-1 ours"] == tables.NOT_RUN).all()  # no official weights here
     assert t5.loc[t5["model"] == "DeiT-B", "params ours"].item() == "86,567,656"
-    t3 = tables.table3(records, "cifar10").frame
+    t3 = trained_tables.table3(records, "cifar10").frame
     assert (t3["ours top-1 (cifar10)"] == tables.NOT_RUN).all()
 
 
@@ -65,7 +65,7 @@ def test_seeds_are_averaged_but_a_changed_config_is_not(records):
                                 metrics={**run.metrics, "final_val_top1": run.metrics["final_val_top1"] + 2})
     changed = dataclasses.replace(run, settings={**run.settings, "config": {**run.settings["config"], "lr": 9.0}},
                                   env={**run.env, "created": "2000-01-01T00:00:00+00:00"})
-    frame = tables.table3([run, seed1, changed], "mini").frame
+    frame = trained_tables.table3([run, seed1, changed], "mini").frame
     value = run.metrics["final_val_top1"]
     assert frame.loc[0, "ours top-1 (mini)"] == f"{value + 1:.2f} ± 1.41 (2 seeds)"
 
@@ -80,7 +80,7 @@ def test_seeds_that_ran_in_another_precision_are_not_averaged(records):
     bf16 = [seed(n, "bf16", "2026-11-20T00:00:00+00:00", 50.0 + n) for n in range(3)]
     fp32 = [seed(n, "none", "2026-12-01T00:00:00+00:00", 60.0 + n) for n in range(2)]
     assert trained.train_runs(bf16 + fp32, "mini_none") == fp32
-    assert tables.table3(bf16 + fp32, "mini").frame.loc[0, "ours top-1 (mini)"] == "60.50 ± 0.71 (2 seeds)"
+    assert trained_tables.table3(bf16 + fp32, "mini").frame.loc[0, "ours top-1 (mini)"] == "60.50 ± 0.71 (2 seeds)"
 
 
 def test_table4_averages_the_seeds_of_the_newest_configuration(records):
@@ -90,10 +90,10 @@ def test_table4_averages_the_seeds_of_the_newest_configuration(records):
         return dataclasses.replace(run, settings={**run.settings, "seed": seed, "config_key": key},
                                    metrics={**run.metrics, "disagreement": matrix}, env={**run.env, "created": created})
     older = variant(0, 0.3, "older", "2000-01-01T00:00:00+00:00")
-    frame = tables.table4([run, variant(1, 0.02, run.settings["config_key"], run.env["created"]), older], "mini").frame
+    frame = trained_tables.table4([run, variant(1, 0.02, run.settings["config_key"], run.env["created"]), older], "mini").frame
     teacher_vs_deit = run.metrics["disagreement"]["convnet"]["DeiT"]
     assert frame.loc[frame["model"] == "convnet", "DeiT"].item() == f"0.133 / {teacher_vs_deit + 0.01:.3f} ± 0.014"
-    assert (tables.table4(records, "cifar10").frame["DeiT"].str.endswith("not run")).all()
+    assert (trained_tables.table4(records, "cifar10").frame["DeiT"].str.endswith("not run")).all()
 
 
 def test_figures_are_png_and_svg_and_not_empty(tmp_path, records):
@@ -327,7 +327,7 @@ def test_a_delta_is_tested_only_within_one_precision_and_says_what_differs_other
     bf16_none = _seeds(run, "mini_none", "bf16", [55.31, 56.20, 56.32, 55.28, 55.97])
     bf16_hard = _seeds(run, "mini_hard_cls", "bf16", [56.44, 57.24, 57.57, 55.73, 56.95])
     fp32_soft = _seeds(run, "mini_soft_cls", "none", [58.0, 58.1, 58.2])
-    table = tables.table3([*bf16_none, *bf16_hard, *fp32_soft], "mini")
+    table = trained_tables.table3([*bf16_none, *bf16_hard, *fp32_soft], "mini")
     frame = table.frame.set_index("method")
     hard = frame.loc["DeiT, hard distillation (class token)"]
     assert hard["ours Δ [95 % CI]"] == "+0.97 [+0.05, +1.89]"
@@ -348,7 +348,7 @@ def test_holm_counts_every_tested_row_of_a_table(records):
     none = _seeds(run, "mini_none", "bf16", [55.31, 56.20, 56.32, 55.28, 55.97])
     hard = _seeds(run, "mini_hard_cls", "bf16", [56.44, 57.24, 57.57, 55.73, 56.95])
     soft = _seeds(run, "mini_soft_cls", "bf16", [55.78, 56.03, 57.30, 56.42, 56.85])
-    frame = tables.table3([*none, *hard, *soft], "mini").frame.set_index("method")
+    frame = trained_tables.table3([*none, *hard, *soft], "mini").frame.set_index("method")
     assert frame.loc["DeiT, hard distillation (class token)", "ours p Welch; Holm"] == "0.042; 0.083"
     assert frame.loc["DeiT, hard distillation (class token)", "ours finding"] == "no"
     assert frame.loc["DeiT, usual distillation (class token)", "ours p Welch; Holm"] == "0.099; 0.099"
@@ -360,11 +360,11 @@ def test_the_attention_table_compares_each_row_with_the_control_of_its_own_kind_
     run = next(r for r in records if r.kind == "train" and r.settings.get("experiment") == "mini_none")
     bf16 = _seeds(run, "mini_none", "bf16", [55.31, 56.20, 56.32, 55.28, 55.97], created="2098-01-01T00:00:00+00:00")
     attn = _seeds(run, "mini_attn", "none", [58.18, 57.99, 58.01], env={"fingerprint": AVX2_FINGERPRINT})
-    only_bf16 = tables.ablation([*bf16, *attn], ATTENTION).frame.set_index("experiment")
+    only_bf16 = trained_tables.ablation([*bf16, *attn], ATTENTION).frame.set_index("experiment")
     assert only_bf16.loc["mini_attn", "Δ no distillation [95 % CI]"].startswith("no control trained in fp32")
     avx512 = AVX2_FINGERPRINT | {"isa": ["avx", "avx2", "fma", "avx512f", "avx512_bf16"]}
     fp32 = _seeds(run, "mini_none", "none", [57.0, 57.4, 56.8, 57.2, 57.1], env={"fingerprint": avx512})
-    table = tables.ablation([*bf16, *attn, *fp32], ATTENTION)
+    table = trained_tables.ablation([*bf16, *attn, *fp32], ATTENTION)
     frame = table.frame
     assert list(frame.loc[frame["experiment"] == "mini_none", "trained in"]) == ["fp32, cpu, torch 2.15",
                                                                                 "bf16, cpu, torch 2.15"]
