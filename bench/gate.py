@@ -1,0 +1,123 @@
+"""`bench check` as a user runs it: records against baselines (bench/check.py, bench/baselines.py), the working
+tree against a reference measured now (bench/ab.py), or both; the verdicts printed with what to do next, and the
+exit code (0 pass, 1 regression, 2 usage, 3 inconclusive: docs/regression-gate.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from bench import baselines, check
+from bench.errors import UsageError, check_folder
+
+
+def run(args: argparse.Namespace) -> int:
+    """`bench check`'s verdicts for its arguments, printed (or as JSON), and its exit code (bench/check.py)."""
+    ab = args.against is not None or args.against_python is not None
+    if args.baseline is None and not ab:
+        raise UsageError("give --baseline (compare records with baselines) or --against REF / --against-python "
+                         "PYTHON (measure the working tree against a reference now)")
+    if ab and args.write_baseline:
+        raise UsageError("--write-baseline writes a baseline from records; it does not go with --against")
+    if not (math.isfinite(args.speed_floor) and 0 <= args.speed_floor < 1):
+        raise UsageError(f"--speed-floor must be a finite number in [0, 1), got {args.speed_floor}")
+    rows = _baseline_rows(args) if args.baseline is not None else []
+    if args.baseline is not None and args.write_baseline:
+        return 0
+    if ab:
+        rows += _ab_rows(args)
+    return _report(args, rows)
+
+
+def _baseline_rows(args: argparse.Namespace) -> list:
+    from bench.record import load_records
+
+    if not args.current.exists():
+        raise UsageError(f"--current {args.current} does not exist; give a record file or a folder of records")
+    try:  # a gate must not pass or fail on a partial reading: a bad file stops it, named (types too)
+        records = load_records(args.current, check=check.check_record)
+    except ValueError as exc:
+        where = f"cannot read the records in {args.current}: " if args.current.is_dir() else ""
+        raise UsageError(f"{where}{exc}") from None
+    if not records:
+        raise UsageError(f"no records (*.json) in {args.current}; make some with `bench run`")
+    try:
+        if args.write_baseline:
+            if not (math.isfinite(args.accuracy_tol) and 0 <= args.accuracy_tol < 100):
+                raise UsageError(f"--accuracy-tol must be a finite number in [0, 100), got {args.accuracy_tol}")
+            _check_writable(args.baseline)
+            tol = check.Tolerances(accuracy_points=args.accuracy_tol, speed_floor=args.speed_floor)
+            for line in baselines.write_baselines(records, args.baseline, tol):
+                print(f"baseline {line}")
+            return []
+        return check.compare(baselines.load_baselines(args.baseline), records)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:  # unwritable or unreadable baseline paths: a usage problem (exit 2), never "regression"
+        name = exc.filename or args.baseline
+        raise UsageError(f"--baseline {args.baseline}: {exc.strerror or exc} ({name})") from None
+
+
+def _ab_rows(args: argparse.Namespace) -> list:
+    from bench import ab
+
+    if not 6 <= args.rounds <= 100:
+        raise UsageError(f"--rounds must be 6 to 100 (fewer give no 95 % interval; 100 take about half an hour), "
+                         f"got {args.rounds}")
+    if args.ab_record is not None:
+        if args.ab_record.is_dir():
+            raise UsageError(f"--ab-record {args.ab_record} is a folder; give a file name, e.g. {args.ab_record / 'ab.json'}")
+        check_folder(args.ab_record.parent, "--ab-record's folder")
+    tol = check.Tolerances(speed_floor=args.speed_floor)
+    result = ab.run(args.against, args.against_python, tol=tol, rounds=args.rounds,
+                    progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(ab.describe(result), file=sys.stderr)
+    if args.ab_record is not None:
+        try:
+            ab.write(result, args.ab_record)
+        except OSError as exc:  # the verdict stands without its file: a full disk must not turn it into exit 2
+            print(f"bench check: warning: the A/B record was not written: {exc}", file=sys.stderr)
+    return ab.rows(result)
+
+
+def _report(args: argparse.Namespace, rows: list) -> int:
+
+    code = check.exit_code(rows)
+    failed = sum(r.failed for r in rows)
+    if args.json:
+        print(json.dumps({"baseline": str(args.baseline) if args.baseline else None, "against": args.against,
+                          "against_python": args.against_python, "failed": failed, "exit_code": code,
+                          "rows": [dict(r.__dict__, failed=r.failed) for r in rows]}, indent=2))
+        return code
+    print(check.format_rows(rows))
+    counts = {v: sum(r.verdict == v for r in rows) for v in ("skipped", "inconclusive")}
+    if failed:
+        print(f"\n{failed} of {len(rows)} gates failed")
+    elif counts["inconclusive"]:
+        print(f"\n{counts['inconclusive']} of {len(rows)} gates inconclusive (exit 3): slower than the floor, but "
+              "within the noise or measured on a busy machine; measure again on a quiet machine to decide")
+    else:
+        print(f"\nall {len(rows)} gates pass ({counts['skipped']} skipped)")
+    if args.baseline is not None and check.unmatched_machines(rows):
+        folder = args.baseline if args.baseline.is_dir() else args.baseline.parent
+        if len({r.machine for r in rows if r.metric == check.SPEED_METRIC}) > 1:  # a baseline is one machine's
+            print(f"\nno speed baseline matches some of these machines; to make one, put one machine's relspeed "
+                  f"records alone in a folder and run (then commit the file):\n"
+                  f"  bench check --write-baseline --baseline {folder} --current FOLDER")
+        else:
+            print(f"\nno speed baseline matches this machine; to make one from these records (then commit it), or "
+                  f"gate without one (--against):\n"
+                  f"  bench check --write-baseline --baseline {folder} --current {args.current}")
+    return code
+
+
+def _check_writable(path: Path) -> None:
+    """A baseline path that cannot be written is a usage error before anything is computed."""
+
+    if baselines.is_folder(path):
+        check_folder(path, "--baseline")
+    else:
+        check_folder(path.parent, "--baseline's folder")
