@@ -126,10 +126,16 @@ def resolve(name: str) -> Variant:
     """
     if name in VARIANTS:
         return VARIANTS[name]
-    by_model = {v.model: v for v in VARIANTS.values() if v.role != "debug"}
-    if name in by_model:
-        return by_model[name]
-    accepted = sorted(VARIANTS) + sorted(by_model)
+    named = [v for v in VARIANTS.values() if v.model == name and v.role != "debug"]
+    # a timm name means timm's own architecture: never an entry that changes it (cifar_vit_deep is a 9-block
+    # deit_tiny_patch16_224 at 32 px; the last such entry used to win, so DeiT-Ti's timm name built it)
+    plain = [v for v in named if not v.model_kwargs] or named
+    if len(plain) == 1:
+        return plain[0]
+    if plain:
+        raise KeyError(f"{name!r} is the timm model of several variants ({', '.join(v.name for v in plain)}); "
+                       "give one of these names")
+    accepted = sorted(VARIANTS) + sorted({v.model for v in VARIANTS.values() if v.role != "debug"})
     close = difflib.get_close_matches(name, accepted, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise KeyError(f"unknown variant {name!r}.{hint} Accepted: {', '.join(sorted(VARIANTS))} "

@@ -40,6 +40,16 @@ def test_full_timm_names_resolve_to_their_alias():
     assert resolve("deit_b") is VARIANTS["deit_b"]
 
 
+def test_a_timm_name_means_timms_own_architecture_never_a_registered_change_of_it():
+    """deit_tiny_patch16_224 is also the timm model of cifar_vit, cifar_vit_deep and debug (changed depth, 32 px):
+    its timm name built the 9-block cifar_vit_deep (1.0 M parameters) in place of DeiT-Ti."""
+    for v in VARIANTS.values():
+        if v.role != "debug" and not v.model_kwargs:
+            assert resolve(v.model).model_kwargs == {} and resolve(v.model).model == v.model
+    assert resolve("deit_tiny_patch16_224") is VARIANTS["deit_ti"]
+    assert resolve("deit_tiny_distilled_patch16_224") is VARIANTS["deit_ti_dist"]
+
+
 def test_an_unknown_name_lists_the_accepted_ones_and_the_closest_match():
     with pytest.raises(KeyError) as err:
         resolve("deit_bb")
