@@ -1,7 +1,8 @@
 """Human-readable views: the registry table and a run's summary, ours beside the paper's numbers.
 
-A "paper" column holds only what the paper prints (params rounded to millions, no FLOPs); the exact counts of
-timm's implementation stand in columns of their own, labelled as the reference's.
+A "paper" column holds only what the paper prints (params in whole millions, no FLOPs); how we measured a number
+(spread, batch, peak) stands in its own column, and the exact counts of timm's implementation in columns of their
+own, labelled as the reference's.
 """
 
 from __future__ import annotations
@@ -78,29 +79,32 @@ def summary(record: Record, variant: Variant) -> str:
     if "infer_img_per_s" in m:
         # the paper's figure is at the variant's own resolution; at another size it would be no comparison
         paper_speed = p.img_per_s if p else None
-        rows.append((f"throughput, im/s ({s.stat})", f"{m.infer_img_per_s:,.1f}",
+        ours_setting = f"{s.precision}{_compile_label(s)}, batch {s.batch_size}"
+        rows.append((f"throughput, im/s ({s.stat})", f"{m.infer_img_per_s:,.1f}", ours_setting,
                      "" if paper_speed is None else f"{paper_speed:,.1f} (V100, fp32, max batch)",
-                     "" if paper_speed is None else f"x{m.infer_img_per_s / paper_speed:.3f} (other hardware)"))
+                     "" if paper_speed is None else f"x{m.infer_img_per_s / paper_speed:.3f} (not like with like: "
+                                                    "other hardware, precision and batch)"))
         rows.append(("batch time, ms", f"{m['batch_ms_median']:,.1f} median",
-                     f"IQR {m['batch_ms_iqr']:,.1f}, min {m['batch_ms_min']:,.1f}, max {m['batch_ms_max']:,.1f}", ""))
+                     f"IQR {m['batch_ms_iqr']:,.1f}, min {m['batch_ms_min']:,.1f}, max {m['batch_ms_max']:,.1f}", "", ""))
         rows.append(("latency p50/p90/p99, ms",
                      f"{m['latency_ms_p50']:,.1f} / {m['latency_ms_p90']:,.1f} / {m['latency_ms_p99']:,.1f}",
-                     f"(per batch of {m.infer_batch_size})", ""))
+                     f"per batch of {m.infer_batch_size}", "", ""))
         if m.peak_mem_mib is not None:
-            rows.append(("peak memory, MiB", f"{m.peak_mem_mib:,.0f}", m.peak_mem_kind, ""))
+            rows.append(("peak memory, MiB", f"{m.peak_mem_mib:,.0f}", m.peak_mem_kind, "", ""))
         if "mfu" in m:
             mfu = "unknown card" if m.mfu is None else f"{100 * m.mfu:.1f} %"
-            rows.append(("MFU", mfu, f"peak {m.peak_tflops_datasheet} TFLOP/s (datasheet)", ""))
+            rows.append(("MFU", mfu, f"peak {m.peak_tflops_datasheet} TFLOP/s (datasheet)", "", ""))
         if m.achieved_tflops is not None:
             measured = "—" if m.mfu_measured is None else f"{100 * m.mfu_measured:.1f} %"
-            rows.append(("TFLOP/s achieved; MFU", f"{m.achieved_tflops:.3g}; {measured}", _peak_why(record), ""))
+            rows.append(("TFLOP/s achieved; MFU", f"{m.achieved_tflops:.3g}; {measured}", _peak_why(record), "", ""))
         if m.energy_j_per_img is not None:
             rows.append(("energy, J/img", f"{m.energy_j_per_img:.4f}",
                          f"mean {m['gpu_power_w_mean']:.0f} W, SM {m['gpu_sm_clock_mhz']} MHz, "
-                         f"{m['gpu_temperature_c']} °C", ", ".join(m["gpu_throttle_reasons"]) or "no throttling"))
+                         f"{m['gpu_temperature_c']} °C; " + (", ".join(m["gpu_throttle_reasons"]) or "no throttling"),
+                         "", ""))
     rows += _relspeed_rows(m)
     rows += _accuracy_rows(record, p)
-    columns = ["metric", "ours", f"paper ({table})", "delta"]
+    columns = ["metric", "ours", "how", f"paper ({table})", "delta"]
     if any(len(r) > len(columns) for r in rows):  # the size rows of a variant with a reference implementation
         columns += [f"reference (timm {row.model})", "delta vs reference"]
         rows = [(*r, *[""] * (len(columns) - len(r))) for r in rows]
@@ -162,20 +166,24 @@ def search_table(search: dict, variant: str = "V") -> str:
 def _size_rows(m, p, row) -> list[tuple[str, ...]]:
     """params and GMACs: beside the paper's params, which it prints in whole millions (so the delta is checked to that
     rounding only), and its lack of FLOPs; and beside the reference implementation's exact counts where the registry
-    has them (`reference_params`, `reference_gmacs`), the exact check. Six cells with a reference, else four."""
+    has them (`reference_params`, `reference_gmacs`), the exact check. Seven cells with a reference, else five."""
     params_m = p.params_m if p else None
     paper_params = paper_delta = ""
     if params_m is not None:
         how = params_rounding(m.params, params_m)
-        paper_params = f"{params_m:g}M (rounded to millions)"
+        paper_params = f"{params_m:g}M (as printed)"
         paper_delta = f"{m.params / 1e6 - params_m:+.2f} M, " + (
             f"agrees to the paper's rounding ({how})" if how else "beyond the paper's rounding")
-    rows = [("params", f"{m.params:,}", paper_params, paper_delta),
-            ("GMACs (batch 1)", f"{m.gmacs:.3f}", "none: the paper prints no FLOPs" if p else "", "")]
+    rows = [("params", f"{m.params:,}", "", paper_params, paper_delta),
+            ("GMACs (batch 1)", f"{m.gmacs:.3f}", "fvcore, attention matmuls counted",
+             "none: the paper prints no FLOPs" if p else "", "")]
     if row is None or row.reference_params is None:
         return rows
+    # the registry keeps the reference's GMACs to 3 decimals: within that rounding it agrees, whatever the % says
+    gmacs_delta = ("agrees (the reference is stored to 3 decimals)" if abs(m.gmacs - row.reference_gmacs) <= 5e-4
+                   else f"{100 * (m.gmacs / row.reference_gmacs - 1):+.2f} %")
     return [(*rows[0], f"{row.reference_params:,}", f"{m.params - row.reference_params:+,}"),
-            (*rows[1], f"{row.reference_gmacs:.3f}", f"{100 * (m.gmacs / row.reference_gmacs - 1):+.2f} %")]
+            (*rows[1], f"{row.reference_gmacs:.3f}", gmacs_delta)]
 
 
 def _peak_why(record: Record) -> str:
@@ -188,15 +196,15 @@ def _peak_why(record: Record) -> str:
             f"no MFU: {m.peak_column} is not native here, no peak to divide by")
 
 
-def _relspeed_rows(m: dict) -> list[tuple[str, str, str, str]]:
+def _relspeed_rows(m: dict) -> list[tuple[str, ...]]:
     """The gate's measurement, as a table of its rows (not only the ratio in the JSON)."""
     if "relspeed_ratio" not in m:
         return []
     ratios, busy = m.relspeed_ratios, sum(m.relspeed_contended or [])
     return [("relative speed: model / reference time", f"{m.relspeed_ratio:.4f}",
              f"median of {len(ratios)} rounds in {m.get('relspeed_processes', 1)} processes, "
-             f"range {min(ratios):.4f}–{max(ratios):.4f}", f"{busy} round(s) on a busy machine"),
-            ("reference", m.relspeed_reference, m.relspeed_clock or "", "")]
+             f"range {min(ratios):.4f}–{max(ratios):.4f}; {busy} round(s) on a busy machine", "", ""),
+            ("reference", m.relspeed_reference, m.relspeed_clock or "", "", "")]
 
 
 def _accuracy_why(s) -> str:
@@ -207,7 +215,7 @@ def _accuracy_why(s) -> str:
     return "as asked (--precision)"
 
 
-def _accuracy_rows(record: Record, p) -> list[tuple[str, str, str, str]]:
+def _accuracy_rows(record: Record, p) -> list[tuple[str, ...]]:
     m = record.metrics
     if "top1" not in m:
         return []
@@ -219,9 +227,9 @@ def _accuracy_rows(record: Record, p) -> list[tuple[str, str, str, str]]:
 
     def row(label, key, paper=None):
         delta = "" if paper is None or m.get(key) is None else f"{m[key] - paper:+.2f} pt"
-        return (label, _num(m.get(key), ".2f"), _num(paper, ".1f"), delta)
+        return (label, _num(m.get(key), ".2f"), "", _num(paper, ".1f"), delta)
 
-    rows = [("evaluated on", scope, "50,000 ImageNet val" if paper_top1 else "", ""),
+    rows = [("evaluated on", scope, "", "50,000 ImageNet val" if paper_top1 else "", ""),
             row("top-1 %", "top1", paper_top1), row("top-5 %", "top5")]
     if "top1_cls" in m:
         rows += [row("top-1 %, class head", "top1_cls"), row("top-1 %, distillation head", "top1_dist"),
@@ -229,8 +237,8 @@ def _accuracy_rows(record: Record, p) -> list[tuple[str, str, str, str]]:
                  row("top-1 %, sum of softmaxes (paper text)", "top1_fused_probs")]
     if "real_top1" in m:
         rows.append(row(f"ReaL top-1 % ({m.real_images:,} counted)", "real_top1", p.real if paper_top1 else None))
-    rows.append(("loss (cross-entropy)", f"{m.loss:.4f}", "", ""))
-    rows.append(("eval images/s (loading included)", f"{m.eval_img_per_s:,.1f}", "", ""))
+    rows.append(("loss (cross-entropy)", f"{m.loss:.4f}", "", "", ""))
+    rows.append(("eval images/s (loading included)", f"{m.eval_img_per_s:,.1f}", "", "", ""))
     if m.eval_img_per_s_steady:
-        rows.append(("eval images/s after the first batch", f"{m.eval_img_per_s_steady:,.1f}", "", ""))
+        rows.append(("eval images/s after the first batch", f"{m.eval_img_per_s_steady:,.1f}", "", "", ""))
     return rows

@@ -31,9 +31,9 @@ def test_a_count_beyond_the_papers_rounding_says_so_and_no_reference_column_is_i
                     {"params": 304_715_752, "gmacs": 191.4}, ENV)
     out = summary(record, VARIANTS["vit_l_384"])
     row = cells(out)["params"]
-    assert row["paper (Table 5)"] == "307M (rounded to millions)"
+    assert row["paper (Table 5)"] == "307M (as printed)"
     assert row["delta"] == "-2.28 M, beyond the paper's rounding"
-    assert list(row) == ["metric", "ours", "paper (Table 5)", "delta"] and "reference" not in out
+    assert list(row) == ["metric", "ours", "how", "paper (Table 5)", "delta"] and "reference" not in out
 
 
 def test_a_model_without_a_paper_row_shows_no_paper_numbers():
@@ -84,3 +84,17 @@ def test_the_notebook_guide_example_runs_on_the_committed_records():
     run = subprocess.run([sys.executable, "-c", code[0]], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "mini_none" in run.stdout and "fp32" in run.stdout
+
+
+def test_the_paper_column_holds_only_what_the_paper_prints_and_how_we_measured_goes_beside_ours(tmp_path, capsys):
+    """A hostile pass found our IQR, batch and GEMM peak under "paper (Table 5)"; the paper prints none of them."""
+    from bench import cli
+
+    assert cli.main(["run", "--variant", "deit_ti", "--metrics", "size,speed", "--device", "cpu", "--iters", "1",
+                     "--warmup", "1", "--batch-size", "2", "--results-dir", str(tmp_path)]) == 0
+    rows = cells(capsys.readouterr().out)
+    paper = {metric: row["paper (Table 5)"] for metric, row in rows.items() if row["paper (Table 5)"]}
+    assert set(paper) == {"params", "GMACs (batch 1)", "throughput, im/s (median)"}, paper
+    assert "V100" in paper["throughput, im/s (median)"] and "not like with like" in rows[
+        "throughput, im/s (median)"]["delta"]
+    assert "IQR" in rows["batch time, ms"]["how"] and "per batch of 2" in rows["latency p50/p90/p99, ms"]["how"]
