@@ -110,6 +110,10 @@ def summary(record: Record, variant: Variant) -> str:
         rows = [(*r, *[""] * (len(columns) - len(r))) for r in rows]
     body = pd.DataFrame(rows, columns=columns).to_markdown(index=False, disable_numparse=True)
     notes = "".join(f"\nnote: {n}" for n in record.notes if not n.startswith("checkpoint sha256"))
+    if m.get("timed_busy"):
+        notes += (f"\nwarning: other processes kept {m.timed_other_cores:.1f} cores busy while this was timed: the "
+                  "throughput is a busy machine's (the record says so; `bench tables` prefers a quiet record). Time it "
+                  "again on a quiet machine.")
     search = f"\n\n{search_table(s['search'], variant.name)}" if s.get("search") else ""
     return f"{head}\n\n{body}{search}{notes}"
 

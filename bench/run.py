@@ -383,6 +383,8 @@ def speed_metrics(timing: speed.Timing, settings: Settings, gmacs: float | None,
         "peak_mem_mib": timing.peak_mem_mib,
         "peak_mem_kind": timing.peak_mem_kind,
         "timer": timing.timer,
+        "timed_other_cores": None if timing.other_cores is None else round(timing.other_cores, 3),
+        "timed_busy": timing.busy,
     }
     if settings.device.startswith("cuda"):
         peak = gpu.peak_tflops(device_name, speed.PRECISIONS[settings.precision].peak)

@@ -212,6 +212,9 @@ class BenchMetrics(Section):
     peak_mem_mib = Key[float]("peak memory (MiB)")
     peak_mem_kind = Key[str]("cuda_max_allocated or process_peak_rss")
     timer = Key[str]("cuda_event or perf_counter")
+    timed_other_cores = Key[float]("cores other processes kept busy during the timed forwards (bench/load.py)")
+    timed_busy = Key[bool]("timed while other processes used the machine: a busy machine's figure (absent in older "
+                           "records)")
     mfu = Key[float]("model FLOPs utilisation against the datasheet peak (GPU)")
     peak_tflops_datasheet = Key[float]("the peak MFU divides by")
     achieved_tflops = Key[float]("model FLOP/s achieved: 2 per MAC, forward, at infer_img_per_s (TFLOP/s)")

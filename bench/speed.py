@@ -54,6 +54,15 @@ class Timing:
     timer: str  # "cuda_event" or "perf_counter"
     peak_mem_mib: float | None
     peak_mem_kind: str | None  # "cuda_max_allocated" or "process_peak_rss"
+    other_cores: float | None = None  # cores other processes kept busy while timing (bench/load.py)
+    steal: float | None = None  # share of the machine the hypervisor took while timing
+
+    @property
+    def busy(self) -> bool:
+        """Timed while something else used the machine: its figure is a busy machine's (bench/load.py's rule; a
+        multi-threaded forward's own share of a core says nothing, so only others and steal count)."""
+        return self.other_cores is not None and is_contended(self.other_cores, self.steal or 0.0, 1.0,
+                                                             cuda=self.timer == "cuda_event")
 
     @property
     def median_s(self) -> float:
@@ -112,9 +121,11 @@ def time_forward(model: nn.Module, batch: Batch, *, warmup: int, iters: int,
         if cuda:
             torch.cuda.synchronize()
         with monitor or contextlib.nullcontext():
+            load = MachineLoad.now()
             samples = _timed_cuda(model, example, iters) if cuda else _timed_cpu(model, example, iters, tick)
+            others, steal, _ = MachineLoad.now().since(load)
     peak, kind = _peak_memory(cuda)
-    return Timing(batch.size, tuple(samples), "cuda_event" if cuda else "perf_counter", peak, kind)
+    return Timing(batch.size, tuple(samples), "cuda_event" if cuda else "perf_counter", peak, kind, others, steal)
 
 
 def _timed_cuda(model: nn.Module, example: torch.Tensor, iters: int) -> list[float]:

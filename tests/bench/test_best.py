@@ -168,6 +168,14 @@ def test_bench_run_best_records_every_setting_tried_and_checks_the_chosen_one_on
         str(sum(t["stage"] != "confirm" for t in search["trials"]))]
     assert "10 real images" in best_table["top-1 agreement with fp32 eager"][0]
     assert not tables.timed_as_protocol(records[0])
+    # a newer search on a busy machine never replaces a quiet one; alone, its row says it was busy
+    import dataclasses
+
+    quiet = records[0]
+    busy = dataclasses.replace(quiet, settings={**quiet.settings, "search": {**quiet.settings.search, "busy": True}},
+                               env={**quiet.env, "created": "2099-01-01T00:00:00+00:00"})
+    assert "busy" not in tables.table_best([quiet, busy]).frame["setting"][0]
+    assert "busy machine" in tables.table_best([busy]).frame["setting"][0]
     assert tables._speed_columns(records, [("debug", 32)])[1] == []
 
 

@@ -170,3 +170,20 @@ def test_a_round_is_contended_when_others_use_a_core_the_hypervisor_steals_or_we
     from bench.speed import is_contended
 
     assert is_contended(*load, cuda=False) is contended
+
+
+def test_a_forward_timed_beside_a_busy_process_says_so():
+    """A plain `bench run` on a busy machine printed a tight IQR and no warning (hostile pass, 94x slower)."""
+    import subprocess
+    import sys
+
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        timing = time_forward(Sleeper(0.05), Batch(1, 8, "cpu", FP32), warmup=0, iters=10)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert timing.other_cores > 0.5 and timing.busy
+    quiet = Timing(1, (0.1,), "perf_counter", None, None, other_cores=0.02, steal=0.0)
+    assert not quiet.busy and not Timing(1, (0.1,), "perf_counter", None, None).busy  # unknown load: not busy

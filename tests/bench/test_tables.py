@@ -190,6 +190,20 @@ def test_a_best_search_that_chose_eager_stays_out_of_the_protocol_columns(record
         f"{b16.metrics['infer_img_per_s']:.1f}"
 
 
+def test_a_busy_machines_timing_never_hides_a_quiet_one_and_alone_it_says_busy(records):
+    """The README's first `bench run`, made while another process ran, replaced a quiet cell with a third of it."""
+    b16 = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
+    busy = dataclasses.replace(b16, metrics={**b16.metrics, "infer_img_per_s": 9.9, "timed_busy": True,
+                                             "timed_other_cores": 1.0},
+                               env={**b16.env, "created": "2099-01-01T00:00:00+00:00"})
+    (column,) = speed_columns(tables.table5([*records, busy]).frame, "timm")
+    assert tables.table5([*records, busy]).frame.set_index("model").loc["DeiT-Ti", column] == \
+        f"{b16.metrics['infer_img_per_s']:.1f}"
+    alone = tables.table5([r for r in records if r is not b16] + [busy]).frame
+    (column,) = speed_columns(alone, "timm")
+    assert alone.set_index("model").loc["DeiT-Ti", column] == "9.9 (busy machine)"
+
+
 def test_a_speed_only_record_leaves_the_size_of_an_earlier_one_in_table5(records):
     """`bench run --metrics speed` (no params/GMACs) is newer than the size record: the size columns keep it."""
     sized = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
