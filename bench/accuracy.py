@@ -38,7 +38,9 @@ class EvalOptions:
             raise ValueError("--metrics accuracy needs --data PATH (a class-per-folder tree, ImageNet-V2, "
                              "or the flat ILSVRC2012 val folder)")
         if self.checkpoint is None and not self.pretrained:
-            raise ValueError("--metrics accuracy needs weights: --checkpoint FILE or --pretrained")
+            raise ValueError("--metrics accuracy (the default with --data) needs weights: --checkpoint FILE or "
+                             "--pretrained; to time only, with --data's images for --best's agreement check, give "
+                             "--metrics size,speed")
         if self.checkpoint is not None and self.pretrained:
             raise ValueError("give --checkpoint FILE or --pretrained, not both")
         if self.protocol not in data.EVAL_PROTOCOLS:
@@ -47,6 +49,8 @@ class EvalOptions:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
         if self.batch_size < 1:
             raise ValueError(f"--eval-batch-size must be >= 1, got {self.batch_size}")
+        if self.real_labels not in (None, "timm"):  # read now, not after minutes of timing
+            data.real_label_sets([], Path(self.real_labels))
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,7 @@ def _run(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     distributed = procs.world > 1
-    metrics = args.metrics or ("accuracy" if distributed else f"{Request.metrics},accuracy" if args.data
+    metrics = args.metrics if args.metrics is not None else ("accuracy" if distributed else f"{Request.metrics},accuracy" if args.data
                                else Request.metrics)
     eval_opts = EvalOptions(
         data=args.data, dataset=args.dataset, labels=args.labels, real_labels=args.real_labels,
@@ -230,6 +230,12 @@ def _run(args: argparse.Namespace) -> None:
             return 130
         except (BatchDoesNotFit, CheckpointError, DataError) as exc:
             raise UsageError(_last_line(exc)) from None
+        except RuntimeError as exc:  # torch's allocators: "can't allocate memory", "CUDA out of memory"
+            if not any(words in str(exc) for words in ("allocate memory", "out of memory")):
+                raise
+            raise UsageError(f"{variant.name}: batch {settings.batch_size} at {settings.img_size} px does not fit in "
+                             f"this machine's memory ({str(exc).splitlines()[0][:160]}); give a smaller --batch-size"
+                             + (f"; the {len(records)} record(s) before it were written" if records else "")) from None
         except NothingAgrees as exc:  # a fast wrong answer is no result: refused, not recorded
             print(f"bench run: {variant.name}: {exc}; no record was written", file=sys.stderr)
             return 1
@@ -253,7 +259,7 @@ def _request(args: argparse.Namespace) -> Request:
                    protocol=args.protocol, compile=args.compile is not None,
                    compile_mode=args.compile or Request.compile_mode, attention=args.attention, warmup=args.warmup,
                    iters=args.iters,
-                   metrics=args.metrics or Request.metrics, max_batch_cap=args.max_batch_cap, threads=args.threads,
+                   metrics=Request.metrics if args.metrics is None else args.metrics, max_batch_cap=args.max_batch_cap, threads=args.threads,
                    budget_s=args.budget_s, best_s=args.best)
 
 

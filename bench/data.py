@@ -178,17 +178,29 @@ def real_label_sets(samples: list[tuple[Path, int]], real_json: Path | None = No
 
     Entry i of the JSON belongs to ILSVRC2012_val_{i+1:08d}.JPEG; an empty set leaves the image out.
     """
-    if real_json is None:
-        text = resources.files("timm.data").joinpath("_info/imagenet_real_labels.json").read_text()
-    else:
-        text = real_json.read_text()
-    table = json.loads(text)
+    where = "timm's ReaL labels" if real_json is None else f"--real-labels {real_json}"
+    accepted = "a JSON list with one list of class indices per ILSVRC2012 val image (timm's imagenet_real_labels.json)"
+    try:
+        text = (resources.files("timm.data").joinpath("_info/imagenet_real_labels.json").read_text()
+                if real_json is None else real_json.read_text())
+        table = json.loads(text)
+    except OSError as exc:
+        raise DataError(f"cannot read {where}: {exc.strerror or exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{where} is not JSON ({exc}); give {accepted}") from None
+    if not isinstance(table, list) or not all(
+            isinstance(s, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in s)
+            for s in table):
+        raise DataError(f"{where} is not {accepted}")
     sets = []
     for path, _ in samples:
         stem = path.name
         if not stem.startswith(FLAT_PREFIX):
             raise DataError(f"ReaL labels are keyed by ILSVRC2012 file name; {path.name} is not one")
-        sets.append(table[int(stem[len(FLAT_PREFIX):len(FLAT_PREFIX) + 8]) - 1])
+        index = int(stem[len(FLAT_PREFIX):len(FLAT_PREFIX) + 8]) - 1
+        if not 0 <= index < len(table):
+            raise DataError(f"{where} holds {len(table):,} label sets; {path.name} needs entry {index + 1:,}")
+        sets.append(table[index])
     return sets
 
 

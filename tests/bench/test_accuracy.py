@@ -11,6 +11,7 @@ from PIL import Image
 from torchvision import transforms
 
 from bench import checkpoint, cli, data
+from bench.accuracy import EvalOptions
 from bench.evaluate import Predictions, scores
 from bench.registry import VARIANTS
 
@@ -347,3 +348,22 @@ def test_the_summary_says_which_precision_accuracy_ran_in(capsys, tmp_path, ten_
     out = capsys.readouterr().out
     assert "accuracy in fp32: accuracy's default on every machine" in out
     assert "\nprecision " not in out  # nothing was timed, so the timing precision is not announced
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read --real-labels"),
+    ("root:x:0:0", "is not JSON"),
+    ('{"a": 1}', "is not a JSON list with one list of class indices"),
+    ("[[1], [2]]", "holds 2 label sets; ILSVRC2012_val_00000003.JPEG needs entry 3"),
+])
+def test_a_bad_real_labels_file_is_refused_naming_it(tmp_path, content, message):
+    """A hostile pass: FileNotFoundError, JSONDecodeError, KeyError and IndexError tracebacks for these."""
+    path = tmp_path / "real.json"
+    if content is not None:
+        path.write_text(content)
+    samples = [(tmp_path / f"ILSVRC2012_val_{i:08d}.JPEG", 0) for i in (1, 3)]
+    with pytest.raises(data.DataError, match=message):
+        data.real_label_sets(samples, path)
+    if content is None:
+        with pytest.raises(ValueError, match="cannot read --real-labels"):  # before any timing, with the options
+            EvalOptions(data=tmp_path, pretrained=True, real_labels=str(path)).check()

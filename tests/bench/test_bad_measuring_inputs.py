@@ -286,3 +286,26 @@ def test_a_metric_named_twice_is_measured_and_recorded_once():
     from bench.run import resolve_settings
 
     assert resolve_settings(VARIANTS["debug"], device="cpu", metrics="size,size").metrics == ("size",)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "99999999999"], "needs 1,144,409.2 GiB for its input alone"),
+    (["--threads", "100000"], "give at most"),
+    (["--metrics", ""], "unknown metrics ''"),
+])
+def test_what_no_machine_can_run_is_refused_before_anything_is_built(capsys, tmp_path, argv, message):
+    """A hostile pass: a MemoryError traceback, libgomp's 'Out of memory' and a silent default for these."""
+    code, _, err = run_json(capsys, "--variant", "debug", *argv, "--results-dir", str(tmp_path))
+    assert code == 2 and message in err and "Traceback" not in err and not list(tmp_path.iterdir())
+
+
+def test_a_forward_that_runs_out_of_memory_is_a_clear_error_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    from bench import run
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 123 bytes")
+    monkeypatch.setattr(run, "measure", out_of_memory)
+    code, _, err = run_json(capsys, "--variant", "debug", "--batch-size", "64", "--results-dir", str(tmp_path))
+    assert code == 2 and "debug: batch 64 at 32 px does not fit in this machine's memory" in err
+    assert "give a smaller --batch-size" in err and "Traceback" not in err and not list(tmp_path.iterdir())
