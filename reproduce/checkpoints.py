@@ -100,8 +100,9 @@ RESUME_KEYS = ("model", "optimizer", "lr_scheduler", "scaler", "model_ema", "epo
 
 
 class RunFiles:
-    def __init__(self, output: Path, *, main: bool, sinks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> None:
-        self.output, self.main, self.sinks = output, main, tuple(sinks)
+    def __init__(self, output: Path, *, main: bool, sinks: Sequence[Callable[[dict[str, Any]], None]] = (),
+                 resume_hint: str = "--resume continues from it") -> None:
+        self.output, self.main, self.sinks, self.resume_hint = output, main, tuple(sinks), resume_hint
         self.checkpoint, self.log_file, self.result = output / "checkpoint.pth", output / "log.jsonl", output / "result.json"
         self.predictions = output / "predictions.pt"  # per-image top-5 of every head at the last evaluation
         if main:
@@ -110,7 +111,7 @@ class RunFiles:
     def kept(self) -> str:
         """What a run stopped now leaves to continue from, for the messages of a failure or an interruption."""
         if self.checkpoint.is_file():
-            return f"the last checkpoint {self.checkpoint} is intact (--resume continues from it)"
+            return f"the last checkpoint {self.checkpoint} is intact ({self.resume_hint})"
         return f"no checkpoint had been written yet ({self.checkpoint}; the first is saved after epoch 1), so a rerun starts afresh"
 
     def recorded(self, state: CheckpointState, cfg: TrainConfig, log=print) -> bool:

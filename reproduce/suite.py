@@ -196,8 +196,9 @@ def _run_one(name: str, output: Path, sets: list[str], data: str | None, *, seed
         log(f"[{name} seed {seed}] finished already: {output / 'result.json'}")
         return RowOutcome(name, seed, "skipped", 0.0, None)
     status = "resumed" if (output / "checkpoint.pth").exists() else "trained"
-    log(f"[{name} seed {seed}] {status} in {output}")
+    log(f"[{name} seed {seed}] {'resuming' if status == 'resumed' else 'training'} in {output}")
     start = time.perf_counter()
-    record: Record | None = train(cfg, output, experiment=name, resume=True, log=log)
+    record: Record | None = train(cfg, output, experiment=name, resume=True, log=log,
+                                  resume_hint="the same `reproduce suite` command continues from it")
     path = write_record(record, results_dir) if record is not None else None
     return RowOutcome(name, seed, status, time.perf_counter() - start, path)

@@ -45,7 +45,7 @@ from reproduce.sampling import ResumableSampler, SeededItems, step_seed
 
 
 def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=print,
-          tensorboard: bool = False) -> Record | None:
+          tensorboard: bool = False, resume_hint: str = "--resume continues from it") -> Record | None:
     """Train as `cfg` says, checkpointing into `output`, which this process holds (a second is refused);
     return the new result record (None on ranks other than 0, and for a run finished and recorded before).
     The CLI's checks run here too, so configs built in Python (suites, tests, scripts) are checked as well.
@@ -54,16 +54,16 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     procs = start_processes(cfg.device)
     with hold_folder(output, log=log) if procs.main else contextlib.nullcontext(), \
             tracking.tensorboard(output, on=tensorboard, main=procs.main) as sinks:  # the log's scalars, watched live
-        return _train(cfg, procs, output, experiment, resume, log, sinks)
+        return _train(cfg, procs, output, experiment, resume, log, sinks, resume_hint)
 
 
 def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, resume: bool, log,
-           sinks=()) -> Record | None:
+           sinks=(), resume_hint: str = "--resume continues from it") -> Record | None:
     env = run_env(procs.device)
     amp, amp_why, warning = resolve_amp(cfg.amp, env["fingerprint"])
     if warning:
         log(warning)
-    files = RunFiles(output, main=procs.main, sinks=sinks)
+    files = RunFiles(output, main=procs.main, sinks=sinks, resume_hint=resume_hint)
     if cfg.batch_size % procs.world:
         raise ConfigError(f"batch_size={cfg.batch_size} (global) does not split over {procs.world} processes")
     per_rank = cfg.batch_size // procs.world

@@ -299,3 +299,21 @@ def test_a_read_only_teacher_folder_puts_the_memo_in_the_run_folder_before_train
         path, note = memo_path(str(teacher), "ab" * 32, "none", 0, 1, run_folder=tmp_path / "run")
         assert path.parent == tmp_path / "run" / "teacher-logits" and path.name == shared.name
         assert str(folder) in note and "read-only" in note and str(path.parent) in note
+
+
+def test_an_interrupted_suite_row_says_to_rerun_the_suite_not_to_pass_resume(tmp_path, monkeypatch):
+    """`reproduce suite` has no --resume (it resumes by itself); its rows' interrupt message named it."""
+    from reproduce import suite
+
+    files = RunFiles(tmp_path / "run", main=True)
+    files.checkpoint.write_bytes(b"")
+    assert "--resume continues from it" in files.kept()
+    seen = {}
+
+    def fake_train(cfg, output, **kwargs):
+        seen.update(kwargs)
+        return None
+    monkeypatch.setattr(suite, "train", fake_train)
+    suite._run_one("debug", tmp_path / "row", [], None, seed=0, results_dir=tmp_path / "r", log=lambda m: None)
+    hinted = RunFiles(tmp_path / "run", main=True, resume_hint=seen["resume_hint"])
+    assert "the same `reproduce suite` command continues from it" in hinted.kept() and "--resume" not in hinted.kept()
