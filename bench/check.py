@@ -229,8 +229,13 @@ def compare(baselines: list[dict[str, Any]] | dict[str, Any], records: list[Reco
                     speed.setdefault(key, []).append(SpeedBaseline(key, entry["speed"] | {"tolerances": tol},
                                                                    fingerprint, source))
     current = _latest_per_machine(records)
+    machines_now = {record_fingerprint(r) for r in records} - {None}
     for key in sorted(set(speed) | set(current)):
-        if key not in current:
+        if key not in current and machines_now and not any(c.fingerprint in machines_now for c in speed[key]):
+            # no relspeed record, and the records' machines have no speed baseline: nothing here was to be timed
+            rows.append(Row(key, SPEED_METRIC, None, None, "", "skipped",
+                            f"no speed baseline for the records' machine(s) (baselined on {len(speed[key])} other)"))
+        elif key not in current:
             rows.append(_speed(key, speed[key], None))
         for machine, record in sorted(current.get(key, {}).items()):
             rows.append(dataclasses.replace(_speed(key, speed.get(key, []), record), machine=machine))

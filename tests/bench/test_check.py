@@ -414,3 +414,13 @@ def test_training_records_in_current_are_no_speed_records(capsys):
     code = cli.main(["check", "--baseline", str(EXACT), "--current", str(ROOT / "results" / "runs" / "mini-none-fp32")])
     out = capsys.readouterr().out
     assert code == 1 and "MISSING" in out and "no current record measured it" in out
+
+
+def test_size_records_of_a_machine_without_a_speed_baseline_skip_speed_and_of_its_machine_miss_it(quiet_runs):
+    """The README's `bench check --baseline results/baselines --current DIR` with size records only failed as
+    'missing' on a machine the committed speed baseline does not cover."""
+    baseline = baselines.make_baseline([quiet_runs[0]], "speed", check.Tolerances())
+    here = dataclasses.replace(quiet_runs[0], metrics={"params": 1, "gmacs": 1.0})  # a size record, same machine
+    elsewhere = with_fingerprint(here, cpu_model="999")
+    assert {r.verdict for r in check.compare(baseline, [elsewhere]) if r.metric == check.SPEED_METRIC} == {"skipped"}
+    assert {r.verdict for r in check.compare(baseline, [here]) if r.metric == check.SPEED_METRIC} == {"missing"}
