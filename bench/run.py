@@ -174,14 +174,14 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     if settings.device.startswith("cuda"):
         device_name = torch.cuda.get_device_name(settings.device)
         env_extra = _try(gpu.device_info, settings.device)
-    search = None
+    search, asked = None, settings.attention  # the search may set attention "none" (a convnet): say what was asked
     if settings.best_s is not None:
         model = model.to(device=settings.device)
         search = _search(model, settings, fingerprint, (eval_opts, found), log)
         settings = search_result(settings, search.chosen)
     has_attention = best.set_attention(model, settings.attention) > 0
     if settings.attention_fixed and not has_attention:
-        warnings.append(f"--attention {settings.attention}: {variant.name} has no timm attention blocks, so it "
+        warnings.append(f"--attention {asked}: {variant.name} has no timm attention blocks, so it "
                         "changed nothing")
         log(warnings[-1])
     model = model.to(device=settings.device)

@@ -218,3 +218,12 @@ def test_weights_cast_for_timing_leave_the_accuracy_pass_its_full_precision_weig
     assert timed is not model and timed.weight.dtype == torch.bfloat16
     assert model.weight.dtype == torch.float32 and torch.equal(model.weight, before)
     assert _timed_copy(model, settings) is model  # nothing to lose: cast (here: kept) in place
+
+
+def test_attention_asked_of_a_convnet_is_named_as_asked_also_after_a_search(capsys, tmp_path):
+    """`--best --attention matmul` on a convnet noted '--attention none': the search's word, not the user's."""
+    code, record, err = _run(capsys, "--variant", "cifar_resnet10", "--best", "1", "--attention", "matmul",
+                             "--batch-size", "2", "--iters", "1", "--warmup", "1", "--results-dir", str(tmp_path))
+    assert code == 0, err
+    assert any(n.startswith("--attention matmul: cifar_resnet10 has no timm attention") for n in record["notes"])
+    assert record["settings"]["attention"] is None
