@@ -272,6 +272,11 @@ def _check_run_args(args: argparse.Namespace) -> None:
         _request(args).check()
         if args.data is not None and not args.data.is_dir():  # before minutes of building and timing
             raise ValueError(f"--data {args.data} is not a folder")
+        if args.data is not None and args.metrics is not None and "accuracy" not in _request(args).wanted() \
+                and args.best is None:  # a folder that would go unread, silently
+            raise ValueError(f"--data is read by --metrics accuracy and by --best's agreement check; --metrics "
+                             f"{args.metrics} without --best would leave {args.data} unread: drop --data, add "
+                             "accuracy to --metrics, or add --best")
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
     except ValueError as exc:

@@ -292,6 +292,7 @@ def test_a_metric_named_twice_is_measured_and_recorded_once():
     (["--batch-size", "99999999999"], "needs 1,144,409.2 GiB for its input alone"),
     (["--threads", "100000"], "give at most"),
     (["--metrics", ""], "unknown metrics ''"),
+    (["--metrics", "size,speed", "--data", "."], "would leave . unread"),
 ])
 def test_what_no_machine_can_run_is_refused_before_anything_is_built(capsys, tmp_path, argv, message):
     """A hostile pass: a MemoryError traceback, libgomp's 'Out of memory' and a silent default for these."""
