@@ -47,6 +47,9 @@ def table3(scale: str, variants: tuple[str, ...] = ("ti",)) -> Suite:
     unknown = [v for v in variants if v not in ("ti", "s", "b")]
     if scale == "imagenet" and (unknown or not variants):
         raise ConfigError(f"--variants {','.join(variants)!r}: accepted is a comma list of ti, s, b")
+    if scale != "imagenet" and tuple(variants) != ("ti",):  # it trained Ti while the user asked for another size
+        raise ConfigError(f"--variants {','.join(variants)!r}: the {scale} scale trains its one student size (ti); "
+                          "--variants chooses sizes at --scale imagenet only")
     sizes = variants if scale == "imagenet" else ("ti",)
     rows = tuple(experiment_name(scale, r, v) for v in sizes for r in TABLE3_EXPERIMENTS)
     pairs = tuple((experiment_name(scale, "none", v), experiment_name(scale, "hard", v)) for v in sizes)

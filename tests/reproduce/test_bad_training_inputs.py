@@ -117,6 +117,7 @@ def test_find_samples_indexes_folders_by_the_names_it_is_given(tmp_path):
     (["step-speed", "--experiment", "debug_hard", "--steps", "0"], "--steps must be at least 1"),
     (["ls", "--lr-figure", "x.png"], "--lr-figure needs --show EXPERIMENT"),
     (["suite", "table3", "--scale", "imagenet", "--variants", "x"], "accepted is a comma list of ti, s, b"),
+    (["suite", "table3", "--scale", "mini", "--variants", "b"], "--variants chooses sizes at --scale imagenet only"),
 ])
 def test_more_bad_requests_exit_2(tmp_path, capsys, argv, message):
     if argv[0] == "train":
