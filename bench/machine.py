@@ -12,6 +12,7 @@ is read directly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -214,3 +215,50 @@ def bf16_warning(precision: str, fingerprint: Fingerprint) -> str | None:
     return (f"warning: {precision} on {fingerprint.cpu_name} without avx512_bf16/amx_bf16 is emulated: on a 2-core "
             "AVX2 AMD EPYC, mini_none trained 14x slower (19.7 against 280 img/s) and deit_ti inferred 4.4x slower "
             "than in fp32 (docs/precision.md). Use the default (auto) or fp32 unless you are measuring bf16 itself.")
+
+
+# ---- what this machine can run: memory for a batch's input, threads per core ----
+
+MAX_THREADS_PER_CORE = 8
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_input_fits(batch_size: int, img_size: int) -> None:
+    """A batch whose input tensor alone exceeds the memory available now cannot run: say so before building anything
+    (--batch-size 2000000 was killed by the kernel's OOM killer, rc 137, nothing said). Larger-than-memory
+    activations of smaller batches fail at their first forward, which `bench run` reports (cli: out of memory)."""
+    need = batch_size * 3 * img_size * img_size * 4  # fp32 input, before the model's activations
+    available = available_memory()
+    if available is not None and need > available:
+        raise ValueError(f"--batch-size {batch_size} at {img_size} px needs {need / 2**30:,.1f} GiB for its input "
+                         f"alone; this machine has {available / 2**30:,.1f} GiB available: give a smaller batch")
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes; None off Linux."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def check_threads(threads: int) -> None:
+    """--threads 100000 ended in libgomp's 'Out of memory allocating 800008 bytes', no record and no reason."""
+    if threads > MAX_THREADS_PER_CORE * cores():
+        raise ValueError(f"--threads {threads} is more than {MAX_THREADS_PER_CORE} per core of the {cores()} cores "
+                         f"this process may run on; give at most {MAX_THREADS_PER_CORE * cores()}")
+
+
+def threads_warning(threads: int) -> str | None:
+    """A line for more intra-op threads than this process may run on (`--threads 1000` on 2 cores
+    was recorded without a word). torch allows it, so it is said and noted in the record, not refused."""
+    n = cores()
+    if threads <= n:
+        return None
+    return (f"--threads {threads} is more than the {n} cores this process may run on: they take turns on them, "
+            f"so CPU speed figures come out lower than with {n}")

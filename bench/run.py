@@ -7,12 +7,10 @@ import copy
 import dataclasses
 import functools
 import multiprocessing
-import os
 import signal
 import statistics
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -103,9 +101,9 @@ def resolve_settings(variant: Variant, request: Request | None = None, /, **chan
         raise ValueError(f"--img-size {img_size} is not a multiple of {variant.name}'s patch size {variant.patch_size}")
     # relspeed times CPU time, which one thread keeps free of OpenMP spin-waits (docs/regression-gate.md)
     threads = threads or (1 if "relspeed" in wanted and dev_type == "cpu" else torch.get_num_threads())
-    _check_threads(threads)
+    machine.check_threads(threads)
     if isinstance(chosen, int) and dev_type == "cpu":
-        _check_input_fits(chosen, img_size or variant.img_size)
+        machine.check_input_fits(chosen, img_size or variant.img_size)
     precision, why = machine.choose_precision(requested, machine.detect(device, threads))
     speed.check_precision(precision, dev_type)
     accuracy_precision = machine.accuracy_precision(requested) if "accuracy" in wanted else None
@@ -155,7 +153,7 @@ def _threads(threads: int):
 
 def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) -> Record:
     fingerprint = machine.detect(settings.device, settings.threads)
-    warnings = [w for w in (machine.bf16_warning(settings.precision, fingerprint), _threads_warning(settings.threads))
+    warnings = [w for w in (machine.bf16_warning(settings.precision, fingerprint), machine.threads_warning(settings.threads))
                 if w]
     for warning in warnings:
         log(warning)
@@ -247,51 +245,6 @@ def search_result(settings: Settings, chosen: best.Candidate) -> Settings:
     return dataclasses.replace(settings, precision=chosen.precision, compile=chosen.compile != "off",
                                compile_mode=chosen.compile, batch_size=chosen.batch_size, attention=chosen.attention,
                                precision_why=why)
-
-
-MAX_THREADS_PER_CORE = 8
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _check_input_fits(batch_size: int, img_size: int) -> None:
-    """A batch whose input tensor alone exceeds the memory available now cannot run: say so before building anything
-    (--batch-size 2000000 was killed by the kernel's OOM killer, rc 137, nothing said). Larger-than-memory
-    activations of smaller batches fail at their first forward, which `bench run` reports (cli: out of memory)."""
-    need = batch_size * 3 * img_size * img_size * 4  # fp32 input, before the model's activations
-    available = _available_memory()
-    if available is not None and need > available:
-        raise ValueError(f"--batch-size {batch_size} at {img_size} px needs {need / 2**30:,.1f} GiB for its input "
-                         f"alone; this machine has {available / 2**30:,.1f} GiB available: give a smaller batch")
-
-
-def _available_memory() -> int | None:
-    """MemAvailable of /proc/meminfo in bytes; None off Linux."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
-def _check_threads(threads: int) -> None:
-    """--threads 100000 ended in libgomp's 'Out of memory allocating 800008 bytes', no record and no reason."""
-    if threads > MAX_THREADS_PER_CORE * _cores():
-        raise ValueError(f"--threads {threads} is more than {MAX_THREADS_PER_CORE} per core of the {_cores()} cores "
-                         f"this process may run on; give at most {MAX_THREADS_PER_CORE * _cores()}")
-
-
-def _threads_warning(threads: int) -> str | None:
-    """A line for more intra-op threads than this process may run on (`--threads 1000` on 2 cores
-    was recorded without a word). torch allows it, so it is said and noted in the record, not refused."""
-    cores = _cores()
-    if threads <= cores:
-        return None
-
-    return (f"--threads {threads} is more than the {cores} cores this process may run on: they take turns on them, "
-            f"so CPU speed figures come out lower than with {cores}")
 
 
 def _img_size_override(variant: Variant, img_size: int) -> dict[str, int]:
