@@ -90,7 +90,9 @@ def summary(record: Record, variant: Variant) -> str:
                      f"{m['latency_ms_p50']:,.1f} / {m['latency_ms_p90']:,.1f} / {m['latency_ms_p99']:,.1f}",
                      f"per batch of {m.infer_batch_size}", "", ""))
         if m.peak_mem_mib is not None:
-            rows.append(("peak memory, MiB", f"{m.peak_mem_mib:,.0f}", m.peak_mem_kind, "", ""))
+            searched = m.peak_mem_kind == "process_peak_rss" and s.get("search")  # torch.compile's code stays loaded
+            rows.append(("peak memory, MiB", f"{m.peak_mem_mib:,.0f}", m.peak_mem_kind + (
+                ", in the process that searched (its compiler stays loaded)" if searched else ""), "", ""))
         if "mfu" in m:
             mfu = "unknown card" if m.mfu is None else f"{100 * m.mfu:.1f} %"
             rows.append(("MFU", mfu, f"peak {m.peak_tflops_datasheet} TFLOP/s (datasheet)", "", ""))
