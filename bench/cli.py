@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -172,23 +173,18 @@ def _add_ls(sub) -> None:
 def _run(args: argparse.Namespace) -> None:
     _check_run_args(args)  # the mistakes that need no torch fail in a fraction of a second
     # late: torch and timm load only for the commands that measure (tables, check and ls stay quick)
-    from bench import report
     from bench.accuracy import EvalOptions
-    from bench.best import NothingAgrees
-    from bench.data import DataError
-    from bench.errors import CheckpointError
     from bench.predictions import check_destination
     from bench.processes import start_processes
-    from bench.record import write_record
-    from bench.run import BatchDoesNotFit, measure, resolve_settings
+    from bench.run import resolve_settings
 
     try:
         procs = start_processes(args.device)  # under torchrun: one rank per device, rank 0 writes and prints
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     distributed = procs.world > 1
-    metrics = args.metrics if args.metrics is not None else ("accuracy" if distributed else f"{Request.metrics},accuracy" if args.data
-                               else Request.metrics)
+    metrics = args.metrics if args.metrics is not None else (
+        "accuracy" if distributed else f"{Request.metrics},accuracy" if args.data else Request.metrics)
     eval_opts = EvalOptions(
         data=args.data, dataset=args.dataset, labels=args.labels, real_labels=args.real_labels,
         checkpoint=args.checkpoint, pretrained=args.pretrained, protocol=args.eval_protocol,
@@ -215,11 +211,43 @@ def _run(args: argparse.Namespace) -> None:
         raise UsageError(exc.args[0]) from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    ctrl_c, before = _CtrlC(), signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        return _measure_plans(args, plans, eval_opts, procs, ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+class _CtrlC:
+    """SIGINT raises KeyboardInterrupt as Python's own handler does, and remembers it: Python ignores an exception
+    raised inside a weakref or GC callback ("Exception ignored in ... WeakValueDictionary"), and a search
+    interrupted there went on to write its record (hostile pass, 1 of 9 double Ctrl-Cs)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum, frame) -> None:
+        self.seen = True
+        signal.default_int_handler(signum, frame)
+
+
+def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl_c: _CtrlC) -> int | None:
+    """Measure each (variant, settings) and write its record; an interrupt keeps the records already written."""
+    from bench import report
+    from bench.best import NothingAgrees
+    from bench.data import DataError
+    from bench.errors import CheckpointError
+    from bench.record import write_record
+    from bench.run import BatchDoesNotFit, measure
+
     records = []
     for variant, settings in plans:
         try:
             record = measure(variant, settings, eval_opts=eval_opts,
                              log=(lambda m: print(m, file=sys.stderr)) if procs.main else (lambda m: None))
+            if ctrl_c.seen:  # a Ctrl-C Python swallowed (raised inside a weakref callback): still no record
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
             if not records:
                 raise
