@@ -54,7 +54,10 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
 
 
 def _speed_records(records: list[Record]) -> list[Record]:
-    return [r for r in records if r.kind == "bench" and "infer_img_per_s" in r.metrics and timed_as_protocol(r)]
+    """The protocol's timings of a quiet machine: a busy machine's figure (`timed_busy`) is marked in the tables, and
+    is no point on a curve."""
+    return [r for r in records if r.kind == "bench" and "infer_img_per_s" in r.metrics and timed_as_protocol(r)
+            and not r.metrics.get("timed_busy")]
 
 
 def fig1(records: list[Record], out_dir: Path) -> list[Path]:

@@ -202,6 +202,7 @@ def test_a_busy_machines_timing_never_hides_a_quiet_one_and_alone_it_says_busy(r
     alone = tables.table5([r for r in records if r is not b16] + [busy]).frame
     (column,) = speed_columns(alone, "timm")
     assert alone.set_index("model").loc["DeiT-Ti", column] == "9.9 (busy machine)"
+    assert busy not in figures._speed_records([*records, busy]) and b16 in figures._speed_records(records)
 
 
 def test_a_speed_only_record_leaves_the_size_of_an_earlier_one_in_table5(records):
