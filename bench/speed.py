@@ -59,10 +59,11 @@ class Timing:
 
     @property
     def busy(self) -> bool:
-        """Timed while something else used the machine: its figure is a busy machine's (bench/load.py's rule; a
-        multi-threaded forward's own share of a core says nothing, so only others and steal count)."""
-        return self.other_cores is not None and is_contended(self.other_cores, self.steal or 0.0, 1.0,
-                                                             cuda=self.timer == "cuda_event")
+        """A CPU timing made while something else used the machine: its figure is a busy machine's (bench/load.py's
+        rule; a multi-threaded forward's own share of a core says nothing, so only others and steal count). A GPU
+        timing is not judged by the CPUs' load: other jobs' data loaders would mark it busy; `other_cores` is kept."""
+        return self.timer == "perf_counter" and self.other_cores is not None and is_contended(
+            self.other_cores, self.steal or 0.0, 1.0, cuda=False)
 
     @property
     def median_s(self) -> float:

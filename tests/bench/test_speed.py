@@ -187,3 +187,4 @@ def test_a_forward_timed_beside_a_busy_process_says_so():
     assert timing.other_cores > 0.5 and timing.busy
     quiet = Timing(1, (0.1,), "perf_counter", None, None, other_cores=0.02, steal=0.0)
     assert not quiet.busy and not Timing(1, (0.1,), "perf_counter", None, None).busy  # unknown load: not busy
+    assert not Timing(1, (0.1,), "cuda_event", None, None, other_cores=3.0, steal=0.0).busy  # GPU: not the CPUs' say
