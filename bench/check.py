@@ -13,8 +13,8 @@ Verdicts and exit codes (docs/regression-gate.md): pass, improved, skipped -> 0;
 -> 1; inconclusive (slower than the floor, but within the noise or measured while the machine was busy) -> 3.
 
 A gate must not decide on what it cannot read: records and baselines are checked field by field
-(`check_record`, `baselines.load_baseline`), each machine's newest record is judged against that machine's baseline, and two
-baselines that say different things about one model (on one machine) are refused, naming both files.
+(`check_record`, `baselines.load_baseline`), each machine's newest record is judged against that machine's baseline,
+and two baselines that say different things about one model (on one machine) are refused, naming both files.
 """
 
 from __future__ import annotations

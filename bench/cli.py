@@ -287,7 +287,8 @@ def _request(args: argparse.Namespace) -> Request:
                    protocol=args.protocol, compile=args.compile is not None,
                    compile_mode=args.compile or Request.compile_mode, attention=args.attention, warmup=args.warmup,
                    iters=args.iters,
-                   metrics=Request.metrics if args.metrics is None else args.metrics, max_batch_cap=args.max_batch_cap, threads=args.threads,
+                   metrics=Request.metrics if args.metrics is None else args.metrics,
+                   max_batch_cap=args.max_batch_cap, threads=args.threads,
                    budget_s=args.budget_s, best_s=args.best)
 
 

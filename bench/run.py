@@ -155,8 +155,8 @@ def _threads(threads: int):
 
 def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) -> Record:
     fingerprint = machine.detect(settings.device, settings.threads)
-    warnings = [w for w in (machine.bf16_warning(settings.precision, fingerprint), machine.threads_warning(settings.threads))
-                if w]
+    warnings = [w for w in (machine.bf16_warning(settings.precision, fingerprint),
+                            machine.threads_warning(settings.threads)) if w]
     for warning in warnings:
         log(warning)
     log(f"building {variant.name} ({variant.model}) at {settings.img_size} px")

@@ -162,8 +162,8 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "random")
 SEED_MAX = 2**32 - 1  # NumPy's seeds
 
 
-# ---- what each field accepts (the rules: reproduce/accepts.py): declared once, here, and enforced by `check()` on every resolved config
-# (`--set`, experiments, suites) before any work; `reproduce ls --fields` prints it. A field without an entry fails
+# ---- what each field accepts (the rules: reproduce/accepts.py): declared once, here, and enforced by `check()` on
+# every resolved config (`--set`, experiments, suites) before any work; `reproduce ls --fields` prints it. A field without an entry fails
 # tests/reproduce/test_config_constraints.py. ----
 
 def _registered(value, *, labels: bool = False) -> bool | str:
