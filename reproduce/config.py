@@ -163,8 +163,8 @@ SEED_MAX = 2**32 - 1  # NumPy's seeds
 
 
 # ---- what each field accepts (the rules: reproduce/accepts.py): declared once, here, and enforced by `check()` on
-# every resolved config (`--set`, experiments, suites) before any work; `reproduce ls --fields` prints it. A field without an entry fails
-# tests/reproduce/test_config_constraints.py. ----
+# every resolved config (`--set`, experiments, suites) before any work; `reproduce ls --fields` prints it. A field
+# without an entry fails tests/reproduce/test_config_constraints.py. ----
 
 def _registered(value, *, labels: bool = False) -> bool | str:
     from bench.registry import resolve  # no torch: the registry is data
