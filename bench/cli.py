@@ -376,7 +376,9 @@ def _tables(args: argparse.Namespace) -> None:
         written += drawn
     written += site.publish(args.out.parent, built, drawn, args.figures, found, args.out, args.records)
     print(f"{len(records)} records -> {len(written)} files in {args.out}" +
-          ("" if args.no_figures else f" and {args.figures}"))
+          ("" if args.no_figures else f" and {args.figures}")
+          + (f"; {len(skipped)} unreadable record file(s) left out, named above: their rows may read 'not run'"
+             if skipped else ""))
 
 
 def _campaign(args: argparse.Namespace) -> int:

@@ -411,8 +411,9 @@ def test_a_table4_record_missing_a_model_is_skipped_with_a_warning_and_the_table
     del bad["metrics"]["disagreement"]["ground truth"]
     (tmp_path / "records" / "bad.json").write_text(json.dumps(bad))
     assert cli.main(["tables", "--records", str(tmp_path / "records"), "--out", str(tmp_path / "t"), "--no-figures"]) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "skipped" in err and "bad.json" in err and "ground truth" in err
+    assert "1 unreadable record file(s) left out" in out  # the last line says so too, not only a warning above
 
 
 def test_an_empty_records_folder_is_refused_and_leaves_the_tables_as_they_were(tmp_path, capsys):
