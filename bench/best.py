@@ -38,7 +38,7 @@ from torch import nn
 
 from bench import speed
 from bench.errors import DataError
-from bench.load import MachineLoad, is_contended
+from bench.load import is_contended
 from bench.machine import Fingerprint
 from bench.protocols import PRECISIONS, setting_label
 
@@ -112,7 +112,7 @@ class Search:
     budget_s: float
     spent_s: float
     lead: float | None  # the chosen setting's side-by-side speed over the next one's (None: no side-by-side timing)
-    other_cores: float  # cores other processes kept busy during the search, on average
+    other_cores: float  # cores other processes kept busy while trials timed (median over trials)
     busy: bool  # so busy that the ranking may be wrong (bench/load.py: is_contended)
 
     def to_dict(self) -> dict:
@@ -181,11 +181,11 @@ def search(model: nn.Module, space: Space, *, budget_s: float, check_inputs: tup
     Raises:
         NothingAgrees: no timed setting agreed (or none could be timed).
     """
-    clock, load = _Clock(budget_s), MachineLoad.now()
+    clock = _Clock(budget_s)
     trials = Trials(model, space, clock, log)
     _stages(trials, space)
     ranked = _confirmed(model, trials, space)
-    others, steal, _ = MachineLoad.now().since(load)
+    others, steal = (statistics.median(v) for v in zip(*trials.loads)) if trials.loads else (0.0, 0.0)
     busy = is_contended(others, steal, 1.0, cuda=space.device.startswith("cuda"))
     if busy:
         log(f"best: other processes kept {others:.1f} cores busy during the search (steal {steal:.0%}): its ranking "
@@ -330,6 +330,9 @@ class Trials:
     def __init__(self, model: nn.Module, space: Space, clock: _Clock, log: Callable[[str], None]):
         self.model, self.space, self.clock, self.log = model, space, clock, log
         self.done: list[Trial] = []
+        # (other processes' cores, steal) during each trial's timed forwards: the machine's load, read where no
+        # compiler runs (the search's own cc1plus/ld children counted as "other processes" over the whole search)
+        self.loads: list[tuple[float, float]] = []
 
     def run(self, candidate: Candidate, stage: str) -> Trial:
         if self.done and not self.clock.left():  # the first always runs: a search has a result to check
@@ -355,6 +358,8 @@ class Trials:
             message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             return Trial(candidate, stage, f"failed: {type(exc).__name__}: {message}", None,
                          time.perf_counter() - started)
+        if timing.other_cores is not None:
+            self.loads.append((timing.other_cores, timing.steal or 0.0))
         return Trial(candidate, stage, "timed", timing.img_per_s("median"), time.perf_counter() - started)
 
 

@@ -273,6 +273,9 @@ def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl
         records.append(record)
         if args.json:
             print(f"record written to {path}", file=sys.stderr)
+            if record.metrics.get("timed_busy"):  # the summary's warning, which --json does not print
+                print(f"bench run: warning: {variant.name} was timed while other processes kept "
+                      f"{record.metrics.timed_other_cores:.1f} cores busy (timed_busy in the record)", file=sys.stderr)
         else:
             print(report.summary(record, variant))
             print(f"\nrecord: {path}\n")

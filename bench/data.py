@@ -68,11 +68,16 @@ def _images(folder: Path) -> list[Path]:
     # ordering; sorting Path objects compared them part by part (over a second per run on CIFAR-10's 60,000 files)
     with os.scandir(folder) as entries:
         named = [e for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES]
-    broken = [e.name for e in named if e.is_symlink() and not e.is_file()]
-    if broken:  # skipped without a word, an image would go uncounted: 1 of 2 was evaluated
-        raise DataError(f"{len(broken)} image name(s) in {folder} are links to nothing, e.g. {broken[0]}; "
-                        "fix or remove them")
-    return [folder / name for name in sorted(e.name for e in named if e.is_file())]
+    files, not_files = [], []
+    for e in named:
+        try:
+            (files if e.is_file() else not_files).append(e.name)
+        except OSError:  # a link loop: "Too many levels of symbolic links"
+            not_files.append(e.name)
+    if not_files:  # skipped without a word, an image would go uncounted: 1 of 2 was evaluated
+        raise DataError(f"{len(not_files)} image name(s) in {folder} are not image files (a link to nothing, a link "
+                        f"loop or a folder), e.g. {not_files[0]}; fix or remove them")
+    return [folder / name for name in sorted(files)]
 
 
 def guess_layout(root: Path) -> str:

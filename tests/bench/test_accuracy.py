@@ -375,5 +375,13 @@ def test_an_image_name_linking_to_nothing_is_refused_not_skipped(tmp_path):
     folder.mkdir()
     jpeg(folder / "ILSVRC2012_val_00000001.JPEG", 0)
     (folder / "ILSVRC2012_val_00000002.JPEG").symlink_to(tmp_path / "gone.JPEG")
-    with pytest.raises(data.DataError, match="links to nothing, e.g. ILSVRC2012_val_00000002.JPEG"):
+    with pytest.raises(data.DataError, match="not image files .*, e.g. ILSVRC2012_val_00000002.JPEG"):
+        data.guess_layout(folder)
+    (folder / "ILSVRC2012_val_00000002.JPEG").unlink()
+    (folder / "ILSVRC2012_val_00000002.JPEG").symlink_to(folder / "ILSVRC2012_val_00000002.JPEG")  # a loop
+    with pytest.raises(data.DataError, match="a link loop"):
+        data.guess_layout(folder)
+    (folder / "ILSVRC2012_val_00000002.JPEG").unlink()
+    (folder / "ILSVRC2012_val_00000002.JPEG").mkdir()  # a folder named like an image
+    with pytest.raises(data.DataError, match="ILSVRC2012_val_00000002.JPEG"):
         data.guess_layout(folder)
