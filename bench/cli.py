@@ -299,8 +299,12 @@ def _check_run_args(args: argparse.Namespace) -> None:
     """Variant names, metric names and numeric bounds (`Request.check`), before torch is imported (it takes
     seconds); `resolve_settings` checks the same again with the rest."""
     try:
-        for name in args.variant.split(","):
-            resolve(name.strip())
+        names = [name.strip() for name in args.variant.split(",")]
+        for name in names:
+            resolve(name)
+        built = [resolve(name).name for name in names]
+        if len(set(built)) < len(built):  # deit_ti,deit_ti (or an alias and its timm name) measured twice
+            raise ValueError(f"--variant {args.variant} names {max(built, key=built.count)} twice; give each once")
         _request(args).check()
         if args.data is not None and not args.data.is_dir():  # before minutes of building and timing
             raise ValueError(f"--data {args.data} is not a folder")

@@ -81,7 +81,7 @@ class Request:
         """What needs no torch: metric names and numeric bounds. Raises ValueError naming the value and what
         would be accepted; `resolve_settings` checks the rest (the protocol's rules, the device)."""
         unknown = [m for m in self.wanted() if m not in METRICS]
-        if unknown or not self.wanted():
+        if unknown or not self.wanted() or any(not m.strip() for m in self.metrics.split(",")):
             raise ValueError(f"unknown metrics {','.join(unknown) or self.metrics!r}; accepted: {','.join(METRICS)}")
         for label, value, low in (("--img-size", self.img_size, 1), ("--warmup", self.warmup, 0),
                                   ("--iters", self.iters, 1), ("--max-batch-cap", self.max_batch_cap, 1),

@@ -293,6 +293,7 @@ def test_a_metric_named_twice_is_measured_and_recorded_once():
     (["--threads", "100000"], "give at most"),
     (["--metrics", ""], "unknown metrics ''"),
     (["--metrics", "size,speed", "--data", "."], "would leave . unread"),
+    (["--metrics", "size,,speed"], "unknown metrics 'size,,speed'"),
 ])
 def test_what_no_machine_can_run_is_refused_before_anything_is_built(capsys, tmp_path, argv, message):
     """A hostile pass: a MemoryError traceback, libgomp's 'Out of memory' and a silent default for these."""
@@ -334,3 +335,8 @@ def test_a_ctrl_c_that_python_swallowed_still_writes_no_record(capsys, tmp_path,
     assert code == 130 and not list(tmp_path.iterdir())
     assert "interrupted; no record was written" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored for whoever runs next
+
+
+def test_a_variant_named_twice_is_refused(capsys, tmp_path):
+    code, _, err = run_json(capsys, "--variant", "debug,debug", "--results-dir", str(tmp_path))
+    assert code == 2 and "names debug twice" in err and not list(tmp_path.iterdir())
