@@ -170,7 +170,7 @@ def _add_ls(sub) -> None:
     ls.set_defaults(func=_ls)
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> int | None:
     _check_run_args(args)  # the mistakes that need no torch fail in a fraction of a second
     # late: torch and timm load only for the commands that measure (tables, check and ls stay quick)
     from bench.accuracy import EvalOptions
@@ -299,10 +299,7 @@ def _check_run_args(args: argparse.Namespace) -> None:
     """Variant names, metric names and numeric bounds (`Request.check`), before torch is imported (it takes
     seconds); `resolve_settings` checks the same again with the rest."""
     try:
-        names = [name.strip() for name in args.variant.split(",")]
-        for name in names:
-            resolve(name)
-        built = [resolve(name).name for name in names]
+        built = [resolve(name.strip()).name for name in args.variant.split(",")]
         if len(set(built)) < len(built):  # deit_ti,deit_ti (or an alias and its timm name) measured twice
             raise ValueError(f"--variant {args.variant} names {max(built, key=built.count)} twice; give each once")
         _request(args).check()
