@@ -37,15 +37,13 @@ import torch
 from torch import nn
 
 from bench import speed
+from bench.compiling import compiled
 from bench.errors import DataError
 from bench.load import is_contended
 from bench.machine import Fingerprint
 from bench.protocols import PRECISIONS, setting_label
 
-# How each mode compiles (on top of torch.compile with static shapes, one compilation per batch size):
-#   default: inductor; freezing: inductor with the weights folded in as constants (pre-packed GEMM weights on a CPU;
-#   inference only); max-autotune: inductor benchmarks GEMM kernels and templates (on a GPU with CUDA graphs, as
-#   torch's own mode; on a CPU with freezing, which its C++ GEMM templates need); reduce-overhead: CUDA graphs (GPU).
+# How each mode compiles: bench/compiling.py (torch.compile with static shapes, one compilation per batch size).
 SEARCHED = {"cpu": ("off", "default", "freezing", "max-autotune"),
             "cuda": ("off", "default", "reduce-overhead", "max-autotune")}
 TRIAL_WARMUP = {"cpu": 2, "cuda": 10}  # untimed forwards per trial (the first compiles)
@@ -135,24 +133,6 @@ def precisions(fingerprint: Fingerprint) -> tuple[str, ...]:
         return ("tf32", "amp_bf16", "bf16", "amp_fp16", "fp16") if fingerprint.native_bf16 else ("fp32", "amp_fp16",
                                                                                                   "fp16")
     return ("fp32", "amp_bf16", "bf16") if fingerprint.native_bf16 else ("fp32",)
-
-
-def compiled(model: nn.Module, mode: str) -> nn.Module:
-    """`model` as `mode` runs it ("off" or protocols.COMPILE_MODES): itself, or torch.compile with static shapes."""
-    if mode == "off":
-        return model
-    options = {"default": {}, "freezing": {"freezing": True}, "reduce-overhead": {"triton.cudagraphs": True},
-               "max-autotune": {"max_autotune": True}}
-    if mode not in options:
-        raise ValueError(f"unknown compile mode {mode!r}; accepted: off, {', '.join(options)}")
-    chosen = dict(options[mode])
-    if mode == "max-autotune":  # as torch.compile(mode="max-autotune") on a GPU; a CPU's GEMM templates need freezing
-        chosen.update({"triton.cudagraphs": True} if _on_cuda(model) else {"freezing": True})
-    return torch.compile(model, dynamic=False, options=chosen or None)
-
-
-def _on_cuda(model: nn.Module) -> bool:
-    return next(model.parameters()).is_cuda
 
 
 @dataclass(frozen=True)

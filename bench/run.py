@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench import best, gpu, machine, peak, size, speed
+from bench import best, compiling, gpu, machine, peak, size, speed
 from bench.accuracy import EvalOptions, build_model, find_eval_data, measure_accuracy
 from bench.predictions import check_destination
 from bench.processes import resolve_device
@@ -271,7 +271,7 @@ def _time(model, variant: Variant, settings: Settings, log):
         fits = speed.cuda_batch_fits(model, img_size=settings.img_size, device=settings.device, precision=prec)
         batch = speed.find_max_batch(fits, cap=settings.max_batch_cap)
         log(f"largest batch that fits: {batch}")
-    runner = best.compiled(model, settings.compile_mode)
+    runner = compiling.compiled(model, settings.compile_mode)
     for attempt in range(5):  # back off on OOM (compile workspaces, fragmentation) when searching "max"
         monitor = gpu.GpuMonitor.for_device(settings.device)
         log(f"timing {settings.warmup} warm-up + {settings.iters} timed forwards of batch {batch} "
@@ -359,7 +359,7 @@ def _relspeed_worker(name: str, settings: Settings) -> speed.RelativeTiming:
     variant = VARIANTS[name]
     model = variant.build(**_img_size_override(variant, settings.img_size)).eval()
     model = model.to(device=settings.device, dtype=speed.PRECISIONS[settings.precision].dtype)
-    runner = best.compiled(model, settings.compile_mode)
+    runner = compiling.compiled(model, settings.compile_mode)
     batch = speed.Batch(settings.batch_size, settings.img_size, settings.device, speed.PRECISIONS[settings.precision])
     return speed.time_interleaved(runner, speed.ReferenceEncoder(settings.batch_size), batch, rounds=settings.iters,
                                   warmup=settings.warmup, budget_s=settings.budget_s)

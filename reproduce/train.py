@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from bench import compiling
 from bench import data as bench_data
 from bench.errors import StorageError
 from bench.evaluate import predict, scores
@@ -374,7 +375,7 @@ def place_teacher(teacher: torch.nn.Module | None, teacher_sha256: str | None, c
     teacher = teacher.to(procs.device, memory_format=torch.channels_last)
     # frozen weights folded in as constants (convolution + batch norm fused, GEMM weights pre-packed): the teacher
     # only ever runs in inference mode
-    teacher = torch.compile(teacher, options={"freezing": True}) if cfg.compile else teacher
+    teacher = compiling.compiled(teacher, "freezing") if cfg.compile else teacher
     if not cfg.teacher_memo:
         return teacher, None
     memo = MemoTeacher.beside(teacher, cfg.teacher_checkpoint, teacher_sha256, amp, procs.rank, procs.world,

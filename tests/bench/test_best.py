@@ -55,13 +55,6 @@ def test_only_precisions_the_hardware_runs_natively_are_searched():
     assert "bf16" not in best.precisions(_fingerprint("cuda", capability="7.0"))
 
 
-def test_compiled_names_its_modes():
-    model = nn.Linear(2, 2)
-    assert best.compiled(model, "off") is model
-    with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
-        best.compiled(model, "fast")
-
-
 class _Tiny(nn.Module):
     def __init__(self):
         super().__init__()

@@ -453,4 +453,9 @@ def test_a_compiled_teacher_has_its_frozen_weights_folded_in_and_gives_the_eager
     placed, memo = train_mod.place_teacher(teacher, None, cfg, train_mod.Processes(0, 1, "cpu"), "none", Path("."),
                                            log=lambda m: None)
     assert memo is None and placed is not teacher
-    torch.testing.assert_close(teacher_logits(placed, images), eager, rtol=1e-4, atol=1e-4)
+    compiled = teacher_logits(placed, images)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # folded in: a later change to the weights no longer reaches the compiled teacher
+        teacher.conv1.weight.add_(1.0)
+    assert torch.equal(teacher_logits(placed, images), compiled)
+    assert not torch.allclose(teacher_logits(teacher, images), compiled)
