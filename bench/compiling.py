@@ -10,23 +10,29 @@ Modes (protocols.COMPILE_MODES):
 
 Freezing has to be on while dynamo traces the model, not only inside inductor: dynamo reads
 `torch._inductor.config.freezing` to decide whether parameters become constants of the graph
-(`torch._dynamo.utils.is_parameter_freezing`). `torch.compile(options={"freezing": True})` alone therefore compiles
-the weights as ordinary graph inputs: nothing is folded or pre-packed, and the mode runs as `default` does while its
-name says otherwise (results/REPORT.md, 2026-12-05, tenth session). `Frozen` turns freezing on around every call:
-the first call traces and compiles under it, and later calls check dynamo's guards under the same setting.
+(`torch._dynamo.utils.is_parameter_freezing`; pytorch/pytorch#126093). `torch.compile(options={"freezing": True})`
+alone therefore compiles the weights as ordinary graph inputs: nothing is folded or pre-packed, and the mode runs as
+`default` does while its name says otherwise (results/REPORT.md, 2026-12-05, tenth session). `Compiled` sets freezing
+around every call, on for a freezing mode and off for the others (whatever TORCHINDUCTOR_FREEZING says): the first
+call traces and compiles under it, later calls check dynamo's guards under the same setting.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+# inductor's options per mode; max-autotune's tables of every GEMM choice it benchmarked (printed to stderr, dozens
+# of lines per model) are left out: the search logs what each mode gained
 OPTIONS = {"default": {}, "freezing": {"freezing": True}, "reduce-overhead": {"triton.cudagraphs": True},
-           "max-autotune": {"max_autotune": True}}
+           "max-autotune": {"max_autotune": True, "autotune_num_choices_displayed": 0,
+                            "max_autotune_report_choices_stats": False}}
 
 
 def compiled(model: nn.Module, mode: str) -> nn.Module:
-    """`model` as `mode` runs it ("off" or one of `OPTIONS`): itself, or compiled; a freezing mode behind `Frozen`."""
+    """`model` as `mode` runs it ("off" or one of `OPTIONS`): itself, or compiled behind `Compiled`."""
     if mode == "off":
         return model
     if mode not in OPTIONS:
@@ -34,24 +40,27 @@ def compiled(model: nn.Module, mode: str) -> nn.Module:
     options = dict(OPTIONS[mode])
     if mode == "max-autotune":
         options.update({"triton.cudagraphs": True} if _on_cuda(model) else {"freezing": True})
-    runner = torch.compile(model, dynamic=False, options=options or None)
-    return Frozen(runner) if options.get("freezing") else runner
+    return Compiled(torch.compile(model, dynamic=False, options=options or None), bool(options.get("freezing")))
 
 
-class Frozen(nn.Module):
-    """A compiled model whose every call runs with inductor's freezing on (module docstring). The weights must not
-    change after the first call: they are constants of the compiled code, and only inference mode (or no_grad) uses
-    it."""
+class Compiled(nn.Module):
+    """A compiled model whose every call runs with inductor's freezing as its mode says (module docstring). Frozen,
+    the weights must not change after the first call (they are constants of the compiled code), and only inference
+    mode or no_grad uses them. Freezing also marks the model's own parameters as guarded static inputs of dynamo
+    (`_dynamo_static_input_type`), which outlives `torch._dynamo.reset()`: a later compile of the same module keeps
+    that mark (`bench/best.py` compiles copies)."""
 
-    def __init__(self, runner: nn.Module):
+    def __init__(self, module: nn.Module, freezing: bool):
         super().__init__()
-        self.runner = runner
-
-    def forward(self, *args, **kwargs):
         from torch._inductor import config  # imported here: most commands never compile
 
-        with config.patch(freezing=True):
-            return self.runner(*args, **kwargs)
+        self.module = module  # named as DDP names it, so reproduce.models.unwrap walks through
+        self.freezing = freezing
+        self._setting = config.patch(freezing=freezing)  # one patch object, entered per call (thread-safe)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with self._setting:
+            return self.module(*args, **kwargs)
 
 
 def _on_cuda(model: nn.Module) -> bool:

@@ -172,8 +172,8 @@ class BenchSettings(Section):
     protocol = Key[str]("timing protocol: timm or paper (docs/benchmarking.md)", nullable=False)
     stat = Key[str]("median or mean of the per-batch times")
     compile = Key[bool]("torch.compile", nullable=False)
-    compile_mode = Key[str]("off, default, freezing, max-autotune or reduce-overhead (bench/best.py); absent in older "
-                            "records: default where compile is true")
+    compile_mode = Key[str]("off, default, freezing, max-autotune or reduce-overhead (bench/compiling.py); absent "
+                            "in older records: default where compile is true")
     best_s = Key[float]("--best: the search's budget in seconds (None: no search)")
     attention = Key[str]("sdpa or matmul: how the ViT's attention ran (None: the model has none); absent in older "
                          "records: sdpa")

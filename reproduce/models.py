@@ -167,10 +167,14 @@ def check_no_decay(model: nn.Module, no_decay: tuple[str, ...]) -> None:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP and torch.compile wrappers."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
+    """The plain module under DDP, torch.compile and bench.compiling wrappers (compared with None: a compiled
+    module's truth value asks the model under it for its length)."""
+    while True:
+        inner = getattr(model, "module", None)
+        inner = getattr(model, "_orig_mod", None) if inner is None else inner
+        if inner is None:
+            return model
+        model = inner
 
 
 def seed_everything(seed: int) -> None:

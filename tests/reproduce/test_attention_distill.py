@@ -113,3 +113,27 @@ def test_attention_with_a_remembered_teacher_is_refused():
 ])
 def test_the_banner_names_the_teacher_signals_that_train(sets, words):
     assert override(TrainConfig(), sets).teacher_signals() == words
+
+
+def test_a_compiled_teacher_still_gives_its_attention_maps():
+    """`compile=true` puts the teacher behind bench.compiling's wrapper: the tap must reach its blocks through it
+    (it raised "has no attention blocks"), and the frozen, compiled forward must fill the tap with the eager maps."""
+    from reproduce.distill import teacher_logits
+    from reproduce.models import unwrap
+    from reproduce.train import Processes, place_teacher
+
+    torch.manual_seed(0)
+    teacher = VARIANTS["debug"].build().eval().requires_grad_(False)
+    images = torch.randn(2, 3, 32, 32)
+    placed, _ = place_teacher(teacher, None, TrainConfig(compile=True), Processes(0, 1, "cpu"), "none", None,
+                              log=lambda _: None)
+    tap = AttentionTap(unwrap(placed), (-1,))
+    assert tap is not None and unwrap(placed) is teacher
+    teacher_logits(teacher, images)
+    eager = [m.clone() for m in tap.maps()]
+    torch._dynamo.reset()
+    try:
+        teacher_logits(placed, images)
+        assert all(torch.allclose(m, e, atol=1e-5) for m, e in zip(tap.maps(), eager))
+    finally:
+        torch._dynamo.reset()
