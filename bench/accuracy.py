@@ -95,6 +95,9 @@ def find_eval_data(model: nn.Module, opts: EvalOptions, class_names: tuple[str, 
     classes = getattr(model, "num_classes", None)
     if not opts.data.is_dir():
         raise data.DataError(f"--data {opts.data} is not a folder")
+    if opts.real_labels and classes is not None and classes != data.REAL_CLASSES:
+        raise data.DataError(f"--real-labels scores ImageNet-1k classes; the model has {classes} classes (give a "
+                             "1000-class checkpoint, or leave --real-labels out)")
     layout = opts.dataset or data.guess_layout(opts.data)
     names, label_space = data.label_space(opts.data, layout, classes, class_names)
     samples, layout = data.find_samples(opts.data, layout, opts.labels, class_names=names)

@@ -182,6 +182,9 @@ def _flat_samples(root: Path, labels_file: Path | None) -> list[tuple[Path, int]
     return [(p, labels[p.name]) for p in images]
 
 
+REAL_CLASSES = 1000  # ReaL relabels the ILSVRC2012 validation images in its 1000 classes
+
+
 def real_label_sets(samples: list[tuple[Path, int]], real_json: Path | None = None) -> list[list[int]]:
     """ImageNet-ReaL label sets (Beyer et al. 2020) for each sample, from timm's copy unless a file is given.
 
@@ -198,9 +201,12 @@ def real_label_sets(samples: list[tuple[Path, int]], real_json: Path | None = No
     except (ValueError, RecursionError) as exc:
         raise DataError(f"{where} is not JSON ({exc}); give {accepted}") from None
     if not isinstance(table, list) or not all(
-            isinstance(s, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in s)
-            for s in table):
+            isinstance(s, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in s) for s in table):
         raise DataError(f"{where} is not {accepted}")
+    for i, label_set in enumerate(table):
+        if any(not 0 <= c < REAL_CLASSES for c in label_set):
+            raise DataError(f"{where}: entry {i + 1:,} holds {label_set}; ReaL labels are ImageNet-1k classes, "
+                            f"0 to {REAL_CLASSES - 1}")
     sets = []
     for path, _ in samples:
         stem = path.name

@@ -355,9 +355,12 @@ def test_the_summary_says_which_precision_accuracy_ran_in(capsys, tmp_path, ten_
     ("root:x:0:0", "is not JSON"),
     ('{"a": 1}', "is not a JSON list with one list of class indices"),
     ("[[1], [2]]", "holds 2 label sets; ILSVRC2012_val_00000003.JPEG needs entry 3"),
+    ("[[1], [2, 1000], [3]]", r"entry 2 holds \[2, 1000\]; ReaL labels are ImageNet-1k classes, 0 to 999"),
+    ("[[-1], [2], [3]]", r"entry 1 holds \[-1\]"),
 ])
 def test_a_bad_real_labels_file_is_refused_naming_it(tmp_path, content, message):
-    """A hostile pass: FileNotFoundError, JSONDecodeError, KeyError and IndexError tracebacks for these."""
+    """A hostile pass: FileNotFoundError, JSONDecodeError, KeyError and IndexError tracebacks for these; a class
+    index beyond ImageNet-1k's scored 0 instead."""
     path = tmp_path / "real.json"
     if content is not None:
         path.write_text(content)
@@ -367,6 +370,17 @@ def test_a_bad_real_labels_file_is_refused_naming_it(tmp_path, content, message)
     if content is None:
         with pytest.raises(ValueError, match="cannot read --real-labels"):  # before any timing, with the options
             EvalOptions(data=tmp_path, pretrained=True, real_labels=str(path)).check()
+
+
+def test_real_labels_for_a_model_without_imagenet_classes_are_refused_before_timing(capsys, tmp_path,
+                                                                                   ten_class_tree):
+    """ReaL relabels ImageNet-1k: a 10-class model scored 0 against it."""
+    ckpt = random_checkpoint(tmp_path / "random.pth")
+    code = cli.main(["run", "--variant", "debug", "--device", "cpu", "--data", str(ten_class_tree), "--checkpoint",
+                     str(ckpt), "--real-labels", "timm", "--workers", "0", "--results-dir", str(tmp_path / "r")])
+    assert code == 2 and not (tmp_path / "r").exists()
+    err = capsys.readouterr().err
+    assert "--real-labels scores ImageNet-1k classes; the model has 10 classes" in err and "timing" not in err
 
 
 def test_an_image_name_linking_to_nothing_is_refused_not_skipped(tmp_path):
