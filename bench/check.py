@@ -63,6 +63,7 @@ class Row:
     verdict: str  # pass | improved | regression | changed | missing | skipped | inconclusive
     why: str = ""
     machine: str = ""  # speed rows: the fingerprint id of the machine the current record ran on
+    cause: str = ""  # skipped speed rows: "untimed machine" or "timed machine" (no baseline for it), else ""
 
     @property
     def failed(self) -> bool:
@@ -234,7 +235,8 @@ def compare(baselines: list[dict[str, Any]] | dict[str, Any], records: list[Reco
         if key not in current and machines_now and not any(c.fingerprint in machines_now for c in speed[key]):
             # no relspeed record, and the records' machines have no speed baseline: nothing here was to be timed
             rows.append(Row(key, SPEED_METRIC, None, None, "", "skipped",
-                            f"no speed baseline for the records' machine(s) (baselined on {len(speed[key])} other)"))
+                            f"no speed baseline for the records' machine(s) (baselined on {len(speed[key])} other)",
+                            cause="untimed machine"))
         elif key not in current:
             rows.append(_speed(key, speed[key], None))
         for machine, record in sorted(current.get(key, {}).items()):
@@ -296,7 +298,7 @@ def _speed(key: str, candidates: list[SpeedBaseline], current: Record | None) ->
         why = f"no speed baseline for this machine ({fingerprint.id()})"
         if nearest is not None:
             why += f"; nearest {Path(nearest.source).name} differs in " + "; ".join(nearest.fingerprint.differences(fingerprint))
-        return Row(key, SPEED_METRIC, None, None, "", "skipped", why)
+        return Row(key, SPEED_METRIC, None, None, "", "skipped", why, cause="timed machine")
     entry, tol = match.entry, match.entry["tolerances"]
     base_ratio = statistics.median(entry["ratios"])
     differ = [k for k in SPEED_SETTINGS if current.settings.get(k) != entry[k]]
@@ -318,9 +320,10 @@ def exit_code(rows: list[Row]) -> int:
     return EXIT_INCONCLUSIVE if any(r.verdict == "inconclusive" for r in rows) else EXIT_PASS
 
 
-def unmatched_machines(rows: list[Row]) -> bool:
-    return any(r.metric == SPEED_METRIC and r.verdict == "skipped" and r.why.startswith("no speed baseline")
-               for r in rows)
+def unmatched_machines(rows: list[Row], *, timed: bool) -> bool:
+    """Whether a speed gate was skipped for want of a baseline for the machine: with a relspeed record to make one
+    from (`timed`), or without one (size records only: `bench run --metrics relspeed` has to come first)."""
+    return any(r.cause == ("timed machine" if timed else "untimed machine") for r in rows)
 
 
 def _show(value: Any) -> str:

@@ -101,8 +101,26 @@ def _report(args: argparse.Namespace, rows: list) -> int:
               "within the noise or measured on a busy machine; measure again on a quiet machine to decide")
     else:
         print(f"\nall {len(rows)} gates pass ({counts['skipped']} skipped)")
-    if args.baseline is not None and check.unmatched_machines(rows):
-        folder = args.baseline if args.baseline.is_dir() else args.baseline.parent
+    if args.baseline is not None:
+        _advise_a_speed_baseline(args, rows)
+    return code
+
+
+def _advise_a_speed_baseline(args: argparse.Namespace, rows: list) -> None:
+    """The command that makes a speed baseline for the records' machine, where none matches it."""
+    folder = args.baseline if args.baseline.is_dir() else args.baseline.parent
+    if check.unmatched_machines(rows, timed=False) and not check.unmatched_machines(rows, timed=True):
+        sizes: dict[str, list[str]] = {}  # img size -> the baselined variants to time at it (keys: variant@size)
+        for r in rows:
+            if r.cause == "untimed machine":
+                variant, _, img_size = r.key.partition("@")
+                sizes.setdefault(img_size, []).append(variant)
+        runs = "".join(f"  bench run --variant {','.join(sorted(v))}" + (f" --img-size {size}" if size else "")
+                       + " --metrics size,relspeed --results-dir FOLDER\n" for size, v in sorted(sizes.items()))
+        print("\nno speed baseline matches the records' machine, and they hold no relspeed measurement to make one "
+              f"from; to gate speed here, measure it first, then write the baseline (and commit it):\n{runs}"
+              f"  bench check --write-baseline --baseline {folder} --current FOLDER")
+    elif check.unmatched_machines(rows, timed=True):
         if len({r.machine for r in rows if r.metric == check.SPEED_METRIC}) > 1:  # a baseline is one machine's
             print(f"\nno speed baseline matches some of these machines; to make one, put one machine's relspeed "
                   f"records alone in a folder and run (then commit the file):\n"
@@ -111,7 +129,6 @@ def _report(args: argparse.Namespace, rows: list) -> int:
             print(f"\nno speed baseline matches this machine; to make one from these records (then commit it), or "
                   f"gate without one (--against):\n"
                   f"  bench check --write-baseline --baseline {folder} --current {args.current}")
-    return code
 
 
 def _check_writable(path: Path) -> None:

@@ -424,3 +424,16 @@ def test_size_records_of_a_machine_without_a_speed_baseline_skip_speed_and_of_it
     elsewhere = with_fingerprint(here, cpu_model="999")
     assert {r.verdict for r in check.compare(baseline, [elsewhere]) if r.metric == check.SPEED_METRIC} == {"skipped"}
     assert {r.verdict for r in check.compare(baseline, [here]) if r.metric == check.SPEED_METRIC} == {"missing"}
+
+
+def test_size_records_without_a_speed_baseline_are_told_to_measure_relspeed_first(tmp_path, capsys, quiet_runs):
+    """The advice to `--write-baseline` from size records wrote a baseline with no speed in it."""
+    folder = tmp_path / "baselines"
+    baselines.write_baseline(baselines.make_baseline([quiet_runs[0]], "b", check.Tolerances()), folder / "speed" / "x.json")
+    size_only = dataclasses.replace(quiet_runs[0], metrics={"params": 1, "gmacs": 1.0})
+    runs = write_runs(tmp_path / "runs", [with_fingerprint(size_only, cores=64)])
+    assert cli.main(["check", "--baseline", str(folder), "--current", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "they hold no relspeed measurement to make one from" in out
+    assert "bench run --variant deit_ti --img-size 224 --metrics size,relspeed --results-dir FOLDER" in out
+    assert f"--current {runs}" not in out
