@@ -153,10 +153,15 @@ def _threads(threads: int):
         torch.set_num_threads(before)
 
 
+def _timed_anything(settings: Settings) -> bool:
+    """Whether the run times something (threads then matter): counting parameters and GMACs times nothing."""
+    return bool(set(settings.metrics) - {"size"})
+
+
 def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) -> Record:
     fingerprint = machine.detect(settings.device, settings.threads)
     warnings = [w for w in (machine.bf16_warning(settings.precision, fingerprint),
-                            machine.threads_warning(settings.threads)) if w]
+                            machine.threads_warning(settings.threads) if _timed_anything(settings) else None) if w]
     for warning in warnings:
         log(warning)
     log(f"building {variant.name} ({variant.model}) at {settings.img_size} px")

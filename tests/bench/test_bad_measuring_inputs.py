@@ -259,6 +259,9 @@ def test_more_threads_than_cores_are_warned_about_and_noted_in_the_record(tmp_pa
     code, record, err = run_json(capsys, "--variant", "debug", "--metrics", "speed", "--threads", str(cores),
                                  "--batch-size", "1", "--warmup", "0", "--iters", "1", "--results-dir", str(tmp_path))
     assert code == 0 and "cores this process" not in err + "".join(record["notes"])
+    code, record, err = run_json(capsys, "--variant", "debug", "--metrics", "size", "--threads", str(cores + 1),
+                                 "--results-dir", str(tmp_path))  # nothing is timed: threads change no figure
+    assert code == 0 and "cores this process" not in err + "".join(record["notes"])
 
 
 def test_a_predictions_file_name_without_a_suffix_is_saved(tmp_path, capsys):
