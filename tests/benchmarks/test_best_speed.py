@@ -13,7 +13,7 @@ For each model:
 Targets: on a CPU with native bf16, DeiT-B ≥ 1.2x timm's best and ≥ 70 % of the measured bf16 GEMM peak, DeiT-Ti
 ≥ 1.2x; on an fp32-only CPU, ≥ 1.0x and ≥ 70 % of the fp32 peak (DeiT-B). Results go to $BEST_SPEED_OUT/<variant>.json.
 Needs timm's benchmark.py (not in timm's pip package): TIMM_BENCHMARK=/path/to/pytorch-image-models/benchmark.py.
-Not part of the default run; DeiT-B takes about 25 minutes on 2 cores:
+Not part of the default run; DeiT-B takes about 15 minutes on 2 cores, DeiT-Ti about 6:
     TIMM_BENCHMARK=... BEST_SPEED_OUT=DIR pytest tests/benchmarks/test_best_speed.py -m benchmark -s
     python tests/benchmarks/test_best_speed.py DIR        # the table of docs/benchmarking.md
 """
