@@ -102,11 +102,13 @@ def write_baselines(records: list[Record], path: Path, tolerances: Tolerances) -
             old = load_baseline(target) if target.exists() else None
         except ValueError:  # unreadable or malformed: re-baselining replaces it
             old = None
+        kept = _keep_uncovered(exact, old)
+        kept_line = f"; kept {kept} entries these records do not cover" if kept else ""
         if old is not None and old["entries"] == exact["entries"]:
             lines.append(f"{target}: unchanged ({len(exact['entries'])} entries)")
         else:
             write_baseline(exact, target)
-            lines.append(f"{target}: {len(exact['entries'])} entries")
+            lines.append(f"{target}: {len(exact['entries'])} entries{kept_line}")
     if "relspeed_ratios" in has:
         speed = make_baseline(records, "speed", tolerances, exact=False)
         target = path / SPEED_FOLDER / f"{speed['fingerprint']['id']}.json"
@@ -116,6 +118,20 @@ def write_baselines(records: list[Record], path: Path, tolerances: Tolerances) -
     if not lines:
         raise ValueError("the records hold none of params, gmacs, top1, top5 or relspeed; nothing to baseline")
     return lines
+
+
+def _keep_uncovered(exact: dict[str, Any], old: dict[str, Any] | None) -> int:
+    """Carry into `exact` the old folder baseline's entries (and their sources) for models these records do not
+    cover: re-baselining deit_ti replaces deit_ti's entry, never the other nine models' (a user who followed
+    `bench check`'s advice with one size record lost them). Returns how many were kept."""
+    if old is None:
+        return 0
+    kept = {k: v for k, v in old["entries"].items() if k not in exact["entries"]}
+    covered = {k.split("@")[0] for k in exact["entries"]}
+    exact["entries"] = dict(sorted({**exact["entries"], **kept}.items()))
+    exact["sources"] += [src for src in old.get("sources", []) if src.get("variant") not in covered
+                         and any(k.split("@")[0] == src.get("variant") for k in kept)]
+    return len(kept)
 
 
 def write_baseline(baseline: dict[str, Any], path: Path) -> None:

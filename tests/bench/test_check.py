@@ -434,6 +434,24 @@ def test_size_records_without_a_speed_baseline_are_told_to_measure_relspeed_firs
     runs = write_runs(tmp_path / "runs", [with_fingerprint(size_only, cores=64)])
     assert cli.main(["check", "--baseline", str(folder), "--current", str(runs)]) == 0
     out = capsys.readouterr().out
-    assert "they hold no relspeed measurement to make one from" in out
-    assert "bench run --variant deit_ti --img-size 224 --metrics size,relspeed --results-dir FOLDER" in out
-    assert f"--current {runs}" not in out
+    assert "these records hold no relspeed measurement, so speed is not gated" in out
+    assert "bench run --variant deit_ti --img-size 224 --metrics relspeed --results-dir FOLDER" in out
+    assert f"bench check --baseline {folder} --current FOLDER" in out and "--write-baseline" not in out
+
+
+def test_writing_a_baseline_folder_from_one_model_keeps_the_other_models_entries(tmp_path, capsys, size_records):
+    """A hostile pass: `--write-baseline --baseline results/baselines` with one size record rewrote exact.json with
+    that model alone, and nine models' gates silently disappeared."""
+    folder = tmp_path / "baselines"
+    baselines.write_baselines(size_records, folder, check.Tolerances())
+    before = json.loads((folder / "exact.json").read_text())["entries"]
+    one = next(r for r in size_records if r.variant == "deit_ti")
+    changed = dataclasses.replace(one, metrics={**one.metrics, "params": one.metrics["params"] + 1})
+    lines = baselines.write_baselines([changed], folder, check.Tolerances())
+    after = json.loads((folder / "exact.json").read_text())
+    assert len(before) > 1 and set(after["entries"]) == set(before)
+    assert after["entries"]["deit_ti@224"]["params"] == one.metrics["params"] + 1
+    assert {k: v for k, v in after["entries"].items() if k != "deit_ti@224"} == {
+        k: v for k, v in before.items() if k != "deit_ti@224"}
+    assert f"kept {len(before) - 1} entries these records do not cover" in lines[0]
+    assert {s["variant"] for s in after["sources"]} >= {k.split("@")[0] for k in before}
