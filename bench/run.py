@@ -90,6 +90,10 @@ def resolve_settings(variant: Variant, request: Request | None = None, /, **chan
     if "relspeed" in wanted and chosen == "max":
         raise ValueError("--metrics relspeed compares like with like and needs a fixed --batch-size N")
     compile_mode = request.compile_mode if request.compile else "off"
+    if request.compile and not {"speed", "relspeed"} & set(wanted):
+        raise ValueError(f"--compile compiles the timed forwards; --metrics {','.join(wanted)} times none (accuracy "
+                         "runs eager), so the record would claim a compile that never ran: add speed or leave "
+                         "--compile out")
     if compile_mode == "reduce-overhead" and dev_type != "cuda":
         raise ValueError("--compile reduce-overhead is CUDA graphs and needs --device cuda; on cpu use default, "
                          "freezing or max-autotune")

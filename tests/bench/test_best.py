@@ -182,6 +182,7 @@ def test_bench_run_best_records_every_setting_tried_and_checks_the_chosen_one_on
     (["--compile", "reduce-overhead"], "needs --device cuda"),
     (["--compile", "freezing", "--metrics", "relspeed"], "is not gated"),
     (["--compile", "--warmup", "0"], "--warmup must be at least 1"),
+    (["--compile", "freezing", "--metrics", "size"], "--metrics size times none"),  # it recorded compile: true
     (["--best", "--warmup", "0"], "--warmup must be at least 1"),
     (["--best", "1e308"], "--best takes at most 86400 seconds"),
     (["--best", "--data", "/nonexistent/images"], "--data /nonexistent/images is not a folder"),
