@@ -187,6 +187,9 @@ def _step_speed(args) -> int:
         raise UsageError(f"--device {args.device!r}: accepted auto, cpu, cuda or cuda:N")
     _check_cuda(args.device, f"--device {args.device}")
     cfg = resolve_config(args.experiment, None, args.set)
+    if cfg.compile and args.warmup < 1:
+        raise UsageError("compile=true compiles in the first step, which must not be timed: --warmup must be at least "
+                         f"1, got {args.warmup}")
     check_folder(args.results_dir, "--results-dir")
     device = resolve_device(args.device)  # checked above
     env = run_env(device)
