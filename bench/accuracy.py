@@ -105,6 +105,8 @@ def find_eval_data(model: nn.Module, opts: EvalOptions, class_names: tuple[str, 
     if classes is not None and top_label >= classes:
         raise data.DataError(f"{opts.data} has label {top_label} but the model has {classes} classes; "
                              "pass a checkpoint for this label space (its head decides) or --num-classes")
+    if opts.real_labels:  # file names and the label-set count are checked now, not after minutes of timing
+        data.real_label_sets(samples, None if opts.real_labels == "timm" else Path(opts.real_labels))
     return EvalData(samples, layout, label_space)
 
 

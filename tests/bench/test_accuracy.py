@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import pytest
 import torch
 from helpers import folder_tree, jpeg
 from PIL import Image
+from torch import nn
 from torchvision import transforms
 
 from bench import checkpoint, cli, data
@@ -107,6 +109,22 @@ def test_the_flat_ilsvrc_folder_reads_its_labels_file(tmp_path):
     assert layout == "imagenet-flat" and [y for _, y in samples] == [65, 970, 0]
     sets = data.real_label_sets(samples)  # timm's ReaL copy: entry i is val image i+1
     assert sets[0] == [] and sets[1] == [970, 795]
+
+
+def test_real_labels_that_do_not_cover_the_images_are_refused_when_the_data_is_found(tmp_path):
+    """A hostile pass: a short --real-labels file was refused only after the speed timing (minutes for DeiT-B)."""
+    from bench.accuracy import find_eval_data
+
+    root = tmp_path / "val"
+    jpeg(root / "ILSVRC2012_val_00000007.JPEG", seed=7)
+    (tmp_path / data.LABELS_NAME).write_text("ILSVRC2012_val_00000007.JPEG 3\n")
+    (tmp_path / "short.json").write_text("[[1], [2]]")
+    model = nn.Linear(2, 1000)
+    model.num_classes = 1000
+    opts = EvalOptions(data=root, pretrained=True, real_labels=str(tmp_path / "short.json"))
+    with pytest.raises(data.DataError, match="holds 2 label sets; ILSVRC2012_val_00000007.JPEG needs entry 7"):
+        find_eval_data(model, opts, None)
+    assert len(find_eval_data(model, dataclasses.replace(opts, real_labels="timm"), None).samples) == 1
 
 
 def test_a_flat_folder_without_labels_says_how_to_give_them(tmp_path):
