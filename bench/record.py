@@ -223,7 +223,14 @@ def collect_env(device_name: str, extra: dict[str, Any] | None = None, fingerpri
         "num_threads": torch.get_num_threads(),
         "os": platform.platform(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": shlex.join([_program(), *sys.argv[1:]]),
         "fingerprint": fingerprint.to_dict(),
         **(extra or {}),
     }
+
+
+def _program() -> str:
+    """The command's name as a user types it again: `bench`/`reproduce` for `python -m bench` (whose argv[0] is the
+    package's __main__.py), else argv[0]'s file name."""
+    path = Path(sys.argv[0])
+    return path.parent.name if path.name == "__main__.py" else path.name

@@ -72,6 +72,14 @@ def test_the_environment_names_code_libraries_hardware_and_command():
     assert env["num_threads"] >= 1 and env["created"].endswith("+00:00")
 
 
+@pytest.mark.parametrize("argv0, program", [("/site/bench/__main__.py", "bench"), ("/x/reproduce/__main__.py",
+                                             "reproduce"), ("/venv/bin/bench", "bench")])
+def test_the_recorded_command_can_be_typed_again(monkeypatch, argv0, program):
+    """`python -m bench run …` was recorded as `__main__.py run …`."""
+    monkeypatch.setattr("sys.argv", [argv0, "run", "--variant", "debug"])
+    assert collect_env("cpu")["command"] == f"{program} run --variant debug"
+
+
 # ---- issue #32: a record of the wrong types, or a file that is not a regular file, is named and left out ----
 
 def doctored(record, tmp_path, name="bad.json", **changes):
