@@ -100,6 +100,9 @@ def summary(record: Record, variant: Variant) -> str:
         if m.achieved_tflops is not None:
             measured = "—" if m.mfu_measured is None else f"{100 * m.mfu_measured:.1f} %"
             rows.append(("TFLOP/s achieved; MFU", f"{m.achieved_tflops:.3g}; {measured}", _peak_why(record), "", ""))
+        elif m.gmacs is None and m.infer_img_per_s is not None:  # FLOP/s need the forward's MACs: counted by size
+            rows.append(("TFLOP/s achieved; MFU", "—", "not computed: the GMACs are counted with --metrics size "
+                         "(add it: --metrics size,speed)", "", ""))
         if m.energy_j_per_img is not None:
             rows.append(("energy, J/img", f"{m.energy_j_per_img:.4f}",
                          f"mean {m['gpu_power_w_mean']:.0f} W, SM {m['gpu_sm_clock_mhz']} MHz, "

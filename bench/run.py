@@ -208,6 +208,9 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     recorded["num_classes"] = getattr(model, "num_classes", variant.num_classes)  # a checkpoint's head decides
     if search is not None:
         recorded["search"] = {**search.to_dict(), "weights": "; ".join(notes) or "random initialisation"}
+        if recorded["batch_policy"] == "searched" and not any(t.stage == "batch" and t.img_per_s is not None
+                                                               for t in search.trials):
+            recorded["batch_policy"] = "not searched: budget"  # the batch stage's trials were all skipped
     if "accuracy" in settings.metrics:
         # its own precision (fp32 unless one was named: a bf16 top-1 depends on the CPU), on the weights as they
         # were read: timing in bf16 weights (`--best` may choose them) cast a copy (`_timed_copy`)

@@ -166,7 +166,8 @@ class BenchSettings(Section):
                                   "another (`auto` is for timing only). Absent in older records: `precision`")
     threads = Key[int]("torch threads of the measurement")
     batch_size = Key[int]("images per forward actually timed")
-    batch_policy = Key[str]("fixed, max (largest batch that fits) or searched (--best chose it)")
+    batch_policy = Key[str]("fixed, max (largest batch that fits), searched (--best chose it) or not searched: "
+                            "budget (--best's budget ran out before its batch stage timed anything)")
     max_batch_cap = Key[int]("upper bound of the max search")
     img_size = Key[int]("input resolution", nullable=False)
     protocol = Key[str]("timing protocol: timm or paper (docs/benchmarking.md)", nullable=False)

@@ -343,3 +343,10 @@ def test_a_ctrl_c_that_python_swallowed_still_writes_no_record(capsys, tmp_path,
 def test_a_variant_named_twice_is_refused(capsys, tmp_path):
     code, _, err = run_json(capsys, "--variant", "debug,debug", "--results-dir", str(tmp_path))
     assert code == 2 and "names debug twice" in err and not list(tmp_path.iterdir())
+
+
+def test_a_speed_record_without_gmacs_says_why_it_has_no_mfu(tmp_path, capsys):
+    """A hostile pass: `--metrics speed` left TFLOP/s and MFU out of the summary without a word."""
+    assert cli.main(["run", "--variant", "debug", "--metrics", "speed", "--batch-size", "1", "--warmup", "1",
+                     "--iters", "1", "--results-dir", str(tmp_path)]) == 0
+    assert "not computed: the GMACs are counted with --metrics size" in capsys.readouterr().out

@@ -149,7 +149,9 @@ def test_bench_run_best_records_every_setting_tried_and_checks_the_chosen_one_on
     check = search["agreement"][-1]
     assert check["passed"] and check["images"] == 10 and str(data) in check["inputs"]
     assert search["weights"] == "random initialisation"
-    assert settings["batch_policy"] == "searched" and isinstance(search["busy"], bool)
+    batch_timed = any(t["stage"] == "batch" and t["status"] == "timed" for t in search["trials"])
+    assert settings["batch_policy"] == ("searched" if batch_timed else "not searched: budget")  # it said searched
+    assert isinstance(search["busy"], bool)
     assert record["metrics"]["infer_img_per_s"] > 0
     # bench tables: its own table, never a cell of the protocol's columns (it was not timed as the protocol times)
     from bench import tables
