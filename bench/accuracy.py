@@ -32,6 +32,23 @@ class EvalOptions:
     # evaluation's own batch: the speed benchmark's CPU default of 16 evaluated at 157 img/s, 256 at 1,352
     batch_size: int = 256
 
+    def unread(self) -> list[str]:
+        """The options that say how accuracy is measured, given away from their defaults: what a run that measures
+        no accuracy would silently ignore (a hostile pass: `--metrics size --crop-pct 7` wrote a record)."""
+        default = EvalOptions()
+        return [flag for field, flag in _ACCURACY_ONLY.items() if getattr(self, field) != getattr(default, field)]
+
+    def check_values(self) -> None:
+        """Raise ValueError for a value out of its range, whatever the metrics."""
+        if self.protocol not in data.EVAL_PROTOCOLS:
+            raise ValueError(f"unknown --eval-protocol {self.protocol!r}; accepted: {', '.join(data.EVAL_PROTOCOLS)}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        if self.batch_size < 1:
+            raise ValueError(f"--eval-batch-size must be >= 1, got {self.batch_size}")
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise ValueError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
+
     def check(self) -> None:
         """Raise ValueError for options that cannot work together, before anything is built."""
         if self.data is None:
@@ -43,14 +60,14 @@ class EvalOptions:
                              "--metrics size,speed")
         if self.checkpoint is not None and self.pretrained:
             raise ValueError("give --checkpoint FILE or --pretrained, not both")
-        if self.protocol not in data.EVAL_PROTOCOLS:
-            raise ValueError(f"unknown --eval-protocol {self.protocol!r}; accepted: {', '.join(data.EVAL_PROTOCOLS)}")
-        if self.workers < 0:
-            raise ValueError(f"--workers must be >= 0, got {self.workers}")
-        if self.batch_size < 1:
-            raise ValueError(f"--eval-batch-size must be >= 1, got {self.batch_size}")
+        self.check_values()
         if self.real_labels not in (None, "timm"):  # read now, not after minutes of timing
             data.real_label_sets([], Path(self.real_labels))
+
+
+# what only an accuracy measurement reads (its plumbing, --workers and --eval-batch-size, is checked, not refused)
+_ACCURACY_ONLY = {"dataset": "--dataset", "labels": "--labels", "real_labels": "--real-labels",
+                  "protocol": "--eval-protocol", "crop_pct": "--crop-pct"}
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,11 @@ def _run(args: argparse.Namespace) -> int | None:
                              "one process")
         if "accuracy" in plans[0][1].metrics:
             eval_opts.check()
+        else:
+            eval_opts.check_values()
+            if eval_opts.unread():
+                raise ValueError(f"{', '.join(eval_opts.unread())} set(s) how accuracy is measured; --metrics "
+                                 f"{','.join(plans[0][1].metrics)} measures none: add accuracy or leave them out")
         if args.save_predictions and len(plans) > 1:
             raise ValueError("--save-predictions names one file: give one --variant at a time")
         if args.save_predictions:

@@ -350,3 +350,18 @@ def test_a_speed_record_without_gmacs_says_why_it_has_no_mfu(tmp_path, capsys):
     assert cli.main(["run", "--variant", "debug", "--metrics", "speed", "--batch-size", "1", "--warmup", "1",
                      "--iters", "1", "--results-dir", str(tmp_path)]) == 0
     assert "not computed: the GMACs are counted with --metrics size" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--eval-batch-size", "0"], "--eval-batch-size must be >= 1, got 0"),
+    (["--crop-pct", "7"], "--crop-pct must be in (0, 1], got 7.0"),
+    (["--crop-pct", "0.9"], "--crop-pct set(s) how accuracy is measured; --metrics size measures none"),
+    (["--real-labels"], "--real-labels set(s) how accuracy is measured"),
+    (["--eval-protocol", "timm"], "--eval-protocol set(s) how accuracy is measured"),
+])
+def test_evaluation_options_without_accuracy_are_checked_and_not_silently_ignored(tmp_path, capsys, flags, message):
+    """A hostile pass: `--metrics size --eval-batch-size 0 --crop-pct 7` wrote a record (exit 0)."""
+    code = cli.main(["run", "--variant", "debug", "--metrics", "size", *flags, "--results-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.json"))
