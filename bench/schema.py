@@ -285,7 +285,8 @@ class TrainMetrics(Section):
     )
     final_val_top1 = Key[float]("top-1 (%) of the official output at the last evaluation")
     epochs = Key[int]("epochs completed", nullable=False)
-    train_img_per_s = Key[float]("median training speed over epochs (all processes)")
+    train_img_per_s = Key[float]("median training speed over epochs (all processes); with compile=true, each "
+                                 "process's first epoch (it compiles) left out")
     wall_s_this_process = Key[float]("wall time of this process (a resumed run: since resuming)")
     ranks_identical_weights = Key[bool]("all processes ended with the same weights")
     checkpoint_sha256 = Key[str]("sha256 of the checkpoint.pth it wrote last (what a student's teacher_sha256 "

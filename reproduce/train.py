@@ -144,6 +144,7 @@ def _loop(run: Run, step_fn, batches: Batches, memo: MemoTeacher | None, stop: _
     """The epochs from the saved position to the end: steps, evaluation, checkpoint, log line."""
     cfg, procs, files, state, recipe, student = run.cfg, run.procs, run.files, run.state, run.recipe, run.student
     sampler, loader, steps_per_epoch = batches
+    first = state.epoch  # with compile=true this process's first epoch also compiles: its speed is not the step's
     for epoch in range(state.epoch, cfg.epochs):
         sampler.set_epoch(epoch, start=state.step * run.per_rank)
         if not cfg.sched_per_step:
@@ -179,7 +180,7 @@ def _loop(run: Run, step_fn, batches: Batches, memo: MemoTeacher | None, stop: _
             final = state.epoch == cfg.epochs
             line.update(evaluate(run, save_to=files.predictions if final and procs.main else None))
             state.history.append({"epoch": state.epoch, **{k: v for k, v in line.items() if "top" in k}})
-        state.train_img_per_s.append(line["train_img_per_s"])
+        state.train_img_per_s.append(None if cfg.compile and epoch == first else line["train_img_per_s"])
         state.save_to(files, student, *recipe.checkpointed)
         if memo is not None:
             memo.save()

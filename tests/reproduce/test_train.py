@@ -440,6 +440,17 @@ def test_a_run_that_never_leaves_warm_up_says_so_before_and_in_its_record(tmp_pa
     assert "warm-up" not in capsys.readouterr().err  # the debug experiment's own 2 epochs leave warm-up
 
 
+def test_with_compile_the_recorded_speed_leaves_out_each_process_s_compiling_epoch(tmp_path, monkeypatch):
+    """A hostile pass: compile=true recorded 191 img/s, the mean of a compiling first epoch (10) and a steady one
+    (372), where eager recorded 365. (torch.compile is stubbed: the rule, not inductor, is under test.)"""
+    monkeypatch.setattr(train_mod.torch, "compile", lambda model, **kwargs: model)
+    record = train(resolve_config("debug", None, ["compile=true"]), tmp_path / "run", experiment="debug",
+                   resume=False, log=lambda _: None)
+    epochs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+              if json.loads(x)["type"] == "epoch"]
+    assert len(epochs) == 2 and record.metrics["train_img_per_s"] == epochs[1]["train_img_per_s"]
+
+
 def test_a_compiled_teacher_has_its_frozen_weights_folded_in_and_gives_the_eager_logits():
     """`compile=true` compiles the teacher with inductor's freezing (it only runs in inference mode): the logits
     it gives the distillation term are the eager teacher's."""
