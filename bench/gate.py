@@ -116,10 +116,10 @@ def _advise_a_speed_baseline(args: argparse.Namespace, rows: list) -> None:
                 variant, _, img_size = r.key.partition("@")
                 sizes.setdefault(img_size, []).append(variant)
         runs = "".join(f"  bench run --variant {','.join(sorted(v))}" + (f" --img-size {size}" if size else "")
-                       + " --metrics relspeed --results-dir FOLDER\n" for size, v in sorted(sizes.items()))
+                       + f" --metrics relspeed --results-dir {args.current}\n" for size, v in sorted(sizes.items()))
         print("\nthese records hold no relspeed measurement, so speed is not gated; to gate it on this machine, time "
-              f"it and check that folder (where no speed baseline matches this machine, that check says how to make "
-              f"one):\n{runs}  bench check --baseline {args.baseline} --current FOLDER")
+              "it beside them and check again (where no speed baseline matches this machine, that check says how "
+              f"to make one):\n{runs}  bench check --baseline {args.baseline} --current {args.current}")
     elif check.unmatched_machines(rows, timed=True):
         if len({r.machine for r in rows if r.metric == check.SPEED_METRIC}) > 1:  # a baseline is one machine's
             print(f"\nno speed baseline matches some of these machines; to make one, put one machine's relspeed "

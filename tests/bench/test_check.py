@@ -435,8 +435,8 @@ def test_size_records_without_a_speed_baseline_are_told_to_measure_relspeed_firs
     assert cli.main(["check", "--baseline", str(folder), "--current", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "these records hold no relspeed measurement, so speed is not gated" in out
-    assert "bench run --variant deit_ti --img-size 224 --metrics relspeed --results-dir FOLDER" in out
-    assert f"bench check --baseline {folder} --current FOLDER" in out and "--write-baseline" not in out
+    assert f"bench run --variant deit_ti --img-size 224 --metrics relspeed --results-dir {runs}" in out
+    assert f"bench check --baseline {folder} --current {runs}" in out and "--write-baseline" not in out
 
 
 def test_writing_a_baseline_folder_from_one_model_keeps_the_other_models_entries(tmp_path, capsys, size_records):
