@@ -19,6 +19,7 @@ call traces and compiles under it, later calls check dynamo's guards under the s
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -29,6 +30,18 @@ from torch import nn
 OPTIONS = {"default": {}, "freezing": {"freezing": True}, "reduce-overhead": {"triton.cudagraphs": True},
            "max-autotune": {"max_autotune": True, "autotune_num_choices_displayed": 0,
                             "max_autotune_report_choices_stats": False}}
+
+
+class _NoCudaRuntimeOnACpu(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=…", which its C++ extension loader logs on every
+    compile of a machine that has a CUDA toolkit and no GPU: true, irrelevant to a CPU compile, and the only line of
+    a CPU run that read as an error (a hostile pass). Where a GPU is present the line never arises."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("No CUDA runtime is found") and not torch.cuda.is_available())
+
+
+logging.getLogger("torch.utils.cpp_extension").addFilter(_NoCudaRuntimeOnACpu())
 
 
 def compiled(model: nn.Module, mode: str) -> nn.Module:

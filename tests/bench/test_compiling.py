@@ -1,5 +1,7 @@
 """bench/compiling.py: each compile mode runs the model as its name says."""
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -54,3 +56,12 @@ def test_compiled_names_its_modes():
     assert compiling.compiled(model, "off") is model
     with pytest.raises(ValueError, match="unknown compile mode 'fast'; accepted: off, default, freezing"):
         compiling.compiled(model, "fast")
+
+
+def test_torch_s_no_cuda_runtime_line_is_dropped_on_a_cpu_and_its_other_lines_kept(caplog):
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    with caplog.at_level(logging.WARNING, logger="torch.utils.cpp_extension"):
+        logger.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local")
+        logger.warning("some other warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["some other warning"] or torch.cuda.is_available()
