@@ -127,10 +127,9 @@ def _keep_uncovered(exact: dict[str, Any], old: dict[str, Any] | None) -> int:
     if old is None:
         return 0
     kept = {k: v for k, v in old["entries"].items() if k not in exact["entries"]}
-    covered = {k.split("@")[0] for k in exact["entries"]}
     exact["entries"] = dict(sorted({**exact["entries"], **kept}.items()))
-    exact["sources"] += [src for src in old.get("sources", []) if src.get("variant") not in covered
-                         and any(k.split("@")[0] == src.get("variant") for k in kept)]
+    kept_variants = {k.split("@")[0] for k in kept}
+    exact["sources"] += [src for src in old.get("sources", []) if src.get("variant") in kept_variants]
     return len(kept)
 
 

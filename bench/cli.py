@@ -202,8 +202,8 @@ def _run(args: argparse.Namespace) -> int | None:
             eval_opts.check()
         else:
             eval_opts.check_values()
-            if eval_opts.unread():
-                raise ValueError(f"{', '.join(eval_opts.unread())} set(s) how accuracy is measured; --metrics "
+            if unread := eval_opts.unread():
+                raise ValueError(f"{', '.join(unread)} set(s) how accuracy is measured; --metrics "
                                  f"{','.join(plans[0][1].metrics)} measures none: add accuracy or leave them out")
         if args.save_predictions and len(plans) > 1:
             raise ValueError("--save-predictions names one file: give one --variant at a time")

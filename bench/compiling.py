@@ -68,7 +68,6 @@ class Compiled(nn.Module):
         from torch._inductor import config  # imported here: most commands never compile
 
         self.module = module  # named as DDP names it, so reproduce.models.unwrap walks through
-        self.freezing = freezing
         self._setting = config.patch(freezing=freezing)  # one patch object, entered per call (thread-safe)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

@@ -108,7 +108,6 @@ def _report(args: argparse.Namespace, rows: list) -> int:
 
 def _advise_a_speed_baseline(args: argparse.Namespace, rows: list) -> None:
     """The command that makes a speed baseline for the records' machine, where none matches it."""
-    folder = args.baseline if args.baseline.is_dir() else args.baseline.parent
     if check.unmatched_machines(rows, timed=False) and not check.unmatched_machines(rows, timed=True):
         sizes: dict[str, list[str]] = {}  # img size -> the baselined variants to time at it (keys: variant@size)
         for r in rows:
@@ -121,6 +120,7 @@ def _advise_a_speed_baseline(args: argparse.Namespace, rows: list) -> None:
               "it beside them and check again (where no speed baseline matches this machine, that check says how "
               f"to make one):\n{runs}  bench check --baseline {args.baseline} --current {args.current}")
     elif check.unmatched_machines(rows, timed=True):
+        folder = args.baseline if args.baseline.is_dir() else args.baseline.parent
         if len({r.machine for r in rows if r.metric == check.SPEED_METRIC}) > 1:  # a baseline is one machine's
             print(f"\nno speed baseline matches some of these machines; to make one, put one machine's relspeed "
                   f"records alone in a folder and run (then commit the file):\n"
