@@ -191,9 +191,14 @@ def search(model: nn.Module, space: Space, *, budget_s: float, check_inputs: tup
 
 def _checked_in_order(ranked: list[Trial], space: Space) -> list[Trial]:
     """The settings the agreement check tries, fastest first: the `AGREE_AT_MOST` fastest, then fp32 eager (which
-    agrees with itself) where it was timed, so that a string of rejections costs a few compilations, not dozens."""
+    agrees with itself), so that a string of rejections costs a few compilations, not dozens. Where fp32 eager was
+    not a trial (a GPU searches tf32, not fp32) it is the untimed last resort, timed afterwards by `bench run`."""
+    if not ranked:
+        return []
     plain = [t for t in ranked if t.candidate.precision == "fp32" and t.candidate.compile == "off"]
-    return ranked[:AGREE_AT_MOST] + [t for t in plain[:1] if t not in ranked[:AGREE_AT_MOST]]
+    fallback = plain[:1] or [Trial(Candidate("fp32", "off", space.batch_size, space.attentions[0]), "fallback",
+                                   "not timed: fp32 eager, the reference itself")]
+    return ranked[:AGREE_AT_MOST] + [t for t in fallback if t not in ranked[:AGREE_AT_MOST]]
 
 
 def _lead(chosen: Trial, trials: list[Trial]) -> float | None:

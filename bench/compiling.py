@@ -4,8 +4,9 @@ Modes (protocols.COMPILE_MODES):
     default: inductor.
     freezing: inductor with the weights folded in as constants (on a CPU, GEMM weights pre-packed for oneDNN and
         convolution + batch norm fused); inference only.
-    max-autotune: inductor benchmarks GEMM kernels and templates; on a GPU with CUDA graphs, as
-        torch.compile(mode="max-autotune"); on a CPU with freezing, which its C++ GEMM templates need.
+    max-autotune: inductor benchmarks GEMM kernels and templates; on a GPU exactly torch.compile(mode="max-autotune")
+        (CUDA graphs and coordinate-descent tuning too, from `torch._inductor.list_mode_options`); on a CPU with
+        freezing, which its C++ GEMM templates need.
     reduce-overhead: CUDA graphs (GPU).
 
 Freezing has to be on while dynamo traces the model, not only inside inductor: dynamo reads
@@ -52,7 +53,9 @@ def compiled(model: nn.Module, mode: str) -> nn.Module:
         raise ValueError(f"unknown compile mode {mode!r}; accepted: off, {', '.join(OPTIONS)}")
     options = dict(OPTIONS[mode])
     if mode == "max-autotune":
-        options.update({"triton.cudagraphs": True} if _on_cuda(model) else {"freezing": True})
+        from torch._inductor import list_mode_options
+
+        options.update(list_mode_options("max-autotune") if _on_cuda(model) else {"freezing": True})
     return Compiled(torch.compile(model, dynamic=False, options=options or None), bool(options.get("freezing")))
 
 

@@ -100,6 +100,18 @@ def test_nothing_is_chosen_when_nothing_agrees(monkeypatch):
                     log=lambda m: None)
 
 
+def test_fp32_eager_is_the_last_resort_even_where_it_was_not_searched(monkeypatch):
+    real = best.compiled  # a GPU searches tf32, not fp32: every timed setting here is bf16 and wrong
+    monkeypatch.setattr(best, "compiled", lambda m, mode: _FastAndWrong(m) if next(m.parameters()).dtype
+                        == torch.bfloat16 else real(m, mode))
+    inputs = (torch.randn(4, 3, 8, 8), "noise")
+    found = best.search(_Tiny().eval(), _space(precisions=("bf16",)), budget_s=60, check_inputs=inputs,
+                        log=lambda m: None)
+    assert found.chosen == best.Candidate("fp32", "off", 4)
+    assert all(t.candidate.precision == "bf16" for t in found.trials)  # chosen untimed: bench run times it
+    assert [a.passed for a in found.agreements] == [False, False, True]
+
+
 def test_a_spent_budget_skips_the_rest_and_the_batch_stage_halves_and_doubles(monkeypatch):
     model = _Tiny().eval()
     inputs = (torch.randn(4, 3, 8, 8), "noise")
@@ -225,3 +237,19 @@ def test_attention_asked_of_a_convnet_is_named_as_asked_also_after_a_search(caps
     assert code == 0, err
     assert any(n.startswith("--attention matmul: cifar_resnet10 has no timm attention") for n in record["notes"])
     assert record["settings"]["attention"] is None
+
+
+@pytest.mark.parametrize("changes", [dict(compile=True, compile_mode="max-autotune", warmup=2),
+                                     dict(compile=True, compile_mode="reduce-overhead", warmup=1),
+                                     dict(best_s=60.0, warmup=2)])
+def test_cuda_graphs_are_never_timed_while_they_record(monkeypatch, changes):
+    from bench import run
+    from bench.registry import VARIANTS
+
+    monkeypatch.setattr(run, "resolve_device", lambda device: "cuda")  # the check comes before the GPU is touched
+    with pytest.raises(ValueError, match="replayed from the third: --warmup must be at least 3"):
+        run.resolve_settings(VARIANTS["debug"], device="cuda", metrics="speed", **changes)
+    monkeypatch.setattr(run, "resolve_device", lambda device: "cpu")  # no CUDA graphs on a CPU: one warm-up will do
+    if changes.get("compile_mode") != "reduce-overhead":
+        assert run.resolve_settings(VARIANTS["debug"], device="cpu", metrics="speed", **changes).warmup == \
+            changes["warmup"]
