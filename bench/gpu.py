@@ -9,7 +9,9 @@ from typing import Any
 # Dense (no sparsity) datasheet peaks in TFLOP/s by precision column. Matched by substring of the NVML
 # device name, first match wins, so the more specific names come first. Unknown card -> no MFU.
 PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
+    ("H200 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5}),
     ("H200", {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}),
+    ("H100 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5}),
     ("H100 PCIe", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0}),
     ("H100", {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}),  # SXM
     ("A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0}),
@@ -72,28 +74,42 @@ def fingerprint_fields(device: str) -> dict[str, Any]:
             "gpu_power_limit_w": nv.nvmlDeviceGetEnforcedPowerLimit(handle) / 1e3}
 
 
+MIN_ENERGY_S = 1.0  # a shorter timed loop gets no energy or mean power: NVML's counters move too coarsely for it
+
+
 def throttle_reasons(mask: int, names: dict[str, int]) -> list[str]:
-    """Decode an NVML clocks-event bit mask into the names of the bits that are set."""
+    """Decode an NVML clocks-event bit mask into the names of the bits that are set, one name per bit."""
     return sorted(name for name, bit in names.items() if bit and mask & bit == bit)
 
 
 def _reason_names(nv) -> dict[str, int]:
-    prefix = "nvmlClocksThrottleReason"
-    return {k[len(prefix):]: getattr(nv, k) for k in dir(nv)
-            if k.startswith(prefix) and k not in (prefix + "None", prefix + "All")
-            and isinstance(getattr(nv, k), int)}
+    """Each clocks-event bit under one name: NVML's newer "ClocksEvent" names where this nvidia-ml-py has them, else
+    the deprecated "ClocksThrottle" ones; of aliases for one bit (UserDefinedClocks is ApplicationsClocksSetting), the
+    first in alphabetical order."""
+    prefix = next((p for p in ("nvmlClocksEventReason", "nvmlClocksThrottleReason")
+                   if hasattr(nv, p + "GpuIdle")), "nvmlClocksThrottleReason")
+    by_bit: dict[int, str] = {}
+    for key in sorted(dir(nv)):
+        value = getattr(nv, key)
+        if key.startswith(prefix) and key not in (prefix + "None", prefix + "All") and isinstance(value, int):
+            by_bit.setdefault(value, key[len(prefix):])
+    return {name: bit for bit, name in by_bit.items()}
 
 
 class GpuMonitor(contextlib.AbstractContextManager):
-    """Reads the energy counter before and after the timed block, and clocks/power/temperature at its end.
+    """Reads the energy counter before and after the timed block, and clocks, power, temperature and throttle reasons
+    once while the GPU works through it (`sample`, called by bench/speed.py after the timed forwards are queued and
+    before it waits for them: read after, the GPU would be idle and its clocks falling).
 
-    After the block, `readings` holds the telemetry keys of the result record.
+    Telemetry never costs a measurement: a reading NVML refuses (a VM, a MIG slice, a function an older driver lacks)
+    is None. After the block, `readings` holds the telemetry keys of the result record.
     """
 
     def __init__(self, device: str) -> None:
         self.nv = _nvml()
         self.handle = _handle(self.nv, device)
         self.readings: dict[str, Any] = {}
+        self._sampled: dict[str, Any] | None = None
 
     @classmethod
     def for_device(cls, device: str) -> GpuMonitor | None:
@@ -106,28 +122,38 @@ class GpuMonitor(contextlib.AbstractContextManager):
             return None
 
     def __enter__(self) -> GpuMonitor:
-        self._energy_mj = self._energy()
+        self._sampled = None
+        self._energy_mj = self._read("nvmlDeviceGetTotalEnergyConsumption")  # mJ since driver load; Volta and newer
         self._start = time.perf_counter()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        nv, h = self.nv, self.handle
-        seconds = time.perf_counter() - self._start
-        energy_mj = self._energy()
-        joules = (energy_mj - self._energy_mj) / 1e3 if energy_mj is not None and self._energy_mj is not None else None
-        self.readings = {
-            "sm_clock_mhz": nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM),
-            "mem_clock_mhz": nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM),
-            "power_w_sample": nv.nvmlDeviceGetPowerUsage(h) / 1e3,
-            "power_w_mean": joules / seconds if joules is not None and seconds > 0 else None,
-            "energy_j": joules,
-            "temperature_c": nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU),
-            "throttle_reasons": throttle_reasons(nv.nvmlDeviceGetCurrentClocksThrottleReasons(h), _reason_names(nv)),
-            "timed_wall_s": seconds,
+    def sample(self) -> None:
+        """Clocks, power, temperature and throttle reasons now (while the timed forwards run)."""
+        nv = self.nv
+        reasons = self._read("nvmlDeviceGetCurrentClocksEventReasons") if hasattr(
+            nv, "nvmlDeviceGetCurrentClocksEventReasons") else self._read("nvmlDeviceGetCurrentClocksThrottleReasons")
+        power_mw = self._read("nvmlDeviceGetPowerUsage")
+        self._sampled = {
+            "sm_clock_mhz": self._read("nvmlDeviceGetClockInfo", nv.NVML_CLOCK_SM),
+            "mem_clock_mhz": self._read("nvmlDeviceGetClockInfo", nv.NVML_CLOCK_MEM),
+            "power_w_sample": power_mw / 1e3 if power_mw is not None else None,
+            "temperature_c": self._read("nvmlDeviceGetTemperature", nv.NVML_TEMPERATURE_GPU),
+            "throttle_reasons": throttle_reasons(reasons, _reason_names(nv)) if reasons is not None else None,
         }
 
-    def _energy(self) -> int | None:
-        try:  # millijoules since driver load; Volta and newer
-            return self.nv.nvmlDeviceGetTotalEnergyConsumption(self.handle)
-        except self.nv.NVMLError:
+    def __exit__(self, *exc: object) -> None:
+        seconds = time.perf_counter() - self._start
+        energy_mj = self._read("nvmlDeviceGetTotalEnergyConsumption")
+        if self._sampled is None:
+            self.sample()
+        joules = None
+        if energy_mj is not None and self._energy_mj is not None and seconds >= MIN_ENERGY_S:
+            joules = (energy_mj - self._energy_mj) / 1e3
+        self.readings = {**self._sampled, "power_w_mean": joules / seconds if joules is not None else None,
+                         "energy_j": joules, "timed_wall_s": seconds}
+
+    def _read(self, function: str, *args: Any) -> Any:
+        try:
+            return getattr(self.nv, function)(self.handle, *args)
+        except Exception:  # NVMLError, or a function this driver does not export
             return None

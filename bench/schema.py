@@ -210,7 +210,7 @@ class BenchMetrics(Section):
     gmacs = Key[float]("multiply-accumulates, batch 1, G", nullable=False)
     infer_img_per_s = Key[float]("throughput by the protocol's statistic (images/s)", nullable=False)
     infer_batch_size = Key[int]("batch timed")
-    peak_mem_mib = Key[float]("peak memory (MiB)")
+    peak_mem_mib = Key[float]("peak memory (MiB) over the timed forwards (reset after the warm-up)")
     peak_mem_kind = Key[str]("cuda_max_allocated or process_peak_rss")
     timer = Key[str]("cuda_event or perf_counter")
     timed_other_cores = Key[float]("cores other processes kept busy during the timed forwards (bench/load.py)")

@@ -106,7 +106,8 @@ def time_forward(model: nn.Module, batch: Batch, *, warmup: int, iters: int,
 
     Args:
         model: already on `batch.device`, in eval mode, with weights in `batch.precision.dtype`.
-        monitor: entered around the timed iterations only (e.g. GPU energy counters).
+        monitor: entered around the timed iterations only (e.g. GPU energy counters); its `sample()`, if it has
+            one, runs once while they run (CUDA).
         progress: called after each forward, outside the timed span (CPU; CUDA forwards are queued, not waited on).
     """
     tick = progress or (lambda: None)
@@ -114,27 +115,32 @@ def time_forward(model: nn.Module, batch: Batch, *, warmup: int, iters: int,
         raise ValueError(f"need iters >= 1, warmup >= 0, batch_size >= 1 (got {iters}, {warmup}, {batch.size})")
     cuda = batch.device.startswith("cuda")
     example = batch.make()
-    _reset_peak_memory(cuda)
-    with torch.inference_mode(), precision_mode(batch.precision, batch.device.split(":")[0]):
+    sample = getattr(monitor, "sample", lambda: None)
+    # events, synchronize and memory statistics on the batch's GPU, not the current one (cuda:1 without set_device)
+    with (torch.cuda.device(batch.device) if cuda else contextlib.nullcontext()), torch.inference_mode(), \
+            precision_mode(batch.precision, batch.device.split(":")[0]):
         for _ in range(warmup):
             model(example)
             tick()
         if cuda:
             torch.cuda.synchronize()
+        _reset_peak_memory(cuda)  # after the warm-up: a compiler's or autotuner's workspace is not the model's peak
         with monitor or contextlib.nullcontext():
             load = MachineLoad.now()
-            samples = _timed_cuda(model, example, iters) if cuda else _timed_cpu(model, example, iters, tick)
+            samples = _timed_cuda(model, example, iters, sample) if cuda else _timed_cpu(model, example, iters, tick)
             others, steal, _ = MachineLoad.now().since(load)
-    peak, kind = _peak_memory(cuda)
+        peak, kind = _peak_memory(cuda)
     return Timing(batch.size, tuple(samples), "cuda_event" if cuda else "perf_counter", peak, kind, others, steal)
 
 
-def _timed_cuda(model: nn.Module, example: torch.Tensor, iters: int) -> list[float]:
+def _timed_cuda(model: nn.Module, example: torch.Tensor, iters: int, sample: Callable[[], None]) -> list[float]:
+    """Each forward between two events; `sample` runs once all are queued, while the GPU still works through them."""
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
     for start, end in events:
         start.record()
         model(example)
         end.record()
+    sample()
     torch.cuda.synchronize()
     return [start.elapsed_time(end) / 1e3 for start, end in events]
 
