@@ -13,7 +13,9 @@ from pathlib import Path
 
 from bench.errors import DataError
 
-SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+# ../shared beside the checkout, else shared/ inside it: what travels to a lent GPU with the working tree (.ci/device)
+_PLACES = tuple(Path(__file__).resolve().parents[n] / "shared" / "datasets" / "cifar10-jpeg.tar.gz" for n in (2, 1))
+SHARED_CIFAR = next((p for p in _PLACES if p.exists()), _PLACES[0])
 CACHE = Path(os.environ.get("DEIT_BENCH_CACHE", Path.home() / ".cache" / "deit-bench"))
 
 

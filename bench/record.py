@@ -187,6 +187,18 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def _commit() -> tuple[str | None, bool | None]:
+    """The checkout's commit and whether tracked files differ from it. A copy without git's history (a lent GPU gets
+    the working tree, not `.git`) names them in DEIT_BENCH_GIT_SHA and DEIT_BENCH_GIT_DIRTY (0 or 1), as `.ci/device`
+    does; git, where it answers, wins."""
+    sha = _git("rev-parse", "HEAD")
+    if sha is not None:
+        status = _git("status", "--porcelain", "--untracked-files=no")
+        return sha, bool(status) if status is not None else None
+    dirty = os.environ.get("DEIT_BENCH_GIT_DIRTY")
+    return os.environ.get("DEIT_BENCH_GIT_SHA") or None, {"0": False, "1": True}.get(dirty or "")
+
+
 def cpu_model() -> str:
     """The CPU's marketing name from /proc/cpuinfo (Linux), else what `platform` knows."""
     try:
@@ -206,11 +218,10 @@ def collect_env(device_name: str, extra: dict[str, Any] | None = None, fingerpri
     from bench import machine
 
     fingerprint = fingerprint or machine.detect("cpu")
-    sha = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    sha, dirty = _commit()
     return {
         "git_sha": sha,
-        "git_dirty": bool(status) if status is not None else None,
+        "git_dirty": dirty,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": _version("torchvision"),

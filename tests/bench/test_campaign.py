@@ -17,6 +17,7 @@ def fake_plan(work, *, device, dry_run, timm_benchmark):
         Step("quick", ("-c", write + "(p / 'a.json').write_text('{}')"), 1, "a step that works"),
         Step("broken", ("-c", "raise SystemExit('no GPU here')"), 1, "a step that fails"),
         Step("absent", (), 0, "a step that cannot run", unavailable="no benchmark.py given"),
+        Step("overrun", ("-c", "import time; time.sleep(60)"), 0.2, "a step far past its estimate"),
         Step("long", ("-c", "import time; time.sleep(60)"), 500, "a step that does not fit"),
         Step("suite", ("-c", "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(3)); "
                              "time.sleep(60)"), 1, "a resumable step stopped by the budget", resumable=True),
@@ -42,9 +43,10 @@ def first_call(tmp_path_factory):
 def test_a_campaign_runs_what_fits_records_why_the_rest_did_not_and_packs_one_archive(first_call):
     out, state = first_call
     status = {name: o.status for name, o in state.outcomes.items()}
-    assert status == {"quick": "done", "broken": "failed", "absent": "unavailable", "long": "deferred",
-                      "suite": "stopped"}
+    assert status == {"quick": "done", "broken": "failed", "absent": "unavailable", "overrun": "stopped",
+                      "long": "deferred", "suite": "stopped"}
     assert "no GPU here" in state.outcomes["broken"].note and state.outcomes["suite"].rc == 3  # SIGTERM reached it
+    assert "(its estimate was 0 s); --continue runs it again" in state.outcomes["overrun"].note  # not the budget
     with tarfile.open(out / "campaign.tar.gz") as tar:
         names = tar.getnames()
         saved = json.load(tar.extractfile("campaign.json"))
@@ -58,7 +60,7 @@ def test_continue_runs_only_what_the_first_call_did_not_finish(tmp_path, monkeyp
     lines = []
     state = campaign.run(campaign.Call(tmp_path / "second", "cpu", 2, dry_run=True, previous=first),
                          log=lines.append)
-    assert "[1/5] quick: done in an earlier call" in lines and state.outcomes["quick"].status == "done"
+    assert "[1/6] quick: done in an earlier call" in lines and state.outcomes["quick"].status == "done"
     with pytest.raises(cli.UsageError, match="device=cpu, dry_run=True"):
         campaign.run(campaign.Call(tmp_path / "third", "cuda", 6, dry_run=False, previous=first),
                      log=lambda msg: None)
@@ -84,6 +86,15 @@ def test_the_dry_run_plan_mirrors_the_gpu_plan_step_for_step(tmp_path):
     for kind in ("paper_protocol_", "best_", "timm_benchmark_", "training_step", "table3_"):
         assert any(s.name.startswith(kind) for s in gpu) and any(s.name.startswith(kind) for s in dry), kind
     assert sum(s.name.startswith("paper_protocol_") for s in gpu) == 8 and gpu[-1].resumable
+
+    def kinds(steps):  # the order of the kinds of step, e.g. best, timm, paper, ...
+        names = [next(k for k in ("paper_protocol_", "best_", "timm_benchmark_", "training_step", "table3_")
+                      if s.name.startswith(k)) for s in steps]
+        return [k for i, k in enumerate(names) if i == 0 or names[i - 1] != k]
+
+    assert kinds(gpu)[:2] == ["best_", "timm_benchmark_"] and kinds(dry) == kinds(gpu)[-len(kinds(dry)):]
+    paper = [s.argv for s in gpu if s.name.startswith("paper_protocol_")]
+    assert all(a[a.index("--max-batch-cap") + 1] == str(campaign.PAPER_BATCH_CAP) for a in paper)
 
 
 # ---- issue #32: the campaign deletes only what it made, never overwrites an archive, reads only sound archives ----

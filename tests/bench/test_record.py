@@ -72,6 +72,19 @@ def test_the_environment_names_code_libraries_hardware_and_command():
     assert env["num_threads"] >= 1 and env["created"].endswith("+00:00")
 
 
+def test_a_copy_without_git_history_names_its_commit_from_the_environment(monkeypatch):
+    from bench import record
+
+    monkeypatch.setattr(record, "_git", lambda *args: None)  # a lent GPU's copy of the working tree: no .git
+    monkeypatch.setenv("DEIT_BENCH_GIT_SHA", "64c0236" * 5 + "ab")
+    monkeypatch.setenv("DEIT_BENCH_GIT_DIRTY", "1")
+    env = collect_env("cpu")
+    assert (env["git_sha"], env["git_dirty"]) == ("64c0236" * 5 + "ab", True)
+    monkeypatch.delenv("DEIT_BENCH_GIT_SHA")
+    monkeypatch.delenv("DEIT_BENCH_GIT_DIRTY")
+    assert (collect_env("cpu")["git_sha"], collect_env("cpu")["git_dirty"]) == (None, None)  # unknown, not guessed
+
+
 @pytest.mark.parametrize("argv0, program", [("/site/bench/__main__.py", "bench"), ("/x/reproduce/__main__.py",
                                              "reproduce"), ("/venv/bin/bench", "bench")])
 def test_the_recorded_command_can_be_typed_again(monkeypatch, argv0, program):
