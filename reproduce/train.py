@@ -53,6 +53,7 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     `tensorboard` also writes the log's scalars as TensorBoard events into `output` (reproduce/tracking.py)."""
     config.check_ready(config.check(cfg))
     procs = start_processes(cfg.device)
+    torch.backends.cudnn.benchmark = procs.device.startswith("cuda")  # fixed shapes; as the official main.py
     with hold_folder(output, log=log) if procs.main else contextlib.nullcontext(), \
             tracking.tensorboard(output, on=tensorboard, main=procs.main) as sinks:  # the log's scalars, watched live
         return _train(cfg, procs, output, experiment, resume, log, sinks, resume_hint)
