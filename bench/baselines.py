@@ -46,8 +46,9 @@ def make_baseline(records: list[Record], name: str, tolerances: Tolerances, *,
     for metric in ("params", "gmacs", "top1", "top5") if exact else ():
         for key, r in _latest(records, metric).items():
             entries.setdefault(key, {})[metric] = r.metrics[metric]
-            if metric in ("top1", "top5"):  # accuracy is compared only in the precision it was evaluated in
+            if metric in ("top1", "top5"):  # accuracy is compared only in its precision, on its images and weights
                 entries[key]["accuracy_precision"] = r.accuracy_precision
+                entries[key]["evaluated"] = r.evaluation
             used[f"{r.env.created}{r.variant}"] = r
     for key, r in (_latest(records, "relspeed_ratios") if speed else {}).items():
         fingerprint = record_fingerprint(r)
@@ -187,7 +188,7 @@ def load_baseline(path: Path) -> dict[str, Any]:
 
 # What a baseline may hold, with types: what `make_baseline` writes and `compare` reads.
 ENTRY_TYPES = {"params": int, "gmacs": float, "top1": float, "top5": float, "accuracy_precision": str | None,
-               "speed": dict}
+               "evaluated": dict, "speed": dict}
 SPEED_TYPES = {"device": str, "precision": str, "batch_size": int, "img_size": int, "compile": bool, "reference": str,
                "ratios": list[float], "clock": str | None, "runs": int, "record_created": str | None}
 SPEED_REQUIRED = (*SPEED_SETTINGS, "reference", "ratios")

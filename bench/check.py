@@ -223,7 +223,8 @@ def compare(baselines: list[dict[str, Any]] | dict[str, Any], records: list[Reco
             for metric in ACCURACY_METRICS:
                 precision = entry.get("accuracy_precision")
                 if metric in entry and _first(gated, (key, metric, precision), (entry[metric], tol), source):
-                    rows.append(_accuracy(key, metric, entry[metric], precision, latest[metric].get(key), tol))
+                    rows.append(_accuracy(key, metric, entry[metric], precision, latest[metric].get(key), tol,
+                                          entry.get("evaluated")))
             if "speed" in entry:
                 fingerprint = Fingerprint.from_dict(baseline["fingerprint"])
                 if _first(gated, (key, "speed", fingerprint.id()), (entry["speed"], tol), source):
@@ -269,10 +270,16 @@ def _exact(key: str, metric: str, base: Any, current: Record | None) -> Row:
 
 
 def _accuracy(key: str, metric: str, base: float, base_precision: str | None, current: Record | None,
-              tol: Tolerances) -> Row:
+              tol: Tolerances, evaluated: dict | None = None) -> Row:
     if current is None:
         return Row(key, metric, base, None, "", "missing", "no current record measured it")
     value = current.metrics[metric]
+    differ = [f"{k} {evaluated.get(k)} → {v}" for k, v in current.evaluation.items()
+              if evaluated is not None and evaluated.get(k) != v]
+    if differ:  # other images or other weights: a difference of top-1 says nothing about a regression
+        return Row(key, metric, base, value, "", "skipped",
+                   f"evaluated otherwise: {'; '.join(differ)}; accuracy is compared only on the same images and "
+                   "weights: evaluate them again, or re-baseline with --write-baseline")
     if current.accuracy_precision != base_precision:  # bf16 moved a top-1 by 2.7 points: no verdict
         then = (f"measure again with --precision {base_precision} or re-baseline" if base_precision else
                 "the baseline does not say which: re-baseline with --write-baseline")

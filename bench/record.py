@@ -98,6 +98,16 @@ class Record:
         return self.settings.get("accuracy_precision") or self.settings.get("precision")
 
     @property
+    def evaluation(self) -> dict[str, Any]:
+        """What a bench record's accuracy was measured on: how many images, their layout and label space, ReaL labels
+        or not, and the weights (the checkpoint's sha256). Two accuracies are comparable only where these agree (a
+        hostile pass gated 30 CIFAR-10 images of one checkpoint against 10 ImageNet images of another)."""
+        ev = self.settings.get("eval") or {}
+        sha = next((n.split()[-1] for n in self.notes if n.startswith("checkpoint sha256 ")), None)
+        return {"images": self.metrics.get("images"), "dataset": ev.get("dataset"),
+                "label_space": ev.get("label_space"), "real_labels": bool(ev.get("real_labels")), "weights": sha}
+
+    @property
     def created(self) -> dt.datetime:
         """When the run was recorded (UTC); records without a readable time sort first."""
         try:

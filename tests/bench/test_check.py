@@ -182,6 +182,24 @@ def test_accuracy_is_never_compared_across_precisions(capsys, tmp_path):
     assert top1.verdict == "regression" and "both fp32" in top1.why
 
 
+def test_accuracy_is_never_compared_across_images_or_weights():
+    """A hostile pass: 30 CIFAR-10 images of one checkpoint were gated against 10 ImageNet images of another."""
+    def evaluated(top1, created, images, dataset, sha):
+        record = accuracy_record(top1, created, eval={"dataset": dataset, "label_space": "x"})
+        return dataclasses.replace(record, metrics={**record.metrics, "images": images},
+                                   notes=[f"checkpoint sha256 {sha}"])
+
+    baseline = baselines.make_baseline([evaluated(0.0, "2026-01-01", 10, "imagenet-flat", "aa")], "acc",
+                                       check.Tolerances())
+    assert baseline["entries"]["debug@32"]["evaluated"]["weights"] == "aa"
+    rows = check.compare(baseline, [evaluated(13.3, "2026-01-02", 30, "folder", "bb")])
+    assert {r.verdict for r in rows} == {"skipped"} and check.exit_code(rows) == check.EXIT_PASS
+    assert "images 10 → 30; dataset imagenet-flat → folder; weights aa → bb" in rows[0].why
+    [top1] = [r for r in check.compare(baseline, [evaluated(5.0, "2026-01-02", 10, "imagenet-flat", "aa")])
+              if r.metric == "top1"]
+    assert top1.verdict == "changed"  # the same images and weights: a verdict
+
+
 def test_a_record_from_before_the_accuracy_precision_field_counts_as_its_precision():
     old = accuracy_record(70.0, "2026-01-01", precision=None)
     old = dataclasses.replace(old, settings={k: v for k, v in old.settings.items() if k != "accuracy_precision"})
