@@ -139,7 +139,8 @@ def _add_tables(sub) -> None:
     tables.add_argument("--records", type=Path, default=Path("results/runs"), help="records folder (recursive)")
     tables.add_argument("--out", type=Path, default=Path("results/tables"),
                         help="Markdown/CSV/LaTeX go here; index.html and constraints.txt into the folder above it")
-    tables.add_argument("--figures", type=Path, default=Path("results/figures"), help="PNG/SVG go here")
+    tables.add_argument("--figures", type=Path, help="PNG/SVG go here (default: figures/ beside --out, so "
+                        "results/figures)")
     tables.add_argument("--no-figures", action="store_true",
                         help="tables and constraints.txt only (no figures, so no index.html)")
     tables.set_defaults(func=_tables)
@@ -364,8 +365,13 @@ def _tables(args: argparse.Namespace) -> None:
 
     if not args.records.exists():
         raise UsageError(f"--records {args.records} does not exist")
+    args.figures = args.figures or args.out.parent / "figures"  # never the repository's when --out is elsewhere
     check_folder(args.out, "--out")
     check_folder(args.figures, "--figures")
+    try:
+        site.check_replaceable(args.out.parent, page=not args.no_figures)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     skipped = []
     # one bad file must not block every table
     found = load_record_files(args.records, skip_bad=skipped.append, check=tables.check_record)
@@ -385,7 +391,8 @@ def _tables(args: argparse.Namespace) -> None:
         written += drawn
     written += site.publish(args.out.parent, built, drawn, args.figures, found, args.out, args.records)
     print(f"{len(records)} records -> {len(written)} files in {args.out}" +
-          ("" if args.no_figures else f" and {args.figures}")
+          ("" if args.no_figures else f", {args.figures}") + f" and {args.out.parent} ("
+          + ("constraints.txt" if args.no_figures else "index.html, constraints.txt") + ")"
           + (f"; {len(skipped)} unreadable record file(s) left out, named above: their rows may read 'not run'"
              if skipped else ""))
 

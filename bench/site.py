@@ -86,6 +86,28 @@ def page(tables: list[Table], figures: list[Path], drawn: set[Path], records: li
     return "\n".join(parts) + "\n"
 
 
+# A line each file of `publish` holds: a file without it in the folder is someone else's, and is not replaced
+OWN_MARKS = {"constraints.txt": "by `bench tables`; do not edit", "index.html": "Written by <code>bench tables</code>"}
+
+
+def check_replaceable(folder: Path, page: bool) -> None:
+    """Refuse (ValueError naming the file) to let `publish` replace a constraints.txt or index.html in `folder` that
+    `bench tables` did not write: `--out ~/proj/docs` puts them into ~/proj, which may hold a page of its own."""
+    for name in ("constraints.txt", "index.html") if page else ("constraints.txt",):
+        path = folder / name
+        try:
+            with path.open(errors="replace") as handle:
+                head = handle.read(1 << 16)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read it ({exc.strerror}); nothing was written") from None
+        if OWN_MARKS[name] not in head:
+            raise ValueError(f"{path} exists and was not written by bench tables, which writes {name} into the "
+                             f"folder above --out; move it, or give --out a folder whose parent holds none; nothing "
+                             "was written")
+
+
 def publish(folder: Path, tables: list[Table], drawn: list[Path] | None, figures_dir: Path,
             records: list[tuple[Path, Record]], tables_dir: Path, records_dir: Path) -> list[Path]:
     """What `bench tables` writes into `folder` beside its tables: constraints.txt (bench/constraints.py) and,

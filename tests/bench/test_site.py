@@ -161,3 +161,20 @@ def test_the_page_renders_in_chromium_without_errors_with_every_table_and_figure
         assert shot.size == (1366, 900)
         colours = shot.convert("RGB").getcolors(maxcolors=1 << 16)
         assert colours is None or len(colours) > 50  # text and shading, not a blank or single-colour page
+
+
+def test_tables_elsewhere_draw_their_figures_beside_them_and_never_replace_someone_elses_page(tmp_path, capsys):
+    """A hostile pass: `--out` elsewhere still redrew the repository's results/figures, and replaced a user's own
+    index.html and constraints.txt in the folder above --out."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "index.html").write_text("<html>my own page</html>")
+    argv = ["tables", "--records", str(RECORDS), "--out", str(project / "docs")]
+    assert cli.main(argv) == 2
+    assert "index.html exists and was not written by bench tables" in capsys.readouterr().err
+    assert sorted(p.name for p in project.iterdir()) == ["index.html"]  # nothing written, the page kept
+    (project / "index.html").unlink()
+    assert cli.main(argv) == 0
+    assert f"and {project} (index.html, constraints.txt)" in capsys.readouterr().out
+    assert any((project / "figures").glob("*.svg"))  # beside --out, not ./results/figures
+    assert cli.main(argv) == 0  # its own files it replaces
