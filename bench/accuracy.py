@@ -46,6 +46,8 @@ class EvalOptions:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
         if self.batch_size < 1:
             raise ValueError(f"--eval-batch-size must be >= 1, got {self.batch_size}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(f"--num-classes must be >= 1, got {self.num_classes}")
         if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
             raise ValueError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
 
@@ -55,7 +57,7 @@ class EvalOptions:
             raise ValueError("--metrics accuracy needs --data PATH (a class-per-folder tree, ImageNet-V2, "
                              "or the flat ILSVRC2012 val folder)")
         if self.checkpoint is None and not self.pretrained:
-            raise ValueError("--metrics accuracy (the default with --data) needs weights: --checkpoint FILE or "
+            raise ValueError("--metrics accuracy (which --data alone implies) needs weights: --checkpoint FILE or "
                              "--pretrained; to time only, with --data's images for --best's agreement check, give "
                              "--metrics size,speed")
         if self.checkpoint is not None and self.pretrained:
@@ -120,8 +122,9 @@ def find_eval_data(model: nn.Module, opts: EvalOptions, class_names: tuple[str, 
     samples, layout = data.find_samples(opts.data, layout, opts.labels, class_names=names)
     top_label = max(label for _, label in samples)
     if classes is not None and top_label >= classes:
-        raise data.DataError(f"{opts.data} has label {top_label} but the model has {classes} classes; "
-                             "pass a checkpoint for this label space (its head decides) or --num-classes")
+        raise data.DataError(f"{opts.data} has label {top_label}, but the model's {classes} classes are 0 to "
+                             f"{classes - 1}; pass a checkpoint for this label space (its head decides) or "
+                             "--num-classes")
     if opts.real_labels:  # file names and the label-set count are checked now, not after minutes of timing
         data.real_label_sets(samples, None if opts.real_labels == "timm" else Path(opts.real_labels))
     return EvalData(samples, layout, label_space)
@@ -142,7 +145,7 @@ def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, foun
     dataset = data.ImageList(samples, data.build_transform(prep, normalize=False))
     preds, speed = evaluate.timed_predict(model, dataset, prep, distilled=variant.distilled, precision=precision,
                                           batch_size=batch_size, workers=opts.workers)
-    if opts.save_predictions:
+    if opts.save_predictions and _main_process():  # every rank holds the gathered predictions; one file is written
         preds.save(opts.save_predictions)
     metrics = {**evaluate.scores(preds, real), "eval_img_per_s": speed.whole,
                "eval_img_per_s_steady": speed.steady}
@@ -153,3 +156,9 @@ def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, foun
                 "pretrained": opts.pretrained, "preprocess": dataclasses.asdict(prep),
                 "save_predictions": str(opts.save_predictions) if opts.save_predictions else None}
     return metrics, settings
+
+
+def _main_process() -> bool:
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0

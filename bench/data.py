@@ -106,6 +106,9 @@ def find_samples(root: Path, layout: str | None = None, labels_file: Path | None
     layout = layout or guess_layout(root)
     if layout not in LAYOUTS:
         raise DataError(f"unknown --dataset {layout!r}; accepted: {', '.join(LAYOUTS)}")
+    if labels_file is not None and layout != "imagenet-flat":  # its folders label it: the file would go unread
+        raise DataError(f"--labels is read only for the flat ILSVRC2012 layout (--dataset imagenet-flat); {root} is "
+                        f"laid out as {layout}, whose folders give the labels: leave --labels out")
     if layout == "imagenet-flat":
         samples = _flat_samples(root, labels_file)
     elif layout == "imagenet-v2":
@@ -125,7 +128,7 @@ def find_samples(root: Path, layout: str | None = None, labels_file: Path | None
                             f"({', '.join(list(index)[:5])}{' …' if len(index) > 5 else ''})")
         samples = [(img, index[name]) for name in names for img in _images(root / name)]
     if not samples:
-        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {root} as layout {layout}")
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {root} (read as the {layout} layout)")
     return samples, layout
 
 
@@ -164,17 +167,22 @@ def imagenet_synsets() -> tuple[str, ...]:
 def _flat_samples(root: Path, labels_file: Path | None) -> list[tuple[Path, int]]:
     candidates = [labels_file] if labels_file else [root / LABELS_NAME, root.parent / LABELS_NAME]
     found = next((p for p in candidates if p and p.is_file()), None)
+    if labels_file is not None and found is None:
+        raise DataError(f"--labels {labels_file}: no such file (lines 'ILSVRC2012_val_00000001.JPEG 65')")
     if found is None:
         raise DataError(f"the flat ILSVRC2012 folder {root} needs its labels: pass --labels FILE "
-                        f"(lines 'ILSVRC2012_val_00000001.JPEG 65') or put {LABELS_NAME} beside the images")
+                        f"(lines 'ILSVRC2012_val_00000001.JPEG 65') or put {LABELS_NAME} beside the images or in "
+                        "the folder above them")
     labels = {}
-    for n, line in enumerate(found.read_text().splitlines(), 1):
+    for n, line in enumerate(found.read_text(errors="replace").splitlines(), 1):
         if line.strip():
             try:
                 name, index = line.split()
                 labels[name] = int(index)
             except ValueError:
                 raise DataError(f"{found}:{n}: expected 'file_name class_index', got {line!r}") from None
+            if labels[name] < 0:
+                raise DataError(f"{found}:{n}: class index {labels[name]} is negative; class indices count from 0")
     images = _images(root)
     unlabeled = [p.name for p in images if p.name not in labels]
     if unlabeled:

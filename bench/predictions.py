@@ -18,6 +18,9 @@ def check_destination(path: Path, flag: str = "--save-predictions") -> None:
     existing folder would otherwise fail only after the whole evaluation, losing its record)."""
     if Path(path).is_dir():
         raise UsageError(f"{flag} {path} is a folder; give a file name, e.g. {Path(path) / 'predictions.pt'}")
+    if Path(path).exists():  # an earlier record names it: replacing it would change what that record points at
+        raise UsageError(f"{flag} {path} exists; predictions files are never replaced (an earlier record may name "
+                         "it): give a new file name, or remove that file first")
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,9 @@ class Predictions:
     loss_sum: float  # cross-entropy of the official head, summed over images
 
     def save(self, path: Path) -> None:
-        """Atomically, as a weights_only-loadable torch file."""
+        """Atomically, as a weights_only-loadable torch file; never over an existing file (FileExistsError)."""
         blob = {"names": self.names, "targets": self.targets, "top5": self.top5, "loss_sum": self.loss_sum}
-        write_atomic(path, lambda tmp: torch.save(blob, tmp))
+        write_atomic(path, lambda tmp: torch.save(blob, tmp), replace=False)
 
     @classmethod
     def load(cls, path: Path) -> Predictions:

@@ -88,7 +88,8 @@ class Request:
                                   ("--threads", self.threads, 1), ("--budget-s", self.budget_s, 0),
                                   ("--best", self.best_s, 1)):
             if value is not None and not (math.isfinite(value) and value >= low):
-                raise ValueError(f"{label} must be a finite number >= {low}, got {value}")
+                kind = "a finite number" if label in ("--budget-s", "--best") else "an integer"
+                raise ValueError(f"{label} must be {kind} >= {low}, got {value}")
         if self.compile and self.warmup == 0:
             raise ValueError("--compile compiles in the first forward, which must not be timed: --warmup must be at "
                              "least 1")

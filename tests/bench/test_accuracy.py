@@ -417,3 +417,31 @@ def test_an_image_name_linking_to_nothing_is_refused_not_skipped(tmp_path):
     (folder / "ILSVRC2012_val_00000002.JPEG").mkdir()  # a folder named like an image
     with pytest.raises(data.DataError, match="ILSVRC2012_val_00000002.JPEG"):
         data.guess_layout(folder)
+
+
+def test_labels_files_that_cannot_be_read_as_given_are_refused_by_name(tmp_path):
+    """A hostile pass: label -1 ended in a traceback, a missing --labels FILE was told to pass --labels, and --labels
+    beside a class-per-folder tree went unread."""
+    root = tmp_path / "val"
+    jpeg(root / "ILSVRC2012_val_00000001.JPEG", seed=1)
+    labels = tmp_path / "mine.txt"
+    labels.write_text("ILSVRC2012_val_00000001.JPEG -1\n")
+    with pytest.raises(data.DataError, match="mine.txt:1: class index -1 is negative"):
+        data.find_samples(root, labels_file=labels)
+    with pytest.raises(data.DataError, match="--labels .*absent.txt: no such file"):
+        data.find_samples(root, labels_file=tmp_path / "absent.txt")
+    tree = folder_tree(tmp_path / "tree", {"cat": 1, "dog": 1})
+    with pytest.raises(data.DataError, match="--labels is read only for the flat ILSVRC2012 layout"):
+        data.find_samples(tree, labels_file=labels)
+
+
+def test_a_predictions_file_is_never_replaced_and_num_classes_must_be_positive(tmp_path, capsys, ten_class_tree):
+    ckpt = known_checkpoint(tmp_path / "k.pth")
+    (tmp_path / "p.pt").write_bytes(b"an earlier run's predictions")
+    args = ["--variant", "debug", "--metrics", "accuracy", "--data", str(ten_class_tree), "--checkpoint", str(ckpt),
+            "--results-dir", str(tmp_path / "r")]
+    code, _, err = run_json(capsys, *args, "--save-predictions", str(tmp_path / "p.pt"))
+    assert code == 2 and "p.pt exists; predictions files are never replaced" in err
+    assert (tmp_path / "p.pt").read_bytes() == b"an earlier run's predictions"
+    code, _, err = run_json(capsys, *args, "--num-classes", "0")
+    assert code == 2 and "--num-classes must be >= 1, got 0" in err

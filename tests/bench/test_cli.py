@@ -58,7 +58,7 @@ def test_the_summary_shows_ours_beside_the_paper(capsys, tmp_path):
     (["--variant", "debug", "--metrics", "size,colour"], "accepted: size,speed,relspeed,accuracy"),
     (["--variant", "debug", "--protocol", "paper", "--device", "cpu"], "needs an explicit --batch-size"),
     (["--variant", "debug", "--protocol", "paper", "--precision", "bf16", "--batch-size", "2"], "fixes precision"),
-    (["--variant", "debug", "--iters", "0"], "--iters must be a finite number >= 1"),
+    (["--variant", "debug", "--iters", "0"], "--iters must be an integer >= 1"),
     (["--variant", "debug", "--img-size", "30"], "not a multiple of debug's patch size 4"),
     (["--variant", "debug", "--device", "tpu"], "accepted: auto, cpu, cuda"),
     (["--variant", "debug,debug_dist", "--save-predictions", "p.pt"], "one --variant at a time"),
