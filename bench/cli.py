@@ -108,20 +108,20 @@ def _add_check(sub) -> None:
                        help="a record file or a folder of records (default results/runs)")
     check.add_argument("--write-baseline", action="store_true",
                        help="write --baseline from the --current records instead of comparing")
-    check.add_argument("--speed-floor", type=float, default=Tolerances.speed_floor,
+    check.add_argument("--speed-floor", type=float,
                        help=f"relative slowdown always tolerated: for --against, and stored by --write-baseline "
                             f"(default {Tolerances.speed_floor})")
-    check.add_argument("--accuracy-tol", type=float, default=Tolerances.accuracy_points,
+    check.add_argument("--accuracy-tol", type=float,
                        help=f"with --write-baseline: tolerated |Δ top-1/top-5| in points (default {Tolerances.accuracy_points})")
     check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     ab = check.add_argument_group("A/B speed gate: the working tree against a reference, measured in one run, no "
                                   "stored baseline (docs/regression-gate.md)")
     ab.add_argument("--against", metavar="REF", help="a commit (hash, tag, branch) whose code is measured against the "
-                                                     "working tree's, e.g. $(cat results/baselines/ab-reference)")
+                                                     "working tree's, e.g. $(tail -n 1 results/baselines/ab-reference)")
     ab.add_argument("--against-python", metavar="PYTHON",
                     help="another environment's interpreter for the reference side (a dependency A/B: a torch or "
                          "timm upgrade); the reference side runs --against's code, or this tree's")
-    ab.add_argument("--rounds", type=int, default=AB_ROUNDS,
+    ab.add_argument("--rounds", type=int,
                     help=f"paired rounds, one fresh process per side each (default {AB_ROUNDS}; 6 to 100)")
     ab.add_argument("--ab-record", type=Path, metavar="FILE", help="also write every round's timings here (JSON)")
     check.set_defaults(func=_check)

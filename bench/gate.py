@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench import baselines, check
 from bench.errors import UsageError, check_folder
+from bench.protocols import AB_ROUNDS
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,6 +23,10 @@ def run(args: argparse.Namespace) -> int:
                          "PYTHON (measure the working tree against a reference now)")
     if ab and args.write_baseline:
         raise UsageError("--write-baseline writes a baseline from records; it does not go with --against")
+    _refuse_unread(args, ab)
+    args.speed_floor = check.Tolerances.speed_floor if args.speed_floor is None else args.speed_floor
+    args.accuracy_tol = check.Tolerances.accuracy_points if args.accuracy_tol is None else args.accuracy_tol
+    args.rounds = AB_ROUNDS if args.rounds is None else args.rounds
     if not (math.isfinite(args.speed_floor) and 0 <= args.speed_floor < 1):
         raise UsageError(f"--speed-floor must be a finite number in [0, 1), got {args.speed_floor}")
     rows = _baseline_rows(args) if args.baseline is not None else []
@@ -30,6 +35,20 @@ def run(args: argparse.Namespace) -> int:
     if ab:
         rows += _ab_rows(args)
     return _report(args, rows)
+
+
+def _refuse_unread(args: argparse.Namespace, ab: bool) -> None:
+    """An option the chosen mode would not read is a usage error, not a silent no-op (a hostile pass: --speed-floor
+    0.5 looked like it loosened a comparison with --baseline, whose stored floor decides; --ab-record wrote nothing)."""
+    unread = [why for given, read, why in (
+        (args.speed_floor is not None, ab or args.write_baseline, "--speed-floor is read by --against and stored by "
+         "--write-baseline; a comparison with --baseline uses the floor stored in the baseline"),
+        (args.accuracy_tol is not None, args.write_baseline, "--accuracy-tol is stored by --write-baseline; a "
+         "comparison uses the tolerance stored in the baseline"),
+        (args.rounds is not None, ab, "--rounds counts the rounds of --against"),
+        (args.ab_record is not None, ab, "--ab-record writes the rounds of --against")) if given and not read]
+    if unread:
+        raise UsageError("; ".join(unread) + ": drop it, or add the option that reads it")
 
 
 def _baseline_rows(args: argparse.Namespace) -> list:

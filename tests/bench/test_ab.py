@@ -140,6 +140,11 @@ def test_an_interrupted_ab_leaves_no_reference_tree_behind(repo, monkeypatch):
     (["--against", "no-such-commit-anywhere"], "is not a commit"),
     (["--against", "HEAD", "--speed-floor", "nan"], "--speed-floor must be"),
     (["--against", "HEAD", "--ab-record", "tests"], "is a folder; give a file name"),
+    # options the mode would not read (a hostile pass: each was silently ignored)
+    (["--baseline", "results/baselines", "--speed-floor", "0.5"], "a comparison with --baseline uses the floor"),
+    (["--baseline", "results/baselines", "--accuracy-tol", "50"], "--accuracy-tol is stored by --write-baseline"),
+    (["--baseline", "results/baselines", "--rounds", "50"], "--rounds counts the rounds of --against"),
+    (["--baseline", "results/baselines", "--ab-record", "x.json"], "--ab-record writes the rounds of --against"),
 ])
 def test_check_usage_errors_exit_2(args, message, capsys):
     assert cli.main(["check", *args]) == 2
