@@ -46,7 +46,7 @@ def _add_run(sub) -> None:
                           "tf32, pure bf16/fp16 weights, or autocast amp_bf16/amp_fp16 (a named precision applies to "
                           "accuracy too)")
     timm, paper = TIMING_PROTOCOLS["timm"], TIMING_PROTOCOLS["paper"]
-    run.add_argument("--protocol", default=Request.protocol, choices=list(TIMING_PROTOCOLS),
+    run.add_argument("--protocol", default=None, choices=list(TIMING_PROTOCOLS),
                      help=f"timm: fixed batch, median (default); paper: fp32, largest batch, mean of "
                           f"{paper.iters['cuda']} runs")
     run.add_argument("--batch-size", default=None, help="speed: images per timed forward, or 'max' (GPU only); "
@@ -69,11 +69,12 @@ def _add_run(sub) -> None:
                      help=f"untimed forwards first (default {timm.warmup['cuda']} cuda, {timm.warmup['cpu']} cpu)")
     run.add_argument("--iters", type=int, default=None, help=f"timed forwards (default {timm.iters['cuda']} cuda, "
                      f"{timm.iters['cpu']} cpu; paper {paper.iters['cuda']})")
-    run.add_argument("--max-batch-cap", type=int, default=Request.max_batch_cap,
-                     help="upper bound of the --batch-size max search")
+    run.add_argument("--max-batch-cap", type=int, default=None,
+                     help=f"upper bound of the --batch-size max search and of --best's batch stage (default "
+                          f"{Request.max_batch_cap})")
     run.add_argument("--threads", type=int, default=None,
                      help="torch threads (default: torch's; 1 for --metrics relspeed on cpu, which times CPU time)")
-    run.add_argument("--budget-s", type=float, default=Request.budget_s,
+    run.add_argument("--budget-s", type=float, default=None,
                      help="relspeed: seconds to keep taking rounds while the machine is busy "
                           f"(default {Request.budget_s:g})")
     run.add_argument("--results-dir", type=Path, default=Path("results/runs"), help="where the record goes")
@@ -292,13 +293,32 @@ def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl
 
 
 def _request(args: argparse.Namespace) -> Request:
+    def given(value, default):
+        return default if value is None else value
+
     return Request(device=args.device, precision=args.precision, batch_size=args.batch_size, img_size=args.img_size,
-                   protocol=args.protocol, compile=args.compile is not None,
+                   protocol=given(args.protocol, Request.protocol), compile=args.compile is not None,
                    compile_mode=args.compile or Request.compile_mode, attention=args.attention, warmup=args.warmup,
-                   iters=args.iters,
-                   metrics=Request.metrics if args.metrics is None else args.metrics,
-                   max_batch_cap=args.max_batch_cap, threads=args.threads,
-                   budget_s=args.budget_s, best_s=args.best)
+                   iters=args.iters, metrics=given(args.metrics, Request.metrics),
+                   max_batch_cap=given(args.max_batch_cap, Request.max_batch_cap), threads=args.threads,
+                   budget_s=given(args.budget_s, Request.budget_s), best_s=args.best)
+
+
+def _refuse_unread_timing(args: argparse.Namespace, wanted: tuple[str, ...]) -> None:
+    """Timing options given to a run that times nothing: the record would state settings of a timing that never
+    ran (a hostile pass: `--metrics size --precision bf16` was recorded "as asked"), as --compile already refuses."""
+    timed, measured = bool({"speed", "relspeed"} & set(wanted)), bool({"speed", "relspeed", "accuracy"} & set(wanted))
+    unread = [flag for flag, value, read in (
+        ("--batch-size", args.batch_size, timed), ("--warmup", args.warmup, timed), ("--iters", args.iters, timed),
+        ("--attention", args.attention, timed), ("--protocol", args.protocol, timed),
+        ("--max-batch-cap", args.max_batch_cap, timed), ("--precision", args.precision, measured),
+        ("--threads", args.threads, measured)) if value is not None and not read]
+    if unread:
+        raise ValueError(f"{', '.join(unread)} set(s) how the model runs; --metrics {','.join(wanted)} runs it not at "
+                         "all (size is counted): add speed (or accuracy) to --metrics, or leave them out")
+    if args.budget_s is not None and "relspeed" not in wanted:
+        raise ValueError(f"--budget-s bounds --metrics relspeed's rounds on a busy machine; --metrics "
+                         f"{','.join(wanted)} takes none: add relspeed or leave it out")
 
 
 def _check_run_args(args: argparse.Namespace) -> None:
@@ -309,6 +329,8 @@ def _check_run_args(args: argparse.Namespace) -> None:
         if len(set(built)) < len(built):  # deit_ti,deit_ti (or an alias and its timm name) measured twice
             raise ValueError(f"--variant {args.variant} names {max(built, key=built.count)} twice; give each once")
         _request(args).check()
+        if args.metrics is not None:  # without --metrics, --data adds accuracy: resolved with the device, later
+            _refuse_unread_timing(args, _request(args).wanted())
         if args.data is not None and not args.data.is_dir():  # before minutes of building and timing
             raise ValueError(f"--data {args.data} is not a folder")
         if args.data is not None and args.metrics is not None and "accuracy" not in _request(args).wanted() \

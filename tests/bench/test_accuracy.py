@@ -256,7 +256,7 @@ def test_pretrained_without_network_says_to_pass_a_checkpoint(monkeypatch):
 def test_torchrun_on_two_processes_counts_every_image_once_and_agrees_with_one(tmp_path, ten_class_tree):
     ckpt = known_checkpoint(tmp_path / "k.pth")
     common = ["run", "--variant", "debug_dist", "--device", "cpu", "--precision", "fp32", "--metrics", "accuracy",
-              "--data", str(ten_class_tree), "--checkpoint", str(ckpt), "--batch-size", "2", "--workers", "0", "--json"]
+              "--data", str(ten_class_tree), "--checkpoint", str(ckpt), "--workers", "0", "--json"]
     single = subprocess.run([sys.executable, "-m", "bench", *common, "--results-dir", str(tmp_path / "one"),
                              "--save-predictions", str(tmp_path / "one.pt")], capture_output=True, text=True, timeout=300)
     multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",

@@ -260,8 +260,22 @@ def test_more_threads_than_cores_are_warned_about_and_noted_in_the_record(tmp_pa
                                  "--batch-size", "1", "--warmup", "0", "--iters", "1", "--results-dir", str(tmp_path))
     assert code == 0 and "cores this process" not in err + "".join(record["notes"])
     code, record, err = run_json(capsys, "--variant", "debug", "--metrics", "size", "--threads", str(cores + 1),
-                                 "--results-dir", str(tmp_path))  # nothing is timed: threads change no figure
-    assert code == 0 and "cores this process" not in err + "".join(record["notes"])
+                                 "--results-dir", str(tmp_path))  # nothing runs: threads would change no figure
+    assert code == 2 and "--threads set(s) how the model runs; --metrics size runs it not at all" in err
+
+
+@pytest.mark.parametrize("argv", [["--precision", "bf16"], ["--iters", "50"], ["--batch-size", "4"],
+                                  ["--attention", "matmul"], ["--protocol", "paper"], ["--max-batch-cap", "8"]])
+def test_timing_options_of_a_run_that_times_nothing_are_refused_not_recorded(tmp_path, capsys, argv):
+    """A hostile pass: `--metrics size --precision bf16` wrote a record saying bf16 "as asked"."""
+    def run(*args):
+        code = cli.main(["run", "--device", "cpu", "--variant", "debug", *args, "--results-dir", str(tmp_path)])
+        return code, capsys.readouterr().err
+
+    code, err = run("--metrics", "size", *argv)
+    assert code == 2 and f"error: {argv[0]} set(s) how the model runs" in err and not any(tmp_path.iterdir())
+    code, err = run("--metrics", "speed", "--budget-s", "5")
+    assert code == 2 and "--budget-s bounds --metrics relspeed's rounds" in err
 
 
 def test_a_predictions_file_name_without_a_suffix_is_saved(tmp_path, capsys):
