@@ -276,7 +276,12 @@ def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl
             return 1
         if not procs.main:
             continue
-        path = write_record(record, args.results_dir)
+        try:
+            path = write_record(record, args.results_dir)
+        except OSError as exc:  # a disk that fills up, or a folder access() approved and mkdir refuses
+            print(f"bench run: error: cannot write {variant.name}'s record into {args.results_dir}: "
+                  f"{exc.strerror or exc}; nothing was written", file=sys.stderr)
+            return 1
         records.append(record)
         if args.json:
             print(f"record written to {path}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Errors the commands report as a message and exit code 2, not a traceback; torch-free."""
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -37,6 +38,11 @@ def check_folder(path, flag: str) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         read_only = os.statvfs(existing).f_flag & os.ST_RDONLY
         raise UsageError(f"{flag} {path}: {existing} is {'on a read-only disk' if read_only else 'not writable'}")
+    try:  # access() approves what mkdir may still refuse (/proc, some network and overlay disks, root's view)
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: nothing can be written in {existing} ({exc.strerror or exc})") from None
 
 
 def writable(path) -> bool:

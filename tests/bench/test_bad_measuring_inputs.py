@@ -379,3 +379,12 @@ def test_evaluation_options_without_accuracy_are_checked_and_not_silently_ignore
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not list(tmp_path.glob("*.json"))
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_results_folder_that_access_approves_but_cannot_be_made_fails_before_the_measurement(capsys):
+    """A hostile pass: `--results-dir /proc/x` passed the up-front check (access() says writable) and the record
+    failed with a traceback after the whole measurement."""
+    code = cli.main(["run", "--device", "cpu", "--variant", "debug", "--metrics", "size", "--results-dir", "/proc/x"])
+    err = capsys.readouterr().err
+    assert code == 2 and "nothing can be written in /proc" in err and "Traceback" not in err
