@@ -132,6 +132,10 @@ def plan(work: Path, *, device: str, dry_run: bool, timm_benchmark: Path | None)
     an official-style loop, (4) the cifar10-scale Table 3 as far as the budget reaches. Dry run: the debug models."""
     records = str(work / "records")
     bench = ("-m", "bench", "run", "--device", device, "--results-dir", records)
+
+    def what(step: int, gpu: str) -> str:  # a dry run says so: its models, sizes and precisions are not the GPU's
+        return f"dry run of step {step} (debug models on the CPU)" if dry_run else gpu
+
     if dry_run:  # the same commands at a size that runs in seconds on a CPU
         best = {"debug": ("test_vit",)}
         best_args, best_s = ("--metrics", "size,speed", "--best", "10", "--batch-size", "8", "--iters", "3",
@@ -149,21 +153,22 @@ def plan(work: Path, *, device: str, dry_run: bool, timm_benchmark: Path | None)
                              "1024"), 120
     steps = []
     for variant, models in best.items():
-        steps.append(Step(f"best_{variant}", (*bench, "--variant", variant, *best_args), best_s,
-                          "the --best search (tf32/bf16/fp16, eager/compile/CUDA graphs/max-autotune, batch up to 2048) "
-                          "checked against fp32 eager; NVML clocks, power, energy per image, MFU"))
-        steps += [_timm_step(model, timm_benchmark, timm_args, work, device, timm_s) for model in models]
-    steps += [Step(f"paper_protocol_{v}", argv, 20 if dry_run else 60,
-                   f"Table 5/10 beside the V100: fp32, the largest batch that fits up to {PAPER_BATCH_CAP}, mean of 30")
+        steps.append(Step(f"best_{variant}", (*bench, "--variant", variant, *best_args), best_s, what(
+            1, "the --best search (tf32/bf16/fp16, eager/compile/CUDA graphs/max-autotune, batch up to 2048) checked "
+               "against fp32 eager; NVML clocks, power, energy per image, MFU")))
+        steps += [_timm_step(model, timm_benchmark, timm_args, work, device, timm_s, what(
+            1, "timm's own benchmark.py, its best setting, same card and call")) for model in models]
+    steps += [Step(f"paper_protocol_{v}", argv, 20 if dry_run else 60, what(
+        2, f"Table 5/10 beside the V100: fp32, the largest batch that fits up to {PAPER_BATCH_CAP}, mean of 30"))
               for v, argv in paper.items()]
     step_args = (("--experiment", "debug_hard", "--batch-size", "16", "--steps", "3", "--warmup", "1") if dry_run else
                  ("--experiment", "deit_s_hard", "--set", "compile=true", "--batch-size", "128", "--steps", "30",
                   "--warmup", "10"))
     steps.append(Step("training_step_vs_official_loop",
                       ("-m", "reproduce", "step-speed", *step_args, "--device", device,
-                       "--results-dir", str(work / "records" / "step-speed")), 40 if dry_run else 120,
-                      "one training step of DeiT-S with hard distillation from RegNetY-16GF: ours against an "
-                      "official-style fp16 eager loop, img/s side by side"))
+                       "--results-dir", str(work / "records" / "step-speed")), 40 if dry_run else 120, what(
+                          3, "one training step of DeiT-S with hard distillation from RegNetY-16GF: ours against an "
+                             "official-style fp16 eager loop, img/s side by side")))
     scale = "debug" if dry_run else "cifar10"
     steps.append(Step(f"table3_{scale}", ("-m", "reproduce", "suite", "table3", "--scale", scale, "--root",
                                           str(work / "runs"), "--results-dir", str(work / "records" / f"table3-{scale}")),
@@ -173,12 +178,12 @@ def plan(work: Path, *, device: str, dry_run: bool, timm_benchmark: Path | None)
 
 
 def _timm_step(model: str, timm_benchmark: Path | None, args: tuple[str, ...], work: Path, device: str,
-               estimate_s: float) -> Step:
+               estimate_s: float, what: str) -> Step:
     argv = (str(timm_benchmark), "--model", model, *args, "--device", device,
             "--results-file", str(work / "timm" / f"{model}.csv")) if timm_benchmark else ()
-    return Step(f"timm_benchmark_{model}", argv, estimate_s, "timm's own benchmark.py, its best setting, same card and "
-                "call", unavailable="" if timm_benchmark else "no --timm-benchmark PATH (timm's benchmark.py is not in "
-                "its pip package: pass the file from a timm checkout)")
+    return Step(f"timm_benchmark_{model}", argv, estimate_s, what, unavailable="" if timm_benchmark else
+                "no --timm-benchmark PATH (timm's benchmark.py is not in its pip package: pass the file from a timm "
+                "checkout)")
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ def test_the_dry_run_plan_mirrors_the_gpu_plan_step_for_step(tmp_path):
         return [k for i, k in enumerate(names) if i == 0 or names[i - 1] != k]
 
     assert kinds(gpu)[:2] == ["best_", "timm_benchmark_"] and kinds(dry) == kinds(gpu)[-len(kinds(dry)):]
+    assert all("dry run of step" in s.what for s in dry[:-1]) and not any("dry run" in s.what for s in gpu)
     paper = [s.argv for s in gpu if s.name.startswith("paper_protocol_")]
     assert all(a[a.index("--max-batch-cap") + 1] == str(campaign.PAPER_BATCH_CAP) for a in paper)
 
