@@ -219,7 +219,8 @@ def _run(args: argparse.Namespace) -> int | None:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     ctrl_c, before = _CtrlC(), signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, ctrl_c)
+    if before is not signal.SIG_IGN:  # a caller that ignores Ctrl-C (nohup, `cmd &` in a script) keeps ignoring it
+        signal.signal(signal.SIGINT, ctrl_c)
     try:
         return _measure_plans(args, plans, eval_opts, procs, ctrl_c)
     finally:

@@ -140,3 +140,19 @@ def test_the_reporting_commands_do_not_import_torch_or_timm():
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_ctrl_c_the_caller_ignores_stays_ignored_while_measuring(monkeypatch, tmp_path):
+    """A hostile pass: `bench run … &` from a script (SIGINT ignored, as bash starts it) was killed by a later SIGINT."""
+    import signal
+
+    seen = []
+    monkeypatch.setattr(cli, "_measure_plans", lambda *args: seen.append(signal.getsignal(signal.SIGINT)))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        cli.main(["run", "--device", "cpu", "--variant", "debug", "--metrics", "size", "--results-dir", str(tmp_path)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == [signal.SIG_IGN]
+    cli.main(["run", "--device", "cpu", "--variant", "debug", "--metrics", "size", "--results-dir", str(tmp_path)])
+    assert isinstance(seen[1], cli._CtrlC)  # otherwise Ctrl-C stops the run, and no half record is left
