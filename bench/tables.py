@@ -90,11 +90,23 @@ def latest(records: list[Record], variant: str, *, img_size: int | None = None, 
     hits = [r for r in records if r.kind == "bench" and r.variant == variant and key in r.metrics
             and (img_size is None or r.settings.img_size == img_size)
             and (protocol is None or r.settings.protocol == protocol)
-            and (column is None or speed_key(r) == column)]
+            and (column is None or speed_key(r) == column) and _full_loop(r)]
     # a batch-size sweep's records (bench run --batch-size N) must not replace the protocol's own batch in a
     # column that other rows fill at that batch: prefer records at the protocol's default for their device
     usual = [r for r in hits if _at_protocol_batch(r)]
     return (usual or hits)[-1] if hits else None
+
+
+def _full_loop(r: Record) -> bool:
+    """At least its protocol's warm-up and timed forwards: a `--warmup 0 --iters 1` smoke test timed a one-off setup
+    (8 im/s against 99) and, as the newest record, replaced a proper run in the protocol's column (a hostile pass).
+    Records that time nothing (size, accuracy) have nothing to check."""
+    protocol = TIMING_PROTOCOLS.get(r.settings.protocol)
+    device = str(r.settings.device or "").split(":")[0]
+    if protocol is None or "infer_img_per_s" not in r.metrics or device not in protocol.warmup:
+        return True
+    warmup, iters = r.settings.get("warmup"), r.settings.get("iters")
+    return (warmup is None or warmup >= protocol.warmup[device]) and (iters is None or iters >= protocol.iters[device])
 
 
 def _at_protocol_batch(r: Record) -> bool:

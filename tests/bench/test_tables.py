@@ -151,7 +151,9 @@ def test_table10_keeps_each_timing_protocol_in_its_own_column(records):
     """A paper-protocol record (mean of 30, the batch given) fills its own column, never the timm one."""
     timm_run = next(r for r in records if r.kind == "bench" and r.variant == "deit_b"
                     and r.settings.get("img_size") == 224 and r.settings.get("protocol") == "timm")
-    paper_run = dataclasses.replace(timm_run, settings={**timm_run.settings, "protocol": "paper", "stat": "mean"},
+    paper = tables.TIMING_PROTOCOLS["paper"]  # the paper protocol fixes its loop
+    paper_run = dataclasses.replace(timm_run, settings={**timm_run.settings, "protocol": "paper", "stat": "mean",
+                                                        "warmup": paper.warmup["cpu"], "iters": paper.iters["cpu"]},
                                     metrics={**timm_run.metrics, "infer_img_per_s": 123.4},
                                     env={**timm_run.env, "created": "2099-01-01T00:00:00+00:00"})
     frame = tables.table10([*records, paper_run]).frame
@@ -424,3 +426,16 @@ def test_an_empty_records_folder_is_refused_and_leaves_the_tables_as_they_were(t
     assert cli.main(["tables", "--records", str(tmp_path / "empty"), "--out", str(tmp_path / "t"), "--no-figures"]) == 2
     assert "no readable records" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (tmp_path / "t").iterdir()} == before
+
+
+def test_a_smoke_test_shorter_than_its_protocol_never_replaces_a_proper_run_in_the_tables(records):
+    """A hostile pass: `bench run --warmup 0 --iters 1`, the newest record, put 8 im/s (a one-off setup timed) into
+    the timm-protocol column where a 2 + 8 run had 99."""
+    timed = [r for r in records if r.kind == "bench" and "infer_img_per_s" in r.metrics and r.settings.protocol == "timm"
+             and r.settings.device == "cpu"]
+    proper = timed[-1]
+    smoke = dataclasses.replace(proper, settings={**proper.settings, "warmup": 0, "iters": 1},
+                                metrics={**proper.metrics, "infer_img_per_s": 8.0},
+                                env={**proper.env, "created": "2099-01-01T00:00:00+00:00"})
+    assert tables.latest([proper, smoke], proper.variant, protocol="timm") is proper
+    assert tables.latest([smoke], proper.variant, protocol="timm") is None
