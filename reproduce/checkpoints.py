@@ -145,13 +145,9 @@ class RunFiles:
             raise CheckpointError(f"--resume: {self.checkpoint} is not a checkpoint of `reproduce train` (it lacks "
                                   f"{', '.join(missing)}; found {found or 'nothing'}); move it away or choose "
                                   "another --output")
-        saved, now = blob["config"], as_dict(cfg)
-        now = json.loads(json.dumps(now))  # tuples as lists, as they come back from the file
-        saved = json.loads(json.dumps(saved))
-        differ = sorted(k for k in set(saved) | set(now) if not same_value(saved.get(k), now.get(k)))
+        differ = config_differences(blob["config"], cfg)
         if differ:
-            raise ConfigError(f"--resume with a different configuration than {self.checkpoint}: "
-                              + ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in differ))
+            raise ConfigError(f"--resume with a different configuration than {self.checkpoint}: {differ}")
         weights = {k: blob[k] for k in ("model", "optimizer", "lr_scheduler", "scaler", "model_ema")}
         earlier = blob.get("provenance") or {}  # none in older checkpoints
         resumed = {"path": str(self.checkpoint), "sha256": sha256_of(self.checkpoint), "epoch": blob["epoch"],
@@ -259,3 +255,11 @@ def run_env(device: str) -> dict[str, Any]:
     a long run trains must not be credited with its result)."""
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_model()
     return collect_env(name, fingerprint=machine.detect(device))
+
+
+def config_differences(saved: dict, cfg: TrainConfig) -> str:
+    """The fields in which `cfg` differs from a saved configuration, as "name (saved X, now Y), …"; "" when none."""
+    now = json.loads(json.dumps(as_dict(cfg)))  # tuples as lists, as they come back from the file
+    saved = json.loads(json.dumps(saved))
+    differ = sorted(k for k in set(saved) | set(now) if not same_value(saved.get(k), now.get(k)))
+    return ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in differ)

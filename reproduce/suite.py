@@ -26,7 +26,7 @@ from bench.record import Record, load_records, write_record
 from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name, teacher_experiment
 from bench.store import hold_folder, write_text_atomic
 from reproduce import experiments
-from reproduce.checkpoints import run_env
+from reproduce.checkpoints import config_differences, run_env
 from reproduce.config import LABEL_TEACHER, ConfigError, override
 from reproduce.train import train
 
@@ -82,6 +82,9 @@ def _run_suite(suite: Suite, base: Path, *, seeds: int, sets: list[str], data: s
                log) -> list[RowOutcome]:
     outcomes = []
     teacher_sets = list(sets)
+    if suite.teacher is not None and any(s.partition("=")[0].strip() == "teacher_checkpoint" for s in sets):
+        raise ConfigError(f"--set teacher_checkpoint: this scale trains its own teacher ({suite.teacher}), which its "
+                          "rows distil from; a given teacher is read at the imagenet scale only: leave it out")
     if suite.teacher is not None:
         outcome = _run_one(suite.teacher, base / "teacher", sets, data, seed=0, results_dir=results_dir, log=log)
         outcomes.append(outcome)
@@ -196,6 +199,12 @@ def _run_one(name: str, output: Path, sets: list[str], data: str | None, *, seed
     usable = [s for s in sets if s.partition("=")[0] != "teacher_checkpoint" or cfg.distillation != "none"]
     cfg = override(cfg, [*usable, f"seed={seed}"])
     if (output / "result.json").exists():
+        # a row finished with other settings would join this table's rows trained with these (a hostile pass:
+        # `--set epochs=3` skipped the rows trained with 2 and trained the rest with 3, exit 0)
+        saved = Record.from_json((output / "result.json").read_text()).settings.get("config") or {}
+        if saved and (differ := config_differences(saved, cfg)):  # (a result.json without its config: older)
+            raise ConfigError(f"{output} finished with a different configuration: {differ}; a table must not mix "
+                              "them: run the suite as it was run, or give it another --root")
         log(f"[{name} seed {seed}] finished already: {output / 'result.json'}")
         return RowOutcome(name, seed, "skipped", 0.0, None)
     status = "resumed" if (output / "checkpoint.pth").exists() else "trained"

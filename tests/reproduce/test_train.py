@@ -344,6 +344,11 @@ def test_a_suite_skips_finished_rows_and_resumes_interrupted_ones(tmp_path, monk
                                                             ("debug_hard", "resumed")]
     again = run_suite(suite, tmp_path / "runs", **kwargs)
     assert {o.status for o in again} == {"skipped"}
+    # a hostile pass: `--set epochs=3` skipped the rows trained with 2 and said nothing, so one table mixed them
+    with pytest.raises(ConfigError, match=r"finished with a different configuration: epochs \(saved 2, now 3\)"):
+        run_suite(suite, tmp_path / "runs", **{**kwargs, "sets": ["epochs=3"]})
+    with pytest.raises(ConfigError, match="this scale trains its own teacher"):  # the given one would go unread
+        run_suite(suite, tmp_path / "runs", **{**kwargs, "sets": ["epochs=2", "teacher_checkpoint=t.pth"]})
     records = load_records(tmp_path / "records")  # one record per finished run, and the seed's Table 4; none twice
     assert sorted(r.kind for r in records) == ["disagree", "train", "train", "train"]
     (table4,) = [r for r in records if r.kind == "disagree"]
