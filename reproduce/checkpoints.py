@@ -44,6 +44,9 @@ class CheckpointState:
     teacher_sha256: str | None = None
     finetune_sha256: str | None = None
     resumed_from: list[dict[str, Any]] = field(default_factory=list)  # {path, sha256, epoch, step} per resume
+    # the loss sums and step count of the epoch a signal stopped mid-way ({"sums": …, "steps": n}), so that its
+    # epoch line after --resume is the mean over all its steps, not over those after the resume (a hostile pass)
+    partial_epoch: dict[str, Any] | None = None
 
     @classmethod
     def fresh(cls, cfg: TrainConfig, experiment: str) -> CheckpointState:
@@ -90,7 +93,7 @@ class CheckpointState:
             "model_ema": ema.module.state_dict() if ema is not None else None,
             "epoch": self.epoch, "step": self.step, "experiment": self.experiment, "config": self.config,
             "history": self.history, "train_img_per_s": self.train_img_per_s, "class_names": self.class_names,
-            "provenance": self.provenance(),
+            "provenance": self.provenance(), "partial_epoch": self.partial_epoch,
         }
         write_atomic(files.checkpoint, lambda tmp: torch.save(blob, tmp))
 
@@ -156,7 +159,8 @@ class RunFiles:
                                blob["train_img_per_s"], class_names=blob.get("class_names"), weights=weights,
                                teacher_sha256=earlier.get("teacher_sha256"),
                                finetune_sha256=earlier.get("finetune_sha256"),
-                               resumed_from=[*earlier.get("resumed_from", []), resumed])
+                               resumed_from=[*earlier.get("resumed_from", []), resumed],
+                               partial_epoch=blob.get("partial_epoch") if blob["step"] else None)
 
     def trim_log(self, state: CheckpointState, log=print) -> None:
         """Drop log lines written after the checkpoint (a run killed between them), so a resumed log is whole; and

@@ -151,7 +151,7 @@ def _loop(run: Run, step_fn, batches: Batches, memo: MemoTeacher | None, stop: _
         if not cfg.sched_per_step:
             epoch_lr(recipe.scheduler, epoch, cfg.sched_timing)  # one lr per epoch, warm-up a staircase (official)
         student.train()
-        meter = EpochMeter()
+        meter = EpochMeter(state.partial_epoch if epoch == first else None)
         bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not procs.main, file=sys.stderr, dynamic_ncols=True)
         for images, target, _ in loader:
@@ -170,13 +170,14 @@ def _loop(run: Run, step_fn, batches: Batches, memo: MemoTeacher | None, stop: _
             bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{current_lr:.2e}", refresh=False)
             bar.update(1)
             if stop.requested(procs):
+                state.partial_epoch = meter.partial()
                 state.save_to(files, student, *recipe.checkpointed)
                 if memo is not None:
                     memo.save()
                 raise Preempted(f"stopped by signal in epoch {epoch + 1} after step {state.step}; checkpoint {files.checkpoint}")
         bar.close()
         line = {"type": "epoch", "epoch": epoch, "lr": recipe.optimizer.param_groups[0]["lr"], **meter.means(procs.world)}
-        state.epoch, state.step = epoch + 1, 0
+        state.epoch, state.step, state.partial_epoch = epoch + 1, 0, None
         if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
             final = state.epoch == cfg.epochs
             line.update(evaluate(run, save_to=files.predictions if final and procs.main else None))
@@ -231,10 +232,16 @@ class EpochMeter:
     """Mean losses (and teacher agreement) over an epoch's steps and its training speed (all ranks' images per
     second)."""
 
-    def __init__(self) -> None:
-        self.sums = {"loss": 0.0, "loss_base": 0.0, "loss_distill": 0.0}  # teacher_agree joins with a teacher
-        self.steps = self.images = 0
+    def __init__(self, carried: dict | None = None) -> None:
+        """`carried`: `partial()` of the same epoch before a resume (its steps count in the means, not the speed)."""
+        carried = carried or {}
+        # teacher_agree joins with a teacher
+        self.sums = {"loss": 0.0, "loss_base": 0.0, "loss_distill": 0.0, **carried.get("sums", {})}
+        self.steps, self.images = carried.get("steps", 0), 0
         self.start = time.perf_counter()
+
+    def partial(self) -> dict:
+        return {"sums": dict(self.sums), "steps": self.steps}
 
     def add(self, images: int, stats: StepStats) -> None:
         self.steps += 1

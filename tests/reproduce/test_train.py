@@ -65,6 +65,11 @@ def test_golden_loss_trace_of_the_debug_experiment(tmp_path):
     assert trace == pytest.approx(golden, rel=1e-4, abs=1e-5)
 
 
+def epoch_losses(run: Path) -> list[float]:
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [x[k] for x in lines if x["type"] == "epoch" for k in ("loss", "loss_base", "loss_distill")]
+
+
 def test_an_interrupted_then_resumed_run_continues_the_same_loss_trace(tmp_path, monkeypatch):
     cfg = resolve_config("debug", None, ["epochs=3", "ema_decay=0.9"])
     train(cfg, tmp_path / "whole", experiment="debug", resume=False, log=lambda _: None)
@@ -82,6 +87,8 @@ def test_an_interrupted_then_resumed_run_continues_the_same_loss_trace(tmp_path,
     assert len(step_losses(tmp_path / "split")) == 11
     train(cfg, tmp_path / "split", experiment="debug", resume=True, log=lambda _: None)
     assert step_losses(tmp_path / "split") == step_losses(tmp_path / "whole")  # exactly, not approximately
+    # the interrupted epoch's line is the mean over all its steps, not over those after the resume (a hostile pass)
+    assert epoch_losses(tmp_path / "split") == pytest.approx(epoch_losses(tmp_path / "whole"), rel=1e-12)
     whole = torch.load(tmp_path / "whole" / "checkpoint.pth", weights_only=True)
     split = torch.load(tmp_path / "split" / "checkpoint.pth", weights_only=True)
     for key in ("model", "model_ema"):
