@@ -59,6 +59,9 @@ def _named(path: Path, exc: BaseException, existed: bool) -> BaseException:
     return storage_error(path, exc, existed=existed) or exc
 
 
+TEMP_PREFIX = ".tmp-"  # write_atomic's temporary files, beside their destination
+
+
 def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = True, mode: int = 0o644) -> Path:
     """Call `write(tmp)` to fill a temporary file, then move it to `path` in one step; return `path`.
 
@@ -73,7 +76,7 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = T
         path.parent.mkdir(parents=True, exist_ok=True)
         # always a suffix: torch.save names its archive after the file's stem, and `.tmp-XXXX` alone has none
         # ("invalid file name": `--save-predictions preds` failed after the whole evaluation)
-        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix or ".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix or ".tmp", dir=path.parent)
     except OSError as exc:
         raise _named(path, exc, existed) from exc
     os.close(fd)
@@ -135,11 +138,18 @@ def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(
     second process is refused with FolderInUse naming the holder (two runs into one folder both
     exited 0 with their logs interleaved). The kernel releases the lock when its process dies, however (SIGKILL
     included), so there is never a stale lock to clear by hand. On leaving, the lock file goes, and so do the folders
-    the block made if they stayed empty: a start refused before its first write leaves nothing behind."""
+    the block made if they stayed empty: a start refused before its first write leaves nothing behind. Temporary
+    files of `write_atomic` that a killed holder left (`.tmp-*`: a whole checkpoint each, a hostile pass) are removed
+    once the lock is ours: no one else writes here."""
     folder = Path(folder)
     made = [p for p in (folder, *folder.parents) if not p.exists()]
     lock = folder / LOCK_NAME
     fd = _lock(folder, lock, log)
+    for stale in sorted(folder.glob(f"{TEMP_PREFIX}*")):
+        with contextlib.suppress(OSError):
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
+                log(f"removed {stale}, a temporary file a stopped run left behind")
     try:
         yield folder
     finally:

@@ -267,3 +267,22 @@ def config_differences(saved: dict, cfg: TrainConfig) -> str:
     saved = json.loads(json.dumps(saved))
     differ = sorted(k for k in set(saved) | set(now) if not same_value(saved.get(k), now.get(k)))
     return ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in differ)
+
+
+def unrecorded(result: Path, results_dir: Path) -> Record | None:
+    """The record in a finished run's `result.json` when `results_dir` holds no copy of it (a kill between the two
+    writes lost it for good: `--resume` said "already finished", a hostile pass); None when it is there, or when
+    there is no readable result.json. A copy is a record of the same run: same creation time and run folder."""
+    try:
+        finished = read_record(result)
+    except RecordError:
+        return None
+    key = (finished.env.get("created"), finished.settings.get("output"))
+    for path in sorted(results_dir.glob("*.json")) if results_dir.is_dir() else ():
+        try:
+            other = read_record(path)
+        except RecordError:
+            continue
+        if (other.env.get("created"), other.settings.get("output")) == key:
+            return None
+    return finished

@@ -150,6 +150,7 @@ def _config_record(name: str, cfg: TrainConfig, folder: Path) -> Path:
 
 def _train(args) -> int:
     from bench.record import write_record  # late: torch and timm load only for the commands that train
+    from reproduce.checkpoints import unrecorded
     from reproduce.train import train
 
     cfg = check_ready(resolve_config(args.experiment, args.data, args.set))
@@ -161,6 +162,9 @@ def _train(args) -> int:
                          "leave out --resume to start the run")
     record = train(cfg, args.output, experiment=args.experiment, resume=args.resume,
                    log=lambda msg: print(msg, file=sys.stderr), tensorboard=args.tensorboard)
+    if record is None and (record := unrecorded(args.output / "result.json", args.results_dir)) is not None:
+        print(f"its record is not in {args.results_dir} (the run stopped between its two writes): writing it now",
+              file=sys.stderr)
     if record is not None:
         try:
             path = write_record(record, args.results_dir)

@@ -26,7 +26,7 @@ from bench.record import Record, load_records, write_record
 from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name, teacher_experiment
 from bench.store import hold_folder, write_text_atomic
 from reproduce import experiments
-from reproduce.checkpoints import config_differences, run_env
+from reproduce.checkpoints import config_differences, run_env, unrecorded
 from reproduce.config import LABEL_TEACHER, ConfigError, override
 from reproduce.train import train
 
@@ -206,7 +206,9 @@ def _run_one(name: str, output: Path, sets: list[str], data: str | None, *, seed
             raise ConfigError(f"{output} finished with a different configuration: {differ}; a table must not mix "
                               "them: run the suite as it was run, or give it another --root")
         log(f"[{name} seed {seed}] finished already: {output / 'result.json'}")
-        return RowOutcome(name, seed, "skipped", 0.0, None)
+        missing = unrecorded(output / "result.json", results_dir)  # stopped between result.json and its record
+        path = write_record(missing, results_dir) if missing is not None else None
+        return RowOutcome(name, seed, "skipped", 0.0, path)
     status = "resumed" if (output / "checkpoint.pth").exists() else "trained"
     log(f"[{name} seed {seed}] {'resuming' if status == 'resumed' else 'training'} in {output}")
     start = time.perf_counter()

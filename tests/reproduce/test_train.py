@@ -95,6 +95,22 @@ def test_an_interrupted_then_resumed_run_continues_the_same_loss_trace(tmp_path,
         assert all(torch.equal(whole[key][k], split[key][k]) for k in whole[key])
 
 
+def test_a_record_lost_between_result_json_and_the_results_folder_is_written_on_resume(tmp_path, capsys):
+    """A hostile pass: a kill after result.json and before the record lost the record for good ("already finished"),
+    and the killed write's temporary files were never removed."""
+    args = ["train", "--experiment", "debug", "--set", "epochs=1", "--output", str(tmp_path / "run"),
+            "--results-dir", str(tmp_path / "r")]
+    assert cli.main(args) == 0
+    (record,) = (tmp_path / "r").glob("*.json")
+    record.unlink()  # as if killed between the two writes
+    (tmp_path / "run" / ".tmp-x1y2z3.pth").write_bytes(b"half a checkpoint")
+    assert cli.main([*args, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "writing it now" in err and "removed" in err and not (tmp_path / "run" / ".tmp-x1y2z3.pth").exists()
+    assert len(list((tmp_path / "r").glob("*.json"))) == 1
+    assert cli.main([*args, "--resume"]) == 0 and len(list((tmp_path / "r").glob("*.json"))) == 1  # not twice
+
+
 def test_a_finished_run_is_not_trained_again_and_a_used_folder_needs_resume(tmp_path, capsys):
     args = ["train", "--experiment", "debug", "--output", str(tmp_path / "run"), "--results-dir", str(tmp_path / "r")]
     assert cli.main(args) == 0
