@@ -262,8 +262,8 @@ class TrainSettings(Section):
                               "absent without one, and in older records")
     finetune_sha256 = Key[str]("sha256 of the checkpoint it was fine-tuned from (config.finetune); not in older "
                                "records")
-    resumed_from = Key[list]("per resume, in order: the checkpoint's path, sha256, epoch and step; not in older "
-                             "records")
+    resumed_from = Key[list]("per resume, in order: the checkpoint's path, sha256, epoch, step and world size; not "
+                             "in older records")
 
 
 # TrainConfig fields added after training records were written, with the value that describes what those older

@@ -47,6 +47,7 @@ class CheckpointState:
     # the loss sums and step count of the epoch a signal stopped mid-way ({"sums": …, "steps": n}), so that its
     # epoch line after --resume is the mean over all its steps, not over those after the resume (a hostile pass)
     partial_epoch: dict[str, Any] | None = None
+    world_size: int | None = None  # the processes that wrote the checkpoint (None: a checkpoint from before it was kept)
 
     @classmethod
     def fresh(cls, cfg: TrainConfig, experiment: str) -> CheckpointState:
@@ -54,6 +55,20 @@ class CheckpointState:
 
     def finished(self, cfg: TrainConfig) -> bool:
         return self.epoch >= cfg.epochs
+
+    def check_world(self, world: int, log) -> None:
+        """A run stopped mid-epoch resumes only on as many processes as wrote its checkpoint: where the epoch goes on
+        (the sampler's position is steps x the per-process batch) and every rank's random draws depend on it (a
+        hostile pass resumed a 2-process checkpoint in 1 process, silently). At an epoch boundary the global batch and
+        the recipe hold; the change is said, and `resumed_from` keeps each start's world size."""
+        if self.world_size in (None, world):
+            return
+        if self.step:
+            raise ConfigError(f"--resume: {self.resumed_from[-1]['path']} was written by {self.world_size} "
+                              f"process(es) in the middle of epoch {self.epoch + 1}; resume it on {self.world_size} "
+                              f"(torchrun --nproc_per_node {self.world_size}), not {world}")
+        log(f"resuming a run of {self.world_size} process(es) on {world}, at an epoch boundary: the global batch is "
+            "the same, the data order and random draws from here on are not those of an uninterrupted run")
 
     def restore(self, model, optimizer, scheduler, scaler, ema) -> None:
         model.load_state_dict(self.weights["model"])
@@ -93,7 +108,7 @@ class CheckpointState:
             "model_ema": ema.module.state_dict() if ema is not None else None,
             "epoch": self.epoch, "step": self.step, "experiment": self.experiment, "config": self.config,
             "history": self.history, "train_img_per_s": self.train_img_per_s, "class_names": self.class_names,
-            "provenance": self.provenance(), "partial_epoch": self.partial_epoch,
+            "provenance": self.provenance(), "partial_epoch": self.partial_epoch, "world_size": self.world_size,
         }
         write_atomic(files.checkpoint, lambda tmp: torch.save(blob, tmp))
 
@@ -154,13 +169,14 @@ class RunFiles:
         weights = {k: blob[k] for k in ("model", "optimizer", "lr_scheduler", "scaler", "model_ema")}
         earlier = blob.get("provenance") or {}  # none in older checkpoints
         resumed = {"path": str(self.checkpoint), "sha256": sha256_of(self.checkpoint), "epoch": blob["epoch"],
-                   "step": blob["step"]}
+                   "step": blob["step"], "world_size": blob.get("world_size")}
         return CheckpointState(blob["experiment"], blob["config"], blob["epoch"], blob["step"], blob["history"],
                                blob["train_img_per_s"], class_names=blob.get("class_names"), weights=weights,
                                teacher_sha256=earlier.get("teacher_sha256"),
                                finetune_sha256=earlier.get("finetune_sha256"),
                                resumed_from=[*earlier.get("resumed_from", []), resumed],
-                               partial_epoch=blob.get("partial_epoch") if blob["step"] else None)
+                               partial_epoch=blob.get("partial_epoch") if blob["step"] else None,
+                               world_size=blob.get("world_size"))
 
     def trim_log(self, state: CheckpointState, log=print) -> None:
         """Drop log lines written after the checkpoint (a run killed between them), so a resumed log is whole; and

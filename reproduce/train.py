@@ -84,14 +84,17 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
 
     state = files.load(resume, cfg, experiment)  # None: a fresh start
     if state is not None:
+        state.check_world(procs.world, log)
         state.restore(student, *recipe.checkpointed)
-        log(f"resumed from {files.checkpoint} (sha256 {state.resumed_from[-1]['sha256'][:12]}): {state.epoch} epochs "
-            f"done, continuing epoch {state.epoch + 1} after step {state.step}")
     else:
         state = CheckpointState.fresh(cfg, experiment)
     state.class_names = list(train_set.classes) if getattr(train_set, "classes", None) else None
     if files.recorded(state, cfg, log):
         return None
+    if state.resumed_from:
+        log(f"resumed from {files.checkpoint} (sha256 {state.resumed_from[-1]['sha256'][:12]}): {state.epoch} epochs "
+            f"done, continuing epoch {state.epoch + 1} after step {state.step}")
+    state.world_size = procs.world
     state.hash_inputs(cfg, teacher_sha256)
 
     model = DistributedDataParallel(student) if procs.world > 1 else student

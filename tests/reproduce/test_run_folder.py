@@ -317,3 +317,20 @@ def test_an_interrupted_suite_row_says_to_rerun_the_suite_not_to_pass_resume(tmp
     suite._run_one("debug", tmp_path / "row", [], None, seed=0, results_dir=tmp_path / "r", log=lambda m: None)
     hinted = RunFiles(tmp_path / "run", main=True, resume_hint=seen["resume_hint"])
     assert "the same `reproduce suite` command continues from it" in hinted.kept() and "--resume" not in hinted.kept()
+
+
+def test_a_run_stopped_mid_epoch_resumes_only_on_as_many_processes_as_wrote_it():
+    """A hostile pass resumed a 2-process checkpoint, stopped mid-epoch, in 1 process: silently, with another data
+    position and other random draws."""
+    from reproduce.checkpoints import CheckpointState
+    from reproduce.config import ConfigError
+
+    resumed = [{"path": "run/checkpoint.pth", "sha256": "ab", "epoch": 16, "step": 7, "world_size": 2}]
+    mid_epoch = CheckpointState("debug", {}, epoch=16, step=7, resumed_from=resumed, world_size=2)
+    with pytest.raises(ConfigError, match="written by 2 process.*middle of epoch 17; resume it on 2"):
+        mid_epoch.check_world(1, log=lambda _: None)
+    said = []
+    CheckpointState("debug", {}, epoch=17, step=0, resumed_from=resumed, world_size=2).check_world(1, said.append)
+    assert "at an epoch boundary" in said[0]
+    mid_epoch.check_world(2, log=said.append)  # the same world: nothing to say
+    assert len(said) == 1

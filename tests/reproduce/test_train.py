@@ -191,7 +191,7 @@ def test_a_resumed_run_names_the_checkpoint_it_resumed_from_and_refuses_a_change
     shutil.copy(teacher_ckpt, teacher)
     record = train(cfg, run, experiment="debug_hard", resume=True, log=lambda _: None)
     assert record.settings.resumed_from == [{"path": str(run / "checkpoint.pth"), "sha256": stopped, "epoch": 0,
-                                             "step": 1}]
+                                             "step": 1, "world_size": 1}]
     assert record.settings.teacher_sha256 == sha256(teacher_ckpt)
 
 
