@@ -295,6 +295,26 @@ def check(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+TEACHER_FIELDS = ("teacher", "teacher_checkpoint", "teacher_memo", "distill_alpha", "distill_tau", "kl_norm")
+
+
+def _refuse_unread_teacher(cfg: TrainConfig, changed: set[str]) -> None:
+    """Teacher and distillation fields a --set changes on a run that distils from nothing (or a checkpoint beside
+    the labels, which are no network): the record would keep values nothing read (a hostile pass: --set
+    teacher_checkpoint=/etc/passwd on `debug` exited 0 and was recorded). An experiment's own values stay: a scale
+    names its teacher for every row, its `none` rows included."""
+    teacherless = cfg.distillation == "none" and not cfg.attn_distill  # attention distillation has a teacher too
+    unread = [name for name in TEACHER_FIELDS if teacherless and name in changed]
+    if cfg.distillation != "none" and cfg.teacher == LABEL_TEACHER and cfg.teacher_checkpoint and \
+            {"teacher", "teacher_checkpoint"} & changed:
+        unread.append("teacher_checkpoint")
+    if unread:
+        why = "distillation=none trains without a teacher" if teacherless else \
+            f"teacher={LABEL_TEACHER} distils from the labels, which have no weights"
+        raise ConfigError(f"{', '.join(f'{n}={getattr(cfg, n)!r}' for n in unread)} would go unread: {why}; leave "
+                          f"{'it' if len(unread) == 1 else 'them'} out, or set distillation (soft or hard)")
+
+
 def _peak_words(cfg: TrainConfig) -> str:
     scaled = f"lr × batch_size / 512 = {cfg.lr:g} × {cfg.batch_size} / 512 = " if cfg.lr_scale_batch else "lr = "
     return f"({scaled}{cfg.peak_lr():g}); lower it or raise lr"
@@ -355,7 +375,9 @@ def override(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
             hint = f"; did you mean {', '.join(close)}?" if close else "; `reproduce ls --fields` lists them"
             raise ConfigError(f"--set {key}: no such config field{hint}")
         changes[key] = _parse(key, text.strip(), hints[key])
-    return check(dataclasses.replace(cfg, **changes))
+    new = check(dataclasses.replace(cfg, **changes))
+    _refuse_unread_teacher(new, {k for k, v in changes.items() if v != getattr(cfg, k)})
+    return new
 
 
 def _parse(key: str, text: str, hint):

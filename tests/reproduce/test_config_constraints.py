@@ -132,12 +132,24 @@ def test_names_and_tuples_outside_their_rule_are_refused_naming_the_field(name, 
 @pytest.mark.parametrize("name,text", [
     ("opt", "sgd"), ("opt", "lookahead_adamw"), ("opt", "lamb"), ("opt", "AdamW"),
     ("auto_augment", ""), ("auto_augment", "original-mstd0.5"), ("auto_augment", "augmix-m5"),
-    ("auto_augment", "rand-m7-n3-mstd0.5-inc1"), ("teacher", "labels"), ("no_decay", ""),
+    ("auto_augment", "rand-m7-n3-mstd0.5-inc1"), ("no_decay", ""),
     ("no_decay", "pos_embed, cls_token, blocks.0.norm1.weight"), ("img_size", "64"), ("img_size", "none"),
     ("layer_decay", "0.65"), ("clip_grad", "none"), ("ema_decay", "0.99996"), ("seed", "4294967295"),
 ])
 def test_values_inside_their_rule_are_accepted(name, text):
     override(debug(), [f"{name}={text}"])
+
+
+def test_teacher_settings_are_for_runs_that_distil():
+    """A hostile pass: --set teacher_checkpoint=/etc/passwd on a run without distillation exited 0, and the record
+    kept the path."""
+    hard = override(debug(), ["distillation=hard"])
+    assert override(hard, ["teacher=labels"]).teacher == "labels"
+    for assignment in ("teacher_checkpoint=/etc/passwd", "teacher=labels", "distill_alpha=0.9", "kl_norm=batchmean"):
+        with pytest.raises(ConfigError, match="would go unread: distillation=none trains without a teacher"):
+            override(debug(), [assignment])
+    with pytest.raises(ConfigError, match="teacher=labels distils from the labels, which have no weights"):
+        override(hard, ["teacher=labels", "teacher_checkpoint=t.pth"])
 
 
 def test_a_list_given_with_spaces_keeps_the_names_exact():
