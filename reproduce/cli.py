@@ -190,6 +190,14 @@ def _step_speed(args) -> int:
     if not valid_device(args.device):
         raise UsageError(f"--device {args.device!r}: accepted auto, cpu, cuda or cuda:N")
     _check_cuda(args.device, f"--device {args.device}")
+    # fields step-speed sets itself or never reads: a --set of them would be recorded and not used (a hostile pass:
+    # --set batch_size=4 timed 64, --set device=cuda ran on the CPU, a garbage teacher_checkpoint was recorded)
+    unread = {"batch_size": "--batch-size", "device": "--device", "teacher_checkpoint": "random teacher weights",
+              "teacher_memo": "no memo: every step runs its teacher", "data": "synthetic batches",
+              "dataset": "synthetic batches", "epochs": "--steps"}
+    given = [item.partition("=")[0].strip() for item in args.set]
+    if refused := [f"{k} ({unread[k]})" for k in given if k in unread]:
+        raise UsageError(f"step-speed sets or ignores {', '.join(refused)}: leave --set {refused[0].split()[0]} out")
     cfg = resolve_config(args.experiment, None, args.set)
     if cfg.compile and args.warmup < 1:
         raise UsageError("compile=true compiles in the first step, which must not be timed: --warmup must be at least "
