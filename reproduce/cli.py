@@ -22,7 +22,6 @@ from reproduce.config import (
     NonFiniteLoss,
     Preempted,
     TrainConfig,
-    check,
     check_ready,
     override,
     valid_device,
@@ -83,9 +82,9 @@ def resolve_config(name: str, data: str | None, assignments: list[str]) -> Train
         cfg = experiments.get(name).build()
     except KeyError as exc:
         raise ConfigError(exc.args[0]) from None
-    if data:
-        cfg = dataclasses.replace(cfg, data=data)
-    return override(check(cfg), assignments)
+    # --data is the field `data`, set with the --set values and checked with them (checked before them, `--data X
+    # --set dataset=folder` was refused as "data must be '' with dataset=synthetic", a hostile pass)
+    return override(cfg, [*([f"data={data}"] if data else []), *assignments])
 
 
 def _ls(args) -> int:

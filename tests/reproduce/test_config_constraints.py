@@ -224,3 +224,13 @@ def test_the_peak_learning_rate_scales_with_the_global_batch():
     assert TrainConfig(lr=5e-4, batch_size=1024, lr_scale_batch=False).peak_lr() == 5e-4
     override(debug(), ["lr=1e-7", "min_lr=0", "warmup_lr=0"])  # both ends at or below the peak: accepted
     override(TrainConfig(), ["lr=5e-6", "batch_size=512", "min_lr=5e-6"])  # deit_b_384's equal ends
+
+
+def test_data_given_as_a_flag_is_checked_with_the_set_values_not_before_them(tmp_path):
+    """A hostile pass: `--data X --set dataset=folder` was refused as "data must be '' with dataset=synthetic"."""
+    from reproduce.cli import resolve_config
+
+    cfg = resolve_config("debug", str(tmp_path), ["dataset=folder"])
+    assert (cfg.data, cfg.dataset) == (str(tmp_path), "folder")
+    with pytest.raises(ConfigError, match="must be '' with dataset=synthetic"):
+        resolve_config("debug", str(tmp_path), [])
