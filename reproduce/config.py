@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -375,6 +376,8 @@ def override(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
             hint = f"; did you mean {', '.join(close)}?" if close else "; `reproduce ls --fields` lists them"
             raise ConfigError(f"--set {key}: no such config field{hint}")
         changes[key] = _parse(key, text.strip(), hints[key])
+        if key == "data" and changes[key]:  # `…/imagenet/` is `…/imagenet`: a resume must not refuse the slash
+            changes[key] = os.path.normpath(changes[key])
     new = check(dataclasses.replace(cfg, **changes))
     _refuse_unread_teacher(new, {k for k, v in changes.items() if v != getattr(cfg, k)})
     return new
