@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="where the result record goes (default results/runs/train)")
     suite = sub.add_parser("suite", help="train a paper table's rows (skips finished rows, resumes interrupted ones)")
     suite.add_argument("table", choices=["table3"], help="the paper table")
-    suite.add_argument("--scale", default="mini", help="mini (2 CPU cores), cifar10 (one GPU) or imagenet (the paper's)")
+    suite.add_argument("--scale", default="mini", help="debug (seconds, tiny models), mini (default; 2 CPU cores), "
+                       "cifar10 (one GPU) or imagenet (the paper's)")
     suite.add_argument("--variants", default="ti", help="imagenet scale: comma list of ti,s,b (default ti)")
     suite.add_argument("--seeds", type=int, default=1, help="seeds per row (0 … N-1; default 1)")
     suite.add_argument("--root", type=Path, default=Path("runs/suites"), help="where run folders go (default runs/suites)")
@@ -264,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reproduce: {exc}", file=sys.stderr)
         return 1
     except Preempted as exc:
-        print(f"reproduce: {exc}; continue with --resume", file=sys.stderr)
+        again = "run the same command again" if args.command == "suite" else "continue with --resume"
+        print(f"reproduce: {exc}; {again}", file=sys.stderr)
         return 3
     except Interrupted as exc:
         print(f"\nreproduce: {exc}", file=sys.stderr)

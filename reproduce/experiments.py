@@ -67,7 +67,7 @@ def _register_imagenet_rows() -> None:
         def none_row(v=variant):
             return imagenet(v)
         none_row.__doc__ = (f"Table 3 row 1 / Table 5: DeiT-{label} without distillation, {none} % top-1. "
-                            f"8 GPUs: `{cmd} deit_{size}`.")
+                            f"8 GPUs: `{cmd} deit_{size} --output runs/deit_{size}`.")
         experiment(f"deit_{size}", f"Table 3 row 1 ({label})", none)(none_row)
 
         def soft_cls_row(v=variant):
@@ -86,7 +86,8 @@ def _register_imagenet_rows() -> None:
             return replace(imagenet(v + "_dist"), distillation="hard", distill_token=True)
         token_row.__doc__ = (f"Table 3 rows 4–6 / Table 5 DeiT-{label}⚗: distillation token, hard distillation; "
                              f"paper {tok_cls} / {tok_dist} / {tok_fused} % (class / distillation / fused). "
-                             f"8 GPUs: `{cmd} deit_{size}_hard --set teacher_checkpoint=regnety_160-a5fe301d.pth`.")
+                             f"8 GPUs: `{cmd} deit_{size}_hard --output runs/deit_{size}_hard --set "
+                             "teacher_checkpoint=regnety_160-a5fe301d.pth`.")
         experiment(f"deit_{size}_hard", f"Table 3 rows 4–6 ({label})", tok_fused)(token_row)
 
 
