@@ -35,6 +35,9 @@ from bench.schema import type_problem
 
 BASELINE_SCHEMA = 2
 SPEED_SETTINGS = ("device", "precision", "batch_size", "img_size", "compile")  # must match to compare speed
+_SPEED_FLAGS = {"device": lambda v: f"--device {v}", "precision": lambda v: f"--precision {v}",
+                "batch_size": lambda v: f"--batch-size {v}", "img_size": lambda v: f"--img-size {v}",
+                "compile": lambda v: "--compile" if v else "(no --compile)"}  # how `bench run` is told each setting
 SPEED_METRIC = "speed (model/reference)"
 EXACT_METRICS, ACCURACY_METRICS = ("params", "gmacs"), ("top1", "top5")
 EXACT_FILE, SPEED_FOLDER = "exact.json", "speed"
@@ -310,8 +313,14 @@ def _speed(key: str, candidates: list[SpeedBaseline], current: Record | None) ->
     base_ratio = statistics.median(entry["ratios"])
     differ = [k for k in SPEED_SETTINGS if current.settings.get(k) != entry[k]]
     if differ or current.metrics.relspeed_reference != entry["reference"]:
-        return Row(key, SPEED_METRIC, base_ratio, None, "", "skipped",
-                   f"settings differ: {', '.join(differ) or 'reference workload'}")
+        # timed on the baseline's machine, but not as the baseline was: no verdict, and not a pass either (a hostile
+        # pass: the documented command timed batch 16 against a batch-4 baseline, "skipped", exit 0)
+        named = [f"{k} {current.settings.get(k)!r} (baseline {entry[k]!r})" for k in differ] or [
+            f"reference workload {current.metrics.relspeed_reference!r} (baseline {entry['reference']!r})"]
+        again = " ".join(_SPEED_FLAGS[k](entry[k]) for k in differ if k in _SPEED_FLAGS)
+        return Row(key, SPEED_METRIC, base_ratio, None, "", "inconclusive",
+                   f"timed otherwise than the baseline: {'; '.join(named)}"
+                   + (f"; measure again with {again}" if again else "; re-baseline with --write-baseline"))
     ratios, contended = _clean_ratios(current, tol)
     change, threshold, verdict = speed_verdict(entry["ratios"], ratios, tol, contended)
     busy = f"; {len(ratios)} rounds, the machine was busy" if contended else f"; {len(ratios)} quiet rounds"

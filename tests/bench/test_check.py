@@ -146,8 +146,11 @@ def test_speed_is_skipped_against_another_fingerprint_naming_what_differs(quiet_
 def test_speed_is_not_gated_across_different_settings(quiet_runs):
     baseline = baselines.make_baseline([quiet_runs[0]], "b", check.Tolerances())
     other = dataclasses.replace(quiet_runs[1], settings={**quiet_runs[1].settings, "batch_size": 16})
-    row = speed_row(check.compare(baseline, [other]))
-    assert row.verdict == "skipped" and "batch_size" in row.why
+    rows = check.compare(baseline, [other])
+    row = speed_row(rows)  # the baseline's machine, timed otherwise: no verdict, and no pass (exit 3)
+    base = quiet_runs[0].settings["batch_size"]
+    assert row.verdict == "inconclusive" and not row.failed and check.exit_code(rows) == check.EXIT_INCONCLUSIVE
+    assert f"batch_size 16 (baseline {base})" in row.why and f"measure again with --batch-size {base}" in row.why
 
 
 def test_a_baseline_from_a_busy_machine_is_refused(loaded_runs):
