@@ -112,7 +112,7 @@ def load_torch_file(path: Path, what: str):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = str(exc).split("\n")[0]
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split("\n")[0]  # torch bolds words with terminal codes
         raise CheckpointError(f"{what} {path} holds Python objects besides tensors and plain containers, which "
                               f"loading with weights_only=True refuses to run ({detail}); a trusted file can be "
                               "re-saved as torch.save(model.state_dict(), PATH)") from None

@@ -76,6 +76,7 @@ def test_resume_from_a_bad_checkpoint_explains_itself(tmp_path, capsys, content,
     captured = capsys.readouterr()
     assert code == 2 and message in captured.err and str(run / "checkpoint.pth") in captured.err
     assert "Traceback" not in captured.err and "this must never run" not in captured.out
+    assert "\x1b[" not in captured.err  # torch's terminal bold codes, pasted into the message (a hostile pass)
     assert (run / "checkpoint.pth").read_bytes() == before  # refused, not overwritten
 
 
