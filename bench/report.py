@@ -75,7 +75,7 @@ def summary(record: Record, variant: Variant) -> str:
             + (f"\nprecision {s.precision}: {s.precision_why}" if s.precision_why and timed_any else "")
             + (f"\naccuracy in {record.accuracy_precision}: {_accuracy_why(s)}" if "top1" in m else "")
             + (f"\nmachine {record.env.fingerprint['id']}" if record.env.fingerprint else ""))
-    rows = _size_rows(m, p, row) if "params" in m else []
+    rows = _size_rows(m, p, row, vit=variant.patch_size is not None) if "params" in m else []
     if "infer_img_per_s" in m:
         # the paper's figure is at the variant's own resolution; at another size it would be no comparison
         paper_speed = p.img_per_s if p else None
@@ -173,7 +173,7 @@ def search_table(search: dict, variant: str = "V") -> str:
 
 
 
-def _size_rows(m, p, row) -> list[tuple[str, ...]]:
+def _size_rows(m, p, row, *, vit: bool) -> list[tuple[str, ...]]:
     """params and GMACs: beside the paper's params, which it prints in whole millions (so the delta is checked to that
     rounding only), and its lack of FLOPs; and beside the reference implementation's exact counts where the registry
     has them (`reference_params`, `reference_gmacs`), the exact check. Seven cells with a reference, else five."""
@@ -185,7 +185,7 @@ def _size_rows(m, p, row) -> list[tuple[str, ...]]:
         paper_delta = f"{m.params / 1e6 - params_m:+.2f} M, " + (
             f"agrees to the paper's rounding ({how})" if how else "beyond the paper's rounding")
     rows = [("params", f"{m.params:,}", "", paper_params, paper_delta),
-            ("GMACs (batch 1)", f"{m.gmacs:.3f}", "fvcore, attention matmuls counted",
+            ("GMACs (batch 1)", f"{m.gmacs:.3f}", "fvcore" + (", attention matmuls counted" if vit else ""),
              "none: the paper prints no FLOPs" if p else "", "")]
     if row is None or row.reference_params is None:
         return rows
@@ -235,8 +235,13 @@ def _accuracy_rows(record: Record, p) -> list[tuple[str, ...]]:
     prep = ev["preprocess"]
     scope = f"{m.images:,} images, {ev['dataset']}, {prep['protocol']} crop {prep['crop_pct']}, {record.accuracy_precision}"
 
+    # weights that are not the paper's (a user's or random checkpoint) get no delta: -72 points against the paper
+    # says nothing about them (a hostile pass); their note says why, the paper's number stays beside them
+    reproduction = not any("not a reproduction" in n for n in record.notes)
+
     def row(label, key, paper=None):
-        delta = "" if paper is None or m.get(key) is None else f"{m[key] - paper:+.2f} pt"
+        delta = "" if paper is None or m.get(key) is None else f"{m[key] - paper:+.2f} pt" if reproduction else \
+            "not compared: not the paper's weights"
         return (label, _num(m.get(key), ".2f"), "", _num(paper, ".1f"), delta)
 
     rows = [("evaluated on", scope, "", "50,000 ImageNet val" if paper_top1 else "", ""),

@@ -445,3 +445,17 @@ def test_a_predictions_file_is_never_replaced_and_num_classes_must_be_positive(t
     assert (tmp_path / "p.pt").read_bytes() == b"an earlier run's predictions"
     code, _, err = run_json(capsys, *args, "--num-classes", "0")
     assert code == 2 and "--num-classes must be >= 1, got 0" in err
+
+
+def test_a_users_checkpoint_gets_no_delta_against_the_papers_top1(tmp_path, capsys):
+    """A hostile pass: random weights on 20 images showed "-72.20 pt" against the paper's 50,000-image top-1."""
+    root = tmp_path / "val"
+    for i in (1, 2):
+        jpeg(root / f"ILSVRC2012_val_{i:08d}.JPEG", seed=i)
+    (tmp_path / data.LABELS_NAME).write_text("ILSVRC2012_val_00000001.JPEG 65\nILSVRC2012_val_00000002.JPEG 970\n")
+    torch.save(VARIANTS["deit_ti"].build().state_dict(), tmp_path / "mine.pth")
+    code = cli.main(["run", "--device", "cpu", "--variant", "deit_ti", "--metrics", "accuracy", "--data", str(root),
+                     "--checkpoint", str(tmp_path / "mine.pth"), "--workers", "0", "--results-dir", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    top1 = next(line for line in out.splitlines() if line.startswith("| top-1 %  "))
+    assert code == 0 and "72.2" in top1 and "not compared: not the paper's weights" in top1 and " pt " not in top1
