@@ -126,8 +126,11 @@ def _crop_scale(value) -> bool:
             and 0 < value[0] <= value[1] <= 1)
 
 
-def _parameter_names(value) -> bool:
-    return isinstance(value, tuple) and all(isinstance(v, str) and v.replace(".", "_").isidentifier() for v in value)
+def _parameter_names(value) -> bool | str:
+    if not (isinstance(value, tuple) and all(isinstance(v, str) and v.replace(".", "_").isidentifier() for v in value)):
+        return False
+    twice = sorted({v for v in value if value.count(v) > 1})
+    return f"{', '.join(twice)} is given twice; must be {PARAMETER_NAMES.words}" if twice else True
 
 
 def _block_indices(value) -> bool | str:

@@ -119,6 +119,7 @@ def test_a_non_numeric_field_refuses_a_value_of_another_type(name):
     ("train_crop_scale", "0,1", "0 < low <= high <= 1"),
     ("attn_blocks", "1,1", "block 1 is given twice"),
     ("attn_blocks", "-1,0,-1,0", "block -1, 0 is given twice"),
+    ("no_decay", "pos_embed,pos_embed", "pos_embed is given twice"),
     ("device", "gpu", "auto, cpu, cuda or cuda:N"),
     ("img_size", "33", "a multiple of debug's patch size (4 px)"),
     ("num_classes", "1", "one class would score 100 % with nothing learned"),
