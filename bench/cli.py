@@ -20,6 +20,7 @@ from bench.protocols import (
     PRECISIONS,
     TIMING_PROTOCOLS,
     Request,
+    refuse_unread_timing,
 )
 from bench.registry import resolve
 
@@ -310,23 +311,6 @@ def _request(args: argparse.Namespace) -> Request:
                    budget_s=given(args.budget_s, Request.budget_s), best_s=args.best)
 
 
-def _refuse_unread_timing(args: argparse.Namespace, wanted: tuple[str, ...]) -> None:
-    """Timing options given to a run that times nothing: the record would state settings of a timing that never
-    ran (a hostile pass: `--metrics size --precision bf16` was recorded "as asked"), as --compile already refuses."""
-    timed, measured = bool({"speed", "relspeed"} & set(wanted)), bool({"speed", "relspeed", "accuracy"} & set(wanted))
-    unread = [flag for flag, value, read in (
-        ("--batch-size", args.batch_size, timed), ("--warmup", args.warmup, timed), ("--iters", args.iters, timed),
-        ("--attention", args.attention, timed), ("--protocol", args.protocol, timed),
-        ("--max-batch-cap", args.max_batch_cap, timed), ("--precision", args.precision, measured),
-        ("--threads", args.threads, measured)) if value is not None and not read]
-    if unread:
-        raise ValueError(f"{', '.join(unread)} set(s) how the model runs; --metrics {','.join(wanted)} runs it not at "
-                         "all (size is counted): add speed (or accuracy) to --metrics, or leave them out")
-    if args.budget_s is not None and "relspeed" not in wanted:
-        raise ValueError(f"--budget-s bounds --metrics relspeed's rounds on a busy machine; --metrics "
-                         f"{','.join(wanted)} takes none: add relspeed or leave it out")
-
-
 def _check_run_args(args: argparse.Namespace) -> None:
     """Variant names, metric names and numeric bounds (`Request.check`), before torch is imported (it takes
     seconds); `resolve_settings` checks the same again with the rest."""
@@ -336,7 +320,10 @@ def _check_run_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--variant {args.variant} names {max(built, key=built.count)} twice; give each once")
         _request(args).check()
         if args.metrics is not None:  # without --metrics, --data adds accuracy: resolved with the device, later
-            _refuse_unread_timing(args, _request(args).wanted())
+            refuse_unread_timing({"--batch-size": args.batch_size, "--warmup": args.warmup, "--iters": args.iters,
+                                  "--attention": args.attention, "--protocol": args.protocol,
+                                  "--max-batch-cap": args.max_batch_cap, "--precision": args.precision,
+                                  "--threads": args.threads, "--budget-s": args.budget_s}, _request(args).wanted())
         if args.data is not None and not args.data.is_dir():  # before minutes of building and timing
             raise ValueError(f"--data {args.data} is not a folder")
         if args.data is not None and args.metrics is not None and "accuracy" not in _request(args).wanted() \

@@ -126,6 +126,37 @@ class Request:
 COMPILE_MODES = ("default", "freezing", "max-autotune", "reduce-overhead")
 # How a ViT's attention runs (bench/best.py: set_attention): one fused SDPA call (timm's default) or explicit matmuls.
 ATTENTIONS = ("sdpa", "matmul")
+CUDA_GRAPH_WARMUP = 3  # CUDA graph trees run a new graph's first call as a warm-up, record on the second, replay after
+
+
+def check_graph_warmup(compile_mode: str, best_s: float | None, dev_type: str, warmup: int) -> None:
+    """On a GPU, reduce-overhead and max-autotune (and --best, which may choose them) replay CUDA graphs only from the
+    third call: fewer warm-up forwards would time a graph's recording."""
+    graphs = compile_mode in ("reduce-overhead", "max-autotune") or best_s is not None
+    if dev_type == "cuda" and graphs and warmup < CUDA_GRAPH_WARMUP:
+        what = "--best" if best_s is not None else f"--compile {compile_mode}"
+        raise ValueError(f"{what} on a GPU runs CUDA graphs, which are recorded in the second forward and replayed "
+                         f"from the third: --warmup must be at least {CUDA_GRAPH_WARMUP}, got {warmup}")
+
+
+# what reads each timing option: given to a run that reads it not at all, it is refused, not recorded (a hostile pass:
+# `--metrics size --precision bf16` was recorded "as asked"), as --compile already is
+_TIMED, _RUN = {"speed", "relspeed"}, {"speed", "relspeed", "accuracy"}
+READ_BY = {"--batch-size": _TIMED, "--warmup": _TIMED, "--iters": _TIMED, "--attention": _TIMED, "--protocol": _TIMED,
+           "--max-batch-cap": _TIMED, "--precision": _RUN, "--threads": _RUN, "--budget-s": {"relspeed"}}
+
+
+def refuse_unread_timing(given: dict[str, object], wanted: tuple[str, ...]) -> None:
+    """Raise ValueError naming the options in `given` (flag: value, None when not given) that `wanted` never reads."""
+    unread = [flag for flag, value in given.items() if value is not None and not READ_BY[flag] & set(wanted)]
+    if "--budget-s" in unread:
+        raise ValueError(f"--budget-s bounds --metrics relspeed's rounds on a busy machine; --metrics "
+                         f"{','.join(wanted)} takes none: add relspeed or leave it out")
+    if unread:
+        raise ValueError(f"{', '.join(unread)} set(s) how the model runs; --metrics {','.join(wanted)} runs it not at "
+                         "all (size is counted): add speed (or accuracy) to --metrics, or leave them out")
+
+
 def setting_label(precision: str, compile: str, batch_size: int, attention: str) -> str:
     """How `--best` names one setting, in its log, its record's agreement check and `bench run`'s summary."""
     return (f"{precision}, compile {compile}, batch {batch_size}"

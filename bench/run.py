@@ -22,7 +22,7 @@ from bench import best, compiling, gpu, machine, peak, size, speed
 from bench.accuracy import EvalOptions, build_model, find_eval_data, measure_accuracy
 from bench.predictions import check_destination
 from bench.processes import resolve_device
-from bench.protocols import ATTENTIONS, TIMING_PROTOCOLS, Request
+from bench.protocols import ATTENTIONS, TIMING_PROTOCOLS, Request, check_graph_warmup
 from bench.record import Record, collect_env, cpu_model
 from bench.registry import Variant
 
@@ -97,7 +97,7 @@ def resolve_settings(variant: Variant, request: Request | None = None, /, **chan
     if compile_mode == "reduce-overhead" and dev_type != "cuda":
         raise ValueError("--compile reduce-overhead is CUDA graphs and needs --device cuda; on cpu use default, "
                          "freezing or max-autotune")
-    _check_graph_warmup(compile_mode, request.best_s, dev_type, proto.warmup[dev_type] if warmup is None else warmup)
+    check_graph_warmup(compile_mode, request.best_s, dev_type, proto.warmup[dev_type] if warmup is None else warmup)
     if "relspeed" in wanted and compile_mode not in ("off", "default"):
         raise ValueError(f"--metrics relspeed compares against baselines of plain --compile; --compile "
                          f"{compile_mode} is not gated")
@@ -123,19 +123,6 @@ def resolve_settings(variant: Variant, request: Request | None = None, /, **chan
         iters=proto.iters[dev_type] if iters is None else iters,
         metrics=wanted, max_batch_cap=request.max_batch_cap, threads=threads, precision_requested=requested,
         precision_why=why, budget_s=request.budget_s, accuracy_precision=accuracy_precision)
-
-
-CUDA_GRAPH_WARMUP = 3  # CUDA graph trees run a new graph's first call as a warm-up, record on the second, replay after
-
-
-def _check_graph_warmup(compile_mode: str, best_s: float | None, dev_type: str, warmup: int) -> None:
-    """On a GPU, reduce-overhead and max-autotune (and --best, which may choose them) replay CUDA graphs only from the
-    third call: fewer warm-up forwards would time a graph's recording."""
-    graphs = compile_mode in ("reduce-overhead", "max-autotune") or best_s is not None
-    if dev_type == "cuda" and graphs and warmup < CUDA_GRAPH_WARMUP:
-        what = "--best" if best_s is not None else f"--compile {compile_mode}"
-        raise ValueError(f"{what} on a GPU runs CUDA graphs, which are recorded in the second forward and replayed "
-                         f"from the third: --warmup must be at least {CUDA_GRAPH_WARMUP}, got {warmup}")
 
 
 def _parse_batch(value: str | int) -> int | str:
