@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench.predictions import Predictions
+from bench.predictions import Predictions, image_key
 
 # Which heads of a distilled model become Table 4 columns, and their names there.
 HEAD_LABELS = {"": "", "cls": "class", "dist": "distil", "fused_logits": "class+distil"}
@@ -23,13 +23,17 @@ def top1_columns(files: list[Path], labels: list[str] | None = None) -> tuple[di
     """Top-1 per classifier (one per head of each file, named by `labels` or `file_labels`), plus the ground
     truth, on the images all files share."""
     loaded = [(f, load(f)) for f in files]
-    common = set(loaded[0][1].names).intersection(*(set(p.names) for _, p in loaded[1:]))
+    keys = [[image_key(n) for n in p.names] for _, p in loaded]  # files written before image_key: named by folder
+    for (path, _), names in zip(loaded, keys):
+        if len(set(names)) != len(names):
+            raise ValueError(f"{path} holds one ILSVRC2012 val image name in several folders")
+    common = set(keys[0]).intersection(*(set(k) for k in keys[1:]))
     if not common:
         raise ValueError("the prediction files share no image; they must come from the same data")
     order = sorted(common)
     columns: dict[str, torch.Tensor] = {}
-    for (path, preds), name in zip(loaded, labels or file_labels(files)):
-        position = {n: i for i, n in enumerate(preds.names)}
+    for (path, preds), names, name in zip(loaded, keys, labels or file_labels(files)):
+        position = {n: i for i, n in enumerate(names)}
         rows = torch.tensor([position[n] for n in order])
         truth = preds.targets[rows]
         if "ground truth" in columns and not torch.equal(truth, columns["ground truth"]):

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from bench.data import ImageList, Preprocess, normalize_batch
-from bench.predictions import Predictions
+from bench.predictions import Predictions, image_key
 from bench.speed import Precision, precision_mode
 
 
@@ -90,7 +90,7 @@ def timed_predict(model: nn.Module, dataset: ImageList, prep: Preprocess, *, dis
 
 
 def _image_name(path: Path) -> str:
-    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    return image_key(f"{path.parent.name}/{path.name}" if path.parent.name else path.name)
 
 
 def _gather(local):

@@ -13,6 +13,14 @@ from bench.errors import CheckpointError, UsageError
 from bench.store import write_atomic
 
 
+def image_key(name: str) -> str:
+    """How an image is known across prediction files: "class/file" in a class tree, whose file names repeat from
+    class to class; the bare file name of an ILSVRC2012 val image, unique whatever folder holds it (a hostile pass:
+    two copies of one val folder under other names "shared no image" in `bench disagree`)."""
+    base = name.rsplit("/", 1)[-1]
+    return base if base.startswith("ILSVRC2012_val_") else name  # bench/data.py: FLAT_PREFIX
+
+
 def check_destination(path: Path, flag: str = "--save-predictions") -> None:
     """Raise UsageError when `path` cannot take a predictions file, before anything is measured (an
     existing folder would otherwise fail only after the whole evaluation, losing its record)."""

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bench import cli
+from bench.disagree import top1_columns
 from bench.predictions import Predictions
 
 
@@ -64,3 +65,17 @@ def test_predictions_written_by_bench_run_still_compare(tmp_path, capsys):
     Predictions(["a", "b"], torch.tensor([0, 1]), {"": torch.tensor([[0, 1], [0, 1]])}, 0.5).save(tmp_path / "x.pt")
     Predictions(["a", "b"], torch.tensor([0, 1]), {"": torch.tensor([[1, 0], [1, 0]])}, 0.5).save(tmp_path / "y.pt")
     assert cli.main(["disagree", str(tmp_path / "x.pt"), str(tmp_path / "y.pt"), "--json"]) == 0
+
+
+def test_two_copies_of_the_val_folder_under_other_names_compare_image_by_image(tmp_path, capsys):
+    """A hostile pass: predictions from /data/imagenet/val and /scratch/ILSVRC2012_img_val "shared no image"; the
+    flat layout's names carried the folder's own name. Files written before the fix compare too."""
+    name = "ILSVRC2012_val_{:08d}.JPEG".format
+    Predictions([f"val/{name(1)}", f"val/{name(2)}"], torch.tensor([3, 5]),
+                {"": torch.tensor([[3, 0], [5, 0]])}, 0.5).save(tmp_path / "old.pt")  # as written before
+    Predictions([name(2), name(1)], torch.tensor([5, 3]), {"": torch.tensor([[0, 5], [3, 0]])}, 0.5).save(
+        tmp_path / "new.pt")
+    assert cli.main(["disagree", str(tmp_path / "old.pt"), str(tmp_path / "new.pt"), "--json"]) == 0
+    columns, images = top1_columns([tmp_path / "old.pt", tmp_path / "new.pt"])
+    assert images == 2 and columns["ground truth"].tolist() == [3, 5]
+    assert columns["old"].tolist() == [3, 5] and columns["new"].tolist() == [3, 0]
