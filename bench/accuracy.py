@@ -31,6 +31,7 @@ class EvalOptions:
     save_predictions: Path | None = None
     # evaluation's own batch: the speed benchmark's CPU default of 16 evaluated at 157 img/s, 256 at 1,352
     batch_size: int = 256
+    limit: int | None = None  # at most this many images, spread evenly over the sorted set (every class of a tree)
 
     def unread(self) -> list[str]:
         """The options that say how accuracy is measured, given away from their defaults: what a run that measures
@@ -48,6 +49,8 @@ class EvalOptions:
             raise ValueError(f"--eval-batch-size must be >= 1, got {self.batch_size}")
         if self.num_classes is not None and self.num_classes < 1:
             raise ValueError(f"--num-classes must be >= 1, got {self.num_classes}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {self.limit}")
         if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
             raise ValueError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
 
@@ -69,7 +72,7 @@ class EvalOptions:
 
 # what only an accuracy measurement reads (its plumbing, --workers and --eval-batch-size, is checked, not refused)
 _ACCURACY_ONLY = {"dataset": "--dataset", "labels": "--labels", "real_labels": "--real-labels",
-                  "protocol": "--eval-protocol", "crop_pct": "--crop-pct"}
+                  "protocol": "--eval-protocol", "crop_pct": "--crop-pct", "limit": "--limit"}
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ def find_eval_data(model: nn.Module, opts: EvalOptions, class_names: tuple[str, 
     layout = opts.dataset or data.guess_layout(opts.data)
     names, label_space = data.label_space(opts.data, layout, classes, class_names)
     samples, layout = data.find_samples(opts.data, layout, opts.labels, class_names=names)
+    if opts.limit is not None and opts.limit < len(samples):  # evenly spread: the first N of a tree are one class
+        samples = [samples[i * len(samples) // opts.limit] for i in range(opts.limit)]
     top_label = max(label for _, label in samples)
     if classes is not None and top_label >= classes:
         raise data.DataError(f"{opts.data} has label {top_label}, but the model's {classes} classes are 0 to "
@@ -154,7 +159,8 @@ def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, foun
                 "classes_present": len({label for _, label in samples}), "workers": opts.workers,
                 "real_labels": opts.real_labels, "checkpoint": str(opts.checkpoint) if opts.checkpoint else None,
                 "pretrained": opts.pretrained, "preprocess": dataclasses.asdict(prep),
-                "save_predictions": str(opts.save_predictions) if opts.save_predictions else None}
+                "save_predictions": str(opts.save_predictions) if opts.save_predictions else None,
+                "limit": opts.limit}
     return metrics, settings
 
 

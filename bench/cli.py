@@ -92,6 +92,8 @@ def _add_run(sub) -> None:
                      help="official: resize size/0.875, bicubic (DeiT repo); timm: the model's pretrained_cfg crop")
     acc.add_argument("--crop-pct", type=float, help="override the protocol's crop fraction")
     acc.add_argument("--num-classes", type=int, help="label space without a checkpoint (a checkpoint's head decides)")
+    acc.add_argument("--limit", type=int, metavar="N", help="at most N images, spread evenly over --data (every class "
+                     "of a tree); the record names N (default: every image)")
     acc.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
     acc.add_argument("--eval-batch-size", type=int, default=256,
                      help="images per forward while evaluating (default 256; --batch-size is the speed test's)")
@@ -192,7 +194,7 @@ def _run(args: argparse.Namespace) -> int | None:
         data=args.data, dataset=args.dataset, labels=args.labels, real_labels=args.real_labels,
         checkpoint=args.checkpoint, pretrained=args.pretrained, protocol=args.eval_protocol,
         crop_pct=args.crop_pct, num_classes=args.num_classes, workers=args.workers,
-        save_predictions=args.save_predictions, batch_size=args.eval_batch_size)
+        save_predictions=args.save_predictions, batch_size=args.eval_batch_size, limit=args.limit)
     try:  # check every name and option before measuring anything
         plans = []
         for name in args.variant.split(","):

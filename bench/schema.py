@@ -190,7 +190,7 @@ class BenchSettings(Section):
     distilled = Key[bool]("has a distillation token")
     eval = Key[dict]("accuracy: data, layout, label_space (how folders were matched to the model's classes), "
                      "classes_present, batch_size, preprocessing (protocol, crop, resize, interpolation, mean, std), "
-                     "weights")
+                     "weights, limit (--limit N: at most N images, spread evenly; absent or null: every image)")
 
 
 class BenchMetrics(Section):

@@ -459,3 +459,20 @@ def test_a_users_checkpoint_gets_no_delta_against_the_papers_top1(tmp_path, caps
     out = capsys.readouterr().out
     top1 = next(line for line in out.splitlines() if line.startswith("| top-1 %  "))
     assert code == 0 and "72.2" in top1 and "not compared: not the paper's weights" in top1 and " pt " not in top1
+
+
+def test_limit_evaluates_a_few_images_spread_over_the_classes_and_says_so(tmp_path, capsys, ten_class_tree):
+    """A hostile pass: "a few real images" meant building a folder by hand. --limit N takes N, evenly spread (the
+    first N of a tree are one class)."""
+    ckpt = known_checkpoint(tmp_path / "k.pth")
+    args = ["--variant", "debug_dist", "--metrics", "accuracy", "--data", str(ten_class_tree), "--checkpoint",
+            str(ckpt), "--results-dir", str(tmp_path / "r")]
+    code, rec, err = run_json(capsys, *args, "--limit", "5")
+    assert code == 0, err
+    assert rec["metrics"]["images"] == 5 and rec["settings"]["eval"]["limit"] == 5
+    assert rec["settings"]["eval"]["classes_present"] == 3  # c0, c1, c2 of the 11 sorted images, not c0 alone
+    code, _, err = run_json(capsys, *args, "--limit", "0")
+    assert code == 2 and "--limit must be >= 1, got 0" in err
+    code = cli.main(["run", "--device", "cpu", "--variant", "debug", "--metrics", "size", "--limit", "5",
+                     "--results-dir", str(tmp_path / "r")])
+    assert code == 2 and "--limit set(s) how accuracy is measured" in capsys.readouterr().err  # accuracy reads it
