@@ -154,7 +154,7 @@ def _loop(run: Run, step_fn, batches: Batches, memo: MemoTeacher | None, stop: _
         if not cfg.sched_per_step:
             epoch_lr(recipe.scheduler, epoch, cfg.sched_timing)  # one lr per epoch, warm-up a staircase (official)
         student.train()
-        meter = EpochMeter(state.partial_epoch if epoch == first else None)
+        meter = EpochMeter(state.partial_epoch if epoch == first and procs.main else None)  # rank 0 carries all
         bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not procs.main, file=sys.stderr, dynamic_ncols=True)
         for images, target, _ in loader:
@@ -173,13 +173,13 @@ def _loop(run: Run, step_fn, batches: Batches, memo: MemoTeacher | None, stop: _
             bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{current_lr:.2e}", refresh=False)
             bar.update(1)
             if stop.requested(procs):
-                state.partial_epoch = meter.partial()
+                state.partial_epoch = meter.partial(procs)
                 state.save_to(files, student, *recipe.checkpointed)
                 if memo is not None:
                     memo.save()
                 raise Preempted(f"stopped by signal in epoch {epoch + 1} after step {state.step}; checkpoint {files.checkpoint}")
         bar.close()
-        line = {"type": "epoch", "epoch": epoch, "lr": recipe.optimizer.param_groups[0]["lr"], **meter.means(procs.world)}
+        line = {"type": "epoch", "epoch": epoch, "lr": recipe.optimizer.param_groups[0]["lr"], **meter.means(procs)}
         state.epoch, state.step, state.partial_epoch = epoch + 1, 0, None
         if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
             final = state.epoch == cfg.epochs
@@ -191,7 +191,8 @@ def _loop(run: Run, step_fn, batches: Batches, memo: MemoTeacher | None, stop: _
             memo.save()
             line.update(teacher_memo_hits=memo.hits, teacher_memo_misses=memo.misses)
         files.log(line)
-        run.log(_epoch_summary(line, cfg.epochs))
+        if procs.main:  # one line per epoch, not one per rank: the means are over every rank already
+            run.log(_epoch_summary(line, cfg.epochs))
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
@@ -243,8 +244,10 @@ class EpochMeter:
         self.steps, self.images = carried.get("steps", 0), 0
         self.start = time.perf_counter()
 
-    def partial(self) -> dict:
-        return {"sums": dict(self.sums), "steps": self.steps}
+    def partial(self, procs: Processes) -> dict:
+        """The sums and steps so far, over every rank (collective under torchrun): rank 0 carries them on resume."""
+        sums, steps = self._over_ranks(procs)
+        return {"sums": sums, "steps": steps}
 
     def add(self, images: int, stats: StepStats) -> None:
         self.steps += 1
@@ -255,10 +258,21 @@ class EpochMeter:
         for key, value in values.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
 
-    def means(self, world: int) -> dict:
+    def means(self, procs: Processes) -> dict:
+        """The epoch's mean losses over every rank's steps (under torchrun, collective), and all ranks' images/s."""
         elapsed = time.perf_counter() - self.start
-        return {**{k: v / max(self.steps, 1) for k, v in self.sums.items()},
-                "train_img_per_s": self.images * world / elapsed if elapsed > 0 else None}
+        sums, steps = self._over_ranks(procs)
+        return {**{k: v / max(steps, 1) for k, v in sums.items()},
+                "train_img_per_s": self.images * procs.world / elapsed if elapsed > 0 else None}
+
+    def _over_ranks(self, procs: Processes) -> tuple[dict, int]:
+        if procs.world == 1:
+            return dict(self.sums), self.steps
+        keys = sorted(self.sums)  # the same on every rank: the step statistics do not depend on the rank
+        total = torch.tensor([self.sums[k] for k in keys] + [float(self.steps)], dtype=torch.float64,
+                             device=procs.device)
+        dist.all_reduce(total)
+        return dict(zip(keys, total[:-1].tolist())), int(total[-1].item())
 
 
 class Batches(NamedTuple):

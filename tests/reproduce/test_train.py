@@ -278,12 +278,20 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
                           "-m", "reproduce", "train", "--experiment", "debug", "--output", str(tmp_path / "run"),
-                          "--results-dir", str(tmp_path / "records")], capture_output=True, text=True, timeout=300,
-                         env=env)
+                          "--results-dir", str(tmp_path / "records"), "--set", "log_every=1"], capture_output=True,
+                         text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     (record,) = load_records(tmp_path / "records")  # rank 0 alone writes
     assert record.settings["world_size"] == 2 and record.settings["batch_size_per_gpu"] == 16
     assert record.metrics["ranks_identical_weights"] is True
+    # one epoch line per epoch, its loss the mean over both ranks' steps (each rank printed its own, a hostile pass)
+    printed = [line for line in run.stderr.splitlines() if line.startswith("epoch 1/2, loss")]
+    logged = next(x for x in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+                  if x["type"] == "epoch")
+    assert len(printed) == 1 and f"loss {logged['loss']:.4f}" in printed[0]
+    rank0 = [x["loss"] for x in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+             if x["type"] == "step" and x["epoch"] == 0]  # the step lines are rank 0's
+    assert len(rank0) == 8 and abs(logged["loss"] - sum(rank0) / 8) > 1e-6  # not rank 0's mean alone
 
 
 @pytest.mark.parametrize("argv,message", [
