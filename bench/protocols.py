@@ -142,16 +142,19 @@ def check_graph_warmup(compile_mode: str, best_s: float | None, dev_type: str, w
 # what reads each timing option: given to a run that reads it not at all, it is refused, not recorded (a hostile pass:
 # `--metrics size --precision bf16` was recorded "as asked"), as --compile already is
 _TIMED, _RUN = {"speed", "relspeed"}, {"speed", "relspeed", "accuracy"}
-READ_BY = {"--batch-size": _TIMED, "--warmup": _TIMED, "--iters": _TIMED, "--attention": _TIMED, "--protocol": _TIMED,
+READ_BY = {"--batch-size": _TIMED, "--warmup": _TIMED, "--iters": _TIMED, "--attention": _RUN, "--protocol": _TIMED,
            "--max-batch-cap": _TIMED, "--precision": _RUN, "--threads": _RUN, "--budget-s": {"relspeed"}}
 
 
 def refuse_unread_timing(given: dict[str, object], wanted: tuple[str, ...]) -> None:
     """Raise ValueError naming the options in `given` (flag: value, None when not given) that `wanted` never reads."""
-    unread = [flag for flag, value in given.items() if value is not None and not READ_BY[flag] & set(wanted)]
+    unread = [flag for flag, value in given.items() if value not in (None, "auto") and not READ_BY[flag] & set(wanted)]
     if "--budget-s" in unread:
         raise ValueError(f"--budget-s bounds --metrics relspeed's rounds on a busy machine; --metrics "
                          f"{','.join(wanted)} takes none: add relspeed or leave it out")
+    if unread and "accuracy" in wanted:
+        raise ValueError(f"{', '.join(unread)} set(s) how the model is timed; --metrics {','.join(wanted)} times it "
+                         "not at all (accuracy has --eval-batch-size): add speed to --metrics, or leave them out")
     if unread:
         raise ValueError(f"{', '.join(unread)} set(s) how the model runs; --metrics {','.join(wanted)} runs it not at "
                          "all (size is counted): add speed (or accuracy) to --metrics, or leave them out")

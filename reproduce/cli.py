@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -162,7 +163,8 @@ def _train(args) -> int:
                          "leave out --resume to start the run")
     record = train(cfg, args.output, experiment=args.experiment, resume=args.resume,
                    log=lambda msg: print(msg, file=sys.stderr), tensorboard=args.tensorboard)
-    if record is None and (record := unrecorded(args.output / "result.json", args.results_dir)) is not None:
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun every other rank's train() returns None too
+    if record is None and main and (record := unrecorded(args.output / "result.json", args.results_dir)) is not None:
         print(f"its record is not in {args.results_dir} (the run stopped between its two writes): writing it now",
               file=sys.stderr)
     if record is not None:

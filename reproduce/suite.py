@@ -208,7 +208,8 @@ def _run_one(name: str, output: Path, sets: list[str], data: str | None, *, seed
             raise ConfigError(f"{output} finished with a different configuration: {differ}; a table must not mix "
                               "them: run the suite as it was run, or give it another --root")
         log(f"[{name} seed {seed}] finished already: {output / 'result.json'}")
-        missing = unrecorded(output / "result.json", results_dir)  # stopped between result.json and its record
+        main = int(os.environ.get("RANK", "0")) == 0  # one writer under torchrun
+        missing = unrecorded(output / "result.json", results_dir) if main else None  # stopped between the writes
         path = write_record(missing, results_dir) if missing is not None else None
         return RowOutcome(name, seed, "skipped", 0.0, path)
     status = "resumed" if (output / "checkpoint.pth").exists() else "trained"

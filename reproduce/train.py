@@ -268,11 +268,15 @@ class EpochMeter:
     def _over_ranks(self, procs: Processes) -> tuple[dict, int]:
         if procs.world == 1:
             return dict(self.sums), self.steps
-        keys = sorted(self.sums)  # the same on every rank: the step statistics do not depend on the rank
-        total = torch.tensor([self.sums[k] for k in keys] + [float(self.steps)], dtype=torch.float64,
-                             device=procs.device)
+        # one fixed layout on every rank: a rank with no step left in a resumed epoch has no teacher_agree yet
+        keys = ("loss", "loss_base", "loss_distill", "teacher_agree")
+        values = [self.sums.get(k, 0.0) for k in keys] + [float("teacher_agree" in self.sums), float(self.steps)]
+        total = torch.tensor(values, dtype=torch.float64, device=procs.device)
         dist.all_reduce(total)
-        return dict(zip(keys, total[:-1].tolist())), int(total[-1].item())
+        sums = dict(zip(keys, total[:4].tolist()))
+        if not total[4].item():  # no rank has a teacher
+            del sums["teacher_agree"]
+        return sums, int(total[5].item())
 
 
 class Batches(NamedTuple):

@@ -278,6 +278,16 @@ def test_timing_options_of_a_run_that_times_nothing_are_refused_not_recorded(tmp
     assert code == 2 and "--budget-s bounds --metrics relspeed's rounds" in err
 
 
+def test_options_a_run_does_read_are_not_refused(tmp_path, capsys):
+    """--precision auto is the default; accuracy evaluates with the --attention asked (a review)."""
+    from bench.protocols import refuse_unread_timing
+
+    refuse_unread_timing({"--precision": "auto"}, ("size",))
+    refuse_unread_timing({"--attention": "matmul", "--precision": "fp32"}, ("accuracy",))
+    with pytest.raises(ValueError, match="--batch-size set.s. how the model is timed; --metrics accuracy times it"):
+        refuse_unread_timing({"--batch-size": "4"}, ("accuracy",))
+
+
 def test_a_predictions_file_name_without_a_suffix_is_saved(tmp_path, capsys):
     """#32, found in the second hostile pass: torch.save refused the temporary name `.tmp-XXXX` ("invalid file
     name"), after the whole evaluation, and the record was lost."""

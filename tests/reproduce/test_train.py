@@ -292,6 +292,11 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
     rank0 = [x["loss"] for x in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
              if x["type"] == "step" and x["epoch"] == 0]  # the step lines are rank 0's
     assert len(rank0) == 8 and abs(logged["loss"] - sum(rank0) / 8) > 1e-6  # not rank 0's mean alone
+    (recorded,) = (tmp_path / "records").glob("*.json")
+    recorded.unlink()  # as if killed between result.json and the record: rank 0 alone writes it on resume
+    again = subprocess.run([*run.args, "--resume"], capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(list((tmp_path / "records").glob("*.json"))) == 1  # not one per rank (a review)
 
 
 @pytest.mark.parametrize("argv,message", [
