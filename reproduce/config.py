@@ -299,18 +299,22 @@ def check(cfg: TrainConfig) -> TrainConfig:
 TEACHER_FIELDS = ("teacher", "teacher_checkpoint", "teacher_memo", "distill_alpha", "distill_tau", "kl_norm")
 
 
+def teacherless(cfg: TrainConfig) -> bool:
+    """Whether the run distils from nothing (attention distillation has a teacher too)."""
+    return cfg.distillation == "none" and not cfg.attn_distill
+
+
 def _refuse_unread_teacher(cfg: TrainConfig, changed: set[str]) -> None:
     """Teacher and distillation fields a --set changes on a run that distils from nothing (or a checkpoint beside
     the labels, which are no network): the record would keep values nothing read (a hostile pass: --set
     teacher_checkpoint=/etc/passwd on `debug` exited 0 and was recorded). An experiment's own values stay: a scale
     names its teacher for every row, its `none` rows included."""
-    teacherless = cfg.distillation == "none" and not cfg.attn_distill  # attention distillation has a teacher too
-    unread = [name for name in TEACHER_FIELDS if teacherless and name in changed]
+    unread = [name for name in TEACHER_FIELDS if teacherless(cfg) and name in changed]
     if cfg.distillation != "none" and cfg.teacher == LABEL_TEACHER and cfg.teacher_checkpoint and \
             {"teacher", "teacher_checkpoint"} & changed:
         unread.append("teacher_checkpoint")
     if unread:
-        why = "distillation=none trains without a teacher" if teacherless else \
+        why = "distillation=none trains without a teacher" if teacherless(cfg) else \
             f"teacher={LABEL_TEACHER} distils from the labels, which have no weights"
         raise ConfigError(f"{', '.join(f'{n}={getattr(cfg, n)!r}' for n in unread)} would go unread: {why}; leave "
                           f"{'it' if len(unread) == 1 else 'them'} out, or set distillation (soft or hard)")

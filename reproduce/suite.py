@@ -27,7 +27,7 @@ from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name, teac
 from bench.store import hold_folder, write_text_atomic
 from reproduce import experiments
 from reproduce.checkpoints import config_differences, run_env, unrecorded
-from reproduce.config import LABEL_TEACHER, TEACHER_FIELDS, ConfigError, override
+from reproduce.config import LABEL_TEACHER, TEACHER_FIELDS, ConfigError, override, teacherless
 from reproduce.train import train
 
 
@@ -197,8 +197,7 @@ def _run_one(name: str, output: Path, sets: list[str], data: str | None, *, seed
     if data:
         cfg = dataclasses.replace(cfg, data=data)
     # the teacher's settings are for the rows that distil (a row without a teacher refuses them)
-    teacherless = cfg.distillation == "none" and not cfg.attn_distill
-    usable = [s for s in sets if s.partition("=")[0].strip() not in TEACHER_FIELDS or not teacherless]
+    usable = [s for s in sets if s.partition("=")[0].strip() not in TEACHER_FIELDS or not teacherless(cfg)]
     cfg = override(cfg, [*usable, f"seed={seed}"])
     if (output / "result.json").exists():
         # a row finished with other settings would join this table's rows trained with these (a hostile pass:
