@@ -27,8 +27,8 @@ from bench.check import (
     record_fingerprint,
     record_key,
 )
+from bench.jsontypes import type_problem
 from bench.record import Record, read_regular_text
-from bench.schema import type_problem
 from bench.store import write_text_atomic
 
 # ---- writing baselines ----

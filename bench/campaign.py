@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import schema
 from bench.errors import UsageError
+from bench.jsontypes import type_problem
 from bench.store import write_atomic, write_text_atomic
 
 DEIT = ("deit_ti", "deit_s", "deit_b", "deit_b_384", "deit_ti_dist", "deit_s_dist", "deit_b_dist", "deit_b_dist_384")
@@ -121,7 +121,7 @@ def _expect(data: Any, types: dict[str, Any], where: str) -> None:
             f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(unknown)}" if unknown else "")
             if part))
     for key, kind in types.items():
-        problem = schema.type_problem(data[key], kind)
+        problem = type_problem(data[key], kind)
         if problem:
             raise ValueError(f"{where}.{key}: {problem}")
 

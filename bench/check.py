@@ -29,9 +29,9 @@ from typing import Any
 
 import pandas as pd
 
+from bench.jsontypes import type_problem
 from bench.machine import Fingerprint
 from bench.record import Record
-from bench.schema import type_problem
 
 BASELINE_SCHEMA = 2
 SPEED_SETTINGS = ("device", "precision", "batch_size", "img_size", "compile")  # must match to compare speed

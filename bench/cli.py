@@ -356,12 +356,6 @@ def _check(args: argparse.Namespace) -> int:
 def _disagree(args: argparse.Namespace) -> None:
     from bench.disagree import disagreement, top1_columns
 
-    missing = [str(p) for p in args.predictions if not p.exists()]
-    if missing:
-        raise UsageError(f"no such prediction file: {', '.join(missing)} (write them with --save-predictions)")
-    special = [str(p) for p in args.predictions if not p.is_file()]
-    if special:  # a FIFO would be waited on
-        raise UsageError(f"not a regular file: {', '.join(special)}")
     try:
         columns, images = top1_columns(args.predictions)
     except ValueError as exc:
@@ -377,8 +371,7 @@ def _disagree(args: argparse.Namespace) -> None:
 
 
 def _tables(args: argparse.Namespace) -> None:
-    from bench import site, tables
-    from bench.record import load_record_files
+    from bench import site
 
     if not args.records.exists():
         raise UsageError(f"--records {args.records} does not exist")
@@ -386,32 +379,15 @@ def _tables(args: argparse.Namespace) -> None:
     check_folder(args.out, "--out")
     check_folder(args.figures, "--figures")
     try:
-        site.check_replaceable(args.out.parent, page=not args.no_figures)
+        done = site.regenerate(args.records, args.out, args.figures, draw=not args.no_figures,
+                               warn=lambda exc: print(f"bench tables: warning: skipped {exc}", file=sys.stderr))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    skipped = []
-    # one bad file must not block every table
-    found = load_record_files(args.records, skip_bad=skipped.append, check=tables.check_record)
-    records = [r for _, r in found]
-    for exc in skipped:
-        print(f"bench tables: warning: skipped {exc}", file=sys.stderr)
-    if not records:  # every table would be 'not run', replacing what --out holds
-        raise UsageError(f"no readable records (*.json) in {args.records}"
-                         + (f" ({len(skipped)} skipped above)" if skipped else "") + "; nothing was written")
-    built = tables.build_all(records)
-    written = [p for t in built for p in tables.write(t, args.out)]
-    drawn = None
-    if not args.no_figures:
-        from bench import figures
-
-        drawn = figures.build_all(records, args.figures)
-        written += drawn
-    written += site.publish(args.out.parent, built, drawn, args.figures, found, args.out, args.records)
-    print(f"{len(records)} records -> {len(written)} files in {args.out}" +
+    print(f"{done.records} records -> {len(done.written)} files in {args.out}" +
           ("" if args.no_figures else f", {args.figures}") + f" and {args.out.parent} ("
           + ("constraints.txt" if args.no_figures else "index.html, constraints.txt") + ")"
-          + (f"; {len(skipped)} unreadable record file(s) left out, named above: their rows may read 'not run'"
-             if skipped else ""))
+          + (f"; {done.skipped} unreadable record file(s) left out, named above: their rows may read 'not run'"
+             if done.skipped else ""))
 
 
 def _campaign(args: argparse.Namespace) -> int:

@@ -22,6 +22,12 @@ HEAD_LABELS = {"": "", "cls": "class", "dist": "distil", "fused_logits": "class+
 def top1_columns(files: list[Path], labels: list[str] | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """Top-1 per classifier (one per head of each file, named by `labels` or `file_labels`), plus the ground
     truth, on the images all files share."""
+    missing = [str(p) for p in files if not p.exists()]
+    if missing:
+        raise ValueError(f"no such prediction file: {', '.join(missing)} (write them with --save-predictions)")
+    special = [str(p) for p in files if not p.is_file()]
+    if special:  # a FIFO would be waited on
+        raise ValueError(f"not a regular file: {', '.join(special)}")
     loaded = [(f, load(f)) for f in files]
     keys = [[image_key(n) for n in p.names] for _, p in loaded]  # files written before image_key: named by folder
     for (path, _), names in zip(loaded, keys):

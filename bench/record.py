@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench import schema
+from bench.jsontypes import type_problem
 from bench.store import write_text_atomic
 
 SCHEMA_VERSION = 1
@@ -84,7 +85,7 @@ class Record:
             raise ValueError(f"unknown record kind {kind!r}; this version reads {', '.join(schema.KINDS)}")
         # types, not only keys: a reader of `"params": "five million"` must not be the one to find out
         problems = [f"{k}: {p}" for k, t in (("variant", str), ("model", str), ("notes", list[str]))
-                    if k in data for p in [schema.type_problem(data[k], t)] if p]
+                    if k in data for p in [type_problem(data[k], t)] if p]
         problems += [f"{section}.{p}" for section in ("settings", "metrics", "env")
                      for p in schema.section_class(kind, section)(data[section]).problems()]
         if problems:

@@ -17,10 +17,10 @@ reads as "not measured", as a missing key does.
 from __future__ import annotations
 
 import fnmatch
-import math
-import types
 from collections.abc import Iterator, Mapping
-from typing import Any, Generic, TypeVar, Union, get_args, get_origin, overload
+from typing import Any, Generic, TypeVar, overload
+
+from bench.jsontypes import type_problem
 
 T = TypeVar("T")
 
@@ -368,58 +368,6 @@ def section_class(kind: str, section: str) -> type[Section]:
 def undocumented(kind: str, section: str, names: list[str]) -> list[str]:
     """The names a record of `kind` carries in `section` that the schema does not know."""
     return section_class(kind, section).undocumented(names)
-
-
-def type_problem(value: Any, expected: Any) -> str | None:
-    """Why `value`, as read from JSON, is not of the type `expected`, or None when it is.
-
-    `expected` is a class (a float may be an int and must be finite; an int is never a bool), `X | None`,
-    `list[X]` / `tuple[X, ...]` (every item checked; JSON has lists only) or `dict[str, X]` (every value checked).
-    """
-    origin = get_origin(expected)
-    if origin in (Union, types.UnionType):
-        options = get_args(expected)
-        if value is None and type(None) in options:
-            return None
-        if any(type_problem(value, o) is None for o in options if o is not type(None)):
-            return None
-        return f"expected {_expected_name(expected)}, got {_found(value)}"
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            return f"expected list, got {_found(value)}"
-        item = get_args(expected)[0]
-        for i, v in enumerate(value):
-            problem = type_problem(v, item)
-            if problem:
-                return f"item {i}: {problem}"
-        return None
-    if origin is dict:
-        if not isinstance(value, dict):
-            return f"expected dict, got {_found(value)}"
-        item = get_args(expected)[1]
-        for k, v in value.items():
-            problem = type_problem(v, item)
-            if problem:
-                return f"[{k!r}]: {problem}"
-        return None
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if expected is float and number and not math.isfinite(value):
-        return f"expected a finite float, got {_found(value)}"
-    ok = number if expected is float else number and isinstance(value, int) if expected is int else \
-        isinstance(value, expected)
-    return None if ok else f"expected {_expected_name(expected)}, got {_found(value)}"
-
-
-def _expected_name(expected: Any) -> str:
-    return expected.__name__ if isinstance(expected, type) and not get_args(expected) else str(expected)
-
-
-def _found(value: Any) -> str:
-    """`str 'five million'`, `float nan`, `null`: the JSON value as a reader can find it in the file."""
-    if value is None:
-        return "null"
-    shown = repr(value)
-    return f"{type(value).__name__} {shown if len(shown) <= 60 else shown[:57] + '...'}"
 
 
 def render() -> str:

@@ -1,4 +1,5 @@
-"""`results/index.html`: the tables, the figures and the machines behind them on one page, as asv publishes its site.
+"""What `bench tables` writes (`regenerate`), and `results/index.html`: the tables, the figures and the machines behind
+them on one page, as asv publishes its site.
 
 Written by `bench tables` beside its tables folder, from what that run built (the tables, the figures it drew, the
 records it read) and nothing else: no clock, no network, so the same records give the same bytes. The page works
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
 from bench import constraints, machine
-from bench.record import Record
+from bench import tables as tables_mod
+from bench.record import Record, load_record_files
 from bench.store import write_text_atomic
 from bench.tables import Table
 
@@ -87,6 +90,39 @@ def page(tables: list[Table], figures: list[Path], drawn: set[Path], records: li
 
 
 # A line each file of `publish` holds: a file without it in the folder is someone else's, and is not replaced
+@dataclass(frozen=True)
+class Regenerated:
+    records: int  # records read
+    written: list[Path]
+    skipped: int  # unreadable record files left out (each passed to `warn`)
+
+
+def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, warn) -> Regenerated:
+    """All that `bench tables` writes, from the records under `records_dir` and nothing else: the tables into `out`,
+    the figures into `figures_dir` (unless not `draw`), index.html and constraints.txt into `out`'s parent.
+    ValueError, before anything is written, when the parent holds a page of its own or no record is readable; one
+    unreadable record file is passed to `warn` and left out rather than blocking every table."""
+    check_replaceable(out.parent, page=draw)
+    skipped = []
+    found = load_record_files(records_dir, skip_bad=skipped.append, check=tables_mod.check_record)
+    for exc in skipped:
+        warn(exc)
+    if not found:  # every table would be 'not run', replacing what `out` holds
+        raise ValueError(f"no readable records (*.json) in {records_dir}"
+                         + (f" ({len(skipped)} skipped above)" if skipped else "") + "; nothing was written")
+    records = [r for _, r in found]
+    built = tables_mod.build_all(records)
+    written = [p for t in built for p in tables_mod.write(t, out)]
+    drawn = None
+    if draw:
+        from bench import figures  # matplotlib: only when drawing
+
+        drawn = figures.build_all(records, figures_dir)
+        written += drawn
+    written += publish(out.parent, built, drawn, figures_dir, found, out, records_dir)
+    return Regenerated(len(records), written, len(skipped))
+
+
 OWN_MARKS = {"constraints.txt": "by `bench tables`; do not edit", "index.html": "Written by <code>bench tables</code>"}
 
 

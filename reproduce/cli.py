@@ -133,7 +133,7 @@ def _lr_figure(name: str, cfg: TrainConfig, path: Path) -> Path:
 
 
 def _lr_points(cfg: TrainConfig) -> list[tuple[float, float]]:
-    from reproduce.train import lr_schedule
+    from reproduce.schedule import lr_schedule
 
     return lr_schedule(cfg, steps_per_epoch=20)
 

@@ -155,7 +155,7 @@ SCHED_TIMINGS = ("official", "start")
 CLS_TOKEN_INITS = ("official", "timm")
 LABEL_TEACHER = "labels"  # `teacher=labels`: the true labels in the teacher's place (reproduce.distill.LabelTeacher)
 DATASETS = ("folder", "cifar10", "cifar100", "flowers102", "stanford_cars", "synthetic")
-# timm's schedules that the loop can drive (train.epoch_lr / step_update): `plateau` needs a validation metric the
+# timm's schedules that the loop can drive (schedule.epoch_lr / step_update): `plateau` needs a validation metric the
 # loop does not pass, `none` gives no scheduler, `wsd`/`rsqrt` refuse short runs; tested over epochs and warm-ups
 SCHEDULERS = ("cosine", "tanh", "step", "constant", "multistep", "poly")
 # timm's create_transform takes box, hamming and lanczos too, but RandAugment's affine ops (PIL) then fail mid-epoch

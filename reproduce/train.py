@@ -23,7 +23,6 @@ from timm.data import Mixup
 from timm.data.distributed_sampler import RepeatAugSampler
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -42,7 +41,9 @@ from reproduce import config, data, models, tracking
 from reproduce.checkpoints import CheckpointState, RunFiles, resolve_amp, run_env
 from reproduce.config import ConfigError, Interrupted, NonFiniteLoss, Preempted, TrainConfig
 from reproduce.distill import AttentionTap, AttentionTerm, Distiller, LabelTeacher, MemoTeacher
+from reproduce.meter import EpochMeter, StepStats
 from reproduce.sampling import ResumableSampler, SeededItems, step_seed
+from reproduce.schedule import epoch_lr, make_scheduler
 
 
 def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=print,
@@ -195,90 +196,6 @@ def _loop(run: Run, step_fn, batches: Batches, memo: MemoTeacher | None, stop: _
             run.log(_epoch_summary(line, cfg.epochs))
 
 
-def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """timm's scheduler for the config (its per-epoch lr is set by `epoch_lr`, its per-step one by step_update)."""
-    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-                                       warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, step_on_epochs=not cfg.sched_per_step,
-                                       updates_per_epoch=steps_per_epoch)
-    return scheduler
-
-
-def lr_schedule(cfg: TrainConfig, steps_per_epoch: int = 1) -> list[tuple[float, float]]:
-    """(epoch, learning rate) at the start of every epoch (or every step, with sched_per_step) exactly as training
-    sets it, for a peak lr after batch scaling; `reproduce ls --show E --lr-figure FILE` draws it."""
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.peak_lr())
-    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
-    points = []
-    for epoch in range(cfg.epochs):
-        if not cfg.sched_per_step:
-            epoch_lr(scheduler, epoch, cfg.sched_timing)
-            points.append((float(epoch), optimizer.param_groups[0]["lr"]))
-            continue
-        for step in range(steps_per_epoch):
-            scheduler.step_update(epoch * steps_per_epoch + step)
-            points.append((epoch + step / steps_per_epoch, optimizer.param_groups[0]["lr"]))
-    return points
-
-
-def epoch_lr(scheduler, epoch: int, timing: str) -> None:
-    """Set the learning rate of `epoch` on a per-epoch timm scheduler, stateless so a resumed run sets the same.
-
-    `official`: the released main.py calls `lr_scheduler.step(epoch)` after each epoch, and timm's scheduler starts at
-    `warmup_lr`, so epoch 0 trains at warmup_lr and epoch e >= 1 at lr(e - 1) (two epochs at warmup_lr;
-    https://github.com/facebookresearch/deit/issues/145). `start`: step(epoch) before each epoch, epoch e at lr(e)."""
-    if timing == "start":
-        scheduler.step(epoch)
-    else:
-        scheduler.step(max(epoch - 1, 0))  # lr(0) is warmup_lr, what the scheduler's constructor set
-
-
-class EpochMeter:
-    """Mean losses (and teacher agreement) over an epoch's steps and its training speed (all ranks' images per
-    second)."""
-
-    def __init__(self, carried: dict | None = None) -> None:
-        """`carried`: `partial()` of the same epoch before a resume (its steps count in the means, not the speed)."""
-        carried = carried or {}
-        # teacher_agree joins with a teacher
-        self.sums = {"loss": 0.0, "loss_base": 0.0, "loss_distill": 0.0, **carried.get("sums", {})}
-        self.steps, self.images = carried.get("steps", 0), 0
-        self.start = time.perf_counter()
-
-    def partial(self, procs: Processes) -> dict:
-        """The sums and steps so far, over every rank (collective under torchrun): rank 0 carries them on resume."""
-        sums, steps = self._over_ranks(procs)
-        return {"sums": sums, "steps": steps}
-
-    def add(self, images: int, stats: StepStats) -> None:
-        self.steps += 1
-        self.images += images
-        values = {"loss": stats.loss, "loss_base": stats.base, "loss_distill": stats.term or 0.0}
-        if stats.teacher_agree is not None:
-            values["teacher_agree"] = stats.teacher_agree
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
-
-    def means(self, procs: Processes) -> dict:
-        """The epoch's mean losses over every rank's steps (under torchrun, collective), and all ranks' images/s."""
-        elapsed = time.perf_counter() - self.start
-        sums, steps = self._over_ranks(procs)
-        return {**{k: v / max(steps, 1) for k, v in sums.items()},
-                "train_img_per_s": self.images * procs.world / elapsed if elapsed > 0 else None}
-
-    def _over_ranks(self, procs: Processes) -> tuple[dict, int]:
-        if procs.world == 1:
-            return dict(self.sums), self.steps
-        # one fixed layout on every rank: a rank with no step left in a resumed epoch has no teacher_agree yet
-        keys = ("loss", "loss_base", "loss_distill", "teacher_agree")
-        values = [self.sums.get(k, 0.0) for k in keys] + [float("teacher_agree" in self.sums), float(self.steps)]
-        total = torch.tensor(values, dtype=torch.float64, device=procs.device)
-        dist.all_reduce(total)
-        sums = dict(zip(keys, total[:4].tolist()))
-        if not total[4].item():  # no rank has a teacher
-            del sums["teacher_agree"]
-        return sums, int(total[5].item())
-
-
 class Batches(NamedTuple):
     sampler: ResumableSampler
     loader: DataLoader  # or a `DeviceLoader`
@@ -306,14 +223,6 @@ def training_batches(train_set, cfg: TrainConfig, procs: Processes, per_rank: in
                         num_workers=cfg.workers, pin_memory=procs.device.startswith("cuda"),
                         persistent_workers=cfg.workers > 0)
     return Batches(sampler, loader, steps_per_epoch)
-
-
-class StepStats(NamedTuple):
-    """One step's numbers for the logs, as floats."""
-    loss: float
-    base: float
-    term: float | None
-    teacher_agree: float | None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import schema
+from bench import jsontypes, schema
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = sorted(ROOT.glob("results/runs/**/*.json")) + sorted(ROOT.glob("results/side-checks/**/*.json")) + \
@@ -89,7 +89,7 @@ def test_an_unknown_kind_is_refused():
     ({"a": {"b": "half"}}, dict[str, dict[str, float]], "['a']: ['b']: expected float, got str 'half'"),
 ])
 def test_type_problem_says_what_was_expected_and_what_was_found(value, expected, problem):
-    found = schema.type_problem(value, expected)
+    found = jsontypes.type_problem(value, expected)
     assert found == problem if problem is None else problem in found
 
 

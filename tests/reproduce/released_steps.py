@@ -33,7 +33,8 @@ from torch import nn
 from bench.registry import VARIANTS
 from reproduce import experiments
 from reproduce.models import build_student
-from reproduce.train import Processes, build_recipe, epoch_lr
+from reproduce.schedule import epoch_lr
+from reproduce.train import Processes, build_recipe
 
 EPOCHS, STEPS, BATCH = 3, 10, 16
 

@@ -161,7 +161,7 @@ def test_a_list_given_with_spaces_keeps_the_names_exact():
 @pytest.mark.parametrize("sched", SCHEDULERS)
 @pytest.mark.parametrize("per_step", [False, True])
 def test_every_accepted_schedule_drives_the_training_loop(sched, per_step):
-    from reproduce.train import lr_schedule
+    from reproduce.schedule import lr_schedule
 
     for epochs, warmup in ((1, 0), (1, 1), (2, 1), (10, 5)):
         cfg = check(dataclasses.replace(debug(), sched=sched, epochs=epochs, warmup_epochs=warmup,

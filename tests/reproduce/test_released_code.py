@@ -11,7 +11,7 @@ from reproduce import cli, models
 from reproduce.cli import resolve_config
 from reproduce.config import TrainConfig, override
 from reproduce.released import RELEASED_CODE, render_released
-from reproduce.train import epoch_lr
+from reproduce.schedule import epoch_lr
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,7 +89,7 @@ def test_every_released_setting_is_a_valid_override_and_the_doc_is_generated(cap
 
 
 def test_the_lr_figure_draws_the_schedule_training_sets(tmp_path, capsys):
-    from reproduce.train import lr_schedule
+    from reproduce.schedule import lr_schedule
 
     cfg = resolve_config("deit_b", None, ["epochs=10", "warmup_epochs=3"])
     assert [lr for _, lr in lr_schedule(cfg)][:3] == pytest.approx([1e-6, 1e-6, 1e-3 / 3 + 1e-6 * 2 / 3], rel=1e-6)
@@ -104,7 +104,7 @@ def test_bench_tables_draws_the_schedule_from_the_config_record(tmp_path):
     """`reproduce ls --show E --record DIR` stores the schedule; `bench tables` draws it from that record alone."""
     from bench import figures
     from bench.record import load_records
-    from reproduce.train import lr_schedule
+    from reproduce.schedule import lr_schedule
 
     assert cli.main(["ls", "--show", "deit_b", "--record", str(tmp_path / "runs")]) == 0
     (record,) = load_records(tmp_path / "runs")
