@@ -22,7 +22,11 @@ PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
 
 
 def peak_tflops(device_name: str, column: str) -> float | None:
-    """Datasheet peak for this card and precision column, or None when the card or column is unknown."""
+    """Datasheet peak for this card and precision column, or None when the card or column is unknown, and for a MIG
+    slice ("NVIDIA H100 80GB HBM3 MIG 1g.10gb"): it has a fraction of the card's units, so the card's peak would
+    understate its MFU several times over; the measured peak (bench/peak.py) still applies."""
+    if "MIG" in device_name.split():
+        return None
     for key, peaks in PEAK_TFLOPS:
         if key.lower() in device_name.lower():
             return peaks.get(column)
@@ -45,14 +49,18 @@ def _nvml():
 
 def _handle(nv, device: str):
     """NVML handle of a torch CUDA device, matched by UUID (CUDA and NVML indices differ under
-    CUDA_VISIBLE_DEVICES), by index where torch does not expose the UUID."""
+    CUDA_VISIBLE_DEVICES): "GPU-<uuid>" for a whole card, "MIG-<uuid>" for a MIG slice, whose own UUID CUDA reports.
+    By index only where torch does not expose the UUID."""
     import torch
 
     index = torch.device(device).index or 0
     uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-    if uuid is not None:
+    if uuid is None:
+        return nv.nvmlDeviceGetHandleByIndex(index)
+    try:
         return nv.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
-    return nv.nvmlDeviceGetHandleByIndex(index)
+    except nv.NVMLError:  # not found: a MIG slice (a driver with the old "MIG-GPU-…/gi/ci" names finds neither)
+        return nv.nvmlDeviceGetHandleByUUID(f"MIG-{uuid}")
 
 
 def device_info(device: str) -> dict[str, Any]:

@@ -297,10 +297,15 @@ def _time(model, variant: Variant, settings: Settings, log):
                                         warmup=settings.warmup, iters=settings.iters, monitor=monitor,
                                         progress=functools.partial(bar.update, 1))
         except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
             if settings.batch_size != "max" or attempt == 4:
+                torch.cuda.empty_cache()
                 raise BatchDoesNotFit(f"batch size {batch} does not fit in GPU memory for {variant.name} at "
                                  f"{settings.precision}; use a smaller --batch-size or max") from None
+            if settings.compile_mode != "off":  # CUDA graphs keep their memory pools, which empty_cache leaves alone:
+                runner = None  # dynamo's reset frees them (it resets the CUDA-graph trees); then compile anew
+                torch._dynamo.reset()
+                runner = compiling.compiled(model, settings.compile_mode)
+            torch.cuda.empty_cache()
             batch = max(1, int(batch * 0.9))
             log(f"out of memory; backing off to batch {batch}")
             continue

@@ -81,3 +81,47 @@ def test_a_timed_loop_under_a_second_gets_no_energy_rather_than_a_coarse_one(mon
         pass  # not sampled during the block: read at its end
     assert monitor.readings["energy_j"] is None and monitor.readings["power_w_mean"] is None
     assert monitor.readings["sm_clock_mhz"] == 1980
+
+
+def test_a_mig_slice_gets_no_datasheet_peak_of_the_whole_card():
+    assert peak_tflops("NVIDIA H100 80GB HBM3 MIG 1g.10gb", "bf16") is None
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
+
+
+class _UuidNvml:
+    """NVML on a MIG slice: the card's "GPU-" UUID form does not name it, its "MIG-" form does."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, known):
+        self.known, self.asked = known, []
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        self.asked.append(uuid)
+        if uuid not in self.known:
+            raise self.NVMLError("Not Found")
+        return f"handle of {uuid}"
+
+
+@pytest.mark.parametrize("known, expected", [({"GPU-1234"}, "handle of GPU-1234"),
+                                             ({"MIG-1234"}, "handle of MIG-1234")])
+def test_the_nvml_handle_is_found_by_uuid_for_a_card_and_for_a_mig_slice(monkeypatch, known, expected):
+    import types
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: types.SimpleNamespace(uuid="1234"))
+    assert gpu._handle(_UuidNvml(known), "cuda:0") == expected
+
+
+def test_a_uuid_nvml_does_not_know_is_an_error_not_another_card(monkeypatch):
+    import types
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: types.SimpleNamespace(uuid="1234"))
+    nv = _UuidNvml(set())
+    with pytest.raises(nv.NVMLError):  # GpuMonitor.for_device then measures without telemetry
+        gpu._handle(nv, "cuda:1")
+    assert nv.asked == ["GPU-1234", "MIG-1234"]

@@ -188,3 +188,36 @@ def test_a_forward_timed_beside_a_busy_process_says_so():
     quiet = Timing(1, (0.1,), "perf_counter", None, None, other_cores=0.02, steal=0.0)
     assert not quiet.busy and not Timing(1, (0.1,), "perf_counter", None, None).busy  # unknown load: not busy
     assert not Timing(1, (0.1,), "cuda_event", None, None, other_cores=3.0, steal=0.0).busy  # GPU: not the CPUs' say
+
+
+@pytest.mark.parametrize("compile_mode, recompiles", [("off", 0), ("reduce-overhead", 1)])
+def test_an_out_of_memory_under_batch_max_backs_off_and_frees_a_compiled_models_graphs(monkeypatch, compile_mode,
+                                                                                        recompiles):
+    """CUDA graphs keep their memory pools through torch.cuda.empty_cache(): without dynamo's reset, every smaller
+    batch after an out-of-memory would run out as well."""
+    import types
+
+    from bench import compiling, run, speed
+
+    calls = {"compiled": 0, "reset": 0, "batches": []}
+
+    def compiled(model, mode):
+        calls["compiled"] += 1
+        return model
+
+    def time_forward(runner, batch, **kwargs):
+        calls["batches"].append(batch.size)
+        if len(calls["batches"]) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return "timing"
+
+    monkeypatch.setattr(speed, "cuda_batch_fits", lambda *a, **k: None)
+    monkeypatch.setattr(speed, "find_max_batch", lambda fits, cap: 100)
+    monkeypatch.setattr(speed, "time_forward", time_forward)
+    monkeypatch.setattr(compiling, "compiled", compiled)
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: calls.__setitem__("reset", calls["reset"] + 1))
+    settings = types.SimpleNamespace(batch_size="max", max_batch_cap=4096, img_size=32, device="cpu",
+                                     precision="fp32", compile_mode=compile_mode, warmup=3, iters=2)
+    timing, readings = run._time(nn.Identity(), VARIANTS["debug"], settings, log=lambda m: None)
+    assert timing == "timing" and calls["batches"] == [100, 90]
+    assert (calls["compiled"], calls["reset"]) == (1 + recompiles, recompiles)
