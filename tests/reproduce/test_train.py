@@ -111,6 +111,21 @@ def test_a_record_lost_between_result_json_and_the_results_folder_is_written_on_
     assert cli.main([*args, "--resume"]) == 0 and len(list((tmp_path / "r").glob("*.json"))) == 1  # not twice
 
 
+def test_only_rank_0_writes_a_lost_record_under_torchrun(tmp_path, monkeypatch):
+    """Every rank's train() returns None for a finished run; had each written the lost record, two would be kept (a
+    review reproduced it; the 2-process test catches it only when the race happens, this one always)."""
+    args = ["train", "--experiment", "debug", "--set", "epochs=1", "--output", str(tmp_path / "run"),
+            "--results-dir", str(tmp_path / "r")]
+    assert cli.main(args) == 0
+    (record,) = (tmp_path / "r").glob("*.json")
+    record.unlink()
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: None)  # a finished run, on every rank
+    monkeypatch.setenv("RANK", "1")
+    assert cli.main([*args, "--resume"]) == 0 and not list((tmp_path / "r").glob("*.json"))
+    monkeypatch.setenv("RANK", "0")
+    assert cli.main([*args, "--resume"]) == 0 and len(list((tmp_path / "r").glob("*.json"))) == 1
+
+
 def test_a_finished_run_is_not_trained_again_and_a_used_folder_needs_resume(tmp_path, capsys):
     args = ["train", "--experiment", "debug", "--output", str(tmp_path / "run"), "--results-dir", str(tmp_path / "r")]
     assert cli.main(args) == 0
