@@ -25,11 +25,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from bench.errors import DataError
+from bench.predictions import FLAT_PREFIX  # defined there: bench disagree reads it without loading timm
 
 LAYOUTS = ("folder", "imagenet-v2", "imagenet-flat")
 EVAL_PROTOCOLS = ("official", "timm")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
-FLAT_PREFIX = "ILSVRC2012_val_"
 LABELS_NAME = "ILSVRC2012_val_labels.txt"
 
 

@@ -12,13 +12,15 @@ from torch import Tensor
 from bench.errors import CheckpointError, UsageError
 from bench.store import write_atomic
 
+FLAT_PREFIX = "ILSVRC2012_val_"  # the released validation files' names (bench/data.py's imagenet-flat layout)
+
 
 def image_key(name: str) -> str:
     """How an image is known across prediction files: "class/file" in a class tree, whose file names repeat from
     class to class; the bare file name of an ILSVRC2012 val image, unique whatever folder holds it (a hostile pass:
     two copies of one val folder under other names "shared no image" in `bench disagree`)."""
     base = name.rsplit("/", 1)[-1]
-    return base if base.startswith("ILSVRC2012_val_") else name  # bench/data.py: FLAT_PREFIX
+    return base if base.startswith(FLAT_PREFIX) else name
 
 
 def check_destination(path: Path, flag: str = "--save-predictions") -> None:
