@@ -370,7 +370,7 @@ def _disagree(args: argparse.Namespace) -> None:
         print(matrix.to_markdown(floatfmt=".3f"))
 
 
-def _tables(args: argparse.Namespace) -> None:
+def _tables(args: argparse.Namespace) -> int | None:
     from bench import site
 
     if not args.records.exists():
@@ -383,6 +383,10 @@ def _tables(args: argparse.Namespace) -> None:
                                warn=lambda exc: print(f"bench tables: warning: skipped {exc}", file=sys.stderr))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:  # held back while the files are put in place: they are all old, or all new
+        print("\nbench tables: interrupted; nothing is half replaced: the tables, figures and page are all the "
+              "earlier run's or all this run's", file=sys.stderr)
+        return 130
     print(f"{done.records} records -> {len(done.written)} files in {args.out}" +
           ("" if args.no_figures else f", {args.figures}") + f" and {args.out.parent} ("
           + ("constraints.txt" if args.no_figures else "index.html, constraints.txt") + ")"
@@ -431,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nbench {args.command}: interrupted; no record was written", file=sys.stderr)
+        print(f"\nbench {args.command}: interrupted" + ("; no record was written" if args.command == "run" else ""),
+              file=sys.stderr)
         return 130
     except BrokenPipeError:  # `bench ls | head`: the reader left; not an error of ours
         sys.stderr.close()

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import signal
+import traceback
 from pathlib import Path
 
 import matplotlib
@@ -34,6 +35,7 @@ from bench.paper import FIGURE1_FAMILIES, TABLE10
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
 from bench.scales import experiment_name, teacher_experiment
+from bench.store import interrupts_deferred
 from bench.tables import latest, speed_key, timed_as_protocol  # noqa: E402
 from bench.trained import Arm, machine_of, train_runs  # noqa: E402
 from bench.trained_tables import table3_arms, versus_arms  # noqa: E402
@@ -295,19 +297,62 @@ def build_all(records: list[Record], out_dir: Path, jobs: int | None = None) -> 
     tasks = [(fig1,), (resolution_sweep,), (throughput_vs_batch,), (lr_schedules,)]
     tasks += [(ablation_curves, spec) for spec in ABLATIONS if isinstance(spec, Versus) and spec.figure]
     tasks += [(function, scale) for scale in ("mini", "cifar10") for function in (table3_curves, gallery)]
-    jobs = jobs or os.cpu_count() or 1
+    jobs = min(jobs or os.cpu_count() or 1, len(tasks))
     _RECORDS, _OUT_DIR = records, out_dir
     try:
         if jobs == 1 or "fork" not in multiprocessing.get_all_start_methods():
-            results = [_render(*task) for task in tasks]
-        else:
-            with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("fork")) as pool:
-                slowest_first = sorted(range(len(tasks)), key=lambda i: tasks[i][0] is not gallery)
-                futures = {i: pool.submit(_render, *tasks[i]) for i in slowest_first}
-                results = [futures[i].result() for i in range(len(tasks))]
+            return [path for task in tasks for path in _render(*task)]
+        slowest_first = sorted(range(len(tasks)), key=lambda i: tasks[i][0] is not gallery)
+        rendered = _in_processes(tasks, [slowest_first[k::jobs] for k in range(jobs)])
+        return [path for i in range(len(tasks)) for path in rendered[i]]
     finally:
         _RECORDS, _OUT_DIR = [], Path()
-    return [path for paths in results for path in paths]
+
+
+def _in_processes(tasks: list[tuple], shares: list[list[int]]) -> dict[int, list[Path]]:
+    """Render `tasks` in one forked process per share of their indices; {index: paths}.
+
+    Not a process pool: Ctrl-C reaches the whole process group, and a pool's worker interrupted inside its queue, or
+    a pool interrupted while it started, left `bench tables` waiting forever (a hostile pass; both of concurrent.futures'
+    and multiprocessing's pools hung so). Here the children ignore Ctrl-C, they start with it held back, and on Ctrl-C
+    or an error this process kills them: the figures render into a staging folder that is then dropped
+    (bench/site.py: regenerate)."""
+    context = multiprocessing.get_context("fork")
+    children = []
+    try:
+        with interrupts_deferred():
+            for share in shares:
+                receive, send = context.Pipe(duplex=False)
+                child = context.Process(target=_render_share, args=(tasks, share, send), daemon=True)
+                child.start()
+                send.close()
+                children.append((child, receive))
+        rendered: dict[int, list[Path]] = {}
+        for child, receive in children:
+            try:
+                answer = receive.recv()
+            except EOFError:
+                raise RuntimeError(f"a figure process died (exit code {child.join() or child.exitcode})") from None
+            if isinstance(answer, str):  # the child's traceback
+                raise RuntimeError(f"drawing a figure failed:\n{answer}")
+            rendered.update(answer)
+        return rendered
+    finally:
+        for child, receive in children:
+            if child.is_alive():
+                child.kill()
+            child.join()
+            receive.close()
+
+
+def _render_share(tasks: list[tuple], share: list[int], send) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent alone answers Ctrl-C, by killing this process
+    try:
+        answer = {i: _render(*tasks[i]) for i in share}
+    except Exception:  # noqa: BLE001 - sent to the parent, which raises it
+        answer = traceback.format_exc()
+    send.send(answer)
+    send.close()
 
 
 _RECORDS: list[Record] = []

@@ -11,7 +11,9 @@ tests/bench/test_site.py (headless Chromium).
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import Counter, defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 from bench import constraints, machine
 from bench import tables as tables_mod
 from bench.record import Record, load_record_files
-from bench.store import write_text_atomic
+from bench.store import TEMP_PREFIX, hold_folder, interrupts_deferred, write_text_atomic
 from bench.tables import Table
 
 STYLE = """
@@ -100,27 +102,40 @@ class Regenerated:
 def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, warn) -> Regenerated:
     """All that `bench tables` writes, from the records under `records_dir` and nothing else: the tables into `out`,
     the figures into `figures_dir` (unless not `draw`), index.html and constraints.txt into `out`'s parent.
-    ValueError, before anything is written, when the parent holds a page of its own or no record is readable; one
-    unreadable record file is passed to `warn` and left out rather than blocking every table."""
-    check_replaceable(out.parent, page=draw)
-    skipped = []
-    found = load_record_files(records_dir, skip_bad=skipped.append, check=tables_mod.check_record)
-    for exc in skipped:
-        warn(exc)
-    if not found:  # every table would be 'not run', replacing what `out` holds
-        raise ValueError(f"no readable records (*.json) in {records_dir}"
-                         + (f" ({len(skipped)} skipped above)" if skipped else "") + "; nothing was written")
-    records = [r for _, r in found]
-    built = tables_mod.build_all(records)
-    written = [p for t in built for p in tables_mod.write(t, out)]
-    drawn = None
-    if draw:
-        from bench import figures  # matplotlib: only when drawing
 
-        drawn = figures.build_all(records, figures_dir)
-        written += drawn
-    written += publish(out.parent, built, drawn, figures_dir, found, out, records_dir)
+    Every file or none: the figures render into a folder of their own, and only once all is built are the files put
+    in place, with Ctrl-C held back for the milliseconds that takes (an interrupted run used to leave 51 of 73 files
+    new beside an old page). A second `bench tables` into the same `out` or figures folder is refused (FolderInUse)
+    while this one holds them. ValueError, before anything is written, when the parent holds a page of its own or no
+    record is readable; one unreadable record file is passed to `warn` and left out rather than blocking every
+    table."""
+    with hold_folder(out), hold_folder(figures_dir) if figures_dir.resolve() != out.resolve() else nullcontext():
+        check_replaceable(out.parent, page=draw)
+        skipped = []
+        found = load_record_files(records_dir, skip_bad=skipped.append, check=tables_mod.check_record)
+        for exc in skipped:
+            warn(exc)
+        if not found:  # every table would be 'not run', replacing what `out` holds
+            raise ValueError(f"no readable records (*.json) in {records_dir}"
+                             + (f" ({len(skipped)} skipped above)" if skipped else "") + "; nothing was written")
+        records = [r for _, r in found]
+        built = tables_mod.build_all(records)
+        with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX, dir=figures_dir) as stage:
+            staged = None
+            if draw:
+                from bench import figures  # matplotlib: only when drawing
+
+                staged = figures.build_all(records, Path(stage))
+            with interrupts_deferred():
+                written = [p for t in built for p in tables_mod.write(t, out)]
+                drawn = None if staged is None else [_move(p, figures_dir) for p in staged]
+                written += (drawn or []) + publish(out.parent, built, drawn, figures_dir, found, out, records_dir)
     return Regenerated(len(records), written, len(skipped))
+
+
+def _move(path: Path, folder: Path) -> Path:
+    os.replace(path, folder / path.name)
+    return folder / path.name
 
 
 OWN_MARKS = {"constraints.txt": "by `bench tables`; do not edit", "index.html": "Written by <code>bench tables</code>"}

@@ -15,9 +15,11 @@ import errno
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -147,9 +149,14 @@ def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(
     fd = _lock(folder, lock, log)
     for stale in sorted(folder.glob(f"{TEMP_PREFIX}*")):
         with contextlib.suppress(OSError):
-            if stale.is_file() and not stale.is_symlink():
+            kind = "file" if stale.is_file() else "folder" if stale.is_dir() else None
+            if kind is None or stale.is_symlink():
+                continue
+            if kind == "file":
                 stale.unlink()
-                log(f"removed {stale}, a temporary file a stopped run left behind")
+            else:  # bench tables' figures, rendered into a folder before they are put in place
+                shutil.rmtree(stale)
+            log(f"removed {stale}, a temporary {kind} a stopped run left behind")
     try:
         yield folder
     finally:
@@ -196,3 +203,21 @@ def _lock(folder: Path, lock: Path, log) -> int:
                 os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
             return fd
         os.close(fd)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back for the block and raise it as KeyboardInterrupt once the block is done: for a few
+    renames that must happen together (`bench tables`' outputs). Outside the main thread, or where SIGINT is
+    ignored, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield
+        return
+    seen: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+    if seen:
+        raise KeyboardInterrupt

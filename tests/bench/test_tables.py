@@ -439,3 +439,60 @@ def test_a_smoke_test_shorter_than_its_protocol_never_replaces_a_proper_run_in_t
                                 env={**proper.env, "created": "2099-01-01T00:00:00+00:00"})
     assert tables.latest([proper, smoke], proper.variant, protocol="timm") is proper
     assert tables.latest([smoke], proper.variant, protocol="timm") is None
+
+
+def test_an_interrupted_bench_tables_replaces_no_file_and_leaves_no_staging_folder(tmp_path, monkeypatch, capsys):
+    """A hostile pass: Ctrl-C part-way left 51 to 71 of 73 files new beside an old page."""
+    assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "t")]) == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    def interrupted(records, out_dir, jobs=None):
+        (out_dir / "fig1.svg").write_text("half a figure set")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(figures, "build_all", interrupted)
+    assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "t")]) == 130
+    assert "nothing is half replaced" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # no .lock, no .tmp-* either
+    assert not list(tmp_path.rglob(".tmp-*"))
+    (tmp_path / "figures" / ".tmp-killed" / "fig1.png").parent.mkdir()  # what a SIGKILL leaves: removed next time
+    (tmp_path / "figures" / ".tmp-killed" / "fig1.png").write_text("x")
+    monkeypatch.undo()
+    assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "t")]) == 0
+    assert not list(tmp_path.rglob(".tmp-*")) and "removed" in capsys.readouterr().err
+
+
+def _sleep(records, out_dir, seconds):
+    import time
+
+    time.sleep(seconds)
+    return []
+
+
+def test_ctrl_c_while_figures_render_in_processes_stops_them_at_once(tmp_path):
+    """A hostile pass: Ctrl-C reaches the whole process group, and a process pool it interrupted hung forever."""
+    import multiprocessing
+    import signal
+    import threading
+    import time
+
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        figures._in_processes([(_sleep, 60), (_sleep, 60)], [[0], [1]])
+    assert time.perf_counter() - started < 20 and not multiprocessing.active_children()
+
+
+def test_a_figure_that_fails_in_its_process_is_an_error_with_its_traceback():
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        figures._in_processes([(_sleep, 0), (lambda records, out: 1 / 0,)], [[0], [1]])
+
+
+def test_a_second_bench_tables_into_the_same_folder_is_refused(tmp_path, capsys):
+    """A hostile pass: two at once both exited 0, the page from one and the tables from the other."""
+    from bench.store import hold_folder
+
+    with hold_folder(tmp_path / "t"):
+        assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "t"), "--no-figures"]) == 2
+    assert "being written by another process" in capsys.readouterr().err
