@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from bench import checkpoint, data, evaluate
+from bench.processes import MAX_WORKERS
 from bench.registry import Variant
 from bench.speed import Precision
 
@@ -43,8 +44,8 @@ class EvalOptions:
         """Raise ValueError for a value out of its range, whatever the metrics."""
         if self.protocol not in data.EVAL_PROTOCOLS:
             raise ValueError(f"unknown --eval-protocol {self.protocol!r}; accepted: {', '.join(data.EVAL_PROTOCOLS)}")
-        if self.workers < 0:
-            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"--workers must be in [0, {MAX_WORKERS}] (data-loading processes), got {self.workers}")
         if self.batch_size < 1:
             raise ValueError(f"--eval-batch-size must be >= 1, got {self.batch_size}")
         if self.num_classes is not None and self.num_classes < 1:
@@ -72,7 +73,8 @@ class EvalOptions:
 
 # what only an accuracy measurement reads (its plumbing, --workers and --eval-batch-size, is checked, not refused)
 _ACCURACY_ONLY = {"dataset": "--dataset", "labels": "--labels", "real_labels": "--real-labels",
-                  "protocol": "--eval-protocol", "crop_pct": "--crop-pct", "limit": "--limit"}
+                  "protocol": "--eval-protocol", "crop_pct": "--crop-pct", "limit": "--limit",
+                  "save_predictions": "--save-predictions"}  # asked for a file, and silently given none (a hostile pass)
 
 
 @dataclass(frozen=True)

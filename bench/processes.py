@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+# Data-loading processes per rank, at most: each is a fork of the whole process, and `workers=100000` took down a
+# 24 GiB machine through the kernel's out-of-memory killer (a hostile pass). The official code uses 10.
+MAX_WORKERS = 64
 
 @dataclass(frozen=True)
 class Processes:

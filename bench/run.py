@@ -104,6 +104,8 @@ def resolve_settings(variant: Variant, request: Request | None = None, /, **chan
     if "relspeed" in wanted and request.attention not in (None, "sdpa"):
         raise ValueError(f"--metrics relspeed compares against baselines of sdpa attention; --attention "
                          f"{request.attention} is not gated")
+    if request.attention is not None and variant.family != "vit":  # a hostile pass: recorded, and changed nothing
+        raise ValueError(f"--attention sets how a ViT's attention runs; {variant.name} is a convnet: leave it out")
     if img_size is not None and variant.patch_size is not None and img_size % variant.patch_size:
         raise ValueError(f"--img-size {img_size} is not a multiple of {variant.name}'s patch size {variant.patch_size}")
     # relspeed times CPU time, which one thread keeps free of OpenMP spin-waits (docs/regression-gate.md)
@@ -184,17 +186,13 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     if settings.device.startswith("cuda"):
         device_name = torch.cuda.get_device_name(settings.device)
         env_extra = _try(gpu.device_info, settings.device)
-    search, asked = None, settings.attention  # the search may set attention "none" (a convnet): say what was asked
+    search = None
     if settings.best_s is not None:
         model = model.to(device=settings.device)
         search = _search(model, settings, fingerprint, (eval_opts, found), log)
         _release_freed_memory()  # else the timed peak RSS counts what the search's copies left (1,087 vs 921 MiB)
         settings = search_result(settings, search.chosen)
-    has_attention = best.set_attention(model, settings.attention) > 0
-    if settings.attention_fixed and not has_attention:
-        warnings.append(f"--attention {asked}: {variant.name} has no timm attention blocks, so it "
-                        "changed nothing")
-        log(warnings[-1])
+    has_attention = best.set_attention(model, settings.attention) > 0  # --attention on a convnet: refused up front
     model = model.to(device=settings.device)
     timed = _timed_copy(model, settings)
     if "speed" in settings.metrics:

@@ -328,7 +328,14 @@ def table2(records: list[Record]) -> Table:
 
 def check_record(r: Record) -> None:
     """What the tables read beyond the schema's types (`load_records(check=...)`): a Table-4 record's matrix holds
-    every pair of Table 4's models. Raises ValueError naming what is missing."""
+    every pair of Table 4's models; a size or speed is positive and an accuracy a percentage (a hand-edited
+    `infer_img_per_s: -5` was printed, a hostile pass). Raises ValueError naming what is wrong."""
+    if r.kind == "bench":
+        for key, value in r.metrics.items():
+            positive = key in ("params", "gmacs") or key.startswith(("infer_img_per_s", "latency_ms"))
+            percent = key.startswith(("top1", "top5", "real_top1", "real_top5"))
+            if isinstance(value, (int, float)) and (positive and value <= 0 or percent and not 0 <= value <= 100):
+                raise ValueError(f"metrics.{key} = {value}: must be {'positive' if positive else 'in [0, 100]'}")
     if r.kind == "disagree":
         matrix = r.metrics.disagreement or {}
         missing = [f"{a} × {b}" for a in paper.TABLE4_MODELS for b in paper.TABLE4_MODELS

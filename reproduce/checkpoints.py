@@ -265,6 +265,9 @@ def resolve_amp(requested: str, fingerprint: dict) -> tuple[str, str, str | None
     """(amp mode, why, warning or None) for `TrainConfig.amp` on this machine: `auto` is bf16 only where bf16 is
     native (emulated bf16 trained the mini scale 14x slower on an AVX2 CPU). The record keeps both."""
     fp = machine.Fingerprint.from_dict(fingerprint)
+    if requested == "fp16" and fp.device == "cpu":  # as bench run refuses it (a hostile pass: trained, without a word)
+        raise ConfigError("amp=fp16 is for a CUDA GPU (the released code's setting), as bench run's fp16 is; on a CPU "
+                          "use amp=auto, bf16 or none")
     precision, why = machine.choose_precision(_AMP_PRECISION[requested], fp)
     amp = next(mode for mode, name in _AMP_PRECISION.items() if name == precision)
     return amp, why, machine.bf16_warning(precision, fp)

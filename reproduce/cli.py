@@ -90,6 +90,8 @@ def resolve_config(name: str, data: str | None, assignments: list[str]) -> Train
 
 
 def _ls(args) -> int:
+    if (args.record or args.lr_figure) and not args.show:
+        raise UsageError(f"{'--record' if args.record else '--lr-figure'} needs --show EXPERIMENT")
     if args.released:
         print(render_released(), end="")
         return 0
@@ -98,8 +100,6 @@ def _ls(args) -> int:
         for f in dataclasses.fields(TrainConfig):
             print(f"{f.name:22s} {f.type:20s} {f.default!r:28s} {ACCEPTS[f.name].words}")
         return 0
-    if (args.record or args.lr_figure) and not args.show:
-        raise UsageError(f"{'--record' if args.record else '--lr-figure'} needs --show EXPERIMENT")
     if args.lr_figure and args.lr_figure.suffix.lower() not in (".png", ".svg"):
         raise UsageError(f"--lr-figure {args.lr_figure}: give a .png or .svg file name")
     if args.show:

@@ -14,6 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, fields
 
+from bench.processes import MAX_WORKERS
 from reproduce.accepts import (
     AUGMENTATION,
     BLOCKS,
@@ -194,7 +195,7 @@ ACCEPTS: dict[str, Accepts] = {
     "train_subset": number(int, 0, note="0: all"),
     "subset_seed": number(int, 0, SEED_MAX),
     "val_subset": number(int, 0, note="0: all"),
-    "workers": number(int, 0),
+    "workers": number(int, 0, MAX_WORKERS, note="data-loading processes per rank, each a fork of the run"),
     "preload": FLAG,
     "device_data": FLAG,
     # optimisation

@@ -382,6 +382,8 @@ def test_a_speed_record_without_gmacs_says_why_it_has_no_mfu(tmp_path, capsys):
     (["--crop-pct", "0.9"], "--crop-pct set(s) how accuracy is measured; --metrics size measures none"),
     (["--real-labels"], "--real-labels set(s) how accuracy is measured"),
     (["--eval-protocol", "timm"], "--eval-protocol set(s) how accuracy is measured"),
+    (["--save-predictions", "never-written.pt"], "--save-predictions set(s) how accuracy is measured"),
+    (["--workers", "100000"], "--workers must be in [0, 64] (data-loading processes), got 100000"),
 ])
 def test_evaluation_options_without_accuracy_are_checked_and_not_silently_ignored(tmp_path, capsys, flags, message):
     """A hostile pass: `--metrics size --eval-batch-size 0 --crop-pct 7` wrote a record (exit 0)."""
@@ -398,3 +400,11 @@ def test_a_results_folder_that_access_approves_but_cannot_be_made_fails_before_t
     code = cli.main(["run", "--device", "cpu", "--variant", "debug", "--metrics", "size", "--results-dir", "/proc/x"])
     err = capsys.readouterr().err
     assert code == 2 and "nothing can be written in /proc" in err and "Traceback" not in err
+
+
+def test_attention_on_a_convnet_is_refused_before_anything_is_measured(tmp_path, capsys):
+    """A hostile pass: `--variant resnet18 --attention matmul` wrote a record (attention null), exit 0."""
+    code = cli.main(["run", "--variant", "resnet18", "--attention", "matmul", "--metrics", "speed", "--iters", "1",
+                     "--results-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "resnet18 is a convnet" in err and not list(tmp_path.glob("*.json"))

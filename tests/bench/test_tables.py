@@ -496,3 +496,18 @@ def test_a_second_bench_tables_into_the_same_folder_is_refused(tmp_path, capsys)
     with hold_folder(tmp_path / "t"):
         assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "t"), "--no-figures"]) == 2
     assert "being written by another process" in capsys.readouterr().err
+
+
+def test_a_hand_edited_record_with_an_impossible_speed_is_skipped_not_printed(tmp_path, capsys):
+    """A hostile pass: a copy of a DeiT-B record with `infer_img_per_s: -5` and a newer date printed -5 im/s."""
+    import json
+
+    shutil.copytree(RECORDS, tmp_path / "records")
+    src = next(p for p in (tmp_path / "records").rglob("*.json")
+               if json.loads(p.read_text())["metrics"].get("infer_img_per_s"))
+    bad = json.loads(src.read_text())
+    bad["metrics"]["infer_img_per_s"] = -5
+    (tmp_path / "records" / "negative.json").write_text(json.dumps(bad))
+    assert cli.main(["tables", "--records", str(tmp_path / "records"), "--out", str(tmp_path / "t"), "--no-figures"]) == 0
+    err = capsys.readouterr().err
+    assert "negative.json" in err and "metrics.infer_img_per_s = -5: must be positive" in err

@@ -123,6 +123,7 @@ def test_find_samples_indexes_folders_by_the_names_it_is_given(tmp_path):
     (["step-speed", "--experiment", "debug_hard", "--warmup", "0", "--set", "compile=true"],  # timed the compiling
      "--warmup must be at least 1, got 0"),
     (["ls", "--lr-figure", "x.png"], "--lr-figure needs --show EXPERIMENT"),
+    (["ls", "--released", "--lr-figure", "x.png"], "--lr-figure needs --show EXPERIMENT"),  # was ignored, exit 0
     (["suite", "table3", "--scale", "imagenet", "--variants", "x"], "accepted is a comma list of ti, s, b"),
     (["suite", "table3", "--scale", "mini", "--variants", "b"], "--variants chooses sizes at --scale imagenet only"),
 ])

@@ -22,3 +22,13 @@ def test_no_experiment_forces_bf16_so_none_defaults_to_the_slow_path_on_an_avx2_
     forced = {name: e.build().amp for name, e in experiments.EXPERIMENTS.items() if e.build().amp == "bf16"}
     assert forced == {}
     assert experiments.get("mini_none").build().amp == "auto"
+
+
+def test_fp16_training_on_a_cpu_is_refused_as_bench_run_refuses_it():
+    """A hostile pass: `--set amp=fp16` trained on a CPU without a word, and step-speed reported a 0.16 ratio."""
+    import pytest
+
+    from reproduce.config import ConfigError
+
+    with pytest.raises(ConfigError, match="amp=fp16 is for a CUDA GPU"):
+        resolve_amp("fp16", machine.detect("cpu", 1, machine.cpuinfo(AVX512_BF16)).to_dict())
