@@ -203,6 +203,8 @@ def _run(args: argparse.Namespace) -> int | None:
         if distributed and plans[0][1].metrics != ("accuracy",):
             raise ValueError("under torchrun only --metrics accuracy is distributed; measure size and speed in "
                              "one process")
+        if args.save_predictions and len(plans) > 1:
+            raise ValueError("--save-predictions names one file: give one --variant at a time")
         if "accuracy" in plans[0][1].metrics:
             eval_opts.check()
         else:
@@ -210,8 +212,6 @@ def _run(args: argparse.Namespace) -> int | None:
             if unread := eval_opts.unread():
                 raise ValueError(f"{', '.join(unread)} set(s) how accuracy is measured; --metrics "
                                  f"{','.join(plans[0][1].metrics)} measures none: add accuracy or leave them out")
-        if args.save_predictions and len(plans) > 1:
-            raise ValueError("--save-predictions names one file: give one --variant at a time")
         if args.save_predictions:
             check_folder(args.save_predictions.parent, "--save-predictions")
             check_destination(args.save_predictions)  # also inside measure(); here with the other up-front checks

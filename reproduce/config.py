@@ -305,20 +305,49 @@ def teacherless(cfg: TrainConfig) -> bool:
     return cfg.distillation == "none" and not cfg.attn_distill
 
 
-def _refuse_unread_teacher(cfg: TrainConfig, changed: set[str]) -> None:
-    """Teacher and distillation fields a --set changes on a run that distils from nothing (or a checkpoint beside
-    the labels, which are no network): the record would keep values nothing read (a hostile pass: --set
-    teacher_checkpoint=/etc/passwd on `debug` exited 0 and was recorded). An experiment's own values stay: a scale
-    names its teacher for every row, its `none` rows included."""
-    unread = [name for name in TEACHER_FIELDS if teacherless(cfg) and name in changed]
-    if cfg.distillation != "none" and cfg.teacher == LABEL_TEACHER and cfg.teacher_checkpoint and \
-            {"teacher", "teacher_checkpoint"} & changed:
-        unread.append("teacher_checkpoint")
-    if unread:
-        why = "distillation=none trains without a teacher" if teacherless(cfg) else \
-            f"teacher={LABEL_TEACHER} distils from the labels, which have no weights"
-        raise ConfigError(f"{', '.join(f'{n}={getattr(cfg, n)!r}' for n in unread)} would go unread: {why}; leave "
-                          f"{'it' if len(unread) == 1 else 'them'} out, or set distillation (soft or hard)")
+def unread_fields(cfg: TrainConfig) -> dict[str, str]:
+    """The fields `cfg` never reads, each with why: a --set of one would be recorded and change nothing (hostile
+    passes: `--set teacher_checkpoint=/etc/passwd` on `debug`, `momentum=0.5` with AdamW, `mixup_prob` with Mixup and
+    CutMix off, all exit 0). timm decides what an optimizer reads (`get_optimizer_info`) and which schedulers decay to
+    min_lr; its RandAugment turns color jitter off unless the policy has "3a"."""
+    from timm.optim import get_optimizer_info  # late: `reproduce ls` never loads timm
+
+    unread = {}
+    if teacherless(cfg):
+        unread.update(dict.fromkeys(TEACHER_FIELDS, "distillation=none trains without a teacher"))
+    elif cfg.teacher == LABEL_TEACHER and cfg.distillation != "none":
+        unread["teacher_checkpoint"] = f"teacher={LABEL_TEACHER} distils from the labels, which have no weights"
+    if not cfg.attn_distill:
+        unread.update(dict.fromkeys(("attn_blocks", "attn_per_head"), "attn_distill=false"))
+    if cfg.mixup == 0 and cfg.cutmix == 0:
+        unread.update(dict.fromkeys(("mixup_prob", "mixup_switch_prob"), "mixup=0 and cutmix=0 mix nothing"))
+    elif cfg.mixup == 0 or cfg.cutmix == 0:
+        unread["mixup_switch_prob"] = "only one of mixup and cutmix is on: there is nothing to switch between"
+    if cfg.auto_augment and "3a" not in cfg.auto_augment:
+        unread["color_jitter"] = f"auto_augment={cfg.auto_augment!r} turns timm's color jitter off"
+    info = get_optimizer_info(cfg.opt.lower().removeprefix("lookahead_"))  # Lookahead wraps the optimizer it names
+    if not info.has_momentum:
+        unread["momentum"] = f"opt={cfg.opt} has no momentum"
+    if not info.has_eps:
+        unread["opt_eps"] = f"opt={cfg.opt} has no epsilon"
+    if cfg.sched in ("step", "constant", "multistep"):
+        unread["min_lr"] = f"sched={cfg.sched} does not decay to a minimum"
+    if not cfg.train_subset and not cfg.val_subset:
+        unread["subset_seed"] = "train_subset=0 and val_subset=0 draw no subset"
+    return unread
+
+
+def _refuse_unread(cfg: TrainConfig, before: TrainConfig, changed: set[str]) -> None:
+    """A --set that changed a field `cfg` never reads (`unread_fields`); also a switch to the label teacher that
+    leaves an experiment's teacher_checkpoint unread. An experiment's own values stay: a scale names its teacher for
+    every row, its `none` rows included."""
+    unread = unread_fields(cfg)
+    refused = [n for n in unread if n in changed or n == "teacher_checkpoint" and "teacher" in changed
+               and cfg.teacher_checkpoint and before.teacher_checkpoint]
+    if refused:
+        raise ConfigError("; ".join(f"{n}={getattr(cfg, n)!r} would go unread ({unread[n]})" for n in refused)
+                          + f": leave {'it' if len(refused) == 1 else 'them'} out, or change what leaves "
+                          + ("it" if len(refused) == 1 else "them") + " unread")
 
 
 def _peak_words(cfg: TrainConfig) -> str:
@@ -365,9 +394,10 @@ def valid_device(device: str) -> bool:
     return device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
 
 
-def override(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
+def override(cfg: TrainConfig, assignments: list[str], *, refuse_unread: bool = True) -> TrainConfig:
     """Apply `key=value` strings; values parse by the field's type (None/none for optional fields,
-    comma lists for tuples, true/false for booleans)."""
+    comma lists for tuples, true/false for booleans). A field given twice, or (unless not `refuse_unread`) one the
+    new config never reads, is a ConfigError."""
     known = {f.name: f for f in fields(cfg)}
     hints = typing.get_type_hints(TrainConfig)
     changes = {}
@@ -380,11 +410,15 @@ def override(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
             close = difflib.get_close_matches(key, known, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else "; `reproduce ls --fields` lists them"
             raise ConfigError(f"--set {key}: no such config field{hint}")
+        if key in changes:  # the last would win, silently
+            raise ConfigError(f"--set {key} is given twice (the last, {text.strip()}, would win silently); give it once")
         changes[key] = _parse(key, text.strip(), hints[key])
         if key == "data" and changes[key]:  # `…/imagenet/` is `…/imagenet`: a resume must not refuse the slash
             changes[key] = os.path.normpath(changes[key])
     new = check(dataclasses.replace(cfg, **changes))
-    _refuse_unread_teacher(new, {k for k, v in changes.items() if v != getattr(cfg, k)})
+    changed = {k for k, v in changes.items() if v != getattr(cfg, k)}
+    if refuse_unread and changed:
+        _refuse_unread(new, cfg, changed)
     return new
 
 

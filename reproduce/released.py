@@ -49,8 +49,9 @@ RELEASED_CODE: tuple[Deviation, ...] = (
               "with `layer_decay` set, timm's own groups exempt dist_token as well"),
     Deviation("evaluation preprocessing", "shorter side to int(size / 0.875), bicubic, center crop, ImageNet mean/std",
               "eval_protocol=official"),
-    Deviation("color jitter", "0.4 in the original release (0.3 at HEAD); unused while RandAugment is on",
-              "color_jitter=0.4", "no effect with `auto_augment` set: timm applies color jitter only without it"),
+    Deviation("color jitter", "0.4 in the original release (0.3 at HEAD); unused while RandAugment is on", "",
+              "both train alike: timm applies color jitter only without `auto_augment`, so while RandAugment is on "
+              "`color_jitter` is unread (and a `--set` of it refused); with `auto_augment=` set it, e.g. 0.4"),
     Deviation("hard-label smoothing", "none: cross-entropy on the teacher's argmax", "distill_smoothing=0.0"),
     Deviation("reported accuracy", "prints the last epoch's and the maximum over epochs", "",
               "our records keep both: `final_*` and `best_*` with its epoch"),
@@ -74,7 +75,8 @@ def render_released() -> str:
     for d in RELEASED_CODE:
         wanted = d.settings()
         ours = ", ".join(f"`{k}={_show(getattr(default, k))}`" for k in wanted) or "—"
-        same = "—" if not wanted else "yes" if override(default, [f"{k}={v}" for k, v in wanted.items()]) == default else "no"
+        same = "—" if not wanted else "yes" if override(default, [f"{k}={v}" for k, v in wanted.items()],
+                                                         refuse_unread=False) == default else "no"
         select = f"`--set {d.official}`" if d.official else "—"
         lines.append(f"| {d.topic} | {d.released} | {ours} | {same} | {select}{'; ' + d.note if d.note else ''} |")
     return "\n".join(lines) + "\n"

@@ -27,7 +27,7 @@ from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name, teac
 from bench.store import hold_folder, write_text_atomic
 from reproduce import experiments
 from reproduce.checkpoints import config_differences, run_env, unrecorded
-from reproduce.config import LABEL_TEACHER, TEACHER_FIELDS, ConfigError, override, teacherless
+from reproduce.config import LABEL_TEACHER, ConfigError, override, unread_fields
 from reproduce.train import train
 
 
@@ -82,6 +82,12 @@ def _run_suite(suite: Suite, base: Path, *, seeds: int, sets: list[str], data: s
                log) -> list[RowOutcome]:
     outcomes = []
     teacher_sets = list(sets)
+    nowhere = {s.partition("=")[0].strip() for s in sets}  # each row drops what it never reads: no row may read it
+    for name in ([suite.teacher] if suite.teacher else []) + list(suite.rows):
+        nowhere &= set(unread_fields(override(experiments.get(name).build(), sets, refuse_unread=False)))
+    if nowhere:
+        raise ConfigError(f"--set {', '.join(sorted(nowhere))}: no row of {suite.name} reads it, so it would change "
+                          "nothing: leave it out")
     if suite.teacher is not None and any(s.partition("=")[0].strip() == "teacher_checkpoint" for s in sets):
         raise ConfigError(f"--set teacher_checkpoint: this scale trains its own teacher ({suite.teacher}), which its "
                           "rows distil from; a given teacher is read at the imagenet scale only: leave it out")
@@ -196,9 +202,9 @@ def _run_one(name: str, output: Path, sets: list[str], data: str | None, *, seed
     cfg = experiments.get(name).build()
     if data:
         cfg = dataclasses.replace(cfg, data=data)
-    # the teacher's settings are for the rows that distil (a row without a teacher refuses them)
-    usable = [s for s in sets if s.partition("=")[0].strip() not in TEACHER_FIELDS or not teacherless(cfg)]
-    cfg = override(cfg, [*usable, f"seed={seed}"])
+    # a setting is for the rows that read it (the teacher's for those that distil; a row alone refuses the others)
+    unread = unread_fields(override(cfg, sets, refuse_unread=False))
+    cfg = override(cfg, [*(s for s in sets if s.partition("=")[0].strip() not in unread), f"seed={seed}"])
     if (output / "result.json").exists():
         # a row finished with other settings would join this table's rows trained with these (a hostile pass:
         # `--set epochs=3` skipped the rows trained with 2 and trained the rest with 3, exit 0)

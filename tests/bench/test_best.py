@@ -230,13 +230,13 @@ def test_weights_cast_for_timing_leave_the_accuracy_pass_its_full_precision_weig
     assert _timed_copy(model, settings) is model  # nothing to lose: cast (here: kept) in place
 
 
-def test_attention_asked_of_a_convnet_is_named_as_asked_also_after_a_search(capsys, tmp_path):
-    """`--best --attention matmul` on a convnet noted '--attention none': the search's word, not the user's."""
-    code, record, err = _run(capsys, "--variant", "cifar_resnet10", "--best", "1", "--attention", "matmul",
-                             "--batch-size", "2", "--iters", "1", "--warmup", "1", "--results-dir", str(tmp_path))
-    assert code == 0, err
-    assert any(n.startswith("--attention matmul: cifar_resnet10 has no timm attention") for n in record["notes"])
-    assert record["settings"]["attention"] is None
+def test_attention_asked_of_a_convnet_is_refused_also_with_a_search(capsys, tmp_path):
+    """`--best --attention matmul` on a convnet once noted '--attention none' (the search's word); then it was recorded
+    and changed nothing (a hostile pass). It is refused before the search."""
+    code = cli.main(["run", "--variant", "cifar_resnet10", "--best", "1", "--attention", "matmul", "--batch-size",
+                     "2", "--iters", "1", "--warmup", "1", "--results-dir", str(tmp_path)])
+    assert code == 2 and "cifar_resnet10 is a convnet" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.json"))
 
 
 @pytest.mark.parametrize("changes", [dict(compile=True, compile_mode="max-autotune", warmup=2),

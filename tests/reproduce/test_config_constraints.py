@@ -147,10 +147,39 @@ def test_teacher_settings_are_for_runs_that_distil():
     hard = override(debug(), ["distillation=hard"])
     assert override(hard, ["teacher=labels"]).teacher == "labels"
     for assignment in ("teacher_checkpoint=/etc/passwd", "teacher=labels", "distill_alpha=0.9", "kl_norm=batchmean"):
-        with pytest.raises(ConfigError, match="would go unread: distillation=none trains without a teacher"):
+        with pytest.raises(ConfigError, match=r"would go unread \(distillation=none trains without a teacher\)"):
             override(debug(), [assignment])
     with pytest.raises(ConfigError, match="teacher=labels distils from the labels, which have no weights"):
         override(hard, ["teacher=labels", "teacher_checkpoint=t.pth"])
+
+
+@pytest.mark.parametrize("assignments, why", [
+    (["attn_blocks=0"], "attn_distill=false"),
+    (["attn_per_head=true"], "attn_distill=false"),
+    (["mixup=0", "cutmix=0", "mixup_prob=0.3"], "mixup=0 and cutmix=0 mix nothing"),
+    (["cutmix=0", "mixup_switch_prob=0.3"], "only one of mixup and cutmix is on"),
+    (["color_jitter=0.4"], "turns timm's color jitter off"),
+    (["momentum=0.5"], "opt=adamw has no momentum"),
+    (["opt=sgd", "opt_eps=0.1"], "opt=sgd has no epsilon"),
+    (["sched=constant", "min_lr=0"], "sched=constant does not decay to a minimum"),
+    (["subset_seed=5"], "draw no subset"),
+])
+def test_a_setting_the_run_never_reads_is_refused_rather_than_recorded(assignments, why):
+    """A hostile pass: each of these trained, exit 0, and the record kept a value nothing read."""
+    with pytest.raises(ConfigError, match="would go unread") as refused:
+        override(debug(), assignments)
+    assert why in str(refused.value)
+
+
+@pytest.mark.parametrize("assignments", [["opt=sgd", "momentum=0.8"], ["auto_augment=", "color_jitter=0.4"],
+                                         ["train_subset=100", "subset_seed=5"], ["opt=lookahead_sgd", "momentum=0.8"]])
+def test_the_same_setting_is_accepted_where_the_run_reads_it(assignments):
+    override(debug(), assignments)
+
+
+def test_a_field_given_twice_is_refused_not_the_last_taken():
+    with pytest.raises(ConfigError, match="--set epochs is given twice"):
+        override(debug(), ["epochs=1", "epochs=3"])
 
 
 def test_a_list_given_with_spaces_keeps_the_names_exact():

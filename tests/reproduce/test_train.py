@@ -329,7 +329,7 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
      "needs a student with a distillation token, but debug has only a class token"),
     (["--experiment", "debug", "--set", "batch_size=7"], "Mixup/CutMix need an even batch per process"),
     (["--experiment", "debug", "--set", "eval_every=0"], "eval_every=0 is not accepted: must be at least 1"),
-    (["--experiment", "debug", "--set", "workers=-1"], "workers=-1 is not accepted: must be non-negative"),
+    (["--experiment", "debug", "--set", "workers=-1"], "workers=-1 is not accepted: must be in [0, 64]"),
     (["--experiment", "debug", "--set", "distill_smoothing=1"], "distill_smoothing=1.0 is not accepted: must be in [0, 1)"),
     (["--experiment", "debug", "--set", "distill_smoothing=0.1"],
      "distill_smoothing=0.1 is not accepted: must be 0 unless distillation=hard"),
@@ -441,7 +441,8 @@ def test_a_suite_given_its_teacher_evaluates_it_once_and_writes_table4(tmp_path,
     other = tmp_path / "other-teacher.pth"
     shutil.copy(teacher_ckpt, other)
     with pytest.raises(ConfigError, match="holds the evaluation of teacher .* Table 4 would mix teachers"):
-        run_suite(suite, tmp_path / "runs", seeds=2, **{**kwargs, "sets": [*kwargs["sets"], f"teacher_checkpoint={other}"]})
+        run_suite(suite, tmp_path / "runs", seeds=2, **{**kwargs, "sets": [*kwargs["sets"][:-1],
+                                                                           f"teacher_checkpoint={other}"]})
     records = load_records(tmp_path / "records")
     assert sorted(r.kind for r in records) == ["bench", "disagree", "disagree", "train", "train", "train", "train"]
     (teacher,) = [r for r in records if r.kind == "bench"]
@@ -526,3 +527,15 @@ def test_a_compiled_teacher_has_its_frozen_weights_folded_in_and_gives_the_eager
         teacher.conv1.weight.add_(1.0)
     assert torch.equal(teacher_logits(placed, images), compiled)
     assert not torch.allclose(teacher_logits(teacher, images), compiled)
+
+
+def test_a_suite_applies_a_setting_to_the_rows_that_read_it_and_refuses_one_no_row_reads(tmp_path):
+    """Rows differ in what they read (the teacher's fields only where they distil): a setting goes to the rows that
+    read it; one that no row reads would change nothing and is refused before anything trains."""
+    from reproduce.suite import Suite, run_suite
+
+    suite = Suite("table3-debug", "debug_teacher", ("debug", "debug_hard"), table4=())
+    with pytest.raises(ConfigError, match="--set attn_per_head: no row of table3-debug reads it"):
+        run_suite(suite, tmp_path / "runs", seeds=1, sets=["attn_per_head=true"], data=None,
+                  results_dir=tmp_path / "records", log=lambda _: None)
+    assert not (tmp_path / "runs" / "table3-debug" / "teacher").exists()
