@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bench.check import Tolerances
-from bench.errors import UsageError, check_folder
+from bench.errors import UsageError, check_folder, message_of
 from bench.protocols import (
     AB_ROUNDS,
     ATTENTIONS,
@@ -224,8 +224,18 @@ def _run(args: argparse.Namespace) -> int | None:
     ctrl_c, before = _CtrlC(), signal.getsignal(signal.SIGINT)
     if before is not signal.SIG_IGN:  # a caller that ignores Ctrl-C (nohup, `cmd &` in a script) keeps ignoring it
         signal.signal(signal.SIGINT, ctrl_c)
+    records: list = []
     try:
-        return _measure_plans(args, plans, eval_opts, procs, ctrl_c)
+        return _measure_plans(args, plans, eval_opts, procs, ctrl_c, records)
+    except KeyboardInterrupt:
+        if not records:
+            raise
+        lost = f" during {plans[len(records)][0].name}" if len(records) < len(plans) else ""
+        print(f"\nbench run: interrupted{lost}; the {len(records)} record(s) before it were written, each whole",
+              file=sys.stderr)
+        if args.json:
+            sys.stdout.write(_json_lines(records))
+        return 130 if lost else 0  # a Ctrl-C after the last record was written cost nothing
     finally:
         signal.signal(signal.SIGINT, before)
 
@@ -243,8 +253,10 @@ class _CtrlC:
         signal.default_int_handler(signum, frame)
 
 
-def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl_c: _CtrlC) -> int | None:
-    """Measure each (variant, settings) and write its record; an interrupt keeps the records already written."""
+def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl_c: _CtrlC,
+                   records: list) -> int | None:
+    """Measure each (variant, settings), write its record and add it to `records`; an interrupt keeps the records
+    already written."""
     from bench import report
     from bench.best import NothingAgrees
     from bench.data import DataError
@@ -252,23 +264,14 @@ def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl
     from bench.record import write_record
     from bench.run import BatchDoesNotFit, measure
 
-    records = []
     for variant, settings in plans:
         try:
             record = measure(variant, settings, eval_opts=eval_opts,
                              log=(lambda m: print(m, file=sys.stderr)) if procs.main else (lambda m: None))
             if ctrl_c.seen:  # a Ctrl-C Python swallowed (raised inside a weakref callback): still no record
                 raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            if not records:
-                raise
-            print(f"\nbench run: interrupted during {variant.name}; the {len(records)} record(s) before it were "
-                  "written", file=sys.stderr)
-            if args.json:
-                sys.stdout.write("".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records))
-            return 130
         except (BatchDoesNotFit, CheckpointError, DataError) as exc:
-            raise UsageError(_last_line(exc)) from None
+            raise UsageError(message_of(exc)) from None
         except RuntimeError as exc:  # torch's allocators: "can't allocate memory", "CUDA out of memory"
             if not any(words in str(exc) for words in ("allocate memory", "out of memory")):
                 raise
@@ -297,8 +300,13 @@ def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl
             print(f"\nrecord: {path}\n")
     if not procs.main:
         return
-    if args.json:  # JSON Lines: one record per line, however many variants (an object or a list)
-        sys.stdout.write("".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records))
+    if args.json:
+        sys.stdout.write(_json_lines(records))
+
+
+def _json_lines(records: list) -> str:
+    """One record per line, however many variants (an object or a list)."""
+    return "".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records)
 
 
 def _request(args: argparse.Namespace) -> Request:
@@ -339,14 +347,6 @@ def _check_run_args(args: argparse.Namespace) -> None:
         raise UsageError(str(exc)) from None
 
 
-def _last_line(exc: Exception) -> str:
-    """Our message, also when a DataLoader worker re-raised it with the worker's traceback attached."""
-    text = str(exc)
-    if "Original Traceback" in text:
-        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
-    return text
-
-
 def _check(args: argparse.Namespace) -> int:
     from bench import gate
 
@@ -358,10 +358,8 @@ def _disagree(args: argparse.Namespace) -> None:
 
     try:
         columns, images = top1_columns(args.predictions)
-    except ValueError as exc:
+    except ValueError as exc:  # also a file that is not a torch file, or not one of ours
         raise UsageError(str(exc)) from None
-    except Exception as exc:  # not a torch file, or not one of ours
-        raise UsageError(f"cannot read the prediction files: {type(exc).__name__}: {exc}") from None
     matrix = disagreement(columns)
     if args.json:
         print(matrix.to_json(orient="index", indent=2))

@@ -28,7 +28,12 @@ def top1_columns(files: list[Path], labels: list[str] | None = None) -> tuple[di
     special = [str(p) for p in files if not p.is_file()]
     if special:  # a FIFO would be waited on
         raise ValueError(f"not a regular file: {', '.join(special)}")
-    loaded = [(f, load(f)) for f in files]
+    try:
+        loaded = [(f, load(f)) for f in files]
+    except ValueError:
+        raise
+    except Exception as exc:  # not a torch file, or not one of ours
+        raise ValueError(f"cannot read the prediction files: {type(exc).__name__}: {exc}") from None
     keys = [[image_key(n) for n in p.names] for _, p in loaded]  # files written before image_key: named by folder
     for (path, _), names in zip(loaded, keys):
         if len(set(names)) != len(names):

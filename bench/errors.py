@@ -27,6 +27,14 @@ class StorageError(UsageError, OSError):
     in the run is wrong. Also an OSError, so the callers that handle a failed write still do."""
 
 
+def message_of(exc: Exception) -> str:
+    """Our message, also when a DataLoader worker re-raised it with the worker's traceback attached."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
 def check_folder(path, flag: str) -> None:
     """Raise UsageError unless `path` is, or can become, a writable folder: checked before a command measures or
     trains anything, so a results folder given as a file name fails in a second, not after the run."""

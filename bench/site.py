@@ -109,6 +109,9 @@ def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, w
     while this one holds them. ValueError, before anything is written, when the parent holds a page of its own or no
     record is readable; one unreadable record file is passed to `warn` and left out rather than blocking every
     table."""
+    if out.resolve() == out.resolve().parent:
+        raise ValueError(f"--out {out}: the page and constraints.txt go into the folder above --out, and {out} has "
+                         "none; give a folder below it")
     with hold_folder(out), hold_folder(figures_dir) if figures_dir.resolve() != out.resolve() else nullcontext():
         check_replaceable(out.parent, page=draw)
         skipped = []

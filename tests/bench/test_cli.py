@@ -97,6 +97,33 @@ def test_an_interrupt_during_measurement_writes_no_record(capsys, tmp_path, monk
     assert code == 130 and "no record" in err and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("variants, when, code", [("debug", "after its record", 0),
+                                                   ("debug,debug_dist", "during the second variant", 130)])
+def test_an_interrupt_after_a_record_was_written_says_so(capsys, tmp_path, monkeypatch, variants, when, code):
+    """A hostile pass: Ctrl-C after the record was written exited 130 saying 'no record was written'."""
+    from bench import report, run
+
+    real = run.measure
+    calls = []
+
+    def second_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    def summary_interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the first summary prints, after its record was written
+
+    monkeypatch.setattr(run, "measure", second_interrupted)
+    if when == "after its record":
+        monkeypatch.setattr(report, "summary", summary_interrupted)
+    got, _, err = run_cli(capsys, "run", "--variant", variants, "--metrics", "size", "--results-dir", str(tmp_path))
+    assert got == code and "the 1 record(s) before it were written" in err and "no record" not in err
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    assert ("during debug_dist" in err) == (code == 130)
+
+
 def test_ls_lists_every_registered_entry(capsys):
     code, out, _ = run_cli(capsys, "ls")
     assert code == 0 and all(name in out for name in VARIANTS)
