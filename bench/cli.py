@@ -200,6 +200,8 @@ def _run(args: argparse.Namespace) -> int | None:
         for name in args.variant.split(","):
             variant = resolve(name.strip())
             plans.append((variant, resolve_settings(variant, _request(args), device=procs.device, metrics=metrics)))
+        if args.attention and all(variant.family != "vit" for variant, _ in plans):  # recorded, and changed nothing
+            raise ValueError(f"--attention sets how a ViT's attention runs; {args.variant} has none: leave it out")
         if distributed and plans[0][1].metrics != ("accuracy",):
             raise ValueError("under torchrun only --metrics accuracy is distributed; measure size and speed in "
                              "one process")
@@ -226,18 +228,19 @@ def _run(args: argparse.Namespace) -> int | None:
         signal.signal(signal.SIGINT, ctrl_c)
     records: list = []
     try:
-        return _measure_plans(args, plans, eval_opts, procs, ctrl_c, records)
+        code = _measure_plans(args, plans, eval_opts, procs, ctrl_c, records)
     except KeyboardInterrupt:
         if not records:
             raise
         lost = f" during {plans[len(records)][0].name}" if len(records) < len(plans) else ""
         print(f"\nbench run: interrupted{lost}; the {len(records)} record(s) before it were written, each whole",
               file=sys.stderr)
-        if args.json:
-            sys.stdout.write(_json_lines(records))
-        return 130 if lost else 0  # a Ctrl-C after the last record was written cost nothing
+        code = 130 if lost else 0  # a Ctrl-C after the last record was written cost nothing
     finally:
         signal.signal(signal.SIGINT, before)
+    if args.json and records:  # once, whatever stopped the run: JSON Lines, one record per line
+        sys.stdout.write("".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records))
+    return code
 
 
 class _CtrlC:
@@ -285,11 +288,11 @@ def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl
             continue
         try:
             path = write_record(record, args.results_dir)
+            records.append(record)  # counted at once: a Ctrl-C from here on must not say "no record was written"
         except OSError as exc:  # a disk that fills up, or a folder access() approved and mkdir refuses
             print(f"bench run: error: cannot write {variant.name}'s record into {args.results_dir}: "
                   f"{exc.strerror or exc}; nothing was written", file=sys.stderr)
             return 1
-        records.append(record)
         if args.json:
             print(f"record written to {path}", file=sys.stderr)
             if record.metrics.get("timed_busy"):  # the summary's warning, which --json does not print
@@ -298,15 +301,6 @@ def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl
         else:
             print(report.summary(record, variant))
             print(f"\nrecord: {path}\n")
-    if not procs.main:
-        return
-    if args.json:
-        sys.stdout.write(_json_lines(records))
-
-
-def _json_lines(records: list) -> str:
-    """One record per line, however many variants (an object or a list)."""
-    return "".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records)
 
 
 def _request(args: argparse.Namespace) -> Request:
@@ -381,15 +375,14 @@ def _tables(args: argparse.Namespace) -> int | None:
                                warn=lambda exc: print(f"bench tables: warning: skipped {exc}", file=sys.stderr))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    except KeyboardInterrupt:  # held back while the files are put in place: they are all old, or all new
-        print("\nbench tables: interrupted; nothing is half replaced: the tables, figures and page are all the "
-              "earlier run's or all this run's", file=sys.stderr)
+    except KeyboardInterrupt:  # before the files were put in place (site.regenerate)
+        print("\nbench tables: interrupted; nothing was replaced", file=sys.stderr)
         return 130
     print(f"{done.records} records -> {len(done.written)} files in {args.out}" +
           ("" if args.no_figures else f", {args.figures}") + f" and {args.out.parent} ("
           + ("constraints.txt" if args.no_figures else "index.html, constraints.txt") + ")"
           + (f"; {done.skipped} unreadable record file(s) left out, named above: their rows may read 'not run'"
-             if done.skipped else ""))
+             if done.skipped else "") + ("; interrupted once every file was written" if done.interrupted else ""))
 
 
 def _campaign(args: argparse.Namespace) -> int:

@@ -104,8 +104,6 @@ def resolve_settings(variant: Variant, request: Request | None = None, /, **chan
     if "relspeed" in wanted and request.attention not in (None, "sdpa"):
         raise ValueError(f"--metrics relspeed compares against baselines of sdpa attention; --attention "
                          f"{request.attention} is not gated")
-    if request.attention is not None and variant.family != "vit":  # a hostile pass: recorded, and changed nothing
-        raise ValueError(f"--attention sets how a ViT's attention runs; {variant.name} is a convnet: leave it out")
     if img_size is not None and variant.patch_size is not None and img_size % variant.patch_size:
         raise ValueError(f"--img-size {img_size} is not a multiple of {variant.name}'s patch size {variant.patch_size}")
     # relspeed times CPU time, which one thread keeps free of OpenMP spin-waits (docs/regression-gate.md)
@@ -192,7 +190,7 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
         search = _search(model, settings, fingerprint, (eval_opts, found), log)
         _release_freed_memory()  # else the timed peak RSS counts what the search's copies left (1,087 vs 921 MiB)
         settings = search_result(settings, search.chosen)
-    has_attention = best.set_attention(model, settings.attention) > 0  # --attention on a convnet: refused up front
+    has_attention = best.set_attention(model, settings.attention) > 0  # bench run refuses it for convnets only
     model = model.to(device=settings.device)
     timed = _timed_copy(model, settings)
     if "speed" in settings.metrics:
@@ -294,22 +292,23 @@ def _time(model, variant: Variant, settings: Settings, log):
             timing = speed.time_forward(runner, speed.Batch(batch, settings.img_size, settings.device, prec),
                                         warmup=settings.warmup, iters=settings.iters, monitor=monitor,
                                         progress=functools.partial(bar.update, 1))
-        except torch.cuda.OutOfMemoryError:
+            return timing, (monitor.readings if monitor else {})
+        except RuntimeError as exc:  # compiling, inductor wraps an out-of-memory in BackendCompilerFailed
+            if not (isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)):
+                raise
             if settings.batch_size != "max" or attempt == 4:
                 torch.cuda.empty_cache()
                 raise BatchDoesNotFit(f"batch size {batch} does not fit in GPU memory for {variant.name} at "
-                                 f"{settings.precision}; use a smaller --batch-size or max") from None
-            if settings.compile_mode != "off":  # CUDA graphs keep their memory pools, which empty_cache leaves alone:
-                runner = None  # dynamo's reset frees them (it resets the CUDA-graph trees); then compile anew
-                torch._dynamo.reset()
-                runner = compiling.compiled(model, settings.compile_mode)
-            torch.cuda.empty_cache()
-            batch = max(1, int(batch * 0.9))
-            log(f"out of memory; backing off to batch {batch}")
-            continue
+                                      f"{settings.precision}; use a smaller --batch-size or max") from None
         finally:
             bar.close()
-        return timing, (monitor.readings if monitor else {})
+        if settings.compile_mode != "off":  # CUDA graphs keep their memory pools, which empty_cache leaves alone:
+            runner = None  # dynamo's reset frees them (it resets the CUDA-graph trees); then compile anew
+            torch._dynamo.reset()
+            runner = compiling.compiled(model, settings.compile_mode)
+        torch.cuda.empty_cache()  # here, not in the except block, whose traceback holds the failed call's tensors
+        batch = max(1, int(batch * 0.9))
+        log(f"out of memory; backing off to batch {batch}")
     raise AssertionError("unreachable")
 
 

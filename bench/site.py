@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import constraints, machine
 from bench import tables as tables_mod
 from bench.record import Record, load_record_files
-from bench.store import TEMP_PREFIX, hold_folder, interrupts_deferred, write_text_atomic
+from bench.store import STAGING_PREFIX, hold_folder, interrupts_deferred, write_text_atomic
 from bench.tables import Table
 
 STYLE = """
@@ -91,21 +91,22 @@ def page(tables: list[Table], figures: list[Path], drawn: set[Path], records: li
     return "\n".join(parts) + "\n"
 
 
-# A line each file of `publish` holds: a file without it in the folder is someone else's, and is not replaced
 @dataclass(frozen=True)
 class Regenerated:
     records: int  # records read
     written: list[Path]
     skipped: int  # unreadable record files left out (each passed to `warn`)
+    interrupted: bool = False  # a Ctrl-C came while the files were put in place, and waited until all were
 
 
 def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, warn) -> Regenerated:
     """All that `bench tables` writes, from the records under `records_dir` and nothing else: the tables into `out`,
     the figures into `figures_dir` (unless not `draw`), index.html and constraints.txt into `out`'s parent.
 
-    Every file or none: the figures render into a folder of their own, and only once all is built are the files put
-    in place, with Ctrl-C held back for the milliseconds that takes (an interrupted run used to leave 51 of 73 files
-    new beside an old page). A second `bench tables` into the same `out` or figures folder is refused (FolderInUse)
+    Every file or none on Ctrl-C or an error while building: the figures render into a folder of their own, and only
+    once all is built are the files put in place, with Ctrl-C held back for the milliseconds that takes (an
+    interrupted run used to leave 51 of 73 files new beside an old page; a full disk while they are put in place
+    can still leave some). A second `bench tables` into the same `out` or figures folder is refused (FolderInUse)
     while this one holds them. ValueError, before anything is written, when the parent holds a page of its own or no
     record is readable; one unreadable record file is passed to `warn` and left out rather than blocking every
     table."""
@@ -123,17 +124,21 @@ def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, w
                              + (f" ({len(skipped)} skipped above)" if skipped else "") + "; nothing was written")
         records = [r for _, r in found]
         built = tables_mod.build_all(records)
-        with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX, dir=figures_dir) as stage:
+        with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=figures_dir) as stage:
             staged = None
             if draw:
                 from bench import figures  # matplotlib: only when drawing
 
                 staged = figures.build_all(records, Path(stage))
-            with interrupts_deferred():
-                written = [p for t in built for p in tables_mod.write(t, out)]
-                drawn = None if staged is None else [_move(p, figures_dir) for p in staged]
-                written += (drawn or []) + publish(out.parent, built, drawn, figures_dir, found, out, records_dir)
-    return Regenerated(len(records), written, len(skipped))
+            late = False
+            try:
+                with interrupts_deferred():
+                    written = [p for t in built for p in tables_mod.write(t, out)]
+                    drawn = None if staged is None else [_move(p, figures_dir) for p in staged]
+                    written += (drawn or []) + publish(out.parent, built, drawn, figures_dir, found, out, records_dir)
+            except KeyboardInterrupt:  # held back until every file was in place: it stopped nothing
+                late = True
+    return Regenerated(len(records), written, len(skipped), late)
 
 
 def _move(path: Path, folder: Path) -> Path:
@@ -141,6 +146,7 @@ def _move(path: Path, folder: Path) -> Path:
     return folder / path.name
 
 
+# A line each file of `publish` holds: a file without it in the folder is someone else's, and is not replaced
 OWN_MARKS = {"constraints.txt": "by `bench tables`; do not edit", "index.html": "Written by <code>bench tables</code>"}
 
 

@@ -62,6 +62,7 @@ def _named(path: Path, exc: BaseException, existed: bool) -> BaseException:
 
 
 TEMP_PREFIX = ".tmp-"  # write_atomic's temporary files, beside their destination
+STAGING_PREFIX = TEMP_PREFIX + "staging-"  # a folder of files put in place together (bench/site.py: regenerate)
 
 
 def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = True, mode: int = 0o644) -> Path:
@@ -149,14 +150,16 @@ def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(
     fd = _lock(folder, lock, log)
     for stale in sorted(folder.glob(f"{TEMP_PREFIX}*")):
         with contextlib.suppress(OSError):
-            kind = "file" if stale.is_file() else "folder" if stale.is_dir() else None
-            if kind is None or stale.is_symlink():
+            if stale.is_symlink():
                 continue
-            if kind == "file":
+            if stale.is_file():
                 stale.unlink()
-            else:  # bench tables' figures, rendered into a folder before they are put in place
+            elif stale.is_dir() and stale.name.startswith(STAGING_PREFIX):  # only ours: a user's .tmp-x/ stays
                 shutil.rmtree(stale)
-            log(f"removed {stale}, a temporary {kind} a stopped run left behind")
+            else:
+                continue
+            log(f"removed {stale}, a temporary {'folder' if stale.name.startswith(STAGING_PREFIX) else 'file'} a "
+                "stopped run left behind")
     try:
         yield folder
     finally:

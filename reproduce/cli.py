@@ -86,6 +86,8 @@ def resolve_config(name: str, data: str | None, assignments: list[str]) -> Train
         raise ConfigError(exc.args[0]) from None
     # --data is the field `data`, set with the --set values and checked with them (checked before them, `--data X
     # --set dataset=folder` was refused as "data must be '' with dataset=synthetic", a hostile pass)
+    if data and any(a.partition("=")[0].strip() == "data" for a in assignments):
+        raise ConfigError("--data and --set data= both give the data: give one")
     return override(cfg, [*([f"data={data}"] if data else []), *assignments])
 
 

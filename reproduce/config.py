@@ -159,6 +159,7 @@ DATASETS = ("folder", "cifar10", "cifar100", "flowers102", "stanford_cars", "syn
 # timm's schedules that the loop can drive (schedule.epoch_lr / step_update): `plateau` needs a validation metric the
 # loop does not pass, `none` gives no scheduler, `wsd`/`rsqrt` refuse short runs; tested over epochs and warm-ups
 SCHEDULERS = ("cosine", "tanh", "step", "constant", "multistep", "poly")
+NO_MIN_LR = ("step", "constant", "multistep")  # timm's create_scheduler_v2 gives these no lr_min
 # timm's create_transform takes box, hamming and lanczos too, but RandAugment's affine ops (PIL) then fail mid-epoch
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "random")
 SEED_MAX = 2**32 - 1  # NumPy's seeds
@@ -284,7 +285,8 @@ def check(cfg: TrainConfig) -> TrainConfig:
         (cfg.batch_size % 2 == 0 or not (cfg.mixup > 0 or cfg.cutmix > 0), "batch_size",
          f"even with mixup={cfg.mixup}, cutmix={cfg.cutmix}: Mixup/CutMix need an even batch per process"),
         # lr below min_lr made the cosine rise, below warmup_lr made the warm-up fall, without a word
-        (cfg.min_lr <= cfg.peak_lr() * (1 + 1e-9), "min_lr", f"at most the peak learning rate {_peak_words(cfg)}"),
+        (cfg.sched in NO_MIN_LR or cfg.min_lr <= cfg.peak_lr() * (1 + 1e-9), "min_lr",
+         f"at most the peak learning rate {_peak_words(cfg)}"),
         (cfg.warmup_lr <= cfg.peak_lr() * (1 + 1e-9), "warmup_lr", f"at most the peak learning rate {_peak_words(cfg)}"),
     ]
     for ok, name, accepted in rules:
@@ -315,7 +317,7 @@ def unread_fields(cfg: TrainConfig) -> dict[str, str]:
     unread = {}
     if teacherless(cfg):
         unread.update(dict.fromkeys(TEACHER_FIELDS, "distillation=none trains without a teacher"))
-    elif cfg.teacher == LABEL_TEACHER and cfg.distillation != "none":
+    elif cfg.teacher == LABEL_TEACHER and cfg.distillation != "none" and cfg.teacher_checkpoint:
         unread["teacher_checkpoint"] = f"teacher={LABEL_TEACHER} distils from the labels, which have no weights"
     if not cfg.attn_distill:
         unread.update(dict.fromkeys(("attn_blocks", "attn_per_head"), "attn_distill=false"))
@@ -330,10 +332,11 @@ def unread_fields(cfg: TrainConfig) -> dict[str, str]:
         unread["momentum"] = f"opt={cfg.opt} has no momentum"
     if not info.has_eps:
         unread["opt_eps"] = f"opt={cfg.opt} has no epsilon"
-    if cfg.sched in ("step", "constant", "multistep"):
+    if cfg.sched in NO_MIN_LR:
         unread["min_lr"] = f"sched={cfg.sched} does not decay to a minimum"
-    if not cfg.train_subset and not cfg.val_subset:
-        unread["subset_seed"] = "train_subset=0 and val_subset=0 draw no subset"
+    if not cfg.train_subset or cfg.dataset == "synthetic":  # the validation subset has a seed of its own
+        unread["subset_seed"] = "it draws the training subset, and there is none" if not cfg.train_subset else \
+            "dataset=synthetic generates its images"
     return unread
 
 

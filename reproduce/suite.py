@@ -82,6 +82,8 @@ def _run_suite(suite: Suite, base: Path, *, seeds: int, sets: list[str], data: s
                log) -> list[RowOutcome]:
     outcomes = []
     teacher_sets = list(sets)
+    if any(s.partition("=")[0].strip() == "seed" for s in sets):
+        raise ConfigError("--set seed: a suite trains seeds 0 to N-1 itself; give --seeds N")
     nowhere = {s.partition("=")[0].strip() for s in sets}  # each row drops what it never reads: no row may read it
     for name in ([suite.teacher] if suite.teacher else []) + list(suite.rows):
         nowhere &= set(unread_fields(override(experiments.get(name).build(), sets, refuse_unread=False)))

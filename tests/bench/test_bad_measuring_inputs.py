@@ -407,4 +407,4 @@ def test_attention_on_a_convnet_is_refused_before_anything_is_measured(tmp_path,
     code = cli.main(["run", "--variant", "resnet18", "--attention", "matmul", "--metrics", "speed", "--iters", "1",
                      "--results-dir", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and "resnet18 is a convnet" in err and not list(tmp_path.glob("*.json"))
+    assert code == 2 and "resnet18 has none: leave it out" in err and not list(tmp_path.glob("*.json"))

@@ -235,7 +235,7 @@ def test_attention_asked_of_a_convnet_is_refused_also_with_a_search(capsys, tmp_
     and changed nothing (a hostile pass). It is refused before the search."""
     code = cli.main(["run", "--variant", "cifar_resnet10", "--best", "1", "--attention", "matmul", "--batch-size",
                      "2", "--iters", "1", "--warmup", "1", "--results-dir", str(tmp_path)])
-    assert code == 2 and "cifar_resnet10 is a convnet" in capsys.readouterr().err
+    assert code == 2 and "cifar_resnet10 has none" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.json"))
 
 

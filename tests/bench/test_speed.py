@@ -190,9 +190,13 @@ def test_a_forward_timed_beside_a_busy_process_says_so():
     assert not Timing(1, (0.1,), "cuda_event", None, None, other_cores=3.0, steal=0.0).busy  # GPU: not the CPUs' say
 
 
-@pytest.mark.parametrize("compile_mode, recompiles", [("off", 0), ("reduce-overhead", 1)])
+@pytest.mark.parametrize("compile_mode, recompiles, error", [
+    ("off", 0, torch.cuda.OutOfMemoryError("CUDA out of memory")),
+    ("reduce-overhead", 1, torch.cuda.OutOfMemoryError("CUDA out of memory")),
+    ("max-autotune", 1, RuntimeError("BackendCompilerFailed: backend='inductor' raised: CUDA out of memory")),
+])
 def test_an_out_of_memory_under_batch_max_backs_off_and_frees_a_compiled_models_graphs(monkeypatch, compile_mode,
-                                                                                        recompiles):
+                                                                                        recompiles, error):
     """CUDA graphs keep their memory pools through torch.cuda.empty_cache(): without dynamo's reset, every smaller
     batch after an out-of-memory would run out as well."""
     import types
@@ -208,7 +212,7 @@ def test_an_out_of_memory_under_batch_max_backs_off_and_frees_a_compiled_models_
     def time_forward(runner, batch, **kwargs):
         calls["batches"].append(batch.size)
         if len(calls["batches"]) == 1:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            raise error  # compiling, inductor wraps it in BackendCompilerFailed
         return "timing"
 
     monkeypatch.setattr(speed, "cuda_batch_fits", lambda *a, **k: None)

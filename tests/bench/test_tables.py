@@ -452,14 +452,15 @@ def test_an_interrupted_bench_tables_replaces_no_file_and_leaves_no_staging_fold
 
     monkeypatch.setattr(figures, "build_all", interrupted)
     assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "t")]) == 130
-    assert "nothing is half replaced" in capsys.readouterr().err
+    assert "interrupted; nothing was replaced" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # no .lock, no .tmp-* either
     assert not list(tmp_path.rglob(".tmp-*"))
-    (tmp_path / "figures" / ".tmp-killed" / "fig1.png").parent.mkdir()  # what a SIGKILL leaves: removed next time
-    (tmp_path / "figures" / ".tmp-killed" / "fig1.png").write_text("x")
+    (tmp_path / "figures" / ".tmp-staging-killed" / "fig1.png").parent.mkdir()  # a SIGKILL's: removed next time
+    (tmp_path / "figures" / ".tmp-staging-killed" / "fig1.png").write_text("x")
+    (tmp_path / "figures" / ".tmp-users-own").mkdir()  # a folder of someone else's, whatever its name: kept
     monkeypatch.undo()
     assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "t")]) == 0
-    assert not list(tmp_path.rglob(".tmp-*")) and "removed" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.rglob(".tmp-*")] == [".tmp-users-own"] and "removed" in capsys.readouterr().err
 
 
 def _sleep(records, out_dir, seconds):

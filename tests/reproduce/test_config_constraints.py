@@ -162,7 +162,9 @@ def test_teacher_settings_are_for_runs_that_distil():
     (["momentum=0.5"], "opt=adamw has no momentum"),
     (["opt=sgd", "opt_eps=0.1"], "opt=sgd has no epsilon"),
     (["sched=constant", "min_lr=0"], "sched=constant does not decay to a minimum"),
-    (["subset_seed=5"], "draw no subset"),
+    (["subset_seed=5"], "there is none"),
+    (["train_subset=100", "subset_seed=5"], "dataset=synthetic generates its images"),
+    (["val_subset=10", "subset_seed=5"], "there is none"),  # the validation subset has a seed of its own
 ])
 def test_a_setting_the_run_never_reads_is_refused_rather_than_recorded(assignments, why):
     """A hostile pass: each of these trained, exit 0, and the record kept a value nothing read."""
@@ -172,9 +174,19 @@ def test_a_setting_the_run_never_reads_is_refused_rather_than_recorded(assignmen
 
 
 @pytest.mark.parametrize("assignments", [["opt=sgd", "momentum=0.8"], ["auto_augment=", "color_jitter=0.4"],
-                                         ["train_subset=100", "subset_seed=5"], ["opt=lookahead_sgd", "momentum=0.8"]])
+                                         ["dataset=cifar10", "train_subset=100", "subset_seed=5"],
+                                         ["opt=lookahead_sgd", "momentum=0.8"], ["sched=constant", "lr=5e-6"]])
 def test_the_same_setting_is_accepted_where_the_run_reads_it(assignments):
     override(debug(), assignments)
+
+
+def test_the_label_teacher_on_a_row_that_names_a_checkpoint_is_taken_once_the_checkpoint_is_cleared():
+    """REPORT's label-teacher runs: `--set teacher=labels --set teacher_checkpoint=` on a row that names its teacher's
+    checkpoint (a review: the unread-field rule refused the cleared checkpoint as well)."""
+    hard = dataclasses.replace(override(debug(), ["distillation=hard"]), teacher_checkpoint="runs/t/checkpoint.pth")
+    with pytest.raises(ConfigError, match="teacher_checkpoint='runs/t/checkpoint.pth' would go unread"):
+        override(hard, ["teacher=labels"])
+    assert override(hard, ["teacher=labels", "teacher_checkpoint="]).teacher_checkpoint == ""
 
 
 def test_a_field_given_twice_is_refused_not_the_last_taken():

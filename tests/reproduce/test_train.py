@@ -529,7 +529,7 @@ def test_a_compiled_teacher_has_its_frozen_weights_folded_in_and_gives_the_eager
     assert not torch.allclose(teacher_logits(teacher, images), compiled)
 
 
-def test_a_suite_applies_a_setting_to_the_rows_that_read_it_and_refuses_one_no_row_reads(tmp_path):
+def test_a_suite_refuses_a_setting_no_row_reads_and_a_seed_before_anything_trains(tmp_path):
     """Rows differ in what they read (the teacher's fields only where they distil): a setting goes to the rows that
     read it; one that no row reads would change nothing and is refused before anything trains."""
     from reproduce.suite import Suite, run_suite
@@ -538,4 +538,7 @@ def test_a_suite_applies_a_setting_to_the_rows_that_read_it_and_refuses_one_no_r
     with pytest.raises(ConfigError, match="--set attn_per_head: no row of table3-debug reads it"):
         run_suite(suite, tmp_path / "runs", seeds=1, sets=["attn_per_head=true"], data=None,
                   results_dir=tmp_path / "records", log=lambda _: None)
+    with pytest.raises(ConfigError, match="a suite trains seeds 0 to N-1 itself"):
+        run_suite(suite, tmp_path / "runs", seeds=1, sets=["seed=3"], data=None, results_dir=tmp_path / "records",
+                  log=lambda _: None)
     assert not (tmp_path / "runs" / "table3-debug" / "teacher").exists()
