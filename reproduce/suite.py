@@ -27,7 +27,8 @@ from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name, teac
 from bench.store import hold_folder, write_text_atomic
 from reproduce import experiments
 from reproduce.checkpoints import config_differences, run_env, unrecorded
-from reproduce.config import LABEL_TEACHER, ConfigError, override, unread_fields
+from reproduce.config import LABEL_TEACHER, ConfigError, override
+from reproduce.reads import unread_fields
 from reproduce.train import train
 
 
