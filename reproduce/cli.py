@@ -29,6 +29,8 @@ from reproduce.config import (
 )
 from reproduce.released import render_released
 
+MAX_SEEDS = 100  # each seed trains every row again: more is a typo, not a study (the paper reports one seed)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reproduce", description=__doc__.split("\n")[0])
@@ -51,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     suite.add_argument("--scale", default="mini", help="debug (seconds, tiny models), mini (default; 2 CPU cores), "
                        "cifar10 (one GPU) or imagenet (the paper's)")
     suite.add_argument("--variants", default="ti", help="imagenet scale: comma list of ti,s,b (default ti)")
-    suite.add_argument("--seeds", type=int, default=1, help="seeds per row (0 … N-1; default 1)")
+    suite.add_argument("--seeds", type=int, default=1, help=f"seeds per row (0 … N-1; default 1, at most {MAX_SEEDS})")
     suite.add_argument("--root", type=Path, default=Path("runs/suites"), help="where run folders go (default runs/suites)")
     suite.add_argument("--data", help="dataset root for every row")
     suite.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field in every row")
@@ -243,8 +245,8 @@ def _suite(args) -> int:
 
     from reproduce.suite import run_suite, table3
 
-    if args.seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        raise UsageError(f"--seeds must be 1 to {MAX_SEEDS}, got {args.seeds}")
     suite = table3(args.scale, tuple(v.strip() for v in args.variants.split(",") if v.strip()))
     results_dir = args.results_dir or Path("results/runs") / suite.name
     check_folder(args.root, "--root")

@@ -143,12 +143,15 @@ def _evaluate_teacher(cfg, row: str, output: Path, results_dir: Path, log) -> Ro
     if cfg.teacher == LABEL_TEACHER:
         raise ConfigError("teacher=labels has no weights to evaluate, and Table 4 needs a teacher; run the label "
                           "control with `reproduce train --set teacher=labels`, not as a suite")
+    missing = []  # everything at once: a user should not learn of the data only after finding the weights
     if not cfg.teacher_checkpoint:
-        raise ConfigError(f"the {row} row distils from {cfg.teacher}: give its weights with "
-                          "--set teacher_checkpoint=FILE (official: regnety_160-a5fe301d.pth)")
+        missing.append(f"the {row} row distils from {cfg.teacher}: give its weights with --set "
+                       "teacher_checkpoint=FILE (official: regnety_160-a5fe301d.pth)")
     if cfg.dataset != "folder" or not cfg.data:
-        raise ConfigError(f"evaluating the given teacher needs the rows' image folders (dataset=folder, --data ROOT "
-                          f"with ROOT/val); this suite has dataset={cfg.dataset}, data={cfg.data or 'none'}")
+        missing.append(f"evaluating the given teacher needs the rows' image folders (dataset=folder, --data ROOT "
+                       f"with ROOT/val); this suite has dataset={cfg.dataset}, data={cfg.data or 'none'}")
+    if missing:
+        raise ConfigError("; and ".join(missing))
     start = time.perf_counter()
     procs = start_processes(cfg.device)
     log(f"[teacher {cfg.teacher}] evaluating {cfg.teacher_checkpoint} on {Path(cfg.data) / 'val'}")

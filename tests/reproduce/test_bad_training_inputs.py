@@ -126,10 +126,17 @@ def test_find_samples_indexes_folders_by_the_names_it_is_given(tmp_path):
     (["ls", "--released", "--lr-figure", "x.png"], "--lr-figure needs --show EXPERIMENT"),  # was ignored, exit 0
     (["suite", "table3", "--scale", "imagenet", "--variants", "x"], "accepted is a comma list of ti, s, b"),
     (["suite", "table3", "--scale", "mini", "--variants", "b"], "--variants chooses sizes at --scale imagenet only"),
+    (["suite", "table3", "--scale", "mini", "--seeds", "1000"], "--seeds must be 1 to 100, got 1000"),  # was unbounded
+    (["suite", "table3", "--scale", "mini", "--seeds", "0"], "--seeds must be 1 to 100, got 0"),
+    # both missing inputs named at once: the data used to surface only after the weights were given
+    (["suite", "table3", "--scale", "imagenet"], "--set teacher_checkpoint=FILE (official: regnety_160-a5fe301d.pth);"
+     " and evaluating the given teacher needs the rows' image folders"),
 ])
 def test_more_bad_requests_exit_2(tmp_path, capsys, argv, message):
     if argv[0] == "train":
         argv = [*argv, "--output", str(tmp_path / "run")]
+    if argv[0] == "suite":
+        argv = [*argv, "--root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "records")]
     assert cli.main(argv) == 2 and message in capsys.readouterr().err
 
 
