@@ -31,11 +31,12 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.ablations import ABLATIONS, Versus
+from bench.errors import StorageError
 from bench.paper import FIGURE1_FAMILIES, TABLE10
 from bench.record import Record  # noqa: E402
 from bench.registry import VARIANTS  # noqa: E402
 from bench.scales import experiment_name, teacher_experiment
-from bench.store import interrupts_deferred
+from bench.store import interrupts_deferred, storage_error
 from bench.tables import latest, speed_key, timed_as_protocol  # noqa: E402
 from bench.trained import Arm, machine_of, train_runs  # noqa: E402
 from bench.trained_tables import table3_arms, versus_arms  # noqa: E402
@@ -49,8 +50,11 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
     # bbox_inches="tight" would lay the figure out twice per file to find the box; find it once for both
     box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
-    fig.savefig(paths[0], dpi=120, bbox_inches=box, metadata=_PNG_META)
-    fig.savefig(paths[1], bbox_inches=box, metadata=_SVG_META)
+    for path, options in zip(paths, ({"dpi": 120, "metadata": _PNG_META}, {"metadata": _SVG_META})):
+        try:
+            fig.savefig(path, bbox_inches=box, **options)
+        except OSError as exc:  # a full disk: one line naming it, not matplotlib's traceback
+            raise (storage_error(path, exc, existed=False) or exc) from exc
     plt.close(fig)
     return paths
 
@@ -333,6 +337,8 @@ def _in_processes(tasks: list[tuple], shares: list[list[int]]) -> dict[int, list
                 answer = receive.recv()
             except EOFError:
                 raise RuntimeError(f"a figure process died (exit code {child.join() or child.exitcode})") from None
+            if isinstance(answer, StorageError):  # a full disk: named, as the same failure in this process is
+                raise answer
             if isinstance(answer, str):  # the child's traceback
                 raise RuntimeError(f"drawing a figure failed:\n{answer}")
             rendered.update(answer)
@@ -349,6 +355,8 @@ def _render_share(tasks: list[tuple], share: list[int], send) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent alone answers Ctrl-C, by killing this process
     try:
         answer = {i: _render(*tasks[i]) for i in share}
+    except StorageError as exc:
+        answer = StorageError(str(exc))
     except Exception:  # noqa: BLE001 - sent to the parent, which raises it
         answer = traceback.format_exc()
     send.send(answer)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter, defaultdict
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
 from bench import constraints, machine
 from bench import tables as tables_mod
+from bench.errors import StorageError
 from bench.record import Record, load_record_files
 from bench.store import STAGING_PREFIX, hold_folder, interrupts_deferred, write_text_atomic
 from bench.tables import Table
@@ -77,7 +79,7 @@ def page(tables: list[Table], figures: list[Path], drawn: set[Path], records: li
         "</ul></nav>",
         *(_table(t, paths, folder, tables_dir) for t in tables),
         '<section id="figures"><h2>Figures</h2>',
-        *(_figure(stem, folder, kept=not {stem.with_suffix(".svg"), stem.with_suffix(".png")} & drawn)
+        *(_figure(stem, set(figures), folder, kept=not {stem.with_suffix(".svg"), stem.with_suffix(".png")} & drawn)
           for stem in figure_stems),
         *(["<p>No figures were drawn from these records.</p>"] if not figure_stems else []),
         "</section>",
@@ -103,11 +105,11 @@ def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, w
     """All that `bench tables` writes, from the records under `records_dir` and nothing else: the tables into `out`,
     the figures into `figures_dir` (unless not `draw`), index.html and constraints.txt into `out`'s parent.
 
-    Every file or none on Ctrl-C or an error while building: the figures render into a folder of their own, and only
-    once all is built are the files put in place, with Ctrl-C held back for the milliseconds that takes (an
-    interrupted run used to leave 51 of 73 files new beside an old page; a full disk while they are put in place
-    can still leave some). A second `bench tables` into the same `out` or figures folder is refused (FolderInUse)
-    while this one holds them. ValueError, before anything is written, when the parent holds a page of its own or no
+    Every file or none on Ctrl-C, an error or a full disk: every file is written into a staging folder beside where
+    it goes, and only once all are written are they renamed into place, which needs no room on the disk, with
+    Ctrl-C held back for the milliseconds that takes (an interrupted run used to leave 51 of 73 files new beside an
+    old page; a full disk while the tables were written, new tables beside an old page). A second `bench tables`
+    into the same `out` or figures folder is refused (FolderInUse) while this one holds them. ValueError, before anything is written, when the parent holds a page of its own or no
     record is readable; one unreadable record file is passed to `warn` and left out rather than blocking every
     table."""
     if out.resolve() == out.resolve().parent:
@@ -124,21 +126,58 @@ def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, w
                              + (f" ({len(skipped)} skipped above)" if skipped else "") + "; nothing was written")
         records = [r for _, r in found]
         built = tables_mod.build_all(records)
-        with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=figures_dir) as stage:
-            staged = None
-            if draw:
-                from bench import figures  # matplotlib: only when drawing
-
-                staged = figures.build_all(records, Path(stage))
+        with _staging(figures_dir) as figures_stage, _staging(out) as tables_stage, \
+                _staging(out.parent) if _other_disk(out) else nullcontext(tables_stage / "page") as page_stage:
+            stages = {page_stage: out.parent, tables_stage: out, figures_stage: figures_dir}
+            try:
+                moves = _stage(built, found, draw, stages, records_dir)
+            except StorageError as exc:  # named where the file was to go, not by its staging folder
+                raise StorageError(_unstaged(str(exc), stages) + "; nothing was replaced") from None
             late = False
             try:
                 with interrupts_deferred():
-                    written = [p for t in built for p in tables_mod.write(t, out)]
-                    drawn = None if staged is None else [_move(p, figures_dir) for p in staged]
-                    written += (drawn or []) + publish(out.parent, built, drawn, figures_dir, found, out, records_dir)
+                    written = [_move(path, folder) for path, folder in moves]
             except KeyboardInterrupt:  # held back until every file was in place: it stopped nothing
                 late = True
     return Regenerated(len(records), written, len(skipped), late)
+
+
+def _stage(built: list[Table], found: list[tuple[Path, Record]], draw: bool, stages: dict[Path, Path],
+           records_dir: Path) -> list[tuple[Path, Path]]:
+    """Write every file into its staging folder (`stages`: staging folder -> where its files go, the page's, the
+    tables' and the figures' in that order); returns (staged file, destination folder) pairs."""
+    (page_stage, parent), (tables_stage, out), (figures_stage, figures_dir) = stages.items()
+    drawn = None
+    moves = [(p, out) for t in built for p in tables_mod.write(t, tables_stage)]
+    if draw:
+        from bench import figures  # matplotlib: only when drawing
+
+        staged = figures.build_all([r for _, r in found], figures_stage)
+        drawn = [figures_dir / p.name for p in staged]
+        moves += [(p, figures_dir) for p in staged]
+    for name, text in publish(parent, built, drawn, figures_dir, found, out, records_dir).items():
+        moves.append((write_text_atomic(page_stage / name, text), parent))
+    return moves
+
+
+def _unstaged(message: str, stages: dict[Path, Path]) -> str:
+    for stage, folder in stages.items():  # the page's staging folder may lie inside the tables'
+        message = message.replace(str(stage), str(folder))
+    return message
+
+
+@contextmanager
+def _staging(folder: Path) -> Iterator[Path]:
+    """A staging folder inside `folder` (same disk: a rename puts a file in place), removed after; one that a killed
+    run left is swept by the next `hold_folder` of `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=folder) as stage:
+        yield Path(stage)
+
+
+def _other_disk(out: Path) -> bool:
+    """Whether `out` is mounted apart from its parent, where the page goes: then the page stages beside itself."""
+    return os.stat(out).st_dev != os.stat(out.parent).st_dev
 
 
 def _move(path: Path, folder: Path) -> Path:
@@ -169,18 +208,18 @@ def check_replaceable(folder: Path, page: bool) -> None:
 
 
 def publish(folder: Path, tables: list[Table], drawn: list[Path] | None, figures_dir: Path,
-            records: list[tuple[Path, Record]], tables_dir: Path, records_dir: Path) -> list[Path]:
-    """What `bench tables` writes into `folder` beside its tables: constraints.txt (bench/constraints.py) and,
-    unless `drawn` is None (--no-figures: the page would lack them), index.html with every figure in
-    `figures_dir`, those not `drawn` from these records marked as kept from an earlier run (the gallery needs
-    the run folders, which a clone lacks). Returns the paths written."""
+            records: list[tuple[Path, Record]], tables_dir: Path, records_dir: Path) -> dict[str, str]:
+    """What `bench tables` writes into `folder` beside its tables, by file name: constraints.txt
+    (bench/constraints.py) and, unless `drawn` is None (--no-figures: the page would lack them), index.html with
+    every figure in `figures_dir` and `drawn` (where they will be), those not `drawn` from these records marked as
+    kept from an earlier run (the gallery needs the run folders, which a clone lacks)."""
     text = constraints.constraints([r for _, r in records], _link(records_dir, folder))
-    written = [write_text_atomic(folder / "constraints.txt", text)]
+    files = {"constraints.txt": text}
     if drawn is not None:
         where = folder / "index.html"
         figures = sorted({*drawn, *figures_dir.glob("*.svg"), *figures_dir.glob("*.png")})
-        written.append(write_text_atomic(where, page(tables, figures, set(drawn), records, where, tables_dir, text)))
-    return written
+        files["index.html"] = page(tables, figures, set(drawn), records, where, tables_dir, text)
+    return files
 
 
 def _table(t: Table, paths: dict[int, Path], folder: Path, tables_dir: Path) -> str:
@@ -219,8 +258,8 @@ def _sources(t: Table, paths: dict[int, Path], folder: Path) -> str:
             f"<th>variant</th><th>machine</th></tr></thead><tbody>{rows}</tbody></table></div></details>")
 
 
-def _figure(stem: Path, folder: Path, kept: bool) -> str:
-    files = [f for f in (stem.with_suffix(".svg"), stem.with_suffix(".png")) if f.exists()]
+def _figure(stem: Path, figures: set[Path], folder: Path, kept: bool) -> str:
+    files = [f for f in (stem.with_suffix(".svg"), stem.with_suffix(".png")) if f in figures]  # drawn: not yet there
     links = " · ".join(f'<a href="{escape(_link(f, folder))}">{f.suffix[1:].upper()}</a>' for f in files)
     note = " (kept from an earlier run: not drawn from these records, whose run folders it needs)" if kept else ""
     return (f'<figure id="figure-{escape(stem.name)}"><img src="{escape(_link(files[0], folder))}" '

@@ -463,6 +463,31 @@ def test_an_interrupted_bench_tables_replaces_no_file_and_leaves_no_staging_fold
     assert [p.name for p in tmp_path.rglob(".tmp-*")] == [".tmp-users-own"] and "removed" in capsys.readouterr().err
 
 
+def test_a_full_disk_part_way_through_bench_tables_replaces_no_file(tmp_path, monkeypatch, capsys):
+    """The last file written is the page: a full disk there used to leave every table and figure new beside the old
+    page. Every file is now staged first and renamed into place once all are written."""
+    import errno
+    import pathlib
+
+    assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "t")]) == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    write_text = pathlib.Path.write_text
+
+    def full_at_the_page(path, *args, **kwargs):
+        if path.suffix == ".html":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full_at_the_page)
+    monkeypatch.setattr(figures, "build_all", lambda records, out_dir, jobs=None: [
+        write_text(out_dir / "fig1.svg", "<svg/>") and out_dir / "fig1.svg"])  # a new figure, staged
+    assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "t")]) != 0
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'index.html'}: the disk is full" in err and err.endswith("nothing was replaced\n")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
 def _sleep(records, out_dir, seconds):
     import time
 
@@ -488,6 +513,24 @@ def test_ctrl_c_while_figures_render_in_processes_stops_them_at_once(tmp_path):
 def test_a_figure_that_fails_in_its_process_is_an_error_with_its_traceback():
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
         figures._in_processes([(_sleep, 0), (lambda records, out: 1 / 0,)], [[0], [1]])
+
+
+def test_a_full_disk_in_a_figure_process_is_a_one_line_storage_error(tmp_path, monkeypatch):
+    """On a real 3 MiB tmpfs, matplotlib's ENOSPC came back from the figure process as a two-page traceback."""
+    import errno
+
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from bench.errors import StorageError
+
+    def full(self, path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    with pytest.raises(StorageError, match=r"fig\.png: the disk is full"):
+        figures._in_processes([(_sleep, 0), (lambda records, out: figures._save(plt.figure(), tmp_path, "fig"),)],
+                              [[0], [1]])
 
 
 def test_a_second_bench_tables_into_the_same_folder_is_refused(tmp_path, capsys):
