@@ -1,6 +1,6 @@
 import sys
 
-from bench.cli import main
+from bench.launch import bench
 
 if __name__ == "__main__":  # guarded: relspeed's worker processes (spawn) import this module again
-    sys.exit(main())
+    sys.exit(bench())

@@ -178,6 +178,8 @@ def load_baseline(path: Path) -> dict[str, Any]:
         hint = (" (schema 1 held one machine's speed without its fingerprint; re-baseline with --write-baseline)"
                 if found == 1 else "")
         raise ValueError(f"baseline {path} is not a schema-{BASELINE_SCHEMA} baseline file{hint}")
+    if data["entries"] == {}:  # a gate of nothing passed, "all 0 gates pass" (a hostile pass)
+        raise ValueError(f"baseline {path} has no entries, so it gates nothing; make one with --write-baseline")
     try:
         _check_baseline(data)
     except ValueError as exc:  # a hand edit gone wrong: say where, never a traceback read as "regression"

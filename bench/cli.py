@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bench.check import Tolerances
-from bench.errors import UsageError, check_folder, message_of
+from bench.errors import UsageError, check_folder, message_of, path_arg
 from bench.protocols import (
     AB_ROUNDS,
     ATTENTIONS,
@@ -78,15 +78,15 @@ def _add_run(sub) -> None:
     run.add_argument("--budget-s", type=float, default=None,
                      help="relspeed: seconds to keep taking rounds while the machine is busy "
                           f"(default {Request.budget_s:g})")
-    run.add_argument("--results-dir", type=Path, default=Path("results/runs"), help="where the record goes")
+    run.add_argument("--results-dir", type=path_arg, default=Path("results/runs"), help="where the record goes")
     acc = run.add_argument_group("accuracy (--metrics accuracy)")
-    acc.add_argument("--data", type=Path, help="class-per-folder tree, ImageNet-V2 folder, or flat ILSVRC2012 val folder")
+    acc.add_argument("--data", type=path_arg, help="class-per-folder tree, ImageNet-V2 folder, or flat ILSVRC2012 val folder")
     acc.add_argument("--dataset", choices=["folder", "imagenet-v2", "imagenet-flat"],
                      help="the layout of --data when guessing is not enough (V2: folders 0…999 are class indices)")
-    acc.add_argument("--labels", type=Path, help="labels file of a flat ILSVRC2012 folder ('name index' lines)")
+    acc.add_argument("--labels", type=path_arg, help="labels file of a flat ILSVRC2012 folder ('name index' lines)")
     acc.add_argument("--real-labels", nargs="?", const="timm", default=None, metavar="JSON",
                      help="also score ImageNet-ReaL (default: the label file timm ships)")
-    acc.add_argument("--checkpoint", type=Path, help="official DeiT .pth ({'model': …}), timm state dict, or .safetensors")
+    acc.add_argument("--checkpoint", type=path_arg, help="official DeiT .pth ({'model': …}), timm state dict, or .safetensors")
     acc.add_argument("--pretrained", action="store_true", help="timm hub weights (needs network)")
     acc.add_argument("--eval-protocol", default="official", choices=["official", "timm"],
                      help="official: resize size/0.875, bicubic (DeiT repo); timm: the model's pretrained_cfg crop")
@@ -97,7 +97,7 @@ def _add_run(sub) -> None:
     acc.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
     acc.add_argument("--eval-batch-size", type=int, default=256,
                      help="images per forward while evaluating (default 256; --batch-size is the speed test's)")
-    acc.add_argument("--save-predictions", type=Path, help="store per-image top-5 of every head (for bench disagree)")
+    acc.add_argument("--save-predictions", type=path_arg, help="store per-image top-5 of every head (for bench disagree)")
     run.add_argument("--json", action="store_true",
                      help="print only the records on stdout, one JSON object per line (JSON Lines)")
     run.set_defaults(func=_run)
@@ -106,9 +106,9 @@ def _add_run(sub) -> None:
 def _add_check(sub) -> None:
     check = sub.add_parser("check", help="compare records with baselines, or the working tree's speed with a reference "
                                          "commit's: exit 0 pass, 1 regression, 2 usage error, 3 inconclusive")
-    check.add_argument("--baseline", type=Path,
+    check.add_argument("--baseline", type=path_arg,
                        help="a baseline folder (results/baselines: exact.json + speed/<machine>.json) or one file")
-    check.add_argument("--current", type=Path, default=Path("results/runs"),
+    check.add_argument("--current", type=path_arg, default=Path("results/runs"),
                        help="a record file or a folder of records (default results/runs)")
     check.add_argument("--write-baseline", action="store_true",
                        help="write --baseline from the --current records instead of comparing")
@@ -127,23 +127,23 @@ def _add_check(sub) -> None:
                          "timm upgrade); the reference side runs --against's code, or this tree's")
     ab.add_argument("--rounds", type=int,
                     help=f"paired rounds, one fresh process per side each (default {AB_ROUNDS}; 6 to 100)")
-    ab.add_argument("--ab-record", type=Path, metavar="FILE", help="also write every round's timings here (JSON)")
+    ab.add_argument("--ab-record", type=path_arg, metavar="FILE", help="also write every round's timings here (JSON)")
     check.set_defaults(func=_check)
 
 
 def _add_disagree(sub) -> None:
     dis = sub.add_parser("disagree", help="Table 4: how often models disagree, from --save-predictions files")
-    dis.add_argument("predictions", nargs="+", type=Path, help="files written by bench run --save-predictions")
+    dis.add_argument("predictions", nargs="+", type=path_arg, help="files written by bench run --save-predictions")
     dis.add_argument("--json", action="store_true", help="print the matrix as JSON")
     dis.set_defaults(func=_disagree)
 
 
 def _add_tables(sub) -> None:
     tables = sub.add_parser("tables", help="regenerate the paper's tables, figures and results page from records")
-    tables.add_argument("--records", type=Path, default=Path("results/runs"), help="records folder (recursive)")
-    tables.add_argument("--out", type=Path, default=Path("results/tables"),
+    tables.add_argument("--records", type=path_arg, default=Path("results/runs"), help="records folder (recursive)")
+    tables.add_argument("--out", type=path_arg, default=Path("results/tables"),
                         help="Markdown/CSV/LaTeX go here; index.html and constraints.txt into the folder above it")
-    tables.add_argument("--figures", type=Path, help="PNG/SVG go here (default: figures/ beside --out, so "
+    tables.add_argument("--figures", type=path_arg, help="PNG/SVG go here (default: figures/ beside --out, so "
                         "results/figures)")
     tables.add_argument("--no-figures", action="store_true",
                         help="tables and constraints.txt only (no figures, so no index.html)")
@@ -153,13 +153,13 @@ def _add_tables(sub) -> None:
 def _add_campaign(sub) -> None:
     camp = sub.add_parser("campaign", help="the whole GPU measurement in one command within a time budget, packed "
                                            "into one archive (docs/gpu-campaign.md)")
-    camp.add_argument("--out", type=Path, required=True, help="folder for campaign.tar.gz (records, logs, state)")
+    camp.add_argument("--out", type=path_arg, required=True, help="folder for campaign.tar.gz (records, logs, state)")
     camp.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
     camp.add_argument("--budget-s", type=float, default=420,
                       help="seconds for the whole plan (default 420: one 8-minute device call with margin)")
     camp.add_argument("--dry-run", action="store_true", help="the same plan with the debug models, on the CPU")
-    camp.add_argument("--timm-benchmark", type=Path, metavar="FILE", help="timm's benchmark.py, to run beside ours")
-    camp.add_argument("--continue", dest="previous", type=Path, metavar="ARCHIVE",
+    camp.add_argument("--timm-benchmark", type=path_arg, metavar="FILE", help="timm's benchmark.py, to run beside ours")
+    camp.add_argument("--continue", dest="previous", type=path_arg, metavar="ARCHIVE",
                       help="an earlier call's campaign.tar.gz: run only what it has not done")
     camp.add_argument("--force", action="store_true",
                       help="replace an existing --out/campaign.tar.gz of another campaign (default: refuse)")

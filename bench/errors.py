@@ -1,5 +1,6 @@
 """Errors the commands report as a message and exit code 2, not a traceback; torch-free."""
 
+import argparse
 import os
 import tempfile
 from pathlib import Path
@@ -33,6 +34,14 @@ def message_of(exc: Exception) -> str:
     if "Original Traceback" in text:
         text = text.strip().splitlines()[-1].split(": ", 1)[-1]
     return text
+
+
+def path_arg(text: str) -> Path:
+    """argparse's type for a path: an empty one is refused (exit 2), where Path("") would be the current folder and an
+    unset shell variable (`--out "$OUT"`) would write a run's files there (a hostile pass)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?); give a file or folder name")
+    return Path(text)
 
 
 def check_folder(path, flag: str) -> None:

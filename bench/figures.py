@@ -120,7 +120,7 @@ def _one_line(records: list[Record], names: tuple[str, ...]) -> dict[str, Record
 
 def resolution_sweep(records: list[Record], out_dir: Path) -> list[Path]:
     rows = [{"resolution": size, "im/s": speed, "source": "paper (V100)"} for size, (speed, _) in TABLE10.items()]
-    speed = sorted(_speed_records(records), key=lambda r: r.env.created)
+    speed = sorted(_speed_records(records), key=lambda r: r.created)
     for protocol in ("timm", "paper"):  # one line per protocol, machine and precision, never a mix of them
         for column in dict.fromkeys(speed_key(r) for r in speed if r.variant == "deit_b"):
             for size in TABLE10:
@@ -250,7 +250,7 @@ def gallery(records: list[Record], out_dir: Path, scale: str, count: int = 12) -
                 if (Path(r.settings.output) / "predictions.pt").exists()]
         if not runs:
             return []
-        found[role] = min(runs, key=lambda r: (r.settings.config["seed"], r.env.created))  # seed 0 first
+        found[role] = min(runs, key=lambda r: (r.settings.config["seed"], r.created))  # seed 0 first
     config = found["hard"].settings.config
     if config["dataset"] != "cifar10":
         return []

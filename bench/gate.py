@@ -72,7 +72,11 @@ def _baseline_rows(args: argparse.Namespace) -> list:
             for line in baselines.write_baselines(records, args.baseline, tol):
                 print(f"baseline {line}")
             return []
-        return check.compare(baselines.load_baselines(args.baseline), records)
+        rows = check.compare(baselines.load_baselines(args.baseline), records)
+        if not rows:
+            raise UsageError(f"nothing to gate: no model and metric of --baseline {args.baseline} is in the records "
+                             f"of --current {args.current}, nor is one due there; a gate of nothing does not pass")
+        return rows
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:  # unwritable or unreadable baseline paths: a usage problem (exit 2), never "regression"

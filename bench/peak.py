@@ -95,14 +95,15 @@ def cache_folder() -> Path:
 
 
 def measured_peaks(fingerprint: Fingerprint, device: str, *, folder: Path | None = None,
-                   log=lambda message: None) -> dict[str, Peak]:
-    """Every native column's peak for this fingerprint: from the cache, or measured now (a few seconds) and cached.
-    A peak measured while other processes used the machine comes back `contended` and is not cached. An unreadable
-    cache file is measured again and replaced; a cache that cannot be written is only skipped."""
+                   log=lambda message: None, fresh: bool = False) -> dict[str, Peak]:
+    """Every native column's peak for this fingerprint: from the cache (unless `fresh`), or measured now (a few
+    seconds) and cached. A peak measured while other processes used the machine comes back `contended` and is not
+    cached. An unreadable cache file is measured again and replaced; a cache that cannot be written is only
+    skipped."""
     path = (folder or cache_folder()) / f"{fingerprint.id()}.json"
-    if path in _BUSY:  # a busy peak is not cached on disk, but one process measures it at most once
+    if path in _BUSY and not fresh:  # a busy peak is not cached on disk, but one process measures it at most once
         return _BUSY[path]
-    cached = _read(path)
+    cached = {} if fresh else _read(path)
     wanted = columns(fingerprint)
     if all(c in cached for c in wanted):
         return {c: cached[c] for c in wanted}
@@ -119,6 +120,27 @@ def measured_peaks(fingerprint: Fingerprint, device: str, *, folder: Path | None
     except OSError as exc:
         log(f"GEMM peak not cached ({exc}); it is measured again next time")
     return peaks
+
+
+def usable(fingerprint: Fingerprint, device: str, column: str, achieved_tflops: float | None, *,
+           folder: Path | None = None, log=lambda message: None) -> Peak | None:
+    """The measured peak of `column` that `achieved_tflops` is a fraction of, or None (said in `log` where it is
+    news) where there is none: no native peak, one measured busy, or one the run went faster than. A model cannot
+    beat the dense GEMM it is made of: a cached peak below the achieved rate is stale or edited (a hostile pass
+    printed "MFU 116.3 %"), so it is measured again now, and if the run still beat it, no MFU is given rather than
+    one above 100 %."""
+    measured = measured_peaks(fingerprint, device, folder=folder, log=log).get(column)
+    if measured is None or measured.contended or achieved_tflops is None or achieved_tflops <= measured.tflops:
+        return None if measured is None or measured.contended else measured
+    log(f"{achieved_tflops:.3g} TFLOP/s achieved is above the cached {column} GEMM peak, {measured.tflops:.3g}: "
+        "measuring the peak again")
+    measured = measured_peaks(fingerprint, device, folder=folder, log=log, fresh=True).get(column)
+    if measured is None or measured.contended or achieved_tflops > measured.tflops:
+        log(f"no MFU: {achieved_tflops:.3g} TFLOP/s achieved against a {column} GEMM peak measured now at "
+            f"{'a busy machine' if measured is not None and measured.contended else f'{measured.tflops:.3g}'}"
+            if measured is not None else f"no MFU: no {column} peak")
+        return None
+    return measured
 
 
 def _read(path: Path) -> dict[str, Peak]:

@@ -110,11 +110,9 @@ class Record:
 
     @property
     def created(self) -> dt.datetime:
-        """When the run was recorded (UTC); records without a readable time sort first."""
-        try:
-            stamp = dt.datetime.fromisoformat(str(self.env.created))
-        except ValueError:
-            return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+        """When the run was recorded, as a time (an offset other than UTC's compares by the instant, not as text; a
+        time without one is read as UTC). Every readable record has one (schema: env.created)."""
+        stamp = dt.datetime.fromisoformat(self.env.created)
         return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
 
 

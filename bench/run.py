@@ -417,15 +417,15 @@ def speed_metrics(timing: speed.Timing, settings: Settings, gmacs: float | None,
 
 def measured_mfu(fingerprint: machine.Fingerprint, settings: Settings, metrics: dict[str, Any], log) -> dict[str, Any]:
     """Achieved model FLOP/s and its fraction of this machine's measured GEMM peak in the precision that bounds the
-    run (amp_bf16: bf16). No fraction where that precision has no native peak here or its peak was measured busy."""
+    run (amp_bf16: bf16). No fraction where that precision has no native peak here, its peak was measured busy, or
+    the run beat it (peak.usable)."""
     column = speed.PRECISIONS[settings.precision].peak
     gmacs = metrics.get("gmacs")
     achieved = 2 * gmacs * metrics["infer_img_per_s"] / 1e3 if gmacs is not None else None
-    measured = peak.measured_peaks(fingerprint, settings.device, log=log).get(column)
-    usable = measured is not None and not measured.contended
+    measured = peak.usable(fingerprint, settings.device, column, achieved, log=log)
     return {"achieved_tflops": achieved, "peak_column": column,
-            "peak_tflops_measured": measured.tflops if usable else None,
-            "mfu_measured": achieved / measured.tflops if usable and achieved is not None else None}
+            "peak_tflops_measured": measured.tflops if measured else None,
+            "mfu_measured": achieved / measured.tflops if measured and achieved is not None else None}
 
 
 def _settings_dict(variant: Variant, settings: Settings, metrics: dict[str, Any]) -> dict[str, Any]:

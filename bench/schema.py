@@ -16,8 +16,9 @@ reads as "not measured", as a missing key does.
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
 from bench.jsontypes import type_problem
@@ -37,12 +38,16 @@ class Key(Generic[T]):
     """One key of a section: `params = Key[int]("parameters")` reads `data["params"]` as an int, None if absent.
     `items` declares the type of a list's items or a dict's values (`Key[list]("…", items=float)`); `nullable=False`
     marks a key the writers always give a value, which readers use without a None check (null there is a damaged
-    record)."""
+    record); `required` a key every record has (absent: a damaged record); `valid(value)`, a problem beyond the type
+    (None when there is none)."""
 
-    def __init__(self, meaning: str, *, items: Any = None, nullable: bool = True) -> None:
+    def __init__(self, meaning: str, *, items: Any = None, nullable: bool = True, required: bool = False,
+                 valid: Callable[[Any], str | None] | None = None) -> None:
         self.meaning = meaning
         self.items = items
-        self.nullable = nullable
+        self.nullable = nullable and not required
+        self.required = required
+        self.valid = valid
         self.name = ""
 
     @property
@@ -63,6 +68,15 @@ class Key(Generic[T]):
 
     def __get__(self, obj, owner=None):
         return self if obj is None else obj._data.get(self.name)
+
+
+def iso_time_problem(value: str) -> str | None:
+    """Why `value` is not an ISO 8601 time (`created`: records are ordered by it, as times, not as text)."""
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        return f"{value!r} is not an ISO 8601 time such as 2026-12-05T20:30:00+00:00"
+    return None
 
 
 class Family:
@@ -116,8 +130,12 @@ class Section(Mapping[str, Any]):
                     "null, where it always has a value (a key not measured is left out)"
             else:
                 problem = None if expected is None else type_problem(value, expected)
+                if problem is None and key is not None and key.valid is not None:
+                    problem = key.valid(value)
             if problem:
                 out.append(f"{name}: {problem}")
+        out += [f"{k.name}: missing, where every record has it" for k in declared.values()
+                if k.required and k.name not in self._data]
         return out
 
     @classmethod
@@ -144,7 +162,7 @@ class Env(Section):
     cpu = Key[str]("the CPU's model name")
     num_threads = Key[int]("torch threads when the record was made")
     os = Key[str]("platform string")
-    created = Key[str]("UTC time, ISO 8601", nullable=False)
+    created = Key[str]("UTC time, ISO 8601", required=True, valid=iso_time_problem)
     command = Key[str]("the command line")
     fingerprint = Key[dict]("the machine fingerprint (bench/machine.py): CPU vendor/family/model/stepping/name, ISA "
                             "features, cores, threads, torch, timm, torch's CPU capability; GPU name, capability, "
@@ -158,8 +176,8 @@ class Env(Section):
 class BenchSettings(Section):
     """`settings` of `bench run`: what was asked for, every default resolved."""
 
-    device = Key[str]("cpu, cuda or cuda:N", nullable=False)
-    precision = Key[str]("the precision of the timed forwards, speed and relspeed (docs/precision.md)", nullable=False)
+    device = Key[str]("cpu, cuda or cuda:N", required=True)
+    precision = Key[str]("the precision of the timed forwards, speed and relspeed (docs/precision.md)", required=True)
     precision_requested = Key[str]("what was asked for (`auto` by default)")
     precision_why = Key[str]("why `precision` was chosen")
     accuracy_precision = Key[str]("accuracy: the precision it was evaluated in, fp32 unless `--precision` named "
@@ -169,10 +187,10 @@ class BenchSettings(Section):
     batch_policy = Key[str]("fixed, max (largest batch that fits), searched (--best chose it) or not searched: "
                             "budget (--best's budget ran out before its batch stage timed anything)")
     max_batch_cap = Key[int]("upper bound of the max search")
-    img_size = Key[int]("input resolution", nullable=False)
-    protocol = Key[str]("timing protocol: timm or paper (docs/benchmarking.md)", nullable=False)
+    img_size = Key[int]("input resolution", required=True)
+    protocol = Key[str]("timing protocol: timm or paper (docs/benchmarking.md)", required=True)
     stat = Key[str]("median or mean of the per-batch times")
-    compile = Key[bool]("torch.compile", nullable=False)
+    compile = Key[bool]("torch.compile", required=True)
     compile_mode = Key[str]("off, default, freezing, max-autotune or reduce-overhead (bench/compiling.py); absent "
                             "in older records: default where compile is true")
     best_s = Key[float]("--best: the search's budget in seconds (None: no search)")
@@ -184,7 +202,7 @@ class BenchSettings(Section):
                        "im/s, seconds), the agreement check against fp32 eager, the weights, budget and time spent")
     warmup = Key[int]("untimed forwards")
     iters = Key[int]("timed forwards (relspeed: rounds)")
-    metrics = Key[list]("what was measured", items=str, nullable=False)
+    metrics = Key[list]("what was measured", items=str, required=True)
     budget_s = Key[float]("relspeed: seconds allowed for retaking contended rounds")
     num_classes = Key[int]("the head's classes (a checkpoint's head decides)")
     distilled = Key[bool]("has a distillation token")
@@ -246,8 +264,8 @@ class BenchMetrics(Section):
 class TrainSettings(Section):
     """`settings` of a training run."""
 
-    experiment = Key[str]("the registered experiment (reproduce ls)", nullable=False)
-    config = Key[dict]("every TrainConfig field, resolved", nullable=False)
+    experiment = Key[str]("the registered experiment (reproduce ls)", required=True)
+    config = Key[dict]("every TrainConfig field, resolved", required=True)
     device = Key[str]("cpu, cuda or cuda:N")
     amp = Key[str]("the precision that trained: none, bf16 or fp16")
     amp_why = Key[str]("why (`auto` resolves by the hardware)")
@@ -256,7 +274,7 @@ class TrainSettings(Section):
     global_batch_size = Key[int]("images per step over all processes")
     lr_scaled = Key[float]("the learning rate after batch scaling")
     output = Key[str]("the run folder")
-    history = Key[list]("top-1/top-5 of every head at every evaluation", nullable=False)
+    history = Key[list]("top-1/top-5 of every head at every evaluation", required=True)
     # the checkpoints a run loaded, by content (a path alone does not tie a student to its teacher run)
     teacher_sha256 = Key[str]("sha256 of the teacher checkpoint it distilled from (config.teacher_checkpoint); "
                               "absent without one, and in older records")
@@ -298,10 +316,10 @@ class DisagreeSettings(Section):
 
     suite = Key[str]("the suite (e.g. table3-mini)")
     scale = Key[str]("mini, cifar10 or imagenet")
-    seed = Key[int]("seed", nullable=False)
+    seed = Key[int]("seed", required=True)
     device = Key[str]("where the predictions were made")
-    experiments = Key[dict]("role -> experiment (teacher, DeiT, DeiT⚗)", items=str, nullable=False)
-    runs = Key[dict]("role -> run folder", items=str, nullable=False)
+    experiments = Key[dict]("role -> experiment (teacher, DeiT, DeiT⚗)", items=str, required=True)
+    runs = Key[dict]("role -> run folder", items=str, required=True)
     predictions_sha256 = Key[dict]("role -> sha256 of its predictions.pt", items=str)
     config_key = Key[str]("the students' configuration less their seed")
 
@@ -317,8 +335,8 @@ class DisagreeMetrics(Section):
 class ConfigSettings(Section):
     """`settings` of a resolved-config record."""
 
-    experiment = Key[str]("the registered experiment", nullable=False)
-    config = Key[dict]("every TrainConfig field, resolved", nullable=False)
+    experiment = Key[str]("the registered experiment", required=True)
+    config = Key[dict]("every TrainConfig field, resolved", required=True)
     device = Key[str]("always `config`: nothing ran")
     lr_schedule = Key[list]("[epoch, learning rate] as training sets it: at the start of every epoch, more often "
                             "with sched_per_step; the lr_schedule figure draws it")
@@ -327,8 +345,8 @@ class ConfigSettings(Section):
 class StepSpeedSettings(Section):
     """`settings` of a step-speed record."""
 
-    experiment = Key[str]("the experiment whose step was timed", nullable=False)
-    config = Key[dict]("every TrainConfig field, resolved", nullable=False)
+    experiment = Key[str]("the experiment whose step was timed", required=True)
+    config = Key[dict]("every TrainConfig field, resolved", required=True)
     device = Key[str]("cpu, cuda or cuda:N")
     batch_size = Key[int]("images per step")
     steps = Key[int]("timed steps of each loop")
@@ -379,7 +397,9 @@ def render() -> str:
              "`schema_version`, `kind`, `variant`, `model` (timm name), `notes`, and three sections: `settings` (what",
              "was asked for, every default resolved), `metrics` (what was measured, names with units) and `env`",
              "(where and with what). In Python each section is typed (`record.metrics.params` is an int or None);",
-             "a name ending in `*` is a family of keys, read by name (`record.metrics[\"top1_cls\"]`).", "",
+             "a name ending in `*` is a family of keys, read by name (`record.metrics[\"top1_cls\"]`). A file lacking a",
+             "`required` key, or whose `created` is not an ISO 8601 time, is not a record: readers name it and skip it.",
+             "",
              "## Kinds", ""]
     lines += [f"- `{kind}`: {what}" for kind, what in KINDS.items()]
     for kind in KINDS:
@@ -391,7 +411,8 @@ def render() -> str:
 
 
 def _table(title: str, cls: type[Section]) -> list[str]:
-    rows = [f"| `{k.name}` | {_type_name(cls, k.name)} | {k.meaning} |" for k in cls.declared()]
+    rows = [f"| `{k.name}` | {_type_name(cls, k.name)}{', required' if k.required else ''} | {k.meaning} |"
+            for k in cls.declared()]
     rows += [f"| `{f.pattern}` | family | {f.meaning} |" for f in cls.FAMILIES]
     return ["", f"## {title}", "", "| key | type | meaning |", "|:--|:--|:--|", *rows]
 

@@ -217,7 +217,7 @@ def _speed_columns(records: list[Record], cells: list[tuple[str, int]], protocol
     for protocol in protocols:
         hits = sorted((r for r in records if r.kind == "bench" and "infer_img_per_s" in r.metrics and timed_as_protocol(r)
                        and r.settings.protocol == protocol and (r.variant, r.settings.img_size) in cells),
-                      key=lambda r: r.env.created)
+                      key=lambda r: r.created)
         first_seen = {speed_key(r): None for r in hits}  # insertion order: the machine measured first comes first
         for machine_name, threads, precision in first_seen:
             quiet = [r for r in hits if not r.metrics.get("timed_busy")]  # a busy run never hides a quiet one
@@ -246,7 +246,7 @@ def table_best(records: list[Record]) -> Table:
     measured GEMM peak: what an engineer choosing hardware compares."""
     # oldest first, and a busy search before every quiet one: the newest quiet search wins, a busy one only alone
     hits = sorted((r for r in records if r.kind == "bench" and r.settings.get("search")),
-                  key=lambda r: (not _busy_search(r), r.env.created))
+                  key=lambda r: (not _busy_search(r), r.created))
     newest = {(r.variant, r.settings.img_size, machine_of(r), r.env.num_threads): r for r in hits}
     rows = []
     for (variant, img_size, machine_name, threads), r in sorted(newest.items(), key=lambda kv: kv[0][:3]):

@@ -54,7 +54,7 @@ def runs_of(records: list[Record], experiment: str, kinds: tuple[str, ...] = ("t
     """The records of one experiment, oldest first. Every table and figure finds an experiment's records here, so
     `tests/test_table_names.py` can check each name they ask for against the registry of experiments."""
     return sorted((r for r in records if r.kind in kinds and r.settings.experiment == experiment),
-                  key=lambda r: r.env.created)
+                  key=lambda r: r.created)
 
 
 def _current(records: list[Record], experiment: str, metric: str, teacher: str | None = None) -> list[Record]:
@@ -97,7 +97,7 @@ def arms(records: list[Record], rows: Iterable[tuple[str, str, str]], every_kind
     coverage: dict[str, list] = {}
     for _, experiment, metric in rows:
         for kind in _kinds(records, experiment, metric):
-            newest = max(r.env.created for r in train_runs(records, experiment, metric=metric, kind=kind))
+            newest = max(r.created for r in train_runs(records, experiment, metric=metric, kind=kind))
             coverage.setdefault(kind, []).append(newest)
     main = max(coverage, key=lambda k: (len(coverage[k]), max(coverage[k])), default=None)
     found = [Arm(label, experiment, metric, main, tuple(train_runs(records, experiment, metric=metric, kind=main)))

@@ -164,7 +164,7 @@ def table4(records: list[Record], scale: str) -> Table:
     teacher, row 1 and the heads of rows 4–6)."""
     runs = [r for r in records if r.kind == "disagree" and r.settings.scale == scale]
     if runs:
-        newest = max(runs, key=lambda r: r.env.created).settings.config_key
+        newest = max(runs, key=lambda r: r.created).settings.config_key
         runs = [r for r in runs if r.settings.config_key == newest]
     rows = []
     for a, paper_row in zip(paper.TABLE4_MODELS, paper.TABLE4):

@@ -1,6 +1,6 @@
 import sys
 
-from reproduce.cli import main
+from bench.launch import reproduce
 
 if __name__ == "__main__":  # guarded: worker processes started with "spawn" import this module again
-    sys.exit(main())
+    sys.exit(reproduce())

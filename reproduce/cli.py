@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.errors import CheckpointError, DataError, StorageError, UsageError, check_folder
+from bench.errors import CheckpointError, DataError, StorageError, UsageError, check_folder, path_arg
 from reproduce import experiments
 from reproduce.config import (
     ACCEPTS,
@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ls,suite,step-speed}")
     train = sub.add_parser("train", help="train one experiment; writes checkpoint, log.jsonl and a result record")
     train.add_argument("--experiment", required=True, help="a registered experiment (see `reproduce ls`)")
-    train.add_argument("--output", type=Path, required=True, help="run folder: checkpoint.pth, log.jsonl, result.json")
+    train.add_argument("--output", type=path_arg, required=True, help="run folder: checkpoint.pth, log.jsonl, result.json")
     train.add_argument("--data", help="dataset root (sets the config field `data`)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field (repeatable); `reproduce ls --fields` lists them")
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     # on at a --resume (a config change refuses one)
     train.add_argument("--tensorboard", action="store_true",
                        help='also write the log\'s scalars as TensorBoard events into --output (pip install -e ".[tb]")')
-    train.add_argument("--results-dir", type=Path, default=Path("results/runs/train"),
+    train.add_argument("--results-dir", type=path_arg, default=Path("results/runs/train"),
                        help="where the result record goes (default results/runs/train)")
     suite = sub.add_parser("suite", help="train a paper table's rows (skips finished rows, resumes interrupted ones)")
     suite.add_argument("table", choices=["table3"], help="the paper table")
@@ -54,10 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                        "cifar10 (one GPU) or imagenet (the paper's)")
     suite.add_argument("--variants", default="ti", help="imagenet scale: comma list of ti,s,b (default ti)")
     suite.add_argument("--seeds", type=int, default=1, help=f"seeds per row (0 … N-1; default 1, at most {MAX_SEEDS})")
-    suite.add_argument("--root", type=Path, default=Path("runs/suites"), help="where run folders go (default runs/suites)")
+    suite.add_argument("--root", type=path_arg, default=Path("runs/suites"), help="where run folders go (default runs/suites)")
     suite.add_argument("--data", help="dataset root for every row")
     suite.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field in every row")
-    suite.add_argument("--results-dir", type=Path, default=None,
+    suite.add_argument("--results-dir", type=path_arg, default=None,
                        help="where records go (default results/runs/<table>-<scale>)")
     step = sub.add_parser("step-speed", help="time our training step against an official-style loop, side by side")
     step.add_argument("--experiment", required=True, help="a distillation experiment, e.g. deit_s_hard")
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     step.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     step.add_argument("--steps", type=int, default=20, help="timed steps of each loop (default 20)")
     step.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
-    step.add_argument("--results-dir", type=Path, default=Path("results/runs/step-speed"), help="where the record goes")
+    step.add_argument("--results-dir", type=path_arg, default=Path("results/runs/step-speed"), help="where the record goes")
     ls = sub.add_parser("ls", help="list experiments (paper table/row and number)")
     what = ls.add_mutually_exclusive_group()
     what.add_argument("--fields", action="store_true",
@@ -74,9 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--released", action="store_true",
                       help="print how our defaults differ from the released DeiT code (docs/released-code.md)")
     what.add_argument("--show", metavar="EXPERIMENT", help="print one experiment's fully resolved config")
-    ls.add_argument("--lr-figure", type=Path, metavar="FILE",
+    ls.add_argument("--lr-figure", type=path_arg, metavar="FILE",
                     help="with --show: draw the learning rate of every epoch as training sets it (PNG or SVG)")
-    ls.add_argument("--record", type=Path, metavar="DIR",
+    ls.add_argument("--record", type=path_arg, metavar="DIR",
                     help="with --show: also write the resolved config as a record (kind config; Table 9 reads it)")
     return parser
 

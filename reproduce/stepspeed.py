@@ -90,8 +90,8 @@ def measure(cfg: TrainConfig, *, device: str, batch_size: int, steps: int, warmu
 
     official_speed = _timed(official_step, steps, warmup, batch_size, device)
     gflop = flop_per_image(student, teacher, images.shape[-1])
-    peaks = peak.measured_peaks(Fingerprint.from_dict(fingerprint), device)
-    ours_mfu, official_mfu = (_mfu(gflop, speed, peaks.get(PEAK_COLUMN[mode]))
+    machine = Fingerprint.from_dict(fingerprint)
+    ours_mfu, official_mfu = (_mfu(gflop * speed / 1e3, machine, device, PEAK_COLUMN[mode])
                               for speed, mode in ((ours_speed, amp), (official_speed, official)))
     return StepSpeed(ours_speed, official_speed, amp, official, batch_size, steps, gflop, ours_mfu, official_mfu)
 
@@ -107,10 +107,9 @@ def flop_per_image(student: torch.nn.Module, teacher: torch.nn.Module, img_size:
     return 2 * (3 * count_gmacs(student, img_size) + count_gmacs(teacher, img_size))
 
 
-def _mfu(gflop_per_image: float, img_per_s: float, measured: peak.Peak | None) -> float | None:
-    if measured is None or measured.contended:
-        return None
-    return gflop_per_image * img_per_s / (measured.tflops * 1e3)
+def _mfu(achieved_tflops: float, machine: Fingerprint, device: str, column: str) -> float | None:
+    measured = peak.usable(machine, device, column, achieved_tflops)
+    return None if measured is None else achieved_tflops / measured.tflops
 
 
 @dataclass(frozen=True)

@@ -269,6 +269,9 @@ def test_a_busy_machine_gives_exit_3_inconclusive_for_a_real_slowdown(tmp_path, 
     (lambda d: (d / "base.json").mkdir(), "neither exact.json nor speed/"),
     (lambda d: (d / "base.json").write_text('{"a":' * 100_000 + "1" + "}" * 100_000), "nested too deeply"),
     (lambda d: os.mkfifo(d / "base.json"), "not a regular file"),
+    # a hostile pass: "all 0 gates pass", exit 0
+    (lambda d: (d / "base.json").write_text(json.dumps({"schema_version": check.BASELINE_SCHEMA, "entries": {}})),
+     "has no entries, so it gates nothing"),
 ])
 def test_bad_baselines_are_usage_errors(tmp_path, capsys, quiet_runs, setup, message):
     runs = write_runs(tmp_path / "runs", [quiet_runs[0]])

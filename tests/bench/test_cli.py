@@ -81,6 +81,18 @@ def test_a_folder_given_as_a_file_is_a_usage_error_before_any_work(capsys, tmp_p
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU exists")
+@pytest.mark.parametrize("command", [["run", "--variant", "debug", "--metrics", "size", "--results-dir"],
+                                     ["tables", "--out"], ["check", "--current"], ["campaign", "--out"]])
+def test_an_empty_path_is_a_usage_error_not_the_current_folder(capsys, tmp_path, monkeypatch, command):
+    """A hostile pass: `--results-dir ""` (an unset shell variable) wrote the record into the current folder, and
+    `bench tables --out ""` 57 files."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*command, ""])
+    assert exit_.value.code == 2 and "an empty path (an unset shell variable?)" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
 def test_asking_for_cuda_without_a_gpu_is_a_usage_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", "--variant", "debug", "--device", "cuda", "--results-dir", str(tmp_path))
     assert code == 2 and "--device cuda: torch sees no CUDA device here" in err
@@ -183,3 +195,17 @@ def test_a_ctrl_c_the_caller_ignores_stays_ignored_while_measuring(monkeypatch, 
     assert seen == [signal.SIG_IGN]
     cli.main(["run", "--device", "cpu", "--variant", "debug", "--metrics", "size", "--results-dir", str(tmp_path)])
     assert isinstance(seen[1], cli._CtrlC)  # otherwise Ctrl-C stops the run, and no half record is left
+
+
+def test_ctrl_c_while_the_cli_loads_exits_130_with_one_line(monkeypatch, capsys):
+    """A hostile pass: a Ctrl-C in the first 0.3 s (pandas loading) gave a KeyboardInterrupt traceback, status -2."""
+    import importlib
+
+    from bench import launch
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert launch.bench() == 130 and launch.reproduce() == 130
+    assert capsys.readouterr().err.count("interrupted while starting; nothing was done") == 2

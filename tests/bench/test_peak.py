@@ -81,3 +81,22 @@ def test_every_speed_record_carries_its_achieved_flops_and_its_fraction_of_the_m
         assert m.peak_tflops_measured is None and m.mfu_measured is None
     else:
         assert m.peak_tflops_measured == 0.5 and m.mfu_measured == pytest.approx(m.achieved_tflops / 0.5)
+
+
+def test_a_cached_peak_the_run_beat_is_measured_again_and_an_mfu_over_100_percent_is_never_given(tmp_path,
+                                                                                                  monkeypatch):
+    """A hostile pass: a cached bf16 peak edited to 0.000429 TFLOP/s gave "MFU 116.3 %", printed as a plain number."""
+    rates = iter([1e-4, 2.0, 2.0, 1e-5])  # cached; measured again; later a machine slower than the cache says
+
+    def fake(column, device, threads):
+        return peak.Peak(column, next(rates), 0.1, 64, 5, threads)
+
+    monkeypatch.setattr(peak, "measure", fake)
+    fp = fingerprint("avx2")  # one column, fp32
+    assert peak.measured_peaks(fp, "cpu", folder=tmp_path)["fp32"].tflops == 1e-4  # the stale cache
+    messages = []
+    measured = peak.usable(fp, "cpu", "fp32", 0.5, folder=tmp_path, log=messages.append)
+    assert measured.tflops == 2.0 and "above the cached fp32 GEMM peak" in messages[0]  # measured again, replaced
+    assert peak.usable(fp, "cpu", "fp32", 0.5, folder=tmp_path).tflops == 2.0 and next(rates) == 2.0  # from the cache
+    assert peak.usable(fp, "cpu", "fp32", 3.0, folder=tmp_path, log=messages.append) is None  # beat a fresh peak too
+    assert messages[-1].startswith("no MFU: 3 TFLOP/s achieved against a fp32 GEMM peak measured now at 1e-05")

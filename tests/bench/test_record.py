@@ -115,6 +115,8 @@ def doctored(record, tmp_path, name="bad.json", **changes):
     ({"settings__compile": "no"}, "settings.compile"),
     ({"settings__metrics": ["size", 3]}, "settings.metrics"),
     ({"env__created": 20261201}, "env.created"),
+    ({"env__created": "yesterday"}, "env.created: 'yesterday' is not an ISO 8601 time"),  # was compared as text
+    ({"kind": "train"}, "settings.experiment: missing"),  # a bench record's settings: AttributeError in bench check
     ({"env__fingerprint": "this machine"}, "env.fingerprint"),
     ({"variant": 7}, "variant"),
     ({"notes": "a note"}, "notes"),
@@ -126,6 +128,33 @@ def test_a_record_of_the_wrong_types_is_refused_naming_the_file_and_the_field(re
     with pytest.raises(RecordError) as caught:
         read_record(path)
     assert str(path) in str(caught.value) and field in str(caught.value)
+
+
+def test_a_record_without_its_time_is_skipped_by_bench_tables_and_refused_by_bench_check(record, tmp_path, capsys):
+    """A hostile pass: `bench tables` crashed comparing None with a time, and `bench check` on a record whose kind
+    disagreed with its settings raised AttributeError."""
+    from bench import cli
+
+    runs = tmp_path / "runs"
+    write_record(record, runs)
+    data = json.loads(record.to_json())
+    del data["env"]["created"]
+    (runs / "no-time.json").write_text(json.dumps(data))
+    code = cli.main(["tables", "--records", str(runs), "--out", str(tmp_path / "t"), "--no-figures"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "1 records" in out and f"skipped {runs / 'no-time.json'}: env.created: missing" in err
+    current = tmp_path / "current"
+    current.mkdir()
+    doctored(record, current, kind="train")
+    assert cli.main(["check", "--baseline", "results/baselines/exact.json", "--current", str(current)]) == 2
+    assert "settings.experiment: missing" in capsys.readouterr().err
+
+
+def test_records_are_ordered_by_the_instant_they_name_not_by_their_text(record, tmp_path):
+    """20:30 at UTC-2 is 22:30 UTC, after 21:00 UTC; as text it came first, and Table 5 showed the older run."""
+    early = doctored(record, tmp_path, "early.json", env__created="2026-12-05T21:00:00+00:00", variant="early")
+    late = doctored(record, tmp_path, "late.json", env__created="2026-12-05T20:30:00-02:00", variant="late")
+    assert early and late and [r.variant for r in load_records(tmp_path)] == ["early", "late"]
 
 
 def test_a_non_finite_number_is_refused(record, tmp_path):

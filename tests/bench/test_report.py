@@ -58,9 +58,12 @@ def test_an_accuracy_record_from_before_the_accuracy_precision_field_reads_as_it
 
 def test_the_frame_has_a_row_per_record_with_flattened_typed_columns(tmp_path):
     env = {**ENV, "git_sha": "abc", "git_dirty": False, "torch": "2.14.1"}
-    speed = Record("deit_ti", "deit_tiny_patch16_224", {"img_size": 224, "device": "cpu", "batch_size": 16},
+    speed = Record("deit_ti", "deit_tiny_patch16_224", {"img_size": 224, "device": "cpu", "batch_size": 16,
+                                                        "precision": "fp32", "protocol": "timm", "compile": False,
+                                                        "metrics": ["size", "speed"]},
                    {"params": 5_717_416, "infer_img_per_s": 57.0}, env)
-    trained = Record("debug", "debug", {"experiment": "debug", "device": "cpu", "config": {"lr": 1e-3, "epochs": 2}},
+    trained = Record("debug", "debug", {"experiment": "debug", "device": "cpu", "config": {"lr": 1e-3, "epochs": 2},
+                                        "history": []},
                      {"final_val_top1": 12.5}, {**env, "created": "2026-12-06T00:00:00+00:00"}, kind="train")
     for r in (trained, speed):
         write_record(r, tmp_path / "sub")

@@ -60,11 +60,12 @@ def test_sections_are_typed_views_of_exactly_the_json(tmp_path):
     the keys written, and a record survives the round trip through its file byte for byte."""
     from bench.record import Record, read_record, write_record
 
-    record = Record("debug", "m", {"img_size": 32, "device": "cpu"}, {"params": 7, "top1_cls": 50.0},
-                    {"created": "2026-12-01T00:00:00+00:00"})
+    settings = {"img_size": 32, "device": "cpu", "precision": "fp32", "protocol": "timm", "compile": False,
+                "metrics": ["size"]}
+    record = Record("debug", "m", settings, {"params": 7, "top1_cls": 50.0}, {"created": "2026-12-01T00:00:00+00:00"})
     assert isinstance(record.metrics, schema.BenchMetrics) and record.metrics.params == 7
     assert record.metrics.gmacs is None and "gmacs" not in record.metrics and record.metrics["top1_cls"] == 50.0
-    assert dict(record.settings) == {"img_size": 32, "device": "cpu"} and record.env.created.startswith("2026")
+    assert dict(record.settings) == settings and record.env.created.startswith("2026")
     path = write_record(record, tmp_path)
     assert read_record(path) == record and read_record(path).to_json() == path.read_text()
     train = Record("debug", "m", {"experiment": "debug"}, {}, {}, kind="train")

@@ -1,5 +1,6 @@
 """Issues #19 and #32, the training side: each defect a hostile user found, with the test that failed before the fix."""
 
+import os
 import pickle
 
 import pytest
@@ -138,6 +139,15 @@ def test_more_bad_requests_exit_2(tmp_path, capsys, argv, message):
     if argv[0] == "suite":
         argv = [*argv, "--root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "records")]
     assert cli.main(argv) == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["train", "--experiment", "debug", "--output", ""],
+                                  ["suite", "table3", "--scale", "mini", "--root", " "]])
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2 and "an empty path" in capsys.readouterr().err and os.listdir(tmp_path) == []
 
 
 def test_ls_takes_one_of_released_fields_and_show(capsys):
