@@ -126,6 +126,21 @@ def _expect(data: Any, types: dict[str, Any], where: str) -> None:
             raise ValueError(f"{where}.{key}: {problem}")
 
 
+def check_timm_benchmark(path: Path) -> None:
+    """UsageError unless `path` reads as timm's benchmark.py: Python that parses and defines its runner. A file
+    that was not (a hostile pass gave one holding "hi") failed only when its step came, minutes into lent GPU time."""
+    if not path.is_file():
+        raise UsageError(f"--timm-benchmark {path}: no such file (timm's benchmark.py from a timm checkout)")
+    try:
+        source = path.read_text(encoding="utf-8")
+        compile(source, str(path), "exec")
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError) as exc:
+        raise UsageError(f"--timm-benchmark {path}: not a readable Python file ({exc}); give timm's benchmark.py") from None
+    if "InferenceBenchmarkRunner" not in source or "def benchmark(" not in source:
+        raise UsageError(f"--timm-benchmark {path}: not timm's benchmark.py (no InferenceBenchmarkRunner, no "
+                         "benchmark()); give the one at the root of a timm checkout")
+
+
 def plan(work: Path, *, device: str, dry_run: bool, timm_benchmark: Path | None) -> list[Step]:
     """The steps in priority order: (1) DeiT-Ti/B/S at their best setting with NVML telemetry, each beside timm's
     own benchmark.py (issue #34), (2) the paper's protocol for the eight DeiT variants, (3) the training step against
@@ -210,8 +225,8 @@ def run(call: Call, log) -> State:
     """
     out, device, budget_s, dry_run = call.out, call.device, call.budget_s, call.dry_run
     timm_benchmark, previous = call.timm_benchmark, call.previous
-    if timm_benchmark is not None and not timm_benchmark.is_file():
-        raise UsageError(f"--timm-benchmark {timm_benchmark}: no such file (timm's benchmark.py from a timm checkout)")
+    if timm_benchmark is not None:
+        check_timm_benchmark(timm_benchmark)
     if previous is not None and not previous.is_file():
         raise UsageError(f"--continue {previous}: no such archive" if not previous.exists() else
                          f"--continue {previous}: not a file; give an earlier call's {ARCHIVE}")

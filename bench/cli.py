@@ -319,6 +319,9 @@ def _check_run_args(args: argparse.Namespace) -> None:
     """Variant names, metric names and numeric bounds (`Request.check`), before torch is imported (it takes
     seconds); `resolve_settings` checks the same again with the rest."""
     try:
+        if any(not name.strip() for name in args.variant.split(",")):
+            raise ValueError(f"--variant {args.variant!r} has an empty name; give names separated by commas, e.g. "
+                             "deit_ti,deit_s")
         built = [resolve(name.strip()).name for name in args.variant.split(",")]
         if len(set(built)) < len(built):  # deit_ti,deit_ti (or an alias and its timm name) measured twice
             raise ValueError(f"--variant {args.variant} names {max(built, key=built.count)} twice; give each once")

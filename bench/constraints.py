@@ -18,13 +18,14 @@ PACKAGES = ("torch", "torchvision", "timm", "fvcore")  # the packages `collect_e
 NOT_PIP = (("python", "Python"), ("cuda", "CUDA"))  # recorded too, but pip installs neither
 
 
-def constraints(records: list[Record], source: str) -> str:
-    """The constraints file for `records`, read from `source` (named in its header: a path relative to the file)."""
+def constraints(records: list[Record], source: str, where: str = "results/constraints.txt") -> str:
+    """The constraints file for `records`, read from `source` (named in its header: a path relative to the file),
+    to be written at `where` (a path from the repository root, or an absolute one outside it)."""
     lines = [f"# The package versions that made the {len(records)} records under {source}/ (from this file's folder),",
              "# written from them by `bench tables`; do not edit. One line per package: pinned where every",
              "# record agrees, a range from the oldest to the newest where they disagree, the records of each version",
              "# counted in the comment. From the repository root:",
-             "#   pip install -c results/constraints.txt -e .",
+             f"#   pip install -c {where} -e .",
              "# A local label such as +cu130 names the wheel's CUDA build: pip compares the public version, so the CPU",
              "# or another CUDA build of the same version satisfies a line as well."]
     for key, name in NOT_PIP:

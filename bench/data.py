@@ -147,6 +147,8 @@ def label_space(root: Path, layout: str, num_classes: int | None,
     if num_classes is None or len(folders) == num_classes or not any(_images(root / f) for f in folders):
         return None, "the class folders in sorted order"  # (no images at all: find_samples says so)
     shown = ", ".join(folders[:5]) + (" …" if len(folders) > 5 else "")
+    if folders == ["val"]:  # the root of an extracted dataset, which holds the images in val/
+        raise DataError(f"{root} holds one folder, val/: give --data {root / 'val'}")
     if len(folders) > num_classes:
         raise DataError(f"{root} has {len(folders)} class folders ({shown}) but the model has only {num_classes} "
                         "classes; pass a checkpoint for this label space (its head decides) or --num-classes")

@@ -52,10 +52,10 @@ pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; font-size: .8rem; }
 
 
 def page(tables: list[Table], figures: list[Path], drawn: set[Path], records: list[tuple[Path, Record]],
-         where: Path, tables_dir: Path, pins: str) -> str:
+         where: Path, tables_dir: Path, pins: str, install: str = "results/constraints.txt") -> str:
     """The page to be written at `where`: each table (caption, columns, footer, the records behind it, its files
     in `tables_dir`), each figure (one per name among `figures`; those not in `drawn` marked as kept), the
-    machines of `records` (path, record pairs) and `pins`, the constraints file's text. Links are relative to
+    machines of `records` (path, record pairs) and `pins`, the constraints file's text, installed from `install`. Links are relative to
     `where`'s folder."""
     folder = where.parent
     paths = {id(r): f for f, r in records}
@@ -86,7 +86,7 @@ def page(tables: list[Table], figures: list[Path], drawn: set[Path], records: li
         _machines([r for _, r in records]),
         '<section id="environment"><h2>Rebuild the environment</h2>',
         "<p>The package versions that made these records (<code>constraints.txt</code> beside this page); from the "
-        "repository root:</p><pre>pip install -c results/constraints.txt -e .</pre>",
+        "repository root:</p>", f"<pre>pip install -c {escape(install)} -e .</pre>",
         f"<pre>{escape(pins)}</pre></section>",
         "</body>", "</html>",
     ]
@@ -213,13 +213,23 @@ def publish(folder: Path, tables: list[Table], drawn: list[Path] | None, figures
     (bench/constraints.py) and, unless `drawn` is None (--no-figures: the page would lack them), index.html with
     every figure in `figures_dir` and `drawn` (where they will be), those not `drawn` from these records marked as
     kept from an earlier run (the gallery needs the run folders, which a clone lacks)."""
-    text = constraints.constraints([r for _, r in records], _link(records_dir, folder))
+    where = install_path(folder / "constraints.txt")
+    text = constraints.constraints([r for _, r in records], _link(records_dir, folder), where)
     files = {"constraints.txt": text}
     if drawn is not None:
-        where = folder / "index.html"
         figures = sorted({*drawn, *figures_dir.glob("*.svg"), *figures_dir.glob("*.png")})
-        files["index.html"] = page(tables, figures, set(drawn), records, where, tables_dir, text)
+        files["index.html"] = page(tables, figures, set(drawn), records, folder / "index.html", tables_dir, text,
+                                   where)
     return files
+
+
+def install_path(path: Path) -> str:
+    """How `pip install -c` run from the repository root names `path`: relative inside it (results/constraints.txt),
+    absolute outside (a `bench tables --out /tmp/x/tables` said results/constraints.txt, a hostile pass)."""
+    from bench.record import REPO_ROOT
+
+    path = path.resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def _table(t: Table, paths: dict[int, Path], folder: Path, tables_dir: Path) -> str:

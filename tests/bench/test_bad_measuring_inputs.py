@@ -69,6 +69,16 @@ def test_imagenet_class_folders_are_matched_by_wordnet_id(tmp_path):
     assert [label for _, label in find_samples(root, "folder", class_names=names)[0]] == [1, 999]
 
 
+def test_the_root_of_an_extracted_dataset_is_pointed_to_its_val_folder(tmp_path):
+    """A hostile pass: --data at the folder holding val/ and the labels file was told to give 1000 class folders."""
+    from bench.data import label_space
+    from bench.errors import DataError
+
+    root = folder_tree(tmp_path / "imagenet-val-1300", {"val": 2})
+    with pytest.raises(DataError, match=f"holds one folder, val/: give --data {root / 'val'}"):
+        label_space(root, "folder", 1000, None)
+
+
 def test_imagenet_v2_on_folders_named_by_class_says_what_it_expects(tmp_path, capsys):
     """#19 row 6: `ValueError: invalid literal for int()` traceback."""
     root = folder_tree(tmp_path / "data", {"cat": 1, "dog": 1})

@@ -80,6 +80,16 @@ def test_bad_campaign_requests_are_usage_errors(tmp_path, capsys, argv, message)
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text,message", [("hi\n", "not timm's benchmark.py"), ("def (:\n", "not a readable Python file"),
+                                          ("\udcff", "not a readable Python file")])
+def test_a_timm_benchmark_that_is_not_timms_is_refused_before_the_campaign_starts(tmp_path, capsys, text, message):
+    """A hostile pass: a file holding "hi" ran the whole plan for 2.5 minutes, then failed at its step."""
+    fake = tmp_path / "benchmark.py"
+    fake.write_bytes(text.encode("utf-8", "surrogateescape"))
+    argv = ["campaign", "--out", str(tmp_path / "out"), "--dry-run", "--device", "cpu", "--timm-benchmark", str(fake)]
+    assert cli.main(argv) == 2 and message in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_the_dry_run_plan_mirrors_the_gpu_plan_step_for_step(tmp_path):
     gpu = campaign.plan(tmp_path, device="cuda", dry_run=False, timm_benchmark=tmp_path / "benchmark.py")
     dry = campaign.plan(tmp_path, device="cpu", dry_run=True, timm_benchmark=tmp_path / "benchmark.py")

@@ -62,6 +62,9 @@ def test_the_summary_shows_ours_beside_the_paper(capsys, tmp_path):
     (["--variant", "debug", "--img-size", "30"], "not a multiple of debug's patch size 4"),
     (["--variant", "debug", "--device", "tpu"], "accepted: auto, cpu, cuda"),
     (["--variant", "debug,debug_dist", "--save-predictions", "p.pt"], "one --variant at a time"),
+    (["--variant", "debug,"], "--variant 'debug,' has an empty name"),  # was "unknown variant ''"
+    (["--variant", "debug", "--data", "/tmp", "--checkpoint", "/nonexistent/w.pth"],
+     "--checkpoint /nonexistent/w.pth: no such file"),  # was found after the model was built
 ])
 def test_usage_errors_exit_2_with_a_message_and_write_nothing(capsys, tmp_path, argv, message):
     code, out, err = run_cli(capsys, "run", *argv, "--results-dir", str(tmp_path))
