@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from bench.checkpoint import load_torch_file, sha256_of
 from bench.errors import CheckpointError, StorageError
 from bench.record import Record, RecordError, collect_env, cpu_model, read_record
 from bench.store import append_line, write_atomic, write_text_atomic
-from reproduce.config import ConfigError, TrainConfig, as_dict, caveats
+from reproduce.config import PATH_FIELDS, ConfigError, TrainConfig, as_dict, caveats
 
 if TYPE_CHECKING:  # the run's files are written by train.py, which imports this module
     from reproduce.train import Run
@@ -284,6 +285,8 @@ def config_differences(saved: dict, cfg: TrainConfig) -> str:
     """The fields in which `cfg` differs from a saved configuration, as "name (saved X, now Y), …"; "" when none."""
     now = json.loads(json.dumps(as_dict(cfg)))  # tuples as lists, as they come back from the file
     saved = json.loads(json.dumps(saved))
+    saved = {k: os.path.abspath(v) if k in PATH_FIELDS and isinstance(v, str) and v else v  # runs from before paths
+             for k, v in saved.items()}  # were made absolute kept them relative to where they were started
     differ = sorted(k for k in set(saved) | set(now) if not same_value(saved.get(k), now.get(k)))
     return ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in differ)
 

@@ -370,15 +370,23 @@ def override(cfg: TrainConfig, assignments: list[str], *, refuse_unread: bool = 
         if key in changes:  # the last would win, silently
             raise ConfigError(f"--set {key} is given twice (the last, {text.strip()}, would win silently); give it once")
         changes[key] = _parse(key, text.strip(), hints[key])
-        if key == "data" and changes[key]:  # `…/imagenet/` is `…/imagenet`: a resume must not refuse the slash
-            changes[key] = os.path.normpath(changes[key])
-    new = check(dataclasses.replace(cfg, **changes))
+    new = absolute_paths(check(dataclasses.replace(cfg, **changes)))
     changed = {k for k, v in changes.items() if v != getattr(cfg, k)}
     if refuse_unread and changed:
         from reproduce.reads import refuse_unread as refuse  # it imports this module
 
         refuse(new, cfg, changed)
     return new
+
+
+PATH_FIELDS = ("data", "teacher_checkpoint", "finetune")  # files and folders a run reads
+
+
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with its paths absolute and normalised (`…/imagenet/` is `…/imagenet`). A relative one was kept as
+    typed, so a --resume from another folder read that folder's `ds` and trained on other images without a word,
+    and the record could not say which (a hostile pass)."""
+    return dataclasses.replace(cfg, **{k: os.path.abspath(getattr(cfg, k)) for k in PATH_FIELDS if getattr(cfg, k)})
 
 
 def _parse(key: str, text: str, hint):

@@ -184,7 +184,7 @@ def test_the_label_teacher_on_a_row_that_names_a_checkpoint_is_taken_once_the_ch
     """REPORT's label-teacher runs: `--set teacher=labels --set teacher_checkpoint=` on a row that names its teacher's
     checkpoint (a review: the unread-field rule refused the cleared checkpoint as well)."""
     hard = dataclasses.replace(override(debug(), ["distillation=hard"]), teacher_checkpoint="runs/t/checkpoint.pth")
-    with pytest.raises(ConfigError, match="teacher_checkpoint='runs/t/checkpoint.pth' would go unread"):
+    with pytest.raises(ConfigError, match="teacher_checkpoint='.*/runs/t/checkpoint.pth' would go unread"):
         override(hard, ["teacher=labels"])
     assert override(hard, ["teacher=labels", "teacher_checkpoint="]).teacher_checkpoint == ""
 
@@ -276,3 +276,25 @@ def test_data_given_as_a_flag_is_checked_with_the_set_values_not_before_them(tmp
     assert (cfg.data, cfg.dataset) == (str(tmp_path), "folder")
     with pytest.raises(ConfigError, match="must be '' with dataset=synthetic"):
         resolve_config("debug", str(tmp_path), [])
+
+
+def test_paths_are_kept_absolute_so_a_resume_from_another_folder_is_refused(tmp_path, monkeypatch):
+    """A hostile pass: `--data ds` was kept as typed; resumed from another folder holding another `ds`, the run
+    trained its last epochs on other images, exit 0, and the record said data: "ds"."""
+    import dataclasses
+
+    from reproduce.checkpoints import config_differences
+    from reproduce.cli import resolve_config
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    started = resolve_config("debug_hard", "ds/", ["dataset=folder", "teacher_checkpoint=t.pth"])
+    assert started.data == str(tmp_path / "a" / "ds") and started.teacher_checkpoint == str(tmp_path / "a" / "t.pth")
+    saved = dataclasses.asdict(started)
+    assert config_differences(saved, resolve_config("debug_hard", "ds", ["dataset=folder", "teacher_checkpoint=t.pth"])) == ""
+    old_run = {**saved, "data": "ds", "teacher_checkpoint": "t.pth"}  # a run from before: relative to where it began
+    assert config_differences(old_run, started) == ""
+    monkeypatch.chdir(tmp_path / "b")
+    differ = config_differences(saved, resolve_config("debug_hard", "ds", ["dataset=folder", "teacher_checkpoint=t.pth"]))
+    assert differ.startswith(f"data (saved {str(tmp_path / 'a' / 'ds')!r}, now {str(tmp_path / 'b' / 'ds')!r})")
