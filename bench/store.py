@@ -14,6 +14,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,6 +64,7 @@ def _named(path: Path, exc: BaseException, existed: bool) -> BaseException:
 
 TEMP_PREFIX = ".tmp-"  # write_atomic's temporary files, beside their destination
 STAGING_PREFIX = TEMP_PREFIX + "staging-"  # a folder of files put in place together (bench/site.py: regenerate)
+_TEMP_FILE = re.compile(re.escape(TEMP_PREFIX) + r"[a-z0-9_]{8}\.\w+")  # mkstemp's 8 characters, then a suffix
 
 
 def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = True, mode: int = 0o644) -> Path:
@@ -152,7 +154,7 @@ def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(
         with contextlib.suppress(OSError):
             if stale.is_symlink():
                 continue
-            if stale.is_file():
+            if stale.is_file() and _TEMP_FILE.fullmatch(stale.name):  # only ours: a user's .tmp-notes.txt stays
                 stale.unlink()
             elif stale.is_dir() and stale.name.startswith(STAGING_PREFIX):  # only ours: a user's .tmp-x/ stays
                 shutil.rmtree(stale)

@@ -153,6 +153,7 @@ class RunFiles:
         """The saved state when resuming (None when there is nothing to resume); refuses to start over an existing
         run without --resume, and to resume with a different configuration."""
         if not self.checkpoint.exists():
+            self._check_fresh()
             return None
         if not resume:
             raise ConfigError(f"{self.output} already holds a run ({self.checkpoint.name}); pass --resume to continue "
@@ -164,6 +165,10 @@ class RunFiles:
             raise CheckpointError(f"--resume: {self.checkpoint} is not a checkpoint of `reproduce train` (it lacks "
                                   f"{', '.join(missing)}; found {found or 'nothing'}); move it away or choose "
                                   "another --output")
+        if blob["experiment"] != experiment:  # two experiments can share a config (mini_hard, mini_hard_init_timm):
+            # resumed under the other name, the run and its record were credited to it (a hostile pass)
+            raise ConfigError(f"--resume --experiment {experiment}, but {self.checkpoint} is a run of "
+                              f"{blob['experiment']}: give --experiment {blob['experiment']}, or another --output")
         differ = config_differences(blob["config"], cfg)
         if differ:
             raise ConfigError(f"--resume with a different configuration than {self.checkpoint}: {differ}")
@@ -179,6 +184,20 @@ class RunFiles:
                                partial_epoch=blob.get("partial_epoch") if blob["step"] else None,
                                world_size=blob.get("world_size"))
 
+    def _check_fresh(self) -> None:
+        """Refuse a fresh start over what it would replace and is not a stopped run's: a result.json (a run's comes
+        after its checkpoint), or a log.jsonl whose lines are not `reproduce train`'s (a stopped run's last may be
+        torn). A hostile pass saw a folder's result.json and log.jsonl replaced without a word."""
+        if self.result.exists():
+            raise ConfigError(f"{self.output} holds {self.result.name} but no {self.checkpoint.name}: a finished run "
+                              "whose checkpoint is gone, or someone else's file; a new run would replace it. Choose "
+                              "another --output, or move it away")
+        if self.log_file.is_file():
+            lines = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+            if any(_log_position(line) is None for line in lines[:-1]) or lines and _log_position(lines[0]) is None:
+                raise ConfigError(f"{self.output} holds {self.log_file.name}, which is not a log of `reproduce train`; "
+                                  "a new run would replace it. Choose another --output, or move it away")
+
     def trim_log(self, state: CheckpointState, log=print) -> None:
         """Drop log lines written after the checkpoint (a run killed between them), so a resumed log is whole; and
         lines that cannot be read, saying so (a line torn by a kill or a full disk made --resume
@@ -193,7 +212,10 @@ class RunFiles:
                 bad.append(number)
             elif position <= (state.epoch, state.step):
                 keep.append(line)
-        if bad == [len(lines)]:
+        if (state.epoch, state.step) == (0, 0):  # a fresh start over a run stopped before its first checkpoint
+            if lines:
+                log(f"starting afresh: {self.log_file} of a run stopped before its first checkpoint is replaced")
+        elif bad == [len(lines)]:
             log(f"warning: {self.log_file}: dropped its torn last line (a write cut short); the checkpoint is intact")
         elif bad:
             log(f"warning: {self.log_file}: dropped unreadable lines {', '.join(map(str, bad))} (not log entries of "

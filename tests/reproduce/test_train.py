@@ -103,10 +103,12 @@ def test_a_record_lost_between_result_json_and_the_results_folder_is_written_on_
     assert cli.main(args) == 0
     (record,) = (tmp_path / "r").glob("*.json")
     record.unlink()  # as if killed between the two writes
-    (tmp_path / "run" / ".tmp-x1y2z3.pth").write_bytes(b"half a checkpoint")
+    (tmp_path / "run" / ".tmp-x1y2z3w4.pth").write_bytes(b"half a checkpoint")
+    (tmp_path / "run" / ".tmp-notes.txt").write_text("a user's")  # not ours: kept (a hostile pass saw it removed)
     assert cli.main([*args, "--resume"]) == 0
     err = capsys.readouterr().err
-    assert "writing it now" in err and "removed" in err and not (tmp_path / "run" / ".tmp-x1y2z3.pth").exists()
+    assert "writing it now" in err and "removed" in err and not (tmp_path / "run" / ".tmp-x1y2z3w4.pth").exists()
+    assert (tmp_path / "run" / ".tmp-notes.txt").exists()
     assert len(list((tmp_path / "r").glob("*.json"))) == 1
     assert cli.main([*args, "--resume"]) == 0 and len(list((tmp_path / "r").glob("*.json"))) == 1  # not twice
 
@@ -134,6 +136,8 @@ def test_a_finished_run_is_not_trained_again_and_a_used_folder_needs_resume(tmp_
     assert len(list((tmp_path / "r").glob("*.json"))) == 1  # a finished run is not recorded twice (#19, item 3)
     assert cli.main([*args, "--resume", "--set", "lr=0.5"]) == 2
     assert "lr (saved 0.001, now 0.5)" in capsys.readouterr().err
+    other = [a if a != "debug" else "debug_none" for a in args]  # the same config: the run was credited to it
+    assert cli.main([*other, "--resume"]) == 2 and "is a run of debug: give --experiment debug" in capsys.readouterr().err
     (tmp_path / "run" / "result.json").write_text('{"garbage": 1')  # a corrupt record is no record of the run
     assert cli.main([*args, "--resume"]) == 0 and "unreadable" in capsys.readouterr().err
     assert read_record(tmp_path / "run" / "result.json").settings.experiment == "debug"
@@ -542,3 +546,22 @@ def test_a_suite_refuses_a_setting_no_row_reads_and_a_seed_before_anything_train
         run_suite(suite, tmp_path / "runs", seeds=1, sets=["seed=3"], data=None, results_dir=tmp_path / "records",
                   log=lambda _: None)
     assert not (tmp_path / "runs" / "table3-debug" / "teacher").exists()
+
+
+def test_a_fresh_start_replaces_no_file_that_is_not_a_stopped_runs(tmp_path, capsys):
+    """A hostile pass: into a folder holding a result.json and a log.jsonl but no checkpoint, a new run replaced both,
+    exit 0, and warned that 'the checkpoint is intact', of a checkpoint that never was."""
+    run = tmp_path / "run"
+    args = ["train", "--experiment", "debug", "--set", "epochs=1", "--output", str(run),
+            "--results-dir", str(tmp_path / "r")]
+    run.mkdir()
+    (run / "result.json").write_text("{}")
+    assert cli.main(args) == 2 and "holds result.json but no checkpoint.pth" in capsys.readouterr().err
+    (run / "result.json").unlink()
+    (run / "log.jsonl").write_text("my notes\nmore notes\n")
+    assert cli.main(args) == 2 and "log.jsonl, which is not a log of `reproduce train`" in capsys.readouterr().err
+    assert (run / "log.jsonl").read_text() == "my notes\nmore notes\n" and not (tmp_path / "r").exists()
+    (run / "log.jsonl").write_text('{"type": "step", "epoch": 0, "step": 3}\n{"type": "ste')  # stopped, torn
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "starting afresh" in err and "checkpoint is intact" not in err
