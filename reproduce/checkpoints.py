@@ -112,6 +112,7 @@ class CheckpointState:
             "provenance": self.provenance(), "partial_epoch": self.partial_epoch, "world_size": self.world_size,
         }
         write_atomic(files.checkpoint, lambda tmp: torch.save(blob, tmp))
+        files.saved_at = (self.epoch, self.step)
 
 
 RESUME_KEYS = ("model", "optimizer", "lr_scheduler", "scaler", "model_ema", "epoch", "step", "experiment", "config",
@@ -124,13 +125,15 @@ class RunFiles:
         self.output, self.main, self.sinks, self.resume_hint = output, main, tuple(sinks), resume_hint
         self.checkpoint, self.log_file, self.result = output / "checkpoint.pth", output / "log.jsonl", output / "result.json"
         self.predictions = output / "predictions.pt"  # per-image top-5 of every head at the last evaluation
+        self.saved_at: tuple[int, int] | None = None  # (epochs done, steps of the next) of the checkpoint on disk
         if main:
             output.mkdir(parents=True, exist_ok=True)
 
     def kept(self) -> str:
         """What a run stopped now leaves to continue from, for the messages of a failure or an interruption."""
         if self.checkpoint.is_file():
-            return f"the last checkpoint {self.checkpoint} is intact ({self.resume_hint})"
+            at = "" if self.saved_at is None else f"{self.saved_at[0]} epochs done, {self.saved_at[1]} steps of the next; "
+            return f"the last checkpoint {self.checkpoint} is intact ({at}{self.resume_hint})"
         return f"no checkpoint had been written yet ({self.checkpoint}; the first is saved after epoch 1), so a rerun starts afresh"
 
     def recorded(self, state: CheckpointState, cfg: TrainConfig, log=print) -> bool:
@@ -174,6 +177,7 @@ class RunFiles:
             raise ConfigError(f"--resume with a different configuration than {self.checkpoint}: {differ}")
         weights = {k: blob[k] for k in ("model", "optimizer", "lr_scheduler", "scaler", "model_ema")}
         earlier = blob.get("provenance") or {}  # none in older checkpoints
+        self.saved_at = (blob["epoch"], blob["step"])
         resumed = {"path": str(self.checkpoint), "sha256": sha256_of(self.checkpoint), "epoch": blob["epoch"],
                    "step": blob["step"], "world_size": blob.get("world_size")}
         return CheckpointState(blob["experiment"], blob["config"], blob["epoch"], blob["step"], blob["history"],

@@ -14,10 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-from bench.errors import CheckpointError, DataError, StorageError, UsageError, check_folder, path_arg
+from bench.errors import CheckpointError, DataError, StorageError, UsageError, check_folder, message_of, path_arg
 from reproduce import experiments
 from reproduce.config import (
     ACCEPTS,
+    LABEL_TEACHER,
     ConfigError,
     Interrupted,
     NonFiniteLoss,
@@ -205,6 +206,9 @@ def _step_speed(args) -> int:
     if refused := [f"{k} ({unread[k]})" for k in given if k in unread]:
         raise UsageError(f"step-speed sets or ignores {', '.join(refused)}: leave --set {refused[0].split()[0]} out")
     cfg = resolve_config(args.experiment, None, args.set)
+    if cfg.teacher == LABEL_TEACHER:  # a KeyError traceback from the registry, a hostile pass
+        raise UsageError("step-speed times a step that runs a teacher network; teacher=labels has none (the labels "
+                         "stand in): leave it out")
     if cfg.compile and args.warmup < 1:
         raise UsageError("compile=true compiles in the first step, which must not be timed: --warmup must be at least "
                          f"1, got {args.warmup}")
@@ -265,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"ls": _ls, "train": _train, "suite": _suite, "step-speed": _step_speed}[args.command](args)
     except (ConfigError, DataError, CheckpointError, UsageError) as exc:
-        print(f"reproduce: error: {exc}", file=sys.stderr)
+        print(f"reproduce: error: {message_of(exc)}", file=sys.stderr)
         return 2
     except NonFiniteLoss as exc:
         print(f"reproduce: {exc}", file=sys.stderr)

@@ -214,7 +214,10 @@ def _run_one(name: str, output: Path, sets: list[str], data: str | None, *, seed
     if (output / "result.json").exists():
         # a row finished with other settings would join this table's rows trained with these (a hostile pass:
         # `--set epochs=3` skipped the rows trained with 2 and trained the rest with 3, exit 0)
-        saved = Record.from_json((output / "result.json").read_text()).settings.get("config") or {}
+        try:
+            saved = Record.from_json((output / "result.json").read_text()).settings.get("config") or {}
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # a traceback in a hostile pass
+            return _unreadable_result(name, output, cfg, seed, results_dir, exc, log)
         if saved and (differ := config_differences(saved, cfg)):  # (a result.json without its config: older)
             raise ConfigError(f"{output} finished with a different configuration: {differ}; a table must not mix "
                               "them: run the suite as it was run, or give it another --root")
@@ -223,6 +226,27 @@ def _run_one(name: str, output: Path, sets: list[str], data: str | None, *, seed
         missing = unrecorded(output / "result.json", results_dir) if main else None  # stopped between the writes
         path = write_record(missing, results_dir) if missing is not None else None
         return RowOutcome(name, seed, "skipped", 0.0, path)
+    return _train_row(name, output, cfg, seed, results_dir, log)
+
+
+def _unreadable_result(name: str, output: Path, cfg, seed: int, results_dir: Path, exc: Exception,
+                       log) -> RowOutcome:
+    """A finished row whose result.json cannot be read: put back from its record in `results_dir` (the last record
+    of this run folder and config), else resumed from its checkpoint, which writes both (a record written again beside
+    one that is there would count the seed twice)."""
+    result = output / "result.json"
+    copies = [r for r in load_records(results_dir, skip_bad=lambda _: None) if r.kind == "train"
+              and r.settings.get("output") == str(output) and not config_differences(r.settings.config or {}, cfg)
+              ] if results_dir.is_dir() else []
+    if copies:
+        write_text_atomic(result, copies[-1].to_json())
+        log(f"[{name} seed {seed}] {result} was unreadable ({exc}); put back from its record in {results_dir}")
+        return RowOutcome(name, seed, "skipped", 0.0, None)
+    log(f"[{name} seed {seed}] {result} is unreadable ({exc}); resuming the row to write it")
+    return _train_row(name, output, cfg, seed, results_dir, log)
+
+
+def _train_row(name: str, output: Path, cfg, seed: int, results_dir: Path, log) -> RowOutcome:
     status = "resumed" if (output / "checkpoint.pth").exists() else "trained"
     log(f"[{name} seed {seed}] {'resuming' if status == 'resumed' else 'training'} in {output}")
     start = time.perf_counter()

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from bench import compiling
 from bench import data as bench_data
-from bench.errors import StorageError
+from bench.errors import DataError, StorageError, message_of
 from bench.evaluate import predict, scores
 from bench.processes import Processes, start_processes
 from bench.record import Record
@@ -114,10 +114,10 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     started = time.perf_counter()
     try:
         _loop(run, step_fn, batches, memo, stop)
-    except (NonFiniteLoss, StorageError) as exc:  # StorageError: a full or read-only disk
-        raise type(exc)(f"{exc}; {files.kept()}") from None
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted in epoch {state.epoch + 1} after step {state.step}; {files.kept()}") from None
+    except (NonFiniteLoss, StorageError, DataError) as exc:  # a full or read-only disk; an image that cannot be read
+        raise type(exc)(f"{message_of(exc)}; {files.kept()}") from None  # (a DataLoader worker's: one line, not 15)
+    except KeyboardInterrupt:  # where the checkpoint stands, not the loop: an epoch is counted before it is evaluated
+        raise Interrupted(f"interrupted; {files.kept()}") from None
     agree = ranks_agree(student, procs)
     if not agree:
         log("warning: the ranks ended with different weights (DDP desynchronised)")

@@ -42,8 +42,28 @@ def test_ctrl_c_in_the_first_epoch_does_not_promise_a_checkpoint(tmp_path, monke
     monkeypatch.setattr(Distiller, "__call__", interrupt_at_step_3)
     code = cli.main(["train", "--experiment", "debug", "--output", str(tmp_path / "run")])
     err = capsys.readouterr().err
-    assert code == 130 and "interrupted in epoch 1 after step 2" in err and "no checkpoint had been written yet" in err
+    assert code == 130 and "interrupted; no checkpoint had been written yet" in err
     assert "Traceback" not in err and not (tmp_path / "run" / "checkpoint.pth").exists()
+
+
+def test_ctrl_c_while_an_epoch_is_evaluated_names_where_the_checkpoint_stands(tmp_path, monkeypatch, capsys):
+    """A hostile pass: Ctrl-C while epoch 2 was evaluated said "interrupted in epoch 3 after step 0" of a checkpoint
+    holding epoch 1: the loop counts an epoch before it evaluates and saves it."""
+    from reproduce import train as train_mod
+
+    real_evaluate, calls = train_mod.evaluate, {"n": 0}
+
+    def interrupted_at_the_second(run, save_to=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(run, save_to=save_to)
+
+    monkeypatch.setattr(train_mod, "evaluate", interrupted_at_the_second)
+    code = cli.main(["train", "--experiment", "debug", "--set", "epochs=3", "--set", "eval_every=1",
+                     "--output", str(tmp_path / "run"), "--results-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 130 and f"{tmp_path / 'run' / 'checkpoint.pth'} is intact (1 epochs done, 0 steps of the next;" in err
 
 
 def test_resume_without_a_checkpoint_is_refused_rather_than_starting_afresh(tmp_path, capsys):
@@ -121,6 +141,7 @@ def test_find_samples_indexes_folders_by_the_names_it_is_given(tmp_path):
     (["step-speed", "--experiment", "debug_hard", "--set", "batch_size=4"], "step-speed sets or ignores batch_size"),
     (["step-speed", "--experiment", "debug_hard", "--set", "device=cpu"], "device (--device)"),
     (["step-speed", "--experiment", "debug_hard", "--set", "teacher_checkpoint=x.pth"], "random teacher weights"),
+    (["step-speed", "--experiment", "debug_hard", "--set", "teacher=labels"], "teacher=labels has none"),  # KeyError
     (["step-speed", "--experiment", "debug_hard", "--warmup", "0", "--set", "compile=true"],  # timed the compiling
      "--warmup must be at least 1, got 0"),
     (["ls", "--lr-figure", "x.png"], "--lr-figure needs --show EXPERIMENT"),
@@ -301,3 +322,17 @@ def test_an_epoch_count_past_any_schedule_is_refused(tmp_path, capsys):
                      "--output", str(tmp_path / "run")]) == 2
     assert "epochs=99999999999999999999999 is not accepted" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unreadable_image_in_a_loader_worker_is_one_line_naming_what_is_kept(tmp_path, capsys):
+    """A hostile pass: with workers=2 (every real experiment has 8) a fake .jpg printed the worker's traceback, 15
+    frames, where workers=0 printed one line."""
+    for split in ("train", "val"):
+        folder_tree(tmp_path / "data" / split, {"a": 20, "b": 20})
+    (tmp_path / "data" / "train" / "a" / "fake.jpg").write_text("not a JPEG")
+    code = cli.main(["train", "--experiment", "debug", "--data", str(tmp_path / "data"), "--set", "dataset=folder",
+                     "--set", "workers=2", "--set", "num_classes=2", "--output", str(tmp_path / "run"),
+                     "--results-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "fake.jpg" in err and "Original Traceback" not in err and "Traceback" not in err
+    assert "no checkpoint had been written yet" in err and len(err.strip().splitlines()[-1]) < 500

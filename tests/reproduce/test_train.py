@@ -442,6 +442,10 @@ def test_a_suite_given_its_teacher_evaluates_it_once_and_writes_table4(tmp_path,
                                                             ("debug", "debug_hard", "debug", "debug_hard")]]
     again = run_suite(suite, tmp_path / "runs", seeds=2, **kwargs)
     assert {o.status for o in again} == {"skipped"}
+    row = tmp_path / "runs" / "table3-given" / "seed1" / "debug" / "result.json"
+    row.write_text('{"trunc')  # a hostile pass: a traceback; put back from its record, not recorded twice
+    assert {o.status for o in run_suite(suite, tmp_path / "runs", seeds=2, **kwargs)} == {"skipped"}
+    assert read_record(row).settings.experiment == "debug"
     other = tmp_path / "other-teacher.pth"
     shutil.copy(teacher_ckpt, other)
     with pytest.raises(ConfigError, match="holds the evaluation of teacher .* Table 4 would mix teachers"):
