@@ -49,7 +49,19 @@ def train_transform(cfg: TrainConfig, img_size: int):
 
 
 def datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
-    """(train, val) for the config's dataset, with the train subset applied."""
+    """(train, val) for the config's dataset, with the train subset applied; DataError when a label does not fit
+    the model's `num_classes` (a hostile pass: timm's one-hot raised 'index 7 is out of bounds' mid-epoch)."""
+    train, val = _datasets(cfg, train_tf, val_tf)
+    labels = [label for part in (train, val) for _, label in getattr(part, "samples", ())]
+    if labels and max(labels) >= cfg.num_classes:
+        classes = getattr(train, "classes", None)
+        found = f"{len(classes)} classes" if classes else f"labels up to {max(labels)}"
+        raise DataError(f"{cfg.data or cfg.dataset} has {found}, but num_classes={cfg.num_classes}: give --set "
+                        f"num_classes={max(labels) + 1}")
+    return train, val
+
+
+def _datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
     if cfg.dataset == "synthetic":
         size = cfg.img_size or 32
         train = SyntheticImages(cfg.train_subset or 256, cfg.num_classes, size, seed=1, transform=train_tf)

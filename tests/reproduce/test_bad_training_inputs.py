@@ -336,3 +336,14 @@ def test_an_unreadable_image_in_a_loader_worker_is_one_line_naming_what_is_kept(
     err = capsys.readouterr().err
     assert code == 2 and "fake.jpg" in err and "Original Traceback" not in err and "Traceback" not in err
     assert "no checkpoint had been written yet" in err and len(err.strip().splitlines()[-1]) < 500
+
+
+def test_labels_beyond_num_classes_are_refused_before_training(tmp_path, capsys):
+    """A hostile pass: 10 class folders under num_classes=5 crashed in timm's one-hot, 'index 7 is out of bounds'."""
+    for split in ("train", "val"):
+        folder_tree(tmp_path / "data" / split, {f"c{i}": 1 for i in range(7)})
+    code = cli.main(["train", "--experiment", "debug", "--data", str(tmp_path / "data"), "--set", "dataset=folder",
+                     "--set", "num_classes=5", "--set", "workers=0", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "has 7 classes, but num_classes=5: give --set num_classes=7" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoint.pth").exists()
