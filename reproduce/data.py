@@ -52,7 +52,7 @@ def datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
     """(train, val) for the config's dataset, with the train subset applied; DataError when a label does not fit
     the model's `num_classes` (a hostile pass: timm's one-hot raised 'index 7 is out of bounds' mid-epoch)."""
     train, val = _datasets(cfg, train_tf, val_tf)
-    labels = [label for part in (train, val) for _, label in getattr(part, "samples", ())]
+    labels = [sample[1] for part in (train, val) for sample in getattr(part, "samples", ())]  # (path, label, …)
     if labels and max(labels) >= cfg.num_classes:
         classes = getattr(train, "classes", None)
         found = f"{len(classes)} classes" if classes else f"labels up to {max(labels)}"
