@@ -226,9 +226,11 @@ def _step_speed(args) -> int:
     path = write_record(Record(cfg.variant, cfg.variant, settings, metrics, env, kind="stepspeed"), args.results_dir)
     mfu = {k: "no usable peak" if v is None else f"MFU {100 * v:.1f} %"
            for k, v in (("ours", result.ours_mfu), ("official", result.official_mfu))}
+    amp = {k: "fp32" if v == "none" else f"amp {v}" for k, v in (("ours", result.ours_amp),  # amp=none read as
+                                                                  ("official", result.official_amp))}  # a missing value
     print(f"{args.experiment} on {device}, batch {result.batch_size}, {result.gflop_per_image:.3g} GFLOP per image: "
-          f"ours {result.ours_img_per_s:,.1f} img/s ({result.ours_amp}, {mfu['ours']}), official-style "
-          f"{result.official_img_per_s:,.1f} img/s ({result.official_amp}, {mfu['official']}), ratio "
+          f"ours {result.ours_img_per_s:,.1f} img/s ({amp['ours']}, {mfu['ours']}), official-style "
+          f"{result.official_img_per_s:,.1f} img/s ({amp['official']}, {mfu['official']}), ratio "
           f"{result.ratio:.2f}\nMFU: of this machine's measured GEMM peak in each loop's precision (bench/peak.py)"
           f"\nrecord: {path}")
     return 0

@@ -61,6 +61,20 @@ def datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
     return train, val
 
 
+def caveats(cfg: TrainConfig, train: Dataset, val: Dataset) -> list[str]:
+    """What the data makes of the config that trains, but not as asked (a hostile pass found each silent)."""
+    out = []
+    classes = getattr(train, "classes", None)
+    if classes and len(classes) < cfg.num_classes:
+        out.append(f"the data has {len(classes)} classes and num_classes={cfg.num_classes}: "
+                   f"{cfg.num_classes - len(classes)} outputs are never a target (--set num_classes={len(classes)} "
+                   "unless that is meant)")
+    for name, part in (("train_subset", train), ("val_subset", val)):
+        if getattr(cfg, name) and getattr(cfg, name) > len(part):
+            out.append(f"{name}={getattr(cfg, name)}, but the data has {len(part)} images: all are used")
+    return out
+
+
 def _datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
     if cfg.dataset == "synthetic":
         size = cfg.img_size or 32

@@ -57,7 +57,8 @@ def train(cfg: TrainConfig, output: Path, *, experiment: str, resume: bool, log=
     torch.backends.cudnn.benchmark = procs.device.startswith("cuda")  # fixed shapes; as the official main.py
     with hold_folder(output, log=log) if procs.main else contextlib.nullcontext(), \
             tracking.tensorboard(output, on=tensorboard, main=procs.main) as sinks:  # the log's scalars, watched live
-        return _train(cfg, procs, output, experiment, resume, log, sinks, resume_hint)
+        said = log if procs.main else (lambda _: None)  # under torchrun one banner, not one per rank run together
+        return _train(cfg, procs, output, experiment, resume, said, sinks, resume_hint)
 
 
 def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, resume: bool, log,
@@ -107,8 +108,8 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
         f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
         f"lr {recipe.lr:.3g}, {cfg.epochs} epochs × {batches.steps_per_epoch} steps on {procs.device}, "
         f"amp {amp} ({amp_why})")
-    for caveat in config.caveats(cfg):  # after the banner, which names the run first
-        log(f"warning: {caveat}")
+    for caveat in [*config.caveats(cfg), *data.caveats(cfg, train_set, val_set)]:  # after the banner, which names
+        log(f"warning: {caveat}")  # the run first
     run = Run(cfg, experiment, procs, files, state, recipe, student, variant, per_rank, val_set, prep, log,
               env, {"amp": amp, "amp_why": amp_why})
     started = time.perf_counter()

@@ -347,3 +347,15 @@ def test_labels_beyond_num_classes_are_refused_before_training(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "has 7 classes, but num_classes=5: give --set num_classes=7" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "checkpoint.pth").exists()
+
+
+def test_more_classes_or_subsets_than_the_data_has_are_said(tmp_path, capsys):
+    """A hostile pass: num_classes=50 on 10 classes, and train_subset=999999, trained without a word."""
+    for split in ("train", "val"):
+        folder_tree(tmp_path / "data" / split, {f"c{i}": 2 for i in range(4)})
+    code = cli.main(["train", "--experiment", "debug", "--data", str(tmp_path / "data"), "--set", "dataset=folder",
+                     "--set", "num_classes=6", "--set", "train_subset=999", "--set", "workers=0", "--set", "epochs=1",
+                     "--set", "batch_size=4", "--output", str(tmp_path / "run"), "--results-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning: the data has 4 classes and num_classes=6: 2 outputs are never a target" in err
+    assert "warning: train_subset=999, but the data has 8 images: all are used" in err

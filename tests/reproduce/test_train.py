@@ -308,6 +308,7 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
     logged = next(x for x in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
                   if x["type"] == "epoch")
     assert len(printed) == 1 and f"loss {logged['loss']:.4f}" in printed[0]
+    assert run.stderr.count("debug: debug (no distillation)") == 1  # one banner, not one per rank run together
     rank0 = [x["loss"] for x in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
              if x["type"] == "step" and x["epoch"] == 0]  # the step lines are rank 0's
     assert len(rank0) == 8 and abs(logged["loss"] - sum(rank0) / 8) > 1e-6  # not rank 0's mean alone
