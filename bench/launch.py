@@ -1,4 +1,4 @@
-"""The console scripts `bench` and `reproduce`: import the command's CLI, then run it.
+"""The console script `bench` (and `_launch`, which reproduce/launch.py uses): import the command's CLI, then run it.
 
 A Ctrl-C while the libraries load (the first ~0.3 s: pandas, numpy) used to end in a KeyboardInterrupt traceback
 and exit status -2, where one a second later exits 130 with one line (a hostile pass); here both read alike.
@@ -10,10 +10,6 @@ import sys
 
 def bench() -> int:
     return _launch("bench.cli", "bench")
-
-
-def reproduce() -> int:
-    return _launch("reproduce.cli", "reproduce")
 
 
 def _launch(module: str, name: str) -> int:

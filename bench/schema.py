@@ -398,7 +398,8 @@ def render() -> str:
              "was asked for, every default resolved), `metrics` (what was measured, names with units) and `env`",
              "(where and with what). In Python each section is typed (`record.metrics.params` is an int or None);",
              "a name ending in `*` is a family of keys, read by name (`record.metrics[\"top1_cls\"]`). A file lacking a",
-             "`required` key, or whose `created` is not an ISO 8601 time, is not a record: readers name it and skip it.",
+             "`required` key, or whose `created` is not an ISO 8601 time, is not a record: `bench tables` names it and",
+             "leaves it out; `bench check`, which must not judge on a partial reading, names it and stops (exit 2).",
              "",
              "## Kinds", ""]
     lines += [f"- `{kind}`: {what}" for kind, what in KINDS.items()]

@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -109,13 +109,15 @@ def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, w
     it goes, and only once all are written are they renamed into place, which needs no room on the disk, with
     Ctrl-C held back for the milliseconds that takes (an interrupted run used to leave 51 of 73 files new beside an
     old page; a full disk while the tables were written, new tables beside an old page). A second `bench tables`
-    into the same `out` or figures folder is refused (FolderInUse) while this one holds them. ValueError, before anything is written, when the parent holds a page of its own or no
-    record is readable; one unreadable record file is passed to `warn` and left out rather than blocking every
-    table."""
+    into the same `out`, figures folder or page folder is refused (FolderInUse) while this one holds them.
+    ValueError, before anything is written, when the parent holds a page of its own or no record is readable; one
+    unreadable record file is passed to `warn` and left out rather than blocking every table."""
     if out.resolve() == out.resolve().parent:
         raise ValueError(f"--out {out}: the page and constraints.txt go into the folder above --out, and {out} has "
                          "none; give a folder below it")
-    with hold_folder(out), hold_folder(figures_dir) if figures_dir.resolve() != out.resolve() else nullcontext():
+    with ExitStack() as held:
+        for folder in {f.resolve(): f for f in (out, figures_dir, out.parent)}.values():  # the page's too: two runs
+            held.enter_context(hold_folder(folder))  # into sibling --outs write the same index.html
         check_replaceable(out.parent, page=draw)
         skipped = []
         found = load_record_files(records_dir, skip_bad=skipped.append, check=tables_mod.check_record)
@@ -126,8 +128,7 @@ def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, w
                              + (f" ({len(skipped)} skipped above)" if skipped else "") + "; nothing was written")
         records = [r for _, r in found]
         built = tables_mod.build_all(records)
-        with _staging(figures_dir) as figures_stage, _staging(out) as tables_stage, \
-                _staging(out.parent) if _other_disk(out) else nullcontext(tables_stage / "page") as page_stage:
+        with _staging(figures_dir) as figures_stage, _staging(out) as tables_stage, _staging(out.parent) as page_stage:
             stages = {page_stage: out.parent, tables_stage: out, figures_stage: figures_dir}
             try:
                 moves = _stage(built, found, draw, stages, records_dir)
@@ -145,7 +146,8 @@ def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, w
 def _stage(built: list[Table], found: list[tuple[Path, Record]], draw: bool, stages: dict[Path, Path],
            records_dir: Path) -> list[tuple[Path, Path]]:
     """Write every file into its staging folder (`stages`: staging folder -> where its files go, the page's, the
-    tables' and the figures' in that order); returns (staged file, destination folder) pairs."""
+    tables' and the figures' in that order; each inside its destination, so that a rename puts a file in place even
+    where --out is a mount point, bind mounts included); returns (staged file, destination folder) pairs."""
     (page_stage, parent), (tables_stage, out), (figures_stage, figures_dir) = stages.items()
     drawn = None
     moves = [(p, out) for t in built for p in tables_mod.write(t, tables_stage)]
@@ -161,7 +163,7 @@ def _stage(built: list[Table], found: list[tuple[Path, Record]], draw: bool, sta
 
 
 def _unstaged(message: str, stages: dict[Path, Path]) -> str:
-    for stage, folder in stages.items():  # the page's staging folder may lie inside the tables'
+    for stage, folder in stages.items():
         message = message.replace(str(stage), str(folder))
     return message
 
@@ -173,11 +175,6 @@ def _staging(folder: Path) -> Iterator[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=folder) as stage:
         yield Path(stage)
-
-
-def _other_disk(out: Path) -> bool:
-    """Whether `out` is mounted apart from its parent, where the page goes: then the page stages beside itself."""
-    return os.stat(out).st_dev != os.stat(out.parent).st_dev
 
 
 def _move(path: Path, folder: Path) -> Path:

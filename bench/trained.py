@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bench import machine, stats
-from bench.record import Record
+from bench.record import Record, portable_paths
 from bench.schema import CONFIG_BEFORE_FIELD
 
 
@@ -65,8 +65,9 @@ def _current(records: list[Record], experiment: str, metric: str, teacher: str |
 
 
 def _config_key(r: Record) -> str:
-    """A training run's config less its seed and the precision it asked for (`train_kind` has what it got)."""
-    config = {**CONFIG_BEFORE_FIELD, **r.settings.config}  # a field added since: what the older run did
+    """A training run's config less its seed and the precision it asked for (`train_kind` has what it got), its
+    paths as `portable_paths` reads them."""
+    config = portable_paths({**CONFIG_BEFORE_FIELD, **r.settings.config})  # a field added since: what the older run did
     return json.dumps({k: v for k, v in config.items() if k not in ("seed", "amp")}, sort_keys=True)
 
 

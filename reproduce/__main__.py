@@ -1,6 +1,6 @@
 import sys
 
-from bench.launch import reproduce
+from reproduce.launch import main
 
 if __name__ == "__main__":  # guarded: worker processes started with "spawn" import this module again
-    sys.exit(reproduce())
+    sys.exit(main())

@@ -198,7 +198,9 @@ class RunFiles:
                               "another --output, or move it away")
         if self.log_file.is_file():
             lines = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-            if any(_log_position(line) is None for line in lines[:-1]) or lines and _log_position(lines[0]) is None:
+            whole = all(_log_position(line) is not None for line in lines[:-1])
+            last = not lines or _log_position(lines[-1]) is not None or lines[-1].startswith('{"type": "')  # or torn
+            if not (whole and last):
                 raise ConfigError(f"{self.output} holds {self.log_file.name}, which is not a log of `reproduce train`; "
                                   "a new run would replace it. Choose another --output, or move it away")
 

@@ -33,13 +33,17 @@ from reproduce.released import render_released
 MAX_SEEDS = 100  # each seed trains every row again: more is a typo, not a study (the paper reports one seed)
 
 
+def _data_arg(text: str) -> str:
+    return str(path_arg(text))  # an empty --data (an unset variable) was left out silently: the default data ran
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reproduce", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ls,suite,step-speed}")
     train = sub.add_parser("train", help="train one experiment; writes checkpoint, log.jsonl and a result record")
     train.add_argument("--experiment", required=True, help="a registered experiment (see `reproduce ls`)")
     train.add_argument("--output", type=path_arg, required=True, help="run folder: checkpoint.pth, log.jsonl, result.json")
-    train.add_argument("--data", help="dataset root (sets the config field `data`)")
+    train.add_argument("--data", type=_data_arg, help="dataset root (sets the config field `data`)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field (repeatable); `reproduce ls --fields` lists them")
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
@@ -56,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     suite.add_argument("--variants", default="ti", help="imagenet scale: comma list of ti,s,b (default ti)")
     suite.add_argument("--seeds", type=int, default=1, help=f"seeds per row (0 … N-1; default 1, at most {MAX_SEEDS})")
     suite.add_argument("--root", type=path_arg, default=Path("runs/suites"), help="where run folders go (default runs/suites)")
-    suite.add_argument("--data", help="dataset root for every row")
+    suite.add_argument("--data", type=_data_arg, help="dataset root for every row")
     suite.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field in every row")
     suite.add_argument("--results-dir", type=path_arg, default=None,
                        help="where records go (default results/runs/<table>-<scale>)")

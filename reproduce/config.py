@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, fields
 
 from bench.processes import MAX_WORKERS
+from bench.record import PATH_FIELDS  # the files and folders a run reads
 from reproduce.accepts import (
     AUGMENTATION,
     BLOCKS,
@@ -379,7 +380,6 @@ def override(cfg: TrainConfig, assignments: list[str], *, refuse_unread: bool = 
     return new
 
 
-PATH_FIELDS = ("data", "teacher_checkpoint", "finetune")  # files and folders a run reads
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.disagree import disagreement, top1_columns
-from bench.record import Record, load_records, write_record
+from bench.record import Record, load_records, portable_paths, write_record
 from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name, teacher_experiment
 from bench.store import hold_folder, write_text_atomic
 from reproduce import experiments
@@ -135,7 +135,7 @@ def _evaluate_teacher(cfg, row: str, output: Path, results_dir: Path, log) -> Ro
 
     if (output / "result.json").exists():
         scored = Record.from_json((output / "result.json").read_text()).settings.eval["checkpoint"]
-        if scored != cfg.teacher_checkpoint:
+        if os.path.abspath(scored) != cfg.teacher_checkpoint:  # an older suite's is as typed, from where it ran
             raise ConfigError(f"{output} holds the evaluation of teacher {scored}, not {cfg.teacher_checkpoint}; "
                               "Table 4 would mix teachers: use another --root or remove that folder")
         log(f"[teacher {cfg.teacher}] evaluated already: {output / 'result.json'}")
@@ -199,7 +199,7 @@ def write_disagreement(suite: Suite, base: Path, seed: int, pair: tuple[str, str
 
 def _config_key(configs: list[dict]) -> str:
     """The students' configurations less their seed: seeds of one configuration share it."""
-    text = json.dumps([{k: v for k, v in c.items() if k != "seed"} for c in configs], sort_keys=True)
+    text = json.dumps([{k: v for k, v in portable_paths(c).items() if k != "seed"} for c in configs], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -242,6 +242,9 @@ def _unreadable_result(name: str, output: Path, cfg, seed: int, results_dir: Pat
         write_text_atomic(result, copies[-1].to_json())
         log(f"[{name} seed {seed}] {result} was unreadable ({exc}); put back from its record in {results_dir}")
         return RowOutcome(name, seed, "skipped", 0.0, None)
+    if not (output / "checkpoint.pth").exists():
+        raise ConfigError(f"{result} is unreadable ({exc}), and neither its checkpoint nor a record of it in "
+                          f"{results_dir} is left to rebuild it: move {output} away and run the suite again")
     log(f"[{name} seed {seed}] {result} is unreadable ({exc}); resuming the row to write it")
     return _train_row(name, output, cfg, seed, results_dir, log)
 

@@ -83,7 +83,6 @@ def test_a_folder_given_as_a_file_is_a_usage_error_before_any_work(capsys, tmp_p
     assert os.listdir(tmp_path) == ["taken"] and blocker.read_text() == "not a folder"
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU exists")
 @pytest.mark.parametrize("command", [["run", "--variant", "debug", "--metrics", "size", "--results-dir"],
                                      ["tables", "--out"], ["check", "--current"], ["campaign", "--out"]])
 def test_an_empty_path_is_a_usage_error_not_the_current_folder(capsys, tmp_path, monkeypatch, command):
@@ -96,6 +95,7 @@ def test_an_empty_path_is_a_usage_error_not_the_current_folder(capsys, tmp_path,
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU exists")
 def test_asking_for_cuda_without_a_gpu_is_a_usage_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", "--variant", "debug", "--device", "cuda", "--results-dir", str(tmp_path))
     assert code == 2 and "--device cuda: torch sees no CUDA device here" in err
@@ -205,10 +205,11 @@ def test_ctrl_c_while_the_cli_loads_exits_130_with_one_line(monkeypatch, capsys)
     import importlib
 
     from bench import launch
+    from reproduce import launch as reproduce_launch
 
     def interrupted(name):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(importlib, "import_module", interrupted)
-    assert launch.bench() == 130 and launch.reproduce() == 130
+    assert launch.bench() == 130 and reproduce_launch.main() == 130
     assert capsys.readouterr().err.count("interrupted while starting; nothing was done") == 2

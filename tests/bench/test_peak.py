@@ -86,7 +86,8 @@ def test_every_speed_record_carries_its_achieved_flops_and_its_fraction_of_the_m
 def test_a_cached_peak_the_run_beat_is_measured_again_and_an_mfu_over_100_percent_is_never_given(tmp_path,
                                                                                                   monkeypatch):
     """A hostile pass: a cached bf16 peak edited to 0.000429 TFLOP/s gave "MFU 116.3 %", printed as a plain number."""
-    rates = iter([1e-4, 2.0, 2.0, 1e-5])  # cached; measured again; later a machine slower than the cache says
+    rates = iter([1e-4, 2.0, 2.0])  # cached; measured again; (the test's own draw)
+    monkeypatch.setattr(peak, "_MEASURED_AGAIN", set())
 
     def fake(column, device, threads):
         return peak.Peak(column, next(rates), 0.1, 64, 5, threads)
@@ -99,4 +100,4 @@ def test_a_cached_peak_the_run_beat_is_measured_again_and_an_mfu_over_100_percen
     assert measured.tflops == 2.0 and "above the cached fp32 GEMM peak" in messages[0]  # measured again, replaced
     assert peak.usable(fp, "cpu", "fp32", 0.5, folder=tmp_path).tflops == 2.0 and next(rates) == 2.0  # from the cache
     assert peak.usable(fp, "cpu", "fp32", 3.0, folder=tmp_path, log=messages.append) is None  # beat a fresh peak too
-    assert messages[-1].startswith("no MFU: 3 TFLOP/s achieved against a fp32 GEMM peak measured now at 1e-05")
+    assert messages[-1] == "no MFU: 3 TFLOP/s achieved is above the fp32 GEMM peak measured in this run"  # once only

@@ -220,3 +220,22 @@ def test_load_records_applies_a_readers_own_check_naming_the_file(record, tmp_pa
 
     with pytest.raises(RecordError, match=f"{path}: metrics.relspeed_ratios is missing"):
         load_records(tmp_path, check=refuse)
+
+
+def test_seeds_pool_whether_their_paths_were_kept_absolute_or_as_typed():
+    """A review: a new seed, its teacher_checkpoint absolute (reproduce/config.py: absolute_paths), hid the five
+    older seeds of the same configuration, whose path was relative to the repository root."""
+    import dataclasses
+
+    from bench.record import REPO_ROOT, portable_paths
+    from bench.trained import train_runs
+
+    records = load_records(REPO_ROOT / "results" / "runs")
+    older = [r for r in records if r.kind == "train" and r.settings.experiment == "mini_none"]
+    config = {**older[-1].settings.config, "seed": 99}
+    config.update({k: str(REPO_ROOT / v) for k, v in config.items() if k in ("data", "teacher_checkpoint") and v})
+    new = dataclasses.replace(older[-1], settings={**older[-1].settings, "config": config},
+                              env={**older[-1].env, "created": "2027-01-01T00:00:00+00:00"})
+    seeds = sorted(r.settings.config["seed"] for r in train_runs([*records, new], "mini_none"))
+    assert seeds == sorted([*(r.settings.config["seed"] for r in train_runs(records, "mini_none")), 99])
+    assert portable_paths({"data": "/elsewhere/ds", "lr": 1.0}) == {"data": "/elsewhere/ds", "lr": 1.0}

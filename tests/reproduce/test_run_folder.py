@@ -22,7 +22,7 @@ from reproduce import cli
 from reproduce import train as train_mod
 from reproduce.checkpoints import CheckpointState, RunFiles
 from reproduce.cli import resolve_config
-from reproduce.config import Preempted
+from reproduce.config import ConfigError, Preempted, TrainConfig
 from reproduce.distill import MemoTeacher, memo_path
 from reproduce.train import train
 
@@ -334,3 +334,13 @@ def test_a_run_stopped_mid_epoch_resumes_only_on_as_many_processes_as_wrote_it()
     assert "at an epoch boundary" in said[0]
     mid_epoch.check_world(2, log=said.append)  # the same world: nothing to say
     assert len(said) == 1
+
+
+def test_a_run_stopped_in_its_first_log_line_may_start_afresh(tmp_path):
+    """A review: a log.jsonl whose only line was torn by the kill was refused as not ours."""
+    files = RunFiles(tmp_path, main=True)
+    files.log_file.write_text('{"type": "step", "epoch": 0, "st')
+    assert files.load(resume=False, cfg=TrainConfig(), experiment="debug") is None
+    files.log_file.write_text("my notes\n")
+    with pytest.raises(ConfigError, match="not a log of `reproduce train`"):
+        files.load(resume=False, cfg=TrainConfig(), experiment="debug")
