@@ -140,10 +140,11 @@ def usable(fingerprint: Fingerprint, device: str, column: str, achieved_tflops: 
     log(f"{achieved_tflops:.3g} TFLOP/s achieved is above the cached {column} GEMM peak, {measured.tflops:.3g}: "
         "measuring the peak again")
     measured = measured_peaks(fingerprint, device, folder=folder, log=log, fresh=True).get(column)
-    if measured is None or measured.contended or achieved_tflops > measured.tflops:
-        log(f"no MFU: {achieved_tflops:.3g} TFLOP/s achieved against a {column} GEMM peak measured now at "
-            f"{'a busy machine' if measured is not None and measured.contended else f'{measured.tflops:.3g}'}"
-            if measured is not None else f"no MFU: no {column} peak")
+    if measured is None or measured.contended:  # measured_peaks said why
+        return None
+    if achieved_tflops > measured.tflops:
+        log(f"no MFU: {achieved_tflops:.3g} TFLOP/s achieved is above the {column} GEMM peak measured now, "
+            f"{measured.tflops:.3g}")
         return None
     return measured
 

@@ -101,3 +101,7 @@ def test_a_cached_peak_the_run_beat_is_measured_again_and_an_mfu_over_100_percen
     assert peak.usable(fp, "cpu", "fp32", 0.5, folder=tmp_path).tflops == 2.0 and next(rates) == 2.0  # from the cache
     assert peak.usable(fp, "cpu", "fp32", 3.0, folder=tmp_path, log=messages.append) is None  # beat a fresh peak too
     assert messages[-1] == "no MFU: 3 TFLOP/s achieved is above the fp32 GEMM peak measured in this run"  # once only
+    peak._MEASURED_AGAIN.clear()  # a new process: the cached 2.0 is beaten, and so is the 1.0 measured again
+    monkeypatch.setattr(peak, "measure", lambda column, device, threads: peak.Peak(column, 1.0, 0.9, 64, 5, threads))
+    assert peak.usable(fp, "cpu", "fp32", 3.0, folder=tmp_path, log=messages.append) is None
+    assert messages[-1] == "no MFU: 3 TFLOP/s achieved is above the fp32 GEMM peak measured now, 1"
