@@ -82,6 +82,21 @@ def test_verdicts(change, busy, verdict):
     assert ab.verdict_of(shift, busy, 0.06)[0] == verdict
 
 
+def test_half_the_rounds_contended_is_a_busy_machine_whose_verdict_must_clear_the_floor():
+    """CI, 2026-12-05: an A/A run (one tree, two interpreters) with 3 of 6 rounds quiet read as a regression, ratios
+    1.03 to 1.19 with the interval above zero."""
+    ratios = (1.110, 1.072, 1.149, 1.030, 1.193, 1.076)
+
+    def rounds(contended):
+        return [ab.Process(side, {"w": t}, {"w": c}, {}, {}) for r, c in zip(ratios, contended)
+                for side, t in (("reference", 1.0), ("current", r))]
+
+    half = ab.judge("tiny", "w", rounds([False, True] * 3), Tolerances())
+    assert half.verdict == "inconclusive" and "3 quiet" in half.why and "busy machine" in half.why
+    quiet = ab.judge("tiny", "w", rounds([False] * 6), Tolerances())
+    assert quiet.verdict == "regression"  # the same ratios, every round quiet: a regression, as before
+
+
 def test_an_unchanged_tree_passes_and_a_doubled_loop_is_a_regression(repo):
     same = run(repo)
     (paired,) = same.workloads  # on a loaded test machine the tiny loop may be too noisy to pass, never a regression
