@@ -61,9 +61,9 @@ class EvalOptions:
             raise ValueError("--metrics accuracy needs --data PATH (a class-per-folder tree, ImageNet-V2, "
                              "or the flat ILSVRC2012 val folder)")
         if self.checkpoint is None and not self.pretrained:
-            raise ValueError("--metrics accuracy (asked for, or implied by --data alone) needs weights: --checkpoint FILE or "
-                             "--pretrained; to time only, with --data's images for --best's agreement check, give "
-                             "--metrics size,speed")
+            raise ValueError("--metrics accuracy (asked for, or implied by --data alone) needs weights: "
+                             "--checkpoint FILE or --pretrained; to time only, with --data's images for --best's "
+                             "agreement check, give --metrics size,speed")
         if self.checkpoint is not None and self.pretrained:
             raise ValueError("give --checkpoint FILE or --pretrained, not both")
         if self.checkpoint is not None and not self.checkpoint.exists():  # before the model is built, not after

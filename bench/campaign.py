@@ -135,7 +135,8 @@ def check_timm_benchmark(path: Path) -> None:
         source = path.read_text(encoding="utf-8")
         compile(source, str(path), "exec")
     except (OSError, UnicodeDecodeError, SyntaxError, ValueError) as exc:
-        raise UsageError(f"--timm-benchmark {path}: not a readable Python file ({exc}); give timm's benchmark.py") from None
+        raise UsageError(f"--timm-benchmark {path}: not a readable Python file ({exc}); "
+                         "give timm's benchmark.py") from None
     if "InferenceBenchmarkRunner" not in source or "def benchmark(" not in source:
         raise UsageError(f"--timm-benchmark {path}: not timm's benchmark.py (no InferenceBenchmarkRunner, no "
                          "benchmark()); give the one at the root of a timm checkout")

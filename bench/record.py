@@ -23,7 +23,7 @@ from bench.store import write_text_atomic
 
 SCHEMA_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PATH_FIELDS = ("data", "teacher_checkpoint", "finetune")  # a training config's paths (reproduce/config.py: absolute_paths)
+PATH_FIELDS = ("data", "teacher_checkpoint", "finetune")  # a training config's paths (config.py: absolute_paths)
 
 
 def portable_paths(config: dict) -> dict:
@@ -31,11 +31,13 @@ def portable_paths(config: dict) -> dict:
     (reproduce/config.py: absolute_paths) and an older one's kept them as typed, from the root; read so, seeds of one
     configuration pool whichever clone or version trained them (a review: one new seed hid five older ones)."""
 
-    def portable(value: str) -> str:
-        path = Path(value)
-        return str(path.relative_to(REPO_ROOT)) if path.is_absolute() and path.is_relative_to(REPO_ROOT) else value
+    return {k: from_repo_root(v) if k in PATH_FIELDS and isinstance(v, str) and v else v for k, v in config.items()}
 
-    return {k: portable(v) if k in PATH_FIELDS and isinstance(v, str) and v else v for k, v in config.items()}
+
+def from_repo_root(path: str | Path) -> str:
+    """An absolute `path` inside the repository as a path from its root; any other path as it is."""
+    path = Path(path)
+    return str(path.relative_to(REPO_ROOT)) if path.is_absolute() and path.is_relative_to(REPO_ROOT) else str(path)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from bench import constraints, machine
 from bench import tables as tables_mod
 from bench.errors import StorageError
-from bench.record import Record, load_record_files
+from bench.record import Record, from_repo_root, load_record_files
 from bench.store import STAGING_PREFIX, hold_folder, interrupts_deferred, write_text_atomic
 from bench.tables import Table
 
@@ -55,8 +55,8 @@ def page(tables: list[Table], figures: list[Path], drawn: set[Path], records: li
          where: Path, tables_dir: Path, pins: str, install: str = "results/constraints.txt") -> str:
     """The page to be written at `where`: each table (caption, columns, footer, the records behind it, its files
     in `tables_dir`), each figure (one per name among `figures`; those not in `drawn` marked as kept), the
-    machines of `records` (path, record pairs) and `pins`, the constraints file's text, installed from `install`. Links are relative to
-    `where`'s folder."""
+    machines of `records` (path, record pairs) and `pins`, the constraints file's text, installed from `install`.
+    Links are relative to `where`'s folder."""
     folder = where.parent
     paths = {id(r): f for f, r in records}
     oldest, newest = (min(r.created for _, r in records), max(r.created for _, r in records)) if records else (0, 0)
@@ -223,10 +223,7 @@ def publish(folder: Path, tables: list[Table], drawn: list[Path] | None, figures
 def install_path(path: Path) -> str:
     """How `pip install -c` run from the repository root names `path`: relative inside it (results/constraints.txt),
     absolute outside (a `bench tables --out /tmp/x/tables` said results/constraints.txt, a hostile pass)."""
-    from bench.record import REPO_ROOT
-
-    path = path.resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+    return from_repo_root(path.resolve())
 
 
 def _table(t: Table, paths: dict[int, Path], folder: Path, tables_dir: Path) -> str:

@@ -132,7 +132,8 @@ class RunFiles:
     def kept(self) -> str:
         """What a run stopped now leaves to continue from, for the messages of a failure or an interruption."""
         if self.checkpoint.is_file():
-            at = "" if self.saved_at is None else f"{self.saved_at[0]} epochs done, {self.saved_at[1]} steps of the next; "
+            at = "" if self.saved_at is None else \
+                f"{self.saved_at[0]} epochs done, {self.saved_at[1]} steps of the next; "
             return f"the last checkpoint {self.checkpoint} is intact ({at}{self.resume_hint})"
         return f"no checkpoint had been written yet ({self.checkpoint}; the first is saved after epoch 1), so a rerun starts afresh"
 
