@@ -56,6 +56,19 @@ def test_an_accuracy_record_from_before_the_accuracy_precision_field_reads_as_it
     assert cells(out)["evaluated on"]["ours"].endswith(", amp_bf16")
 
 
+@pytest.mark.parametrize("classes, label", [(3, "top-5 % (of 3 classes: every class, 100 by construction)"),
+                                            (5, "top-5 %"), (10, "top-5 %")])
+def test_top5_over_fewer_than_five_classes_says_it_counts_every_class(classes, label):
+    """A 3-class checkpoint's top-5 is 100 % whatever the model does (timm's accuracy() takes top-min(5, classes))."""
+    settings = {"img_size": 32, "metrics": ["accuracy"], "device": "cpu", "precision": "fp32",
+                "eval": {"num_classes": classes, "dataset": "folder",
+                         "preprocess": {"protocol": "official", "crop_pct": 0.875}}}
+    metrics = {"top1": 50.0, "top5": 100.0, "loss": 1.5, "images": 10, "eval_img_per_s": 100.0}
+    rows = cells(summary(Record("debug", "deit_tiny_patch16_224", settings, metrics, ENV), VARIANTS["debug"]))
+    assert rows[label]["ours"] == "100.00"
+    assert [r for r in rows if r.startswith("top-5")] == [label]
+
+
 def test_the_frame_has_a_row_per_record_with_flattened_typed_columns(tmp_path):
     env = {**ENV, "git_sha": "abc", "git_dirty": False, "torch": "2.14.1"}
     speed = Record("deit_ti", "deit_tiny_patch16_224", {"img_size": 224, "device": "cpu", "batch_size": 16,
