@@ -149,10 +149,12 @@ def _lr_points(cfg: TrainConfig) -> list[tuple[float, float]]:
 
 def _config_record(name: str, cfg: TrainConfig, folder: Path) -> Path:
     """The resolved config as a record of kind `config`: the reports read the recipe from records, not from code."""
-    from bench.record import Record, collect_env, cpu_model, write_record
+    from bench.record import Record, collect_env, cpu_model, portable_paths, write_record
     from bench.registry import VARIANTS
 
-    settings = {"experiment": name, "config": dataclasses.asdict(cfg), "device": "config",
+    # paths inside the repository from its root, as a trained record's config keys read them: a committed config
+    # record names no one's checkout
+    settings = {"experiment": name, "config": portable_paths(dataclasses.asdict(cfg)), "device": "config",
                 "lr_schedule": [list(point) for point in _lr_points(cfg)]}
     record = Record(cfg.variant, VARIANTS[cfg.variant].model, settings, {}, collect_env(cpu_model()), kind="config")
     return write_record(record, folder)

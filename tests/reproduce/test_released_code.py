@@ -118,6 +118,18 @@ def test_bench_tables_draws_the_schedule_from_the_config_record(tmp_path):
     assert [p.name for p in paths] == ["lr_schedule_deit_b.png", "lr_schedule_deit_b.svg"]
 
 
+def test_a_config_record_names_paths_inside_the_repository_from_its_root(tmp_path, monkeypatch):
+    """deit_b_384 fine-tunes `runs/deit_b/checkpoint.pth`; the config resolves it against the current folder, and the
+    record keeps it from the repository's root, so a committed config record names no one's checkout."""
+    from bench.record import load_records
+
+    monkeypatch.chdir(ROOT)
+    assert resolve_config("deit_b_384", None, []).finetune == str(ROOT / "runs/deit_b/checkpoint.pth")
+    assert cli.main(["ls", "--show", "deit_b_384", "--record", str(tmp_path / "runs")]) == 0
+    (record,) = load_records(tmp_path / "runs")
+    assert record.settings.config["finetune"] == "runs/deit_b/checkpoint.pth"
+
+
 def test_the_transfer_rows_carry_the_authors_recipe():
     from bench import paper
 
