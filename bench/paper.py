@@ -133,7 +133,7 @@ TABLE9: dict[str, tuple[str, str]] = {
     "lr": ("learning rate (× batch/512)", "0.0005"), "sched": ("schedule", "cosine"),
     "weight_decay": ("weight decay", "0.05"), "warmup_epochs": ("warm-up epochs", "5"),
     "smoothing": ("label smoothing", "0.1"), "drop_path": ("stochastic depth", "0.1"),
-    "repeated_aug": ("repeated augmentation", "yes (×3)"), "clip_grad": ("gradient clipping", "no"),
+    "repeated_aug": ("repeated augmentation", "yes"), "clip_grad": ("gradient clipping", "no"),
     "auto_augment": ("RandAugment", "9/0.5"), "mixup": ("Mixup α", "0.8"), "cutmix": ("CutMix α", "1.0"),
     "reprob": ("random erasing", "0.25"), "ema_decay": ("EMA", "no"),
 }

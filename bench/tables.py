@@ -22,7 +22,8 @@ from bench.registry import VARIANTS
 from bench.store import write_text_atomic
 from bench.trained import amp_of, machine_of, train_runs
 
-NOT_RUN = "not run"
+NOT_RUN = "not run"  # what we did not measure
+PAPER_NONE = "–"  # what the paper does not print, as it prints it
 DEIT = ("deit_ti", "deit_s", "deit_b", "deit_b_384", "deit_ti_dist", "deit_s_dist", "deit_b_dist", "deit_b_dist_384")
 
 
@@ -36,6 +37,11 @@ class Table:
 
 def _fmt(value: float | None, spec: str = ".1f") -> str:
     return NOT_RUN if value is None else format(value, spec)
+
+
+def _paper(value: float | None, spec: str = ".1f") -> str:
+    """A paper cell: its number, or the paper's own "–" where it prints none ("not run" is for what we measure)."""
+    return PAPER_NONE if value is None else format(value, spec)
 
 
 def _mean_std(values: list[float]) -> str:
@@ -143,8 +149,8 @@ def table5(records: list[Record]) -> Table:
                      "GMACs ours": _fmt(size and size.metrics.gmacs, ".3f"), "im/s paper (V100)": f"{p.img_per_s:.1f}",
                      **{header: _speed_cell(column[i], header) for header, column in speed.items()},
                      "top-1 paper": f"{p.top1:.1f}", "top-1 ours": _fmt(acc and acc.metrics.top1, ".2f"),
-                     "ReaL paper": _fmt(p.real), "ReaL ours": _fmt(acc and acc.metrics.real_top1, ".2f"),
-                     "V2 paper": _fmt(p.v2)})
+                     "ReaL paper": _paper(p.real), "ReaL ours": _fmt(acc and acc.metrics.real_top1, ".2f"),
+                     "V2 paper": _paper(p.v2)})
     return Table("table5_variants", "Table 1/5: DeiT variants", pd.DataFrame(rows), SPEED_NOTES + footer(used))
 
 
@@ -165,7 +171,7 @@ def table5_comparison(records: list[Record]) -> Table:
                      "paper's M from ours": _paper_millions(params, p.params_m),
                      "GMACs ours": _fmt(size and size.metrics.gmacs, ".3f"), "im/s paper (V100)": f"{p.img_per_s:.1f}",
                      **{header: _speed_cell(column[i], header) for header, column in speed.items()},
-                     "top-1 paper": _fmt(p.top1), "ReaL paper": _fmt(p.real), "V2 paper": _fmt(p.v2)})
+                     "top-1 paper": _paper(p.top1), "ReaL paper": _paper(p.real), "V2 paper": _paper(p.v2)})
     return Table("table5_comparison", "Table 5: convnets and ViT against DeiT (the DeiT rows: table5_variants)",
                  pd.DataFrame(rows), SPEED_NOTES + footer(used))
 
@@ -196,14 +202,17 @@ def table1(records: list[Record]) -> Table:
                  pd.DataFrame(rows), SPEED_NOTES + footer(used))
 
 
-SpeedKey = tuple[str, int, str]  # (machine, torch threads, precision): what one speed column holds
-SPEED_NOTES = ("Each 'im/s ours' column holds one timing protocol, one machine, one precision and one thread count, "
-               "named in its header; a record from another machine adds a column and changes no other.",)
+SpeedKey = tuple[str, int, str]  # (machine and torch, torch threads, precision): what one speed column holds
+SPEED_NOTES = ("Each 'im/s ours' column holds one timing protocol, one machine, one torch version, one precision and "
+               "one thread count, named in its header; a record from another machine or torch adds a column and "
+               "changes no other.",)
 
 
 def speed_key(r: Record) -> SpeedKey:
-    """The machine and precision of a speed record: cells of one column, or points of one line, share it."""
-    return machine_of(r), r.env.num_threads, r.settings.precision
+    """The machine, torch and precision of a speed record: cells of one column, or points of one line, share it.
+    The torch version is part of it: records from before fingerprints name only the CPU, and two sessions' "AMD
+    EPYC [ISA not recorded]" under torch 2.15.0 and 2.14.1 stood in one column as if timed alike (an audit)."""
+    return f"{machine_of(r)}, torch {str(r.env.torch).split('+')[0]}", r.env.num_threads, r.settings.precision
 
 
 def _speed_columns(records: list[Record], cells: list[tuple[str, int]], protocols: tuple[str, ...] = ("timm", "paper")

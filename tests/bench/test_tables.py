@@ -223,8 +223,23 @@ def test_a_speed_column_names_its_machine_by_its_vector_units_not_only_its_name(
     new = dataclasses.replace(sized, env={**sized.env, "fingerprint": AVX2_FINGERPRINT, "created": "2099-01-01T00:00:00+00:00"})
     old = dataclasses.replace(sized, env={k: v for k, v in sized.env.items() if k != "fingerprint"})
     assert speed_columns(tables.table5([new]).frame, "timm") == [
-        "im/s ours, timm protocol: AMD EPYC AVX2, fp32, batch 16, 2 threads"]
+        "im/s ours, timm protocol: AMD EPYC AVX2, torch 2.15.0, fp32, batch 16, 2 threads"]
     assert "[ISA not recorded]" in speed_columns(tables.table5([old]).frame, "timm")[0]
+
+
+def test_records_without_a_fingerprint_from_two_torch_versions_fill_two_columns(records):
+    """Two sessions' "AMD EPYC" records, from before fingerprints, under torch 2.15.0 and 2.14.1, stood in one column
+    as if timed alike (an audit): the machine may differ and the software does; each version has its column."""
+    sized = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
+    env = {k: v for k, v in sized.env.items() if k != "fingerprint"}
+    old = dataclasses.replace(sized, env={**env, "torch": "2.15.0+cu132"})
+    new = dataclasses.replace(sized, metrics={**sized.metrics, "infer_img_per_s": 12.5},
+                              env={**env, "torch": "2.14.1+cu130", "created": "2099-01-01T00:00:00+00:00"})
+    frame = tables.table5([old, new]).frame.set_index("model")
+    columns = speed_columns(frame, "timm")
+    assert columns == [f"im/s ours, timm protocol: AMD EPYC [ISA not recorded], torch {v}, fp32, batch 16, 2 threads"
+                       for v in ("2.15.0", "2.14.1")]
+    assert frame.loc["DeiT-Ti", columns[1]] == "12.5" and frame.loc["DeiT-Ti", columns[0]] == _shown(old)
 
 
 def test_no_speed_column_mixes_machines_or_precisions_and_a_new_machine_changes_no_column(records, tmp_path):
@@ -247,14 +262,14 @@ def test_no_speed_column_mixes_machines_or_precisions_and_a_new_machine_changes_
             holders = [r for r in two if any(_shown(r) == cell for cell in cells)]
             assert len({tables.speed_key(r) for r in holders}) <= 1, (table.__name__, column)
     before = tables.table5(two).frame
-    assert speed_columns(before, "timm") == ["im/s ours, timm protocol: AMD EPYC AVX2, fp32, batch 16, 2 threads",
-                                             "im/s ours, timm protocol: Intel Xeon AVX-512 bf16, amp_bf16, batch 16, 2 threads",
-                                             "im/s ours, timm protocol: Intel Xeon AVX-512 bf16, fp32, batch 16, 2 threads"]
+    assert speed_columns(before, "timm") == ["im/s ours, timm protocol: AMD EPYC AVX2, torch 2.15.0, fp32, batch 16, 2 threads",
+                                             "im/s ours, timm protocol: Intel Xeon AVX-512 bf16, torch 2.15.0, amp_bf16, batch 16, 2 threads",
+                                             "im/s ours, timm protocol: Intel Xeon AVX-512 bf16, torch 2.15.0, fp32, batch 16, 2 threads"]
     third = on(next(r for r in bench if r.variant == "deit_b"), AVX2_FINGERPRINT | {"threads": 1}, "fp32",
                "2099-01-01T00:00:00+00:00", 0.5)
     third = dataclasses.replace(third, env={**third.env, "num_threads": 1})
     after = tables.table5([*two, third]).frame
-    assert set(after.columns) - set(before.columns) == {"im/s ours, timm protocol: AMD EPYC AVX2, fp32, batch 16, 1 threads"}
+    assert set(after.columns) - set(before.columns) == {"im/s ours, timm protocol: AMD EPYC AVX2, torch 2.15.0, fp32, batch 16, 1 threads"}
     assert after[list(before.columns)].equals(before)
     for table in (tables.table5, tables.table10):
         tables.write(table(two), tmp_path / "before")
@@ -555,3 +570,13 @@ def test_a_hand_edited_record_with_an_impossible_speed_is_skipped_not_printed(tm
     assert cli.main(["tables", "--records", str(tmp_path / "records"), "--out", str(tmp_path / "t"), "--no-figures"]) == 0
     err = capsys.readouterr().err
     assert "negative.json" in err and "metrics.infer_img_per_s = -5: must be positive" in err
+
+
+def test_a_paper_cell_holds_what_the_paper_prints_and_its_dash_where_it_prints_none(records):
+    """Table 5 prints "–" for EfficientNet-B7's ReaL and V2 and the ViTs' V2; "not run" there read as if the paper's
+    number were ours to measure. Table 9 prints "repeated augmentation yes"; the ×3 is the released code's."""
+    frame = tables.table5_comparison(records).frame.set_index("model")
+    assert frame.loc["EfficientNet-B7", ["top-1 paper", "ReaL paper", "V2 paper"]].tolist() == ["84.3", "–", "–"]
+    assert frame.loc["ViT-B/16", ["top-1 paper", "ReaL paper", "V2 paper"]].tolist() == ["77.9", "83.6", "–"]
+    hparams = trained_tables.table9(records).frame.set_index("hyper-parameter")
+    assert hparams.loc["repeated augmentation", "paper (DeiT-B)"] == "yes"
