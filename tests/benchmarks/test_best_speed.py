@@ -21,6 +21,7 @@ Not part of the default run; DeiT-B takes about 15 minutes on 2 cores, DeiT-Ti a
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from bench import machine
+from bench.record import collect_env, cpu_model
 from bench.stats import hodges_lehmann
 
 pytestmark = pytest.mark.benchmark
@@ -69,13 +71,17 @@ def test_best_beats_timms_best(variant, tmp_path):
         rounds.append(pair)
         print(f"{variant} round {i + 1}: ours {pair['ours']:.2f} im/s, timm {pair['timm']:.2f} im/s", flush=True)
     shift = hodges_lehmann([math.log(r["ours"] / r["timm"]) for r in rounds])
-    mfus = sorted(r["mfu"] for r in rounds if r["mfu"] is not None)
-    mfu = mfus[len(mfus) // 2] if mfus else None
+    mfus = [r["mfu"] for r in rounds if r["mfu"] is not None]
+    mfu = statistics.median(mfus) if mfus else None
     result = {"variant": variant, "fingerprint": machine.detect("cpu").id(), "chosen": chosen,
               "search": search["settings"]["search"], "timm_flags": timm_flags, "timm_batch": timm_batch,
               "rounds": rounds, "speedup": math.exp(shift.estimate), "speedup_low": math.exp(shift.low),
               "speedup_high": math.exp(shift.high), "mfu_measured_median": mfu, "target": target,
-              "peak_share_target": peak_share}
+              "peak_share_target": peak_share,
+              # provenance, as a record's: commit, versions, machine, time; and how timm was run
+              "env": collect_env(cpu_model()) | {"command": f"TIMM_BENCHMARK={TIMM} pytest {Path(__file__).name} "
+                                                            f"-m benchmark -k {variant} (BEST_SPEED_ROUNDS={ROUNDS})",
+                                                 "timm_benchmark": TIMM}}
     _save(variant, result)
     print(f"{variant}: ours/timm {result['speedup']:.3f} [{result['speedup_low']:.3f}, {result['speedup_high']:.3f}] "
           f"(target {target}); MFU {mfu}")
@@ -112,11 +118,12 @@ def table(folder: Path) -> str:
     for path in sorted(folder.glob("*.json")):
         r = json.loads(path.read_text())
         c = r["chosen"]
-        ours = sorted(x["ours"] for x in r["rounds"])
-        timm = sorted(x["timm"] for x in r["rounds"])
-        mfu = "" if r["mfu_measured_median"] is None else f"{100 * r['mfu_measured_median']:.0f} %"
+        ours = statistics.median(x["ours"] for x in r["rounds"])  # the median, not the upper middle (an audit)
+        timm = statistics.median(x["timm"] for x in r["rounds"])
+        mfus = [x["mfu"] for x in r["rounds"] if x["mfu"] is not None]
+        mfu = f"{100 * statistics.median(mfus):.0f} %" if mfus else ""
         lines.append(f"| {r['variant']} | {c['precision']}, compile {c['compile']}, {c['attention']} attention, batch "
-                     f"{c['batch_size']} | {ours[len(ours) // 2]:.2f} | {timm[len(timm) // 2]:.2f} (batch "
+                     f"{c['batch_size']} | {ours:.2f} | {timm:.2f} (batch "
                      f"{r['timm_batch']}) | {r['speedup']:.3f} [{r['speedup_low']:.3f}, {r['speedup_high']:.3f}] | "
                      f"≥ {r['target']} | {mfu} | {r['search']['spent_s']:.0f} |")
     return "\n".join(lines)
