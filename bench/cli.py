@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bench.check import Tolerances
-from bench.errors import UsageError, check_folder, message_of, path_arg
+from bench.errors import Terminated, UsageError, check_folder, message_of, path_arg, sigterm_interrupts
 from bench.protocols import (
     AB_ROUNDS,
     ATTENTIONS,
@@ -223,37 +223,41 @@ def _run(args: argparse.Namespace) -> int | None:
         raise UsageError(exc.args[0]) from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    ctrl_c, before = _CtrlC(), signal.getsignal(signal.SIGINT)
-    if before is not signal.SIG_IGN:  # a caller that ignores Ctrl-C (nohup, `cmd &` in a script) keeps ignoring it
-        signal.signal(signal.SIGINT, ctrl_c)
+    ctrl_c = _CtrlC()
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in before.items():
+        if handler is not signal.SIG_IGN:  # a caller that ignores Ctrl-C (nohup, `cmd &` in a script) keeps doing so
+            signal.signal(s, ctrl_c)
     records: list = []
     try:
         code = _measure_plans(args, plans, eval_opts, procs, ctrl_c, records)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if not records:
             raise
         lost = f" during {plans[len(records)][0].name}" if len(records) < len(plans) else ""
-        print(f"\nbench run: interrupted{lost}; the {len(records)} record(s) before it were written, each whole",
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\nbench run: {how}{lost}; the {len(records)} record(s) before it were written, each whole",
               file=sys.stderr)
-        code = 130 if lost else 0  # a Ctrl-C after the last record was written cost nothing
+        code = (143 if isinstance(exc, Terminated) else 130) if lost else 0  # after the last record it cost nothing
     finally:
-        signal.signal(signal.SIGINT, before)
+        for s, handler in before.items():
+            signal.signal(s, handler)
     if args.json and records:  # once, whatever stopped the run: JSON Lines, one record per line
         sys.stdout.write("".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records))
     return code
 
 
 class _CtrlC:
-    """SIGINT raises KeyboardInterrupt as Python's own handler does, and remembers it: Python ignores an exception
-    raised inside a weakref or GC callback ("Exception ignored in ... WeakValueDictionary"), and a search
-    interrupted there went on to write its record (hostile pass, 1 of 9 double Ctrl-Cs)."""
+    """SIGINT raises KeyboardInterrupt as Python's own handler does (SIGTERM `Terminated`), and remembers it: Python
+    ignores an exception raised inside a weakref or GC callback ("Exception ignored in ... WeakValueDictionary"), and
+    a search interrupted there went on to write its record (hostile pass, 1 of 9 double Ctrl-Cs)."""
 
     def __init__(self) -> None:
-        self.seen = False
+        self.seen: type[KeyboardInterrupt] | None = None
 
     def __call__(self, signum, frame) -> None:
-        self.seen = True
-        signal.default_int_handler(signum, frame)
+        self.seen = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        raise self.seen
 
 
 def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl_c: _CtrlC,
@@ -272,7 +276,7 @@ def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl
             record = measure(variant, settings, eval_opts=eval_opts,
                              log=(lambda m: print(m, file=sys.stderr)) if procs.main else (lambda m: None))
             if ctrl_c.seen:  # a Ctrl-C Python swallowed (raised inside a weakref callback): still no record
-                raise KeyboardInterrupt
+                raise ctrl_c.seen
         except (BatchDoesNotFit, CheckpointError, DataError) as exc:
             raise UsageError(message_of(exc)) from None
         except RuntimeError as exc:  # torch's allocators: "can't allocate memory", "CUDA out of memory"
@@ -424,14 +428,16 @@ def _ls(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        code = args.func(args) or 0
+        with sigterm_interrupts():
+            code = args.func(args) or 0
     except UsageError as exc:
         print(f"bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\nbench {args.command}: interrupted" + ("; no record was written" if args.command == "run" else ""),
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\nbench {args.command}: {how}" + ("; no record was written" if args.command == "run" else ""),
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # `bench ls | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0

@@ -1,8 +1,12 @@
 """Errors the commands report as a message and exit code 2, not a traceback; torch-free."""
 
 import argparse
+import contextlib
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -26,6 +30,29 @@ class StorageError(UsageError, OSError):
     """A full or read-only disk (or a folder where a file is to be written), named as such with what was kept.
     Reported like a usage error (one line, exit 2): the user frees space or writes elsewhere, nothing
     in the run is wrong. Also an OSError, so the callers that handle a failed write still do."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a scheduler's stop): a `bench` command stops as on Ctrl-C, cleaning up the same way,
+    and exits 143. Before, SIGTERM killed it where it stood: a campaign's running step went on orphaned, a figure
+    process kept `bench tables`' lock, a record's temporary file stayed behind (a hostile pass)."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block SIGTERM raises `Terminated`, where Ctrl-C raises KeyboardInterrupt (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def message_of(exc: Exception) -> str:

@@ -352,7 +352,8 @@ def _in_processes(tasks: list[tuple], shares: list[list[int]]) -> dict[int, list
 
 
 def _render_share(tasks: list[tuple], share: list[int], send) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent alone answers Ctrl-C, by killing this process
+    for s in (signal.SIGINT, signal.SIGTERM):  # the parent alone answers Ctrl-C and SIGTERM, by killing this process
+        signal.signal(s, signal.SIG_IGN)
     try:
         answer = {i: _render(*tasks[i]) for i in share}
     except StorageError as exc:

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bench.errors import FolderInUse, StorageError
+from bench.errors import FolderInUse, StorageError, Terminated
 
 # torch.save reports a failed write of its zip writer as a RuntimeError that has lost the errno ("[enforce fail at
 # inline_container.cc:672] . unexpected pos 732416 vs 732304" on a full disk)
@@ -212,17 +212,22 @@ def _lock(folder: Path, lock: Path, log) -> int:
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) back for the block and raise it as KeyboardInterrupt once the block is done: for a few
-    renames that must happen together (`bench tables`' outputs). Outside the main thread, or where SIGINT is
-    ignored, the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    """Hold Ctrl-C (SIGINT) and SIGTERM back for the block and raise them (KeyboardInterrupt, `Terminated`) once the
+    block is done: for a few renames that must happen together (`bench tables`' outputs; SIGTERM in the middle of
+    them left one new file among 56 old ones, a hostile pass). Outside the main thread the block runs as it is; a
+    signal the caller ignores stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     seen: list[int] = []
-    before = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+    before = {s: signal.signal(s, lambda signum, frame: seen.append(signum)) for s in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before)
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    if signal.SIGTERM in seen:
+        raise Terminated
     if seen:
         raise KeyboardInterrupt

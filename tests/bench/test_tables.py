@@ -525,6 +525,34 @@ def test_ctrl_c_while_figures_render_in_processes_stops_them_at_once(tmp_path):
     assert time.perf_counter() - started < 20 and not multiprocessing.active_children()
 
 
+def test_sigterm_while_figures_render_stops_them_and_is_held_back_over_the_renames(tmp_path):
+    """A hostile pass: SIGTERM to `bench tables` left its figure process drawing on, orphaned and holding the lock, and
+    SIGTERM during the final renames published one new file among 56 old ones."""
+    import multiprocessing
+    import signal
+    import threading
+    import time
+
+    from bench.errors import Terminated, sigterm_interrupts
+    from bench.store import interrupts_deferred
+
+    with sigterm_interrupts():
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+        started = time.perf_counter()
+        timer.start()
+        with pytest.raises(Terminated):
+            figures._in_processes([(_sleep, 60), (_sleep, 60)], [[0], [1]])
+        assert time.perf_counter() - started < 20 and not multiprocessing.active_children()
+        done = []
+        with pytest.raises(Terminated):
+            with interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)
+                done.append("the block ran to its end")
+        assert done
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_a_figure_that_fails_in_its_process_is_an_error_with_its_traceback():
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
         figures._in_processes([(_sleep, 0), (lambda records, out: 1 / 0,)], [[0], [1]])
