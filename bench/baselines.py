@@ -213,6 +213,10 @@ def _check_baseline(data: dict[str, Any]) -> None:
         raise ValueError(f"entries: expected an object of model -> gated values, got {type(data['entries']).__name__}")
     speed = False
     for key, entry in data["entries"].items():
+        variant, _, size = key.partition("@")  # "deit_ti" alone matched no record and read as a regression (MISSING)
+        if not (variant and size.isdigit()):
+            raise ValueError(f"entries.{key}: a key is VARIANT@IMAGE_SIZE, e.g. deit_ti@224; this one can match no "
+                             "record")
         _check_fields(entry, ENTRY_TYPES, f"entries.{key}", required=())
         if "speed" in entry:
             _check_fields(entry["speed"], SPEED_TYPES, f"entries.{key}.speed", required=SPEED_REQUIRED)

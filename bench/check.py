@@ -133,6 +133,9 @@ def check_record(record: Record) -> None:
         if missing:
             raise ValueError(f"settings.{', settings.'.join(missing)} missing; the gate compares speed only at the "
                              "same settings")
+        if record.env.fingerprint is None:  # was "skipped", and the gate passed a 2x slowdown (a hostile pass)
+            raise ValueError("env.fingerprint is missing or null; a speed record is compared only with a baseline of "
+                             "the same machine, and this one does not say which machine it ran on")
     if record.env.fingerprint is not None:
         problem = fingerprint_problem(record.env.fingerprint)
         if problem:

@@ -5,6 +5,7 @@ exit code (0 pass, 1 regression, 2 usage, 3 inconclusive: docs/regression-gate.m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from bench import baselines, check
 from bench.errors import UsageError, check_folder
 from bench.protocols import AB_ROUNDS
+from bench.store import hold_folder
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,9 +70,13 @@ def _baseline_rows(args: argparse.Namespace) -> list:
             if not (math.isfinite(args.accuracy_tol) and 0 <= args.accuracy_tol < 100):
                 raise UsageError(f"--accuracy-tol must be a finite number in [0, 100), got {args.accuracy_tol}")
             _check_writable(args.baseline)
+            _refuse_inside(args.baseline, args.current)
             tol = check.Tolerances(accuracy_points=args.accuracy_tol, speed_floor=args.speed_floor)
-            for line in baselines.write_baselines(records, args.baseline, tol):
-                print(f"baseline {line}")
+            # one writer at a time: two at once each kept the other's models from the exact.json they read, and the
+            # second rename dropped the first's (a hostile pass; both said "1 entries", exit 0)
+            with hold_folder(args.baseline) if baselines.is_folder(args.baseline) else contextlib.nullcontext():
+                for line in baselines.write_baselines(records, args.baseline, tol):
+                    print(f"baseline {line}")
             return []
         rows = check.compare(baselines.load_baselines(args.baseline), records)
         if not rows:
@@ -152,6 +158,15 @@ def _advise_a_speed_baseline(args: argparse.Namespace, rows: list) -> None:
             print(f"\nno speed baseline matches this machine; to make one from these records (then commit it), or "
                   f"gate without one (--against):\n"
                   f"  bench check --write-baseline --baseline {folder} --current {args.current}")
+
+
+def _refuse_inside(baseline: Path, current: Path) -> None:
+    """A baseline written among the records `--current` reads (they are read from every folder below it) is read as
+    a record the next time, and every later check stopped at "record schema 2" (a hostile pass)."""
+    if current.is_dir() and baseline.resolve().is_relative_to(current.resolve()):
+        raise UsageError(f"--baseline {baseline} is inside --current {current}, whose *.json files are all read as "
+                         "records: the baseline would be read as one next time; write it to a folder of its own, e.g. "
+                         "results/baselines")
 
 
 def _check_writable(path: Path) -> None:

@@ -372,6 +372,7 @@ DELETE = object()
     ({"settings__batch_size": DELETE}, "settings.batch_size"),
     ({"settings__img_size": None}, "settings.img_size"),
     ({"env__fingerprint": {"device": "cpu"}}, "env.fingerprint"),
+    ({"env__fingerprint": None}, "env.fingerprint is missing or null"),  # was "skipped", and a 2x slowdown passed
     ({"env__fingerprint": {**{}, "device": "cpu", "isa": 5}}, "env.fingerprint"),
 ])
 def test_a_record_the_gate_cannot_read_is_a_usage_error_naming_file_and_field(tmp_path, capsys, quiet_runs, changes,
@@ -400,6 +401,7 @@ def baseline_with(quiet_runs, tmp_path, edit):
     (lambda b: b["tolerances"].update(speed_floor=-0.1), "tolerances.speed_floor"),
     (lambda b: b["tolerances"].update(noise=1), "tolerances: unknown noise"),
     (lambda b: b.update(entries=[]), "entries"),
+    (lambda b: b.update(entries={"deit_ti": b["entries"]["deit_ti@224"]}), "entries.deit_ti: a key is VARIANT@"),
     (lambda b: b["entries"].update({"deit_s@224": "fast"}), "entries.deit_s@224"),
     (lambda b: b["entries"]["deit_ti@224"].update(param=5), "entries.deit_ti@224: unknown param"),
     (lambda b: b["entries"]["deit_ti@224"].update(params="5M"), "entries.deit_ti@224.params"),
@@ -418,6 +420,43 @@ def test_a_baseline_of_the_wrong_shape_is_a_usage_error_naming_file_and_field(tm
     assert cli.main(["check", "--baseline", str(path), "--current", str(runs)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and message in err and "Traceback" not in err
+
+
+def test_write_baseline_refuses_a_folder_inside_the_records_it_reads(tmp_path, capsys, size_records):
+    """A hostile pass: --baseline DIR --current DIR wrote DIR/exact.json, which every later check read as a record."""
+    runs = write_runs(tmp_path / "runs", size_records[:1])
+    for baseline in (runs, runs / "baselines"):
+        assert cli.main(["check", "--write-baseline", "--baseline", str(baseline), "--current", str(runs)]) == 2
+        assert "is inside --current" in capsys.readouterr().err
+    assert sorted(p.name for p in runs.rglob("*")) == ["0.json"]
+
+
+def test_write_baseline_into_a_folder_another_process_writes_is_refused_naming_it(tmp_path, capsys, size_records):
+    """A hostile pass: two --write-baseline runs into one folder at once each read exact.json without the other's
+    model, and the second rename dropped the first's; both said "1 entries", exit 0. One writer at a time now."""
+    import multiprocessing
+
+    runs = write_runs(tmp_path / "runs", size_records[:1])
+    held, release = multiprocessing.Event(), multiprocessing.Event()
+    holder = multiprocessing.get_context("fork").Process(target=_hold, args=(tmp_path / "base", held, release))
+    holder.start()
+    try:
+        assert held.wait(30)
+        assert cli.main(["check", "--write-baseline", "--baseline", str(tmp_path / "base"), "--current", str(runs)]) == 2
+        assert "is being written by another process" in capsys.readouterr().err
+    finally:
+        release.set()
+        holder.join(30)
+    assert cli.main(["check", "--write-baseline", "--baseline", str(tmp_path / "base"), "--current", str(runs)]) == 0
+    assert sorted(p.name for p in (tmp_path / "base").iterdir()) == ["exact.json"]  # the lock file went with its run
+
+
+def _hold(folder, held, release):
+    from bench.store import hold_folder
+
+    with hold_folder(folder, log=lambda msg: None):
+        held.set()
+        release.wait(60)
 
 
 def test_write_baseline_never_overwrites_a_file_that_is_not_a_baseline(tmp_path, capsys, size_records):
