@@ -12,11 +12,11 @@ import tempfile
 from pathlib import Path
 
 from bench.errors import DataError
+from bench.store import cache_root
 
 # ../shared beside the checkout, else shared/ inside it: what travels to a lent GPU with the working tree (.ci/device)
 _PLACES = tuple(Path(__file__).resolve().parents[n] / "shared" / "datasets" / "cifar10-jpeg.tar.gz" for n in (2, 1))
 SHARED_CIFAR = next((p for p in _PLACES if p.exists()), _PLACES[0])
-CACHE = Path(os.environ.get("DEIT_BENCH_CACHE", Path.home() / ".cache" / "deit-bench"))
 
 
 def cifar10_tree() -> Path:
@@ -24,17 +24,22 @@ def cifar10_tree() -> Path:
 
     On a machine with a network and without the shared archive, pass data=<folder> made by your own copy.
     """
-    target = CACHE / "cifar10-jpeg"
+    cache = cache_root()
+    if cache is None:
+        raise DataError("dataset=cifar10 without --data unpacks CIFAR-10 into a cache folder, and there is none here "
+                        "(HOME is unset and this user has no home): set DEIT_BENCH_CACHE=FOLDER, or pass --data "
+                        "pointing at a folder with train/<class>/ and test/<class>/ images")
+    target = cache / "cifar10-jpeg"
     if (target / "train").is_dir() and (target / "test").is_dir():
         return target
     if not SHARED_CIFAR.exists():
         raise DataError(f"dataset=cifar10 without --data needs the CIFAR-10 JPEG archive at {SHARED_CIFAR}; "
                         "or pass --data pointing at a folder with train/<class>/ and test/<class>/ images")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-cifar-", dir=CACHE))
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-cifar-", dir=cache))
     try:
         with tarfile.open(SHARED_CIFAR) as tar:
-            _extract_with_progress(tar, tmp)
+            _extract_with_progress(tar, tmp, cache)
         os.replace(tmp, target)  # atomic: a half-unpacked tree never has the final name
     except OSError:
         if not (target / "train").is_dir():
@@ -44,14 +49,14 @@ def cifar10_tree() -> Path:
     return target
 
 
-def _extract_with_progress(tar: tarfile.TarFile, into: Path, files: int = 60_022) -> None:
+def _extract_with_progress(tar: tarfile.TarFile, into: Path, cache: Path, files: int = 60_022) -> None:
     """Unpack with a progress line on stderr (60,000 files: silence looks like a hang); `files` is the archive's count
     (members, folders included), so that reading the index first does not double the time."""
     import sys
 
     from tqdm import tqdm
 
-    print(f"unpacking CIFAR-10 ({SHARED_CIFAR.name}) into {CACHE} once", file=sys.stderr)
+    print(f"unpacking CIFAR-10 ({SHARED_CIFAR.name}) into {cache} once", file=sys.stderr)
     with tqdm(total=files, unit="file", desc="unpacking", file=sys.stderr, disable=None, leave=False) as bar:
         for member in tar:
             tar.extract(member, into, filter="data")

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.load import MachineLoad, is_contended
 from bench.machine import Fingerprint
-from bench.store import write_text_atomic
+from bench.store import cache_root, write_text_atomic
 
 SIZES = {"cpu": 1024, "cuda": 8192}  # square products large enough to reach the kernels' steady state
 MIN_SECONDS = {"cpu": 0.5, "cuda": 0.2}  # timed per precision (after two warm-up products)
 DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-_BUSY: dict[Path, dict[str, Peak]] = {}
+_UNCACHED: dict[str, dict[str, Peak]] = {}  # peaks kept in this process only (busy, or no cache folder), by file
 _MEASURED_AGAIN: set[tuple[str, str]] = set()  # (fingerprint, column) a run beat, measured again (usable)
 
 
@@ -91,8 +91,9 @@ def _timed_products(a, b, kind: str, min_seconds: float) -> list[float]:
     return out
 
 
-def cache_folder() -> Path:
-    return Path(os.environ.get("DEIT_BENCH_CACHE") or Path.home() / ".cache" / "deit-bench") / "peaks"
+def cache_folder() -> Path | None:
+    root = cache_root()
+    return None if root is None else root / "peaks"
 
 
 def measured_peaks(fingerprint: Fingerprint, device: str, *, folder: Path | None = None,
@@ -101,18 +102,24 @@ def measured_peaks(fingerprint: Fingerprint, device: str, *, folder: Path | None
     seconds) and cached. A peak measured while other processes used the machine comes back `contended` and is not
     cached. An unreadable cache file is measured again and replaced; a cache that cannot be written is only
     skipped."""
-    path = (folder or cache_folder()) / f"{fingerprint.id()}.json"
-    if path in _BUSY and not fresh:  # a busy peak is not cached on disk, but one process measures it at most once
-        return _BUSY[path]
-    cached = {} if fresh else _read(path)
+    folder = folder or cache_folder()  # None: no home to cache in, so measured once per process
+    path = None if folder is None else folder / f"{fingerprint.id()}.json"
+    key = str(path or fingerprint.id())
+    if key in _UNCACHED and not fresh:  # not cached on disk, but one process measures it at most once
+        return _UNCACHED[key]
+    cached = {} if fresh or path is None else _read(path)
     wanted = columns(fingerprint)
     if all(c in cached for c in wanted):
         return {c: cached[c] for c in wanted}
-    log(f"measuring this machine's GEMM peak ({', '.join(wanted)}; cached in {path.parent})")
+    log(f"measuring this machine's GEMM peak ({', '.join(wanted)}; " + (f"cached in {path.parent})" if path else
+        "not cached: HOME is unset and this user has no home; set DEIT_BENCH_CACHE=FOLDER to keep it)"))
     peaks = {c: cached.get(c) or measure(c, device, fingerprint.threads) for c in wanted}
     if any(p.contended for p in peaks.values()):
-        _BUSY[path] = peaks
+        _UNCACHED[key] = peaks
         log("the machine was busy while its GEMM peak was measured: not cached, and no MFU against it in this run")
+        return peaks
+    if path is None:
+        _UNCACHED[key] = peaks
         return peaks
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,10 +157,22 @@ def usable(fingerprint: Fingerprint, device: str, column: str, achieved_tflops: 
 
 
 def _read(path: Path) -> dict[str, Peak]:
+    """The cached peaks, or {} for a file that is missing, unreadable or not what `measured_peaks` writes: a rate
+    given as a string or null crashed `bench run` after its timing (a hostile pass), so every field is checked."""
     try:
-        return {c: Peak(**p) for c, p in json.loads(path.read_text())["peaks"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
+        peaks = {c: Peak(**p) for c, p in json.loads(path.read_text())["peaks"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+    return peaks if all(_whole(c, p) for c, p in peaks.items()) else {}
+
+
+def _whole(column: str, p: Peak) -> bool:
+    rates = (p.tflops, p.median_tflops)
+    counts = (p.size, p.products, p.threads)
+    return (p.precision == column and isinstance(p.contended, bool)
+            and all(isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and r > 0 for r in rates)
+            and p.median_tflops <= p.tflops
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts))
 
 
 def fraction(gmacs_per_image: float, img_per_s: float, peak: Peak) -> float:

@@ -134,6 +134,18 @@ def append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
+def cache_root() -> Path | None:
+    """Where bench keeps what it makes once per machine (GEMM peaks, the unpacked CIFAR-10): $DEIT_BENCH_CACHE, else
+    ~/.cache/deit-bench; None where there is no home (HOME unset and a user id without a passwd entry, as in a
+    container started with --user N: Path.home() raised there, after the timing, and the run's record was lost)."""
+    if os.environ.get("DEIT_BENCH_CACHE"):
+        return Path(os.environ["DEIT_BENCH_CACHE"])
+    try:
+        return Path.home() / ".cache" / "deit-bench"
+    except RuntimeError:
+        return None
+
+
 LOCK_NAME = ".lock"
 
 

@@ -90,7 +90,8 @@ def test_a_cached_peak_the_run_beat_is_measured_again_and_an_mfu_over_100_percen
     monkeypatch.setattr(peak, "_MEASURED_AGAIN", set())
 
     def fake(column, device, threads):
-        return peak.Peak(column, next(rates), 0.1, 64, 5, threads)
+        rate = next(rates)
+        return peak.Peak(column, rate, min(rate, 0.1), 64, 5, threads)
 
     monkeypatch.setattr(peak, "measure", fake)
     fp = fingerprint("avx2")  # one column, fp32
@@ -105,3 +106,47 @@ def test_a_cached_peak_the_run_beat_is_measured_again_and_an_mfu_over_100_percen
     monkeypatch.setattr(peak, "measure", lambda column, device, threads: peak.Peak(column, 1.0, 0.9, 64, 5, threads))
     assert peak.usable(fp, "cpu", "fp32", 3.0, folder=tmp_path, log=messages.append) is None
     assert messages[-1] == "no MFU: 3 TFLOP/s achieved is above the fp32 GEMM peak measured now, 1"
+
+
+@pytest.mark.parametrize("field, value", [("tflops", "0.5"), ("tflops", None), ("tflops", -1.0), ("contended", "no"),
+                                          ("median_tflops", 5.0), ("products", 2.5), ("precision", "bf16")])
+def test_a_cache_file_with_a_wrong_field_is_measured_again(tmp_path, monkeypatch, field, value):
+    """A hostile pass: `tflops: "0.5"` (or null) in the cache crashed `bench run` with a TypeError after its timing,
+    and the measurement was lost. Such a file is unreadable, so it is measured again and replaced."""
+    calls = []
+    monkeypatch.setattr(peak, "measure", lambda c, d, t: calls.append(c) or peak.Peak(c, 1.0, 0.9, 64, 5, t))
+    fp = fingerprint("avx2")
+    peak.measured_peaks(fp, "cpu", folder=tmp_path)
+    path = tmp_path / f"{fp.id()}.json"
+    data = json.loads(path.read_text())
+    data["peaks"]["fp32"][field] = value
+    path.write_text(json.dumps(data))
+    assert peak.measured_peaks(fp, "cpu", folder=tmp_path)["fp32"].tflops == 1.0 and len(calls) == 2
+    assert json.loads(path.read_text())["peaks"]["fp32"][field] != value  # replaced by the new measurement
+
+
+def test_without_a_home_the_peak_is_measured_once_per_process_and_nothing_crashes(tmp_path, monkeypatch):
+    """A hostile pass: HOME unset and a user id without a passwd entry (a container's --user N): Path.home() raised
+    after the timing, and every `bench run` lost its record."""
+    from pathlib import Path
+
+    from bench import cifar10, store
+    from bench.errors import DataError
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("DEIT_BENCH_CACHE", raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    monkeypatch.setattr(peak, "_UNCACHED", {})
+    assert store.cache_root() is None and peak.cache_folder() is None
+    calls, messages = [], []
+    monkeypatch.setattr(peak, "measure", lambda c, d, t: calls.append(c) or peak.Peak(c, 1.0, 0.9, 64, 5, t))
+    fp = fingerprint("avx2")
+    assert peak.measured_peaks(fp, "cpu", log=messages.append)["fp32"].tflops == 1.0
+    assert peak.measured_peaks(fp, "cpu")["fp32"].tflops == 1.0 and calls == ["fp32"]  # once in this process
+    assert "set DEIT_BENCH_CACHE=FOLDER to keep it" in messages[0]
+    with pytest.raises(DataError, match="set DEIT_BENCH_CACHE=FOLDER, or pass --data"):
+        cifar10.cifar10_tree()
+    monkeypatch.setenv("DEIT_BENCH_CACHE", str(tmp_path))  # the variable alone is enough, home or not
+    assert store.cache_root() == tmp_path
