@@ -166,7 +166,8 @@ def _timed_anything(settings: Settings) -> bool:
 def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) -> Record:
     fingerprint = machine.detect(settings.device, settings.threads)
     warnings = [w for w in (machine.bf16_warning(settings.precision, fingerprint),
-                            machine.threads_warning(settings.threads) if _timed_anything(settings) else None) if w]
+                            machine.threads_warning(settings.threads) if _timed_anything(settings) else None,
+                            _short_loop_warning(settings)) if w]
     for warning in warnings:
         log(warning)
     log(f"building {variant.name} ({variant.model}) at {settings.img_size} px")
@@ -219,6 +220,19 @@ def _measure(variant: Variant, settings: Settings, log, eval_opts: EvalOptions) 
     notes = notes + warnings
     return Record(variant=variant.name, model=variant.model, settings=recorded, metrics=metrics,
                   env=collect_env(device_name, env_extra, fingerprint), notes=notes)
+
+
+def _short_loop_warning(settings: Settings) -> str | None:
+    """A line for a timing shorter than its protocol's loop (`--warmup 0 --iters 1`, a smoke test): it printed
+    "8.8 im/s" with no word, and `bench tables` then left it out of every column, silently too (a hostile pass)."""
+    proto, device = TIMING_PROTOCOLS[settings.protocol], settings.device.split(":")[0]
+    warmup, iters = proto.warmup[device], proto.iters[device]
+    if "speed" not in settings.metrics or (settings.warmup >= warmup and settings.iters >= iters):
+        return None
+    setup = "; with no warm-up the first forward's one-off setup is timed too" if settings.warmup == 0 else ""
+    return (f"timed with {settings.warmup} warm-up + {settings.iters} timed forwards, fewer than the {proto.name} "
+            f"protocol's {warmup} + {iters}{setup}: a smoke test, not a measurement; bench tables leaves this timing "
+            "out of its speed columns")
 
 
 def _search(model, settings: Settings, fingerprint: machine.Fingerprint, data, log) -> best.Search:

@@ -92,11 +92,12 @@ def _protocol(r: Record) -> str:
 
 def latest(records: list[Record], variant: str, *, img_size: int | None = None, protocol: str | None = None,
             key: str = "infer_img_per_s", column: SpeedKey | None = None) -> Record | None:
-    """The newest bench record of a variant with metric `key`; `column` keeps only one machine and precision."""
+    """The newest bench record of a variant with metric `key`; `column` keeps only one machine and precision. A
+    timing shorter than its protocol's loop is no speed figure, but its params and GMACs are as good as any."""
     hits = [r for r in records if r.kind == "bench" and r.variant == variant and key in r.metrics
             and (img_size is None or r.settings.img_size == img_size)
             and (protocol is None or r.settings.protocol == protocol)
-            and (column is None or speed_key(r) == column) and _full_loop(r)]
+            and (column is None or speed_key(r) == column) and (not key.startswith("infer_") or _full_loop(r))]
     # a batch-size sweep's records (bench run --batch-size N) must not replace the protocol's own batch in a
     # column that other rows fill at that batch: prefer records at the protocol's default for their device
     usual = [r for r in hits if _at_protocol_batch(r)]
@@ -225,7 +226,8 @@ def _speed_columns(records: list[Record], cells: list[tuple[str, int]], protocol
     columns: dict[str, list[Record | None]] = {}
     for protocol in protocols:
         hits = sorted((r for r in records if r.kind == "bench" and "infer_img_per_s" in r.metrics and timed_as_protocol(r)
-                       and r.settings.protocol == protocol and (r.variant, r.settings.img_size) in cells),
+                       and r.settings.protocol == protocol and (r.variant, r.settings.img_size) in cells
+                       and _full_loop(r)),  # a header names no machine whose every timing was a smoke test
                       key=lambda r: r.created)
         first_seen = {speed_key(r): None for r in hits}  # insertion order: the machine measured first comes first
         for machine_name, threads, precision in first_seen:

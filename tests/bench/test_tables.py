@@ -608,3 +608,28 @@ def test_a_paper_cell_holds_what_the_paper_prints_and_its_dash_where_it_prints_n
     assert frame.loc["ViT-B/16", ["top-1 paper", "ReaL paper", "V2 paper"]].tolist() == ["77.9", "83.6", "–"]
     hparams = trained_tables.table9(records).frame.set_index("hyper-parameter")
     assert hparams.loc["repeated augmentation", "paper (DeiT-B)"] == "yes"
+
+
+def test_a_smoke_test_timing_keeps_its_size_and_names_no_speed_column(records):
+    """A hostile pass: `bench run --iters 2 --warmup 1` gave a record whose params, GMACs and im/s all read 'not run',
+    with the footer saying "No records", under an im/s header named after that record's machine."""
+    sized = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
+    smoke = dataclasses.replace(sized, settings={**sized.settings, "warmup": 1, "iters": 2})
+    frame = tables.table5([smoke]).frame.set_index("model")
+    assert frame.loc["DeiT-Ti", "params ours"] == f"{sized.metrics['params']:,}"
+    assert frame.loc["DeiT-Ti", "GMACs ours"] == f"{sized.metrics['gmacs']:.3f}"
+    assert speed_columns(frame, "timm") == ["im/s ours, timm protocol"]  # no machine named, every cell not run
+    assert frame.loc["DeiT-Ti", "im/s ours, timm protocol"] == tables.NOT_RUN
+
+
+def test_a_smoke_test_timing_says_so_in_its_record(tmp_path):
+    from bench.registry import VARIANTS
+    from bench.run import measure, resolve_settings
+
+    variant = VARIANTS["debug"]
+    record = measure(variant, resolve_settings(variant, device="cpu", metrics="speed", precision="fp32", warmup=0,
+                                               iters=1), log=lambda m: None)
+    assert any("fewer than the timm protocol's 2 + 8; with no warm-up the first forward's one-off setup is timed too"
+               in note for note in record.notes)
+    full = measure(variant, resolve_settings(variant, device="cpu", metrics="speed", precision="fp32"), log=lambda m: None)
+    assert not any("smoke test" in note for note in full.notes)
