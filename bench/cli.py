@@ -335,6 +335,12 @@ def _check_run_args(args: argparse.Namespace) -> None:
                                   "--attention": args.attention, "--protocol": args.protocol,
                                   "--max-batch-cap": args.max_batch_cap, "--precision": args.precision,
                                   "--threads": args.threads, "--budget-s": args.budget_s}, _request(args).wanted())
+        searched = args.batch_size == "max" or (args.batch_size is None and (args.best is not None or
+                                                                             args.protocol == "paper"))
+        if args.max_batch_cap is not None and not searched:  # it was stored beside a batch it never capped
+            raise ValueError(f"--max-batch-cap caps --batch-size max and --best's batch search; "
+                             f"{'--batch-size ' + str(args.batch_size) if args.batch_size else 'the protocol'} fixes the "
+                             "batch, so it would go unread: drop it, or use --batch-size max or --best")
         if args.data is not None and not args.data.is_dir():  # before minutes of building and timing
             raise ValueError(f"--data {args.data} is not a folder")
         if args.data is not None and args.metrics is not None and "accuracy" not in _request(args).wanted() \

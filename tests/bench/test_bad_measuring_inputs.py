@@ -331,6 +331,9 @@ def test_a_metric_named_twice_is_measured_and_recorded_once():
     (["--metrics", ""], "unknown metrics ''"),
     (["--metrics", "size,speed", "--data", "."], "would leave . unread"),
     (["--metrics", "size,,speed"], "unknown metrics 'size,,speed'"),
+    # ran batch 32 and stored max_batch_cap 10 beside it (a hostile pass)
+    (["--batch-size", "32", "--max-batch-cap", "10"], "--batch-size 32 fixes the batch, so it would go unread"),
+    (["--max-batch-cap", "10"], "the protocol fixes the batch, so it would go unread"),
 ])
 def test_what_no_machine_can_run_is_refused_before_anything_is_built(capsys, tmp_path, argv, message):
     """A hostile pass: a MemoryError traceback, libgomp's 'Out of memory' and a silent default for these."""
