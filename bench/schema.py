@@ -70,6 +70,16 @@ class Key(Generic[T]):
         return self if obj is None else obj._data.get(self.name)
 
 
+def positive(value: float) -> str | None:
+    """A size or a speed: `bench check` read a hand-edited `params: -5` as CHANGED (a regression's exit 1) where
+    `bench tables` refused it (a hostile pass); declared here, every reader refuses it."""
+    return None if value > 0 else f"{value} must be positive"
+
+
+def percentage(value: float) -> str | None:
+    return None if 0 <= value <= 100 else f"{value} must be a percentage in [0, 100]"
+
+
 def iso_time_problem(value: str) -> str | None:
     """Why `value` is not an ISO 8601 time (`created`: records are ordered by it, as times, not as text)."""
     try:
@@ -224,9 +234,9 @@ class BenchMetrics(Section):
         Family("top5_*", "top-5 (%), the same heads", float),
         Family("real_*", "ImageNet-ReaL top-1/top-5 per head", float),
     )
-    params = Key[int]("parameters", nullable=False)
-    gmacs = Key[float]("multiply-accumulates, batch 1, G", nullable=False)
-    infer_img_per_s = Key[float]("throughput by the protocol's statistic (images/s)", nullable=False)
+    params = Key[int]("parameters", nullable=False, valid=positive)
+    gmacs = Key[float]("multiply-accumulates, batch 1, G", nullable=False, valid=positive)
+    infer_img_per_s = Key[float]("throughput by the protocol's statistic (images/s)", nullable=False, valid=positive)
     infer_batch_size = Key[int]("batch timed")
     peak_mem_mib = Key[float]("peak memory (MiB) over the timed forwards (reset after the warm-up)")
     peak_mem_kind = Key[str]("cuda_max_allocated or process_peak_rss")
@@ -250,10 +260,11 @@ class BenchMetrics(Section):
     relspeed_contended = Key[list]("per round: measured on a busy machine", items=bool)
     relspeed_reference = Key[str]("the reference workload", nullable=False)
     relspeed_processes = Key[int]("fresh processes the rounds were split over")
-    top1 = Key[float]("top-1 (%) of the official output (a distilled model: mean of the heads' logits)", nullable=False)
-    top5 = Key[float]("top-5 (%) of the official output", nullable=False)
-    real_top1 = Key[float]("ImageNet-ReaL top-1 (%) of the official output")
-    real_top5 = Key[float]("ImageNet-ReaL top-5 (%) of the official output")
+    top1 = Key[float]("top-1 (%) of the official output (a distilled model: mean of the heads' logits)", nullable=False,
+                      valid=percentage)
+    top5 = Key[float]("top-5 (%) of the official output", nullable=False, valid=percentage)
+    real_top1 = Key[float]("ImageNet-ReaL top-1 (%) of the official output", valid=percentage)
+    real_top5 = Key[float]("ImageNet-ReaL top-5 (%) of the official output", valid=percentage)
     real_images = Key[int]("images with a ReaL label set (the others are left out)")
     loss = Key[float]("mean cross-entropy of the official output")
     images = Key[int]("images scored")

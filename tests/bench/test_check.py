@@ -364,6 +364,7 @@ DELETE = object()
 
 @pytest.mark.parametrize("changes,message", [
     ({"metrics__params": "five million"}, "metrics.params: expected int, got str 'five million'"),
+    ({"metrics__params": -5}, "params: -5 must be positive"),  # read as CHANGED, exit 1, where tables refused it
     ({"metrics__relspeed_ratios": None}, "metrics.relspeed_ratios: null"),
     ({"metrics__relspeed_ratios": []}, "metrics.relspeed_ratios is empty"),
     ({"metrics__relspeed_ratios": [-1.0] * 40}, "metrics.relspeed_ratios"),

@@ -597,7 +597,7 @@ def test_a_hand_edited_record_with_an_impossible_speed_is_skipped_not_printed(tm
     (tmp_path / "records" / "negative.json").write_text(json.dumps(bad))
     assert cli.main(["tables", "--records", str(tmp_path / "records"), "--out", str(tmp_path / "t"), "--no-figures"]) == 0
     err = capsys.readouterr().err
-    assert "negative.json" in err and "metrics.infer_img_per_s = -5: must be positive" in err
+    assert "negative.json" in err and "metrics.infer_img_per_s: -5 must be positive" in err
 
 
 def test_a_paper_cell_holds_what_the_paper_prints_and_its_dash_where_it_prints_none(records):
