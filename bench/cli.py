@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 
 from bench.check import Tolerances
-from bench.errors import Terminated, UsageError, check_folder, message_of, path_arg, sigterm_interrupts
+from bench.errors import (
+    Terminated,
+    UsageError,
+    check_folder,
+    message_of,
+    path_arg,
+    plain_streams,
+    sigterm_interrupts,
+)
 from bench.protocols import (
     AB_ROUNDS,
     ATTENTIONS,
@@ -432,6 +440,7 @@ def _ls(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    plain_streams()
     args = _parser().parse_args(argv)
     try:
         with sigterm_interrupts():

@@ -55,6 +55,17 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
+def plain_streams() -> None:
+    """Text our commands print that the terminal's encoding lacks (↑, ⚗, –, a non-ASCII path under LC_ALL=C or
+    PYTHONIOENCODING=ascii) comes out escaped, not as a UnicodeEncodeError traceback after the record was written
+    (a hostile pass)."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):  # a replaced stream without reconfigure
+            stream.reconfigure(errors="backslashreplace")
+
+
 def message_of(exc: Exception) -> str:
     """Our message, also when a DataLoader worker re-raised it with the worker's traceback attached."""
     text = str(exc)

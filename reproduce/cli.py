@@ -14,7 +14,16 @@ import os
 import sys
 from pathlib import Path
 
-from bench.errors import CheckpointError, DataError, StorageError, UsageError, check_folder, message_of, path_arg
+from bench.errors import (
+    CheckpointError,
+    DataError,
+    StorageError,
+    UsageError,
+    check_folder,
+    message_of,
+    path_arg,
+    plain_streams,
+)
 from reproduce import experiments
 from reproduce.config import (
     ACCEPTS,
@@ -273,6 +282,7 @@ def _suite(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    plain_streams()
     args = _parser().parse_args(argv)
     try:
         return {"ls": _ls, "train": _train, "suite": _suite, "step-speed": _step_speed}[args.command](args)

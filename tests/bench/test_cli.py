@@ -216,3 +216,13 @@ def test_ctrl_c_while_the_cli_loads_exits_130_with_one_line(monkeypatch, capsys)
     monkeypatch.setattr(importlib, "import_module", interrupted)
     assert launch.bench() == 130 and reproduce_launch.main() == 130
     assert capsys.readouterr().err.count("interrupted while starting; nothing was done") == 2
+
+
+@pytest.mark.parametrize("module", ["bench", "reproduce"])
+def test_a_terminal_without_utf8_gets_escapes_not_a_traceback(module):
+    """A hostile pass: `LC_ALL=C bench ls` (no UTF-8 mode) and PYTHONIOENCODING=ascii ended in a UnicodeEncodeError
+    traceback at the first ↑ or –; under `bench run`, after the record was written."""
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "PYTHONUTF8": "0", "LC_ALL": "C"}
+    proc = subprocess.run([sys.executable, "-m", module, "ls"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "\\u" in proc.stdout  # escaped, every line printed
