@@ -295,7 +295,7 @@ def _run_plan(steps: list[Step], state: State, work: Path, budget_s: float, log)
             state.save(work / STATE)
     except KeyboardInterrupt:
         if running is not None:
-            state.outcomes[running.name] = Outcome("stopped", note="interrupted (Ctrl-C); --continue runs it again")
+            state.outcomes[running.name] = Outcome("stopped", note="interrupted (Ctrl-C or SIGTERM); --continue runs it again")
         return True
     return False
 
