@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from bench.data import ImageList, Preprocess, normalize_batch
 from bench.predictions import Predictions, image_key
+from bench.processes import leave_stop_signals_to_the_main_process
 from bench.speed import Precision, precision_mode
 
 
@@ -57,7 +58,7 @@ def timed_predict(model: nn.Module, dataset: ImageList, prep: Preprocess, *, dis
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     shard = Subset(dataset, range(rank, len(dataset), world))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
+                        persistent_workers=False, worker_init_fn=leave_stop_signals_to_the_main_process)
     indices, targets, loss_sum = [], [], 0.0
     top5: dict[str, list[Tensor]] = {}
     head = official_head(distilled)

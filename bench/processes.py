@@ -4,11 +4,20 @@ by `bench run`, `bench campaign` and `reproduce train | suite | stepspeed`."""
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 # Data-loading processes per rank, at most: each is a fork of the whole process, and `workers=100000` took down a
 # 24 GiB machine through the kernel's out-of-memory killer (a hostile pass). The official code uses 10.
 MAX_WORKERS = 64
+
+def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """A DataLoader worker's `worker_init_fn`: SIGTERM and SIGUSR1 to the whole process group (SLURM, `docker stop`,
+    systemd) killed the workers, and the loader's "worker killed by signal: Terminated" crashed the run before its
+    pre-emption checkpoint (a hostile pass). The main process answers them; it stops its workers itself."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
 
 @dataclass(frozen=True)
 class Processes:

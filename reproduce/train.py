@@ -32,7 +32,7 @@ from bench import compiling
 from bench import data as bench_data
 from bench.errors import DataError, StorageError, message_of
 from bench.evaluate import predict, scores
-from bench.processes import Processes, start_processes
+from bench.processes import Processes, leave_stop_signals_to_the_main_process, start_processes
 from bench.record import Record
 from bench.registry import Variant
 from bench.speed import PRECISIONS
@@ -222,7 +222,7 @@ def training_batches(train_set, cfg: TrainConfig, procs: Processes, per_rank: in
                                              img_size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), steps_per_epoch)
     loader = DataLoader(SeededItems(train_set), batch_size=per_rank, sampler=sampler, drop_last=True,
                         num_workers=cfg.workers, pin_memory=procs.device.startswith("cuda"),
-                        persistent_workers=cfg.workers > 0)
+                        persistent_workers=cfg.workers > 0, worker_init_fn=leave_stop_signals_to_the_main_process)
     return Batches(sampler, loader, steps_per_epoch)
 
 

@@ -359,3 +359,27 @@ def test_more_classes_or_subsets_than_the_data_has_are_said(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 0 and "warning: the data has 4 classes and num_classes=6: 2 outputs are never a target" in err
     assert "warning: train_subset=999, but the data has 8 images: all are used" in err
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_exits_3(tmp_path):
+    """A hostile pass: SLURM, `docker stop` and systemd send SIGTERM to every process of the job; the DataLoader's
+    workers died of it, and "worker killed by signal: Terminated" crashed the run (exit 1, a traceback) before its
+    pre-emption checkpoint. With workers=2, as every real experiment has (8), the run now stops at a step boundary."""
+    import signal
+    import subprocess
+    import sys
+
+    for split in ("train", "val"):
+        folder_tree(tmp_path / "data" / split, {"a": 40, "b": 40})
+    proc = subprocess.Popen([sys.executable, "-m", "reproduce", "train", "--experiment", "debug", "--data",
+                             str(tmp_path / "data"), "--set", "dataset=folder", "--set", "num_classes=2", "--set",
+                             "workers=2", "--set", "epochs=300", "--set", "batch_size=4", "--output",
+                             str(tmp_path / "run"), "--results-dir", str(tmp_path / "r")],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in proc.stderr:  # the second epoch's bar: the workers are running
+        if "epoch 2/300" in line:
+            break
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "stopped by signal" in err and "Traceback" not in err, err[-2000:]
+    assert (tmp_path / "run" / "checkpoint.pth").is_file()
