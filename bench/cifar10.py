@@ -35,15 +35,22 @@ def cifar10_tree() -> Path:
     if not SHARED_CIFAR.exists():
         raise DataError(f"dataset=cifar10 without --data needs the CIFAR-10 JPEG archive at {SHARED_CIFAR}; "
                         "or pass --data pointing at a folder with train/<class>/ and test/<class>/ images")
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-cifar-", dir=cache))
+    # a read-only home or a full disk was an OSError traceback (a hostile pass): named, with what to do instead
+    instead = ("set DEIT_BENCH_CACHE=FOLDER to a writable folder with about 0.25 GB free, or pass --data pointing at "
+               "a folder with train/<class>/ and test/<class>/ images")
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-cifar-", dir=cache))
+    except OSError as exc:
+        raise DataError(f"cannot unpack CIFAR-10 into {cache}: {exc.strerror or exc}; {instead}") from None
     try:
         with tarfile.open(SHARED_CIFAR) as tar:
             _extract_with_progress(tar, tmp, cache)
         os.replace(tmp, target)  # atomic: a half-unpacked tree never has the final name
-    except OSError:
-        if not (target / "train").is_dir():
-            raise
+    except OSError as exc:
+        if not (target / "train").is_dir():  # else another process unpacked it meanwhile
+            raise DataError(f"unpacking CIFAR-10 into {cache} failed: {exc.strerror or exc}; nothing of it was kept; "
+                            f"{instead}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

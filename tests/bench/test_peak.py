@@ -150,3 +150,26 @@ def test_without_a_home_the_peak_is_measured_once_per_process_and_nothing_crashe
         cifar10.cifar10_tree()
     monkeypatch.setenv("DEIT_BENCH_CACHE", str(tmp_path))  # the variable alone is enough, home or not
     assert store.cache_root() == tmp_path
+
+
+def test_cifar10_into_a_cache_that_cannot_take_it_is_a_data_error_naming_it(tmp_path, monkeypatch):
+    """A hostile pass: a read-only home gave a PermissionError traceback, a full disk an OSError one mid-unpack."""
+    from bench import cifar10
+    from bench.errors import DataError
+
+    if not cifar10.SHARED_CIFAR.exists():
+        pytest.skip("needs ../shared/datasets/cifar10-jpeg.tar.gz")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("DEIT_BENCH_CACHE", str(tmp_path / "file" / "cache"))  # a folder that cannot be made
+    with pytest.raises(DataError, match="cannot unpack CIFAR-10 into .*file/cache: .*set DEIT_BENCH_CACHE=FOLDER"):
+        cifar10.cifar10_tree()
+
+    def full(tar, into, cache):
+        (into / "train").mkdir()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setenv("DEIT_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cifar10, "_extract_with_progress", full)
+    with pytest.raises(DataError, match="failed: No space left on device; nothing of it was kept"):
+        cifar10.cifar10_tree()
+    assert list((tmp_path / "cache").iterdir()) == []
