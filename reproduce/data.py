@@ -53,11 +53,21 @@ def datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
     the model's `num_classes` (a hostile pass: timm's one-hot raised 'index 7 is out of bounds' mid-epoch)."""
     train, val = _datasets(cfg, train_tf, val_tf)
     labels = [sample[1] for part in (train, val) for sample in getattr(part, "samples", ())]  # (path, label, …)
+    classes = getattr(train, "classes", None)
+    if classes is not None and len(classes) < 2:  # trained "100 %" with nothing learned (a hostile pass)
+        raise DataError(f"{cfg.data or cfg.dataset} has {len(classes)} class folder{'s' * (len(classes) != 1)}"
+                        f"{': ' + classes[0] if classes else ''}; a classifier needs at least 2 (with one, every "
+                        "prediction is right)")
     if labels and max(labels) >= cfg.num_classes:
-        classes = getattr(train, "classes", None)
         found = f"{len(classes)} classes" if classes else f"labels up to {max(labels)}"
         raise DataError(f"{cfg.data or cfg.dataset} has {found}, but num_classes={cfg.num_classes}: give --set "
                         f"num_classes={max(labels) + 1}")
+    if classes and len(classes) > cfg.num_classes:  # an empty class folder: its name in the checkpoint, no output
+        empty = sorted(set(classes) - {classes[label] for label in labels if label < len(classes)})
+        raise DataError(f"{cfg.data or cfg.dataset} has {len(classes)} class folders"
+                        + (f" ({', '.join(empty)} without images)" if empty else "")
+                        + f", but num_classes={cfg.num_classes}: give --set num_classes={len(classes)}, or remove "
+                          "the folders that should not be classes")
     return train, val
 
 
@@ -65,6 +75,11 @@ def caveats(cfg: TrainConfig, train: Dataset, val: Dataset) -> list[str]:
     """What the data makes of the config that trains, but not as asked (a hostile pass found each silent)."""
     out = []
     classes = getattr(train, "classes", None)
+    trained = {sample[1] for sample in getattr(train, "samples", ())}
+    untrained = [name for label, name in enumerate(classes or ()) if label not in trained]
+    if untrained and trained:  # it counts in top-1 and can never be learned
+        out.append(f"class{'es' * (len(untrained) > 1)} {', '.join(untrained)} ha{'ve' if len(untrained) > 1 else 's'} "
+                   "no training images: never learned, but counted in the validation top-1")
     if classes and len(classes) < cfg.num_classes:
         out.append(f"the data has {len(classes)} classes and num_classes={cfg.num_classes}: "
                    f"{cfg.num_classes - len(classes)} outputs are never a target (--set num_classes={len(classes)} "

@@ -383,3 +383,29 @@ def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_exits_
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3 and "stopped by signal" in err and "Traceback" not in err, err[-2000:]
     assert (tmp_path / "run" / "checkpoint.pth").is_file()
+
+
+@pytest.mark.parametrize("train, val, num_classes, message", [
+    ({"cat": 4}, {"cat": 2}, 2, "has 1 class folder: cat; a classifier needs at least 2"),  # trained to "100 %"
+    ({"cat": 4, "dog": 4, "zebra": 0}, {"cat": 2, "dog": 2, "zebra": 0}, 2,
+     "has 3 class folders (zebra without images), but num_classes=2"),  # 3 names in the checkpoint, 2 outputs
+])
+def test_a_label_space_the_model_cannot_be_trained_on_is_refused(tmp_path, capsys, train, val, num_classes, message):
+    folder_tree(tmp_path / "data" / "train", train)
+    folder_tree(tmp_path / "data" / "val", val)
+    code = cli.main(["train", "--experiment", "debug", "--data", str(tmp_path / "data"), "--set", "dataset=folder",
+                     "--set", f"num_classes={num_classes}", "--set", "workers=0", "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoint.pth").exists()
+
+
+def test_a_class_without_training_images_is_said(tmp_path):
+    from reproduce.data import caveats
+
+    folder_tree(tmp_path / "data" / "train", {"bird": 0, "cat": 3, "dog": 3})
+    folder_tree(tmp_path / "data" / "val", {"bird": 2, "cat": 2, "dog": 2})
+    cfg = TrainConfig(dataset="folder", data=str(tmp_path / "data"), num_classes=3)
+    train, val = datasets(cfg, None, None)
+    assert "class bird has no training images: never learned, but counted in the validation top-1" in caveats(
+        cfg, train, val)
