@@ -3,6 +3,8 @@ by `bench run`, `bench campaign` and `reproduce train | suite | stepspeed`."""
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util  # registers its exit handler first, so that ours below runs before it
 import os
 import signal
 from dataclasses import dataclass
@@ -14,9 +16,24 @@ MAX_WORKERS = 64
 def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
     """A DataLoader worker's `worker_init_fn`: SIGTERM and SIGUSR1 to the whole process group (SLURM, `docker stop`,
     systemd) killed the workers, and the loader's "worker killed by signal: Terminated" crashed the run before its
-    pre-emption checkpoint (a hostile pass). The main process answers them; it stops its workers itself."""
+    pre-emption checkpoint (a hostile pass). The main process answers them; it stops its workers itself: through
+    the loader's own shutdown, or at exit by `_kill_daemon_children`."""
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
+
+
+def _kill_daemon_children() -> None:
+    """At exit, multiprocessing ends daemon children with SIGTERM and then waits for them without a limit: a
+    DataLoader worker that ignores SIGTERM (above) and was still alive then (a loader not yet collected) hung the
+    process for ever. They are ended as multiprocessing would end them, with SIGKILL, which cannot be ignored."""
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if children:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's loader reports a killed worker as a crash: not now
+    for child in children:
+        child.kill()
+
+
+atexit.register(_kill_daemon_children)
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,17 @@ def train_runs(records: list[Record], experiment: str, teacher: str | None = Non
 
 
 def runs_of(records: list[Record], experiment: str, kinds: tuple[str, ...] = ("train",)) -> list[Record]:
-    """The records of one experiment, oldest first. Every table and figure finds an experiment's records here, so
-    `tests/test_table_names.py` can check each name they ask for against the registry of experiments."""
-    return sorted((r for r in records if r.kind in kinds and r.settings.experiment == experiment),
-                  key=lambda r: r.created)
+    """The records of one experiment, oldest first, each run once. Every table and figure finds an experiment's
+    records here, so `tests/test_table_names.py` can check each name they ask for against the registry of
+    experiments. Copies of one run's record (`--resume` of a finished run with another --results-dir writes one; so
+    does a copied folder) share its creation time, run folder and seed: counted twice, a seed weighed double in a
+    mean."""
+    unique: dict[tuple, Record] = {}
+    for r in sorted((r for r in records if r.kind in kinds and r.settings.experiment == experiment),
+                    key=lambda r: r.created):
+        seed = (r.settings.get("config") or {}).get("seed")
+        unique.setdefault((r.kind, r.env.get("created"), r.settings.get("output"), seed), r)
+    return list(unique.values())
 
 
 def _current(records: list[Record], experiment: str, metric: str, teacher: str | None = None) -> list[Record]:

@@ -148,7 +148,7 @@ class RunFiles:
             except RecordError as exc:  # a corrupt result.json is no record of the run (a hostile pass)
                 log(f"finished before, but its record is unreadable ({exc}); writing it again")
                 return False
-            log(f"already finished: {self.result}; no new record")
+            log(f"already finished: {self.result}; nothing to train")
             return True
         log(f"finished before, but its record was not written ({self.result} is missing); writing it now")
         return False

@@ -185,8 +185,9 @@ def _train(args) -> int:
                    log=lambda msg: print(msg, file=sys.stderr), tensorboard=args.tensorboard)
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun every other rank's train() returns None too
     if record is None and main and (record := unrecorded(args.output / "result.json", args.results_dir)) is not None:
-        print(f"its record is not in {args.results_dir} (the run stopped between its two writes): writing it now",
-              file=sys.stderr)
+        print(f"its record is not in {args.results_dir}: writing it there (the run may have stopped between its two "
+              "writes; if an earlier call put its record elsewhere, this is a copy of the same run, and the tables count "
+              "a run once)", file=sys.stderr)
     if record is not None:
         try:
             path = write_record(record, args.results_dir)

@@ -1,5 +1,6 @@
 """bench tables / figures on committed fixture records (real records of this project's runs)."""
 
+import copy
 import dataclasses
 import filecmp
 import os
@@ -67,6 +68,17 @@ def test_seeds_are_averaged_but_a_changed_config_is_not(records):
                                   env={**run.env, "created": "2000-01-01T00:00:00+00:00"})
     frame = trained_tables.table3([run, seed1, changed], "mini").frame
     value = run.metrics["final_val_top1"]
+    assert frame.loc[0, "ours top-1 (mini)"] == f"{value + 1:.2f} ± 1.41 (2 seeds)"
+
+
+def test_a_copy_of_a_runs_record_counts_once(records):
+    """A hostile pass: `reproduce train --resume` of a finished run with another --results-dir wrote a second,
+    identical record of it; read with the first, that seed weighed double in the row's mean and spread."""
+    run = max((r for r in records if r.settings.get("experiment") == "mini_none"), key=lambda r: r.env["created"])
+    seed1 = dataclasses.replace(run, settings={**run.settings, "config": {**run.settings["config"], "seed": 1}},
+                                metrics={**run.metrics, "final_val_top1": run.metrics["final_val_top1"] + 2})
+    value = run.metrics["final_val_top1"]
+    frame = trained_tables.table3([run, seed1, copy.deepcopy(seed1)], "mini").frame
     assert frame.loc[0, "ours top-1 (mini)"] == f"{value + 1:.2f} ± 1.41 (2 seeds)"
 
 

@@ -409,3 +409,17 @@ def test_a_class_without_training_images_is_said(tmp_path):
     train, val = datasets(cfg, None, None)
     assert "class bird has no training images: never learned, but counted in the validation top-1" in caveats(
         cfg, train, val)
+
+
+def test_a_loader_still_alive_at_exit_does_not_hang_the_process():
+    """Workers that leave SIGTERM to the main process (above) ignored multiprocessing's SIGTERM at exit too, and its
+    unbounded join hung a process whose loader was still alive then (the test run itself, once)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from torch.utils.data import DataLoader\n"
+              "from bench.processes import leave_stop_signals_to_the_main_process as init\n"
+              "it = iter(DataLoader(list(range(100)), batch_size=4, num_workers=2, persistent_workers=True, "
+              "worker_init_fn=init)); next(it); print('exiting')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "exiting" and "Traceback" not in done.stderr, done.stderr

@@ -107,7 +107,7 @@ def test_a_record_lost_between_result_json_and_the_results_folder_is_written_on_
     (tmp_path / "run" / ".tmp-notes.txt").write_text("a user's")  # not ours: kept (a hostile pass saw it removed)
     assert cli.main([*args, "--resume"]) == 0
     err = capsys.readouterr().err
-    assert "writing it now" in err and "removed" in err and not (tmp_path / "run" / ".tmp-x1y2z3w4.pth").exists()
+    assert "writing it there" in err and "removed" in err and not (tmp_path / "run" / ".tmp-x1y2z3w4.pth").exists()
     assert (tmp_path / "run" / ".tmp-notes.txt").exists()
     assert len(list((tmp_path / "r").glob("*.json"))) == 1
     assert cli.main([*args, "--resume"]) == 0 and len(list((tmp_path / "r").glob("*.json"))) == 1  # not twice
