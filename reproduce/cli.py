@@ -108,6 +108,8 @@ def resolve_config(name: str, data: str | None, assignments: list[str]) -> Train
 
 
 def _ls(args) -> int:
+    if args.show is not None and not args.show.strip():  # listed every experiment, exit 0 (a hostile pass)
+        raise UsageError("--show '' names no experiment (an unset shell variable?); reproduce ls lists them")
     if (args.record or args.lr_figure) and not args.show:
         raise UsageError(f"{'--record' if args.record else '--lr-figure'} needs --show EXPERIMENT")
     if args.released:
@@ -200,8 +202,10 @@ def _train(args) -> int:
 
 
 def _step_speed(args) -> int:
+    from bench.machine import check_input_fits
     from bench.processes import resolve_device
     from bench.record import Record, write_record
+    from bench.registry import VARIANTS
     from reproduce import stepspeed
     from reproduce.checkpoints import run_env
 
@@ -230,9 +234,20 @@ def _step_speed(args) -> int:
                          f"1, got {args.warmup}")
     check_folder(args.results_dir, "--results-dir")
     device = resolve_device(args.device)  # checked above
+    if device == "cpu":  # an allocator's RuntimeError traceback for --batch-size 100000000 (a hostile pass)
+        try:
+            check_input_fits(args.batch_size, cfg.img_size or VARIANTS[cfg.variant].img_size)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     env = run_env(device)
-    result = stepspeed.measure(cfg, device=device, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
-                               fingerprint=env["fingerprint"])
+    try:
+        result = stepspeed.measure(cfg, device=device, batch_size=args.batch_size, steps=args.steps,
+                                   warmup=args.warmup, fingerprint=env["fingerprint"])
+    except RuntimeError as exc:  # activations beyond memory: torch's allocators, CPU or CUDA
+        if not any(words in str(exc) for words in ("allocate memory", "out of memory")):
+            raise
+        raise UsageError(f"--batch-size {args.batch_size}: a training step of {args.experiment} does not fit in this "
+                         "machine's memory; give a smaller batch") from None
     settings = {"experiment": args.experiment, "config": dataclasses.asdict(cfg), "device": device,
                 "batch_size": result.batch_size, "steps": result.steps, "warmup": args.warmup,
                 "amp_ours": result.ours_amp, "amp_official": result.official_amp}

@@ -137,6 +137,8 @@ def test_find_samples_indexes_folders_by_the_names_it_is_given(tmp_path):
     (["train", "--experiment", "debug", "--set", "device=tpu"], "device='tpu' is not accepted"),
     (["step-speed", "--experiment", "debug_hard", "--device", "tpu"], "--device 'tpu'"),
     (["step-speed", "--experiment", "debug_hard", "--steps", "0"], "--steps must be at least 1"),
+    (["step-speed", "--experiment", "debug_hard", "--batch-size", "100000000"], "GiB for its input alone"),
+    (["ls", "--show", ""], "--show '' names no experiment"),
     # a hostile pass: each was recorded and not used
     (["step-speed", "--experiment", "debug_hard", "--set", "batch_size=4"], "step-speed sets or ignores batch_size"),
     (["step-speed", "--experiment", "debug_hard", "--set", "device=cpu"], "device (--device)"),
