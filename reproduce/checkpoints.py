@@ -49,6 +49,8 @@ class CheckpointState:
     # epoch line after --resume is the mean over all its steps, not over those after the resume (a hostile pass)
     partial_epoch: dict[str, Any] | None = None
     world_size: int | None = None  # the processes that wrote the checkpoint (None: a checkpoint from before it was kept)
+    # how many training images and a digest of their list (`data.train_images`); None in older checkpoints
+    train_images: dict[str, Any] | None = None
 
     @classmethod
     def fresh(cls, cfg: TrainConfig, experiment: str) -> CheckpointState:
@@ -56,6 +58,17 @@ class CheckpointState:
 
     def finished(self, cfg: TrainConfig) -> bool:
         return self.epoch >= cfg.epochs
+
+    def check_images(self, now: dict[str, Any]) -> None:
+        """A resumed run trains on the images it started with: 10 images added (or 15 deleted) under the data folder
+        were resumed without a word, the epoch's steps and the sampler's order now another dataset's (a hostile
+        pass). The path alone is checked with the config; this checks what is there."""
+        if self.train_images is not None and self.train_images != now:
+            counts = (f"{self.train_images['count']:,} then, {now['count']:,} now" if self.train_images["count"] !=
+                      now["count"] else f"{now['count']:,} both times, but not the same files")
+            raise ConfigError(f"--resume: the training images changed since the checkpoint ({counts}); resumed, the run "
+                              "would go on with another dataset: put the images back as they were, or start a new "
+                              "run in another --output")
 
     def check_world(self, world: int, log) -> None:
         """A run stopped mid-epoch resumes only on as many processes as wrote its checkpoint: where the epoch goes on
@@ -110,6 +123,7 @@ class CheckpointState:
             "epoch": self.epoch, "step": self.step, "experiment": self.experiment, "config": self.config,
             "history": self.history, "train_img_per_s": self.train_img_per_s, "class_names": self.class_names,
             "provenance": self.provenance(), "partial_epoch": self.partial_epoch, "world_size": self.world_size,
+            "train_images": self.train_images,
         }
         write_atomic(files.checkpoint, lambda tmp: torch.save(blob, tmp))
         files.saved_at = (self.epoch, self.step)
@@ -187,7 +201,7 @@ class RunFiles:
                                finetune_sha256=earlier.get("finetune_sha256"),
                                resumed_from=[*earlier.get("resumed_from", []), resumed],
                                partial_epoch=blob.get("partial_epoch") if blob["step"] else None,
-                               world_size=blob.get("world_size"))
+                               world_size=blob.get("world_size"), train_images=blob.get("train_images"))
 
     def _check_fresh(self) -> None:
         """Refuse a fresh start over what it would replace and is not a stopped run's: a result.json (a run's comes
@@ -209,7 +223,13 @@ class RunFiles:
         """Drop log lines written after the checkpoint (a run killed between them), so a resumed log is whole; and
         lines that cannot be read, saying so (a line torn by a kill or a full disk made --resume
         fail with a JSONDecodeError, though the checkpoint, which holds the history, was intact)."""
-        if not self.main or not self.log_file.exists():
+        if not self.main:
+            return
+        if not self.log_file.exists():
+            if (state.epoch, state.step) != (0, 0):
+                log(f"warning: {self.log_file} is missing up to the checkpoint (epoch {state.epoch}, step "
+                    f"{state.step}): the log of the steps before it is lost; the checkpoint and the record keep the "
+                    "history")
             return
         keep, bad = [], []
         lines = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -222,6 +242,9 @@ class RunFiles:
         if (state.epoch, state.step) == (0, 0):  # a fresh start over a run stopped before its first checkpoint
             if lines:
                 log(f"starting afresh: {self.log_file} of a run stopped before its first checkpoint is replaced")
+        elif not keep:  # emptied or cut by hand: resumed silently, 42 of 57 lines gone (a hostile pass)
+            log(f"warning: {self.log_file} holds no entry up to the checkpoint (epoch {state.epoch}, step "
+                f"{state.step}): the log of the steps before it is lost; the checkpoint and the record keep the history")
         elif bad == [len(lines)]:
             log(f"warning: {self.log_file}: dropped its torn last line (a write cut short); the checkpoint is intact")
         elif bad:

@@ -5,7 +5,9 @@ Every dataset yields (image, label, index) like bench's evaluation data, so `ben
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -69,6 +71,17 @@ def datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
                         + f", but num_classes={cfg.num_classes}: give --set num_classes={len(classes)}, or remove "
                           "the folders that should not be classes")
     return train, val
+
+
+def train_images(train: Dataset) -> dict[str, Any]:
+    """How many training images there are and, for data read from files, a digest of their names and labels (the
+    order `samples` lists them in): what a checkpoint keeps so that `--resume` can tell the data changed."""
+    samples = getattr(train, "samples", None)
+    digest = None
+    if samples is not None:
+        names = "\n".join(f"{Path(s[0]).parent.name}/{Path(s[0]).name}\t{s[1]}" for s in samples)
+        digest = hashlib.sha256(names.encode()).hexdigest()
+    return {"count": len(train), "sha256": digest}
 
 
 def caveats(cfg: TrainConfig, train: Dataset, val: Dataset) -> list[str]:

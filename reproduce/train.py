@@ -86,6 +86,7 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
 
     state = files.load(resume, cfg, experiment)  # None: a fresh start
     if state is not None:
+        state.check_images(data.train_images(train_set))
         state.check_world(procs.world, log)
         state.restore(student, *recipe.checkpointed)
     else:
@@ -97,6 +98,7 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
         log(f"resumed from {files.checkpoint} (sha256 {state.resumed_from[-1]['sha256'][:12]}): {state.epoch} epochs "
             f"done, continuing epoch {state.epoch + 1} after step {state.step}")
     state.world_size = procs.world
+    state.train_images = data.train_images(train_set)
     state.hash_inputs(cfg, teacher_sha256)
 
     model = DistributedDataParallel(student) if procs.world > 1 else student

@@ -425,3 +425,28 @@ def test_a_loader_still_alive_at_exit_does_not_hang_the_process():
               "worker_init_fn=init)); next(it); print('exiting')\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "exiting" and "Traceback" not in done.stderr, done.stderr
+
+
+def test_resume_after_the_training_images_changed_is_refused(tmp_path, capsys):
+    """A hostile pass: 10 images added under train/ (or 15 deleted) between a stop and `--resume` were trained on
+    without a word, the epoch's steps and the sampler's order now another dataset's."""
+    from helpers import jpeg
+
+    for split in ("train", "val"):
+        folder_tree(tmp_path / "data" / split, {"a": 6, "b": 6})
+    args = ["train", "--experiment", "debug", "--data", str(tmp_path / "data"), "--set", "dataset=folder", "--set",
+            "num_classes=2", "--set", "workers=0", "--set", "epochs=1", "--set", "batch_size=4", "--output",
+            str(tmp_path / "run"),
+            "--results-dir", str(tmp_path / "r")]
+    assert cli.main(args) == 0
+    jpeg(tmp_path / "data" / "train" / "a" / "new.jpg", seed=99)
+    assert cli.main([*args, "--resume"]) == 2
+    assert "the training images changed since the checkpoint (12 then, 13 now)" in capsys.readouterr().err
+    (tmp_path / "data" / "train" / "a" / "new.jpg").rename(tmp_path / "data" / "train" / "b" / "new.jpg")
+    (tmp_path / "data" / "train" / "a" / "0.jpg").unlink()
+    assert cli.main([*args, "--resume"]) == 2
+    assert "(12 both times, but not the same files)" in capsys.readouterr().err
+    (tmp_path / "data" / "train" / "b" / "new.jpg").unlink()
+    jpeg(tmp_path / "data" / "train" / "a" / "0.jpg", seed=1)  # the same name and label: the list is as it was
+    assert cli.main([*args, "--resume"]) == 0
+    assert "already finished" in capsys.readouterr().err

@@ -168,6 +168,18 @@ def test_unreadable_log_lines_are_dropped_naming_the_file_and_line(tmp_path):
     assert len(said) == 1 and str(files.log_file) in said[0] and "lines 2, 3" in said[0]
 
 
+@pytest.mark.parametrize("content", [None, "", json.dumps({"type": "step", "epoch": 3, "step": 1}) + "\n"])
+def test_a_log_emptied_or_missing_before_a_resume_is_said(tmp_path, content):
+    """A hostile pass: `: > log.jsonl` before --resume was accepted silently, its 42 earlier lines gone."""
+    files = RunFiles(tmp_path, main=True)
+    if content is not None:
+        files.log_file.write_text(content)
+    said = []
+    files.trim_log(CheckpointState("debug", {}, epoch=1, step=0), log=said.append)
+    assert len(said) == 1 and str(files.log_file) in said[0] and "(epoch 1, step 0)" in said[0]
+    assert "the log of the steps before it is lost" in said[0]
+
+
 def test_a_log_line_is_appended_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "log.jsonl"
     append_line(path, '{"a": 1}')
