@@ -13,19 +13,35 @@ from dataclasses import dataclass
 # 24 GiB machine through the kernel's out-of-memory killer (a hostile pass). The official code uses 10.
 MAX_WORKERS = 64
 
+WORKER_GRACE_S = 10  # a DataLoader worker outlives a SIGTERM by this much: the main process's step ends meanwhile
+
+
 def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
     """A DataLoader worker's `worker_init_fn`: SIGTERM and SIGUSR1 to the whole process group (SLURM, `docker stop`,
-    systemd) killed the workers, and the loader's "worker killed by signal: Terminated" crashed the run before its
-    pre-emption checkpoint (a hostile pass). The main process answers them; it stops its workers itself: through
-    the loader's own shutdown, or at exit by `_kill_daemon_children`."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(sig, signal.SIG_IGN)
+    systemd) killed the workers at once, and the loader's "worker killed by signal: Terminated" crashed the run
+    before its pre-emption checkpoint (a hostile pass). The main process answers them. A worker ignores SIGUSR1 (a
+    warning, which only the main process acts on) and ends `WORKER_GRACE_S` after a SIGTERM: long enough for the
+    step being loaded, and still an end when the loader itself sends SIGTERM to a worker it cannot stop otherwise
+    (a worker ignoring it outright stayed alive, and multiprocessing's exit waited for it for ever)."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _end_soon)
+
+
+def _end_soon(signum, frame) -> None:
+    signal.alarm(signal.alarm(0) or WORKER_GRACE_S)  # SIGALRM's default action ends the process; a second SIGTERM
+    # keeps the first one's deadline
+
+
+def stop_reporting_dead_workers() -> None:
+    """Once the main process is stopping (SIGTERM), the loader's SIGCHLD handler must not raise "worker killed" into
+    whatever runs then, the checkpoint's write included: its workers are ending as asked."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 def _kill_daemon_children() -> None:
     """At exit, multiprocessing ends daemon children with SIGTERM and then waits for them without a limit: a
-    DataLoader worker that ignores SIGTERM (above) and was still alive then (a loader not yet collected) hung the
-    process for ever. They are ended as multiprocessing would end them, with SIGKILL, which cannot be ignored."""
+    DataLoader worker would keep the process `WORKER_GRACE_S` longer (above). They are ended as multiprocessing would
+    end them, with SIGKILL, at once."""
     children = [child for child in multiprocessing.active_children() if child.daemon]
     if children:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's loader reports a killed worker as a crash: not now

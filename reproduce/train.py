@@ -32,7 +32,12 @@ from bench import compiling
 from bench import data as bench_data
 from bench.errors import DataError, StorageError, message_of
 from bench.evaluate import predict, scores
-from bench.processes import Processes, leave_stop_signals_to_the_main_process, start_processes
+from bench.processes import (
+    Processes,
+    leave_stop_signals_to_the_main_process,
+    start_processes,
+    stop_reporting_dead_workers,
+)
 from bench.record import Record
 from bench.registry import Variant
 from bench.speed import PRECISIONS
@@ -392,6 +397,8 @@ class _PreemptionFlag:
 
     def _set(self, signum, frame) -> None:
         self.flag = True
+        if signum == signal.SIGTERM:  # the loader's workers got it too, and end soon: not an error now
+            stop_reporting_dead_workers()
 
     def requested(self, procs: Processes) -> bool:
         if procs.world == 1:
