@@ -90,8 +90,9 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     recipe = build_recipe(cfg, student, teacher, procs, per_rank, batches.steps_per_epoch, memory_format, amp)
 
     state = files.load(resume, cfg, experiment)  # None: a fresh start
+    images = data.train_images(train_set)  # 1.28 M names hashed for ImageNet: once
     if state is not None:
-        state.check_images(data.train_images(train_set))
+        state.check_images(images)
         state.check_world(procs.world, log)
         state.restore(student, *recipe.checkpointed)
     else:
@@ -103,7 +104,7 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
         log(f"resumed from {files.checkpoint} (sha256 {state.resumed_from[-1]['sha256'][:12]}): {state.epoch} epochs "
             f"done, continuing epoch {state.epoch + 1} after step {state.step}")
     state.world_size = procs.world
-    state.train_images = data.train_images(train_set)
+    state.train_images = images
     state.hash_inputs(cfg, teacher_sha256)
 
     model = DistributedDataParallel(student) if procs.world > 1 else student
