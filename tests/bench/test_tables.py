@@ -515,11 +515,6 @@ def test_a_full_disk_part_way_through_bench_tables_replaces_no_file(tmp_path, mo
     assert not list(tmp_path.rglob(".tmp-*"))
 
 
-def _figure_processes(multiprocessing) -> list:
-    """The figure processes still alive (forked ones; a DataLoader worker an earlier test left is not one of them)."""
-    return [c for c in multiprocessing.active_children() if type(c).__name__ == "ForkProcess"]
-
-
 def _sleep(records, out_dir, seconds):
     import time
 
@@ -527,39 +522,40 @@ def _sleep(records, out_dir, seconds):
     return []
 
 
-def test_ctrl_c_while_figures_render_in_processes_stops_them_at_once(tmp_path):
-    """A hostile pass: Ctrl-C reaches the whole process group, and a process pool it interrupted hung forever."""
+def _signal_stops_figure_processes(sig, raised) -> None:
+    """`sig` to this process half a second into two minute-long figures: `raised` at once, and no figure process
+    left (forked ones; a DataLoader worker an earlier test left ending is not one of them)."""
     import multiprocessing
-    import signal
     import threading
     import time
 
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), sig))
     started = time.perf_counter()
     timer.start()
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(raised):
         figures._in_processes([(_sleep, 60), (_sleep, 60)], [[0], [1]])
-    assert time.perf_counter() - started < 20 and not _figure_processes(multiprocessing)
+    assert time.perf_counter() - started < 20
+    assert not [c for c in multiprocessing.active_children() if type(c).__name__ == "ForkProcess"]
+
+
+def test_ctrl_c_while_figures_render_in_processes_stops_them_at_once(tmp_path):
+    """A hostile pass: Ctrl-C reaches the whole process group, and a process pool it interrupted hung forever."""
+    import signal
+
+    _signal_stops_figure_processes(signal.SIGINT, KeyboardInterrupt)
 
 
 def test_sigterm_while_figures_render_stops_them_and_is_held_back_over_the_renames(tmp_path):
     """A hostile pass: SIGTERM to `bench tables` left its figure process drawing on, orphaned and holding the lock, and
     SIGTERM during the final renames published one new file among 56 old ones."""
-    import multiprocessing
     import signal
-    import threading
     import time
 
     from bench.errors import Terminated, sigterm_interrupts
     from bench.store import interrupts_deferred
 
     with sigterm_interrupts():
-        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
-        started = time.perf_counter()
-        timer.start()
-        with pytest.raises(Terminated):
-            figures._in_processes([(_sleep, 60), (_sleep, 60)], [[0], [1]])
-        assert time.perf_counter() - started < 20 and not _figure_processes(multiprocessing)
+        _signal_stops_figure_processes(signal.SIGTERM, Terminated)
         done = []
         with pytest.raises(Terminated):
             with interrupts_deferred():
