@@ -4,8 +4,13 @@ A Ctrl-C while the libraries load (the first ~0.3 s: pandas, numpy) used to end 
 and exit status -2, where one a second later exits 130 with one line (a hostile pass); here both read alike.
 """
 
+import errno
 import importlib
+import os
 import sys
+
+# what a full or failing output stream raises: `bench ls > /dev/full` printed a traceback (a hostile pass)
+_OUTPUT_FAILED = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 
 def bench() -> int:
@@ -18,4 +23,22 @@ def _launch(module: str, name: str) -> int:
     except KeyboardInterrupt:
         print(f"\n{name}: interrupted while starting; nothing was done", file=sys.stderr)
         return 130
-    return main()
+    try:
+        code = main()
+        sys.stdout.flush()  # a buffered stdout fails here, not as "Exception ignored" at the interpreter's exit
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_FAILED:
+            raise
+        _quiet_stdout()
+        print(f"{name}: error: cannot write the output: {exc.strerror}", file=sys.stderr)
+        return 1
+    return code
+
+
+def _quiet_stdout() -> None:
+    """Send what is still buffered for stdout nowhere, so the interpreter's own flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a replaced stdout without a descriptor (pytest's capture): nothing to flush
+        pass

@@ -218,6 +218,21 @@ def test_ctrl_c_while_the_cli_loads_exits_130_with_one_line(monkeypatch, capsys)
     assert capsys.readouterr().err.count("interrupted while starting; nothing was done") == 2
 
 
+@pytest.mark.parametrize(("module", "args"), [("bench", ["ls"]), ("bench", ["ls", "--role", "debug"]),
+                                            ("reproduce", ["ls"])])
+def test_a_full_output_device_is_one_line_not_a_traceback(module, args):
+    """A hostile pass: `bench ls > /dev/full` ended in an OSError traceback; a short output (buffered) failed only at
+    the interpreter's exit, as "Exception ignored"."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    script = f"import sys; from bench.launch import _launch; sys.exit(_launch('{module}.cli', '{module}'))"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", script, *args], stdout=full, stderr=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"{module}: error: cannot write the output: No space left on device"
+
+
 @pytest.mark.parametrize("module", ["bench", "reproduce"])
 def test_a_terminal_without_utf8_gets_escapes_not_a_traceback(module):
     """A hostile pass: `LC_ALL=C bench ls` (no UTF-8 mode) and PYTHONIOENCODING=ascii ended in a UnicodeEncodeError
