@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench.check import Tolerances
 from bench.errors import (
+    StorageError,
     Terminated,
     UsageError,
     check_folder,
@@ -302,8 +303,12 @@ def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl
             path = write_record(record, args.results_dir)
             records.append(record)  # counted at once: a Ctrl-C from here on must not say "no record was written"
         except OSError as exc:  # a disk that fills up, or a folder access() approved and mkdir refuses
+            before = f"; the {len(records)} record(s) before it were written" if records else ""
+            if isinstance(exc, StorageError):  # names the file, the free space and what to do; exit 2 as documented
+                print(f"bench run: error: {exc}{before}", file=sys.stderr)
+                return 2
             print(f"bench run: error: cannot write {variant.name}'s record into {args.results_dir}: "
-                  f"{exc.strerror or exc}; nothing was written", file=sys.stderr)
+                  f"{exc.strerror or exc}; it was not written{before}", file=sys.stderr)
             return 1
         if args.json:
             print(f"record written to {path}", file=sys.stderr)

@@ -77,12 +77,14 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = T
     """
     path = Path(path)
     existed = path.exists()
+    made = _missing_folders(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # always a suffix: torch.save names its archive after the file's stem, and `.tmp-XXXX` alone has none
         # ("invalid file name": `--save-predictions preds` failed after the whole evaluation)
         fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix or ".tmp", dir=path.parent)
     except OSError as exc:
+        _remove_if_empty(made)
         raise _named(path, exc, existed) from exc
     os.close(fd)
     tmp = Path(name)
@@ -95,11 +97,33 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = T
             os.replace(tmp, path)
         else:
             os.link(tmp, path)  # fails if `path` exists: never overwrite
-    except (OSError, RuntimeError) as exc:
-        raise _named(path, exc, existed) from exc
+    except BaseException as exc:  # Ctrl-C too: nothing of the write is left, not even the folders it made
+        tmp.unlink(missing_ok=True)
+        _remove_if_empty(made)
+        if isinstance(exc, OSError | RuntimeError):
+            raise _named(path, exc, existed) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders `mkdir(parents=True)` would create for `folder`, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Take back the folders a failed write made (deepest first), so a full disk leaves no empty results folder."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another writer's file), or not ours to remove: stop there
+            return
 
 
 def write_text_atomic(path: Path, text: str, *, replace: bool = True) -> Path:

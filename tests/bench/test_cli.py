@@ -95,6 +95,24 @@ def test_an_empty_path_is_a_usage_error_not_the_current_folder(capsys, tmp_path,
     assert os.listdir(tmp_path) == []
 
 
+def test_a_full_disk_under_the_record_is_exit_2_and_leaves_no_folder(capsys, tmp_path, monkeypatch):
+    """A hostile pass: on a full disk `bench run` exited 1 with the reason said twice over, and left an empty results
+    folder behind (checked by hand on a real 64 KiB tmpfs: exit 2, one line, nothing left)."""
+    import errno
+
+    from bench import store
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store.os, "fsync", full)
+    code, _, err = run_cli(capsys, "run", "--variant", "debug", "--device", "cpu", "--metrics", "size",
+                           "--results-dir", str(tmp_path / "results" / "mine"))
+    assert code == 2 and "the disk is full" in err and "was not written" in err
+    assert err.count("not written") == 1 and "Traceback" not in err
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU exists")
 def test_asking_for_cuda_without_a_gpu_is_a_usage_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", "--variant", "debug", "--device", "cuda", "--results-dir", str(tmp_path))

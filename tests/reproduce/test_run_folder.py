@@ -196,6 +196,24 @@ def test_a_log_line_is_appended_whole_or_not_at_all(tmp_path, monkeypatch):
     assert path.read_text() == '{"a": 1}\n'
 
 
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), KeyboardInterrupt()])
+def test_a_failed_write_takes_back_the_folders_it_made(tmp_path, failure):
+    """A hostile pass: `bench run --results-dir` on a full disk left an empty results folder behind."""
+    (tmp_path / "kept").mkdir()
+
+    def fails(tmp):
+        raise failure
+
+    with pytest.raises(type(failure) if isinstance(failure, KeyboardInterrupt) else StorageError):
+        write_atomic(tmp_path / "kept" / "new" / "deeper" / "record.json", fails)
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and not any((tmp_path / "kept").iterdir())
+    (tmp_path / "kept" / "new").mkdir()
+    (tmp_path / "kept" / "new" / "theirs.json").write_text("{}")  # another writer's file: its folder stays
+    with pytest.raises(type(failure) if isinstance(failure, KeyboardInterrupt) else StorageError):
+        write_atomic(tmp_path / "kept" / "new" / "deeper" / "record.json", fails)
+    assert [p.name for p in (tmp_path / "kept" / "new").iterdir()] == ["theirs.json"]
+
+
 # row 11: a checkpoint onto a full disk said `enforce fail at inline_container.cc … unexpected pos`, exit 1
 
 
