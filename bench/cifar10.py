@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
 from pathlib import Path
@@ -40,7 +41,8 @@ def cifar10_tree() -> Path:
                "a folder with train/<class>/ and test/<class>/ images")
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-cifar-", dir=cache))
+        _sweep_dead_unpacks(cache)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TEMP}{socket.gethostname()}-{os.getpid()}-", dir=cache))
     except OSError as exc:
         raise DataError(f"cannot unpack CIFAR-10 into {cache}: {exc.strerror or exc}; {instead}") from None
     try:
@@ -54,6 +56,32 @@ def cifar10_tree() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+_TEMP = ".tmp-cifar-"  # then the host, the unpacking process's id and mkdtemp's suffix
+
+
+def _sweep_dead_unpacks(cache: Path) -> None:
+    """Remove what an unpack killed outright (SIGKILL, a power cut) left: 0.25 GB per try (a hostile pass). Only this
+    host's, and only where the process that made it is gone; a cache shared between machines keeps the others'."""
+    host = socket.gethostname()
+    for folder in cache.glob(_TEMP + "*"):
+        maker, pid, _ = folder.name[len(_TEMP):].rsplit("-", 2) if folder.name.count("-") >= 4 else ("", "", "")
+        if maker == host and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    try:  # a zombie (killed, its parent gone, and a container's init that reaps nothing) answers signal 0 too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS): taken as alive, so nothing live is ever removed
+        return True
 
 
 def _extract_with_progress(tar: tarfile.TarFile, into: Path, cache: Path, files: int = 60_022) -> None:

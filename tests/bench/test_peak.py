@@ -173,3 +173,42 @@ def test_cifar10_into_a_cache_that_cannot_take_it_is_a_data_error_naming_it(tmp_
     with pytest.raises(DataError, match="failed: No space left on device; nothing of it was kept"):
         cifar10.cifar10_tree()
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_an_unpack_killed_outright_is_swept_by_the_next(tmp_path, monkeypatch):
+    """A hostile pass: a SIGKILL mid-unpack left a 0.25 GB `.tmp-cifar-*` folder in the cache for good. The next
+    unpack removes this host's leftovers whose process is gone, and keeps a live one's and another host's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from bench import cifar10
+
+    if not cifar10.SHARED_CIFAR.exists() or not Path("/proc/self/stat").exists():
+        pytest.skip("needs ../shared/datasets/cifar10-jpeg.tar.gz and /proc")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exited, not yet reaped: signal 0 still reaches it
+    while not Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].startswith(" Z"):
+        time.sleep(0.01)
+    host = socket.gethostname()
+    dead = tmp_path / f".tmp-cifar-{host}-{int(gone.stdout)}-abc_1234"
+    killed = tmp_path / f".tmp-cifar-{host}-{zombie.pid}-jkl_3456"
+    live = tmp_path / f".tmp-cifar-{host}-{os.getppid()}-def_5678"
+    other_host = tmp_path / f".tmp-cifar-elsewhere-{int(gone.stdout)}-ghi_9012"
+    for folder in (dead, killed, live, other_host):
+        (folder / "train").mkdir(parents=True)
+    seen = []
+
+    def unpack(tar, into, cache):
+        seen.append(sorted(p.name for p in cache.iterdir() if p != into))
+        for split in ("train", "test"):
+            (into / split).mkdir()
+
+    monkeypatch.setenv("DEIT_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(cifar10, "_extract_with_progress", unpack)
+    assert cifar10.cifar10_tree() == tmp_path / "cifar10-jpeg"
+    zombie.wait()
+    assert seen == [sorted([live.name, other_host.name])]  # the dead ones were gone before unpacking began
