@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import os
 import sys
 from pathlib import Path
@@ -28,6 +30,7 @@ from reproduce import experiments
 from reproduce.config import (
     ACCEPTS,
     LABEL_TEACHER,
+    CommandLineError,
     ConfigError,
     Interrupted,
     NonFiniteLoss,
@@ -96,15 +99,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(name: str, data: str | None, assignments: list[str]) -> TrainConfig:
+    """The experiment's config with the command line's settings; a mistake in them is a CommandLineError."""
     try:
         cfg = experiments.get(name).build()
     except KeyError as exc:
-        raise ConfigError(exc.args[0]) from None
+        raise CommandLineError(exc.args[0]) from None
     # --data is the field `data`, set with the --set values and checked with them (checked before them, `--data X
     # --set dataset=folder` was refused as "data must be '' with dataset=synthetic", a hostile pass)
     if data and any(a.partition("=")[0].strip() == "data" for a in assignments):
-        raise ConfigError("--data and --set data= both give the data: give one")
-    return override(cfg, [*([f"data={data}"] if data else []), *assignments])
+        raise CommandLineError("--data and --set data= both give the data: give one")
+    try:
+        return override(cfg, [*([f"data={data}"] if data else []), *assignments])
+    except ConfigError as exc:  # the settings' values and how they combine; no file is read
+        raise CommandLineError(str(exc)) from None
 
 
 def _ls(args) -> int:
@@ -297,13 +304,26 @@ def _suite(args) -> int:
     return 0
 
 
+def _another_rank() -> str | None:
+    """Under torchrun, this process's rank when it is not rank 0: a mistake in the command line, the same on every
+    rank, is then said once, by rank 0, not once per rank (a hostile pass)."""
+    rank = os.environ.get("RANK", "0")
+    return rank if rank != "0" else None
+
+
 def main(argv: list[str] | None = None) -> int:
     plain_streams()
-    args = _parser().parse_args(argv)
+    rank = _another_rank()
+    with contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
+        args = _parser().parse_args(argv)  # argparse's usage errors, said by rank 0
     try:
         return {"ls": _ls, "train": _train, "suite": _suite, "step-speed": _step_speed}[args.command](args)
-    except (ConfigError, DataError, CheckpointError, UsageError) as exc:
-        print(f"reproduce: error: {message_of(exc)}", file=sys.stderr)
+    except CommandLineError as exc:  # every rank has the same
+        if not rank:
+            print(f"reproduce: error: {exc}", file=sys.stderr)
+        return 2
+    except (ConfigError, DataError, CheckpointError, UsageError) as exc:  # may differ between machines: each says its
+        print(f"reproduce{f' (rank {rank})' if rank else ''}: error: {message_of(exc)}", file=sys.stderr)
         return 2
     except NonFiniteLoss as exc:
         print(f"reproduce: {exc}", file=sys.stderr)

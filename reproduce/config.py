@@ -40,6 +40,11 @@ class ConfigError(ValueError):
     """A configuration that cannot run, naming the field and what would be accepted."""
 
 
+class CommandLineError(ConfigError):
+    """A mistake in the command line alone (an experiment's name, a setting's value), which every rank of a torchrun
+    job makes alike: rank 0 says it, not each rank (a hostile pass)."""
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN/inf: the run stops; the message says which checkpoint, if any, is kept."""
 

@@ -450,3 +450,19 @@ def test_resume_after_the_training_images_changed_is_refused(tmp_path, capsys):
     jpeg(tmp_path / "data" / "train" / "a" / "0.jpg", seed=1)  # the same name and label: the list is as it was
     assert cli.main([*args, "--resume"]) == 0
     assert "already finished" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_under_torchrun_a_command_line_mistake_is_said_by_rank_0_alone(tmp_path, capsys, monkeypatch, rank):
+    """A hostile pass: `torchrun --nproc-per-node 2 -m reproduce train … --set epochs=-1` printed the error once per
+    rank. A data error, which can differ between machines, is still said by every rank, named."""
+    monkeypatch.setenv("RANK", rank)
+    argv = ["train", "--experiment", "debug", "--output", str(tmp_path / "run")]
+    assert cli.main([*argv, "--set", "epochs=-1"]) == 2
+    assert ("epochs=-1 is not accepted" in capsys.readouterr().err) == (rank == "0")
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--experiment", "debug"])  # argparse: --output is required
+    assert ("required: --output" in capsys.readouterr().err) == (rank == "0")
+    assert cli.main([*argv, "--set", "dataset=folder", "--data", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "missing") in err and ("(rank 1)" in err) == (rank == "1")
