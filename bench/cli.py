@@ -15,6 +15,7 @@ from bench.errors import (
     Terminated,
     UsageError,
     check_folder,
+    exit_at_once_on_another_stop,
     message_of,
     path_arg,
     plain_streams,
@@ -454,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
+        exit_at_once_on_another_stop()  # the first stop was answered: a second one ends the exit, quietly
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"\nbench {args.command}: {how}" + ("; no record was written" if args.command == "run" else ""),
               file=sys.stderr)

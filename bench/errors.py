@@ -55,6 +55,40 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
+def exit_at_once_on_another_stop() -> None:
+    """Once a command has stopped (it was interrupted, or it is done), a further Ctrl-C or SIGTERM ends the exit at
+    once with 130 or 143: a second Ctrl-C 20-100 ms after the first landed in the interpreter's exit (torch's atexit
+    hooks, its finalisation) and gave a KeyboardInterrupt traceback or death by signal, status -2 (a hostile pass).
+    Whatever was to be kept was kept before this point. Main thread only, as Python's signal handlers are."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # a caller's nohup stays in force
+            signal.signal(signum, _exit_at_once)
+
+
+def ignore_stops_while_finalising() -> None:
+    """For the interpreter's last steps, after every atexit hook: Python then puts its own handlers back to the
+    default action, and a Ctrl-C there killed the process by signal (status -2). An ignored signal stays ignored."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _exit_at_once(signum, frame) -> None:
+    import multiprocessing
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a flush the signal interrupted may refuse a second one
+            stream.flush()
+    for child in multiprocessing.active_children():  # as multiprocessing's own exit would end daemon children
+        if child.daemon:
+            with contextlib.suppress(Exception):
+                child.kill()
+    os._exit(128 + signum)
+
+
 def plain_streams() -> None:
     """Text our commands print that the terminal's encoding lacks (↑, ⚗, –, a non-ASCII path under LC_ALL=C or
     PYTHONIOENCODING=ascii) comes out escaped, not as a UnicodeEncodeError traceback after the record was written

@@ -4,10 +4,15 @@ A Ctrl-C while the libraries load (the first ~0.3 s: pandas, numpy) used to end 
 and exit status -2, where one a second later exits 130 with one line (a hostile pass); here both read alike.
 """
 
+import atexit
 import errno
 import importlib
 import os
 import sys
+
+from bench.errors import exit_at_once_on_another_stop, ignore_stops_while_finalising
+
+atexit.register(ignore_stops_while_finalising)  # registered before torch and multiprocessing: runs after their hooks
 
 # what a full or failing output stream raises: `bench ls > /dev/full` printed a traceback (a hostile pass)
 _OUTPUT_FAILED = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
@@ -25,6 +30,7 @@ def _launch(module: str, name: str) -> int:
         return 130
     try:
         code = main()
+        exit_at_once_on_another_stop()  # what follows is the interpreter's exit: a Ctrl-C now ends it, quietly
         sys.stdout.flush()  # a buffered stdout fails here, not as "Exception ignored" at the interpreter's exit
     except OSError as exc:
         if exc.errno not in _OUTPUT_FAILED:

@@ -22,6 +22,7 @@ from bench.errors import (
     StorageError,
     UsageError,
     check_folder,
+    exit_at_once_on_another_stop,
     message_of,
     path_arg,
     plain_streams,
@@ -329,13 +330,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reproduce: {exc}", file=sys.stderr)
         return 1
     except Preempted as exc:
+        exit_at_once_on_another_stop()
         again = "run the same command again" if args.command == "suite" else "continue with --resume"
         print(f"reproduce: {exc}; {again}", file=sys.stderr)
         return 3
     except Interrupted as exc:
+        exit_at_once_on_another_stop()  # the first Ctrl-C was answered: a second one ends the exit, quietly
         print(f"\nreproduce: {exc}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:  # outside the training loop: before the first step or while writing the record
+        exit_at_once_on_another_stop()
         print("\nreproduce: interrupted; no record was written", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `reproduce ls | head`: the reader left; not an error of ours

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -234,6 +235,47 @@ def test_ctrl_c_while_the_cli_loads_exits_130_with_one_line(monkeypatch, capsys)
     monkeypatch.setattr(importlib, "import_module", interrupted)
     assert launch.bench() == 130 and reproduce_launch.main() == 130
     assert capsys.readouterr().err.count("interrupted while starting; nothing was done") == 2
+
+
+def test_a_second_ctrl_c_while_exiting_ends_the_exit_with_130_and_no_traceback(tmp_path):
+    """A hostile pass: a second Ctrl-C 20-100 ms after the first (`reproduce train`) landed in torch's atexit hooks or
+    the interpreter's finalisation: a KeyboardInterrupt traceback, or death by signal with status -2. Here a command
+    answers the first Ctrl-C and an atexit hook of its own then takes 30 s; the second Ctrl-C ends the exit."""
+    (tmp_path / "slowexit.py").write_text(
+        "import atexit, sys, time\n"
+        "def main():\n"
+        "    atexit.register(time.sleep, 30)\n"
+        "    try:\n"
+        "        print('ready', flush=True)\n"
+        "        time.sleep(30)\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('interrupted', flush=True)\n"
+        "        return 130\n")
+    script = "import sys; from bench.launch import _launch; sys.exit(_launch('slowexit', 'slowexit'))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[2])])}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout.readline() == "interrupted\n"
+    time.sleep(0.3)  # into the atexit hook
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and err == "", err  # was "Exception ignored in atexit callback … KeyboardInterrupt"
+
+
+def test_the_interpreter_s_last_steps_ignore_a_stop_signal():
+    """Python puts its own handlers back to the default action as it finalises, so a Ctrl-C there killed the process
+    by signal (status -2); an ignored signal stays ignored, and the launcher's last atexit hook ignores both."""
+    from bench.errors import ignore_stops_while_finalising
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        ignore_stops_while_finalising()
+        assert all(signal.getsignal(s) is signal.SIG_IGN for s in before)
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 @pytest.mark.parametrize(("module", "args"), [("bench", ["ls"]), ("bench", ["ls", "--role", "debug"]),
