@@ -22,10 +22,11 @@ import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform, resolve_data_config
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from bench.errors import DataError
 from bench.predictions import FLAT_PREFIX  # defined there: bench disagree reads it without loading timm
+from bench.processes import leave_stop_signals_to_the_main_process, stop_signals_held
 
 LAYOUTS = ("folder", "imagenet-v2", "imagenet-flat")
 EVAL_PROTOCOLS = ("official", "timm")
@@ -276,3 +277,15 @@ def normalize_batch(images: torch.Tensor, p: Preprocess) -> torch.Tensor:
     mean = torch.tensor(p.mean, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(p.std, device=images.device).view(1, -1, 1, 1)
     return images.float().div_(255).sub_(mean).div_(std)
+
+
+class WorkerLoader(DataLoader):
+    """A DataLoader whose worker processes leave SIGTERM and SIGUSR1 to the main process from their first instruction
+    on (bench/processes.py): what every loader of ours with workers is."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, worker_init_fn=leave_stop_signals_to_the_main_process, **kwargs)
+
+    def __iter__(self):
+        with stop_signals_held():  # the workers fork here (or, persistent, on the first epoch)
+            return super().__iter__()

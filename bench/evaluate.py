@@ -16,12 +16,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from tqdm import tqdm
 
-from bench.data import ImageList, Preprocess, normalize_batch
+from bench.data import ImageList, Preprocess, WorkerLoader, normalize_batch
 from bench.predictions import Predictions, image_key
-from bench.processes import leave_stop_signals_to_the_main_process
 from bench.speed import Precision, precision_mode
 
 
@@ -57,8 +56,8 @@ def timed_predict(model: nn.Module, dataset: ImageList, prep: Preprocess, *, dis
     device = next(model.parameters()).device
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     shard = Subset(dataset, range(rank, len(dataset), world))
-    loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
-                        persistent_workers=False, worker_init_fn=leave_stop_signals_to_the_main_process)
+    loader = WorkerLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
+                          persistent_workers=False)
     indices, targets, loss_sum = [], [], 0.0
     top5: dict[str, list[Tensor]] = {}
     head = official_head(distilled)

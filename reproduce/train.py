@@ -34,7 +34,6 @@ from bench.errors import DataError, StorageError, message_of
 from bench.evaluate import predict, scores
 from bench.processes import (
     Processes,
-    leave_stop_signals_to_the_main_process,
     start_processes,
     stop_reporting_dead_workers,
 )
@@ -228,9 +227,9 @@ def training_batches(train_set, cfg: TrainConfig, procs: Processes, per_rank: in
         check_supported(cfg)
         return Batches(sampler, DeviceLoader(DeviceImages(train_set, procs.device), sampler, per_rank, cfg, procs.rank,
                                              img_size, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), steps_per_epoch)
-    loader = DataLoader(SeededItems(train_set), batch_size=per_rank, sampler=sampler, drop_last=True,
-                        num_workers=cfg.workers, pin_memory=procs.device.startswith("cuda"),
-                        persistent_workers=cfg.workers > 0, worker_init_fn=leave_stop_signals_to_the_main_process)
+    loader = bench_data.WorkerLoader(SeededItems(train_set), batch_size=per_rank, sampler=sampler, drop_last=True,
+                                     num_workers=cfg.workers, pin_memory=procs.device.startswith("cuda"),
+                                     persistent_workers=cfg.workers > 0)
     return Batches(sampler, loader, steps_per_epoch)
 
 
