@@ -164,30 +164,31 @@ def _loop(run: Run, step_fn, batches: Batches, memo: MemoTeacher | None, stop: _
             epoch_lr(recipe.scheduler, epoch, cfg.sched_timing)  # one lr per epoch, warm-up a staircase (official)
         student.train()
         meter = EpochMeter(state.partial_epoch if epoch == first and procs.main else None)  # rank 0 carries all
-        bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                   disable=not procs.main, file=sys.stderr, dynamic_ncols=True)
-        for images, target, _ in loader:
-            global_step = epoch * steps_per_epoch + state.step
-            if cfg.sched_per_step:
-                recipe.scheduler.step_update(global_step)
-            models.seed_everything(step_seed(cfg.seed, procs.rank, epoch, state.step))  # drop path, Mixup draws
-            stats = recipe.step(step_fn, student, images, target, global_step,
-                                where=f"epoch {epoch + 1}, step {state.step + 1} (global step {global_step})")
-            state.step += 1
-            meter.add(len(images), stats)
-            current_lr = recipe.optimizer.param_groups[0]["lr"]
-            if state.step % cfg.log_every == 0 or state.step == steps_per_epoch:
-                files.log({"type": "step", "epoch": epoch, "step": state.step, "global_step": global_step,
-                           "loss": stats.loss, "loss_base": stats.base, "loss_distill": stats.term, "lr": current_lr})
-            bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{current_lr:.2e}", refresh=False)
-            bar.update(1)
-            if stop.requested(procs):
-                state.partial_epoch = meter.partial(procs)
-                state.save_to(files, student, *recipe.checkpointed)
-                if memo is not None:
-                    memo.save()
-                raise Preempted(f"stopped by signal in epoch {epoch + 1} after step {state.step}; checkpoint {files.checkpoint}")
-        bar.close()
+        with tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                  disable=not procs.main, file=sys.stderr, dynamic_ncols=True) as bar:  # closed before a stop's message
+            for images, target, _ in loader:
+                global_step = epoch * steps_per_epoch + state.step
+                if cfg.sched_per_step:
+                    recipe.scheduler.step_update(global_step)
+                models.seed_everything(step_seed(cfg.seed, procs.rank, epoch, state.step))  # drop path, Mixup draws
+                stats = recipe.step(step_fn, student, images, target, global_step,
+                                    where=f"epoch {epoch + 1}, step {state.step + 1} (global step {global_step})")
+                state.step += 1
+                meter.add(len(images), stats)
+                current_lr = recipe.optimizer.param_groups[0]["lr"]
+                if state.step % cfg.log_every == 0 or state.step == steps_per_epoch:
+                    files.log({"type": "step", "epoch": epoch, "step": state.step, "global_step": global_step,
+                               "loss": stats.loss, "loss_base": stats.base, "loss_distill": stats.term,
+                               "lr": current_lr})
+                bar.set_postfix(loss=f"{stats.loss:.3f}", lr=f"{current_lr:.2e}", refresh=False)
+                bar.update(1)
+                if stop.requested(procs):
+                    state.partial_epoch = meter.partial(procs)
+                    state.save_to(files, student, *recipe.checkpointed)
+                    if memo is not None:
+                        memo.save()
+                    raise Preempted(f"stopped by signal in epoch {epoch + 1} after step {state.step}; "
+                                    f"checkpoint {files.checkpoint}")
         line = {"type": "epoch", "epoch": epoch, "lr": recipe.optimizer.param_groups[0]["lr"], **meter.means(procs)}
         state.epoch, state.step, state.partial_epoch = epoch + 1, 0, None
         if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
