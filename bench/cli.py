@@ -20,6 +20,7 @@ from bench.errors import (
     path_arg,
     plain_streams,
     sigterm_interrupts,
+    stop_handlers_restored,
 )
 from bench.protocols import (
     AB_ROUNDS,
@@ -448,6 +449,11 @@ def _ls(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     plain_streams()
     args = _parser().parse_args(argv)
+    with stop_handlers_restored():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         with sigterm_interrupts():
             code = args.func(args) or 0

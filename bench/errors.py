@@ -67,6 +67,23 @@ def exit_at_once_on_another_stop() -> None:
             signal.signal(signum, _exit_at_once)
 
 
+@contextlib.contextmanager
+def stop_handlers_restored() -> Iterator[None]:
+    """For a command's `main`, whose interrupt branches call `exit_at_once_on_another_stop`: the handlers in force
+    before it are back when it returns, so a caller of `main()` in its own process (a test, a notebook) keeps its
+    Ctrl-C. The console script's launcher puts the quick exit in place again for the interpreter's exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            if handler is not None:  # None: set outside Python, which signal.signal cannot put back
+                signal.signal(s, handler)
+
+
 def ignore_stops_while_finalising() -> None:
     """For the interpreter's last steps, after every atexit hook: Python then puts its own handlers back to the
     default action, and a Ctrl-C there killed the process by signal (status -2). An ignored signal stays ignored."""

@@ -26,6 +26,7 @@ from bench.errors import (
     message_of,
     path_arg,
     plain_streams,
+    stop_handlers_restored,
 )
 from reproduce import experiments
 from reproduce.config import (
@@ -317,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     rank = _another_rank()
     with contextlib.redirect_stderr(io.StringIO()) if rank else contextlib.nullcontext():
         args = _parser().parse_args(argv)  # argparse's usage errors, said by rank 0
+    with stop_handlers_restored():
+        return _main(args, rank)
+
+
+def _main(args: argparse.Namespace, rank: str | None) -> int:
     try:
         return {"ls": _ls, "train": _train, "suite": _suite, "step-speed": _step_speed}[args.command](args)
     except CommandLineError as exc:  # every rank has the same

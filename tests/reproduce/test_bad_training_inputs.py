@@ -44,6 +44,10 @@ def test_ctrl_c_in_the_first_epoch_does_not_promise_a_checkpoint(tmp_path, monke
     err = capsys.readouterr().err
     assert code == 130 and "interrupted; no checkpoint had been written yet" in err
     assert "Traceback" not in err and not (tmp_path / "run" / "checkpoint.pth").exists()
+    import signal
+
+    # a second Ctrl-C exits at once while the command stops; main() called in-process gives the caller its own back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_ctrl_c_while_an_epoch_is_evaluated_names_where_the_checkpoint_stands(tmp_path, monkeypatch, capsys):
