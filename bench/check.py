@@ -112,6 +112,28 @@ def _latest_per_machine(records: list[Record]) -> dict[str, dict[str, Record]]:
     return chosen
 
 
+def same_instant_conflict(files: list[tuple[Path, Record]]) -> str | None:
+    """Two records of one model (of one machine, for speed) made at the same instant that disagree on what the gate
+    reads, named; the newest record decides a verdict, and between these none is newest. Before, the file name
+    decided: `zz-dup.json` failed the gate and `00-dup.json` passed it (a hostile pass; two concurrent `bench run`s
+    wrote records of the same second)."""
+    seen: dict[tuple, tuple[Any, Path]] = {}
+    for path, r in files:
+        fingerprint = record_fingerprint(r)
+        for metric in (*EXACT_METRICS, *ACCURACY_METRICS, "relspeed_ratios"):
+            value = r.metrics.get(metric)
+            if value is None:
+                continue
+            machine = fingerprint.id() if metric == "relspeed_ratios" and fingerprint else ""
+            what = (record_key(r), machine, metric, r.created)
+            if what in seen and seen[what][0] != value:
+                return (f"{seen[what][1]} and {path} are records of {what[0]} made at the same instant "
+                        f"({r.env.created}) with different {metric}, so neither is the newest to judge by: move one "
+                        "of them out of --current")
+            seen.setdefault(what, (value, path))
+    return None
+
+
 # ---- what the gate reads, checked ----
 
 def check_record(record: Record) -> None:
@@ -121,6 +143,9 @@ def check_record(record: Record) -> None:
     m, gated = record.metrics, [k for k in (*EXACT_METRICS, *ACCURACY_METRICS, "relspeed_ratios") if k in record.metrics]
     if gated and not isinstance(record.settings.img_size, int):
         raise ValueError("settings.img_size is missing or null; the gate keys models by variant and resolution")
+    if "relspeed_ratio" in m and "relspeed_ratios" not in m:  # the gate then fell back to an older record and
+        raise ValueError("metrics.relspeed_ratio without metrics.relspeed_ratios; the gate judges the rounds, and a "
+                         "record without them is not one it can use")  # passed a 20 % slowdown (a hostile pass)
     if "relspeed_ratios" in gated:
         _check_ratios(m.relspeed_ratios, "metrics.relspeed_ratios")
         if m.relspeed_contended is not None and len(m.relspeed_contended) != len(m.relspeed_ratios):

@@ -398,9 +398,16 @@ def _tables(args: argparse.Namespace) -> int | None:
     args.figures = args.figures or args.out.parent / "figures"  # never the repository's when --out is elsewhere
     check_folder(args.out, "--out")
     check_folder(args.figures, "--figures")
+    # the tables, the page and constraints.txt were written among the records they describe (a hostile pass)
+    if args.records.is_dir():
+        for name, folder in (("--out", args.out), ("--out's parent (the page)", args.out.parent),
+                             ("--figures", args.figures)):
+            if folder.resolve().is_relative_to(args.records.resolve()):
+                raise UsageError(f"{name} {folder} is inside --records {args.records}: what bench tables writes would "
+                                 "sit among the records it reads; write it elsewhere, e.g. --out results/tables")
     try:
         done = site.regenerate(args.records, args.out, args.figures, draw=not args.no_figures,
-                               warn=lambda exc: print(f"bench tables: warning: skipped {exc}", file=sys.stderr))
+                               warn=lambda line: print(f"bench tables: warning: {line}", file=sys.stderr))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:  # before the files were put in place (site.regenerate)

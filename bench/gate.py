@@ -54,17 +54,21 @@ def _refuse_unread(args: argparse.Namespace, ab: bool) -> None:
 
 
 def _baseline_rows(args: argparse.Namespace) -> list:
-    from bench.record import load_records
+    from bench.record import load_record_files
 
     if not args.current.exists():
         raise UsageError(f"--current {args.current} does not exist; give a record file or a folder of records")
     try:  # a gate must not pass or fail on a partial reading: a bad file stops it, named (types too)
-        records = load_records(args.current, check=check.check_record)
+        files = load_record_files(args.current, check=check.check_record)
     except ValueError as exc:
         where = f"cannot read the records in {args.current}: " if args.current.is_dir() else ""
         raise UsageError(f"{where}{exc}") from None
-    if not records:
+    if not files:
         raise UsageError(f"no records (*.json) in {args.current}; make some with `bench run`")
+    conflict = check.same_instant_conflict(files)
+    if conflict:
+        raise UsageError(conflict)
+    records = [record for _, record in files]
     try:
         if args.write_baseline:
             if not (math.isfinite(args.accuracy_tol) and 0 <= args.accuracy_tol < 100):

@@ -5,6 +5,7 @@ checked with it, so a file with `"params": "five million"` is refused naming the
 from __future__ import annotations
 
 import math
+import sys
 import types
 from typing import Any, Union, get_args, get_origin
 
@@ -42,11 +43,17 @@ def type_problem(value: Any, expected: Any) -> str | None:
                 return f"[{k!r}]: {problem}"
         return None
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if expected is float and number and not math.isfinite(value):
+    finite = number and (abs(value) <= _LARGEST if isinstance(value, int) else math.isfinite(value))
+    if expected is float and number and not finite:  # an int past a float's range was an OverflowError (a hostile pass)
         return f"expected a finite float, got {_found(value)}"
+    if expected is int and number and isinstance(value, int) and abs(value) >= 2**63:
+        return f"expected an int of at most 64 bits, got {_found(value)}"
     ok = number if expected is float else number and isinstance(value, int) if expected is int else \
         isinstance(value, expected)
     return None if ok else f"expected {_expected_name(expected)}, got {_found(value)}"
+
+
+_LARGEST = int(sys.float_info.max)  # an int JSON holds beyond it has no float (1 followed by 400 zeros)
 
 
 def _expected_name(expected: Any) -> str:

@@ -182,7 +182,8 @@ def load_records(path: Path, skip_bad: Callable[[RecordError], None] | None = No
 def load_record_files(path: Path, skip_bad: Callable[[RecordError], None] | None = None,
                       check: Callable[[Record], None] | None = None) -> list[tuple[Path, Record]]:
     """`load_records` with the file each record was read from (the results page and the notebook frame name it)."""
-    files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+    # a folder named x.json is a folder: its records are read, and it is no "unreadable record file" (a hostile pass)
+    files = sorted(f for f in path.rglob("*.json") if not f.is_dir()) if path.is_dir() else [path]
     found = []
     for f in files:
         if f.name.startswith(".tmp-"):

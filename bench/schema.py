@@ -80,6 +80,56 @@ def percentage(value: float) -> str | None:
     return None if 0 <= value <= 100 else f"{value} must be a percentage in [0, 100]"
 
 
+def all_positive(values: list) -> str | None:
+    """Per-round ratios of two times: a ratio of -1 passed the gate (a hostile pass)."""
+    bad = next((v for v in values if not v > 0), None)
+    return None if bad is None else f"holds {bad}; a ratio of two times is > 0"
+
+
+def a_percentage_where_named_top(name: str, value: float) -> str | None:
+    """`final_val_top1_cls`, `best_val_top5`: a percentage; `best_val_top1_epoch`, `final_val_loss`: not one. A
+    training record's top-1 of 150 was averaged into Table 3 (a hostile pass)."""
+    return percentage(value) if ("top1" in name or "top5" in name) and not name.endswith("_epoch") else None
+
+
+def history_problem(history: list) -> str | None:
+    """Each evaluation: its epoch (a whole number from 1) and top-1/top-5 percentages; the training figure drew
+    what the reader let through, and a missing epoch crashed it (a hostile pass)."""
+    for i, point in enumerate(history):
+        if not isinstance(point, dict):
+            return f"item {i}: expected an object with epoch and val_top1, got {type(point).__name__}"
+        epoch = point.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            return f"item {i}: epoch {epoch!r} is not a whole number of epochs"
+        for key, value in point.items():
+            if "top" in key:
+                problem = type_problem(value, float) or percentage(value)
+                if problem:
+                    return f"item {i}: {key}: {problem}"
+    return None
+
+
+def schedule_problem(points: list) -> str | None:
+    """[epoch, learning rate] pairs, epochs in order from 0, rates finite and not negative: [1, 2, 3] crashed the
+    lr_schedule figure, and NaN or negative rates were drawn without a word (a hostile pass)."""
+    last = 0.0
+    for i, point in enumerate(points):
+        if not (isinstance(point, list) and len(point) == 2) or type_problem(point, list[float]):
+            return f"item {i}: expected [epoch, learning rate], got {point!r:.60}"
+        epoch, lr = point
+        if epoch < last or lr < 0:
+            return f"item {i}: {point} is not an epoch after the one before with a rate of 0 or more"
+        last = epoch
+    return None
+
+
+def device_problem(value: str) -> str | None:
+    """cpu, cuda or cuda:N: a record of device "tpu" was placed in a CPU column (a hostile pass)."""
+    kind, _, index = value.partition(":")
+    ok = value == "cpu" or kind == "cuda" and (not _ or index.isdigit())
+    return None if ok else f"{value!r} is not cpu, cuda or cuda:N"
+
+
 def iso_time_problem(value: str) -> str | None:
     """Why `value` is not an ISO 8601 time (`created`: records are ordered by it, as times, not as text)."""
     try:
@@ -93,8 +143,9 @@ class Family:
     """Keys sharing a pattern (one per head, per GPU reading): `batch_ms_*`. Read them by name: `metrics["…"]`.
     `type`, where every key of the family has one, is checked like a key's."""
 
-    def __init__(self, pattern: str, meaning: str, type: Any = None) -> None:
-        self.pattern, self.meaning, self.type = pattern, meaning, type
+    def __init__(self, pattern: str, meaning: str, type: Any = None,
+                 valid: Callable[[str, Any], str | None] | None = None) -> None:
+        self.pattern, self.meaning, self.type, self.valid = pattern, meaning, type, valid
 
 
 class Section(Mapping[str, Any]):
@@ -133,8 +184,8 @@ class Section(Mapping[str, Any]):
         out = []
         for name, value in self._data.items():
             key = declared.get(name)
-            expected = key.type if key else next(
-                (f.type for f in self.FAMILIES if fnmatch.fnmatchcase(name, f.pattern)), None)
+            family = None if key else next((f for f in self.FAMILIES if fnmatch.fnmatchcase(name, f.pattern)), None)
+            expected = key.type if key else family.type if family else None
             if value is None:
                 problem = None if key is None or key.nullable else \
                     "null, where it always has a value (a key not measured is left out)"
@@ -142,6 +193,8 @@ class Section(Mapping[str, Any]):
                 problem = None if expected is None else type_problem(value, expected)
                 if problem is None and key is not None and key.valid is not None:
                     problem = key.valid(value)
+                if problem is None and family is not None and family.valid is not None:
+                    problem = family.valid(name, value)
             if problem:
                 out.append(f"{name}: {problem}")
         out += [f"{k.name}: missing, where every record has it" for k in declared.values()
@@ -186,19 +239,20 @@ class Env(Section):
 class BenchSettings(Section):
     """`settings` of `bench run`: what was asked for, every default resolved."""
 
-    device = Key[str]("cpu, cuda or cuda:N", required=True)
+    device = Key[str]("cpu, cuda or cuda:N", required=True, valid=device_problem)
     precision = Key[str]("the precision of the timed forwards, speed and relspeed (docs/precision.md)", required=True)
     precision_requested = Key[str]("what was asked for (`auto` by default)")
     precision_why = Key[str]("why `precision` was chosen")
     accuracy_precision = Key[str]("accuracy: the precision it was evaluated in, fp32 unless `--precision` named "
                                   "another (`auto` is for timing only). Absent in older records: `precision`")
     threads = Key[int]("torch threads of the measurement")
-    batch_size = Key[int]("images per forward actually timed")
+    batch_size = Key[int]("images per forward actually timed", valid=positive)
     batch_policy = Key[str]("fixed, max (largest batch that fits), searched (--best chose it) or not searched: "
                             "budget (--best's budget ran out before its batch stage timed anything)")
     max_batch_cap = Key[int]("upper bound of the max search")
-    img_size = Key[int]("input resolution", required=True)
-    protocol = Key[str]("timing protocol: timm or paper (docs/benchmarking.md)", required=True)
+    img_size = Key[int]("input resolution", required=True, valid=positive)
+    protocol = Key[str]("timing protocol: timm or paper (docs/benchmarking.md)", required=True,
+                        valid=lambda v: None if v in ("timm", "paper") else f"{v!r} is not timm or paper")
     stat = Key[str]("median or mean of the per-batch times")
     compile = Key[bool]("torch.compile", required=True)
     compile_mode = Key[str]("off, default, freezing, max-autotune or reduce-overhead (bench/compiling.py); absent "
@@ -210,8 +264,8 @@ class BenchSettings(Section):
     batch_fixed = Key[bool]("--batch-size was given (--best then searched no batch)")
     search = Key[dict]("--best: chosen setting, every setting tried (precision, compile, batch, stage, status, trial "
                        "im/s, seconds), the agreement check against fp32 eager, the weights, budget and time spent")
-    warmup = Key[int]("untimed forwards")
-    iters = Key[int]("timed forwards (relspeed: rounds)")
+    warmup = Key[int]("untimed forwards", valid=lambda v: None if v >= 0 else f"{v} must be 0 or more")
+    iters = Key[int]("timed forwards (relspeed: rounds)", valid=positive)
     metrics = Key[list]("what was measured", items=str, required=True)
     budget_s = Key[float]("relspeed: seconds allowed for retaking contended rounds")
     num_classes = Key[int]("the head's classes (a checkpoint's head decides)")
@@ -251,8 +305,8 @@ class BenchMetrics(Section):
     peak_tflops_measured = Key[float]("this machine's measured dense-GEMM peak in that precision (bench/peak.py)")
     mfu_measured = Key[float]("achieved_tflops / peak_tflops_measured (None: no native peak, or measured busy)")
     energy_j_per_img = Key[float]("NVML energy over the timed loop per image (J)")
-    relspeed_ratio = Key[float]("median model/reference time ratio (the gate)", nullable=False)
-    relspeed_ratios = Key[list]("the ratio of every round", items=float, nullable=False)
+    relspeed_ratio = Key[float]("median model/reference time ratio (the gate)", nullable=False, valid=positive)
+    relspeed_ratios = Key[list]("the ratio of every round", items=float, nullable=False, valid=all_positive)
     relspeed_clock = Key[str]("process_cpu_time or cuda_event")
     relspeed_other_cores = Key[list]("per round: cores other processes kept busy", items=float)
     relspeed_steal = Key[list]("per round: share of the machine the hypervisor took", items=float)
@@ -277,7 +331,7 @@ class TrainSettings(Section):
 
     experiment = Key[str]("the registered experiment (reproduce ls)", required=True)
     config = Key[dict]("every TrainConfig field, resolved", required=True)
-    device = Key[str]("cpu, cuda or cuda:N")
+    device = Key[str]("cpu, cuda or cuda:N", valid=device_problem)
     amp = Key[str]("the precision that trained: none, bf16 or fp16")
     amp_why = Key[str]("why (`auto` resolves by the hardware)")
     world_size = Key[int]("processes")
@@ -285,7 +339,7 @@ class TrainSettings(Section):
     global_batch_size = Key[int]("images per step over all processes")
     lr_scaled = Key[float]("the learning rate after batch scaling")
     output = Key[str]("the run folder")
-    history = Key[list]("top-1/top-5 of every head at every evaluation", required=True)
+    history = Key[list]("top-1/top-5 of every head at every evaluation", required=True, valid=history_problem)
     # the checkpoints a run loaded, by content (a path alone does not tie a student to its teacher run)
     teacher_sha256 = Key[str]("sha256 of the teacher checkpoint it distilled from (config.teacher_checkpoint); "
                               "absent without one, and in older records")
@@ -309,10 +363,11 @@ class TrainMetrics(Section):
     """`metrics` of a training run."""
 
     FAMILIES = (
-        Family("final_*", "the last evaluation: val (and EMA) top-1/top-5 and loss per head", float),
-        Family("best_*", "the best evaluation per top-1 head, and its epoch", float),
+        Family("final_*", "the last evaluation: val (and EMA) top-1/top-5 and loss per head", float,
+               a_percentage_where_named_top),
+        Family("best_*", "the best evaluation per top-1 head, and its epoch", float, a_percentage_where_named_top),
     )
-    final_val_top1 = Key[float]("top-1 (%) of the official output at the last evaluation")
+    final_val_top1 = Key[float]("top-1 (%) of the official output at the last evaluation", valid=percentage)
     epochs = Key[int]("epochs completed", nullable=False)
     train_img_per_s = Key[float]("median training speed over epochs (all processes); with compile=true, each "
                                  "process's first epoch (it compiles) left out")
@@ -350,7 +405,7 @@ class ConfigSettings(Section):
     config = Key[dict]("every TrainConfig field, resolved", required=True)
     device = Key[str]("always `config`: nothing ran")
     lr_schedule = Key[list]("[epoch, learning rate] as training sets it: at the start of every epoch, more often "
-                            "with sched_per_step; the lr_schedule figure draws it")
+                            "with sched_per_step; the lr_schedule figure draws it", valid=schedule_problem)
 
 
 class StepSpeedSettings(Section):

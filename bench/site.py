@@ -25,6 +25,7 @@ from bench.errors import StorageError
 from bench.record import Record, from_repo_root, load_record_files
 from bench.store import STAGING_PREFIX, hold_folder, interrupts_deferred, write_text_atomic
 from bench.tables import Table
+from bench.trained import repeated_seeds
 
 STYLE = """
 :root { --ink: #1b1f24; --muted: #57606a; --line: #d0d7de; --paper: #f3f0e6; --ours: #eaf2fb; }
@@ -111,7 +112,8 @@ def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, w
     old page; a full disk while the tables were written, new tables beside an old page). A second `bench tables`
     into the same `out`, figures folder or page folder is refused (FolderInUse) while this one holds them.
     ValueError, before anything is written, when the parent holds a page of its own or no record is readable; one
-    unreadable record file is passed to `warn` and left out rather than blocking every table."""
+    unreadable record file is passed to `warn` (a line to print) and left out rather than blocking every table; so
+    are a seed trained twice and records of one cell made at one instant that disagree."""
     if out.resolve() == out.resolve().parent:
         raise ValueError(f"--out {out}: the page and constraints.txt go into the folder above --out, and {out} has "
                          "none; give a folder below it")
@@ -122,7 +124,9 @@ def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, w
         skipped = []
         found = load_record_files(records_dir, skip_bad=skipped.append, check=tables_mod.check_record)
         for exc in skipped:
-            warn(exc)
+            warn(f"skipped {exc}")
+        for note in [*repeated_seeds(found), *tables_mod.same_instant_conflicts(found)]:
+            warn(note)
         if not found:  # every table would be 'not run', replacing what `out` holds
             raise ValueError(f"no readable records (*.json) in {records_dir}"
                              + (f" ({len(skipped)} skipped above)" if skipped else "") + "; nothing was written")

@@ -342,6 +342,8 @@ def check_record(r: Record) -> None:
     every pair of Table 4's models; a size or speed is positive and an accuracy a percentage (a hand-edited
     `infer_img_per_s: -5` was printed, a hostile pass). Raises ValueError naming what is wrong."""
     if r.kind == "bench":
+        if r.variant not in VARIANTS:  # its rows are the registry's: it was left out without a word (a hostile pass)
+            raise ValueError(f"variant {r.variant!r:.60} is not in the registry (bench ls): no table has a row for it")
         for key, value in r.metrics.items():
             positive = key in ("params", "gmacs") or key.startswith(("infer_img_per_s", "latency_ms"))
             percent = key.startswith(("top1", "top5", "real_top1", "real_top5"))
@@ -356,6 +358,24 @@ def check_record(r: Record) -> None:
                              + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
 
 
+def same_instant_conflicts(found: list[tuple[Path, Record]]) -> list[str]:
+    """Records of one model on one machine made at the same instant whose settings or metrics differ, named: a cell
+    shows the newest record, and between these the file name decided, without a word (a hostile pass; two
+    concurrent `bench run`s wrote records of the same second)."""
+    seen: dict[tuple, tuple[Path, Record]] = {}
+    out = []
+    for path, r in found:
+        if r.kind != "bench":
+            continue
+        fingerprint = r.env.fingerprint or {}
+        what = (r.variant, r.settings.img_size, r.created, fingerprint.get("id") or r.env.device_name)
+        if what in seen and (seen[what][1].metrics, seen[what][1].settings) != (r.metrics, r.settings):
+            out.append(f"{seen[what][0]} and {path} are records of {r.variant} on one machine made at the same "
+                       f"instant ({r.env.created}) that differ; a cell shows one of them: keep one")
+        seen.setdefault(what, (path, r))
+    return out
+
+
 def build_all(records: list[Record]) -> list[Table]:
     from bench.trained_tables import ablation, table3, table4, table7, table8, table9  # they import this module's Table
 
@@ -368,7 +388,11 @@ def build_all(records: list[Record]) -> list[Table]:
 def write(table: Table, out_dir: Path) -> list[Path]:
     """Markdown, CSV and LaTeX files for one table (deterministic content)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    md = f"### {table.title}\n\n{table.frame.to_markdown(index=False, disable_numparse=True)}\n\n"
+    # a "|" in a cell (a CPU's name from a record) split its column: 20 pipes in the header, 19 in a row (a hostile
+    # pass); escaped, Markdown shows it as text
+    cells = table.frame.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
+    cells.columns = [str(c).replace("|", "\\|") for c in cells.columns]
+    md = f"### {table.title}\n\n{cells.to_markdown(index=False, disable_numparse=True)}\n\n"
     md += "".join(f"- {line}\n" for line in table.footer)
     tex = table.frame.to_latex(index=False, caption=table.title, label=f"tab:{table.name}")
     paths = [out_dir / f"{table.name}.{ext}" for ext in ("md", "csv", "tex")]

@@ -375,6 +375,10 @@ DELETE = object()
     ({"env__fingerprint": {"device": "cpu"}}, "env.fingerprint"),
     ({"env__fingerprint": None}, "env.fingerprint is missing or null"),  # was "skipped", and a 2x slowdown passed
     ({"env__fingerprint": {**{}, "device": "cpu", "isa": 5}}, "env.fingerprint"),
+    # a hostile pass: the summary without its rounds made the gate judge an older record, and pass a 20 % slowdown
+    ({"metrics__relspeed_ratios": DELETE}, "metrics.relspeed_ratio without metrics.relspeed_ratios"),
+    ({"metrics__relspeed_ratio": -1.0}, "relspeed_ratio: -1.0 must be positive"),
+    ({"metrics__gmacs": 10**400}, "gmacs: expected a finite float"),  # an OverflowError traceback, exit 1
 ])
 def test_a_record_the_gate_cannot_read_is_a_usage_error_naming_file_and_field(tmp_path, capsys, quiet_runs, changes,
                                                                               message):
@@ -519,3 +523,25 @@ def test_writing_a_baseline_folder_from_one_model_keeps_the_other_models_entries
         k: v for k, v in before.items() if k != "deit_ti@224"}
     assert f"kept {len(before) - 1} entries these records do not cover" in lines[0]
     assert {s["variant"] for s in after["sources"]} >= {k.split("@")[0] for k in before}
+
+
+def test_records_of_one_model_made_at_the_same_instant_that_disagree_are_refused_naming_both(tmp_path, capsys,
+                                                                                              quiet_runs, size_records):
+    """A hostile pass: two size records of deit_ti with the same `created` and params 1 apart: named zz-dup.json, the
+    gate said CHANGED; renamed 00-dup.json, "all gates pass"; --write-baseline stored either. Two concurrent
+    `bench run`s wrote records of the same second. An identical copy is no conflict."""
+    base = tmp_path / "exact.json"
+    record = next(r for r in size_records if r.variant == "deit_ti")
+    baselines.write_baseline(baselines.make_baseline([record], "exact", check.Tolerances()), base)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for name, params in (("00-dup.json", record.metrics.params + 1), ("mine.json", record.metrics.params),
+                         ("zz-copy.json", record.metrics.params)):
+        (runs / name).write_text(record_with(record, metrics__params=params).to_json())
+    for argv in (["--baseline", str(base)], ["--write-baseline", "--baseline", str(tmp_path / "new")]):
+        assert cli.main(["check", *argv, "--current", str(runs)]) == 2
+        err = capsys.readouterr().err
+        assert f"{runs / '00-dup.json'} and {runs / 'mine.json'} are records of deit_ti@224 made at the same instant" \
+            in err and "different params" in err
+    (runs / "00-dup.json").unlink()
+    assert cli.main(["check", "--baseline", str(base), "--current", str(runs)]) == 0  # the identical copy: fine

@@ -193,8 +193,8 @@ def test_a_fifo_among_records_is_skipped_not_waited_on(record, tmp_path):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-    assert sorted(str(e) for e in skipped) == [f"{tmp_path / 'folder.json'}: not a regular file",
-                                               f"{tmp_path / 'x.json'}: not a regular file"]
+    # a folder named folder.json is a folder, whose records are read: no "unreadable record" (a hostile pass)
+    assert [str(e) for e in skipped] == [f"{tmp_path / 'x.json'}: not a regular file"]
 
 
 def test_bench_tables_skips_a_bad_record_with_a_warning_naming_file_and_field(record, tmp_path, capsys):

@@ -88,6 +88,9 @@ def test_an_unknown_kind_is_refused():
     ("fast", list[float], "expected list"), ({"a": 1}, dict, None), ([], dict, "expected dict, got list"),
     ({"a": {"b": 0.5}}, dict[str, dict[str, float]], None),
     ({"a": {"b": "half"}}, dict[str, dict[str, float]], "['a']: ['b']: expected float, got str 'half'"),
+    # a hostile pass: JSON's 1 followed by 400 zeros raised OverflowError here, and `bench check` exited 1
+    (10**400, float, "expected a finite float, got int 1000"), (10**300, float, None),
+    (10**400, int, "expected an int of at most 64 bits"), (10**400, float | None, "expected float | None"),
 ])
 def test_type_problem_says_what_was_expected_and_what_was_found(value, expected, problem):
     found = jsontypes.type_problem(value, expected)

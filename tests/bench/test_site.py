@@ -178,3 +178,43 @@ def test_tables_elsewhere_draw_their_figures_beside_them_and_never_replace_someo
     assert f"and {project} (index.html, constraints.txt)" in capsys.readouterr().out
     assert any((project / "figures").glob("*.svg"))  # beside --out, not ./results/figures
     assert cli.main(argv) == 0  # its own files it replaces
+
+
+def test_bench_tables_names_what_it_leaves_out_or_cannot_place(tmp_path, capsys):
+    """A hostile pass on `bench tables`: a record of an unknown variant, a training top-1 of 150, a learning-rate
+    schedule [1, 2, 3] (a figure's TypeError), a history without epochs (a KeyError) were left out, averaged in or
+    crashed; two records of one cell made at one instant let the file name decide; a "|" in a CPU's name split a
+    Markdown column; a folder named x.json was called an unreadable record; --out inside --records was accepted."""
+    import json
+    import shutil
+
+    records = tmp_path / "records"
+    shutil.copytree(RECORDS, records)
+    def edit(name, change, as_name=None):
+        data = json.loads((RECORDS / name).read_text())
+        change(data)
+        (records / (as_name or name)).write_text(json.dumps(data))
+    edit("20261122T190439-deit_ti-cpu-7308aa98.json", lambda d: d.update(variant="deit_zz"), "zz.json")
+    edit("20261122T203245-cifar_vit-cpu-18a662f8.json", lambda d: d["metrics"].update(final_val_top1=150.0))
+    edit("20261201T123013-deit_b-config-d0512d2f.json", lambda d: d["settings"].update(lr_schedule=[1, 2, 3]))
+    edit("20261122T210950-cifar_vit-cpu-fe26e203.json", lambda d: [h.pop("epoch") for h in d["settings"]["history"]])
+    edit("20261122T190455-deit_s-cpu-9a508c37.json", lambda d: d["metrics"].update(params=1), "deit_s-same-time.json")
+    edit("20261122T190539-deit_b-cpu-b57c23c6.json",
+         lambda d: d["env"].update(cpu="AMD | EPYC", device_name="AMD | EPYC"))
+    (records / "folder.json").mkdir()
+    shutil.copy(RECORDS / "20261122T190753-deit_ti_dist-cpu-152539ec.json", records / "folder.json" / "inside.json")
+    out = tmp_path / "site" / "tables"
+    assert cli.main(["tables", "--records", str(records), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "variant 'deit_zz' is not in the registry" in err
+    assert "final_val_top1: 150.0 must be a percentage" in err
+    assert "lr_schedule: item 0: expected [epoch, learning rate], got 1" in err
+    assert "history: item 0: epoch None is not a whole number of epochs" in err
+    assert "deit_s-same-time.json are records of deit_s on one machine made at the same instant" in err
+    assert "folder.json" not in err and "Traceback" not in err
+    assert any("AMD \\| EPYC" in table.read_text() for table in out.glob("*.md"))
+    for table in out.glob("*.md"):  # every row of every table has as many cells as its header
+        rows = [line for line in table.read_text().splitlines() if line.startswith("|")]
+        assert len({len(re.findall(r"(?<!\\)\|", row)) for row in rows}) <= 1, table.name
+    assert cli.main(["tables", "--records", str(records), "--out", str(records / "tables")]) == 2
+    assert "is inside --records" in capsys.readouterr().err

@@ -82,6 +82,24 @@ def test_a_copy_of_a_runs_record_counts_once(records):
     assert frame.loc[0, "ours top-1 (mini)"] == f"{value + 1:.2f} ± 1.41 (2 seeds)"
 
 
+def test_a_seed_trained_again_counts_once_by_its_newest_run_and_is_named(records, tmp_path):
+    """A hostile pass: a copy of a seed's record with another `created` made a row "6 seeds" (p 0.042 became 0.028)
+    without a word. A second run of a seed is no second sample: the newest counts, and `bench tables` names both."""
+    run = max((r for r in records if r.settings.get("experiment") == "mini_none"), key=lambda r: r.env["created"])
+    seed1 = dataclasses.replace(run, settings={**run.settings, "config": {**run.settings["config"], "seed": 1}},
+                                metrics={**run.metrics, "final_val_top1": run.metrics["final_val_top1"] + 2})
+    again = dataclasses.replace(seed1, env={**seed1.env, "created": "2030-01-01T00:00:00+00:00"},
+                                metrics={**seed1.metrics, "final_val_top1": 99.0})
+    value = run.metrics["final_val_top1"]
+    frame = trained_tables.table3([run, seed1, again], "mini").frame
+    mean, spread = (value + 99.0) / 2, abs(99.0 - value) / 2 ** 0.5
+    assert frame.loc[0, "ours top-1 (mini)"] == f"{mean:.2f} ± {spread:.2f} (2 seeds)"
+    found = [(tmp_path / "a.json", run), (tmp_path / "b.json", seed1), (tmp_path / "c.json", again)]
+    assert trained.repeated_seeds(found) == [
+        f"experiment mini_none, seed 1: trained 2 times in one configuration ({tmp_path / 'b.json'}, "
+        f"{tmp_path / 'c.json'}); the tables count the newest"]
+
+
 def test_seeds_that_ran_in_another_precision_are_not_averaged(records):
     """`amp=auto` is one config but bf16 on one machine and fp32 on the next: those seeds are not one row."""
     run = max((r for r in records if r.settings.get("experiment") == "mini_none"), key=lambda r: r.env["created"])
