@@ -89,6 +89,9 @@ class _Evil:
     (lambda p: p.write_bytes(_saved(p, {"model": {}})[:200]), "is truncated or corrupt"),
     (lambda p: torch.save({"weight": torch.zeros(2)}, p), "is not a checkpoint of `reproduce train` (it lacks model"),
     (lambda p: p.write_bytes(pickle.dumps(_Evil(), protocol=2)), "holds Python objects besides tensors"),
+    # a hostile pass: 8 bytes overwritten in the middle were read without a word, and the resumed run ended at 10 %
+    (lambda p: p.write_bytes(_damaged(_saved(p, {"model": {"w": torch.arange(4096.0)}}))),
+     "is damaged: its part checkpoint/data/0 fails the archive's CRC check"),
 ])
 def test_resume_from_a_bad_checkpoint_explains_itself(tmp_path, capsys, content, message):
     """#19 row 8: truncated, plain-state-dict and malicious checkpoints gave RuntimeError / KeyError /
@@ -103,6 +106,11 @@ def test_resume_from_a_bad_checkpoint_explains_itself(tmp_path, capsys, content,
     assert "Traceback" not in captured.err and "this must never run" not in captured.out
     assert "\x1b[" not in captured.err  # torch's terminal bold codes, pasted into the message (a hostile pass)
     assert (run / "checkpoint.pth").read_bytes() == before  # refused, not overwritten
+
+
+def _damaged(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes(8) + data[middle + 8:]
 
 
 def _saved(path, obj) -> bytes:
