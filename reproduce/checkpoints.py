@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -170,6 +171,10 @@ class RunFiles:
     def load(self, resume: bool, cfg: TrainConfig, experiment: str) -> CheckpointState | None:
         """The saved state when resuming (None when there is nothing to resume); refuses to start over an existing
         run without --resume, and to resume with a different configuration."""
+        for path in (self.log_file, self.result):  # a folder there: a traceback at the log's trim, or a whole run
+            if os.path.lexists(path) and not path.is_file():  # trained before failing to write its record
+                raise ConfigError(f"{path} is not a regular file ({kind_of(path)}); the run writes it there: move it "
+                                  "away, or choose another --output")  # (a hostile pass)
         if not self.checkpoint.exists():
             self._check_fresh()
             return None
@@ -360,3 +365,13 @@ def unrecorded(result: Path, results_dir: Path) -> Record | None:
         if (other.env.get("created"), other.settings.get("output")) == key:
             return None
     return finished
+
+
+def kind_of(path: Path) -> str:
+    """'a folder', 'a link to nothing', 'a character device' …: what stands where a file of the run belongs."""
+    if path.is_symlink() and not path.exists():
+        return "a link to nothing, or a loop of links"
+    mode = path.stat().st_mode
+    return next((name for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                                         (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+                                         (stat.S_ISSOCK, "a socket")) if test(mode)), "not a regular file")

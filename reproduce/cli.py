@@ -189,8 +189,13 @@ def _train(args) -> int:
     _check_cuda(cfg.device, f"device={cfg.device}")
     check_folder(args.output, "--output")
     check_folder(args.results_dir, "--results-dir")
-    if args.resume and not (args.output / "checkpoint.pth").is_file():
-        raise UsageError(f"--resume: nothing to resume, {args.output / 'checkpoint.pth'} does not exist; "
+    checkpoint = args.output / "checkpoint.pth"
+    if args.resume and os.path.lexists(checkpoint) and not checkpoint.is_file():  # was "does not exist" (a hostile
+        from reproduce.checkpoints import kind_of  # pass): a folder, a link to /dev/zero, a loop of links
+
+        raise UsageError(f"--resume: {checkpoint} is not a checkpoint file ({kind_of(checkpoint)})")
+    if args.resume and not checkpoint.is_file():
+        raise UsageError(f"--resume: nothing to resume, {checkpoint} does not exist; "
                          "leave out --resume to start the run")
     record = train(cfg, args.output, experiment=args.experiment, resume=args.resume,
                    log=lambda msg: print(msg, file=sys.stderr), tensorboard=args.tensorboard)

@@ -509,3 +509,22 @@ def test_under_torchrun_a_command_line_mistake_is_said_by_rank_0_alone(tmp_path,
     assert cli.main([*argv, "--set", "dataset=folder", "--data", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "missing") in err and ("(rank 1)" in err) == (rank == "1")
+
+
+@pytest.mark.parametrize("name,make,resume,message", [
+    ("checkpoint.pth", lambda p: p.mkdir(), True, "checkpoint.pth is not a checkpoint file (a folder)"),
+    ("checkpoint.pth", lambda p: p.symlink_to("/dev/zero"), True, "is not a checkpoint file (a character device)"),
+    ("checkpoint.pth", lambda p: p.symlink_to(p), True, "is not a checkpoint file (a link to nothing, or a loop"),
+    ("log.jsonl", lambda p: p.mkdir(), False, "log.jsonl is not a regular file (a folder)"),
+    ("result.json", lambda p: p.mkdir(), False, "result.json is not a regular file (a folder)"),
+])
+def test_something_other_than_a_file_where_the_run_keeps_one_is_named(tmp_path, capsys, name, make, resume, message):
+    """A hostile pass: a folder or a link to /dev/zero at checkpoint.pth was "does not exist"; a folder at log.jsonl
+    an IsADirectoryError traceback; at result.json, every epoch trained before "cannot write … it is a folder"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    make(run / name)
+    code = cli.main(["train", "--experiment", "debug", "--output", str(run), "--results-dir", str(tmp_path / "r"),
+                     *(["--resume"] if resume else [])])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and "epoch 1" not in err
