@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-from bench.errors import exit_at_once_on_another_stop, ignore_stops_while_finalising
+from bench.errors import Terminated, exit_at_once_on_another_stop, ignore_stops_while_finalising, sigterm_interrupts
 
 atexit.register(ignore_stops_while_finalising)  # registered before torch and multiprocessing: runs after their hooks
 
@@ -24,10 +24,12 @@ def bench() -> int:
 
 def _launch(module: str, name: str) -> int:
     try:
-        main = importlib.import_module(module).main
-    except KeyboardInterrupt:
-        print(f"\n{name}: interrupted while starting; nothing was done", file=sys.stderr)
-        return 130
+        with sigterm_interrupts():  # a SIGTERM in the first second (torch loading) killed `reproduce` silently, -15
+            main = importlib.import_module(module).main
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\n{name}: {how} while starting; nothing was done", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     try:
         code = main()
         exit_at_once_on_another_stop()  # what follows is the interpreter's exit: a Ctrl-C now ends it, quietly

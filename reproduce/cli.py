@@ -20,12 +20,14 @@ from bench.errors import (
     CheckpointError,
     DataError,
     StorageError,
+    Terminated,
     UsageError,
     check_folder,
     exit_at_once_on_another_stop,
     message_of,
     path_arg,
     plain_streams,
+    sigterm_interrupts,
     stop_handlers_restored,
 )
 from reproduce import experiments
@@ -329,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace, rank: str | None) -> int:
     try:
-        return {"ls": _ls, "train": _train, "suite": _suite, "step-speed": _step_speed}[args.command](args)
+        with sigterm_interrupts():  # until training's own handler takes SIGTERM as a pre-emption: it stops the
+            # command as Ctrl-C does (a SIGTERM in the first seconds killed it silently, -15; a hostile pass)
+            return {"ls": _ls, "train": _train, "suite": _suite, "step-speed": _step_speed}[args.command](args)
     except CommandLineError as exc:  # every rank has the same
         if not rank:
             print(f"reproduce: error: {exc}", file=sys.stderr)
@@ -349,10 +353,11 @@ def _main(args: argparse.Namespace, rank: str | None) -> int:
         exit_at_once_on_another_stop()  # the first Ctrl-C was answered: a second one ends the exit, quietly
         print(f"\nreproduce: {exc}", file=sys.stderr)
         return 130
-    except KeyboardInterrupt:  # outside the training loop: before the first step or while writing the record
+    except KeyboardInterrupt as exc:  # outside the training loop: before the first step or while writing the record
         exit_at_once_on_another_stop()
-        print("\nreproduce: interrupted; no record was written", file=sys.stderr)
-        return 130
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\nreproduce: {how}; no record was written", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # `reproduce ls | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0

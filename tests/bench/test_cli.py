@@ -237,6 +237,27 @@ def test_ctrl_c_while_the_cli_loads_exits_130_with_one_line(monkeypatch, capsys)
     assert capsys.readouterr().err.count("interrupted while starting; nothing was done") == 2
 
 
+def test_sigterm_before_training_takes_it_stops_reproduce_with_143_and_one_line(monkeypatch, capsys, tmp_path):
+    """A hostile pass: `reproduce train` got SIGTERM in its first ~2 s (loading, building) and died by the signal,
+    status -15, without a word, where Ctrl-C then gave 130 and a line. Now SIGTERM raises `Terminated` there, as in
+    `bench`; and while the CLI module loads, the launcher says so (checked by hand at 0.05-3 s: exit 143)."""
+    import importlib
+
+    from bench import launch
+    from bench.errors import Terminated
+    from reproduce import cli as reproduce_cli
+
+    def terminated(*args, **kwargs):
+        raise Terminated
+
+    monkeypatch.setattr(reproduce_cli, "resolve_config", terminated)
+    assert reproduce_cli.main(["train", "--experiment", "debug", "--output", str(tmp_path / "run")]) == 143
+    assert capsys.readouterr().err.strip() == "reproduce: terminated (SIGTERM); no record was written"
+    monkeypatch.setattr(importlib, "import_module", terminated)
+    assert launch._launch("reproduce.cli", "reproduce") == 143
+    assert capsys.readouterr().err.strip() == "reproduce: terminated (SIGTERM) while starting; nothing was done"
+
+
 def test_a_second_ctrl_c_while_exiting_ends_the_exit_with_130_and_no_traceback(tmp_path):
     """A hostile pass: a second Ctrl-C 20-100 ms after the first (`reproduce train`) landed in torch's atexit hooks or
     the interpreter's finalisation: a KeyboardInterrupt traceback, or death by signal with status -2. Here a command
