@@ -134,6 +134,9 @@ def _datasets(cfg: TrainConfig, train_tf, val_tf) -> tuple[Dataset, Dataset]:
         splits = ("train", "val")
     for split in splits:
         if not (root / split).is_dir():
+            if not root.exists():  # said first: "has no train/ folder" read as if the folder were there
+                raise DataError(f"--data {root} does not exist; expected {root}/{splits[0]}/<class>/… and "
+                                f"{root}/{splits[1]}/…")
             raise DataError(f"{root} has no {split}/ folder; expected {root}/{splits[0]}/<class>/… and {root}/{splits[1]}/…")
     train_samples, layout = find_samples(root / splits[0])
     # the label space is the training classes': val/ may lack a class (the others keep their labels), never add one

@@ -147,9 +147,14 @@ def _evaluate_teacher(cfg, row: str, output: Path, results_dir: Path, log) -> Ro
     if not cfg.teacher_checkpoint:
         missing.append(f"the {row} row distils from {cfg.teacher}: give its weights with --set "
                        "teacher_checkpoint=FILE (official: regnety_160-a5fe301d.pth)")
+    elif not Path(cfg.teacher_checkpoint).is_file():  # was a ValueError traceback, exit 1 (a hostile pass)
+        missing.append(f"teacher_checkpoint={cfg.teacher_checkpoint}: no such file")
     if cfg.dataset != "folder" or not cfg.data:
         missing.append(f"evaluating the given teacher needs the rows' image folders (dataset=folder, --data ROOT "
                        f"with ROOT/val); this suite has dataset={cfg.dataset}, data={cfg.data or 'none'}")
+    elif not (Path(cfg.data) / "val").is_dir():
+        missing.append(f"--data {cfg.data} has no val/ folder" + ("" if Path(cfg.data).exists() else
+                                                                  f" ({cfg.data} does not exist)"))
     if missing:
         raise ConfigError("; and ".join(missing))
     start = time.perf_counter()
@@ -158,7 +163,10 @@ def _evaluate_teacher(cfg, row: str, output: Path, results_dir: Path, log) -> Ro
     variant = resolve(cfg.teacher)
     opts = EvalOptions(data=Path(cfg.data) / "val", checkpoint=Path(cfg.teacher_checkpoint),
                        protocol=cfg.eval_protocol, workers=cfg.workers, save_predictions=output / "predictions.pt")
-    opts.check()
+    try:
+        opts.check()
+    except ValueError as exc:  # what bench run --checkpoint refuses: a usage error here too, not a traceback
+        raise ConfigError(str(exc)) from None
     settings = resolve_settings(variant, device=procs.device, batch_size=cfg.eval_batch_size, metrics="accuracy")
     record = measure(variant, settings, eval_opts=opts, log=log if procs.main else (lambda _: None))
     if not procs.main:

@@ -167,6 +167,11 @@ def test_find_samples_indexes_folders_by_the_names_it_is_given(tmp_path):
     # both missing inputs named at once: the data used to surface only after the weights were given
     (["suite", "table3", "--scale", "imagenet"], "--set teacher_checkpoint=FILE (official: regnety_160-a5fe301d.pth);"
      " and evaluating the given teacher needs the rows' image folders"),
+    (["train", "--experiment", "mini_none", "--data", "/nonexistent"], "--data /nonexistent does not exist"),
+    # a hostile pass: a ValueError traceback, exit 1; and the data was not checked before the teacher
+    (["suite", "table3", "--scale", "imagenet", "--data", "/nonexistent", "--set", "teacher_checkpoint=/no/x.pth"],
+     "teacher_checkpoint=/no/x.pth: no such file; and --data /nonexistent has no val/ folder (/nonexistent does not "
+     "exist)"),
 ])
 def test_more_bad_requests_exit_2(tmp_path, capsys, argv, message):
     if argv[0] == "train":
