@@ -17,6 +17,7 @@ anything is unpacked, and it is unpacked aside and moved into place only when co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -233,6 +234,7 @@ def run(call: Call, log) -> State:
                          f"--continue {previous}: not a file; give an earlier call's {ARCHIVE}")
     archive = out / ARCHIVE
     replace = _may_replace(archive, previous, call.force)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # Our own folder, never a fixed name: `--out .` once lost a user's own `work/` to the clean-up.
     work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=out))
@@ -243,6 +245,9 @@ def run(call: Call, log) -> State:
                              f"dry_run={state.dry_run}")
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)  # made by this call and holding nothing new
+        if made:  # and --out too, when this call made it: a bad archive left an empty folder (a hostile pass)
+            with contextlib.suppress(OSError):
+                out.rmdir()
         raise
     for folder in ("logs", "timm"):  # timm's benchmark.py does not make its results file's folder
         (work / folder).mkdir(parents=True, exist_ok=True)

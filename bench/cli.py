@@ -89,7 +89,8 @@ def _add_run(sub) -> None:
     run.add_argument("--budget-s", type=float, default=None,
                      help="relspeed: seconds to keep taking rounds while the machine is busy "
                           f"(default {Request.budget_s:g})")
-    run.add_argument("--results-dir", type=path_arg, default=Path("results/runs"), help="where the record goes")
+    run.add_argument("--results-dir", type=path_arg, default=Path("results/runs"),
+                     help="where the record goes (default: %(default)s, from the current folder)")
     acc = run.add_argument_group("accuracy (--metrics accuracy)")
     acc.add_argument("--data", type=path_arg, help="class-per-folder tree, ImageNet-V2 folder, or flat ILSVRC2012 val folder")
     acc.add_argument("--dataset", choices=["folder", "imagenet-v2", "imagenet-flat"],

@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     step.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     step.add_argument("--steps", type=int, default=20, help="timed steps of each loop (default 20)")
     step.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
-    step.add_argument("--results-dir", type=path_arg, default=Path("results/runs/step-speed"), help="where the record goes")
+    step.add_argument("--results-dir", type=path_arg, default=Path("results/runs/step-speed"),
+                      help="where the record goes (default: %(default)s, from the current folder)")
     ls = sub.add_parser("ls", help="list experiments (paper table/row and number)")
     what = ls.add_mutually_exclusive_group()
     what.add_argument("--fields", action="store_true",
