@@ -545,3 +545,21 @@ def test_records_of_one_model_made_at_the_same_instant_that_disagree_are_refused
             in err and "different params" in err
     (runs / "00-dup.json").unlink()
     assert cli.main(["check", "--baseline", str(base), "--current", str(runs)]) == 0  # the identical copy: fine
+
+
+def test_write_baseline_says_what_a_new_speed_baseline_replaces_and_what_size_records_lack(tmp_path, capsys,
+                                                                                          quiet_runs, size_records):
+    """A hostile pass: records 20 % slower replaced a machine's speed baseline with no word of it (and the next
+    check of the slow records passed); size records alone gave no hint of the relspeed run the docs promised."""
+    folder = tmp_path / "baselines"
+    first = write_runs(tmp_path / "first", [quiet_runs[0]])
+    assert cli.main(["check", "--write-baseline", "--baseline", str(folder), "--current", str(first)]) == 0
+    capsys.readouterr()
+    slow = write_runs(tmp_path / "slow", [slowed(quiet_runs[0], 1.2)])
+    assert cli.main(["check", "--write-baseline", "--baseline", str(folder), "--current", str(slow)]) == 0
+    out = capsys.readouterr().out
+    assert "replaces the earlier baseline: deit_ti@224 median ratio" in out and "(+20.0 %)" in out
+    sizes = write_runs(tmp_path / "sizes", size_records[:1])
+    assert cli.main(["check", "--write-baseline", "--baseline", str(tmp_path / "b2"), "--current", str(sizes)]) == 0
+    out = capsys.readouterr().out
+    assert f"--variant {size_records[0].variant} --metrics relspeed" in out
