@@ -76,7 +76,8 @@ class EvalOptions:
 # what only an accuracy measurement reads (its plumbing, --workers and --eval-batch-size, is checked, not refused)
 _ACCURACY_ONLY = {"dataset": "--dataset", "labels": "--labels", "real_labels": "--real-labels",
                   "protocol": "--eval-protocol", "crop_pct": "--crop-pct", "limit": "--limit",
-                  "save_predictions": "--save-predictions"}  # asked for a file, and silently given none (a hostile pass)
+                  "save_predictions": "--save-predictions",  # asked for a file, and silently given none (a hostile pass)
+                  "workers": "--workers", "batch_size": "--eval-batch-size"}  # accepted with size alone (another)
 
 
 @dataclass(frozen=True)

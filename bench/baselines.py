@@ -94,7 +94,7 @@ def write_baselines(records: list[Record], path: Path, tolerances: Tolerances) -
     if not is_folder(path):
         baseline = make_baseline(records, path.stem, tolerances)
         write_baseline(baseline, path)
-        return [f"{path}: {len(baseline['entries'])} entries"]
+        return [f"{path}: {_entries(len(baseline['entries']))}"]
     lines = []
     has = {m for r in records for m, value in r.metrics.items() if value is not None}
     if has & {"params", "gmacs", "top1", "top5"}:
@@ -105,12 +105,12 @@ def write_baselines(records: list[Record], path: Path, tolerances: Tolerances) -
         except ValueError:  # unreadable or malformed: re-baselining replaces it
             old = None
         kept = _keep_uncovered(exact, old)
-        kept_line = f"; kept {kept} entries these records do not cover" if kept else ""
+        kept_line = f"; kept {_entries(kept)} these records do not cover" if kept else ""
         if old is not None and old["entries"] == exact["entries"]:
-            lines.append(f"{target}: unchanged ({len(exact['entries'])} entries)")
+            lines.append(f"{target}: unchanged ({_entries(len(exact['entries']))})")
         else:
             write_baseline(exact, target)
-            lines.append(f"{target}: {len(exact['entries'])} entries{kept_line}")
+            lines.append(f"{target}: {_entries(len(exact['entries']))}{kept_line}")
     if "relspeed_ratios" in has:
         speed = make_baseline(records, "speed", tolerances, exact=False)
         target = path / SPEED_FOLDER / f"{speed['fingerprint']['id']}.json"
@@ -125,6 +125,10 @@ def write_baselines(records: list[Record], path: Path, tolerances: Tolerances) -
     if not lines:
         raise ValueError("the records hold none of params, gmacs, top1, top5 or relspeed; nothing to baseline")
     return lines
+
+
+def _entries(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
 
 
 def _speed_changes(target: Path, new: dict[str, Any]) -> str:

@@ -224,7 +224,7 @@ def _run(args: argparse.Namespace) -> int | None:
         else:
             eval_opts.check_values()
             if unread := eval_opts.unread():
-                raise ValueError(f"{', '.join(unread)} set(s) how accuracy is measured; --metrics "
+                raise ValueError(f"{', '.join(unread)} {'sets' if len(unread) == 1 else 'set'} how accuracy is measured; --metrics "
                                  f"{','.join(plans[0][1].metrics)} measures none: add accuracy or leave them out")
         if args.save_predictions:
             check_folder(args.save_predictions.parent, "--save-predictions")

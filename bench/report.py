@@ -68,7 +68,7 @@ def summary(record: Record, variant: Variant) -> str:
     ran = s.get("metrics", ["speed"])
     timed, timed_any = "speed" in ran, bool({"speed", "relspeed"} & set(ran))
     head = (f"{variant.name} ({record.model}) at {s.img_size} px on {record.env.device_name}"
-            f" [{s.device}, {record.env.num_threads} threads]"
+            f" [{s.device}, {record.env.num_threads} thread{'' if record.env.num_threads == 1 else 's'}]"
             + (f"\nprotocol {s.protocol}: {s.precision}, batch {s.batch_size} ({s.batch_policy}), "
                f"{s.warmup} warm-up + {s.iters} timed, {s.stat}"
                f"{_compile_label(s)}" if timed else "")

@@ -271,7 +271,7 @@ def test_more_threads_than_cores_are_warned_about_and_noted_in_the_record(tmp_pa
     assert code == 0 and "cores this process" not in err + "".join(record["notes"])
     code, record, err = run_json(capsys, "--variant", "debug", "--metrics", "size", "--threads", str(cores + 1),
                                  "--results-dir", str(tmp_path))  # nothing runs: threads would change no figure
-    assert code == 2 and "--threads set(s) how the model runs; --metrics size runs it not at all" in err
+    assert code == 2 and "--precision, --threads set how the model runs; --metrics size runs it not at all" in err
 
 
 @pytest.mark.parametrize("argv", [["--precision", "bf16"], ["--iters", "50"], ["--batch-size", "4"],
@@ -283,7 +283,7 @@ def test_timing_options_of_a_run_that_times_nothing_are_refused_not_recorded(tmp
         return code, capsys.readouterr().err
 
     code, err = run("--metrics", "size", *argv)
-    assert code == 2 and f"error: {argv[0]} set(s) how the model runs" in err and not any(tmp_path.iterdir())
+    assert code == 2 and f"error: {argv[0]} sets how the model runs" in err and not any(tmp_path.iterdir())
     code, err = run("--metrics", "speed", "--budget-s", "5")
     assert code == 2 and "--budget-s bounds --metrics relspeed's rounds" in err
 
@@ -294,7 +294,7 @@ def test_options_a_run_does_read_are_not_refused(tmp_path, capsys):
 
     refuse_unread_timing({"--precision": "auto"}, ("size",))
     refuse_unread_timing({"--attention": "matmul", "--precision": "fp32"}, ("accuracy",))
-    with pytest.raises(ValueError, match="--batch-size set.s. how the model is timed; --metrics accuracy times it"):
+    with pytest.raises(ValueError, match="--batch-size sets how the model is timed; --metrics accuracy times it"):
         refuse_unread_timing({"--batch-size": "4"}, ("accuracy",))
 
 
@@ -392,11 +392,14 @@ def test_a_speed_record_without_gmacs_says_why_it_has_no_mfu(tmp_path, capsys):
 @pytest.mark.parametrize("flags, message", [
     (["--eval-batch-size", "0"], "--eval-batch-size must be >= 1, got 0"),
     (["--crop-pct", "7"], "--crop-pct must be in (0, 1], got 7.0"),
-    (["--crop-pct", "0.9"], "--crop-pct set(s) how accuracy is measured; --metrics size measures none"),
-    (["--real-labels"], "--real-labels set(s) how accuracy is measured"),
-    (["--eval-protocol", "timm"], "--eval-protocol set(s) how accuracy is measured"),
-    (["--save-predictions", "never-written.pt"], "--save-predictions set(s) how accuracy is measured"),
+    (["--crop-pct", "0.9"], "--crop-pct sets how accuracy is measured; --metrics size measures none"),
+    (["--real-labels"], "--real-labels sets how accuracy is measured"),
+    (["--eval-protocol", "timm"], "--eval-protocol sets how accuracy is measured"),
+    (["--save-predictions", "never-written.pt"], "--save-predictions sets how accuracy is measured"),
     (["--workers", "100000"], "--workers must be in [0, 64] (data-loading processes), got 100000"),
+    # a docs-led hostile pass: these two were accepted with --metrics size, and went unread
+    (["--workers", "3"], "--workers sets how accuracy is measured"),
+    (["--eval-batch-size", "8", "--crop-pct", "0.9"], "--crop-pct, --eval-batch-size set how accuracy is measured"),
 ])
 def test_evaluation_options_without_accuracy_are_checked_and_not_silently_ignored(tmp_path, capsys, flags, message):
     """A hostile pass: `--metrics size --eval-batch-size 0 --crop-pct 7` wrote a record (exit 0)."""
