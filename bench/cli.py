@@ -302,6 +302,9 @@ def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl
             return 1
         if not procs.main:
             continue
+        if record.env.git_sha is None:  # said, not only left null in the record (a hostile pass ran without git)
+            print(f"bench run: warning: {variant.name}'s record names no commit: git did not answer here, and "
+                  "DEIT_BENCH_GIT_SHA is unset", file=sys.stderr)
         try:
             path = write_record(record, args.results_dir)
             records.append(record)  # counted at once: a Ctrl-C from here on must not say "no record was written"
@@ -419,6 +422,10 @@ def _tables(args: argparse.Namespace) -> int | None:
           + ("constraints.txt" if args.no_figures else "index.html, constraints.txt") + ")"
           + (f"; {done.skipped} unreadable record file(s) left out, named above: their rows may read 'not run'"
              if done.skipped else "") + ("; interrupted once every file was written" if done.interrupted else ""))
+    page = args.out.parent / "index.html"
+    if args.no_figures and page.exists():  # rewritten tables under an old page, without a word (a hostile pass)
+        print(f"bench tables: warning: {page} and its figures were left as they were and no longer match these "
+              "tables; run without --no-figures to rewrite them", file=sys.stderr)
 
 
 def _campaign(args: argparse.Namespace) -> int:

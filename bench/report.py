@@ -249,7 +249,9 @@ def _accuracy_rows(record: Record, p) -> list[tuple[str, ...]]:
             "not compared: not the paper's weights"
         return (label, _num(m.get(key), ".2f"), "", _num(paper, ".1f"), delta)
 
-    rows = [("evaluated on", scope, "", "50,000 ImageNet val" if paper_top1 else "", ""),
+    v2 = ev["dataset"] == "imagenet-v2"  # the paper's V2 top-1 is of V2's 10,000 images (was "50,000 ImageNet val")
+    evaluated = "" if not paper_top1 else "10,000 ImageNet-V2 matched frequency" if v2 else "50,000 ImageNet val"
+    rows = [("evaluated on", scope, "", evaluated, ""),
             row("top-1 %", "top1", paper_top1), row(_top5_label(ev["num_classes"]), "top5")]
     if "top1_cls" in m:
         rows += [row("top-1 %, class head", "top1_cls"), row("top-1 %, distillation head", "top1_dist"),

@@ -114,6 +114,17 @@ def test_a_full_disk_under_the_record_is_exit_2_and_leaves_no_folder(capsys, tmp
     assert not (tmp_path / "results").exists()
 
 
+def test_a_record_without_a_commit_is_said(capsys, tmp_path, monkeypatch):
+    """A hostile pass: with git off the PATH the record's git_sha was null and nothing said so."""
+    from bench import record as record_mod
+
+    monkeypatch.setattr(record_mod, "_git", lambda *args: None)
+    monkeypatch.delenv("DEIT_BENCH_GIT_SHA", raising=False)
+    code, _, err = run_cli(capsys, "run", "--variant", "debug", "--device", "cpu", "--metrics", "size",
+                           "--results-dir", str(tmp_path))
+    assert code == 0 and "debug's record names no commit: git did not answer here" in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU exists")
 def test_asking_for_cuda_without_a_gpu_is_a_usage_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", "--variant", "debug", "--device", "cuda", "--results-dir", str(tmp_path))

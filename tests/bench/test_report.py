@@ -114,3 +114,16 @@ def test_the_paper_column_holds_only_what_the_paper_prints_and_how_we_measured_g
     assert "V100" in paper["throughput, im/s (median)"] and "not like with like" in rows[
         "throughput, im/s (median)"]["delta"]
     assert "IQR" in rows["batch time, ms"]["how"] and "per batch of 2" in rows["latency p50/p90/p99, ms"]["how"]
+
+
+@pytest.mark.parametrize("dataset, evaluated, paper", [("imagenet-v2", "10,000 ImageNet-V2 matched frequency", "60.4"),
+                                                      ("folder", "50,000 ImageNet val", "72.2")])
+def test_the_paper_column_names_the_images_its_top1_was_measured_on(dataset, evaluated, paper):
+    """A hostile pass: a V2 evaluation showed the paper's V2 top-1 (60.4) beside "50,000 ImageNet val"."""
+    settings = {"img_size": 224, "metrics": ["accuracy"], "device": "cpu", "accuracy_precision": "fp32",
+                "eval": {"num_classes": 1000, "dataset": dataset,
+                         "preprocess": {"protocol": "official", "crop_pct": 0.875}}}
+    metrics = {"top1": 60.0, "top5": 80.0, "loss": 1.5, "images": 10, "eval_img_per_s": 100.0}
+    out = cells(summary(Record("deit_ti", "deit_tiny_patch16_224", settings, metrics, ENV), VARIANTS["deit_ti"]))
+    column = next(c for c in out["top-1 %"] if c.startswith("paper"))
+    assert out["evaluated on"][column] == evaluated and out["top-1 %"][column] == paper

@@ -105,9 +105,13 @@ def test_the_page_escapes_what_a_record_or_table_holds(tmp_path):
     assert "a &lt;b&gt;title&lt;/b&gt;" in html and "a &amp; b" in html and "# &lt;pins&gt;" in html
 
 
-def test_no_figures_writes_the_constraints_but_no_page(tmp_path):
+def test_no_figures_writes_the_constraints_but_no_page(tmp_path, capsys):
     assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "tables"), "--no-figures"]) == 0
     assert (tmp_path / "constraints.txt").is_file() and not (tmp_path / "index.html").exists()
+    assert "warning" not in capsys.readouterr().err
+    (tmp_path / "index.html").write_text("<p>an earlier page</p>")  # a hostile pass: left stale without a word
+    assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "tables"), "--no-figures"]) == 0
+    assert f"warning: {tmp_path / 'index.html'} and its figures were left as they were" in capsys.readouterr().err
 
 
 # ---- constraints.txt ----
