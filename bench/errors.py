@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import functools
 import os
 import signal
 import tempfile
@@ -55,16 +56,17 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
-def exit_at_once_on_another_stop() -> None:
+def exit_at_once_on_another_stop(code: int | None = None) -> None:
     """Once a command has stopped (it was interrupted, or it is done), a further Ctrl-C or SIGTERM ends the exit at
-    once with 130 or 143: a second Ctrl-C 20-100 ms after the first landed in the interpreter's exit (torch's atexit
-    hooks, its finalisation) and gave a KeyboardInterrupt traceback or death by signal, status -2 (a hostile pass).
-    Whatever was to be kept was kept before this point. Main thread only, as Python's signal handlers are."""
+    once, with `code` (a finished command's own: its work is done) or else 130 or 143: a second Ctrl-C 20-100 ms
+    after the first landed in the interpreter's exit (torch's atexit hooks, its finalisation) and gave a
+    KeyboardInterrupt traceback or death by signal, status -2 (a hostile pass). Whatever was to be kept was kept
+    before this point. Main thread only, as Python's signal handlers are."""
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # a caller's nohup stays in force
-            signal.signal(signum, _exit_at_once)
+            signal.signal(signum, functools.partial(_exit_at_once, code=code))
 
 
 @contextlib.contextmanager
@@ -92,7 +94,7 @@ def ignore_stops_while_finalising() -> None:
             signal.signal(signum, signal.SIG_IGN)
 
 
-def _exit_at_once(signum, frame) -> None:
+def _exit_at_once(signum, frame, code: int | None = None) -> None:
     import multiprocessing
     import sys
 
@@ -103,7 +105,7 @@ def _exit_at_once(signum, frame) -> None:
         if child.daemon:
             with contextlib.suppress(Exception):
                 child.kill()
-    os._exit(128 + signum)
+    os._exit(128 + signum if code is None else code)
 
 
 def plain_streams() -> None:

@@ -32,7 +32,8 @@ def _launch(module: str, name: str) -> int:
         return 143 if isinstance(exc, Terminated) else 130
     try:
         code = main()
-        exit_at_once_on_another_stop()  # what follows is the interpreter's exit: a Ctrl-C now ends it, quietly
+        exit_at_once_on_another_stop(code)  # what follows is the interpreter's exit: a Ctrl-C now ends it, quietly,
+        # with the command's own code (a run that wrote its record said 130 when Ctrl-C came at exit, a hostile pass)
         sys.stdout.flush()  # a buffered stdout fails here, not as "Exception ignored" at the interpreter's exit
     except OSError as exc:
         if exc.errno not in _OUTPUT_FAILED:

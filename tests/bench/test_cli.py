@@ -296,6 +296,26 @@ def test_a_second_ctrl_c_while_exiting_ends_the_exit_with_130_and_no_traceback(t
     assert proc.returncode == 130 and err == "", err  # was "Exception ignored in atexit callback … KeyboardInterrupt"
 
 
+def test_a_ctrl_c_while_a_finished_command_exits_keeps_its_exit_code(tmp_path):
+    """A hostile pass: a Ctrl-C right after `reproduce train` printed its record's path exited 130 with no word,
+    though the run, its result.json and its record were complete. The command's own code stands."""
+    (tmp_path / "doneexit.py").write_text(
+        "import atexit, time\n"
+        "def main():\n"
+        "    atexit.register(time.sleep, 30)\n"
+        "    print('done', flush=True)\n"
+        "    return 0\n")
+    script = "import sys; from bench.launch import _launch; sys.exit(_launch('doneexit', 'doneexit'))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[2])])}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stdout.readline() == "done\n"
+    time.sleep(0.3)  # into the atexit hook
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and err == "", err
+
+
 def test_the_interpreter_s_last_steps_ignore_a_stop_signal():
     """Python puts its own handlers back to the default action as it finalises, so a Ctrl-C there killed the process
     by signal (status -2); an ignored signal stays ignored, and the launcher's last atexit hook ignores both."""
