@@ -69,13 +69,21 @@ def exit_at_once_on_another_stop(code: int | None = None) -> None:
             signal.signal(signum, functools.partial(_exit_at_once, code=code))
 
 
+_LAUNCHED = False  # set by the console scripts' launcher (bench/launch.py): main() runs as the whole process
+
+
+def launched() -> None:
+    global _LAUNCHED
+    _LAUNCHED = True
+
+
 @contextlib.contextmanager
 def stop_handlers_restored() -> Iterator[None]:
     """For a command's `main`, whose interrupt branches call `exit_at_once_on_another_stop`: the handlers in force
     before it are back when it returns, so a caller of `main()` in its own process (a test, a notebook) keeps its
     Ctrl-C. The console script's launcher puts the quick exit in place again for the interpreter's exit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or _LAUNCHED:  # the launcher's own exit follows:
+        yield  # putting Python's handlers back first left a moment where a Ctrl-C gave a traceback (a review)
         return
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -101,6 +109,7 @@ def _exit_at_once(signum, frame, code: int | None = None) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a flush the signal interrupted may refuse a second one
             stream.flush()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's loader would raise "worker killed" for the children
     for child in multiprocessing.active_children():  # as multiprocessing's own exit would end daemon children
         if child.daemon:
             with contextlib.suppress(Exception):

@@ -10,7 +10,13 @@ import importlib
 import os
 import sys
 
-from bench.errors import Terminated, exit_at_once_on_another_stop, ignore_stops_while_finalising, sigterm_interrupts
+from bench.errors import (
+    Terminated,
+    exit_at_once_on_another_stop,
+    ignore_stops_while_finalising,
+    launched,
+    sigterm_interrupts,
+)
 
 atexit.register(ignore_stops_while_finalising)  # registered before torch and multiprocessing: runs after their hooks
 
@@ -30,6 +36,7 @@ def _launch(module: str, name: str) -> int:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"\n{name}: {how} while starting; nothing was done", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+    launched()  # main() is the whole process: the quick exit it installs on a stop stays for the exit
     try:
         code = main()
         exit_at_once_on_another_stop(code)  # what follows is the interpreter's exit: a Ctrl-C now ends it, quietly,

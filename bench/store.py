@@ -98,10 +98,11 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = T
         else:
             os.link(tmp, path)  # fails if `path` exists: never overwrite
     except BaseException as exc:  # Ctrl-C too: nothing of the write is left, not even the folders it made
-        tmp.unlink(missing_ok=True)
+        named = _named(path, exc, existed) if isinstance(exc, OSError | RuntimeError) else None  # while the
+        tmp.unlink(missing_ok=True)  # partial file still fills the disk: "the disk is full" is told by it
         _remove_if_empty(made)
-        if isinstance(exc, OSError | RuntimeError):
-            raise _named(path, exc, existed) from exc
+        if named is not None:
+            raise named from exc
         raise
     finally:
         tmp.unlink(missing_ok=True)
@@ -119,9 +120,11 @@ def _missing_folders(folder: Path) -> list[Path]:
 
 def _remove_if_empty(folders: list[Path]) -> None:
     """Take back the folders a failed write made (deepest first), so a full disk leaves no empty results folder."""
-    for folder in folders:
+    for folder in folders:  # a concurrent writer's mkdir between ours and its file can lose a folder: it says so
         try:
             folder.rmdir()
+        except FileNotFoundError:  # never made: mkdir failed before it
+            continue
         except OSError:  # not empty (another writer's file), or not ours to remove: stop there
             return
 

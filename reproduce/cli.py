@@ -346,7 +346,7 @@ def _main(args: argparse.Namespace, rank: str | None) -> int:
         print(f"reproduce: {exc}", file=sys.stderr)
         return 1
     except Preempted as exc:
-        exit_at_once_on_another_stop()
+        exit_at_once_on_another_stop(3)  # the checkpoint is written: a second SIGTERM keeps exit 3
         again = "run the same command again" if args.command == "suite" else "continue with --resume"
         print(f"reproduce: {exc}; {again}", file=sys.stderr)
         return 3

@@ -533,3 +533,15 @@ def test_something_other_than_a_file_where_the_run_keeps_one_is_named(tmp_path, 
                      *(["--resume"] if resume else [])])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err and "epoch 1" not in err
+
+
+def test_a_checkpoint_saved_without_crcs_is_not_called_damaged(tmp_path):
+    """A review: `torch.serialization.set_crc32_options(False)` writes CRC 0, which the CRC check read as damage."""
+    from bench.checkpoint import load_torch_file
+
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save({"model": {"w": torch.arange(4096.0)}}, tmp_path / "nocrc.pth")
+    finally:
+        torch.serialization.set_crc32_options(True)
+    assert torch.equal(load_torch_file(tmp_path / "nocrc.pth", "a checkpoint")["model"]["w"], torch.arange(4096.0))

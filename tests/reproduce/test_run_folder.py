@@ -214,6 +214,16 @@ def test_a_failed_write_takes_back_the_folders_it_made(tmp_path, failure):
     assert [p.name for p in (tmp_path / "kept" / "new").iterdir()] == ["theirs.json"]
 
 
+def test_folders_a_failed_mkdir_made_part_of_are_taken_back(tmp_path):
+    """A review: mkdir(parents=True) failing part-way made `new` but not `new/deeper`, and the clean-up stopped at
+    the missing one, leaving `new`."""
+    from bench.store import _remove_if_empty
+
+    (tmp_path / "new").mkdir()
+    _remove_if_empty([tmp_path / "new" / "deeper", tmp_path / "new"])
+    assert list(tmp_path.iterdir()) == []
+
+
 # row 11: a checkpoint onto a full disk said `enforce fail at inline_container.cc … unexpected pos`, exit 1
 
 
