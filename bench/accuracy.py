@@ -73,7 +73,7 @@ class EvalOptions:
             data.real_label_sets([], Path(self.real_labels))
 
 
-# what only an accuracy measurement reads (its plumbing, --workers and --eval-batch-size, is checked, not refused)
+# what only an accuracy measurement reads: given with no accuracy to measure, refused (it would go unread)
 _ACCURACY_ONLY = {"dataset": "--dataset", "labels": "--labels", "real_labels": "--real-labels",
                   "protocol": "--eval-protocol", "crop_pct": "--crop-pct", "limit": "--limit",
                   "save_predictions": "--save-predictions",  # asked for a file, and silently given none (a hostile pass)

@@ -42,7 +42,7 @@ def cifar10_tree() -> Path:
     try:
         cache.mkdir(parents=True, exist_ok=True)
         _sweep_dead_unpacks(cache)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TEMP}{socket.gethostname()}-{os.getpid()}-", dir=cache))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TEMP}{_this_host()}-{os.getpid()}-", dir=cache))
     except OSError as exc:
         raise DataError(f"cannot unpack CIFAR-10 into {cache}: {exc.strerror or exc}; {instead}") from None
     try:
@@ -64,11 +64,20 @@ _TEMP = ".tmp-cifar-"  # then the host, the unpacking process's id and mkdtemp's
 def _sweep_dead_unpacks(cache: Path) -> None:
     """Remove what an unpack killed outright (SIGKILL, a power cut) left: 0.25 GB per try (a hostile pass). Only this
     host's, and only where the process that made it is gone; a cache shared between machines keeps the others'."""
-    host = socket.gethostname()
+    host = _this_host()
     for folder in cache.glob(_TEMP + "*"):
         maker, pid, _ = folder.name[len(_TEMP):].rsplit("-", 2) if folder.name.count("-") >= 4 else ("", "", "")
         if maker == host and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _this_host() -> str:
+    """The host name and, where /proc says, the process-id namespace: two containers of one host name sharing a
+    cache see each other's process ids as gone (a review)."""
+    try:
+        return f"{socket.gethostname()}.{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
 
 
 def _alive(pid: int) -> bool:

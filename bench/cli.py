@@ -106,8 +106,9 @@ def _add_run(sub) -> None:
     acc.add_argument("--num-classes", type=int, help="label space without a checkpoint (a checkpoint's head decides)")
     acc.add_argument("--limit", type=int, metavar="N", help="at most N images, spread evenly over --data (every class "
                      "of a tree); the record names N (default: every image)")
-    acc.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
-    acc.add_argument("--eval-batch-size", type=int, default=256,
+    # no argparse default (EvalOptions has them): a run without accuracy refuses these only where they were given
+    acc.add_argument("--workers", type=int, help="data-loading processes (default 2)")
+    acc.add_argument("--eval-batch-size", type=int,
                      help="images per forward while evaluating (default 256; --batch-size is the speed test's)")
     acc.add_argument("--save-predictions", type=path_arg, help="store per-image top-5 of every head (for bench disagree)")
     run.add_argument("--json", action="store_true",
@@ -205,8 +206,9 @@ def _run(args: argparse.Namespace) -> int | None:
     eval_opts = EvalOptions(
         data=args.data, dataset=args.dataset, labels=args.labels, real_labels=args.real_labels,
         checkpoint=args.checkpoint, pretrained=args.pretrained, protocol=args.eval_protocol,
-        crop_pct=args.crop_pct, num_classes=args.num_classes, workers=args.workers,
-        save_predictions=args.save_predictions, batch_size=args.eval_batch_size, limit=args.limit)
+        crop_pct=args.crop_pct, num_classes=args.num_classes, save_predictions=args.save_predictions, limit=args.limit,
+        **{field: value for field, value in (("workers", args.workers), ("batch_size", args.eval_batch_size))
+           if value is not None})
     try:  # check every name and option before measuring anything
         plans = []
         for name in args.variant.split(","):
@@ -224,8 +226,9 @@ def _run(args: argparse.Namespace) -> int | None:
         else:
             eval_opts.check_values()
             if unread := eval_opts.unread():
-                raise ValueError(f"{', '.join(unread)} {'sets' if len(unread) == 1 else 'set'} how accuracy is measured; --metrics "
-                                 f"{','.join(plans[0][1].metrics)} measures none: add accuracy or leave them out")
+                raise ValueError(f"{', '.join(unread)} {'sets' if len(unread) == 1 else 'set'} how accuracy is "
+                                 f"measured; --metrics {','.join(plans[0][1].metrics)} measures none: add accuracy "
+                                 "or leave them out")
         if args.save_predictions:
             check_folder(args.save_predictions.parent, "--save-predictions")
             check_destination(args.save_predictions)  # also inside measure(); here with the other up-front checks
@@ -424,8 +427,8 @@ def _tables(args: argparse.Namespace) -> int | None:
              if done.skipped else "") + ("; interrupted once every file was written" if done.interrupted else ""))
     page = args.out.parent / "index.html"
     if args.no_figures and page.exists():  # rewritten tables under an old page, without a word (a hostile pass)
-        print(f"bench tables: warning: {page} and its figures were left as they were and no longer match these "
-              "tables; run without --no-figures to rewrite them", file=sys.stderr)
+        print(f"bench tables: warning: {page} and its figures were left as they were and may no longer match "
+              "these tables; run without --no-figures to rewrite them", file=sys.stderr)
 
 
 def _campaign(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ def _launch(module: str, name: str) -> int:
         if exc.errno not in _OUTPUT_FAILED:
             raise
         _quiet_stdout()
-        print(f"{name}: error: cannot write the output: {exc.strerror}", file=sys.stderr)
+        print(f"{name}: error: cannot write {exc.filename or 'the output'}: {exc.strerror}", file=sys.stderr)
         return 1
     return code
 

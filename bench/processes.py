@@ -42,8 +42,8 @@ def stop_signals_held() -> Iterator[None]:
     Before, a worker answered a SIGTERM to the process group in its first milliseconds with torch's own handler
     (death by SIGTERM, set before any `worker_init_fn` runs), and the loader's "worker exited unexpectedly" crashed
     the run before its pre-emption checkpoint: 5 of 30 group SIGTERMs sent 0-800 ms after an epoch's training ended,
-    all five at 80-110 ms, as its evaluation's workers started (a hostile pass had seen 1 in 17); after, 20 of 20. The main process gets a held signal at the
-    end of the block, as any other thread of it may meanwhile."""
+    all five at 80-110 ms, as its evaluation's workers started (a hostile pass had seen 1 in 17); after, 20 of 20.
+    The main process gets a held signal at the end of the block, as any other thread of it may meanwhile."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -153,11 +153,12 @@ def refuse_unread_timing(given: dict[str, object], wanted: tuple[str, ...]) -> N
         raise ValueError(f"--budget-s bounds --metrics relspeed's rounds on a busy machine; --metrics "
                          f"{','.join(wanted)} takes none: add relspeed or leave it out")
     if unread and "accuracy" in wanted:
-        raise ValueError(f"{', '.join(unread)} {'sets' if len(unread) == 1 else 'set'} how the model is timed; --metrics {','.join(wanted)} times it "
-                         "not at all (accuracy has --eval-batch-size): add speed to --metrics, or leave them out")
+        raise ValueError(f"{', '.join(unread)} {_sets(unread)} how the model is timed; --metrics {','.join(wanted)} "
+                         "times it not at all (accuracy has --eval-batch-size): add speed to --metrics, or leave "
+                         "them out")
     if unread:
-        raise ValueError(f"{', '.join(unread)} {'sets' if len(unread) == 1 else 'set'} how the model runs; --metrics {','.join(wanted)} runs it not at "
-                         "all (size is counted): add speed (or accuracy) to --metrics, or leave them out")
+        raise ValueError(f"{', '.join(unread)} {_sets(unread)} how the model runs; --metrics {','.join(wanted)} runs "
+                         "it not at all (size is counted): add speed (or accuracy) to --metrics, or leave them out")
 
 
 def setting_label(precision: str, compile: str, batch_size: int, attention: str) -> str:
@@ -202,3 +203,8 @@ PRECISIONS: dict[str, Precision] = {
         Precision("amp_fp16", "float32", "float16", False, "fp16"),
     ]
 }
+
+
+def _sets(options: list[str]) -> str:
+    """'sets' after one option, 'set' after several."""
+    return "sets" if len(options) == 1 else "set"

@@ -93,7 +93,7 @@ def a_percentage_where_named_top(name: str, value: float) -> str | None:
 
 
 def history_problem(history: list) -> str | None:
-    """Each evaluation: its epoch (a whole number from 1) and top-1/top-5 percentages; the training figure drew
+    """Each evaluation: its epoch (a whole number, not negative) and top-1/top-5 percentages; the training figure drew
     what the reader let through, and a missing epoch crashed it (a hostile pass)."""
     for i, point in enumerate(history):
         if not isinstance(point, dict):
@@ -110,8 +110,8 @@ def history_problem(history: list) -> str | None:
 
 
 def schedule_problem(points: list) -> str | None:
-    """[epoch, learning rate] pairs, epochs in order from 0, rates finite and not negative: [1, 2, 3] crashed the
-    lr_schedule figure, and NaN or negative rates were drawn without a word (a hostile pass)."""
+    """[epoch, learning rate] pairs, epochs not negative and in order, rates finite and not negative: [1, 2, 3]
+    crashed the lr_schedule figure, and NaN or negative rates were drawn without a word (a hostile pass)."""
     last = 0.0
     for i, point in enumerate(points):
         if not (isinstance(point, list) and len(point) == 2) or type_problem(point, list[float]):
@@ -125,8 +125,8 @@ def schedule_problem(points: list) -> str | None:
 
 def device_problem(value: str) -> str | None:
     """cpu, cuda or cuda:N: a record of device "tpu" was placed in a CPU column (a hostile pass)."""
-    kind, _, index = value.partition(":")
-    ok = value == "cpu" or kind == "cuda" and (not _ or index.isdigit())
+    kind, sep, index = value.partition(":")
+    ok = value == "cpu" or kind == "cuda" and (not sep or index.isdigit())
     return None if ok else f"{value!r} is not cpu, cuda or cuda:N"
 
 

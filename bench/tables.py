@@ -368,7 +368,8 @@ def same_instant_conflicts(found: list[tuple[Path, Record]]) -> list[str]:
         if r.kind != "bench":
             continue
         fingerprint = r.env.fingerprint or {}
-        what = (r.variant, r.settings.img_size, r.created, fingerprint.get("id") or r.env.device_name)
+        what = (r.variant, r.settings.img_size, r.created, fingerprint.get("id") or r.env.device_name,
+                r.settings.protocol, r.settings.precision, r.settings.batch_size, tuple(r.settings.metrics or ()))
         if what in seen and (seen[what][1].metrics, seen[what][1].settings) != (r.metrics, r.settings):
             out.append(f"{seen[what][0]} and {path} are records of {r.variant} on one machine made at the same "
                        f"instant ({r.env.created}) that differ; a cell shows one of them: keep one")

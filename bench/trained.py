@@ -80,7 +80,7 @@ def _seed_key(r: Record) -> tuple:
 
 
 def repeated_seeds(found: list[tuple[Path, Record]]) -> list[str]:
-    """'experiment E, seed S: trained 2 times (a.json, b.json); the tables count the newest' for every seed of one
+    """'experiment E, seed S: trained 2 times (a.json, b.json); …' for every seed of one
     configuration with more than one run (copies of one run's record are one run)."""
     runs: dict[tuple, list[tuple[Path, Record]]] = {}
     files = {id(r): path for path, r in found}
@@ -89,7 +89,7 @@ def repeated_seeds(found: list[tuple[Path, Record]]) -> list[str]:
         for r in runs_of(records, experiment):
             runs.setdefault(_seed_key(r), []).append((files[id(r)], r))
     return [f"experiment {key[0]}, seed {key[2]}: trained {len(same)} times in one configuration "
-            f"({', '.join(str(p) for p, _ in same)}); the tables count the newest"
+            f"({', '.join(str(p) for p, _ in same)}); a table counts its newest run at most once"
             for key, same in runs.items() if len(same) > 1]
 
 

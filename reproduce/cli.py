@@ -185,7 +185,7 @@ def _config_record(name: str, cfg: TrainConfig, folder: Path) -> Path:
 
 def _train(args) -> int:
     from bench.record import write_record  # late: torch and timm load only for the commands that train
-    from reproduce.checkpoints import unrecorded
+    from reproduce.checkpoints import kind_of, unrecorded
     from reproduce.train import train
 
     cfg = check_ready(resolve_config(args.experiment, args.data, args.set))
@@ -193,10 +193,10 @@ def _train(args) -> int:
     check_folder(args.output, "--output")
     check_folder(args.results_dir, "--results-dir")
     checkpoint = args.output / "checkpoint.pth"
-    if args.resume and os.path.lexists(checkpoint) and not checkpoint.is_file():  # was "does not exist" (a hostile
-        from reproduce.checkpoints import kind_of  # pass): a folder, a link to /dev/zero, a loop of links
-
-        raise UsageError(f"--resume: {checkpoint} is not a checkpoint file ({kind_of(checkpoint)})")
+    # a folder, a link to /dev/zero or a loop of links there read as "does not exist" (a hostile pass)
+    if os.path.lexists(checkpoint) and not checkpoint.is_file():
+        raise UsageError(f"{checkpoint} is not a checkpoint file ({kind_of(checkpoint)}); move it away, or choose "
+                         "another --output")
     if args.resume and not checkpoint.is_file():
         raise UsageError(f"--resume: nothing to resume, {checkpoint} does not exist; "
                          "leave out --resume to start the run")
@@ -318,7 +318,7 @@ def _another_rank() -> str | None:
     """Under torchrun, this process's rank when it is not rank 0: a mistake in the command line, the same on every
     rank, is then said once, by rank 0, not once per rank (a hostile pass)."""
     rank = os.environ.get("RANK", "0")
-    return rank if rank != "0" else None
+    return rank if rank != "0" and os.environ.get("WORLD_SIZE", "1") != "1" else None
 
 
 def main(argv: list[str] | None = None) -> int:

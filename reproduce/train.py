@@ -113,8 +113,8 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     named = f"; teacher {cfg.teacher_checkpoint}, sha256 {teacher_sha256[:12]}" if teacher_sha256 else ""
     log(f"{experiment}: {variant.name} ({cfg.teacher_signals()}{named}), "
         f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
-        f"lr {recipe.lr:.3g}, {cfg.epochs} epoch{'' if cfg.epochs == 1 else 's'} × {batches.steps_per_epoch} steps on {procs.device}, "
-        f"amp {amp} ({amp_why})")
+        f"lr {recipe.lr:.3g}, {cfg.epochs} epoch{'' if cfg.epochs == 1 else 's'} × {batches.steps_per_epoch} steps "
+        f"on {procs.device}, amp {amp} ({amp_why})")
     for caveat in [*config.caveats(cfg), *data.caveats(cfg, train_set, val_set)]:  # after the banner, which names
         log(f"warning: {caveat}")  # the run first
     run = Run(cfg, experiment, procs, files, state, recipe, student, variant, per_rank, val_set, prep, log,

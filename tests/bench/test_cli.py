@@ -269,6 +269,18 @@ def test_sigterm_before_training_takes_it_stops_reproduce_with_143_and_one_line(
     assert capsys.readouterr().err.strip() == "reproduce: terminated (SIGTERM) while starting; nothing was done"
 
 
+def test_a_real_sigterm_in_reproduce_s_first_second_is_exit_143_and_one_line(tmp_path):
+    """The same with a real signal: 1 s after the start torch is still loading, and the run had died by it (-15)."""
+    proc = subprocess.Popen([sys.executable, "-m", "reproduce", "train", "--experiment", "debug", "--output",
+                             str(tmp_path / "run"), "--results-dir", str(tmp_path / "records")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "reproduce: terminated (SIGTERM)" in err and "Traceback" not in err, err
+
+
 def test_a_second_ctrl_c_while_exiting_ends_the_exit_with_130_and_no_traceback(tmp_path):
     """A hostile pass: a second Ctrl-C 20-100 ms after the first (`reproduce train`) landed in torch's atexit hooks or
     the interpreter's finalisation: a KeyboardInterrupt traceback, or death by signal with status -2. Here a command

@@ -193,11 +193,11 @@ def test_an_unpack_killed_outright_is_swept_by_the_next(tmp_path, monkeypatch):
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exited, not yet reaped: signal 0 still reaches it
     while not Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].startswith(" Z"):
         time.sleep(0.01)
-    host = socket.gethostname()
+    host = cifar10._this_host()
     dead = tmp_path / f".tmp-cifar-{host}-{int(gone.stdout)}-abc_1234"
     killed = tmp_path / f".tmp-cifar-{host}-{zombie.pid}-jkl_3456"
     live = tmp_path / f".tmp-cifar-{host}-{os.getppid()}-def_5678"
-    other_host = tmp_path / f".tmp-cifar-elsewhere-{int(gone.stdout)}-ghi_9012"
+    other_host = tmp_path / f".tmp-cifar-{socket.gethostname()}.1-{int(gone.stdout)}-ghi_9012"  # another pid space
     for folder in (dead, killed, live, other_host):
         (folder / "train").mkdir(parents=True)
     seen = []

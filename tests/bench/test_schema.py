@@ -114,3 +114,32 @@ def test_every_committed_record_has_the_declared_types():
             if problems:
                 bad[f"{path.relative_to(ROOT)}:{section}"] = problems
     assert bad == {}
+
+
+@pytest.mark.parametrize("section, data, problem", [
+    # a sixth hostile pass: each was read into a table or the gate without a word
+    (schema.BenchSettings, {"device": "tpu"}, "device: 'tpu' is not cpu, cuda or cuda:N"),
+    (schema.BenchSettings, {"device": "cuda:x"}, "device: 'cuda:x' is not cpu, cuda or cuda:N"),
+    (schema.BenchSettings, {"batch_size": 0}, "batch_size: 0 must be positive"),
+    (schema.BenchSettings, {"img_size": -224}, "img_size: -224 must be positive"),
+    (schema.BenchSettings, {"iters": -8}, "iters: -8 must be positive"),
+    (schema.BenchSettings, {"warmup": -1}, "warmup: -1 must be 0 or more"),
+    (schema.BenchSettings, {"protocol": "TIMM"}, "protocol: 'TIMM' is not timm or paper"),
+    (schema.BenchMetrics, {"relspeed_ratios": [1.0, -1.0]}, "relspeed_ratios: holds -1.0; a ratio of two times is > 0"),
+    (schema.TrainMetrics, {"best_val_top1_cls": 101.0}, "best_val_top1_cls: 101.0 must be a percentage"),
+    (schema.TrainSettings, {"history": [{"epoch": 1, "val_top1": "x"}]}, "history: item 0: val_top1: expected float"),
+    (schema.ConfigSettings, {"lr_schedule": [[0, 1e-3], [-5, 1e-3]]}, "lr_schedule: item 1: [-5, 0.001] is not an epoch"),
+    (schema.ConfigSettings, {"lr_schedule": [[0, float("nan")]]}, "lr_schedule: item 0: expected [epoch, learning rate]"),
+])
+def test_values_no_run_writes_are_refused_naming_the_key(section, data, problem):
+    assert any(problem in p for p in section(data).problems()), section(data).problems()
+
+
+@pytest.mark.parametrize("section, data", [
+    (schema.BenchSettings, {"device": "cuda:1", "batch_size": 1, "img_size": 32, "iters": 1, "warmup": 0,
+                            "protocol": "paper"}),
+    (schema.TrainMetrics, {"best_val_top1_epoch": 250.0, "final_val_loss": 250.0, "final_val_top5_dist": 100.0}),
+    (schema.ConfigSettings, {"lr_schedule": [[0, 0.0], [0.5, 1e-3], [0.5, 2e-3]]}),
+])
+def test_the_edges_of_what_runs_write_pass(section, data):
+    assert [p for p in section(data).problems() if "missing, where every record has it" not in p] == []

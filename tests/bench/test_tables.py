@@ -97,7 +97,7 @@ def test_a_seed_trained_again_counts_once_by_its_newest_run_and_is_named(records
     found = [(tmp_path / "a.json", run), (tmp_path / "b.json", seed1), (tmp_path / "c.json", again)]
     assert trained.repeated_seeds(found) == [
         f"experiment mini_none, seed 1: trained 2 times in one configuration ({tmp_path / 'b.json'}, "
-        f"{tmp_path / 'c.json'}); the tables count the newest"]
+        f"{tmp_path / 'c.json'}); a table counts its newest run at most once"]
 
 
 def test_seeds_that_ran_in_another_precision_are_not_averaged(records):

@@ -505,12 +505,22 @@ def test_under_torchrun_a_command_line_mistake_is_said_by_rank_0_alone(tmp_path,
     """A hostile pass: `torchrun --nproc-per-node 2 -m reproduce train … --set epochs=-1` printed the error once per
     rank. A data error, which can differ between machines, is still said by every rank, named."""
     monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "2")
     argv = ["train", "--experiment", "debug", "--output", str(tmp_path / "run")]
     assert cli.main([*argv, "--set", "epochs=-1"]) == 2
     assert ("epochs=-1 is not accepted" in capsys.readouterr().err) == (rank == "0")
     with pytest.raises(SystemExit):
         cli.main(["train", "--experiment", "debug"])  # argparse: --output is required
     assert ("required: --output" in capsys.readouterr().err) == (rank == "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # RANK set outside torchrun: no rank is silenced (a review)
+    assert cli.main([*argv, "--set", "epochs=-1"]) == 2 and "epochs=-1 is not accepted" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    from bench.errors import DataError
+
+    def missing_data(args):
+        raise DataError(f"{tmp_path / 'missing'} does not exist")
+
+    monkeypatch.setattr(cli, "_train", missing_data)  # as a rank whose machine lacks the data would find
     assert cli.main([*argv, "--set", "dataset=folder", "--data", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "missing") in err and ("(rank 1)" in err) == (rank == "1")
