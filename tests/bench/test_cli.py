@@ -281,50 +281,50 @@ def test_a_real_sigterm_in_reproduce_s_first_second_is_exit_143_and_one_line(tmp
     assert proc.returncode == 143 and "reproduce: terminated (SIGTERM)" in err and "Traceback" not in err, err
 
 
+def _launched(tmp_path, main_source: str) -> subprocess.Popen:
+    """A command whose `main` is `main_source`, started as the console scripts start theirs (bench/launch.py), with an
+    atexit hook of its own that takes 30 s: a Ctrl-C sent once it has printed its lines lands in the exit."""
+    (tmp_path / "slowexit.py").write_text("import atexit, time\n" + main_source)
+    script = "import sys; from bench.launch import _launch; sys.exit(_launch('slowexit', 'slowexit'))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[2])])}
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _ctrl_c_in_its_exit(proc: subprocess.Popen) -> str:
+    time.sleep(0.3)  # into the atexit hook
+    proc.send_signal(signal.SIGINT)
+    return proc.communicate(timeout=20)[1]
+
+
 def test_a_second_ctrl_c_while_exiting_ends_the_exit_with_130_and_no_traceback(tmp_path):
     """A hostile pass: a second Ctrl-C 20-100 ms after the first (`reproduce train`) landed in torch's atexit hooks or
     the interpreter's finalisation: a KeyboardInterrupt traceback, or death by signal with status -2. Here a command
-    answers the first Ctrl-C and an atexit hook of its own then takes 30 s; the second Ctrl-C ends the exit."""
-    (tmp_path / "slowexit.py").write_text(
-        "import atexit, sys, time\n"
-        "def main():\n"
-        "    atexit.register(time.sleep, 30)\n"
-        "    try:\n"
-        "        print('ready', flush=True)\n"
-        "        time.sleep(30)\n"
-        "    except KeyboardInterrupt:\n"
-        "        print('interrupted', flush=True)\n"
-        "        return 130\n")
-    script = "import sys; from bench.launch import _launch; sys.exit(_launch('slowexit', 'slowexit'))"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[2])])}
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    answers the first Ctrl-C and its atexit hook then takes 30 s; the second Ctrl-C ends the exit."""
+    proc = _launched(tmp_path, "def main():\n"
+                               "    atexit.register(time.sleep, 30)\n"
+                               "    try:\n"
+                               "        print('ready', flush=True)\n"
+                               "        time.sleep(30)\n"
+                               "    except KeyboardInterrupt:\n"
+                               "        print('interrupted', flush=True)\n"
+                               "        return 130\n")
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGINT)
     assert proc.stdout.readline() == "interrupted\n"
-    time.sleep(0.3)  # into the atexit hook
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=20)
+    err = _ctrl_c_in_its_exit(proc)
     assert proc.returncode == 130 and err == "", err  # was "Exception ignored in atexit callback … KeyboardInterrupt"
 
 
 def test_a_ctrl_c_while_a_finished_command_exits_keeps_its_exit_code(tmp_path):
     """A hostile pass: a Ctrl-C right after `reproduce train` printed its record's path exited 130 with no word,
     though the run, its result.json and its record were complete. The command's own code stands."""
-    (tmp_path / "doneexit.py").write_text(
-        "import atexit, time\n"
-        "def main():\n"
-        "    atexit.register(time.sleep, 30)\n"
-        "    print('done', flush=True)\n"
-        "    return 0\n")
-    script = "import sys; from bench.launch import _launch; sys.exit(_launch('doneexit', 'doneexit'))"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[2])])}
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = _launched(tmp_path, "def main():\n"
+                               "    atexit.register(time.sleep, 30)\n"
+                               "    print('done', flush=True)\n"
+                               "    return 0\n")
     assert proc.stdout.readline() == "done\n"
-    time.sleep(0.3)  # into the atexit hook
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=20)
+    err = _ctrl_c_in_its_exit(proc)
     assert proc.returncode == 0 and err == "", err
 
 
