@@ -17,7 +17,6 @@ anything is unpacked, and it is unpacked aside and moved into place only when co
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ from typing import Any
 
 from bench.errors import UsageError
 from bench.jsontypes import type_problem
-from bench.store import write_atomic, write_text_atomic
+from bench.store import missing_folders, remove_if_empty, write_atomic, write_text_atomic
 
 DEIT = ("deit_ti", "deit_s", "deit_b", "deit_b_384", "deit_ti_dist", "deit_s_dist", "deit_b_dist", "deit_b_dist_384")
 STATE = "campaign.json"
@@ -234,7 +233,7 @@ def run(call: Call, log) -> State:
                          f"--continue {previous}: not a file; give an earlier call's {ARCHIVE}")
     archive = out / ARCHIVE
     replace = _may_replace(archive, previous, call.force)
-    made = not out.exists()
+    made = missing_folders(out)
     out.mkdir(parents=True, exist_ok=True)
     # Our own folder, never a fixed name: `--out .` once lost a user's own `work/` to the clean-up.
     work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=out))
@@ -245,9 +244,7 @@ def run(call: Call, log) -> State:
                              f"dry_run={state.dry_run}")
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)  # made by this call and holding nothing new
-        if made:  # and --out too, when this call made it: a bad archive left an empty folder (a hostile pass)
-            with contextlib.suppress(OSError):
-                out.rmdir()
+        remove_if_empty(made)  # and the --out folders this call made: a bad archive left one (a hostile pass)
         raise
     for folder in ("logs", "timm"):  # timm's benchmark.py does not make its results file's folder
         (work / folder).mkdir(parents=True, exist_ok=True)

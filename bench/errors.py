@@ -103,17 +103,15 @@ def ignore_stops_while_finalising() -> None:
 
 
 def _exit_at_once(signum, frame, code: int | None = None) -> None:
-    import multiprocessing
     import sys
+
+    from bench.processes import kill_daemon_children  # what the normal exit runs for them, skipped by os._exit
 
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a flush the signal interrupted may refuse a second one
             stream.flush()
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's loader would raise "worker killed" for the children
-    for child in multiprocessing.active_children():  # as multiprocessing's own exit would end daemon children
-        if child.daemon:
-            with contextlib.suppress(Exception):
-                child.kill()
+    with contextlib.suppress(Exception):
+        kill_daemon_children()
     os._exit(128 + signum if code is None else code)
 
 

@@ -65,7 +65,7 @@ def stop_reporting_dead_workers() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
-def _kill_daemon_children() -> None:
+def kill_daemon_children() -> None:
     """At exit, multiprocessing ends daemon children with SIGTERM and then waits for them without a limit: a
     DataLoader worker would keep the process `WORKER_GRACE_S` longer (above). They are ended as multiprocessing would
     end them, with SIGKILL, at once."""
@@ -76,7 +76,7 @@ def _kill_daemon_children() -> None:
         child.kill()
 
 
-atexit.register(_kill_daemon_children)
+atexit.register(kill_daemon_children)
 
 
 @dataclass(frozen=True)

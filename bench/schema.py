@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
 from bench.jsontypes import type_problem
+from bench.protocols import TIMING_PROTOCOLS
 
 T = TypeVar("T")
 
@@ -252,7 +253,7 @@ class BenchSettings(Section):
     max_batch_cap = Key[int]("upper bound of the max search")
     img_size = Key[int]("input resolution", required=True, valid=positive)
     protocol = Key[str]("timing protocol: timm or paper (docs/benchmarking.md)", required=True,
-                        valid=lambda v: None if v in ("timm", "paper") else f"{v!r} is not timm or paper")
+                        valid=lambda v: None if v in TIMING_PROTOCOLS else f"{v!r} is not timm or paper")
     stat = Key[str]("median or mean of the per-batch times")
     compile = Key[bool]("torch.compile", required=True)
     compile_mode = Key[str]("off, default, freezing, max-autotune or reduce-overhead (bench/compiling.py); absent "

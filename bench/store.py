@@ -77,14 +77,14 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = T
     """
     path = Path(path)
     existed = path.exists()
-    made = _missing_folders(path.parent)
+    made = missing_folders(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # always a suffix: torch.save names its archive after the file's stem, and `.tmp-XXXX` alone has none
         # ("invalid file name": `--save-predictions preds` failed after the whole evaluation)
         fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix or ".tmp", dir=path.parent)
     except OSError as exc:
-        _remove_if_empty(made)
+        remove_if_empty(made)
         raise _named(path, exc, existed) from exc
     os.close(fd)
     tmp = Path(name)
@@ -100,7 +100,7 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = T
     except BaseException as exc:  # Ctrl-C too: nothing of the write is left, not even the folders it made
         named = _named(path, exc, existed) if isinstance(exc, OSError | RuntimeError) else None  # while the
         tmp.unlink(missing_ok=True)  # partial file still fills the disk: "the disk is full" is told by it
-        _remove_if_empty(made)
+        remove_if_empty(made)
         if named is not None:
             raise named from exc
         raise
@@ -109,7 +109,7 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = T
     return path
 
 
-def _missing_folders(folder: Path) -> list[Path]:
+def missing_folders(folder: Path) -> list[Path]:
     """The folders `mkdir(parents=True)` would create for `folder`, deepest first."""
     missing = []
     while not folder.exists() and folder != folder.parent:
@@ -118,7 +118,7 @@ def _missing_folders(folder: Path) -> list[Path]:
     return missing
 
 
-def _remove_if_empty(folders: list[Path]) -> None:
+def remove_if_empty(folders: list[Path]) -> None:
     """Take back the folders a failed write made (deepest first), so a full disk leaves no empty results folder."""
     for folder in folders:  # a concurrent writer's mkdir between ours and its file can lose a folder: it says so
         try:

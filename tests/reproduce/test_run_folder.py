@@ -217,10 +217,10 @@ def test_a_failed_write_takes_back_the_folders_it_made(tmp_path, failure):
 def test_folders_a_failed_mkdir_made_part_of_are_taken_back(tmp_path):
     """A review: mkdir(parents=True) failing part-way made `new` but not `new/deeper`, and the clean-up stopped at
     the missing one, leaving `new`."""
-    from bench.store import _remove_if_empty
+    from bench.store import remove_if_empty
 
     (tmp_path / "new").mkdir()
-    _remove_if_empty([tmp_path / "new" / "deeper", tmp_path / "new"])
+    remove_if_empty([tmp_path / "new" / "deeper", tmp_path / "new"])
     assert list(tmp_path.iterdir()) == []
 
 
