@@ -184,14 +184,20 @@ def test_tables_elsewhere_draw_their_figures_beside_them_and_never_replace_someo
     assert cli.main(argv) == 0  # its own files it replaces
 
 
-def test_bench_tables_names_what_it_leaves_out_or_cannot_place(tmp_path, capsys):
-    """A hostile pass on `bench tables`: a record of an unknown variant, a training top-1 of 150, a learning-rate
-    schedule [1, 2, 3] (a figure's TypeError), a history without epochs (a KeyError) were left out, averaged in or
-    crashed; two records of one cell made at one instant let the file name decide; a "|" in a CPU's name split a
-    Markdown column; a folder named x.json was called an unreadable record; --out inside --records was accepted."""
+@pytest.fixture(scope="module")
+def hostile_tables(tmp_path_factory):
+    """`bench tables` once on the fixture records with seven hostile edits (a hostile pass on `bench tables`): a
+    record of an unknown variant, a training top-1 of 150, a learning-rate schedule [1, 2, 3] (a figure's
+    TypeError), a history without epochs (a KeyError) were left out, averaged in or crashed; two records of one
+    cell made at one instant let the file name decide; a "|" in a CPU's name split a Markdown column; a folder named
+    x.json was called an unreadable record. Gives the records' folder, the tables' folder and what it printed to
+    stderr."""
+    import contextlib
+    import io
     import json
     import shutil
 
+    tmp_path = tmp_path_factory.mktemp("hostile")
     records = tmp_path / "records"
     shutil.copytree(RECORDS, records)
     def edit(name, change, as_name=None):
@@ -208,17 +214,37 @@ def test_bench_tables_names_what_it_leaves_out_or_cannot_place(tmp_path, capsys)
     (records / "folder.json").mkdir()
     shutil.copy(RECORDS / "20261122T190753-deit_ti_dist-cpu-152539ec.json", records / "folder.json" / "inside.json")
     out = tmp_path / "site" / "tables"
-    assert cli.main(["tables", "--records", str(records), "--out", str(out)]) == 0
-    err = capsys.readouterr().err
-    assert "variant 'deit_zz' is not in the registry" in err
-    assert "final_val_top1: 150.0 must be a percentage" in err
-    assert "lr_schedule: item 0: expected [epoch, learning rate], got 1" in err
-    assert "history: item 0: epoch None is not a whole number of epochs" in err
-    assert "deit_s-same-time.json are records of deit_s on one machine made at the same instant" in err
-    assert "folder.json" not in err and "Traceback" not in err
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert cli.main(["tables", "--records", str(records), "--out", str(out)]) == 0
+    return records, out, err.getvalue()
+
+
+@pytest.mark.parametrize("said", [
+    "variant 'deit_zz' is not in the registry",
+    "final_val_top1: 150.0 must be a percentage",
+    "lr_schedule: item 0: expected [epoch, learning rate], got 1",
+    "history: item 0: epoch None is not a whole number of epochs",
+    "deit_s-same-time.json are records of deit_s on one machine made at the same instant",
+])
+def test_bench_tables_names_the_record_it_leaves_out_and_why(hostile_tables, said):
+    assert said in hostile_tables[2]
+
+
+def test_bench_tables_neither_crashes_on_hostile_records_nor_calls_a_folder_named_json_a_record(hostile_tables):
+    err = hostile_tables[2]
+    assert "Traceback" not in err and "folder.json" not in err
+
+
+def test_a_bar_in_a_record_keeps_every_markdown_row_as_wide_as_its_header(hostile_tables):
+    out = hostile_tables[1]
     assert any("AMD \\| EPYC" in table.read_text() for table in out.glob("*.md"))
-    for table in out.glob("*.md"):  # every row of every table has as many cells as its header
+    for table in out.glob("*.md"):
         rows = [line for line in table.read_text().splitlines() if line.startswith("|")]
         assert len({len(re.findall(r"(?<!\\)\|", row)) for row in rows}) <= 1, table.name
+
+
+def test_bench_tables_refuses_an_out_folder_inside_its_records(hostile_tables, capsys):
+    records = hostile_tables[0]
     assert cli.main(["tables", "--records", str(records), "--out", str(records / "tables")]) == 2
     assert "is inside --records" in capsys.readouterr().err
