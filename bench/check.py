@@ -32,6 +32,7 @@ import pandas as pd
 from bench.jsontypes import type_problem
 from bench.machine import Fingerprint
 from bench.record import Record
+from bench.schema import all_positive
 
 BASELINE_SCHEMA = 2
 SPEED_SETTINGS = ("device", "precision", "batch_size", "img_size", "compile")  # must match to compare speed
@@ -173,8 +174,9 @@ def _check_ratios(ratios: Any, where: str) -> None:
         raise ValueError(f"{where}: {problem}")
     if not ratios:
         raise ValueError(f"{where} is empty; a speed comparison needs rounds")
-    if min(ratios) <= 0:
-        raise ValueError(f"{where} holds {min(ratios)!r}; a ratio of two times is > 0")
+    problem = all_positive(ratios)
+    if problem:
+        raise ValueError(f"{where} {problem}")
 
 
 def fingerprint_problem(data: Any) -> str | None:
