@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import math
+import statistics
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
@@ -200,7 +202,11 @@ class Section(Mapping[str, Any]):
                 out.append(f"{name}: {problem}")
         out += [f"{k.name}: missing, where every record has it" for k in declared.values()
                 if k.required and k.name not in self._data]
-        return out
+        return out or self.inconsistencies()
+
+    def inconsistencies(self) -> list[str]:
+        """Values that disagree with the values they are computed from (read once every type is right)."""
+        return []
 
     @classmethod
     def undocumented(cls, names: list[str]) -> list[str]:
@@ -325,6 +331,39 @@ class BenchMetrics(Section):
     images = Key[int]("images scored")
     eval_img_per_s = Key[float]("evaluation loop speed, loading included (images/s)")
     eval_img_per_s_steady = Key[float]("evaluation loop speed after the first batch (images/s)")
+
+    def inconsistencies(self) -> list[str]:
+        """Each derived speed number against what `bench run` derives it from. A hand-edited `infer_img_per_s` of
+        1e308 was shown in every table and the gate (a hostile pass); each committed record agrees to rounding."""
+        m, out = self._data, []
+
+        def agree(name: str, want: float | None, how: str, *, abs_tol: float = 0.0) -> None:
+            value = m.get(name)
+            if value is not None and want is not None and not math.isclose(value, want, rel_tol=1e-6, abs_tol=abs_tol):
+                out.append(f"{name}: {value!r} disagrees with {how}, {want:.6g}")
+
+        def get(*names: str) -> list[float] | None:
+            values = [m.get(n) for n in names]
+            return None if None in values or 0 in values else values
+
+        samples = m.get("batch_ms_samples")
+        if samples and all(isinstance(v, (int, float)) for v in samples):  # rounded to 1e-4 ms when written
+            for stat, of in (("median", statistics.median), ("mean", statistics.fmean), ("min", min), ("max", max)):
+                agree(f"batch_ms_{stat}", of(samples), f"the {stat} of batch_ms_samples", abs_tol=1e-3)
+        for stat in ("median", "mean"):
+            if (got := get("infer_batch_size", f"batch_ms_{stat}")):
+                agree(f"infer_img_per_s_{stat}", 1e3 * got[0] / got[1], f"infer_batch_size × 1000 / batch_ms_{stat}")
+        by_stat = [m[n] for n in ("infer_img_per_s_median", "infer_img_per_s_mean") if m.get(n) is not None]
+        if m.get("infer_img_per_s") is not None and by_stat and \
+                not any(math.isclose(m["infer_img_per_s"], v, rel_tol=1e-9) for v in by_stat):
+            out.append(f"infer_img_per_s: {m['infer_img_per_s']!r} is neither infer_img_per_s_median nor _mean")
+        if (got := get("gmacs", "infer_img_per_s")):
+            agree("achieved_tflops", 2 * got[0] * got[1] / 1e3, "2 × gmacs × infer_img_per_s / 1000")
+        if (got := get("achieved_tflops", "peak_tflops_measured")):
+            agree("mfu_measured", got[0] / got[1], "achieved_tflops / peak_tflops_measured")
+        if (got := get("gmacs", "infer_img_per_s", "peak_tflops_datasheet")):
+            agree("mfu", 2 * got[0] * got[1] / 1e3 / got[2], "2 × gmacs × infer_img_per_s / 1000 / peak_tflops_datasheet")
+        return out
 
 
 class TrainSettings(Section):
@@ -467,6 +506,9 @@ def render() -> str:
              "a name ending in `*` is a family of keys, read by name (`record.metrics[\"top1_cls\"]`). A file lacking a",
              "`required` key, or whose `created` is not an ISO 8601 time, is not a record: `bench tables` names it and",
              "leaves it out; `bench check`, which must not judge on a partial reading, names it and stops (exit 2).",
+             "The same holds for a `bench` record whose derived speed numbers disagree with what they are computed",
+             "from (`BenchMetrics.inconsistencies`): the throughputs with the batch and its times, the batch times",
+             "with their samples, `achieved_tflops` and the MFUs with the throughput, `gmacs` and the peaks.",
              "",
              "## Kinds", ""]
     lines += [f"- `{kind}`: {what}" for kind, what in KINDS.items()]

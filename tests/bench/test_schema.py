@@ -143,3 +143,22 @@ def test_values_no_run_writes_are_refused_naming_the_key(section, data, problem)
 ])
 def test_the_edges_of_what_runs_write_pass(section, data):
     assert [p for p in section(data).problems() if "missing, where every record has it" not in p] == []
+
+
+QUICK_START = ROOT / "results/runs/cpu-avx512/20261205T110029-deit_b-cpu-18a410a9.json"
+
+
+@pytest.mark.parametrize("edit, problem", [
+    ({"infer_img_per_s": 1e308}, "infer_img_per_s: 1e+308 is neither infer_img_per_s_median nor _mean"),
+    ({"infer_img_per_s": 80.0, "infer_img_per_s_median": 80.0},
+     "infer_img_per_s_median: 80.0 disagrees with infer_batch_size × 1000 / batch_ms_median, 7.99092"),
+    ({"batch_ms_median": 200.0}, "batch_ms_median: 200.0 disagrees with the median of batch_ms_samples, 2002.27"),
+    ({"achieved_tflops": 2.81}, "achieved_tflops: 2.81 disagrees with 2 × gmacs × infer_img_per_s / 1000, 0.281005"),
+    ({"mfu_measured": 0.9}, "mfu_measured: 0.9 disagrees with achieved_tflops / peak_tflops_measured, 0.655513"),
+    ({"peak_tflops_datasheet": 989.0, "mfu": 0.5}, "mfu: 0.5 disagrees with 2 × gmacs × infer_img_per_s / 1000 / "),
+])
+def test_a_speed_number_that_disagrees_with_what_it_is_computed_from_is_refused(edit, problem):
+    metrics = json.loads(QUICK_START.read_text())["metrics"]
+    assert schema.BenchMetrics(metrics).problems() == []
+    problems = schema.BenchMetrics({**metrics, **edit}).problems()
+    assert any(p.startswith(problem) for p in problems), problems

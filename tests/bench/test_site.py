@@ -189,7 +189,8 @@ def hostile_tables(tmp_path_factory):
     """`bench tables` once on the fixture records with seven hostile edits (a hostile pass on `bench tables`): a
     record of an unknown variant, a training top-1 of 150, a learning-rate schedule [1, 2, 3] (a figure's
     TypeError), a history without epochs (a KeyError) were left out, averaged in or crashed; two records of one
-    cell made at one instant let the file name decide; a "|" in a CPU's name split a Markdown column; a folder named
+    cell made at one instant let the file name decide; a throughput of 1e308 was
+    shown; a "|" in a CPU's name split a Markdown column; a folder named
     x.json was called an unreadable record. Gives the records' folder, the tables' folder and what it printed to
     stderr."""
     import contextlib
@@ -211,6 +212,7 @@ def hostile_tables(tmp_path_factory):
     edit("20261122T190455-deit_s-cpu-9a508c37.json", lambda d: d["metrics"].update(params=1), "deit_s-same-time.json")
     edit("20261122T190539-deit_b-cpu-b57c23c6.json",
          lambda d: d["env"].update(cpu="AMD | EPYC", device_name="AMD | EPYC"))
+    edit("20261122T190743-deit_b_384-cpu-08095d66.json", lambda d: d["metrics"].update(infer_img_per_s=1e308))
     (records / "folder.json").mkdir()
     shutil.copy(RECORDS / "20261122T190753-deit_ti_dist-cpu-152539ec.json", records / "folder.json" / "inside.json")
     out = tmp_path / "site" / "tables"
@@ -226,6 +228,7 @@ def hostile_tables(tmp_path_factory):
     "lr_schedule: item 0: expected [epoch, learning rate], got 1",
     "history: item 0: epoch None is not a whole number of epochs",
     "deit_s-same-time.json are records of deit_s on one machine made at the same instant",
+    "infer_img_per_s: 1e+308 is neither infer_img_per_s_median nor _mean",
 ])
 def test_bench_tables_names_the_record_it_leaves_out_and_why(hostile_tables, said):
     assert said in hostile_tables[2]
