@@ -79,10 +79,7 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = T
     existed = path.exists()
     made = missing_folders(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # always a suffix: torch.save names its archive after the file's stem, and `.tmp-XXXX` alone has none
-        # ("invalid file name": `--save-predictions preds` failed after the whole evaluation)
-        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix or ".tmp", dir=path.parent)
+        fd, name = _temporary_beside(path)
     except OSError as exc:
         remove_if_empty(made)
         raise _named(path, exc, existed) from exc
@@ -109,6 +106,21 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, replace: bool = T
     return path
 
 
+def _temporary_beside(path: Path, tries: int = 3) -> tuple[int, str]:
+    """A new temporary file in `path`'s folder, made with its parents. A concurrent writer's failed write takes back
+    the empty folders it made (`remove_if_empty`), perhaps between our mkdir and our file: the folder is made again."""
+    for attempt in range(tries):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # always a suffix: torch.save names its archive after the file's stem, and `.tmp-XXXX` alone has none
+            # ("invalid file name": `--save-predictions preds` failed after the whole evaluation)
+            return tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix or ".tmp", dir=path.parent)
+        except FileNotFoundError:
+            if attempt == tries - 1 or path.parent.exists():
+                raise
+    raise AssertionError("unreachable")
+
+
 def missing_folders(folder: Path) -> list[Path]:
     """The folders `mkdir(parents=True)` would create for `folder`, deepest first."""
     missing = []
@@ -120,7 +132,7 @@ def missing_folders(folder: Path) -> list[Path]:
 
 def remove_if_empty(folders: list[Path]) -> None:
     """Take back the folders a failed write made (deepest first), so a full disk leaves no empty results folder."""
-    for folder in folders:  # a concurrent writer's mkdir between ours and its file can lose a folder: it says so
+    for folder in folders:  # a concurrent writer whose mkdir came between ours and its file makes it again
         try:
             folder.rmdir()
         except FileNotFoundError:  # never made: mkdir failed before it

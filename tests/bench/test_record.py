@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +58,27 @@ def test_an_interrupted_write_leaves_no_file_behind(record, tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         write_record(record, tmp_path)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_folder_a_concurrent_failed_write_takes_back_before_our_file_is_made_again(record, tmp_path, monkeypatch):
+    """A failed write takes back the empty folders it made; another writer's mkdir could fall between its mkdir and
+    its removal, and that writer then failed (a review)."""
+    import tempfile
+
+    from bench import store
+
+    real, calls = tempfile.mkstemp, []
+
+    def other_writer_takes_the_folder_back(*args, dir, **kwargs):
+        calls.append(dir)
+        if len(calls) == 1:
+            store.remove_if_empty([Path(dir), Path(dir).parent])
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(store.tempfile, "mkstemp", other_writer_takes_the_folder_back)
+    written = write_record(record, tmp_path / "new" / "records")
+    assert len(calls) == 2 and load_records(tmp_path / "new" / "records") == [record]
+    assert written.parent == tmp_path / "new" / "records"
 
 
 def test_a_record_of_another_schema_version_is_refused(record):
