@@ -306,7 +306,8 @@ def _speed_cell(r: Record | None, header: str) -> str:
 
 
 def table10(records: list[Record]) -> Table:
-    """Table 10: DeiT-B trained at 224, tested at 160/224/320/384 (`bench run --variant deit_b --img-size N`)."""
+    """Table 10: DeiT-B trained at 224 and fine-tuned to each test size, 160/224/320/384 (`bench run --variant deit_b
+    --img-size N`, with that size's checkpoint for the top-1: a 224 checkpoint's position embedding fits no other)."""
     cells = [("deit_b", size) for size in paper.TABLE10]
     speed, used = _speed_columns(records, cells)
     rows = []

@@ -639,6 +639,21 @@ def test_a_paper_cell_holds_what_the_paper_prints_and_its_dash_where_it_prints_n
     assert frame.loc["ViT-B/16", ["top-1 paper", "ReaL paper", "V2 paper"]].tolist() == ["77.9", "83.6", "–"]
     hparams = trained_tables.table9(records).frame.set_index("hyper-parameter")
     assert hparams.loc["repeated augmentation", "paper (DeiT-B)"] == "yes"
+    assert hparams.loc["dropout", "paper (DeiT-B)"] == "none"  # Table 9 prints it; it has no EMA row (a hostile pass)
+    assert "EMA" not in hparams.index
+
+
+def test_table8s_ema_row_is_the_ema_weights_top1_whose_raw_weights_train_as_the_default(records):
+    """A hostile pass: the + EMA row read the raw weights' top-1, which the EMA never changes (the same seed gave the
+    default row's number to the bit), where the paper's 81.9 is the EMA model's."""
+    run = next(r for r in records if r.kind == "train")
+    default = _seeds(run, "deit_b", "bf16", [70.31])
+    ema = [dataclasses.replace(r, metrics={**r.metrics, "final_ema_val_top1": 60.16})
+           for r in _seeds(run, "deit_b_ema", "bf16", [70.31])]
+    table = trained_tables.table8([*default, *ema])
+    rows = table.frame.set_index("experiment")["top-1 ours"]
+    assert rows["deit_b"] == "70.31 (1 seed)" and rows["deit_b_ema"] == "60.16 (1 seed)"
+    assert any("final_ema_val_top1" in note for note in table.footer)
 
 
 def test_a_smoke_test_timing_keeps_its_size_and_names_no_speed_column(records):
