@@ -1,9 +1,10 @@
 """Inference timing: one function with a fixed discipline, used for CPU and CUDA alike.
 
 Discipline (timm's benchmark.py, plus per-iteration samples so spread can be reported):
-synthetic input made once on the device, `torch.inference_mode`, `warmup` untimed forwards, then `iters`
-timed forwards, each timed on the device (CUDA events) or with `perf_counter` on CPU, where ops are
-synchronous. Peak memory is read for the whole run (warm-up included).
+synthetic input made once on the device, `torch.inference_mode`, cuDNN's autotuner on (GPU; as benchmark.py and the
+official main.py set it), `warmup` untimed forwards, then `iters` timed forwards, each timed on the device (CUDA
+events) or with `perf_counter` on CPU, where ops are synchronous. Peak memory is read over the timed forwards (reset
+after the warm-up).
 """
 
 from __future__ import annotations
@@ -99,6 +100,19 @@ class Batch:
         return torch.randn(self.size, 3, self.img_size, self.img_size, device=self.device, dtype=self.precision.dtype)
 
 
+@contextlib.contextmanager
+def cudnn_autotuned(cuda: bool) -> Iterator[None]:
+    """cuDNN picks the fastest convolution algorithm for the fixed shapes in the warm-up (`cudnn.benchmark`), as
+    timm's benchmark.py and the official main.py set it: without it the convnets of Tables 2 and 5 were timed with
+    cuDNN's heuristic choice (a hostile pass). Restored after the block."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cuda or saved
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 def time_forward(model: nn.Module, batch: Batch, *, warmup: int, iters: int,
                  monitor: contextlib.AbstractContextManager | None = None,
                  progress: Callable[[], None] | None = None) -> Timing:
@@ -118,7 +132,7 @@ def time_forward(model: nn.Module, batch: Batch, *, warmup: int, iters: int,
     sample = getattr(monitor, "sample", lambda: None)
     # events, synchronize and memory statistics on the batch's GPU, not the current one (cuda:1 without set_device)
     with (torch.cuda.device(batch.device) if cuda else contextlib.nullcontext()), torch.inference_mode(), \
-            precision_mode(batch.precision, batch.device.split(":")[0]):
+            precision_mode(batch.precision, batch.device.split(":")[0]), cudnn_autotuned(cuda):
         for _ in range(warmup):
             model(example)
             tick()

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench import speed
 from bench.registry import VARIANTS
 from bench.speed import PRECISIONS, Batch, Timing, check_precision, find_max_batch, precision_mode, time_forward
 
@@ -225,3 +226,13 @@ def test_an_out_of_memory_under_batch_max_backs_off_and_frees_a_compiled_models_
     timing, readings = run._time(nn.Identity(), VARIANTS["debug"], settings, log=lambda m: None)
     assert timing == "timing" and calls["batches"] == [100, 90]
     assert (calls["compiled"], calls["reset"]) == (1 + recompiles, recompiles)
+
+
+def test_cudnns_autotuner_is_on_while_a_gpu_is_timed_as_timm_sets_it_and_restored_after():
+    """A hostile pass: timm's benchmark.py and the official main.py time with `cudnn.benchmark` on; we did not."""
+    before = torch.backends.cudnn.benchmark
+    with speed.cudnn_autotuned(True):
+        assert torch.backends.cudnn.benchmark
+    with speed.cudnn_autotuned(False):  # a CPU run leaves the setting as the caller had it
+        assert torch.backends.cudnn.benchmark == before
+    assert torch.backends.cudnn.benchmark == before
