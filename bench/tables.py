@@ -206,7 +206,12 @@ def table1(records: list[Record]) -> Table:
 SpeedKey = tuple[str, int, str]  # (machine and torch, torch threads, precision): what one speed column holds
 SPEED_NOTES = ("Each 'im/s ours' column holds one timing protocol, one machine, one torch version, one precision and "
                "one thread count, named in its header; a record from another machine or torch adds a column and "
-               "changes no other.",)
+               "changes no other.",
+               "Each 'im/s ours' cell is one run, not a comparison: on these shared VMs six back-to-back runs of "
+               "DeiT-B spanned 8 %, and two runs of one model hours apart differed by -24 to +31 % (README, "
+               "results/REPORT.md), so a difference between two cells of a column within that drift is not resolved "
+               "(a distilled model shown faster than its plain twin is such a case). Rank models by paired rounds: "
+               "`bench run --metrics relspeed` times each against one reference workload, alternating.")
 
 
 def speed_key(r: Record) -> SpeedKey:
