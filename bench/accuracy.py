@@ -156,7 +156,9 @@ def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, foun
     preds, speed = evaluate.timed_predict(model, dataset, prep, distilled=variant.distilled, precision=precision,
                                           batch_size=batch_size, workers=opts.workers)
     if opts.save_predictions and _main_process():  # every rank holds the gathered predictions; one file is written
-        preds.save(opts.save_predictions)
+        made = {"model": variant.model, "img_size": img_size, "precision": precision.name,
+                "preprocess": dataclasses.asdict(prep)}
+        dataclasses.replace(preds, made=made).save(opts.save_predictions)
     metrics = {**evaluate.scores(preds, real), "eval_img_per_s": speed.whole,
                "eval_img_per_s_steady": speed.steady}
     settings = {"data": str(opts.data), "dataset": layout, "label_space": found.label_space, "num_classes": classes,

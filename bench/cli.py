@@ -386,9 +386,11 @@ def _disagree(args: argparse.Namespace) -> None:
     from bench.disagree import disagreement, top1_columns
 
     try:
-        columns, images = top1_columns(args.predictions)
+        columns, images, notes = top1_columns(args.predictions)
     except ValueError as exc:  # also a file that is not a torch file, or not one of ours
         raise UsageError(str(exc)) from None
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     matrix = disagreement(columns)
     if args.json:
         print(matrix.to_json(orient="index", indent=2))

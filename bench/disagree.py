@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -19,9 +20,11 @@ from bench.predictions import Predictions, image_key
 HEAD_LABELS = {"": "", "cls": "class", "dist": "distil", "fused_logits": "class+distil"}
 
 
-def top1_columns(files: list[Path], labels: list[str] | None = None) -> tuple[dict[str, torch.Tensor], int]:
+def top1_columns(files: list[Path], labels: list[str] | None = None
+                 ) -> tuple[dict[str, torch.Tensor], int, list[str]]:
     """Top-1 per classifier (one per head of each file, named by `labels` or `file_labels`), plus the ground
-    truth, on the images all files share."""
+    truth, on the images all files share; and a note for each way the files were made differently
+    (`made_differently`)."""
     missing = [str(p) for p in files if not p.exists()]
     if missing:
         raise ValueError(f"no such prediction file: {', '.join(missing)} (write them with --save-predictions)")
@@ -58,7 +61,37 @@ def top1_columns(files: list[Path], labels: list[str] | None = None) -> tuple[di
         for head, label in HEAD_LABELS.items():
             if head in preds.top5:
                 columns[f"{name} {label}".strip()] = preds.top5[head][rows, 0]
-    return columns, len(order)
+    return columns, len(order), made_differently([(str(path), preds) for path, preds in loaded])
+
+
+# What can make two classifiers disagree besides the models: a crop or resize changes which pixels each one sees,
+# and a precision flips close calls. A hostile pass compared a timm-crop file with an official-crop one in silence.
+CONFOUNDS = ("precision", "preprocess")
+
+
+def made_differently(loaded: list[tuple[str, Predictions]]) -> list[str]:
+    """'precision differs: a.pt fp32, b.pt amp_bf16' for each confound on which the files differ, and which files do
+    not say how they were made (written before they did). Teacher and student each have their own preprocessing
+    when evaluated by timm's protocol, so a difference is named, not refused."""
+    notes = []
+    unknown = [name for name, p in loaded if p.made is None]
+    if unknown and len(unknown) < len(loaded) or len(unknown) == len(loaded) > 1:
+        notes.append(f"{', '.join(unknown)}: written before prediction files said how they were made; their "
+                     "preprocessing and precision are not known")
+    known = [(name, p.made) for name, p in loaded if p.made is not None]
+    for key in CONFOUNDS:
+        shown = {name: _shown(made.get(key)) for name, made in known}
+        if len(set(shown.values())) > 1:
+            notes.append(f"{key} differs, so not only the models do: " +
+                         "; ".join(f"{name}: {value}" for name, value in shown.items()))
+    return notes
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict) and {"protocol", "resize_size", "img_size", "interpolation"} <= set(value):
+        return (f"{value['protocol']} (resize {value['resize_size']}, crop {value['img_size']}, "
+                f"{value['interpolation']})")
+    return str(value)
 
 
 def load(path: Path) -> Predictions:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,10 +42,15 @@ class Predictions:
     targets: Tensor  # [N] int64
     top5: dict[str, Tensor]  # head -> [N, k] int64, best first
     loss_sum: float  # cross-entropy of the official head, summed over images
+    # how they were made: `model`, `img_size`, `precision`, `preprocess` (bench/data.py's Preprocess as a dict);
+    # None in files written before 2026-12-06. `bench disagree` names what differs between its files.
+    made: dict[str, Any] | None = None
 
     def save(self, path: Path) -> None:
         """Atomically, as a weights_only-loadable torch file; never over an existing file (FileExistsError)."""
         blob = {"names": self.names, "targets": self.targets, "top5": self.top5, "loss_sum": self.loss_sum}
+        if self.made is not None:
+            blob["made"] = self.made
         write_atomic(path, lambda tmp: torch.save(blob, tmp), replace=False)
 
     @classmethod
@@ -57,4 +63,5 @@ class Predictions:
             found = ", ".join(sorted(map(str, data))[:6]) if isinstance(data, dict) else type(data).__name__
             raise CheckpointError(f"{path} is not a predictions file (found {found}; expected names, targets, top5, "
                                   "loss_sum as `bench run --save-predictions FILE` writes them)")
-        return cls(data["names"], data["targets"], data["top5"], data["loss_sum"])
+        made = data.get("made")
+        return cls(data["names"], data["targets"], data["top5"], data["loss_sum"], made if isinstance(made, dict) else None)

@@ -193,7 +193,7 @@ def write_disagreement(suite: Suite, base: Path, seed: int, pair: tuple[str, str
     for old in (load_records(results_dir) if results_dir.is_dir() else []):
         if old.kind == "disagree" and old.settings.predictions_sha256 == digests:
             return None
-    columns, images = top1_columns(files, labels=list(TABLE4_ROLES))
+    columns, images, made_differently = top1_columns(files, labels=list(TABLE4_ROLES))
     teacher, *students = (Record.from_json((run / "result.json").read_text()) for run in runs)
     settings = {"suite": suite.name, "scale": suite.name.split("-", 1)[-1], "seed": seed, "device": "cpu",
                 "experiments": dict(zip(TABLE4_ROLES, (suite.teacher or teacher.variant, *pair))),
@@ -201,7 +201,7 @@ def write_disagreement(suite: Suite, base: Path, seed: int, pair: tuple[str, str
                 "config_key": _config_key([r.settings.config for r in students])}
     record = Record(students[-1].variant, students[-1].model, settings,
                     {"images": images, "disagreement": disagreement(columns).to_dict(orient="index")},
-                    run_env("cpu"), kind="disagree")
+                    run_env("cpu"), kind="disagree", notes=made_differently)
     return write_record(record, results_dir)
 
 

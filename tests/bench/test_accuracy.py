@@ -313,7 +313,11 @@ def test_images_with_one_file_name_in_several_class_folders_stay_apart(tmp_path,
                             "--checkpoint", str(ckpt), "--results-dir", str(tmp_path / "r"),
                             "--save-predictions", str(tmp_path / "p.pt"))
     assert code == 0, err
-    assert Predictions.load(tmp_path / "p.pt").names == ["cat/0.jpg", "cat/1.jpg", "dog/0.jpg", "dog/1.jpg"]
+    saved = Predictions.load(tmp_path / "p.pt")
+    assert saved.names == ["cat/0.jpg", "cat/1.jpg", "dog/0.jpg", "dog/1.jpg"]
+    # and how they were made, for bench disagree to name what differs between files (a hostile pass)
+    assert saved.made["precision"] == "fp32" and saved.made["preprocess"]["protocol"] == "official"
+    assert saved.made["model"] == "deit_tiny_patch16_224" and saved.made["img_size"] == 32
 
 
 def test_per_batch_normalisation_equals_the_per_image_pipeline_exactly(photo):

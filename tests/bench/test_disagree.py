@@ -76,6 +76,31 @@ def test_two_copies_of_the_val_folder_under_other_names_compare_image_by_image(t
     Predictions([name(2), name(1)], torch.tensor([5, 3]), {"": torch.tensor([[0, 5], [3, 0]])}, 0.5).save(
         tmp_path / "new.pt")
     assert cli.main(["disagree", str(tmp_path / "old.pt"), str(tmp_path / "new.pt"), "--json"]) == 0
-    columns, images = top1_columns([tmp_path / "old.pt", tmp_path / "new.pt"])
+    columns, images, _ = top1_columns([tmp_path / "old.pt", tmp_path / "new.pt"])
     assert images == 2 and columns["ground truth"].tolist() == [3, 5]
     assert columns["old"].tolist() == [3, 5] and columns["new"].tolist() == [3, 0]
+
+
+def _made(protocol: str, crop: int, precision: str = "fp32") -> dict:
+    return {"model": "deit_tiny_patch16_224", "img_size": 224, "precision": precision,
+            "preprocess": {"protocol": protocol, "img_size": 224, "crop_pct": crop / 1000,
+                           "resize_size": 256 if protocol == "official" else 248, "interpolation": "bicubic",
+                           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+
+
+def test_bench_disagree_names_how_its_files_were_made_differently(tmp_path, capsys):
+    """A hostile pass: a timm-crop file and an official-crop one made a Table 4 without a word."""
+    top5 = {"": torch.tensor([[0, 1], [1, 0]])}
+    Predictions(["a", "b"], torch.tensor([0, 1]), top5, 0.5, _made("official", 875)).save(tmp_path / "off.pt")
+    Predictions(["a", "b"], torch.tensor([0, 1]), top5, 0.5, _made("timm", 900, "amp_bf16")).save(tmp_path / "timm.pt")
+    Predictions(["a", "b"], torch.tensor([0, 1]), top5, 0.5, _made("official", 875)).save(tmp_path / "off2.pt")
+    Predictions(["a", "b"], torch.tensor([0, 1]), top5, 0.5).save(tmp_path / "old.pt")
+    assert cli.main(["disagree", str(tmp_path / "off.pt"), str(tmp_path / "timm.pt")]) == 0
+    err = capsys.readouterr().err
+    assert "precision differs, so not only the models do" in err and "timm.pt: amp_bf16" in err
+    assert "preprocess differs" in err and "official (resize 256, crop 224, bicubic)" in err
+    assert cli.main(["disagree", str(tmp_path / "off.pt"), str(tmp_path / "off2.pt")]) == 0
+    assert capsys.readouterr().err == ""  # made alike: nothing to say
+    assert cli.main(["disagree", str(tmp_path / "off.pt"), str(tmp_path / "old.pt")]) == 0
+    assert "old.pt: written before prediction files said how they were made" in capsys.readouterr().err
+
