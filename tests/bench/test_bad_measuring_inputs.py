@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import folder_tree
+from helpers import at_speed, folder_tree
 from test_accuracy import CIFAR10, known_checkpoint, run_json
 
 from bench import cli, tables
@@ -136,7 +136,7 @@ def test_a_torch_file_that_is_not_a_state_dict_says_so(tmp_path, capsys):
 def _speed_record(variant: str, created: str, img_per_s: float):
     old = next(r for r in load_records(FIXTURE_RECORDS) if r.variant == variant and "infer_img_per_s" in r.metrics
                and r.settings.get("protocol") == "timm")
-    return dataclasses.replace(old, metrics={**old.metrics, "infer_img_per_s": img_per_s},
+    return dataclasses.replace(old, metrics=at_speed(old.metrics, img_per_s),
                                env={**old.env, "created": created})
 
 
