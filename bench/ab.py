@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.check import Row, Tolerances
-from bench.errors import UsageError
+from bench.errors import UsageError, outside_imports, raise_terminated
 from bench.load import MachineLoad, is_contended
 from bench.protocols import AB_CALLS, AB_ROUNDS, AB_WARMUP, AB_WORKLOADS
 from bench.stats import Shift, hodges_lehmann
@@ -122,12 +122,9 @@ def run(against: str | None, against_python: str | None, *, tol: Tolerances, rou
 @contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (timeout, docker stop, a CI runner's cancel) unwinds like Ctrl-C, so the reference tree's temporary
-    folder is removed; restored afterwards."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
+    folder is removed, and the command exits 143 (it said 130, a hostile pass); restored afterwards."""
     try:
-        before = signal.signal(signal.SIGTERM, interrupt)
+        before = signal.signal(signal.SIGTERM, outside_imports(raise_terminated))
     except ValueError:  # not the main thread: leave signals alone
         yield
         return

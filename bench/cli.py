@@ -14,9 +14,11 @@ from bench.errors import (
     StorageError,
     Terminated,
     UsageError,
+    answer_deferred_stop,
     check_folder,
     exit_at_once_on_another_stop,
     message_of,
+    outside_imports,
     path_arg,
     plain_streams,
     sigterm_interrupts,
@@ -242,7 +244,7 @@ def _run(args: argparse.Namespace) -> int | None:
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s, handler in before.items():
         if handler is not signal.SIG_IGN:  # a caller that ignores Ctrl-C (nohup, `cmd &` in a script) keeps doing so
-            signal.signal(s, ctrl_c)
+            signal.signal(s, outside_imports(ctrl_c))
     records: list = []
     try:
         code = _measure_plans(args, plans, eval_opts, procs, ctrl_c, records)
@@ -257,6 +259,7 @@ def _run(args: argparse.Namespace) -> int | None:
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
+        answer_deferred_stop()
     if args.json and records:  # once, whatever stopped the run: JSON Lines, one record per line
         sys.stdout.write("".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records))
     return code
@@ -419,9 +422,11 @@ def _tables(args: argparse.Namespace) -> int | None:
                                warn=lambda line: print(f"bench tables: warning: {line}", file=sys.stderr))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    except KeyboardInterrupt:  # before the files were put in place (site.regenerate)
-        print("\nbench tables: interrupted; nothing was replaced", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # before the files were put in place (site.regenerate)
+        terminated = isinstance(exc, Terminated)
+        print(f"\nbench tables: {'terminated (SIGTERM)' if terminated else 'interrupted'}; nothing was replaced",
+              file=sys.stderr)
+        return 143 if terminated else 130
     print(f"{done.records} records -> {len(done.written)} files in {args.out}" +
           ("" if args.no_figures else f", {args.figures}") + f" and {args.out.parent} ("
           + ("constraints.txt" if args.no_figures else "index.html, constraints.txt") + ")"

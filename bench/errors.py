@@ -39,21 +39,73 @@ class Terminated(KeyboardInterrupt):
     process kept `bench tables`' lock, a record's temporary file stayed behind (a hostile pass)."""
 
 
+def outside_imports(handler):
+    """`handler`, a stop signal's handler that raises, made to wait while the signal finds the main thread inside an
+    import, and to run once the import is done. An exception raised in a module's import may be swallowed by the C
+    code that asked for it (torch's `from torch._C import *` imports numpy so; triton's import too): a Ctrl-C or
+    SIGTERM in a command's first seconds was lost, and the run went on to write its record and exit 0 (3 of ~60
+    SIGTERMs, 1 of 8 Ctrl-Cs, a hostile pass), or left numpy half imported ("module 'numpy' has no attribute
+    'multiply'"). The wait is polled every 10 ms with SIGALRM, which nothing else in the main process uses."""
+    def deferred(signum, frame):
+        if _importing(frame):
+            _PENDING[:] = [(handler, signum)]
+            signal.signal(signal.SIGALRM, _retry)
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            return
+        handler(signum, frame)
+    deferred.__wrapped__ = handler
+    return deferred
+
+
+_PENDING: list = []  # the deferred (handler, signum), at most one: the first stop is the one answered
+
+
+def _importing(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _retry(_signum, frame) -> None:
+    if _importing(frame):
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        return
+    answer_deferred_stop(frame)
+
+
+def answer_deferred_stop(frame=None) -> None:
+    """Run the handler of a stop `outside_imports` deferred, now (it raises): where its handlers are put back, a stop
+    still waiting is answered inside the block that installed them, not 10 ms later in whatever runs next."""
+    if threading.current_thread() is not threading.main_thread() or not _PENDING:
+        return
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    handler, signum = _PENDING.pop()
+    handler(signum, frame)
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
-    """Within the block SIGTERM raises `Terminated`, where Ctrl-C raises KeyboardInterrupt (main thread only)."""
+    """Within the block SIGTERM raises `Terminated`, where Ctrl-C raises KeyboardInterrupt (main thread only); both
+    wait for an import under way to end (`outside_imports`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def terminated(signum, frame):
-        raise Terminated
-
-    before = signal.signal(signal.SIGTERM, terminated)
+    before = {signal.SIGTERM: signal.signal(signal.SIGTERM, outside_imports(raise_terminated))}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        before[signal.SIGINT] = signal.signal(signal.SIGINT, outside_imports(signal.default_int_handler))
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        answer_deferred_stop()
 
 
 def exit_at_once_on_another_stop(code: int | None = None) -> None:

@@ -27,6 +27,7 @@ def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
     step being loaded, and still an end when the loader itself sends SIGTERM to a worker it cannot stop otherwise
     (a worker ignoring it outright stayed alive, and multiprocessing's exit waited for it for ever)."""
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # `_end_soon`'s alarm ends the worker, whatever the parent had set
     signal.signal(signal.SIGTERM, _end_soon)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # held since the fork (`stop_signals_held`): one sent
     # meanwhile is answered here, by the handlers above

@@ -230,7 +230,7 @@ def test_a_ctrl_c_the_caller_ignores_stays_ignored_while_measuring(monkeypatch, 
         signal.signal(signal.SIGINT, previous)
     assert seen == [signal.SIG_IGN]
     cli.main(["run", "--device", "cpu", "--variant", "debug", "--metrics", "size", "--results-dir", str(tmp_path)])
-    assert isinstance(seen[1], cli._CtrlC)  # otherwise Ctrl-C stops the run, and no half record is left
+    assert isinstance(seen[1].__wrapped__, cli._CtrlC)  # otherwise Ctrl-C stops the run, and no half record is left
 
 
 def test_ctrl_c_while_the_cli_loads_exits_130_with_one_line(monkeypatch, capsys):
@@ -279,6 +279,31 @@ def test_a_real_sigterm_in_reproduce_s_first_second_is_exit_143_and_one_line(tmp
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "reproduce: terminated (SIGTERM)" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                              (signal.SIGINT, 130, "interrupted")])
+def test_a_stop_while_a_module_loads_waits_for_the_import_and_is_never_lost(tmp_path, sig, code, said):
+    """A hostile pass: a Ctrl-C or SIGTERM in a command's first seconds landed inside an import whose C caller
+    swallowed the exception (torch importing numpy, triton's import): the run went on, wrote its record, exit 0.
+    Here the module swallows every exception for 0.3 s after the signal, as such C code does."""
+    (tmp_path / "swallows.py").write_text(
+        "import os, signal, time\n"
+        f"os.kill(os.getpid(), {int(sig)})\n"
+        "for _ in range(30):\n"
+        "    try:\n"
+        "        time.sleep(0.01)\n"
+        "    except BaseException:\n"
+        "        print('swallowed', flush=True)\n"
+        "print('imported', flush=True)\n"
+        "def main():\n"
+        "    print('main ran', flush=True)\n"
+        "    return 0\n")
+    script = "import sys; from bench.launch import _launch; sys.exit(_launch('swallows', 'swallows'))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[2])])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout == "imported\n", done.stdout  # the import ran whole, and main never did
+    assert done.returncode == code and f"swallows: {said} while starting" in done.stderr, done.stderr
 
 
 def _launched(tmp_path, main_source: str) -> subprocess.Popen:

@@ -508,6 +508,18 @@ def test_an_interrupted_bench_tables_replaces_no_file_and_leaves_no_staging_fold
     assert [p.name for p in tmp_path.rglob(".tmp-*")] == [".tmp-users-own"] and "removed" in capsys.readouterr().err
 
 
+def test_sigterm_before_bench_tables_puts_its_files_in_place_exits_143(tmp_path, monkeypatch, capsys):
+    """A hostile pass: SIGTERM said "interrupted" and exit 130, where every other bench command says 143."""
+    from bench.errors import Terminated
+
+    def terminated(records, out_dir, jobs=None):
+        raise Terminated
+
+    monkeypatch.setattr(figures, "build_all", terminated)
+    assert cli.main(["tables", "--records", str(RECORDS), "--out", str(tmp_path / "t")]) == 143
+    assert "bench tables: terminated (SIGTERM); nothing was replaced" in capsys.readouterr().err
+
+
 def test_a_full_disk_part_way_through_bench_tables_replaces_no_file(tmp_path, monkeypatch, capsys):
     """The last file written is the page: a full disk there used to leave every table and figure new beside the old
     page. Every file is now staged first and renamed into place once all are written."""
