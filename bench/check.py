@@ -135,6 +135,25 @@ def same_instant_conflict(files: list[tuple[Path, Record]]) -> str | None:
     return None
 
 
+def exact_disagreement(files: list[tuple[Path, Record]]) -> str | None:
+    """Two records of one model whose parameters or GMACs differ, named: these are exact on every machine, so two
+    values are two versions of the code (a folder reused across runs), and judging the newest alone passed a folder
+    that also held a failing record without a word (a hostile pass)."""
+    seen: dict[tuple, tuple[Any, Path]] = {}
+    for path, r in files:
+        for metric in EXACT_METRICS:
+            value = r.metrics.get(metric)
+            if value is None:
+                continue
+            what = (record_key(r), metric)
+            if what in seen and seen[what][0] != value:
+                return (f"{seen[what][1]} and {path} are records of {what[0]} with different {metric} ({seen[what][0]} "
+                        f"and {value}), which is exact on every machine: --current holds records of two versions of "
+                        "the code; give it a folder of one run's records")
+            seen.setdefault(what, (value, path))
+    return None
+
+
 # ---- what the gate reads, checked ----
 
 def check_record(record: Record) -> None:

@@ -65,7 +65,7 @@ def _baseline_rows(args: argparse.Namespace) -> list:
         raise UsageError(f"{where}{exc}") from None
     if not files:
         raise UsageError(f"no records (*.json) in {args.current}; make some with `bench run`")
-    conflict = check.same_instant_conflict(files)
+    conflict = check.same_instant_conflict(files) or check.exact_disagreement(files)
     if conflict:
         raise UsageError(conflict)
     records = [record for _, record in files]

@@ -547,6 +547,25 @@ def test_records_of_one_model_made_at_the_same_instant_that_disagree_are_refused
     assert cli.main(["check", "--baseline", str(base), "--current", str(runs)]) == 0  # the identical copy: fine
 
 
+def test_an_older_record_whose_size_disagrees_with_the_newest_is_refused_not_passed_over(tmp_path, capsys,
+                                                                                          size_records):
+    """A hostile pass: --current held a correct deit_ti record and an older one with params 1; the gate judged the
+    newest and said "all gates pass". Sizes are exact on every machine: two values are two versions of the code."""
+    base = tmp_path / "exact.json"
+    record = next(r for r in size_records if r.variant == "deit_ti")
+    baselines.write_baseline(baselines.make_baseline([record], "exact", check.Tolerances()), base)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "new.json").write_text(record.to_json())
+    (runs / "old.json").write_text(record_with(record, metrics__params=1,
+                                               env__created="2020-01-01T00:00:00+00:00").to_json())
+    assert cli.main(["check", "--baseline", str(base), "--current", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "are records of deit_ti@224 with different params" in err and "two versions of the code" in err
+    (runs / "old.json").unlink()
+    assert cli.main(["check", "--baseline", str(base), "--current", str(runs)]) == 0
+
+
 def test_write_baseline_says_what_a_new_speed_baseline_replaces_and_what_size_records_lack(tmp_path, capsys,
                                                                                           quiet_runs, size_records):
     """A hostile pass: records 20 % slower replaced a machine's speed baseline with no word of it (and the next
