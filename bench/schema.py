@@ -133,12 +133,23 @@ def device_problem(value: str) -> str | None:
     return None if ok else f"{value!r} is not cpu, cuda or cuda:N"
 
 
+FUTURE_SKEW = dt.timedelta(days=1)  # a clock this far ahead of ours is wrong, not merely another machine's
+
+
 def iso_time_problem(value: str) -> str | None:
-    """Why `value` is not an ISO 8601 time (`created`: records are ordered by it, as times, not as text)."""
+    """Why `value` is not an ISO 8601 time with its zone, in the past (`created`: records are ordered by it, as
+    times, not as text). A record dated 2099 was the newest for ever, hiding every later one from the gate and the
+    tables; one without a zone was ordered as if in UTC (a hostile pass)."""
     try:
-        dt.datetime.fromisoformat(value)
+        when = dt.datetime.fromisoformat(value)
     except ValueError:
         return f"{value!r} is not an ISO 8601 time such as 2026-12-05T20:30:00+00:00"
+    if when.tzinfo is None:
+        return f"{value!r} has no time zone (such as +00:00), so it cannot be ordered with other machines' records"
+    now = dt.datetime.now(dt.timezone.utc)
+    if when > now + FUTURE_SKEW:
+        return (f"{value!r} is in the future (now {now:%Y-%m-%dT%H:%M}Z): a record from a wrong clock would be the "
+                "newest for ever")
     return None
 
 
@@ -504,7 +515,8 @@ def render() -> str:
              "was asked for, every default resolved), `metrics` (what was measured, names with units) and `env`",
              "(where and with what). In Python each section is typed (`record.metrics.params` is an int or None);",
              "a name ending in `*` is a family of keys, read by name (`record.metrics[\"top1_cls\"]`). A file lacking a",
-             "`required` key, or whose `created` is not an ISO 8601 time, is not a record: `bench tables` names it and",
+             "`required` key, or whose `created` is not an ISO 8601 time with its zone, or lies more than a day ahead",
+             "of this machine's clock, is not a record: `bench tables` names it and",
              "leaves it out; `bench check`, which must not judge on a partial reading, names it and stops (exit 2).",
              "The same holds for a `bench` record whose derived speed numbers disagree with what they are computed",
              "from (`BenchMetrics.inconsistencies`): the throughputs with the batch and its times, the batch times",

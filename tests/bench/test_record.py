@@ -138,6 +138,10 @@ def doctored(record, tmp_path, name="bad.json", **changes):
     ({"settings__metrics": ["size", 3]}, "settings.metrics"),
     ({"env__created": 20261201}, "env.created"),
     ({"env__created": "yesterday"}, "env.created: 'yesterday' is not an ISO 8601 time"),  # was compared as text
+    # a hostile pass: a record dated 2099 hid every later one from the gate and the tables; one without a zone
+    # was ordered as if it were UTC
+    ({"env__created": "2099-01-01T00:00:00+00:00"}, "env.created: '2099-01-01T00:00:00+00:00' is in the future"),
+    ({"env__created": "2026-12-05T12:00:00"}, "env.created: '2026-12-05T12:00:00' has no time zone"),
     ({"kind": "train"}, "settings.experiment: missing"),  # a bench record's settings: AttributeError in bench check
     ({"env__fingerprint": "this machine"}, "env.fingerprint"),
     ({"variant": 7}, "variant"),
