@@ -25,7 +25,7 @@ from bench.errors import StorageError
 from bench.record import Record, from_repo_root, load_record_files
 from bench.store import STAGING_PREFIX, hold_folder, interrupts_deferred, write_text_atomic
 from bench.tables import Table
-from bench.trained import repeated_seeds
+from bench.trained import copied_runs, repeated_seeds
 
 STYLE = """
 :root { --ink: #1b1f24; --muted: #57606a; --line: #d0d7de; --paper: #f3f0e6; --ours: #eaf2fb; }
@@ -125,7 +125,7 @@ def regenerate(records_dir: Path, out: Path, figures_dir: Path, *, draw: bool, w
         found = load_record_files(records_dir, skip_bad=skipped.append, check=tables_mod.check_record)
         for exc in skipped:
             warn(f"skipped {exc}")
-        for note in [*repeated_seeds(found), *tables_mod.same_instant_conflicts(found)]:
+        for note in [*repeated_seeds(found), *copied_runs(found), *tables_mod.same_instant_conflicts(found)]:
             warn(note)
         if not found:  # every table would be 'not run', replacing what `out` holds
             raise ValueError(f"no readable records (*.json) in {records_dir}"

@@ -72,7 +72,28 @@ def _current(records: list[Record], experiment: str, metric: str, teacher: str |
     runs = [r for r in runs_of(records, experiment) if r.metrics.get(metric) is not None
             and (teacher is None or r.settings.config["teacher"] == teacher)]
     newest = {_seed_key(r): r for r in runs if _config_key(r) == _config_key(runs[-1])} if runs else {}
-    return sorted(newest.values(), key=lambda r: r.created)
+    one_each = {_checkpoint_key(r): r for r in sorted(newest.values(), key=lambda r: r.created)}
+    return sorted(one_each.values(), key=lambda r: r.created)
+
+
+def _checkpoint_key(r: Record) -> object:
+    """What one training run wrote: its last checkpoint's sha256. A record copied with another seed names the same
+    checkpoint and is the same run: five such copies turned Table 3's "no" into "yes" (p 0.209 to 0.047 after Holm,
+    a hostile pass); `copied_runs` names them. Records without the hash are told apart by their own identity."""
+    return r.metrics.get("checkpoint_sha256") or id(r)
+
+
+def copied_runs(found: list[tuple[Path, Record]]) -> list[str]:
+    """'a.json and b.json name one checkpoint (sha256 …) under seeds 0 and 10: one run, counted once' for every
+    checkpoint more than one training record names."""
+    named: dict[str, list[tuple[Path, Record]]] = {}
+    for path, r in found:
+        if r.kind == "train" and r.metrics.get("checkpoint_sha256"):
+            named.setdefault(r.metrics["checkpoint_sha256"], []).append((path, r))
+    return [f"{', '.join(str(p) for p, _ in same)} name one checkpoint (sha256 {sha[:12]}…) under seeds "
+            f"{', '.join(str(r.settings.config.get('seed')) for _, r in same)}: one run, which a table counts once"
+            for sha, same in named.items()
+            if len({(r.settings.config.get("seed"), r.created) for _, r in same}) > 1]
 
 
 def _seed_key(r: Record) -> tuple:

@@ -82,6 +82,24 @@ def test_a_copy_of_a_runs_record_counts_once(records):
     assert frame.loc[0, "ours top-1 (mini)"] == f"{value + 1:.2f} ± 1.41 (2 seeds)"
 
 
+def test_records_of_one_checkpoint_under_other_seeds_count_once_and_are_named(records, tmp_path):
+    """A hostile pass: the five mini_hard_cls records copied with seed + 10 made the row "10 seeds" and its Holm p
+    0.047, "yes", where the five runs give 0.209, "no"; the copies named the very checkpoints of the originals."""
+    from bench import trained
+
+    run = max((r for r in records if r.settings.get("experiment") == "mini_none"), key=lambda r: r.env["created"])
+    runs = [dataclasses.replace(run, settings={**run.settings, "config": {**run.settings["config"], "seed": seed}},
+                                metrics={**run.metrics, "final_val_top1": 50.0 + seed, "checkpoint_sha256": f"{seed:064x}"})
+            for seed in (0, 1)]
+    copy10 = dataclasses.replace(runs[1], settings={**runs[1].settings,
+                                                    "config": {**runs[1].settings["config"], "seed": 11}})
+    frame = trained_tables.table3([*runs, copy10], "mini").frame
+    assert frame.loc[0, "ours top-1 (mini)"] == "50.50 ± 0.71 (2 seeds)"
+    [note] = trained.copied_runs([(tmp_path / "a.json", runs[1]), (tmp_path / "b.json", copy10),
+                                  (tmp_path / "c.json", runs[0])])
+    assert note.startswith(f"{tmp_path / 'a.json'}, {tmp_path / 'b.json'} name one checkpoint") and "seeds 1, 11" in note
+
+
 def test_a_seed_trained_again_counts_once_by_its_newest_run_and_is_named(records, tmp_path):
     """A hostile pass: a copy of a seed's record with another `created` made a row "6 seeds" (p 0.042 became 0.028)
     without a word. A second run of a seed is no second sample: the newest counts, and `bench tables` names both."""
