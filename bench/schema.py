@@ -481,6 +481,9 @@ class StepSpeedMetrics(Section):
     gflop_per_image = Key[float]("training GFLOP per image: student forward and backward (3x), teacher forward")
     ours_mfu = Key[float]("ours: of the measured GEMM peak in its precision (None: no usable peak)")
     official_mfu = Key[float]("the official-style loop's, likewise")
+    timed_other_cores = Key[float]("cores other processes kept busy while a loop was timed, the larger of the two "
+                                   "(absent in older records)")
+    timed_busy = Key[bool]("either loop timed while other processes used the machine (absent in older records)")
 
 
 class NoMetrics(Section):

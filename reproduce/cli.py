@@ -270,7 +270,8 @@ def _step_speed(args) -> int:
                 "amp_ours": result.ours_amp, "amp_official": result.official_amp}
     metrics = {"ours_img_per_s": result.ours_img_per_s, "official_img_per_s": result.official_img_per_s,
                "ratio": result.ratio, "gflop_per_image": result.gflop_per_image, "ours_mfu": result.ours_mfu,
-               "official_mfu": result.official_mfu}
+               "official_mfu": result.official_mfu, "timed_other_cores": round(result.timed_other_cores, 3),
+               "timed_busy": result.timed_busy}
     path = write_record(Record(cfg.variant, cfg.variant, settings, metrics, env, kind="stepspeed"), args.results_dir)
     mfu = {k: "no usable peak" if v is None else f"MFU {100 * v:.1f} %"
            for k, v in (("ours", result.ours_mfu), ("official", result.official_mfu))}
@@ -281,6 +282,10 @@ def _step_speed(args) -> int:
           f"{result.official_img_per_s:,.1f} img/s ({amp['official']}, {mfu['official']}), ratio "
           f"{result.ratio:.2f}\nMFU: of this machine's measured GEMM peak in each loop's precision (bench/peak.py)"
           f"\nrecord: {path}")
+    if result.timed_busy:
+        print(f"warning: other processes kept {result.timed_other_cores:.1f} cores busy while the loops were timed, "
+              "one after the other: the ratio compares two loops on two different machines' worth of CPU (the record "
+              "says so). Time it again on a quiet machine.", file=sys.stderr)
     return 0
 
 

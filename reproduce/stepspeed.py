@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from bench import peak
+from bench.load import MachineLoad, is_contended
 from bench.machine import Fingerprint
 from reproduce import models
 from reproduce.config import ConfigError, TrainConfig
@@ -42,6 +43,8 @@ class StepSpeed:
     gflop_per_image: float  # the student's forward and backward (3 x its forward) and the teacher's forward
     ours_mfu: float | None  # of the machine's measured GEMM peak in each loop's precision (None: none usable)
     official_mfu: float | None
+    timed_other_cores: float  # cores other processes kept busy, the larger of the two loops' (bench/load.py)
+    timed_busy: bool  # either loop timed on a busy machine: the two loops then saw different machines
 
     @property
     def ratio(self) -> float:
@@ -60,7 +63,7 @@ def measure(cfg: TrainConfig, *, device: str, batch_size: int, steps: int, warmu
     def ours(i: int) -> None:
         recipe.step(runner, student, images, targets, i, where=f"step {i}")
 
-    ours_speed = _timed(ours, steps, warmup, batch_size, device)
+    ours_loop = _timed(ours, steps, warmup, batch_size, device)
 
     official = "fp16" if device.startswith("cuda") else "none"
     teacher.to(memory_format=torch.contiguous_format)  # the official code's teacher: ours is channels-last
@@ -88,12 +91,14 @@ def measure(cfg: TrainConfig, *, device: str, batch_size: int, steps: int, warmu
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    official_speed = _timed(official_step, steps, warmup, batch_size, device)
+    official_loop = _timed(official_step, steps, warmup, batch_size, device)
+    ours_speed, official_speed = ours_loop.img_per_s, official_loop.img_per_s
     gflop = flop_per_image(student, teacher, images.shape[-1])
     machine = Fingerprint.from_dict(fingerprint)
     ours_mfu, official_mfu = (_mfu(gflop * speed / 1e3, machine, device, PEAK_COLUMN[mode])
                               for speed, mode in ((ours_speed, amp), (official_speed, official)))
-    return StepSpeed(ours_speed, official_speed, amp, official, batch_size, steps, gflop, ours_mfu, official_mfu)
+    return StepSpeed(ours_speed, official_speed, amp, official, batch_size, steps, gflop, ours_mfu, official_mfu,
+                     max(ours_loop.other_cores, official_loop.other_cores), ours_loop.busy or official_loop.busy)
 
 
 PEAK_COLUMN = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}  # a loop's amp -> the GEMM peak that bounds it
@@ -162,15 +167,28 @@ def gate_workload() -> tuple[dict[str, object], Callable[[], None]]:
             "mode": "train step with teacher"}, step
 
 
-def _timed(step, steps: int, warmup: int, batch_size: int, device: str) -> float:
-    """Images per second over `steps` steps after `warmup` untimed ones (compilation included in the warm-up)."""
+@dataclass(frozen=True)
+class _Loop:
+    img_per_s: float
+    other_cores: float
+    busy: bool
+
+
+def _timed(step, steps: int, warmup: int, batch_size: int, device: str) -> _Loop:
+    """Images per second over `steps` steps after `warmup` untimed ones (compilation included in the warm-up), and
+    how busy other processes kept the machine meanwhile: one busy loop made ours 0.22x the official-style loop where
+    the quiet machine gave 1.04x, without a word (a hostile pass)."""
     for i in range(warmup):
         step(i)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+    load = MachineLoad.now()
     start = time.perf_counter()
     for i in range(steps):
         step(warmup + i)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return steps * batch_size / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    others, steal, share = MachineLoad.now().since(load)
+    return _Loop(steps * batch_size / elapsed, others,
+                 is_contended(others, steal, share, cuda=device.startswith("cuda")))

@@ -187,8 +187,23 @@ def test_step_speed_times_ours_and_the_official_style_loop_and_writes_a_record(t
     assert code == 0 and record.kind == "stepspeed" and "official-style" in out
     assert record.metrics.ratio == pytest.approx(record.metrics.ours_img_per_s / record.metrics.official_img_per_s)
     assert record.settings.amp_official == "none"  # the released loop's fp16 needs CUDA
+    assert record.metrics.timed_other_cores >= 0 and isinstance(record.metrics.timed_busy, bool)
     assert cli.main(["step-speed", "--experiment", "debug", "--device", "cpu", "--results-dir", str(tmp_path)]) == 2
     assert "give an experiment with a teacher" in capsys.readouterr().err
+
+
+def test_step_speed_on_a_busy_machine_says_so_and_its_record_keeps_it(tmp_path, capsys, monkeypatch):
+    """A hostile pass: one busy loop made the ratio 0.22 where the quiet machine gave 1.04, and neither the output nor
+    the record said the machine was busy."""
+    from bench.record import load_records
+    from reproduce import stepspeed
+
+    monkeypatch.setattr(stepspeed, "is_contended", lambda *load, cuda: True)
+    assert cli.main(["step-speed", "--experiment", "debug_hard", "--device", "cpu", "--batch-size", "4", "--steps",
+                     "1", "--warmup", "1", "--results-dir", str(tmp_path)]) == 0
+    assert "cores busy while the loops were timed" in capsys.readouterr().err
+    (record,) = load_records(tmp_path)
+    assert record.metrics.timed_busy is True
 
 
 def test_every_config_field_newer_than_the_committed_records_says_what_they_did():
