@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench.check import Tolerances
 from bench.errors import (
+    Parser,
     StorageError,
     Terminated,
     UsageError,
@@ -39,7 +40,7 @@ from bench.registry import resolve
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split(".")[0] + ".")
+    parser = Parser(prog="bench", description=__doc__.split(".")[0] + ".")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,ls,tables,check,disagree,campaign}")
     for add in (_add_run, _add_check, _add_disagree, _add_tables, _add_campaign, _add_ls):
         add(sub)
@@ -407,6 +408,8 @@ def _tables(args: argparse.Namespace) -> int | None:
 
     if not args.records.exists():
         raise UsageError(f"--records {args.records} does not exist")
+    if args.no_figures and args.figures is not None:  # it was ignored in silence (a hostile pass)
+        raise UsageError(f"--figures {args.figures} with --no-figures: no figure is drawn; give one of them")
     args.figures = args.figures or args.out.parent / "figures"  # never the repository's when --out is elsewhere
     check_folder(args.out, "--out")
     check_folder(args.figures, "--figures")

@@ -186,6 +186,36 @@ def message_of(exc: Exception) -> str:
     return text
 
 
+class Parser(argparse.ArgumentParser):
+    """The commands' argument parser: an option that takes one value refuses to be given twice. Argparse keeps the
+    last silently: `--variant debug --variant debug_dist` ran debug_dist alone, `--results-dir A --results-dir B`
+    wrote to B (a hostile pass), where `reproduce --set epochs=2 --set epochs=3` was already refused. Its
+    subcommands' parsers are of this class too (argparse makes them of the parent's)."""
+
+    def error(self, message):
+        """One line, as our own usage errors are (argparse printed its whole usage block first, 16 lines for `bench
+        run`), with where the options are listed."""
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+    def add_argument(self, *names, **kwargs):
+        if names and names[0].startswith("-") and kwargs.get("action", "store") == "store":
+            kwargs["action"] = _Once
+        return super().add_argument(*names, **kwargs)
+
+
+class _Once(argparse._StoreAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, "_given_once", None)
+        if given is None:
+            given = {}
+            namespace._given_once = given
+        if self.dest in given:
+            parser.error(f"{option_string} given twice ({given[self.dest]} and {values}; the last would win "
+                         "silently): give it once")
+        given[self.dest] = values
+        super().__call__(parser, namespace, values, option_string)
+
+
 def path_arg(text: str) -> Path:
     """argparse's type for a path: an empty one is refused (exit 2), where Path("") would be the current folder and an
     unset shell variable (`--out "$OUT"`) would write a run's files there (a hostile pass)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.errors import (
     CheckpointError,
     DataError,
+    Parser,
     StorageError,
     Terminated,
     UsageError,
@@ -54,7 +55,7 @@ def _data_arg(text: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reproduce", description=__doc__.split("\n")[0])
+    parser = Parser(prog="reproduce", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ls,suite,step-speed}")
     train = sub.add_parser("train", help="train one experiment; writes checkpoint, log.jsonl and a result record")
     train.add_argument("--experiment", required=True, help="a registered experiment (see `reproduce ls`)")

@@ -390,3 +390,27 @@ def test_a_terminal_without_utf8_gets_escapes_not_a_traceback(module):
     proc = subprocess.run([sys.executable, "-m", module, "ls"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "\\u" in proc.stdout  # escaped, every line printed
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["run", "--variant", "debug", "--variant", "debug_dist"], "--variant given twice (debug and debug_dist"),
+    (["tables", "--out", "a", "--out", "b"], "--out given twice (a and b"),
+    (["tables", "--no-figures", "--figures", "f"], "--figures f with --no-figures"),
+    (["run", "--iters", "nan"], "argument --iters: invalid int value: 'nan' (`bench run --help` lists the options)"),
+])
+def test_an_option_given_twice_or_not_read_is_one_line_exit_2(argv, said, capsys):
+    """A hostile pass: argparse kept the last of two --variant or --results-dir in silence, --figures was ignored
+    beside --no-figures, and argparse's own errors printed the whole usage block (16 lines) before their one line."""
+    with pytest.raises(SystemExit) as stop:
+        code = cli.main(argv)
+        raise SystemExit(code)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and said in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_reproduce_refuses_an_option_given_twice(capsys):
+    from reproduce import cli as reproduce_cli
+
+    with pytest.raises(SystemExit) as stop:
+        reproduce_cli.main(["train", "--experiment", "debug", "--output", "x", "--output", "y"])
+    assert stop.value.code == 2 and "--output given twice (x and y" in capsys.readouterr().err

@@ -261,7 +261,8 @@ def test_seeds_pool_whether_their_paths_were_kept_absolute_or_as_typed():
     config = {**older[-1].settings.config, "seed": 99}
     config.update({k: str(REPO_ROOT / v) for k, v in config.items() if k in ("data", "teacher_checkpoint") and v})
     new = dataclasses.replace(older[-1], settings={**older[-1].settings, "config": config},
-                              env={**older[-1].env, "created": "2027-01-01T00:00:00+00:00"})
+                              env={**older[-1].env, "created": "2027-01-01T00:00:00+00:00"},
+                              metrics={**older[-1].metrics, "checkpoint_sha256": "9" * 64})  # a run of its own
     seeds = sorted(r.settings.config["seed"] for r in train_runs([*records, new], "mini_none"))
     assert seeds == sorted([*(r.settings.config["seed"] for r in train_runs(records, "mini_none")), 99])
     assert portable_paths({"data": "/elsewhere/ds", "lr": 1.0}) == {"data": "/elsewhere/ds", "lr": 1.0}
