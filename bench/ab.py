@@ -69,6 +69,7 @@ class Process:
     contended: dict[str, bool]
     what: dict[str, dict[str, Any]]
     versions: dict[str, str | None]
+    wall_median_s: dict[str, float] | None = None  # median wall time per call (a quiet machine's check on waiting)
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ def run_worker(side: Side, specs: list[str], calls: int) -> Process:
     results = data["results"]
     return Process(side.name, {s: statistics.median(r["cpu_s"]) for s, r in results.items()},
                    {s: _busy(r["load"]) for s, r in results.items()}, {s: r["what"] for s, r in results.items()},
-                   data["versions"])
+                   data["versions"], {s: statistics.median(r["wall_s"]) for s, r in results.items()})
 
 
 def _busy(load: list[dict[str, Any]]) -> bool:
@@ -264,9 +265,29 @@ def judge(name: str, spec: str, processes: list[Process], tol: Tolerances) -> Pa
     busy = sum(not c for c in contended) < max(QUIET_FOR_A_VERDICT, tol.min_clean_share * len(pairs))
     shift = hodges_lehmann([math.log(r) for r in ratios])
     verdict, why = verdict_of(shift, busy, tol.speed_floor)
+    if verdict in ("pass", "improved") and not busy:
+        verdict, why = _waiting(pairs, spec, tol.speed_floor) or (verdict, why)
     return Paired(name, ratios, contended, statistics.median([r.median_s[spec] for r in by_side["reference"]]),
                   statistics.median([c.median_s[spec] for c in by_side["current"]]), shift, verdict,
                   f"{len(pairs)} rounds, {sum(not c for c in contended)} quiet; {why}")
+
+
+def _waiting(pairs: list[tuple[Process, Process]], spec: str, floor: float) -> tuple[str, str] | None:
+    """A regression in wall time that CPU time cannot see (the current side sleeps, waits on I/O or a lock), judged
+    as CPU time is, where the machine was quiet: there a compute workload's wall time is its CPU time, and a gap
+    between them is waiting. A `time.sleep` of 40 ms per call, +36 % wall time, passed the gate (a hostile pass)."""
+    walls = [(ref.wall_median_s, cur.wall_median_s) for ref, cur in pairs]
+    if any(ref is None or cur is None for ref, cur in walls):
+        return None
+    shift = hodges_lehmann([math.log(cur[spec] / ref[spec]) for ref, cur in walls])
+    if shift is None:
+        return None
+    estimate, low, high = (math.expm1(v) for v in (shift.estimate, shift.low, shift.high))
+    if estimate > floor and low > 0:
+        return "regression", (f"CPU time within the floor {100 * floor:.0f} %, but wall time {100 * estimate:+.1f} % "
+                              f"[{100 * low:+.1f}, {100 * high:+.1f}] on a quiet machine: the current side waits "
+                              "(a sleep, I/O, a lock)")
+    return None
 
 
 def verdict_of(shift: Shift | None, busy: bool, floor: float) -> tuple[str, str]:

@@ -97,6 +97,22 @@ def test_half_the_rounds_contended_is_a_busy_machine_whose_verdict_must_clear_th
     assert quiet.verdict == "regression"  # the same ratios, every round quiet: a regression, as before
 
 
+def test_a_current_side_that_waits_is_a_regression_in_wall_time_on_a_quiet_machine():
+    """A hostile pass: a 40 ms `time.sleep` per call (+36 % wall time, CPU time unchanged) passed the gate."""
+    cpu = (1.01, 0.99, 1.00, 1.02, 0.98, 1.00, 1.01, 0.99)
+    wall = (1.36, 1.35, 1.37, 1.36, 1.34, 1.38, 1.36, 1.35)
+
+    def rounds(walls, contended=False):
+        return [ab.Process(side, {"w": t}, {"w": contended}, {}, {}, {"w": w})
+                for c, wc in zip(cpu, walls) for side, t, w in (("reference", 1.0, 1.0), ("current", c, wc))]
+
+    waits = ab.judge("tiny", "w", rounds(wall), Tolerances())
+    assert waits.verdict == "regression" and "wall time +36" in waits.why and "waits" in waits.why
+    assert ab.judge("tiny", "w", rounds(cpu), Tolerances()).verdict == "pass"  # wall time follows CPU time
+    busy = ab.judge("tiny", "w", rounds(wall, contended=True), Tolerances())
+    assert busy.verdict != "regression"  # on a busy machine wall time is the machine's, not ours
+
+
 def test_an_unchanged_tree_passes_and_a_doubled_loop_is_a_regression(repo):
     same = run(repo)
     (paired,) = same.workloads  # on a loaded test machine the tiny loop may be too noisy to pass, never a regression
