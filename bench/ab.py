@@ -70,6 +70,7 @@ class Process:
     what: dict[str, dict[str, Any]]
     versions: dict[str, str | None]
     wall_median_s: dict[str, float] | None = None  # median wall time per call (a quiet machine's check on waiting)
+    others_busy: dict[str, bool] | None = None  # other processes or the hypervisor took CPU (our own waiting aside)
 
 
 @dataclass(frozen=True)
@@ -241,12 +242,20 @@ def run_worker(side: Side, specs: list[str], calls: int) -> Process:
     results = data["results"]
     return Process(side.name, {s: statistics.median(r["cpu_s"]) for s, r in results.items()},
                    {s: _busy(r["load"]) for s, r in results.items()}, {s: r["what"] for s, r in results.items()},
-                   data["versions"], {s: statistics.median(r["wall_s"]) for s, r in results.items()})
+                   data["versions"], {s: statistics.median(r["wall_s"]) for s, r in results.items()},
+                   {s: _others_busy(r["load"]) for s, r in results.items()})
 
 
 def _busy(load: list[dict[str, Any]]) -> bool:
     start, end = (MachineLoad.parse(c["wall_s"], c["own_cpu_s"], c["stat"]) for c in load)
     return is_contended(*end.since(start), cuda=False)
+
+
+def _others_busy(load: list[dict[str, Any]]) -> bool:
+    """Busy by others' doing: `_busy` less its own share of a core, which also falls when our code waits."""
+    start, end = (MachineLoad.parse(c["wall_s"], c["own_cpu_s"], c["stat"]) for c in load)
+    others, steal, _ = end.since(start)
+    return is_contended(others, steal, 1.0, cuda=False)
 
 
 # ---- judging ----
@@ -265,28 +274,34 @@ def judge(name: str, spec: str, processes: list[Process], tol: Tolerances) -> Pa
     busy = sum(not c for c in contended) < max(QUIET_FOR_A_VERDICT, tol.min_clean_share * len(pairs))
     shift = hodges_lehmann([math.log(r) for r in ratios])
     verdict, why = verdict_of(shift, busy, tol.speed_floor)
-    if verdict in ("pass", "improved") and not busy:
-        verdict, why = _waiting(pairs, spec, tol.speed_floor) or (verdict, why)
+    if verdict in ("pass", "improved"):
+        verdict, why = _waiting(pairs, spec, tol) or (verdict, why)
     return Paired(name, ratios, contended, statistics.median([r.median_s[spec] for r in by_side["reference"]]),
                   statistics.median([c.median_s[spec] for c in by_side["current"]]), shift, verdict,
                   f"{len(pairs)} rounds, {sum(not c for c in contended)} quiet; {why}")
 
 
-def _waiting(pairs: list[tuple[Process, Process]], spec: str, floor: float) -> tuple[str, str] | None:
+def _waiting(pairs: list[tuple[Process, Process]], spec: str, tol: Tolerances) -> tuple[str, str] | None:
     """A regression in wall time that CPU time cannot see (the current side sleeps, waits on I/O or a lock), judged
-    as CPU time is, where the machine was quiet: there a compute workload's wall time is its CPU time, and a gap
-    between them is waiting. A `time.sleep` of 40 ms per call, +36 % wall time, passed the gate (a hostile pass)."""
-    walls = [(ref.wall_median_s, cur.wall_median_s) for ref, cur in pairs]
-    if any(ref is None or cur is None for ref, cur in walls):
+    as CPU time is, on the rounds no other process or the hypervisor disturbed: there a compute workload's wall time
+    is its CPU time, and a gap between them is waiting. (Our own share of a core, which counts towards "busy" for CPU
+    time, falls when we wait, so it is left out here.) A `time.sleep` of 40 ms per call, +36 % wall time, passed the
+    gate (a hostile pass)."""
+    if any(p.wall_median_s is None or p.others_busy is None for pair in pairs for p in pair):
         return None
-    shift = hodges_lehmann([math.log(cur[spec] / ref[spec]) for ref, cur in walls])
+    quiet = [(ref.wall_median_s[spec], cur.wall_median_s[spec]) for ref, cur in pairs
+             if not (ref.others_busy[spec] or cur.others_busy[spec])]
+    floor = tol.speed_floor
+    if len(quiet) < max(QUIET_FOR_A_VERDICT, tol.min_clean_share * len(pairs)):
+        return None
+    shift = hodges_lehmann([math.log(cur / ref) for ref, cur in quiet])
     if shift is None:
         return None
     estimate, low, high = (math.expm1(v) for v in (shift.estimate, shift.low, shift.high))
     if estimate > floor and low > 0:
         return "regression", (f"CPU time within the floor {100 * floor:.0f} %, but wall time {100 * estimate:+.1f} % "
-                              f"[{100 * low:+.1f}, {100 * high:+.1f}] on a quiet machine: the current side waits "
-                              "(a sleep, I/O, a lock)")
+                              f"[{100 * low:+.1f}, {100 * high:+.1f}] over {len(quiet)} rounds no other process "
+                              "disturbed: the current side waits (a sleep, I/O, a lock)")
     return None
 
 
