@@ -105,6 +105,9 @@ class Record:
                      for p in schema.section_class(kind, section)(data[section]).problems()]
         if problems:
             raise ValueError("; ".join(problems))
+        contradictions = _contradictions(data, kind)
+        if contradictions:
+            raise ValueError("; ".join(contradictions))
         return cls(**data)
 
     @property
@@ -177,6 +180,32 @@ def load_records(path: Path, skip_bad: Callable[[RecordError], None] | None = No
     `check` (a ValueError saying why) raises RecordError naming it, or, given `skip_bad`, is passed to it and
     left out."""
     return [record for _, record in load_record_files(path, skip_bad, check)]
+
+
+def _contradictions(data: dict[str, Any], kind: str) -> list[str]:
+    """Fields of one record that contradict each other: `variant: deit_ti` with DeiT-B's timm model put DeiT-B's size
+    and speed in the DeiT-Ti row; `settings.threads: 1` under a column of 2 threads; a fingerprint whose fields were
+    edited under its old id (a hostile pass; every committed record agrees)."""
+    from bench.machine import Fingerprint
+    from bench.registry import VARIANTS
+
+    out = []
+    variant = VARIANTS.get(data["variant"]) if kind == "bench" else None
+    if variant is not None and data["model"] != variant.model:
+        out.append(f"model: {data['model']!r} is not {data['variant']}'s timm model, {variant.model!r}")
+    threads, env_threads = data["settings"].get("threads"), data["env"].get("num_threads")
+    if kind == "bench" and None not in (threads, env_threads) and threads != env_threads:
+        out.append(f"settings.threads: {threads} is not env.num_threads, {env_threads}")
+    fingerprint = data["env"].get("fingerprint")
+    if isinstance(fingerprint, dict) and isinstance(fingerprint.get("id"), str):
+        try:
+            fields_id = Fingerprint.from_dict(fingerprint).id()
+        except (TypeError, ValueError):  # not a whole fingerprint: the readers that need one say so
+            fields_id = None
+        if fields_id is not None and fields_id != fingerprint["id"]:
+            out.append(f"env.fingerprint.id: {fingerprint['id']!r} is not the id of its fields, {fields_id!r} (a field "
+                       "was changed after the run)")
+    return out
 
 
 def load_record_files(path: Path, skip_bad: Callable[[RecordError], None] | None = None,

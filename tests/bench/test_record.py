@@ -156,6 +156,20 @@ def test_a_record_of_the_wrong_types_is_refused_naming_the_file_and_the_field(re
     assert str(path) in str(caught.value) and field in str(caught.value)
 
 
+def test_a_record_whose_fields_contradict_each_other_is_refused(record, tmp_path):
+    """A hostile pass: `variant: deit_ti` with DeiT-B's model put DeiT-B's size and speed in the DeiT-Ti row; a
+    record's threads under a column of another thread count; a fingerprint's ISA edited under its old id."""
+    from bench.record import RecordError, read_record
+
+    fingerprint = {**record.env["fingerprint"], "isa": ["avx2"]}
+    for changes, said in (({"model": "deit_base_patch16_224"}, "model: 'deit_base_patch16_224' is not debug's"),
+                          ({"settings__threads": record.env["num_threads"] + 1}, "is not env.num_threads"),
+                          ({"env__fingerprint": fingerprint}, "env.fingerprint.id: ")):
+        with pytest.raises(RecordError, match=said):
+            read_record(doctored(record, tmp_path, **changes))
+    assert read_record(doctored(record, tmp_path, "same.json")) == record
+
+
 def test_a_record_without_its_time_is_skipped_by_bench_tables_and_refused_by_bench_check(record, tmp_path, capsys):
     """A hostile pass: `bench tables` crashed comparing None with a time, and `bench check` on a record whose kind
     disagreed with its settings raised AttributeError."""

@@ -62,7 +62,7 @@ def test_sections_are_typed_views_of_exactly_the_json(tmp_path):
 
     settings = {"img_size": 32, "device": "cpu", "precision": "fp32", "protocol": "timm", "compile": False,
                 "metrics": ["size"]}
-    record = Record("debug", "m", settings, {"params": 7, "top1_cls": 50.0}, {"created": "2026-12-01T00:00:00+00:00"})
+    record = Record("debug", "deit_tiny_patch16_224", settings, {"params": 7, "top1_cls": 50.0}, {"created": "2026-12-01T00:00:00+00:00"})
     assert isinstance(record.metrics, schema.BenchMetrics) and record.metrics.params == 7
     assert record.metrics.gmacs is None and "gmacs" not in record.metrics and record.metrics["top1_cls"] == 50.0
     assert dict(record.settings) == settings and record.env.created.startswith("2026")
