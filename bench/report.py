@@ -84,10 +84,13 @@ def summary(record: Record, variant: Variant) -> str:
                      "" if paper_speed is None else f"{paper_speed:,.1f} (V100, fp32, max batch)",
                      "" if paper_speed is None else f"x{m.infer_img_per_s / paper_speed:.3f} (not like with like: "
                                                     "other hardware, precision and batch)"))
+        one = len(m.get("batch_ms_samples") or ()) == 1  # one sample has no spread: "IQR 0.0" claimed one (a hostile pass)
         rows.append(("batch time, ms", f"{m['batch_ms_median']:,.1f} median",
+                     "one timed batch: no spread to show" if one else
                      f"IQR {m['batch_ms_iqr']:,.1f}, min {m['batch_ms_min']:,.1f}, max {m['batch_ms_max']:,.1f}",
                      "", ""))
         rows.append(("latency p50/p90/p99, ms",
+                     f"{m['latency_ms_p50']:,.1f} / — / —" if one else
                      f"{m['latency_ms_p50']:,.1f} / {m['latency_ms_p90']:,.1f} / {m['latency_ms_p99']:,.1f}",
                      f"per batch of {m.infer_batch_size}", "", ""))
         if m.peak_mem_mib is not None:

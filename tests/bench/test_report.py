@@ -43,6 +43,20 @@ def test_a_model_without_a_paper_row_shows_no_paper_numbers():
     assert row["paper (no paper row at 32 px)"] == "" and row["delta"] == ""
 
 
+def test_one_timed_batch_shows_no_spread_rather_than_a_spread_of_zero():
+    """A hostile pass: `--iters 1` printed "IQR 0.0, min 10.1, max 10.1" and p50/p90/p99 all equal: one sample's
+    spread is unknown, not zero."""
+    import json
+
+    record = Record.from_json((ROOT / "results/runs/cpu-avx512/20261205T110029-deit_b-cpu-18a410a9.json").read_text())
+    m = json.loads(record.to_json())["metrics"]
+    one = Record(record.variant, record.model, record.settings, {**m, "batch_ms_samples": [2002.2719]}, record.env)
+    rows = cells(summary(one, VARIANTS["deit_b"]))
+    assert rows["batch time, ms"]["how"] == "one timed batch: no spread to show"
+    assert rows["latency p50/p90/p99, ms"]["ours"] == "2,002.3 / — / —"
+    assert "IQR 82.0" in cells(summary(record, VARIANTS["deit_b"]))["batch time, ms"]["how"]
+
+
 def test_an_accuracy_record_from_before_the_accuracy_precision_field_reads_as_its_precision():
     """Records written before issue #30 evaluated in `settings.precision` (amp_bf16 under auto on a bf16 CPU)."""
     settings = {"img_size": 32, "metrics": ["accuracy"], "device": "cpu", "precision": "amp_bf16",
@@ -106,7 +120,7 @@ def test_the_paper_column_holds_only_what_the_paper_prints_and_how_we_measured_g
     """A hostile pass found our IQR, batch and GEMM peak under "paper (Table 5)"; the paper prints none of them."""
     from bench import cli
 
-    assert cli.main(["run", "--variant", "deit_ti", "--metrics", "size,speed", "--device", "cpu", "--iters", "1",
+    assert cli.main(["run", "--variant", "deit_ti", "--metrics", "size,speed", "--device", "cpu", "--iters", "2",
                      "--warmup", "1", "--batch-size", "2", "--results-dir", str(tmp_path)]) == 0
     rows = cells(capsys.readouterr().out)
     paper = {metric: row["paper (Table 5)"] for metric, row in rows.items() if row["paper (Table 5)"]}
