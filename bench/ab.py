@@ -194,8 +194,8 @@ def check_python(python: str) -> str:
     except (OSError, subprocess.TimeoutExpired) as e:
         raise UsageError(f"--against-python {python}: cannot run it ({e})") from None
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise UsageError(f"--against-python {python}: cannot run it ({last})")
+        last = (done.stderr.strip().splitlines() or [f"it exited {done.returncode} without a message"])[-1]
+        raise UsageError(f"--against-python {python}: cannot run it as a Python interpreter ({last})")
     if done.stdout.strip():
         raise UsageError(f"--against-python {python} has no {done.stdout.strip()} installed; give the interpreter of "
                          "an environment with the project's dependencies (e.g. OTHER/.venv/bin/python)")

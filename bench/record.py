@@ -80,6 +80,11 @@ class Record:
             raise ValueError(f"not valid JSON ({exc})") from None
         except RecursionError:  # a hostile file of 100 000 nested brackets
             raise ValueError("not a record: JSON nested too deeply") from None
+        except ValueError as exc:  # Python's own advice ("use sys.set_int_max_str_digits()") is for programmers
+            if "integer string conversion" not in str(exc):
+                raise
+            raise ValueError("not a record: it holds an integer of more than 4,300 digits, which no run "
+                             "writes") from None
         required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
                     and f.default_factory is dataclasses.MISSING]
         if not isinstance(data, dict) or "schema_version" not in data:

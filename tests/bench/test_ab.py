@@ -147,6 +147,8 @@ def test_what_cannot_be_measured_is_a_usage_error_naming_it(repo, tmp_path):
         run(repo, against="nope")
     with pytest.raises(UsageError, match="cannot run it|cannot import torch"):
         run(repo, against_python=str(tmp_path / "no-python"))
+    with pytest.raises(UsageError, match="cannot run it as a Python interpreter \\(it exited 1 without a message\\)"):
+        run(repo, against_python="/bin/false")  # it said "((no message))", a hostile pass
     (repo / "bench" / "tiny.py").write_text(WORK.format(n=10).replace("sum of squares", "something else"))
     with pytest.raises(UsageError, match="measure different workloads"):
         run(repo)

@@ -156,6 +156,17 @@ def test_a_record_of_the_wrong_types_is_refused_naming_the_file_and_the_field(re
     assert str(path) in str(caught.value) and field in str(caught.value)
 
 
+def test_an_integer_beyond_pythons_digit_limit_is_named_without_pythons_advice(record, tmp_path):
+    """A hostile pass: a 5000-digit integer was refused with "use sys.set_int_max_str_digits()"."""
+    from bench.record import RecordError, read_record
+
+    path = doctored(record, tmp_path)
+    path.write_text(path.read_text().replace('"params": ', '"params": ' + "9" * 5000 + ", \"was\": ", 1))
+    with pytest.raises(RecordError, match="an integer of more than 4,300 digits") as refused:
+        read_record(path)
+    assert "set_int_max_str_digits" not in str(refused.value)
+
+
 def test_a_record_whose_fields_contradict_each_other_is_refused(record, tmp_path):
     """A hostile pass: `variant: deit_ti` with DeiT-B's model put DeiT-B's size and speed in the DeiT-Ti row; a
     record's threads under a column of another thread count; a fingerprint's ISA edited under its old id."""
