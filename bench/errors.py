@@ -7,6 +7,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,10 +46,14 @@ def outside_imports(handler):
     code that asked for it (torch's `from torch._C import *` imports numpy so; triton's import too): a Ctrl-C or
     SIGTERM in a command's first seconds was lost, and the run went on to write its record and exit 0 (3 of ~60
     SIGTERMs, 1 of 8 Ctrl-Cs, a hostile pass), or left numpy half imported ("module 'numpy' has no attribute
-    'multiply'"). The wait is polled every 10 ms with SIGALRM, which nothing else in the main process uses."""
+    'multiply'"). The wait is polled every 10 ms with SIGALRM, which nothing else in the main process uses. It ends
+    after `IMPORT_WAIT_S` whatever the import does, and a second stop while the first waits is answered at once: an
+    import that hangs cannot make a command unstoppable."""
     def deferred(signum, frame):
-        if _importing(frame):
-            _PENDING[:] = [(handler, signum)]
+        if _PENDING:  # the user asked twice: now
+            answer_deferred_stop(frame)
+        elif _importing(frame):
+            _PENDING[:] = [(handler, signum, time.monotonic())]
             signal.signal(signal.SIGALRM, _retry)
             signal.setitimer(signal.ITIMER_REAL, 0.01)
             return
@@ -57,7 +62,8 @@ def outside_imports(handler):
     return deferred
 
 
-_PENDING: list = []  # the deferred (handler, signum), at most one: the first stop is the one answered
+_PENDING: list = []  # the deferred (handler, signum, since), at most one: the first stop is the one answered
+IMPORT_WAIT_S = 5.0  # torch's import, the longest a stop waits for, takes 1-2 s here
 
 
 def _importing(frame) -> bool:
@@ -69,7 +75,7 @@ def _importing(frame) -> bool:
 
 
 def _retry(_signum, frame) -> None:
-    if _importing(frame):
+    if _PENDING and _importing(frame) and time.monotonic() - _PENDING[0][2] < IMPORT_WAIT_S:
         signal.setitimer(signal.ITIMER_REAL, 0.01)
         return
     answer_deferred_stop(frame)
@@ -82,7 +88,7 @@ def answer_deferred_stop(frame=None) -> None:
         return
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    handler, signum = _PENDING.pop()
+    handler, signum, _ = _PENDING.pop()
     handler(signum, frame)
 
 

@@ -306,6 +306,22 @@ def test_a_stop_while_a_module_loads_waits_for_the_import_and_is_never_lost(tmp_
     assert done.returncode == code and f"swallows: {said} while starting" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("second", [True, False])
+def test_an_import_that_hangs_cannot_make_a_command_unstoppable(tmp_path, second):
+    """A review of the wait above: an import that never ends would hold a Ctrl-C for ever. A second Ctrl-C is
+    answered at once, and one alone after `IMPORT_WAIT_S`."""
+    (tmp_path / "hangs.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
+                                       + ("time.sleep(0.2)\nos.kill(os.getpid(), signal.SIGINT)\n" if second else "")
+                                       + "time.sleep(60)\ndef main():\n    return 0\n")
+    script = "import sys; from bench.launch import _launch; sys.exit(_launch('hangs', 'hangs'))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[2])])}
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    took = time.monotonic() - start
+    assert done.returncode == 130 and "interrupted while starting" in done.stderr, done.stderr
+    assert took < (10 if second else 20), took  # not the module's 60 s
+
+
 def _launched(tmp_path, main_source: str) -> subprocess.Popen:
     """A command whose `main` is `main_source`, started as the console scripts start theirs (bench/launch.py), with an
     atexit hook of its own that takes 30 s: a Ctrl-C sent once it has printed its lines lands in the exit."""
