@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.check import Row, Tolerances
-from bench.errors import UsageError, outside_imports, raise_terminated
+from bench.errors import UsageError, answer_deferred_stop, outside_imports, raise_terminated
 from bench.load import MachineLoad, is_contended
 from bench.protocols import AB_CALLS, AB_ROUNDS, AB_WARMUP, AB_WORKLOADS
 from bench.stats import Shift, hodges_lehmann
@@ -132,6 +132,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
         return
     try:
         yield
+        answer_deferred_stop()
     finally:
         signal.signal(signal.SIGTERM, before)
 

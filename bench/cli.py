@@ -249,6 +249,7 @@ def _run(args: argparse.Namespace) -> int | None:
     records: list = []
     try:
         code = _measure_plans(args, plans, eval_opts, procs, ctrl_c, records)
+        answer_deferred_stop()  # a stop still waiting on an import: answered here, with the message below
     except KeyboardInterrupt as exc:
         if not records:
             raise
@@ -260,7 +261,6 @@ def _run(args: argparse.Namespace) -> int | None:
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
-        answer_deferred_stop()
     if args.json and records:  # once, whatever stopped the run: JSON Lines, one record per line
         sys.stdout.write("".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records))
     return code

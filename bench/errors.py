@@ -42,19 +42,26 @@ class Terminated(KeyboardInterrupt):
 
 def outside_imports(handler):
     """`handler`, a stop signal's handler that raises, made to wait while the signal finds the main thread inside an
-    import, and to run once the import is done. An exception raised in a module's import may be swallowed by the C
-    code that asked for it (torch's `from torch._C import *` imports numpy so; triton's import too): a Ctrl-C or
-    SIGTERM in a command's first seconds was lost, and the run went on to write its record and exit 0 (3 of ~60
-    SIGTERMs, 1 of 8 Ctrl-Cs, a hostile pass), or left numpy half imported ("module 'numpy' has no attribute
-    'multiply'"). The wait is polled every 10 ms with SIGALRM, which nothing else in the main process uses. It ends
-    after `IMPORT_WAIT_S` whatever the import does, and a second stop while the first waits is answered at once: an
-    import that hangs cannot make a command unstoppable."""
+    import. An exception raised in a module's import may be swallowed by the C code that asked for it (torch's
+    `from torch._C import *` imports numpy so; triton's import too): a Ctrl-C or SIGTERM in a command's first seconds
+    was lost, and the run went on to write its record and exit 0 (3 of ~60 SIGTERMs, 1 of 8 Ctrl-Cs, a hostile pass),
+    or left numpy half imported ("module 'numpy' has no attribute 'multiply'").
+
+    Once the import is done the signal is sent again, to whatever handler is in force then (a block that holds stops
+    back, `store.interrupts_deferred` or `processes.stop_signals_held`, holds this one too). The wait is polled every
+    10 ms with SIGALRM (system calls restarted), which nothing else in the main process uses; it ends after
+    `IMPORT_WAIT_S` whatever the import does, and a second stop while the first waits is answered at once: an import
+    that hangs cannot make a command unstoppable."""
     def deferred(signum, frame):
-        if _PENDING:  # the user asked twice: now
-            answer_deferred_stop(frame)
+        if signum in _NO_WAIT:  # sent again by `answer_deferred_stop`: answered now, import or not
+            _NO_WAIT.discard(signum)
+        elif _PENDING:  # the user asked twice: the first stop, now
+            answer_deferred_stop()
+            return
         elif _importing(frame):
-            _PENDING[:] = [(handler, signum, time.monotonic())]
+            _PENDING[:] = [(signum, time.monotonic())]
             signal.signal(signal.SIGALRM, _retry)
+            signal.siginterrupt(signal.SIGALRM, False)
             signal.setitimer(signal.ITIMER_REAL, 0.01)
             return
         handler(signum, frame)
@@ -62,7 +69,8 @@ def outside_imports(handler):
     return deferred
 
 
-_PENDING: list = []  # the deferred (handler, signum, since), at most one: the first stop is the one answered
+_PENDING: list = []  # the deferred (signum, since), at most one: the first stop is the one answered
+_NO_WAIT: set[int] = set()  # a stop sent again, which no import may hold back a second time
 IMPORT_WAIT_S = 5.0  # torch's import, the longest a stop waits for, takes 1-2 s here
 
 
@@ -75,21 +83,23 @@ def _importing(frame) -> bool:
 
 
 def _retry(_signum, frame) -> None:
-    if _PENDING and _importing(frame) and time.monotonic() - _PENDING[0][2] < IMPORT_WAIT_S:
+    if _PENDING and _importing(frame) and time.monotonic() - _PENDING[0][1] < IMPORT_WAIT_S:
         signal.setitimer(signal.ITIMER_REAL, 0.01)
         return
-    answer_deferred_stop(frame)
+    answer_deferred_stop()
 
 
-def answer_deferred_stop(frame=None) -> None:
-    """Run the handler of a stop `outside_imports` deferred, now (it raises): where its handlers are put back, a stop
-    still waiting is answered inside the block that installed them, not 10 ms later in whatever runs next."""
+def answer_deferred_stop() -> None:
+    """Send a stop `outside_imports` deferred again, now, to the handler in force. Called where a block's handlers
+    are about to be put back, so that a stop still waiting is answered inside that block (the command's own message
+    and exit code), not 10 ms later in whatever runs next."""
     if threading.current_thread() is not threading.main_thread() or not _PENDING:
         return
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    handler, signum, _ = _PENDING.pop()
-    handler(signum, frame)
+    signum, _ = _PENDING.pop()
+    _NO_WAIT.add(signum)
+    os.kill(os.getpid(), signum)  # Python runs its handler before the next line of the caller
 
 
 def raise_terminated(signum, frame):
@@ -108,10 +118,13 @@ def sigterm_interrupts() -> Iterator[None]:
         before[signal.SIGINT] = signal.signal(signal.SIGINT, outside_imports(signal.default_int_handler))
     try:
         yield
+        answer_deferred_stop()  # raised inside the block, by its own handlers
     finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
-        answer_deferred_stop()
+        try:
+            answer_deferred_stop()
+        finally:
+            for signum, handler in before.items():
+                signal.signal(signum, handler)
 
 
 def exit_at_once_on_another_stop(code: int | None = None) -> None:

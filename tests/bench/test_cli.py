@@ -306,6 +306,28 @@ def test_a_stop_while_a_module_loads_waits_for_the_import_and_is_never_lost(tmp_
     assert done.returncode == code and f"swallows: {said} while starting" in done.stderr, done.stderr
 
 
+def test_a_stop_deferred_past_an_import_is_held_by_a_block_that_holds_stops(tmp_path, monkeypatch):
+    """A review: the deferred stop was raised with the handler of its arrival, inside `interrupts_deferred` (bench
+    tables' renames) entered just after the import. It is now sent again, to the handler in force."""
+    from bench import errors, store
+
+    (tmp_path / "signals_itself.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    events = []
+    before = signal.signal(signal.SIGTERM, errors.outside_imports(errors.raise_terminated))
+    try:
+        with pytest.raises(errors.Terminated):
+            import signals_itself  # noqa: F401
+            with store.interrupts_deferred():
+                events.append("start")
+                time.sleep(0.2)  # the import is done: the stop is sent again here, and held
+                events.append("end")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        sys.modules.pop("signals_itself", None)
+    assert events == ["start", "end"]
+
+
 @pytest.mark.parametrize("second", [True, False])
 def test_an_import_that_hangs_cannot_make_a_command_unstoppable(tmp_path, second):
     """A review of the wait above: an import that never ends would hold a Ctrl-C for ever. A second Ctrl-C is
