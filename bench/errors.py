@@ -209,17 +209,18 @@ class Parser(argparse.ArgumentParser):
     """The commands' argument parser: an option that takes one value refuses to be given twice. Argparse keeps the
     last silently: `--variant debug --variant debug_dist` ran debug_dist alone, `--results-dir A --results-dir B`
     wrote to B (a hostile pass), where `reproduce --set epochs=2 --set epochs=3` was already refused. Its
-    subcommands' parsers are of this class too (argparse makes them of the parent's)."""
+    subcommands' parsers are of this class too (argparse makes them of the parent's), and its argument groups share
+    its action registry, so their options refuse a repeat as well."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _Once)
+        self.register("action", "store", _Once)
 
     def error(self, message):
         """One line, as our own usage errors are (argparse printed its whole usage block first, 16 lines for `bench
         run`), with where the options are listed."""
         self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
-
-    def add_argument(self, *names, **kwargs):
-        if names and names[0].startswith("-") and kwargs.get("action", "store") == "store":
-            kwargs["action"] = _Once
-        return super().add_argument(*names, **kwargs)
 
 
 class _Once(argparse._StoreAction):

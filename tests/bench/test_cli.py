@@ -433,6 +433,8 @@ def test_a_terminal_without_utf8_gets_escapes_not_a_traceback(module):
 @pytest.mark.parametrize("argv, said", [
     (["run", "--variant", "debug", "--variant", "debug_dist"], "--variant given twice (debug and debug_dist"),
     (["tables", "--out", "a", "--out", "b"], "--out given twice (a and b"),
+    (["run", "--variant", "debug", "--workers", "2", "--workers", "4"], "--workers given twice (2 and 4"),  # a group's
+    (["check", "--against", "HEAD", "--against", "HEAD~1"], "--against given twice (HEAD and HEAD~1"),  # (a review)
     (["tables", "--no-figures", "--figures", "f"], "--figures f with --no-figures"),
     (["run", "--iters", "nan"], "argument --iters: invalid int value: 'nan' (`bench run --help` lists the options)"),
 ])
