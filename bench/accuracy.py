@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from bench import checkpoint, data, evaluate
+from bench.predictions import how_made
 from bench.processes import MAX_WORKERS
 from bench.registry import Variant
 from bench.speed import Precision
@@ -156,8 +157,7 @@ def measure_accuracy(model: nn.Module, variant: Variant, opts: EvalOptions, foun
     preds, speed = evaluate.timed_predict(model, dataset, prep, distilled=variant.distilled, precision=precision,
                                           batch_size=batch_size, workers=opts.workers)
     if opts.save_predictions and _main_process():  # every rank holds the gathered predictions; one file is written
-        made = {"model": variant.model, "img_size": img_size, "precision": precision.name,
-                "preprocess": dataclasses.asdict(prep)}
+        made = how_made(variant.model, img_size, precision.name, prep)
         dataclasses.replace(preds, made=made).save(opts.save_predictions)
     metrics = {**evaluate.scores(preds, real), "eval_img_per_s": speed.whole,
                "eval_img_per_s_steady": speed.steady}

@@ -80,8 +80,11 @@ def made_differently(loaded: list[tuple[str, Predictions]]) -> list[str]:
                      "preprocessing and precision are not known")
     known = [(name, p.made) for name, p in loaded if p.made is not None]
     for key in CONFOUNDS:
-        shown = {name: _shown(made.get(key)) for name, made in known}
-        if len(set(shown.values())) > 1:
+        values = {name: made.get(key) for name, made in known}
+        if len({repr(v) for v in values.values()}) > 1:
+            shown = {name: _shown(v) for name, v in values.items()}
+            if len(set(shown.values())) == 1:  # the short form hides what differs (mean/std, a review): all of it
+                shown = {name: repr(v) for name, v in values.items()}
             notes.append(f"{key} differs, so not only the models do: " +
                          "; ".join(f"{name}: {value}" for name, value in shown.items()))
     return notes

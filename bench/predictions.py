@@ -3,6 +3,7 @@ and the gallery figure, which need torch to load them but none of the model or d
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,13 @@ def check_destination(path: Path, flag: str = "--save-predictions") -> None:
     if Path(path).exists():  # an earlier record names it: replacing it would change what that record points at
         raise UsageError(f"{flag} {path} exists; predictions files are never replaced (an earlier record may name "
                          "it): give a new file name, or remove that file first")
+
+
+def how_made(model: str, img_size: int, precision: str, preprocess: Any) -> dict[str, Any]:
+    """`Predictions.made`, from the timm model name, the input size, the precision's name and the preprocessing
+    (bench/data.py's Preprocess): what `bench run --save-predictions` and training runs both write."""
+    return {"model": model, "img_size": img_size, "precision": precision,
+            "preprocess": dataclasses.asdict(preprocess) if dataclasses.is_dataclass(preprocess) else preprocess}
 
 
 @dataclass(frozen=True)

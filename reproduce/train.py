@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +32,7 @@ from bench import compiling
 from bench import data as bench_data
 from bench.errors import DataError, StorageError, message_of
 from bench.evaluate import predict, scores
+from bench.predictions import how_made
 from bench.processes import (
     Processes,
     start_processes,
@@ -372,8 +373,9 @@ def evaluate(run: Run, save_to: Path | None = None) -> dict:
         preds = predict(net, run.val_set, run.prep, distilled=run.variant.distilled, precision=precision,
                         batch_size=run.cfg.eval_batch_size, workers=run.cfg.workers, progress=False)
         net.train()
-        if save_to is not None and prefix == "val_":
-            preds.save(save_to)
+        if save_to is not None and prefix == "val_":  # with how they were made, which bench disagree compares
+            made = how_made(run.variant.model, run.prep.img_size, precision.name, run.prep)
+            replace(preds, made=made).save(save_to)
         out.update({prefix + k: v for k, v in scores(preds).items() if k.startswith(("top", "loss"))})
     return out
 

@@ -104,3 +104,17 @@ def test_bench_disagree_names_how_its_files_were_made_differently(tmp_path, caps
     assert cli.main(["disagree", str(tmp_path / "off.pt"), str(tmp_path / "old.pt")]) == 0
     assert "old.pt: written before prediction files said how they were made" in capsys.readouterr().err
 
+
+def test_files_that_differ_only_in_normalisation_are_named_in_full():
+    """A review: the short form of the preprocessing left out mean and std, so two files that differed only there
+    gave no note."""
+    from bench.disagree import made_differently
+
+    other = _made("timm", 900)
+    other["preprocess"] = {**other["preprocess"], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    top5 = {"": torch.tensor([[0]])}
+    loaded = [("a.pt", Predictions(["x"], torch.tensor([0]), top5, 0.0, _made("timm", 900))),
+              ("b.pt", Predictions(["x"], torch.tensor([0]), top5, 0.0, other))]
+    [note] = made_differently(loaded)
+    assert note.startswith("preprocess differs") and "0.5" in note and "0.485" in note
+

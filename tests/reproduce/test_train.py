@@ -461,6 +461,8 @@ def test_a_suite_given_its_teacher_evaluates_it_once_and_writes_table4(tmp_path,
         matrix = table4.metrics["disagreement"]
         assert table4.metrics["images"] == 20 and table4.settings["experiments"]["convnet"] == "cifar_resnet10"
         assert matrix["ground truth"]["convnet"] == pytest.approx(1 - teacher.metrics["top1"] / 100, abs=1e-6)
+        # every file says how it was made (a review: the students' did not, and each record said "written before")
+        assert not any("written before" in note for note in table4.notes), table4.notes
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
