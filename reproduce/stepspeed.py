@@ -189,6 +189,7 @@ def _timed(step, steps: int, warmup: int, batch_size: int, device: str) -> _Loop
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
-    others, steal, share = MachineLoad.now().since(load)
-    return _Loop(steps * batch_size / elapsed, others,
-                 is_contended(others, steal, share, cuda=device.startswith("cuda")))
+    others, steal, _ = MachineLoad.now().since(load)  # bench's rule (speed.Timing.busy): others and steal count, a
+    # multi-threaded step's own share of a core says nothing, and a GPU's step is not judged by the CPUs' load
+    busy = not device.startswith("cuda") and is_contended(others, steal, 1.0, cuda=False)
+    return _Loop(steps * batch_size / elapsed, others, busy)
