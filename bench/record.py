@@ -133,8 +133,9 @@ class Record:
 
     @property
     def created(self) -> dt.datetime:
-        """When the run was recorded, as a time (an offset other than UTC's compares by the instant, not as text; a
-        time without one is read as UTC). Every readable record has one (schema: env.created)."""
+        """When the run was recorded, as a time (an offset other than UTC's compares by the instant, not as text).
+        A record read from a file has one with its zone (schema: env.created); one built in memory without a zone is
+        read as UTC."""
         stamp = dt.datetime.fromisoformat(self.env.created)
         return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
 
@@ -188,21 +189,26 @@ def load_records(path: Path, skip_bad: Callable[[RecordError], None] | None = No
 
 
 def _contradictions(data: dict[str, Any], kind: str) -> list[str]:
-    """Fields of one record that contradict each other: `variant: deit_ti` with DeiT-B's timm model put DeiT-B's size
-    and speed in the DeiT-Ti row; `settings.threads: 1` under a column of 2 threads; a fingerprint whose fields were
+    """Fields of one record that contradict each other: `variant: deit_ti` with DeiT-B's timm model (another
+    registered variant's) put DeiT-B's size and speed in the DeiT-Ti row; `settings.threads: 1` under a column of 2 threads; a fingerprint whose fields were
     edited under its old id (a hostile pass; every committed record agrees)."""
     from bench.machine import Fingerprint
     from bench.registry import VARIANTS
 
     out = []
     variant = VARIANTS.get(data["variant"]) if kind == "bench" else None
-    if variant is not None and data["model"] != variant.model:
-        out.append(f"model: {data['model']!r} is not {data['variant']}'s timm model, {variant.model!r}")
+    others = {v.model: name for name, v in VARIANTS.items() if variant is not None and v.model != variant.model}
+    if variant is not None and data["model"] in others:  # a model no variant has now (a renamed timm name) is history
+        out.append(f"model: {data['model']!r} is {others[data['model']]}'s timm model, not {data['variant']}'s "
+                   f"({variant.model!r})")
     threads, env_threads = data["settings"].get("threads"), data["env"].get("num_threads")
     if kind == "bench" and None not in (threads, env_threads) and threads != env_threads:
         out.append(f"settings.threads: {threads} is not env.num_threads, {env_threads}")
     fingerprint = data["env"].get("fingerprint")
-    if isinstance(fingerprint, dict) and isinstance(fingerprint.get("id"), str):
+    fields = {f.name for f in dataclasses.fields(Fingerprint)} | {"id"}
+    # only a fingerprint of today's fields: one written before a field was added (or after, by a newer version) has
+    # another id by construction, and stays readable
+    if isinstance(fingerprint, dict) and isinstance(fingerprint.get("id"), str) and set(fingerprint) == fields:
         try:
             fields_id = Fingerprint.from_dict(fingerprint).id()
         except (TypeError, ValueError):  # not a whole fingerprint: the readers that need one say so
