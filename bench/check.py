@@ -145,7 +145,7 @@ def exact_disagreement(files: list[tuple[Path, Record]]) -> str | None:
             value = r.metrics.get(metric)
             if value is None:
                 continue
-            what = (record_key(r), metric)
+            what = (record_key(r), metric, r.settings.get("num_classes"))  # a checkpoint's head decides its size
             if what in seen and seen[what][0] != value:
                 return (f"{seen[what][1]} and {path} are records of {what[0]} with different {metric} ({seen[what][0]} "
                         f"and {value}), which is exact on every machine: --current holds records of two versions of "

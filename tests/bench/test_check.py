@@ -564,6 +564,8 @@ def test_an_older_record_whose_size_disagrees_with_the_newest_is_refused_not_pas
     assert "are records of deit_ti@224 with different params" in err and "two versions of the code" in err
     (runs / "old.json").unlink()
     assert cli.main(["check", "--baseline", str(base), "--current", str(runs)]) == 0
+    ten = record_with(record, metrics__params=record.metrics.params - 1000, settings__num_classes=10)
+    assert check.exact_disagreement([(runs / "new.json", record), (runs / "ten.json", ten)]) is None  # another head
 
 
 def test_write_baseline_says_what_a_new_speed_baseline_replaces_and_what_size_records_lack(tmp_path, capsys,
