@@ -253,8 +253,11 @@ def _busy(load: list[dict[str, Any]]) -> bool:
 
 
 def _others_busy(load: list[dict[str, Any]]) -> bool:
-    """Busy by others' doing: `_busy` less its own share of a core, which also falls when our code waits."""
+    """Busy by others' doing: `_busy` less its own share of a core, which also falls when our code waits. Where
+    /proc/stat could not be read, others' load is unknown, and counts as busy (the wall-time check then stays out)."""
     start, end = (MachineLoad.parse(c["wall_s"], c["own_cpu_s"], c["stat"]) for c in load)
+    if start.busy_s is None or end.busy_s is None:
+        return True
     others, steal, _ = end.since(start)
     return is_contended(others, steal, 1.0, cuda=False)
 

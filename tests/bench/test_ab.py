@@ -113,6 +113,16 @@ def test_a_current_side_that_waits_is_a_regression_in_wall_time_on_a_quiet_machi
     assert busy.verdict != "regression"  # where others took the CPU, wall time is the machine's, not ours
 
 
+def test_a_round_whose_machine_load_is_unknown_is_not_quiet_for_the_wall_time_check():
+    """A review: without /proc/stat (off Linux) others' load read as zero, and the wall-time check would have judged
+    a contended round as quiet."""
+    unknown = [{"wall_s": 0.0, "own_cpu_s": 0.0, "stat": ""}, {"wall_s": 1.0, "own_cpu_s": 1.0, "stat": ""}]
+    assert ab._others_busy(unknown)
+    idle = [{"wall_s": 0.0, "own_cpu_s": 0.0, "stat": "cpu 100 0 0 1000 0 0 0 0"},
+            {"wall_s": 1.0, "own_cpu_s": 1.0, "stat": "cpu 200 0 0 1100 0 0 0 0"}]
+    assert not ab._others_busy(idle)
+
+
 def test_an_unchanged_tree_passes_and_a_doubled_loop_is_a_regression(repo):
     same = run(repo)
     (paired,) = same.workloads  # on a loaded test machine the tiny loop may be too noisy to pass, never a regression
