@@ -222,8 +222,8 @@ def cuda_batch_fits(model: nn.Module, *, img_size: int, device: str, precision: 
     def fits(batch_size: int) -> bool:
         try:
             example = torch.randn(batch_size, 3, img_size, img_size, device=device, dtype=precision.dtype)
-            with torch.inference_mode(), precision_mode(precision, "cuda"):
-                model(example)
+            with torch.inference_mode(), precision_mode(precision, "cuda"), cudnn_autotuned(True):  # the timing's
+                model(example)  # algorithms and workspace: the probe finds the batch the timing will run (a review)
             torch.cuda.synchronize()
             return True
         except torch.cuda.OutOfMemoryError:
@@ -334,7 +334,7 @@ def time_interleaved(model: nn.Module, reference: nn.Module, batch: Batch, *, ro
     calls = _timed_cuda_events if cuda else _timed_cpu_clock
     columns: dict[str, list[float]] = {k: [] for k in ("model", "ref", "model_wall", "ref_wall", "others", "steal", "share")}
     kind = device.split(":")[0]
-    with torch.inference_mode():
+    with torch.inference_mode(), cudnn_autotuned(cuda):  # as time_forward times (a review)
         for _ in range(max(warmup, 1)):
             with precision_mode(PRECISIONS["fp32"], kind):
                 reference(ref_input)
