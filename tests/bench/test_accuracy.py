@@ -46,8 +46,9 @@ def known_checkpoint(path: Path, variant="debug_dist", class_names=None) -> Path
 def run_json(capsys, *argv):
     # fp32 stated: `auto` would pick bf16 on a CPU with native bf16 and move the numbers compared here
     evaluates = "--data" in argv or "--pretrained" in argv  # else these two are refused: nothing would read them
-    code = cli.main(["run", "--device", "cpu", "--precision", "fp32", "--json",
-                     *(["--workers", "0", "--eval-batch-size", "4"] if evaluates else []), *argv])
+    defaults = [*(["--workers", "0"] if "--workers" not in argv else []), "--eval-batch-size", "4"]
+    code = cli.main(["run", "--device", "cpu", "--precision", "fp32", "--json", *(defaults if evaluates else []),
+                     *argv])  # an option given twice is refused: a test's own --workers replaces the default
     out, err = capsys.readouterr()
     return code, (json.loads(out) if code == 0 else None), err
 
