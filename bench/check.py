@@ -118,39 +118,47 @@ def same_instant_conflict(files: list[tuple[Path, Record]]) -> str | None:
     reads, named; the newest record decides a verdict, and between these none is newest. Before, the file name
     decided: `zz-dup.json` failed the gate and `00-dup.json` passed it (a hostile pass; two concurrent `bench run`s
     wrote records of the same second)."""
-    seen: dict[tuple, tuple[Any, Path]] = {}
-    for path, r in files:
+    def when_and_where(r: Record, metric: str) -> tuple:
         fingerprint = record_fingerprint(r)
-        for metric in (*EXACT_METRICS, *ACCURACY_METRICS, "relspeed_ratios"):
-            value = r.metrics.get(metric)
-            if value is None:
-                continue
-            machine = fingerprint.id() if metric == "relspeed_ratios" and fingerprint else ""
-            what = (record_key(r), machine, metric, r.created)
-            if what in seen and seen[what][0] != value:
-                return (f"{seen[what][1]} and {path} are records of {what[0]} made at the same instant "
-                        f"({r.env.created}) with different {metric}, so neither is the newest to judge by: move one "
-                        "of them out of --current")
-            seen.setdefault(what, (value, path))
-    return None
+        machine = fingerprint.id() if metric == "relspeed_ratios" and fingerprint else ""
+        return record_key(r), machine, metric, r.created
+
+    found = _first_disagreement(files, (*EXACT_METRICS, *ACCURACY_METRICS, "relspeed_ratios"), when_and_where)
+    if found is None:
+        return None
+    (first, _), (path, r) = found[1:]
+    return (f"{first} and {path} are records of {record_key(r)} made at the same instant ({r.env.created}) with "
+            f"different {found[0]}, so neither is the newest to judge by: move one of them out of --current")
 
 
 def exact_disagreement(files: list[tuple[Path, Record]]) -> str | None:
     """Two records of one model whose parameters or GMACs differ, named: these are exact on every machine, so two
     values are two versions of the code (a folder reused across runs), and judging the newest alone passed a folder
-    that also held a failing record without a word (a hostile pass)."""
-    seen: dict[tuple, tuple[Any, Path]] = {}
+    that also held a failing record without a word (a hostile pass). A checkpoint's head decides its size: records
+    of other head sizes are other models."""
+    found = _first_disagreement(files, EXACT_METRICS,
+                                lambda r, metric: (record_key(r), metric, r.settings.get("num_classes")))
+    if found is None:
+        return None
+    metric, (first, first_record), (path, r) = found
+    return (f"{first} and {path} are records of {record_key(r)} with different {metric} "
+            f"({first_record.metrics[metric]} and {r.metrics[metric]}), which is exact on every machine: --current "
+            "holds records of two versions of the code; give it a folder of one run's records")
+
+
+def _first_disagreement(files: list[tuple[Path, Record]], metrics: tuple[str, ...], key: Any
+                        ) -> tuple[str, tuple[Path, Record], tuple[Path, Record]] | None:
+    """(metric, first file, second file) of the first two records with one `key(record, metric)` and different
+    values of that metric, or None."""
+    seen: dict[tuple, tuple[Path, Record]] = {}
     for path, r in files:
-        for metric in EXACT_METRICS:
-            value = r.metrics.get(metric)
-            if value is None:
+        for metric in metrics:
+            if r.metrics.get(metric) is None:
                 continue
-            what = (record_key(r), metric, r.settings.get("num_classes"))  # a checkpoint's head decides its size
-            if what in seen and seen[what][0] != value:
-                return (f"{seen[what][1]} and {path} are records of {what[0]} with different {metric} ({seen[what][0]} "
-                        f"and {value}), which is exact on every machine: --current holds records of two versions of "
-                        "the code; give it a folder of one run's records")
-            seen.setdefault(what, (value, path))
+            what = key(r, metric)
+            if what in seen and seen[what][1].metrics[metric] != r.metrics[metric]:
+                return metric, seen[what], (path, r)
+            seen.setdefault(what, (path, r))
     return None
 
 
