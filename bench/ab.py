@@ -134,7 +134,10 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
         answer_deferred_stop()
     finally:
-        signal.signal(signal.SIGTERM, before)
+        try:
+            answer_deferred_stop()  # leaving by an exception too: never left waiting for an unrelated moment
+        finally:
+            signal.signal(signal.SIGTERM, before)
 
 
 # ---- the two sides ----

@@ -259,8 +259,11 @@ def _run(args: argparse.Namespace) -> int | None:
               file=sys.stderr)
         code = (143 if isinstance(exc, Terminated) else 130) if lost else 0  # after the last record it cost nothing
     finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
+        try:
+            answer_deferred_stop()  # leaving by an exception too: never left waiting for an unrelated moment
+        finally:
+            for s, handler in before.items():
+                signal.signal(s, handler)
     if args.json and records:  # once, whatever stopped the run: JSON Lines, one record per line
         sys.stdout.write("".join(json.dumps(json.loads(r.to_json())) + "\n" for r in records))
     return code

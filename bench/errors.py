@@ -53,24 +53,23 @@ def outside_imports(handler):
     `IMPORT_WAIT_S` whatever the import does, and a second stop while the first waits is answered at once: an import
     that hangs cannot make a command unstoppable."""
     def deferred(signum, frame):
-        if signum in _NO_WAIT:  # sent again by `answer_deferred_stop`: answered now, import or not
-            _NO_WAIT.discard(signum)
-        elif _PENDING:  # the user asked twice: the first stop, now
+        sent_again = time.monotonic() - _NO_WAIT.pop(signum, float("-inf")) < 1.0  # a stale mark is no mark
+        if not sent_again and _PENDING:  # the user asked twice: the first stop, now
             answer_deferred_stop()
             return
-        elif _importing(frame):
-            _PENDING[:] = [(signum, time.monotonic())]
-            signal.signal(signal.SIGALRM, _retry)
+        if not sent_again and _importing(frame):
+            before = signal.signal(signal.SIGALRM, _retry)  # given back when the stop is answered
             signal.siginterrupt(signal.SIGALRM, False)
-            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            _PENDING[:] = [(signum, time.monotonic(), before, signal.setitimer(signal.ITIMER_REAL, 0.01))]
             return
         handler(signum, frame)
     deferred.__wrapped__ = handler
     return deferred
 
 
-_PENDING: list = []  # the deferred (signum, since), at most one: the first stop is the one answered
-_NO_WAIT: set[int] = set()  # a stop sent again, which no import may hold back a second time
+# the deferred (signum, since, SIGALRM's handler and timer before), at most one: the first stop is the one answered
+_PENDING: list = []
+_NO_WAIT: dict[int, float] = {}  # a stop sent again (when), which no import may hold back a second time
 IMPORT_WAIT_S = 5.0  # torch's import, the longest a stop waits for, takes 1-2 s here
 
 
@@ -96,10 +95,16 @@ def answer_deferred_stop() -> None:
     if threading.current_thread() is not threading.main_thread() or not _PENDING:
         return
     signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    signum, _ = _PENDING.pop()
-    _NO_WAIT.add(signum)
-    os.kill(os.getpid(), signum)  # Python runs its handler before the next line of the caller
+    signum, since, alarm_handler, (delay, interval) = _PENDING.pop()
+    signal.signal(signal.SIGALRM, alarm_handler if alarm_handler is not None else signal.SIG_DFL)
+    if delay > 0:  # a caller's own alarm (a test's hang guard) goes on, less the time spent here
+        signal.setitimer(signal.ITIMER_REAL, max(delay - (time.monotonic() - since), 1e-3), interval)
+    _NO_WAIT[signum] = time.monotonic()
+    try:
+        os.kill(os.getpid(), signum)  # unless the signal is blocked, Python runs its handler inside this call
+    finally:
+        if signum not in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+            _NO_WAIT.pop(signum, None)  # answered, by whatever handler was in force
 
 
 def raise_terminated(signum, frame):
@@ -225,6 +230,8 @@ class Parser(argparse.ArgumentParser):
 
 class _Once(argparse._StoreAction):
     def __call__(self, parser, namespace, values, option_string=None):
+        if option_string is None:  # a positional (argparse may call one with its default): given once by its place
+            return super().__call__(parser, namespace, values, option_string)
         given = getattr(namespace, "_given_once", None)
         if given is None:
             given = {}

@@ -326,6 +326,24 @@ def test_a_stop_deferred_past_an_import_is_held_by_a_block_that_holds_stops(tmp_
         signal.signal(signal.SIGTERM, before)
         sys.modules.pop("signals_itself", None)
     assert events == ["start", "end"]
+    assert errors._PENDING == [] and errors._NO_WAIT == {}  # nothing left to change the next stop (a second review)
+
+
+def test_a_block_left_by_an_exception_answers_a_stop_still_waiting_on_an_import(tmp_path, monkeypatch):
+    """A second review: `bench check --against`'s block, left by an error while a stop waited on an import, put
+    SIGTERM's default back with the stop still pending; 10 ms later it killed the process without a word."""
+    from bench import ab, errors
+
+    (tmp_path / "signals_itself_too.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(errors.Terminated):
+            with ab._terminate_as_interrupt():
+                import signals_itself_too  # noqa: F401
+                raise RuntimeError("the reference tree could not be made")
+    finally:
+        sys.modules.pop("signals_itself_too", None)
+    assert errors._PENDING == [] and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
 
 
 @pytest.mark.parametrize("second", [True, False])
