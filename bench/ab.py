@@ -132,10 +132,9 @@ def _terminate_as_interrupt() -> Iterator[None]:
         return
     try:
         yield
-        answer_deferred_stop()
     finally:
         try:
-            answer_deferred_stop()  # leaving by an exception too: never left waiting for an unrelated moment
+            answer_deferred_stop()  # however the block is left: never left waiting for an unrelated moment
         finally:
             signal.signal(signal.SIGTERM, before)
 

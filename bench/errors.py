@@ -49,7 +49,7 @@ def outside_imports(handler):
 
     Once the import is done the signal is sent again, to whatever handler is in force then (a block that holds stops
     back, `store.interrupts_deferred` or `processes.stop_signals_held`, holds this one too). The wait is polled every
-    10 ms with SIGALRM (system calls restarted), which nothing else in the main process uses; it ends after
+    10 ms with SIGALRM (system calls restarted; a caller's own SIGALRM handler and timer are given back); it ends after
     `IMPORT_WAIT_S` whatever the import does, and a second stop while the first waits is answered at once: an import
     that hangs cannot make a command unstoppable."""
     def deferred(signum, frame):
@@ -123,10 +123,9 @@ def sigterm_interrupts() -> Iterator[None]:
         before[signal.SIGINT] = signal.signal(signal.SIGINT, outside_imports(signal.default_int_handler))
     try:
         yield
-        answer_deferred_stop()  # raised inside the block, by its own handlers
     finally:
         try:
-            answer_deferred_stop()
+            answer_deferred_stop()  # raised inside the block, by its own handlers, however it is left
         finally:
             for signum, handler in before.items():
                 signal.signal(signum, handler)
