@@ -29,12 +29,14 @@ class MachineLoad:
     total_s: float | None
 
     @classmethod
-    def now(cls) -> MachineLoad:
+    def now(cls, own_cpu_s: float | None = None) -> MachineLoad:
+        """`own_cpu_s`: the CPU time that counts as ours (default: this process's; a training run's data-loading
+        workers are its own work too, `family_cpu_s`)."""
         stat = ""
         with contextlib.suppress(OSError):
             with open("/proc/stat") as f:
                 stat = f.readline()
-        return cls.parse(time.perf_counter(), time.process_time(), stat)
+        return cls.parse(time.perf_counter(), time.process_time() if own_cpu_s is None else own_cpu_s, stat)
 
     @classmethod
     def parse(cls, wall_s: float, own_cpu_s: float, stat: str) -> MachineLoad:
@@ -57,6 +59,38 @@ class MachineLoad:
         others = max(0.0, (self.busy_s - start.busy_s - own) / wall)
         total = max(self.total_s - start.total_s, 1e-9)
         return others, (self.steal_s - start.steal_s) / total, own / wall
+
+
+def family_cpu_s(root: int) -> float | None:
+    """CPU seconds of process `root` and of every live process below it, each with the children it has reaped
+    (utime, stime, cutime and cstime of /proc/PID/stat), so a worker that ends in between still counts; None off
+    Linux or when `root` is gone. A training step's DataLoader workers, and under torchrun the other local ranks,
+    are the run's own work, not another process's (the busy flag of `reproduce train`'s speed)."""
+    children: dict[int, list[int]] = {}
+    seconds: dict[int, float] = {}
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return None
+    for name in entries:
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            # after the command's closing parenthesis: state, ppid, ... utime (14th field), stime, cutime, cstime
+            fields = stat[stat.rindex(b")") + 2:].split()
+            pid, ppid = int(name), int(fields[1])
+            seconds[pid] = sum(int(v) for v in fields[11:15])
+        except (OSError, ValueError, IndexError):
+            continue  # ended while we read, or not ours to read
+        children.setdefault(ppid, []).append(pid)
+    if root not in seconds:
+        return None
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += seconds.get(pid, 0.0)
+        todo += children.get(pid, [])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def is_contended(other_cores: float, steal: float, cpu_share: float, *, cuda: bool) -> bool:

@@ -422,6 +422,10 @@ class TrainMetrics(Section):
     epochs = Key[int]("epochs completed", nullable=False)
     train_img_per_s = Key[float]("median training speed over epochs (all processes); with compile=true, each "
                                  "process's first epoch (it compiles) left out")
+    timed_other_cores = Key[float]("the most cores other processes kept busy in an epoch whose speed counts (its "
+                                   "own data-loading workers and local ranks not counted; absent in older records)")
+    timed_busy = Key[bool]("an epoch whose speed counts trained while other processes used the machine (never on a "
+                           "GPU; absent in older records): train_img_per_s is then a busy machine's figure")
     wall_s_this_process = Key[float]("wall time of this process (a resumed run: since resuming)")
     ranks_identical_weights = Key[bool]("all processes ended with the same weights")
     checkpoint_sha256 = Key[str]("sha256 of the checkpoint.pth it wrote last (what a student's teacher_sha256 "

@@ -39,6 +39,8 @@ class CheckpointState:
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     train_img_per_s: list[float] = field(default_factory=list)
+    # per epoch beside train_img_per_s: {"other_cores", "busy"} while it trained (EpochMeter), None where not known
+    train_load: list[dict[str, Any] | None] = field(default_factory=list)
     class_names: list[str] | None = None  # the label space by name (folder data), so evaluation can match by name
     weights: dict[str, Any] = field(default_factory=dict, repr=False)  # state dicts read from the file
     # the sha256 of every checkpoint the run loaded, kept across resumes (a path alone cannot tie a
@@ -124,7 +126,7 @@ class CheckpointState:
             "epoch": self.epoch, "step": self.step, "experiment": self.experiment, "config": self.config,
             "history": self.history, "train_img_per_s": self.train_img_per_s, "class_names": self.class_names,
             "provenance": self.provenance(), "partial_epoch": self.partial_epoch, "world_size": self.world_size,
-            "train_images": self.train_images,
+            "train_images": self.train_images, "train_load": self.train_load,
         }
         write_atomic(files.checkpoint, lambda tmp: torch.save(blob, tmp))
         files.saved_at = (self.epoch, self.step)
@@ -206,7 +208,8 @@ class RunFiles:
                                finetune_sha256=earlier.get("finetune_sha256"),
                                resumed_from=[*earlier.get("resumed_from", []), resumed],
                                partial_epoch=blob.get("partial_epoch") if blob["step"] else None,
-                               world_size=blob.get("world_size"), train_images=blob.get("train_images"))
+                               world_size=blob.get("world_size"), train_images=blob.get("train_images"),
+                               train_load=blob.get("train_load") or [None] * len(blob["train_img_per_s"]))
 
     def _check_fresh(self) -> None:
         """Refuse a fresh start over what it would replace and is not a stopped run's: a result.json (a run's comes
@@ -274,6 +277,7 @@ class RunFiles:
             best = max(state.history, key=lambda h: h.get(key, float("-inf")))
             metrics[f"best_{key}"], metrics[f"best_{key}_epoch"] = best[key], best["epoch"]
         speeds = [s for s in state.train_img_per_s if s]
+        metrics.update(_busy(state))
         metrics.update(epochs=state.epoch, train_img_per_s=statistics.median(speeds) if speeds else None,
                        wall_s_this_process=wall_s, ranks_identical_weights=ranks_identical,
                        checkpoint_sha256=sha256_of(self.checkpoint))  # the file a student's teacher_sha256 names
@@ -289,6 +293,16 @@ class RunFiles:
         except StorageError as exc:
             raise StorageError(f"{exc}; {self.kept()}") from exc
         return record
+
+
+def _busy(state: CheckpointState) -> dict[str, Any]:
+    """`timed_other_cores` (the most over the epochs whose speed counts) and `timed_busy` (any of them busy), only
+    where every such epoch's load is known: a run resumed from an older checkpoint says nothing rather than half."""
+    loads = [load for speed, load in zip(state.train_img_per_s, state.train_load) if speed]
+    if not loads or any(load is None for load in loads):
+        return {}
+    return {"timed_other_cores": max(load["other_cores"] for load in loads),
+            "timed_busy": any(load["busy"] for load in loads)}
 
 
 def _log_position(line: str) -> tuple[int, int] | None:

@@ -216,6 +216,9 @@ def _train(args) -> int:
                                f"into {args.results_dir} once there is room") from None
         top = {k: round(v, 2) for k, v in record.metrics.items() if k.startswith("final_val_top1")}
         print(f"record: {path}  {top}", file=sys.stderr)
+        if record.metrics.get("timed_busy"):
+            print(f"warning: other processes kept up to {record.metrics.timed_other_cores:.1f} cores busy while it "
+                  "trained: its train_img_per_s is a busy machine's figure (timed_busy in the record)", file=sys.stderr)
     return 0
 
 

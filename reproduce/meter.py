@@ -1,14 +1,16 @@
 """One epoch's numbers: the mean losses (and teacher agreement) over every rank's steps, carried across a resume,
-and the training speed."""
+and the training speed with how busy other processes kept the machine meanwhile."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
+from bench.load import MachineLoad, family_cpu_s, is_contended
 from bench.processes import Processes
 
 
@@ -31,6 +33,7 @@ class EpochMeter:
         self.sums = {"loss": 0.0, "loss_base": 0.0, "loss_distill": 0.0, **carried.get("sums", {})}
         self.steps, self.images = carried.get("steps", 0), 0
         self.start = time.perf_counter()
+        self.load = _load_now()
 
     def partial(self, procs: Processes) -> dict:
         """The sums and steps so far, over every rank (collective under torchrun): rank 0 carries them on resume."""
@@ -47,11 +50,19 @@ class EpochMeter:
             self.sums[key] = self.sums.get(key, 0.0) + value
 
     def means(self, procs: Processes) -> dict:
-        """The epoch's mean losses over every rank's steps (under torchrun, collective), and all ranks' images/s."""
+        """The epoch's mean losses over every rank's steps (under torchrun, collective), all ranks' images/s, and
+        the cores other processes kept busy meanwhile (`train_other_cores`, the most any rank's machine saw; None
+        where not known) with bench's rule on it (`train_busy`; never on a GPU, as `reproduce step-speed`)."""
         elapsed = time.perf_counter() - self.start
+        end = _load_now()
         sums, steps = self._over_ranks(procs)
+        others, steal = (None, None) if self.load is None or end is None else end.since(self.load)[:2]
+        others, steal = _worst_over_ranks(procs, others, steal)
+        busy = None if others is None else (not procs.device.startswith("cuda")
+                                            and is_contended(others, steal, 1.0, cuda=False))
         return {**{k: v / max(steps, 1) for k, v in sums.items()},
-                "train_img_per_s": self.images * procs.world / elapsed if elapsed > 0 else None}
+                "train_img_per_s": self.images * procs.world / elapsed if elapsed > 0 else None,
+                "train_other_cores": None if others is None else round(others, 3), "train_busy": busy}
 
     def _over_ranks(self, procs: Processes) -> tuple[dict, int]:
         if procs.world == 1:
@@ -65,3 +76,29 @@ class EpochMeter:
         if not total[4].item():  # no rank has a teacher
             del sums["teacher_agree"]
         return sums, int(total[5].item())
+
+
+def _load_now() -> MachineLoad | None:
+    """The machine's counters now, with this run's own CPU time: this process and its data-loading workers, and
+    under torchrun every local rank (the agent's family). None where that is not known: off Linux, or ranks that
+    some other launcher started (their siblings would read as other processes)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        root = os.getpid()
+    elif "TORCHELASTIC_RUN_ID" in os.environ:  # set by torchrun, whose agent is every local rank's parent
+        root = os.getppid()
+    else:
+        return None
+    own = family_cpu_s(root)
+    return None if own is None else MachineLoad.now(own)
+
+
+def _worst_over_ranks(procs: Processes, others: float | None, steal: float | None) -> tuple[float | None, float]:
+    """The most busy cores and stolen share any rank saw (collective under torchrun); None if a rank could not
+    tell."""
+    if procs.world == 1:
+        return others, steal or 0.0
+    unknown = others is None
+    values = torch.tensor([float(unknown), others or 0.0, steal or 0.0], dtype=torch.float64, device=procs.device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    unknown, others, steal = values.tolist()
+    return (None if unknown else others), steal

@@ -197,6 +197,8 @@ def _loop(run: Run, step_fn, batches: Batches, memo: MemoTeacher | None, stop: _
             line.update(evaluate(run, save_to=files.predictions if final and procs.main else None))
             state.history.append({"epoch": state.epoch, **{k: v for k, v in line.items() if "top" in k}})
         state.train_img_per_s.append(None if cfg.compile and epoch == first else line["train_img_per_s"])
+        state.train_load.append(None if line["train_busy"] is None else
+                                {"other_cores": line["train_other_cores"], "busy": line["train_busy"]})
         state.save_to(files, student, *recipe.checkpointed)
         if memo is not None:
             memo.save()

@@ -303,6 +303,7 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
     (record,) = load_records(tmp_path / "records")  # rank 0 alone writes
     assert record.settings["world_size"] == 2 and record.settings["batch_size_per_gpu"] == 16
     assert record.metrics["ranks_identical_weights"] is True
+    assert "timed_other_cores" in record.metrics  # the agent's family is the run's: every rank's load is known
     # one epoch line per epoch, its loss the mean over both ranks' steps (each rank printed its own, a hostile pass)
     printed = [line for line in run.stderr.splitlines() if line.startswith("epoch 1/2, loss")]
     logged = next(x for x in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
