@@ -87,6 +87,8 @@ class Record:
                              "writes") from None
         required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
                     and f.default_factory is dataclasses.MISSING]
+        if isinstance(data, dict) and "schema_version" not in data and (what := _other_file(data)):
+            raise OtherFile(f"{what}, not a run's record")
         if not isinstance(data, dict) or "schema_version" not in data:
             raise ValueError("not a deit-bench record (a JSON object with schema_version, kind, variant, settings, "
                              "metrics, env)")
@@ -153,7 +155,29 @@ def write_record(record: Record, results_dir: Path) -> Path:
 
 
 class RecordError(ValueError):
-    """A file that is not a readable record, named with the reason."""
+    """A file that is not a readable record, named with the reason; `other`: one of the project's other JSON files
+    (`OTHER_FILES`), which a folder of records may hold beside them."""
+
+    def __init__(self, message: str, *, other: bool = False) -> None:
+        super().__init__(message)
+        self.other = other
+
+
+class OtherFile(ValueError):
+    """JSON that the project writes, but not a run's record."""
+
+
+# The project's other JSON files, by the keys that tell each apart. A folder of records may hold them:
+# docs/regression-gate.md keeps the A/B rounds beside the size records it gates (`--ab-record $now/ab.json`), and
+# every later `bench check --current $now` was then refused (a hostile pass).
+OTHER_FILES = {
+    "bench check --ab-record's A/B rounds": {"reference", "current", "rounds", "processes"},
+    "bench campaign's state": {"device", "dry_run", "outcomes"},
+}
+
+
+def _other_file(data: dict) -> str | None:
+    return next((what for what, keys in OTHER_FILES.items() if keys <= set(data)), None)
 
 
 def read_record(path: Path, check: Callable[[Record], None] | None = None) -> Record:
@@ -164,7 +188,8 @@ def read_record(path: Path, check: Callable[[Record], None] | None = None) -> Re
             check(record)
         return record
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
-        raise RecordError(f"{path}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") from None
+        raise RecordError(f"{path}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}",
+                          other=isinstance(exc, OtherFile)) from None
 
 
 def read_regular_text(path: Path) -> str:
@@ -221,9 +246,11 @@ def _contradictions(data: dict[str, Any], kind: str) -> list[str]:
 
 def load_record_files(path: Path, skip_bad: Callable[[RecordError], None] | None = None,
                       check: Callable[[Record], None] | None = None) -> list[tuple[Path, Record]]:
-    """`load_records` with the file each record was read from (the results page and the notebook frame name it)."""
+    """`load_records` with the file each record was read from (the results page and the notebook frame name it). In
+    a folder, the project's other JSON files (`OTHER_FILES`) are passed over; given as the file, they are refused."""
     # a folder named x.json is a folder: its records are read, and it is no "unreadable record file" (a hostile pass)
-    files = sorted(f for f in path.rglob("*.json") if not f.is_dir()) if path.is_dir() else [path]
+    folder = path.is_dir()
+    files = sorted(f for f in path.rglob("*.json") if not f.is_dir()) if folder else [path]
     found = []
     for f in files:
         if f.name.startswith(".tmp-"):
@@ -231,6 +258,8 @@ def load_record_files(path: Path, skip_bad: Callable[[RecordError], None] | None
         try:
             found.append((f, read_record(f, check)))
         except RecordError as exc:
+            if exc.other and folder:
+                continue
             if skip_bad is None:
                 raise
             skip_bad(exc)

@@ -297,3 +297,22 @@ def test_seeds_pool_whether_their_paths_were_kept_absolute_or_as_typed():
     seeds = sorted(r.settings.config["seed"] for r in train_runs([*records, new], "mini_none"))
     assert seeds == sorted([*(r.settings.config["seed"] for r in train_runs(records, "mini_none")), 99])
     assert portable_paths({"data": "/elsewhere/ds", "lr": 1.0}) == {"data": "/elsewhere/ds", "lr": 1.0}
+
+
+def test_the_projects_other_json_files_beside_records_are_passed_over_and_refused_when_named(record, tmp_path):
+    """docs/regression-gate.md keeps the A/B rounds beside the size records (`--ab-record $now/ab.json`), and every
+    later `bench check --current $now` was refused: "not a deit-bench record" (a hostile pass)."""
+    import shutil
+
+    from bench.record import RecordError
+
+    repo = Path(__file__).resolve().parents[2]
+    write_record(record, tmp_path)
+    shutil.copy(repo / "results/side-checks/ab-gate-2026-12-05/dependency-ab.json", tmp_path / "ab.json")
+    (tmp_path / "campaign.json").write_text(json.dumps({"device": "cuda", "dry_run": True, "outcomes": {}}))
+    (record,) = load_records(tmp_path)
+    with pytest.raises(RecordError, match="ab.json: bench check --ab-record's A/B rounds, not a run's record"):
+        load_records(tmp_path / "ab.json")
+    (tmp_path / "other.json").write_text(json.dumps({"reference": 1}))  # anything else is still named
+    with pytest.raises(RecordError, match="other.json: not a deit-bench record"):
+        load_records(tmp_path)
