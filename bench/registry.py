@@ -136,10 +136,18 @@ def resolve(name: str) -> Variant:
         raise KeyError(f"{name!r} is the timm model of several variants ({', '.join(v.name for v in plain)}); "
                        "give one of these names")
     accepted = sorted(VARIANTS) + sorted({v.model for v in VARIANTS.values() if v.role != "debug"})
-    close = difflib.get_close_matches(name, accepted, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    # matched as typed loosely: `DeiT-B` (the paper's label, bench ls's "paper" column) or `DEIT_B` got no
+    # suggestion, and `DeiT_B` got deit_s (a hostile pass)
+    folded = {_folded(a): a for a in accepted} | {_folded(v.paper.label): v.name for v in VARIANTS.values() if v.paper}
+    close = difflib.get_close_matches(_folded(name), folded, n=1, cutoff=0.5)
+    hint = f" Did you mean {folded[close[0]]!r}?" if close else ""
     raise KeyError(f"unknown variant {name!r}.{hint} Accepted: {', '.join(sorted(VARIANTS))} "
                    f"(or their timm names, e.g. deit_base_patch16_224); `bench ls` lists them.")
+
+
+def _folded(name: str) -> str:
+    """A name as compared for suggestions: case, dashes and the paper's signs aside (DeiT-B⚗↑384 is deit_b_dist_384)."""
+    return name.casefold().replace("-", "_").replace("⚗", "_dist").replace("↑", "_")
 
 
 def at_resolution(variant: Variant, img_size: int) -> Variant | None:

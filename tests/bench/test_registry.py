@@ -70,3 +70,13 @@ def test_the_debug_variant_is_tiny():
     v = VARIANTS["debug"]
     assert v.img_size == 32 and v.num_classes == 10
     assert count_params(v.build()) < 200_000
+
+
+@pytest.mark.parametrize("typed, meant", [
+    ("DeiT_B", "deit_b"),  # suggested deit_s (a hostile pass)
+    ("DEIT_B", "deit_b"), ("DeiT-B", "deit_b"),  # no suggestion at all: the second is bench ls's "paper" column
+    ("DeiT-B⚗↑384", "deit_b_dist_384"), ("DeiT-Ti⚗", "deit_ti_dist"), ("ResNet-50", "resnet50"),
+])
+def test_a_name_typed_in_another_case_or_as_the_paper_prints_it_is_pointed_to_its_variant(typed, meant):
+    with pytest.raises(KeyError, match=f"Did you mean '{meant}'"):
+        resolve(typed)
