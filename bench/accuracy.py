@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from bench import checkpoint, data, evaluate
+from bench.errors import not_a_file
 from bench.predictions import how_made
 from bench.processes import MAX_WORKERS
 from bench.registry import Variant
@@ -67,8 +68,8 @@ class EvalOptions:
                              "agreement check, give --metrics size,speed")
         if self.checkpoint is not None and self.pretrained:
             raise ValueError("give --checkpoint FILE or --pretrained, not both")
-        if self.checkpoint is not None and not self.checkpoint.exists():  # before the model is built, not after
-            raise ValueError(f"--checkpoint {self.checkpoint}: no such file")
+        if self.checkpoint is not None and not self.checkpoint.is_file():  # before the model is built, not after
+            raise ValueError(f"--checkpoint {self.checkpoint}: {not_a_file(self.checkpoint)}")
         self.check_values()
         if self.real_labels not in (None, "timm"):  # read now, not after minutes of timing
             data.real_label_sets([], Path(self.real_labels))

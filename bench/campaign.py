@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UsageError
+from bench.errors import UsageError, not_a_file
 from bench.jsontypes import type_problem
 from bench.store import missing_folders, remove_if_empty, write_atomic, write_text_atomic
 
@@ -130,7 +130,7 @@ def check_timm_benchmark(path: Path) -> None:
     """UsageError unless `path` reads as timm's benchmark.py: Python that parses and defines its runner. A file
     that was not (a hostile pass gave one holding "hi") failed only when its step came, minutes into lent GPU time."""
     if not path.is_file():
-        raise UsageError(f"--timm-benchmark {path}: no such file (timm's benchmark.py from a timm checkout)")
+        raise UsageError(f"--timm-benchmark {path}: {not_a_file(path)} (timm's benchmark.py from a timm checkout)")
     try:
         source = path.read_text(encoding="utf-8")
         compile(source, str(path), "exec")

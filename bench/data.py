@@ -24,7 +24,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from bench.errors import DataError
+from bench.errors import DataError, not_a_file
 from bench.predictions import FLAT_PREFIX  # defined there: bench disagree reads it without loading timm
 from bench.processes import leave_stop_signals_to_the_main_process, stop_signals_held
 
@@ -171,7 +171,7 @@ def _flat_samples(root: Path, labels_file: Path | None) -> list[tuple[Path, int]
     candidates = [labels_file] if labels_file else [root / LABELS_NAME, root.parent / LABELS_NAME]
     found = next((p for p in candidates if p and p.is_file()), None)
     if labels_file is not None and found is None:
-        raise DataError(f"--labels {labels_file}: no such file (lines 'ILSVRC2012_val_00000001.JPEG 65')")
+        raise DataError(f"--labels {labels_file}: {not_a_file(labels_file)} (lines 'ILSVRC2012_val_00000001.JPEG 65')")
     if found is None:
         raise DataError(f"the flat ILSVRC2012 folder {root} needs its labels: pass --labels FILE "
                         f"(lines 'ILSVRC2012_val_00000001.JPEG 65') or put {LABELS_NAME} beside the images or in "

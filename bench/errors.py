@@ -5,6 +5,7 @@ import contextlib
 import functools
 import os
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -276,3 +277,22 @@ def writable(path) -> bool:
 
 def _nearest_existing(path: Path) -> Path:
     return next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor or "."))
+
+
+def kind_of(path: Path) -> str:
+    """'a folder', 'a link to nothing', 'a character device' …: what stands where a file of the run belongs."""
+    if path.is_symlink() and not path.exists():
+        return "a link to nothing, or a loop of links"
+    mode = path.stat().st_mode
+    return next((name for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                                         (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+                                         (stat.S_ISSOCK, "a socket")) if test(mode)), "not a regular file")
+
+
+def not_a_file(path) -> str:
+    """Why `path` is no file to read, for a message: "no such file", or what stands there instead ("a folder, not a
+    file"): a folder given for a file read as "no such file" (a hostile pass)."""
+    if not os.path.lexists(path):
+        return "no such file"
+    kind = kind_of(Path(path))
+    return kind if kind.startswith("not ") else f"{kind}, not a file"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import torch
 
 from bench import machine
 from bench.checkpoint import load_torch_file, sha256_of
-from bench.errors import CheckpointError, StorageError
+from bench.errors import CheckpointError, StorageError, kind_of
 from bench.record import Record, RecordError, collect_env, cpu_model, read_record
 from bench.store import append_line, write_atomic, write_text_atomic
 from reproduce.config import PATH_FIELDS, ConfigError, TrainConfig, as_dict, caveats
@@ -379,13 +378,3 @@ def unrecorded(result: Path, results_dir: Path) -> Record | None:
         if (other.env.get("created"), other.settings.get("output")) == key:
             return None
     return finished
-
-
-def kind_of(path: Path) -> str:
-    """'a folder', 'a link to nothing', 'a character device' …: what stands where a file of the run belongs."""
-    if path.is_symlink() and not path.exists():
-        return "a link to nothing, or a loop of links"
-    mode = path.stat().st_mode
-    return next((name for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-                                         (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
-                                         (stat.S_ISSOCK, "a socket")) if test(mode)), "not a regular file")

@@ -25,6 +25,7 @@ from bench.errors import (
     UsageError,
     check_folder,
     exit_at_once_on_another_stop,
+    kind_of,
     message_of,
     path_arg,
     plain_streams,
@@ -135,15 +136,17 @@ def _ls(args) -> int:
         return 0
     if args.lr_figure and args.lr_figure.suffix.lower() not in (".png", ".svg"):
         raise UsageError(f"--lr-figure {args.lr_figure}: give a .png or .svg file name")
+    if args.record:  # before any output: the config printed, then refused (a hostile pass)
+        check_folder(args.record, "--record")
+    if args.lr_figure:
+        check_folder(args.lr_figure.parent, "--lr-figure's folder")
     if args.show:
         cfg = resolve_config(args.show, None, [])
         for key, value in dataclasses.asdict(cfg).items():
             print(f"{key:22s} {value!r}")
         if args.record:
-            check_folder(args.record, "--record")
             print(f"record: {_config_record(args.show, cfg, args.record)}", file=sys.stderr)
         if args.lr_figure:
-            check_folder(args.lr_figure.parent, "--lr-figure's folder")
             print(f"figure: {_lr_figure(args.show, cfg, args.lr_figure)}", file=sys.stderr)
         return 0
     width = max(map(len, experiments.EXPERIMENTS))
@@ -186,7 +189,7 @@ def _config_record(name: str, cfg: TrainConfig, folder: Path) -> Path:
 
 def _train(args) -> int:
     from bench.record import write_record  # late: torch and timm load only for the commands that train
-    from reproduce.checkpoints import kind_of, unrecorded
+    from reproduce.checkpoints import unrecorded
     from reproduce.train import train
 
     cfg = check_ready(resolve_config(args.experiment, args.data, args.set))

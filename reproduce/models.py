@@ -10,6 +10,7 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from bench import checkpoint
+from bench.errors import not_a_file
 from bench.registry import Variant, resolve
 from reproduce.config import LABEL_TEACHER, ConfigError, TrainConfig, teacher_users
 from reproduce.distill import LabelTeacher, block_indices
@@ -78,7 +79,7 @@ def load_finetune_start(model: nn.Module, path: Path) -> None:
     official `--finetune` without antialiasing); head layers whose shape differs (new label space) keep their
     fresh initialisation (Table 6/7 transfer)."""
     if not path.is_file():
-        raise ConfigError(f"finetune={path}: no such file")
+        raise ConfigError(f"finetune={path}: {not_a_file(path)}")
     state, _ = checkpoint.read_state_dict(path)
     own = model.state_dict()
     if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
@@ -105,7 +106,8 @@ def build_teacher(cfg: TrainConfig) -> tuple[nn.Module | None, str | None]:
                           f"--set teacher_checkpoint=FILE (a {cfg.teacher} checkpoint)")
     path = Path(cfg.teacher_checkpoint)
     if not path.is_file():
-        raise ConfigError(f"teacher_checkpoint={path}: no such file (train or download the {cfg.teacher} teacher first)")
+        raise ConfigError(f"teacher_checkpoint={path}: {not_a_file(path)} (train or download the {cfg.teacher} teacher "
+                          "first)")
     try:
         variant = resolve(cfg.teacher)
     except KeyError as exc:

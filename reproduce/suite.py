@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.disagree import disagreement, top1_columns
+from bench.errors import not_a_file
 from bench.record import Record, load_records, portable_paths, write_record
 from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name, teacher_experiment
 from bench.store import hold_folder, write_text_atomic
@@ -148,7 +149,7 @@ def _evaluate_teacher(cfg, row: str, output: Path, results_dir: Path, log) -> Ro
         missing.append(f"the {row} row distils from {cfg.teacher}: give its weights with --set "
                        "teacher_checkpoint=FILE (official: regnety_160-a5fe301d.pth)")
     elif not Path(cfg.teacher_checkpoint).is_file():  # was a ValueError traceback, exit 1 (a hostile pass)
-        missing.append(f"teacher_checkpoint={cfg.teacher_checkpoint}: no such file")
+        missing.append(f"teacher_checkpoint={cfg.teacher_checkpoint}: {not_a_file(cfg.teacher_checkpoint)}")
     if cfg.dataset != "folder" or not cfg.data:
         missing.append(f"evaluating the given teacher needs the rows' image folders (dataset=folder, --data ROOT "
                        f"with ROOT/val); this suite has dataset={cfg.dataset}, data={cfg.data or 'none'}")

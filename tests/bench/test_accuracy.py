@@ -135,6 +135,13 @@ def test_a_flat_folder_without_labels_says_how_to_give_them(tmp_path):
         data.find_samples(tmp_path / "val")
 
 
+def test_a_folder_given_as_the_labels_file_is_named_as_a_folder(tmp_path):
+    """A hostile pass: it said "no such file"."""
+    jpeg(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG", seed=0)
+    with pytest.raises(data.DataError, match=f"--labels {tmp_path}: a folder, not a file"):
+        data.find_samples(tmp_path / "val", labels_file=tmp_path)
+
+
 def test_real_scores_any_top_k_hit_and_leaves_out_empty_sets():
     preds = Predictions(["a", "b", "c", "d"], torch.tensor([0, 1, 2, 3]),
                         {"": torch.tensor([[5, 1, 2, 3, 4], [1, 0, 2, 3, 4], [9, 8, 7, 6, 5], [3, 2, 1, 0, 4]])}, 4.0)

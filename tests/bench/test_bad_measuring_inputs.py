@@ -424,3 +424,16 @@ def test_attention_on_a_convnet_is_refused_before_anything_is_measured(tmp_path,
                      "--results-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "resnet18 has none: leave it out" in err and not list(tmp_path.glob("*.json"))
+
+
+def test_a_folder_given_for_a_checkpoint_is_named_as_a_folder(capsys, tmp_path):
+    code, _, err = run_json(capsys, "--variant", "debug", "--metrics", "accuracy", "--data", str(tmp_path),
+                            "--checkpoint", str(tmp_path), "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and f"--checkpoint {tmp_path}: a folder, not a file" in err, err
+
+
+def test_why_a_path_is_no_file_to_read():
+    from bench.errors import not_a_file
+
+    assert not_a_file("/nonexistent/x.pth") == "no such file"
+    assert not_a_file("/") == "a folder, not a file" and not_a_file("/dev/null") == "a character device, not a file"

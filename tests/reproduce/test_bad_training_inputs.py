@@ -151,6 +151,8 @@ def test_find_samples_indexes_folders_by_the_names_it_is_given(tmp_path):
     (["step-speed", "--experiment", "debug_hard", "--steps", "0"], "--steps must be at least 1"),
     (["step-speed", "--experiment", "debug_hard", "--batch-size", "100000000"], "GiB for its input alone"),
     (["ls", "--show", ""], "--show '' names no experiment"),
+    (["train", "--experiment", "debug_hard", "--set", "teacher_checkpoint=/"],  # said "no such file" (a hostile pass)
+     "teacher_checkpoint=/: a folder, not a file"),
     # a hostile pass: each was recorded and not used
     (["step-speed", "--experiment", "debug_hard", "--set", "batch_size=4"], "step-speed sets or ignores batch_size"),
     (["step-speed", "--experiment", "debug_hard", "--set", "device=cpu"], "device (--device)"),
@@ -555,3 +557,11 @@ def test_a_checkpoint_saved_without_crcs_is_not_called_damaged(tmp_path):
     finally:
         torch.serialization.set_crc32_options(True)
     assert torch.equal(load_torch_file(tmp_path / "nocrc.pth", "a checkpoint")["model"]["w"], torch.arange(4096.0))
+
+
+def test_ls_checks_where_it_would_write_before_it_prints_the_config(tmp_path, capsys):
+    """A hostile pass: the 67-line config went to stdout, then the refusal of --record, exit 2."""
+    (tmp_path / "afile").write_text("")
+    assert cli.main(["ls", "--show", "deit_b", "--record", str(tmp_path / "afile")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "is a file; give a folder" in err
