@@ -287,7 +287,7 @@ def _run_plan(steps: list[Step], state: State, work: Path, budget_s: float, log)
                 state.outcomes[step.name] = Outcome("deferred", note=f"needs ~{step.estimate_s:.0f} s, {left:.0f} s left")
             else:
                 log(f"[{i}/{len(steps)}] {step.name}: {step.what} (~{step.estimate_s:.0f} s, {left:.0f} s left)")
-                running = step
+                running, began = step, time.monotonic()
                 limit = left if step.resumable else min(left, OVERRUN * step.estimate_s)
                 state.outcomes[step.name] = _run_step(step, work / "logs" / f"{step.name}.log", limit)
                 running = None
@@ -297,7 +297,9 @@ def _run_plan(steps: list[Step], state: State, work: Path, budget_s: float, log)
             state.save(work / STATE)
     except KeyboardInterrupt:
         if running is not None:
-            state.outcomes[running.name] = Outcome("stopped", note="interrupted (Ctrl-C or SIGTERM); --continue runs it again")
+            # the time it ran before the stop (it said 0.0 s, a hostile pass)
+            state.outcomes[running.name] = Outcome("stopped", time.monotonic() - began,
+                                                   note="interrupted (Ctrl-C or SIGTERM); --continue runs it again")
         return True
     return False
 

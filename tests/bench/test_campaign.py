@@ -3,6 +3,7 @@ plan's dry run (debug models, about a minute) runs in `.ci/run`; these tests dri
 
 import json
 import tarfile
+import time
 
 import pytest
 import torch
@@ -253,6 +254,7 @@ def test_ctrl_c_packs_what_ran_and_says_where_the_records_are(tmp_path, monkeypa
 
     def run_step(step, log_path, left_s):
         if step.name == "interrupted":
+            time.sleep(0.3)
             raise KeyboardInterrupt
         return real(step, log_path, left_s)
 
@@ -267,6 +269,7 @@ def test_ctrl_c_packs_what_ran_and_says_where_the_records_are(tmp_path, monkeypa
         saved = json.load(tar.extractfile("campaign.json"))
         assert "records/a.json" in tar.getnames()
     assert saved["outcomes"]["quick"]["status"] == "done" and saved["outcomes"]["interrupted"]["status"] == "stopped"
+    assert saved["outcomes"]["interrupted"]["wall_s"] >= 0.3  # the time it ran; it said 0.0 (a hostile pass)
 
 
 def test_a_full_disk_at_packing_says_where_what_ran_is_kept(tmp_path, one_step, monkeypatch, capsys):
