@@ -296,3 +296,8 @@ def not_a_file(path) -> str:
         return "no such file"
     kind = kind_of(Path(path))
     return kind if kind.startswith("not ") else f"{kind}, not a file"
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 epoch`, `2 epochs`, `0 steps`: a count in a message ("1 epochs done", a hostile pass)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

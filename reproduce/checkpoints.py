@@ -19,7 +19,7 @@ import torch
 
 from bench import machine
 from bench.checkpoint import load_torch_file, sha256_of
-from bench.errors import CheckpointError, StorageError, kind_of
+from bench.errors import CheckpointError, StorageError, kind_of, plural
 from bench.record import Record, RecordError, collect_env, cpu_model, read_record
 from bench.store import append_line, write_atomic, write_text_atomic
 from reproduce.config import PATH_FIELDS, ConfigError, TrainConfig, as_dict, caveats
@@ -149,7 +149,7 @@ class RunFiles:
         """What a run stopped now leaves to continue from, for the messages of a failure or an interruption."""
         if self.checkpoint.is_file():
             at = "" if self.saved_at is None else \
-                f"{self.saved_at[0]} epochs done, {self.saved_at[1]} steps of the next; "
+                f"{plural(self.saved_at[0], 'epoch')} done, {plural(self.saved_at[1], 'step')} of the next; "
             return f"the last checkpoint {self.checkpoint} is intact ({at}{self.resume_hint})"
         return f"no checkpoint had been written yet ({self.checkpoint}; the first is saved after epoch 1), so a rerun starts afresh"
 
@@ -285,13 +285,23 @@ class RunFiles:
                     "lr_scaled": run.recipe.lr, "output": str(self.output), "history": state.history,
                     **run.precision, **state.provenance()}
         notes = [] if cfg.finetune or cfg.dataset != "synthetic" else ["synthetic data: a smoke run, not a result"]
-        notes += caveats(cfg)
+        notes += caveats(cfg) + _world_changes(state, procs.world)
         record = Record(run.variant.name, run.variant.model, settings, metrics, run.env, kind="train", notes=notes)
         try:
             write_text_atomic(self.result, record.to_json())
         except StorageError as exc:
             raise StorageError(f"{exc}; {self.kept()}") from exc
         return record
+
+
+def _world_changes(state: CheckpointState, world: int) -> list[str]:
+    """`check_world`'s warning, kept in the record's notes: it was said at the resume and lost from the record, whose
+    world_size names the last start alone (a hostile pass)."""
+    starts = [*state.resumed_from, {"world_size": world}]
+    return [f"resumed at epoch {resumed['epoch']} on {then['world_size']} process(es), from a checkpoint of "
+            f"{resumed['world_size']}: the data order and random draws from there on are not an uninterrupted run's"
+            for resumed, then in zip(starts, starts[1:])
+            if None not in (resumed.get("world_size"), then["world_size"]) and resumed["world_size"] != then["world_size"]]
 
 
 def _busy(state: CheckpointState) -> dict[str, Any]:

@@ -53,6 +53,11 @@ class Interrupted(RuntimeError):
     """Ctrl-C during training; the message says which checkpoint, if any, is kept."""
 
 
+class PeerLost(RuntimeError):
+    """Under torchrun, another process of the run ended (killed, or failed) during a collective; the message says
+    which checkpoint, if any, is kept."""
+
+
 class Preempted(RuntimeError):
     """SIGTERM/SIGUSR1 arrived: a checkpoint was written at a step boundary; resume with --resume."""
 

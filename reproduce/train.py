@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import signal
 import sys
 import time
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from bench import compiling
 from bench import data as bench_data
-from bench.errors import DataError, StorageError, message_of
+from bench.errors import DataError, StorageError, message_of, plural
 from bench.evaluate import predict, scores
 from bench.predictions import how_made
 from bench.processes import (
@@ -44,7 +45,7 @@ from bench.speed import PRECISIONS
 from bench.store import hold_folder
 from reproduce import config, data, models, tracking
 from reproduce.checkpoints import CheckpointState, RunFiles, resolve_amp, run_env
-from reproduce.config import ConfigError, Interrupted, NonFiniteLoss, Preempted, TrainConfig
+from reproduce.config import ConfigError, Interrupted, NonFiniteLoss, PeerLost, Preempted, TrainConfig
 from reproduce.distill import AttentionTap, AttentionTerm, Distiller, LabelTeacher, MemoTeacher
 from reproduce.meter import EpochMeter, StepStats
 from reproduce.sampling import ResumableSampler, SeededItems, step_seed
@@ -101,8 +102,8 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     if files.recorded(state, cfg, log):
         return None
     if state.resumed_from:
-        log(f"resumed from {files.checkpoint} (sha256 {state.resumed_from[-1]['sha256'][:12]}): {state.epoch} epochs "
-            f"done, continuing epoch {state.epoch + 1} after step {state.step}")
+        log(f"resumed from {files.checkpoint} (sha256 {state.resumed_from[-1]['sha256'][:12]}): "
+            f"{plural(state.epoch, 'epoch')} done, continuing epoch {state.epoch + 1} after step {state.step}")
     state.world_size = procs.world
     state.train_images = images
     state.hash_inputs(cfg, teacher_sha256)
@@ -127,6 +128,11 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
         raise type(exc)(f"{message_of(exc)}; {files.kept()}") from None  # (a DataLoader worker's: one line, not 15)
     except KeyboardInterrupt:  # where the checkpoint stands, not the loop: an epoch is counted before it is evaluated
         raise Interrupted(f"interrupted; {files.kept()}") from None
+    except RuntimeError as exc:
+        if procs.world == 1 or not lost_peer(exc):
+            raise
+        # the survivor printed gloo's 40-line traceback and nothing of the checkpoint (a hostile pass)
+        raise PeerLost(f"another process of the run ended ({_first_sentence(message_of(exc))}); {files.kept()}") from None
     agree = ranks_agree(student, procs)
     if not agree:
         log("warning: the ranks ended with different weights (DDP desynchronised)")
@@ -152,6 +158,21 @@ class Run:
     log: Callable[[str], None]
     env: dict  # provenance taken at the start (`run_env`)
     precision: dict[str, str]  # the amp mode used and why
+
+
+def lost_peer(exc: RuntimeError) -> bool:
+    """Whether a collective failed because another rank is gone: NCCL's and gloo's errors (gloo's are plain
+    RuntimeErrors, "[…/gloo/transport/tcp/pair.cc:545] Read error …: Connection reset by peer")."""
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or any(sign in text for sign in (
+        "Connection reset by peer", "Connection closed by peer", "Broken pipe", "/gloo/", "NCCL"))
+
+
+def _first_sentence(text: str) -> str:
+    """`[…/pair.cc:545] Read error [127.0.0.1]:30091: Connection reset by peer. This is typically …` → its first
+    sentence without the source location."""
+    line = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text.splitlines()[0] if text else "")
+    return line.split(". ")[0][:200]
 
 
 def _loop(run: Run, step_fn, batches: Batches, memo: MemoTeacher | None, stop: _PreemptionFlag) -> None:

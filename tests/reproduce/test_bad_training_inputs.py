@@ -67,7 +67,7 @@ def test_ctrl_c_while_an_epoch_is_evaluated_names_where_the_checkpoint_stands(tm
     code = cli.main(["train", "--experiment", "debug", "--set", "epochs=3", "--set", "eval_every=1",
                      "--output", str(tmp_path / "run"), "--results-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err
-    assert code == 130 and f"{tmp_path / 'run' / 'checkpoint.pth'} is intact (1 epochs done, 0 steps of the next;" in err
+    assert code == 130 and f"{tmp_path / 'run' / 'checkpoint.pth'} is intact (1 epoch done, 0 steps of the next;" in err
 
 
 def test_resume_without_a_checkpoint_is_refused_rather_than_starting_afresh(tmp_path, capsys):
