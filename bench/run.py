@@ -128,9 +128,9 @@ def resolve_settings(variant: Variant, request: Request | None = None, /, **chan
 def _parse_batch(value: str | int) -> int | str:
     if value == "max":
         return "max"
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
+    try:  # plain ASCII digits: int() reads `1_6` as 16 (argparse's types are the same, errors.Parser)
+        number = int(value) if isinstance(value, int) or (value.isascii() and "_" not in value) else 0
+    except (AttributeError, TypeError, ValueError):
         number = 0
     if number < 1:
         raise ValueError(f"--batch-size must be a positive integer or 'max', got {value!r}")

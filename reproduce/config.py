@@ -354,7 +354,8 @@ def caveats(cfg: TrainConfig) -> list[str]:
     A smoke run may want it (`--set epochs=1` of the debug experiment), so it is not refused."""
     if 0 < cfg.epochs <= cfg.warmup_epochs:
         return [f"warmup_epochs={cfg.warmup_epochs} >= epochs={cfg.epochs}: the whole run is warm-up, its learning "
-                f"rate never reaches the peak {cfg.peak_lr():g}; set warmup_epochs below epochs for a result"]
+                f"rate never reaches the peak {cfg.peak_lr():g}: a smoke run, not a result (set warmup_epochs below "
+                "epochs for one)"]
     return []
 
 
@@ -414,10 +415,18 @@ def _parse(key: str, text: str, hint):
             return text.lower() in ("true", "1", "yes")
         if typing.get_origin(hint) is tuple:
             item_type = typing.get_args(hint)[0]
-            return tuple(item_type(part.strip()) for part in text.split(",") if part.strip())
-        return hint(text)
+            return tuple(_number(item_type, part.strip()) for part in text.split(",") if part.strip())
+        return _number(hint, text) if hint in (int, float) else hint(text)
     except ValueError:
         raise ConfigError(f"--set {key}={text!r}: not a valid {_accepted(hint)}") from None
+
+
+def _number(kind: type, text: str) -> int | float:
+    """An int or float as written in plain ASCII: Python also reads `2_0` as 20 and Arabic-Indic digits, so
+    `epochs=2_0`, a typo, trained 20 epochs (a hostile pass)."""
+    if kind in (int, float) and (not text.isascii() or "_" in text):
+        raise ValueError(text)
+    return kind(text)
 
 
 def _accepted(hint) -> str:
@@ -427,7 +436,7 @@ def _accepted(hint) -> str:
     if typing.get_origin(hint) is tuple:
         item = typing.get_args(hint)[0].__name__
         return f"tuple: {item}s separated by commas, no brackets (e.g. {'-1,-2' if item == 'int' else '0.08,1.0'})"
-    return getattr(hint, "__name__", str(hint))
+    return getattr(hint, "__name__", str(hint)) + (" (plain ASCII digits)" if hint in (int, float) else "")
 
 
 def as_dict(cfg: TrainConfig) -> dict:

@@ -437,3 +437,19 @@ def test_why_a_path_is_no_file_to_read():
 
     assert not_a_file("/nonexistent/x.pth") == "no such file"
     assert not_a_file("/") == "a folder, not a file" and not_a_file("/dev/null") == "a character device, not a file"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "1_6"], "--batch-size must be a positive integer or 'max', got '1_6'"),
+    (["--iters", "1_0"], "argument --iters: invalid int value: '1_0'"),
+    (["--warmup", "\u0662"], "argument --warmup: invalid int value"),
+    (["--budget-s", "1_0.5"], "argument --budget-s: invalid float value: '1_0.5'"),
+])
+def test_a_number_is_read_only_as_plain_ascii_digits(capsys, tmp_path, argv, message):
+    """Python reads `1_6` as 16 and Arabic-Indic digits as digits: `--batch-size 1_6`, a typo, timed batch 16 (a
+    hostile pass found it in `reproduce --set epochs=2_0`)."""
+    try:
+        code, _, err = run_json(capsys, "--variant", "debug", *argv, "--results-dir", str(tmp_path))
+    except SystemExit as exc:  # argparse's own refusal
+        code, err = exc.code, capsys.readouterr().err
+    assert code == 2 and message in err and not list(tmp_path.iterdir())

@@ -323,6 +323,11 @@ def test_two_gloo_processes_finish_with_identical_weights(tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--experiment", "debug", "--set", "learning_rate=1"], "no such config field"),
     (["--experiment", "debug", "--set", "lr=fast"], "lr='fast': not a valid float"),
+    # read by Python as 20, 10.0 and 2: each trained (a hostile pass)
+    (["--experiment", "debug", "--set", "epochs=2_0"], "epochs='2_0': not a valid int (plain ASCII digits)"),
+    (["--experiment", "debug", "--set", "lr=1_0"], "lr='1_0': not a valid float"),
+    (["--experiment", "debug", "--set", "epochs=\u0662"], "epochs='\u0662': not a valid int"),
+    (["--experiment", "debug", "--set", "attn_blocks=-1,1_1"], "attn_blocks='-1,1_1': not a valid tuple"),
     (["--experiment", "debug", "--set", "attn_blocks=(-1,)"], "no brackets (e.g. -1,-2)"),
     (["--experiment", "debug", "--set", "compile=maybe"], "not a valid bool (true/false, yes/no, 1/0)"),
     (["--experiment", "debug", "--set", "lr=inf"], "lr=inf is not accepted: must be positive and finite"),
