@@ -49,6 +49,8 @@ def table3(scale: str, variants: tuple[str, ...] = ("ti",)) -> Suite:
     unknown = [v for v in variants if v not in ("ti", "s", "b")]
     if scale == "imagenet" and (unknown or not variants):
         raise ConfigError(f"--variants {','.join(variants)!r}: accepted is a comma list of ti, s, b")
+    if len(set(variants)) < len(variants):  # each row would be listed, and counted, twice (a hostile pass)
+        raise ConfigError(f"--variants {','.join(variants)!r} names a size twice; give each once")
     if scale != "imagenet" and tuple(variants) != ("ti",):  # it trained Ti while the user asked for another size
         raise ConfigError(f"--variants {','.join(variants)!r}: the {scale} scale trains its one student size (ti); "
                           "--variants chooses sizes at --scale imagenet only")

@@ -163,6 +163,7 @@ def test_find_samples_indexes_folders_by_the_names_it_is_given(tmp_path):
     (["ls", "--lr-figure", "x.png"], "--lr-figure needs --show EXPERIMENT"),
     (["ls", "--released", "--lr-figure", "x.png"], "--lr-figure needs --show EXPERIMENT"),  # was ignored, exit 0
     (["suite", "table3", "--scale", "imagenet", "--variants", "x"], "accepted is a comma list of ti, s, b"),
+    (["suite", "table3", "--scale", "imagenet", "--variants", "ti,ti"], "names a size twice; give each once"),
     (["suite", "table3", "--scale", "mini", "--variants", "b"], "--variants chooses sizes at --scale imagenet only"),
     (["suite", "table3", "--scale", "mini", "--seeds", "1000"], "--seeds must be 1 to 100, got 1000"),  # was unbounded
     (["suite", "table3", "--scale", "mini", "--seeds", "0"], "--seeds must be 1 to 100, got 0"),
