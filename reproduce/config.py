@@ -383,12 +383,11 @@ def override(cfg: TrainConfig, assignments: list[str], *, refuse_unread: bool = 
             raise ConfigError(f"--set {key} is given twice (the last, {text.strip()}, would win silently); give it once")
         changes[key] = _parse(key, text.strip(), hints[key])
     new = absolute_paths(check(dataclasses.replace(cfg, **changes)))
-    if refuse_unread and changes:
+    changed = {k for k, v in changes.items() if v != getattr(cfg, k)}
+    if refuse_unread and changed:
         from reproduce.reads import refuse_unread as refuse  # it imports this module
 
-        # every field given, its own value included: `momentum=0.9` with AdamW went unread without a word, as the
-        # value it already had (a hostile pass)
-        refuse(new, cfg, set(changes))
+        refuse(new, cfg, changed)
     return new
 
 

