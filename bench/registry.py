@@ -139,7 +139,7 @@ def resolve(name: str) -> Variant:
     # matched as typed loosely: `DeiT-B` (the paper's label, bench ls's "paper" column) or `DEIT_B` got no
     # suggestion, and `DeiT_B` got deit_s (a hostile pass)
     folded = {_folded(a): a for a in accepted} | {_folded(v.paper.label): v.name for v in VARIANTS.values() if v.paper}
-    close = difflib.get_close_matches(_folded(name), folded, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(_folded(str(name)), folded, n=1, cutoff=0.5)
     hint = f" Did you mean {folded[close[0]]!r}?" if close else ""
     raise KeyError(f"unknown variant {name!r}.{hint} Accepted: {', '.join(sorted(VARIANTS))} "
                    f"(or their timm names, e.g. deit_base_patch16_224); `bench ls` lists them.")
