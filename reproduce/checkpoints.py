@@ -296,12 +296,15 @@ class RunFiles:
 
 def _world_changes(state: CheckpointState, world: int) -> list[str]:
     """`check_world`'s warning, kept in the record's notes: it was said at the resume and lost from the record, whose
-    world_size names the last start alone (a hostile pass)."""
-    starts = [*state.resumed_from, {"world_size": world}]
-    return [f"resumed at epoch {resumed['epoch']} on {then['world_size']} process(es), from a checkpoint of "
-            f"{resumed['world_size']}: the data order and random draws from there on are not an uninterrupted run's"
+    world_size names the last start alone (a hostile pass). A start counts only where it trained: a resume that only
+    wrote a finished run's missing record changed nothing. Older checkpoints' entries have no world_size."""
+    starts = [*state.resumed_from, {"world_size": world, "epoch": state.epoch, "step": state.step}]
+    return [f"resumed with {plural(resumed['epoch'], 'epoch')} done ({plural(resumed['step'], 'step')} of the next) "
+            f"on {then['world_size']} process(es), from a checkpoint of {resumed['world_size']}: the data order and "
+            "random draws from there on are not an uninterrupted run's"
             for resumed, then in zip(starts, starts[1:])
-            if None not in (resumed.get("world_size"), then["world_size"]) and resumed["world_size"] != then["world_size"]]
+            if None not in (resumed.get("world_size"), then.get("world_size")) and resumed["world_size"] !=
+            then["world_size"] and (resumed.get("epoch"), resumed.get("step")) != (then.get("epoch"), then.get("step"))]
 
 
 def _busy(state: CheckpointState) -> dict[str, Any]:

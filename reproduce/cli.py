@@ -343,11 +343,22 @@ def main(argv: list[str] | None = None) -> int:
         return _main(args, rank)
 
 
+def _shut_down_processes() -> None:
+    """A rank of a finished run that left with its process group up was once killed by SIGABRT at exit, after the
+    run's record ("terminate called without an active exception"; a hostile pass, 1 of 30 runs), and torchrun called
+    the run failed. Only after success: with a peer gone, NCCL's shutdown may wait for ever (pytorch#75097), and
+    torchrun ends the other ranks of a failed run itself."""
+    if "torch.distributed" in sys.modules and sys.modules["torch.distributed"].is_initialized():
+        sys.modules["torch.distributed"].destroy_process_group()
+
+
 def _main(args: argparse.Namespace, rank: str | None) -> int:
     try:
         with sigterm_interrupts():  # until training's own handler takes SIGTERM as a pre-emption: it stops the
             # command as Ctrl-C does (a SIGTERM in the first seconds killed it silently, -15; a hostile pass)
-            return {"ls": _ls, "train": _train, "suite": _suite, "step-speed": _step_speed}[args.command](args)
+            code = {"ls": _ls, "train": _train, "suite": _suite, "step-speed": _step_speed}[args.command](args)
+        _shut_down_processes()
+        return code
     except CommandLineError as exc:  # every rank has the same
         if not rank:
             print(f"reproduce: error: {exc}", file=sys.stderr)
@@ -378,11 +389,6 @@ def _main(args: argparse.Namespace, rank: str | None) -> int:
     except BrokenPipeError:  # `reproduce ls | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
-    finally:  # a rank leaving with its process group up was once killed by SIGABRT at exit, after the run's record
-        # ("terminate called without an active exception"; a hostile pass, 1 of 30 runs): bench's main does the same
-        if "torch.distributed" in sys.modules and sys.modules["torch.distributed"].is_initialized():
-            with contextlib.suppress(Exception):  # a peer already gone: nothing to shut down cleanly
-                sys.modules["torch.distributed"].destroy_process_group()
 
 
 if __name__ == "__main__":

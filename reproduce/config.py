@@ -435,7 +435,8 @@ def _accepted(hint) -> str:
     if typing.get_origin(hint) is tuple:
         item = typing.get_args(hint)[0].__name__
         return f"tuple: {item}s separated by commas, no brackets (e.g. {'-1,-2' if item == 'int' else '0.08,1.0'})"
-    return getattr(hint, "__name__", str(hint)) + (" (plain ASCII digits)" if hint in (int, float) else "")
+    return getattr(hint, "__name__", str(hint)) + {int: " (plain ASCII digits)",
+                                                   float: " (plain ASCII, e.g. 0.001 or 1e-3)"}.get(hint, "")
 
 
 def as_dict(cfg: TrainConfig) -> dict:

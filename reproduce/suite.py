@@ -267,4 +267,7 @@ def _train_row(name: str, output: Path, cfg, seed: int, results_dir: Path, log) 
     record: Record | None = train(cfg, output, experiment=name, resume=True, log=log,
                                   resume_hint="the same `reproduce suite` command continues from it")
     path = write_record(record, results_dir) if record is not None else None
+    if record is not None and record.metrics.get("timed_busy"):  # as `reproduce train` says it
+        log(f"[{name} seed {seed}] warning: other processes kept up to {record.metrics.timed_other_cores:.1f} cores "
+            "busy while it trained: its train_img_per_s is a busy machine's figure (timed_busy in the record)")
     return RowOutcome(name, seed, status, time.perf_counter() - start, path)

@@ -124,6 +124,7 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     started = time.perf_counter()
     try:
         _loop(run, step_fn, batches, memo, stop)
+        agree = ranks_agree(student, procs)  # a collective too: a peer may end here as well
     except (NonFiniteLoss, StorageError, DataError) as exc:  # a full or read-only disk; an image that cannot be read
         raise type(exc)(f"{message_of(exc)}; {files.kept()}") from None  # (a DataLoader worker's: one line, not 15)
     except KeyboardInterrupt:  # where the checkpoint stands, not the loop: an epoch is counted before it is evaluated
@@ -133,7 +134,6 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
             raise
         # the survivor printed gloo's 40-line traceback and nothing of the checkpoint (a hostile pass)
         raise PeerLost(f"another process of the run ended ({_first_sentence(message_of(exc))}); {files.kept()}") from None
-    agree = ranks_agree(student, procs)
     if not agree:
         log("warning: the ranks ended with different weights (DDP desynchronised)")
     return files.finish(run, time.perf_counter() - started, ranks_identical=agree)
@@ -161,11 +161,12 @@ class Run:
 
 
 def lost_peer(exc: RuntimeError) -> bool:
-    """Whether a collective failed because another rank is gone: NCCL's and gloo's errors (gloo's are plain
-    RuntimeErrors, "[…/gloo/transport/tcp/pair.cc:545] Read error …: Connection reset by peer")."""
-    text = str(exc)
-    return isinstance(exc, dist.DistError) or any(sign in text for sign in (
-        "Connection reset by peer", "Connection closed by peer", "Broken pipe", "/gloo/", "NCCL"))
+    """Whether a collective failed because another rank's end closed its connection: torch's network error, or
+    gloo's plain RuntimeError ("[…/gloo/transport/tcp/pair.cc:545] Read error …: Connection reset by peer"). Not a
+    timeout (a peer may be slow, not gone) nor any other gloo or NCCL error (a desynchronised collective, this rank's
+    out of memory): those keep their traceback."""
+    return isinstance(exc, dist.DistNetworkError) or any(sign in str(exc) for sign in (
+        "Connection reset by peer", "Connection closed by peer", "Broken pipe"))
 
 
 def _first_sentence(text: str) -> str:

@@ -32,6 +32,7 @@ exit "$code"
     ([2], 2, ["run"]),
     ([130], 130, ["run"]),  # a Ctrl-C of the first step read as a usage error, 2 (a hostile pass)
     ([143], 143, ["run"]),
+    ([1], 2, ["run"]),  # the size step crashed: no verdict, never the gate's "regression" (a review)
     ([0, 1], 1, ["run", "check"]),  # an exact quantity changed: no speed A/B
     ([0, 0, 1, 1], 1, ["run", "check", "check", "check"]),  # a slowdown confirmed
     ([0, 0, 1, 0], 0, ["run", "check", "check", "check"]),  # not confirmed

@@ -15,12 +15,17 @@ from reproduce.checkpoints import CheckpointState, _world_changes
 from reproduce.train import _first_sentence, lost_peer
 
 
-def _environ(pid: int) -> dict[str, str]:
+def _rank_of(pid: int, agent: int) -> str | None:
+    """The RANK of a process that torchrun's agent `agent` started (its DataLoader workers are not), or None; a
+    process that ends while it is read is none."""
     try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
         raw = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
-        return {}
-    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+        return None
+    if int(stat[stat.rindex(b")") + 2:].split()[1]) != agent:
+        return None
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item).get("RANK")
 
 
 def test_a_rank_whose_peer_is_killed_says_so_in_one_line_naming_the_checkpoint(tmp_path):
@@ -37,9 +42,7 @@ def test_a_rank_whose_peer_is_killed_says_so_in_one_line_naming_the_checkpoint(t
         deadline = time.monotonic() + 240
         while '"epoch": 1, "step": 2,' not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
             time.sleep(0.05)
-        ranks = [p for p in map(int, filter(str.isdigit, os.listdir("/proc")))
-                 if _environ(p).get("TORCHELASTIC_RUN_ID") and _environ(p).get("RANK") == "1"
-                 and str(tmp_path) in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+        ranks = [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _rank_of(p, run.pid) == "1"]
         assert ranks, "rank 1 not found"
         os.kill(ranks[0], signal.SIGKILL)
         err = run.communicate(timeout=120)[1]
@@ -58,7 +61,13 @@ def test_gloo_and_nccl_errors_read_as_a_lost_peer_and_others_do_not():
     gloo = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
                         "[127.0.0.1]:30091: Connection reset by peer. This is typically caused by a remote failure")
     assert lost_peer(gloo) and _first_sentence(str(gloo)) == "Read error [127.0.0.1]:30091: Connection reset by peer"
-    assert lost_peer(dist.DistBackendError("NCCL communicator was aborted"))
+    assert lost_peer(dist.DistNetworkError("failed to recv, got 0 bytes"))
+    # our own desynchronised collective, a slow peer, this rank's memory: their tracebacks stay (a review)
+    assert not lost_peer(RuntimeError("[enforce fail at ../third_party/gloo/gloo/transport/tcp/pair.cc:446] "
+                                      "op.preamble.length <= op.nbytes. 8 vs 4"))
+    assert not lost_peer(RuntimeError("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out "
+                                      "waiting 1800000ms for recv operation to complete"))
+    assert not lost_peer(dist.DistBackendError("NCCL error: unhandled cuda error, NCCL version 2.21.5 out of memory"))
     assert not lost_peer(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)"))
 
 
@@ -77,14 +86,17 @@ def test_every_command_shuts_its_process_group_down(tmp_path, monkeypatch):
 
 
 def test_a_change_of_process_count_at_a_resume_is_kept_in_the_records_notes():
-    state = CheckpointState("debug", {}, resumed_from=[
-        {"path": "a", "sha256": "x", "epoch": 2, "step": 0, "world_size": 2},   # written by 2, resumed on 2
-        {"path": "a", "sha256": "y", "epoch": 4, "step": 0, "world_size": 2},   # written by 2, resumed on 1
-        {"path": "a", "sha256": "z", "epoch": 5, "step": 0, "world_size": 1},   # written by 1, resumed on 1
-    ])
-    assert _world_changes(state, 1) == [
-        "resumed at epoch 4 on 1 process(es), from a checkpoint of 2: the data order and random draws from there on "
-        "are not an uninterrupted run's"]
-    assert _world_changes(CheckpointState("debug", {}), 2) == []
-    older = [{"path": "a", "sha256": "x", "epoch": 2, "step": 0, "world_size": None}]  # before world_size was kept
-    assert _world_changes(CheckpointState("debug", {}, resumed_from=older), 2) == []
+    def state(*resumed, epoch=6, step=0):
+        entries = [{"path": "a", "sha256": "x", "epoch": e, "step": 0, **({"world_size": w} if w else {})}
+                   for e, w in resumed]
+        return CheckpointState("debug", {}, epoch=epoch, step=step, resumed_from=entries)
+
+    # written by 2 and resumed on 2 (epoch 2); written by 2, resumed on 1 (epoch 4); written by 1, resumed on 1
+    assert _world_changes(state((2, 2), (4, 2), (5, 1)), 1) == [
+        "resumed with 4 epochs done (0 steps of the next) on 1 process(es), from a checkpoint of 2: the data order "
+        "and random draws from there on are not an uninterrupted run's"]
+    assert _world_changes(state(), 2) == []
+    # entries of checkpoints from before world_size was kept have no such key (a review: a KeyError after training)
+    assert _world_changes(state((2, None), (4, None)), 1) == []
+    # a resume of a finished run that only writes its missing record trains nothing on its process count (a review)
+    assert _world_changes(state((6, 2)), 1) == []
