@@ -71,6 +71,11 @@ class Process:
     versions: dict[str, str | None]
     wall_median_s: dict[str, float] | None = None  # median wall time per call (a quiet machine's check on waiting)
     others_busy: dict[str, bool] | None = None  # other processes or the hypervisor took CPU (our own waiting aside)
+    # every timed call's CPU and wall seconds and the cores others kept busy, for a reader of --ab-record: the verdict
+    # reads medians, which a slowdown confined to a minority of calls does not move (docs/regression-gate.md)
+    calls_cpu_s: dict[str, list[float]] | None = None
+    calls_wall_s: dict[str, list[float]] | None = None
+    other_cores: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,8 @@ def run(against: str | None, against_python: str | None, *, tol: Tolerances, rou
     current = Side("current", repo, sys.executable, describe_tree(repo))
     python = check_python(against_python) if against_python else sys.executable
     with _terminate_as_interrupt(), reference_tree(repo, against) as (tree, commit):
+        if against is not None:
+            _check_workloads(tree, workloads, f"--against {against}: commit {commit}")
         reference = Side("reference", tree, python, commit)
         processes = measure(reference, current, rounds=rounds, calls=calls, workloads=workloads, progress=progress)
     paired = tuple(judge(name, spec, processes, tol) for name, spec in workloads.items())
@@ -187,6 +194,17 @@ def reference_tree(repo: Path, against: str | None) -> Iterator[tuple[Path, str]
         yield Path(folder), commit[:12]
 
 
+def _check_workloads(tree: Path, workloads: dict[str, str], what: str) -> None:
+    """UsageError unless every workload's function is defined in `tree`'s code: a commit from before the gate
+    started a worker first and failed in two lines naming a temporary folder already removed (a hostile pass)."""
+    for spec in workloads.values():
+        module, _, function = spec.partition(":")
+        source = tree / (module.replace(".", "/") + ".py")
+        if not source.is_file() or f"def {function}(" not in source.read_text(encoding="utf-8", errors="replace"):
+            raise UsageError(f"{what} predates the A/B gate's workloads ({spec} is not in it); choose a later "
+                             "reference commit (results/baselines/ab-reference names the current one)")
+
+
 def check_python(python: str) -> str:
     """An interpreter that has torch and timm installed (found, not imported: that takes seconds; a broken install
     fails in the first worker, with its message), or a usage error saying which part is missing."""
@@ -246,12 +264,19 @@ def run_worker(side: Side, specs: list[str], calls: int) -> Process:
     return Process(side.name, {s: statistics.median(r["cpu_s"]) for s, r in results.items()},
                    {s: _busy(r["load"]) for s, r in results.items()}, {s: r["what"] for s, r in results.items()},
                    data["versions"], {s: statistics.median(r["wall_s"]) for s, r in results.items()},
-                   {s: _others_busy(r["load"]) for s, r in results.items()})
+                   {s: _others_busy(r["load"]) for s, r in results.items()},
+                   {s: list(r["cpu_s"]) for s, r in results.items()}, {s: list(r["wall_s"]) for s, r in results.items()},
+                   {s: round(_other_cores(r["load"]), 3) for s, r in results.items()})
 
 
 def _busy(load: list[dict[str, Any]]) -> bool:
     start, end = (MachineLoad.parse(c["wall_s"], c["own_cpu_s"], c["stat"]) for c in load)
     return is_contended(*end.since(start), cuda=False)
+
+
+def _other_cores(load: list[dict[str, Any]]) -> float:
+    start, end = (MachineLoad.parse(c["wall_s"], c["own_cpu_s"], c["stat"]) for c in load)
+    return end.since(start)[0]
 
 
 def _others_busy(load: list[dict[str, Any]]) -> bool:

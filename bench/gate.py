@@ -8,13 +8,19 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 from bench import baselines, check
-from bench.errors import UsageError, check_folder
+from bench.errors import UsageError, check_folder, kind_of
 from bench.protocols import AB_ROUNDS
+from bench.record import RecordError, read_record
 from bench.store import hold_folder
+
+# The smallest slowdown the gate may be asked to tell from no change: below a percent, these machines' paired
+# rounds cannot resolve it (docs/regression-gate.md: power), and a floor of 0 turns every noise into a verdict.
+MIN_SPEED_FLOOR = 0.01
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
     args.speed_floor = check.Tolerances.speed_floor if args.speed_floor is None else args.speed_floor
     args.accuracy_tol = check.Tolerances.accuracy_points if args.accuracy_tol is None else args.accuracy_tol
     args.rounds = AB_ROUNDS if args.rounds is None else args.rounds
-    if not (math.isfinite(args.speed_floor) and 0 <= args.speed_floor < 1):
-        raise UsageError(f"--speed-floor must be a finite number in [0, 1), got {args.speed_floor}")
+    if not (math.isfinite(args.speed_floor) and MIN_SPEED_FLOOR <= args.speed_floor < 1):
+        # a floor of 0 (1e-400 reads as 0.0) undid the busy-machine rule, and an unchanged tree read as "improved"
+        raise UsageError(f"--speed-floor must be a number from {MIN_SPEED_FLOOR} to below 1 (a fraction: 0.06 is "
+                         f"6 %), got {args.speed_floor}")
     rows = _baseline_rows(args) if args.baseline is not None else []
     if args.baseline is not None and args.write_baseline:
         return 0
@@ -103,6 +111,7 @@ def _ab_rows(args: argparse.Namespace) -> list:
     if args.ab_record is not None:
         if args.ab_record.is_dir():
             raise UsageError(f"--ab-record {args.ab_record} is a folder; give a file name, e.g. {args.ab_record / 'ab.json'}")
+        _refuse_to_replace(args.ab_record)
         check_folder(args.ab_record.parent, "--ab-record's folder")
     tol = check.Tolerances(speed_floor=args.speed_floor)
     result = ab.run(args.against, args.against_python, tol=tol, rounds=args.rounds,
@@ -114,6 +123,21 @@ def _ab_rows(args: argparse.Namespace) -> list:
         except OSError as exc:  # the verdict stands without its file: a full disk must not turn it into exit 2
             print(f"bench check: warning: the A/B record was not written: {exc}", file=sys.stderr)
     return ab.rows(result)
+
+
+def _refuse_to_replace(path: Path) -> None:
+    """The A/B record is written by renaming a new file over `path`: a FIFO, /dev/null (as root), the README or a
+    run's record there would have been replaced (a hostile pass). Only an earlier A/B record may be."""
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_file():
+        raise UsageError(f"--ab-record {path} is {kind_of(path)}, which the record would replace; give a new file name")
+    try:
+        read_record(path)
+    except RecordError as exc:
+        if exc.other and "A/B" in str(exc):
+            return  # an earlier A/B record: replaced, as a rerun of the documented command does
+    raise UsageError(f"--ab-record {path} exists and is not an A/B record; it would be replaced: give a new file name")
 
 
 def _report(args: argparse.Namespace, rows: list) -> int:
@@ -130,8 +154,10 @@ def _report(args: argparse.Namespace, rows: list) -> int:
     if failed:
         print(f"\n{failed} of {len(rows)} gates failed")
     elif counts["inconclusive"]:
-        print(f"\n{counts['inconclusive']} of {len(rows)} gates inconclusive (exit 3): slower than the floor, but "
-              "within the noise or measured on a busy machine; measure again on a quiet machine to decide")
+        # each row's note says why (slower than the floor but not clearly, a busy machine, or an interval too wide
+        # to pass); one reason for all of them contradicted rows with another (a hostile pass)
+        print(f"\n{counts['inconclusive']} of {len(rows)} gates inconclusive (exit 3): not decided, for the reason in "
+              "each row's note; measure again, on a quiet machine, to decide")
     else:
         print(f"\nall {len(rows)} gates pass ({counts['skipped']} skipped)")
     if args.baseline is not None:

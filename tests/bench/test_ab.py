@@ -4,6 +4,7 @@ pairing and verdicts as `bench check --against`, in seconds. The real workloads'
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from scipy.stats import wilcoxon
@@ -130,6 +131,11 @@ def test_an_unchanged_tree_passes_and_a_doubled_loop_is_a_regression(repo):
     assert paired.verdict == "inconclusive" or 0.8 < math.exp(paired.shift.estimate) < 1.25, paired  # then no estimate
     assert same.reference.commit == git(repo, "rev-parse", "--short=12", "HEAD")
     assert [p.side for p in same.processes] == ["reference", "current", "current", "reference"] * 3
+    # the record keeps every timed call, not only the medians the verdict reads (a hostile pass: docs said so)
+    first = same.processes[0]
+    (calls,) = first.calls_cpu_s.values()
+    assert len(calls) == same.calls and min(calls) <= first.median_s[next(iter(first.median_s))] <= max(calls)
+    assert len(next(iter(first.calls_wall_s.values()))) == same.calls and first.other_cores is not None
     (repo / "bench" / "tiny.py").write_text(WORK.format(n=120_000))  # the working tree does twice the work
     for _ in range(3):  # a busy machine makes the gate say inconclusive, as it should: measure again (CI, 2026-12-05)
         slower = run(repo)
@@ -165,8 +171,8 @@ def test_what_cannot_be_measured_is_a_usage_error_naming_it(repo, tmp_path):
     git(repo, "rm", "-qf", "bench/tiny.py")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "no workload")
     (repo / "bench" / "tiny.py").write_text(WORK.format(n=10))
-    with pytest.raises(UsageError, match="the reference side .* failed to measure"):
-        run(repo)
+    with pytest.raises(UsageError, match="predates the A/B gate's workloads .bench.tiny:gate_workload is not in it."):
+        run(repo)  # said before a worker starts (it said "the reference side … failed to measure", in two lines)
 
 
 def test_an_interrupted_ab_leaves_no_reference_tree_behind(repo, monkeypatch):
@@ -190,6 +196,11 @@ def test_an_interrupted_ab_leaves_no_reference_tree_behind(repo, monkeypatch):
     (["--against", "no-such-commit-anywhere"], "is not a commit"),
     (["--against", "HEAD", "--speed-floor", "nan"], "--speed-floor must be"),
     (["--against", "HEAD", "--ab-record", "tests"], "is a folder; give a file name"),
+    # a floor of 0 (1e-400 reads as 0.0) undid the busy rule: an unchanged tree read as "improved" (a hostile pass)
+    (["--against", "HEAD", "--speed-floor", "1e-400"], "--speed-floor must be a number from 0.01 to below 1"),
+    # the record is renamed over what is there: a device, the README, a run's record (a hostile pass)
+    (["--against", "HEAD", "--ab-record", "/dev/null"], "--ab-record /dev/null is a character device"),
+    (["--against", "HEAD", "--ab-record", "README.md"], "--ab-record README.md exists and is not an A/B record"),
     # options the mode would not read (a hostile pass: each was silently ignored)
     (["--baseline", "results/baselines", "--speed-floor", "0.5"], "a comparison with --baseline uses the floor"),
     (["--baseline", "results/baselines", "--accuracy-tol", "50"], "--accuracy-tol is stored by --write-baseline"),
@@ -217,3 +228,19 @@ def test_a_terminated_ab_leaves_no_reference_tree_behind(repo, monkeypatch):
         run(repo)
     assert seen and not seen[0].exists()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
+
+
+def test_an_earlier_ab_record_may_be_replaced_and_a_commit_without_the_workloads_is_refused_up_front(tmp_path):
+    import shutil
+
+    from bench.gate import _refuse_to_replace
+
+    earlier = tmp_path / "ab.json"
+    shutil.copy(Path(__file__).resolve().parents[2] / "results/side-checks/ab-gate-2026-12-05/dependency-ab.json",
+                earlier)
+    _refuse_to_replace(earlier)  # the documented command run again
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "speed.py").write_text("def time_forward():\n    pass\n")
+    # before: a worker started, then two lines naming a temporary folder already removed (a hostile pass)
+    with pytest.raises(UsageError, match="commit abc predates the A/B gate's workloads .bench.speed:gate_workload"):
+        ab._check_workloads(tmp_path, {"x": "bench.speed:gate_workload"}, "--against v0: commit abc")

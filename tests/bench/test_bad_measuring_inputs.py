@@ -232,7 +232,7 @@ def test_evaluation_has_its_own_batch_size(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["run", "--variant", "debug", "--metrics", "relspeed", "--budget-s", "nan"], "--budget-s must be a finite number"),
     (["check", "--write-baseline", "--baseline", "B", "--current", "C", "--speed-floor", "nan"],
-     "--speed-floor must be a finite number in [0, 1)"),
+     "--speed-floor must be a number from 0.01 to below 1"),
     (["check", "--write-baseline", "--baseline", "B", "--current", "C", "--accuracy-tol", "-1"],
      "--accuracy-tol must be a finite number in [0, 100)"),
     (["campaign", "--out", "O", "--dry-run", "--device", "cpu", "--budget-s", "inf"], "--budget-s must be at least 60"),
