@@ -91,6 +91,9 @@ def _baseline_rows(args: argparse.Namespace) -> list:
                     print(f"baseline {line}")
             return []
         rows = check.compare(baselines.load_baselines(args.baseline), records)
+        ungated = sorted({check.record_key(r) for r in records if r.kind == "bench"} - {row.key for row in rows})
+        if ungated and not args.json:  # passed over in silence: "all 20 gates pass" beside them (a hostile pass)
+            print(f"not gated (no baseline entry): {', '.join(ungated)}", file=sys.stderr)
         if not rows:
             raise UsageError(f"nothing to gate: no model and metric of --baseline {args.baseline} is in the records "
                              f"of --current {args.current}, nor is one due there; a gate of nothing does not pass")

@@ -584,3 +584,15 @@ def test_write_baseline_says_what_a_new_speed_baseline_replaces_and_what_size_re
     assert cli.main(["check", "--write-baseline", "--baseline", str(tmp_path / "b2"), "--current", str(sizes)]) == 0
     out = capsys.readouterr().out
     assert f"--variant {size_records[0].variant} --metrics relspeed" in out
+
+
+def test_a_record_no_baseline_gates_is_named_not_passed_over(tmp_path, capsys):
+    """A hostile pass: a record with no baseline entry (deit_ti at 256 px) was passed over, "all 20 gates pass"."""
+    from bench import cli
+
+    for size in ([], ["--img-size", "64"]):
+        assert cli.main(["run", "--variant", "debug", "--device", "cpu", "--metrics", "size", *size,
+                         "--results-dir", str(tmp_path), "--json"]) == 0
+    capsys.readouterr()
+    cli.main(["check", "--baseline", "results/baselines/exact.json", "--current", str(tmp_path)])
+    assert "not gated (no baseline entry): debug@64" in capsys.readouterr().err
