@@ -165,9 +165,13 @@ def repository() -> Path:
 
 
 def describe_tree(repo: Path) -> str:
+    """The commit, and whether the tree that runs differs from it: tracked changes, or new Python files in the
+    packages, which the working tree may import (one was measured under the commit's name alone, a hostile pass).
+    Files git ignores (caches, build outputs) do not count."""
     head = _git(repo, "rev-parse", "--short=12", "HEAD")
     dirty = _git(repo, "status", "--porcelain", "--untracked-files=no")
-    return f"{head} + uncommitted changes" if dirty else head
+    new = _git(repo, "ls-files", "--others", "--exclude-standard", "--", "*.py")
+    return f"{head} + uncommitted changes" if dirty else f"{head} + untracked files ({new.split()[0]} …)" if new else head
 
 
 @contextmanager

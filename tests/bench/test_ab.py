@@ -244,3 +244,11 @@ def test_an_earlier_ab_record_may_be_replaced_and_a_commit_without_the_workloads
     # before: a worker started, then two lines naming a temporary folder already removed (a hostile pass)
     with pytest.raises(UsageError, match="commit abc predates the A/B gate's workloads .bench.speed:gate_workload"):
         ab._check_workloads(tmp_path, {"x": "bench.speed:gate_workload"}, "--against v0: commit abc")
+
+
+def test_a_new_python_file_in_the_tree_is_named_with_its_commit(repo):
+    """A hostile pass: an untracked module the working tree imports ran under the commit's name alone."""
+    head = git(repo, "rev-parse", "--short=12", "HEAD")
+    assert ab.describe_tree(repo) == head
+    (repo / "bench" / "helper_new.py").write_text("X = 1\n")
+    assert ab.describe_tree(repo) == f"{head} + untracked files (bench/helper_new.py …)"
