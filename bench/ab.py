@@ -75,7 +75,7 @@ class Process:
     # reads medians, which a slowdown confined to a minority of calls does not move (docs/regression-gate.md)
     calls_cpu_s: dict[str, list[float]] | None = None
     calls_wall_s: dict[str, list[float]] | None = None
-    other_cores: dict[str, float] | None = None
+    other_cores: dict[str, float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,8 +170,11 @@ def describe_tree(repo: Path) -> str:
     Files git ignores (caches, build outputs) do not count."""
     head = _git(repo, "rev-parse", "--short=12", "HEAD")
     dirty = _git(repo, "status", "--porcelain", "--untracked-files=no")
-    new = _git(repo, "ls-files", "--others", "--exclude-standard", "--", "*.py")
-    return f"{head} + uncommitted changes" if dirty else f"{head} + untracked files ({new.split()[0]} …)" if new else head
+    new = [name for name in _git(repo, "ls-files", "-z", "--others", "--exclude-standard", "--", "bench/*.py",
+                                 "reproduce/*.py").split("\0") if name]
+    untracked = f"untracked {', '.join(new[:2])}{' …' if len(new) > 2 else ''}" if new else ""
+    changes = " and ".join(part for part in ("uncommitted changes" if dirty else "", untracked) if part)
+    return f"{head} + {changes}" if changes else head
 
 
 @contextmanager
@@ -205,8 +208,9 @@ def _check_workloads(tree: Path, workloads: dict[str, str], what: str) -> None:
         module, _, function = spec.partition(":")
         source = tree / (module.replace(".", "/") + ".py")
         if not source.is_file() or f"def {function}(" not in source.read_text(encoding="utf-8", errors="replace"):
-            raise UsageError(f"{what} predates the A/B gate's workloads ({spec} is not in it); choose a later "
-                             "reference commit (results/baselines/ab-reference names the current one)")
+            raise UsageError(f"{what} does not define {spec}, which this tree's gate times (bench/protocols.py: "
+                             "AB_WORKLOADS): it predates the gate's workloads, or this tree renamed one; give a "
+                             "reference that defines them")
 
 
 def check_python(python: str) -> str:
@@ -270,7 +274,7 @@ def run_worker(side: Side, specs: list[str], calls: int) -> Process:
                    data["versions"], {s: statistics.median(r["wall_s"]) for s, r in results.items()},
                    {s: _others_busy(r["load"]) for s, r in results.items()},
                    {s: list(r["cpu_s"]) for s, r in results.items()}, {s: list(r["wall_s"]) for s, r in results.items()},
-                   {s: round(_other_cores(r["load"]), 3) for s, r in results.items()})
+                   {s: _other_cores(r["load"]) for s, r in results.items()})
 
 
 def _busy(load: list[dict[str, Any]]) -> bool:
@@ -278,9 +282,10 @@ def _busy(load: list[dict[str, Any]]) -> bool:
     return is_contended(*end.since(start), cuda=False)
 
 
-def _other_cores(load: list[dict[str, Any]]) -> float:
+def _other_cores(load: list[dict[str, Any]]) -> float | None:
+    """The cores others kept busy, or None where /proc/stat could not be read (`_others_busy` counts that as busy)."""
     start, end = (MachineLoad.parse(c["wall_s"], c["own_cpu_s"], c["stat"]) for c in load)
-    return end.since(start)[0]
+    return None if start.busy_s is None or end.busy_s is None else round(end.since(start)[0], 3)
 
 
 def _others_busy(load: list[dict[str, Any]]) -> bool:

@@ -129,8 +129,8 @@ def _add_check(sub) -> None:
     check.add_argument("--write-baseline", action="store_true",
                        help="write --baseline from the --current records instead of comparing")
     check.add_argument("--speed-floor", type=float,
-                       help=f"relative slowdown always tolerated: for --against, and stored by --write-baseline "
-                            f"(default {Tolerances.speed_floor})")
+                       help=f"relative slowdown always tolerated, 0.01 to below 1: for --against, and stored by "
+                            f"--write-baseline (default {Tolerances.speed_floor})")
     check.add_argument("--accuracy-tol", type=float,
                        help=f"with --write-baseline: tolerated |Δ top-1/top-5| in points (default {Tolerances.accuracy_points})")
     check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
@@ -143,7 +143,8 @@ def _add_check(sub) -> None:
                          "timm upgrade); the reference side runs --against's code, or this tree's")
     ab.add_argument("--rounds", type=int,
                     help=f"paired rounds, one fresh process per side each (default {AB_ROUNDS}; 6 to 100)")
-    ab.add_argument("--ab-record", type=path_arg, metavar="FILE", help="also write every round's timings here (JSON)")
+    ab.add_argument("--ab-record", type=path_arg, metavar="FILE", help="also write every round's timings here "
+                    "(JSON); an existing file is replaced only if it is an earlier A/B record or empty")
     check.set_defaults(func=_check)
 
 

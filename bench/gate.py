@@ -15,8 +15,10 @@ from pathlib import Path
 from bench import baselines, check
 from bench.errors import UsageError, check_folder, kind_of
 from bench.protocols import AB_ROUNDS
-from bench.record import RecordError, read_record
+from bench.record import AB_ROUNDS_FILE, other_file, read_regular_text
 from bench.store import hold_folder
+
+MAX_AB_RECORD_BYTES = 64 * 2**20  # an A/B record of 100 rounds is well under a megabyte
 
 # The smallest slowdown the gate may be asked to tell from no change: below a percent, these machines' paired
 # rounds cannot resolve it (docs/regression-gate.md: power), and a floor of 0 turns every noise into a verdict.
@@ -91,9 +93,8 @@ def _baseline_rows(args: argparse.Namespace) -> list:
                     print(f"baseline {line}")
             return []
         rows = check.compare(baselines.load_baselines(args.baseline), records)
-        ungated = sorted({check.record_key(r) for r in records if r.kind == "bench"} - {row.key for row in rows})
-        if ungated and not args.json:  # passed over in silence: "all 20 gates pass" beside them (a hostile pass)
-            print(f"not gated (no baseline entry): {', '.join(ungated)}", file=sys.stderr)
+        # passed over in silence beside "all 20 gates pass" (a hostile pass): named in the report and its JSON
+        args.not_gated = sorted({check.record_key(r) for r in records if r.kind == "bench"} - {row.key for row in rows})
         if not rows:
             raise UsageError(f"nothing to gate: no model and metric of --baseline {args.baseline} is in the records "
                              f"of --current {args.current}, nor is one due there; a gate of nothing does not pass")
@@ -130,17 +131,28 @@ def _ab_rows(args: argparse.Namespace) -> list:
 
 def _refuse_to_replace(path: Path) -> None:
     """The A/B record is written by renaming a new file over `path`: a FIFO, /dev/null (as root), the README or a
-    run's record there would have been replaced (a hostile pass). Only an earlier A/B record may be."""
+    run's record there would have been replaced (a hostile pass). Only an earlier A/B record may be, or an empty file
+    (`mktemp`'s); a link is refused, since the rename would replace the link, not what it points to."""
     if not os.path.lexists(path):
         return
-    if path.is_symlink() or not path.is_file():
-        raise UsageError(f"--ab-record {path} is {kind_of(path)}, which the record would replace; give a new file name")
+    refuse = f"--ab-record {path}"
+    if path.is_symlink():
+        raise UsageError(f"{refuse} is a symbolic link, which the record would replace; give the file itself or a new "
+                         "name")
+    if not path.is_file():
+        raise UsageError(f"{refuse} is {kind_of(path)}, which the record would replace; give a new file name")
+    size = path.stat().st_size
+    if size == 0:
+        return
+    if size > MAX_AB_RECORD_BYTES:  # read whole to be identified: a checkpoint there was read into memory first
+        raise UsageError(f"{refuse} exists ({size:,} bytes, more than an A/B record holds); give a new file name")
     try:
-        read_record(path)
-    except RecordError as exc:
-        if exc.other and "A/B" in str(exc):
-            return  # an earlier A/B record: replaced, as a rerun of the documented command does
-    raise UsageError(f"--ab-record {path} exists and is not an A/B record; it would be replaced: give a new file name")
+        data = json.loads(read_regular_text(path))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not JSON"
+        raise UsageError(f"{refuse} exists and cannot be read as an A/B record ({why}); give a new file name") from None
+    if other_file(data) != AB_ROUNDS_FILE:
+        raise UsageError(f"{refuse} exists and is not an A/B record; it would be replaced: give a new file name")
 
 
 def _report(args: argparse.Namespace, rows: list) -> int:
@@ -150,17 +162,20 @@ def _report(args: argparse.Namespace, rows: list) -> int:
     if args.json:
         print(json.dumps({"baseline": str(args.baseline) if args.baseline else None, "against": args.against,
                           "against_python": args.against_python, "failed": failed, "exit_code": code,
+                          "not_gated": getattr(args, "not_gated", []),
                           "rows": [dict(r.__dict__, failed=r.failed) for r in rows]}, indent=2))
         return code
     print(check.format_rows(rows))
+    if getattr(args, "not_gated", None):
+        print(f"\nnot gated (no baseline entry): {', '.join(args.not_gated)}")
     counts = {v: sum(r.verdict == v for r in rows) for v in ("skipped", "inconclusive")}
     if failed:
         print(f"\n{failed} of {len(rows)} gates failed")
     elif counts["inconclusive"]:
-        # each row's note says why (slower than the floor but not clearly, a busy machine, or an interval too wide
-        # to pass); one reason for all of them contradicted rows with another (a hostile pass)
-        print(f"\n{counts['inconclusive']} of {len(rows)} gates inconclusive (exit 3): not decided, for the reason in "
-              "each row's note; measure again, on a quiet machine, to decide")
+        # each row's note says why and what would decide it (a quiet machine, more rounds, the baseline's batch); one
+        # reason for all of them contradicted rows with another (a hostile pass)
+        print(f"\n{counts['inconclusive']} of {len(rows)} gates inconclusive (exit 3): not decided; each row's note "
+              "says why, and what would decide it")
     else:
         print(f"\nall {len(rows)} gates pass ({counts['skipped']} skipped)")
     if args.baseline is not None:

@@ -87,7 +87,7 @@ class Record:
                              "writes") from None
         required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
                     and f.default_factory is dataclasses.MISSING]
-        if isinstance(data, dict) and "schema_version" not in data and (what := _other_file(data)):
+        if isinstance(data, dict) and "schema_version" not in data and (what := other_file(data)):
             raise OtherFile(f"{what}, not a run's record")
         if not isinstance(data, dict) or "schema_version" not in data:
             raise ValueError("not a deit-bench record (a JSON object with schema_version, kind, variant, settings, "
@@ -170,14 +170,18 @@ class OtherFile(ValueError):
 # The project's other JSON files, by the keys that tell each apart. A folder of records may hold them:
 # docs/regression-gate.md keeps the A/B rounds beside the size records it gates (`--ab-record $now/ab.json`), and
 # every later `bench check --current $now` was then refused (a hostile pass).
-OTHER_FILES = {
-    "bench check --ab-record's A/B rounds": {"reference", "current", "rounds", "processes"},
+AB_ROUNDS_FILE = "bench check --ab-record's A/B rounds"
+OTHER_FILES = {  # every key `bench/ab.py: write` has written since the gate began
+    AB_ROUNDS_FILE: {"reference", "current", "rounds", "calls", "processes", "workloads", "seconds", "machine",
+                     "measured_at"},
     "bench campaign's state": {"device", "dry_run", "outcomes"},
 }
 
 
-def _other_file(data: dict) -> str | None:
-    return next((what for what, keys in OTHER_FILES.items() if keys <= set(data)), None)
+def other_file(data: object) -> str | None:
+    """Which of the project's other JSON files `data` (parsed) is, or None."""
+    keys = set(data) if isinstance(data, dict) else set()
+    return next((what for what, needed in OTHER_FILES.items() if needed <= keys), None)
 
 
 def read_record(path: Path, check: Callable[[Record], None] | None = None) -> Record:

@@ -594,5 +594,8 @@ def test_a_record_no_baseline_gates_is_named_not_passed_over(tmp_path, capsys):
         assert cli.main(["run", "--variant", "debug", "--device", "cpu", "--metrics", "size", *size,
                          "--results-dir", str(tmp_path), "--json"]) == 0
     capsys.readouterr()
-    cli.main(["check", "--baseline", "results/baselines/exact.json", "--current", str(tmp_path)])
-    assert "not gated (no baseline entry): debug@64" in capsys.readouterr().err
+    args = ["check", "--baseline", "results/baselines/exact.json", "--current", str(tmp_path)]
+    assert cli.main(args) == 1  # the other baselined models are missing
+    assert "\nnot gated (no baseline entry): debug@64\n" in capsys.readouterr().out  # debug@32 is gated
+    assert cli.main([*args, "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["not_gated"] == ["debug@64"]
