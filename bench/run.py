@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from bench import best, compiling, gpu, machine, peak, size, speed
 from bench.accuracy import EvalOptions, build_model, find_eval_data, measure_accuracy
+from bench.errors import plain_number
 from bench.predictions import check_destination
 from bench.processes import resolve_device
 from bench.protocols import ATTENTIONS, TIMING_PROTOCOLS, Request, check_graph_warmup
@@ -128,9 +129,9 @@ def resolve_settings(variant: Variant, request: Request | None = None, /, **chan
 def _parse_batch(value: str | int) -> int | str:
     if value == "max":
         return "max"
-    try:  # plain ASCII digits: int() reads `1_6` as 16 (argparse's types are the same, errors.Parser)
-        number = int(value) if isinstance(value, int) or (value.isascii() and "_" not in value) else 0
-    except (AttributeError, TypeError, ValueError):
+    try:
+        number = value if isinstance(value, int) else plain_number(int, value)
+    except (TypeError, ValueError):
         number = 0
     if number < 1:
         raise ValueError(f"--batch-size must be a positive integer or 'max', got {value!r}")

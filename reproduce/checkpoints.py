@@ -294,6 +294,14 @@ class RunFiles:
         return record
 
 
+def busy_warning(record: Record) -> str | None:
+    """What a training record's `timed_busy` means, for the end of `reproduce train` and of a suite row."""
+    if not record.metrics.get("timed_busy"):
+        return None
+    return (f"other processes kept up to {record.metrics.timed_other_cores:.1f} cores busy while it trained: its "
+            "train_img_per_s is a busy machine's figure (timed_busy in the record)")
+
+
 def _world_changes(state: CheckpointState, world: int) -> list[str]:
     """`check_world`'s warning, kept in the record's notes: it was said at the resume and lost from the record, whose
     world_size names the last start alone (a hostile pass). A start counts only where it trained: a resume that only

@@ -190,7 +190,7 @@ def _config_record(name: str, cfg: TrainConfig, folder: Path) -> Path:
 
 def _train(args) -> int:
     from bench.record import write_record  # late: torch and timm load only for the commands that train
-    from reproduce.checkpoints import unrecorded
+    from reproduce.checkpoints import busy_warning, unrecorded
     from reproduce.train import train
 
     cfg = check_ready(resolve_config(args.experiment, args.data, args.set))
@@ -220,9 +220,8 @@ def _train(args) -> int:
                                f"into {args.results_dir} once there is room") from None
         top = {k: round(v, 2) for k, v in record.metrics.items() if k.startswith("final_val_top1")}
         print(f"record: {path}  {top}", file=sys.stderr)
-        if record.metrics.get("timed_busy"):
-            print(f"warning: other processes kept up to {record.metrics.timed_other_cores:.1f} cores busy while it "
-                  "trained: its train_img_per_s is a busy machine's figure (timed_busy in the record)", file=sys.stderr)
+        if (busy := busy_warning(record)) is not None:
+            print(f"warning: {busy}", file=sys.stderr)
     return 0
 
 

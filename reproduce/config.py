@@ -14,6 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, fields
 
+from bench.errors import plain_number
 from bench.processes import MAX_WORKERS
 from bench.record import PATH_FIELDS  # the files and folders a run reads
 from reproduce.accepts import (
@@ -414,18 +415,10 @@ def _parse(key: str, text: str, hint):
             return text.lower() in ("true", "1", "yes")
         if typing.get_origin(hint) is tuple:
             item_type = typing.get_args(hint)[0]
-            return tuple(_number(item_type, part.strip()) for part in text.split(",") if part.strip())
-        return _number(hint, text) if hint in (int, float) else hint(text)
+            return tuple(plain_number(item_type, part.strip()) for part in text.split(",") if part.strip())
+        return plain_number(hint, text)
     except ValueError:
         raise ConfigError(f"--set {key}={text!r}: not a valid {_accepted(hint)}") from None
-
-
-def _number(kind: type, text: str) -> int | float:
-    """An int or float as written in plain ASCII: Python also reads `2_0` as 20 and Arabic-Indic digits, so
-    `epochs=2_0`, a typo, trained 20 epochs (a hostile pass)."""
-    if kind in (int, float) and (not text.isascii() or "_" in text):
-        raise ValueError(text)
-    return kind(text)
 
 
 def _accepted(hint) -> str:

@@ -27,7 +27,7 @@ from bench.record import Record, load_records, portable_paths, write_record
 from bench.scales import SCALE_PREFIX, TABLE3_EXPERIMENTS, experiment_name, teacher_experiment
 from bench.store import hold_folder, write_text_atomic
 from reproduce import experiments
-from reproduce.checkpoints import config_differences, run_env, unrecorded
+from reproduce.checkpoints import busy_warning, config_differences, run_env, unrecorded
 from reproduce.config import LABEL_TEACHER, ConfigError, override
 from reproduce.reads import unread_fields
 from reproduce.train import train
@@ -267,7 +267,6 @@ def _train_row(name: str, output: Path, cfg, seed: int, results_dir: Path, log) 
     record: Record | None = train(cfg, output, experiment=name, resume=True, log=log,
                                   resume_hint="the same `reproduce suite` command continues from it")
     path = write_record(record, results_dir) if record is not None else None
-    if record is not None and record.metrics.get("timed_busy"):  # as `reproduce train` says it
-        log(f"[{name} seed {seed}] warning: other processes kept up to {record.metrics.timed_other_cores:.1f} cores "
-            "busy while it trained: its train_img_per_s is a busy machine's figure (timed_busy in the record)")
+    if record is not None and (busy := busy_warning(record)) is not None:  # as `reproduce train` says it
+        log(f"[{name} seed {seed}] warning: {busy}")
     return RowOutcome(name, seed, status, time.perf_counter() - start, path)

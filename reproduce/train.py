@@ -111,7 +111,6 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     model = DistributedDataParallel(student) if procs.world > 1 else student
     step_fn = torch.compile(model) if cfg.compile else model
     files.trim_log(state, log)
-    stop = _PreemptionFlag()
     named = f"; teacher {cfg.teacher_checkpoint}, sha256 {teacher_sha256[:12]}" if teacher_sha256 else ""
     log(f"{experiment}: {variant.name} ({cfg.teacher_signals()}{named}), "
         f"{len(train_set)} train / {len(val_set)} val images, {procs.world} × {per_rank} = {cfg.batch_size} per step, "
@@ -122,6 +121,7 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
     run = Run(cfg, experiment, procs, files, state, recipe, student, variant, per_rank, val_set, prep, log,
               env, {"amp": amp, "amp_why": amp_why})
     started = time.perf_counter()
+    stop = _PreemptionFlag()
     try:
         _loop(run, step_fn, batches, memo, stop)
         agree = ranks_agree(student, procs)  # a collective too: a peer may end here as well
@@ -134,6 +134,8 @@ def _train(cfg: TrainConfig, procs: Processes, output: Path, experiment: str, re
             raise
         # the survivor printed gloo's 40-line traceback and nothing of the checkpoint (a hostile pass)
         raise PeerLost(f"another process of the run ended ({_first_sentence(message_of(exc))}); {files.kept()}") from None
+    finally:
+        stop.restore()
     if not agree:
         log("warning: the ranks ended with different weights (DDP desynchronised)")
     return files.finish(run, time.perf_counter() - started, ranks_identical=agree)
@@ -419,8 +421,13 @@ class _PreemptionFlag:
 
     def __init__(self) -> None:
         self.flag = False
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._set)
+        self.before = {sig: signal.signal(sig, self._set) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+
+    def restore(self) -> None:
+        """The handlers from before the loop: left in place, they swallowed a SIGTERM after it, between a suite's
+        rows (its Table 4 records, a teacher's evaluation) as in a test that trains in-process (a review)."""
+        for sig, handler in self.before.items():
+            signal.signal(sig, handler)
 
     def _set(self, signum, frame) -> None:
         self.flag = True

@@ -100,3 +100,14 @@ def test_a_change_of_process_count_at_a_resume_is_kept_in_the_records_notes():
     assert _world_changes(state((2, None), (4, None)), 1) == []
     # a resume of a finished run that only writes its missing record trains nothing on its process count (a review)
     assert _world_changes(state((6, 2)), 1) == []
+
+
+def test_training_gives_the_stop_signals_back_when_it_ends(tmp_path):
+    """The pre-emption handlers stayed after train() returned: a SIGTERM between a suite's rows set a flag nobody
+    read, and the suite went on."""
+    from reproduce.cli import resolve_config
+    from reproduce.train import train
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)
+    train(resolve_config("debug", None, ["epochs=1"]), tmp_path, experiment="debug", resume=False, log=lambda _: None)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)) == before
