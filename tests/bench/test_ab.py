@@ -143,7 +143,9 @@ def test_an_unchanged_tree_passes_and_a_doubled_loop_is_a_regression(repo):
     else:
         pytest.skip(f"the machine stayed too busy for a verdict in three A/B runs ({paired.why})")
     assert paired.verdict == "regression", paired
-    assert 1.6 < math.exp(paired.shift.estimate) < 2.5
+    # twice the work; on a busy machine one round read 1.15 and the estimate 1.58 (a regression all the same: 2 of
+    # about 60 runs failed a bound of 1.6, 2026-12-06), so the bound says "clearly slower", not "exactly 2x"
+    assert 1.3 < math.exp(paired.shift.estimate) < 2.5
     assert slower.current.commit.endswith("+ uncommitted changes")
     assert ab.rows(slower)[0].failed
 
