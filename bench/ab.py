@@ -277,25 +277,31 @@ def run_worker(side: Side, specs: list[str], calls: int) -> Process:
                    {s: _other_cores(r["load"]) for s, r in results.items()})
 
 
-def _busy(load: list[dict[str, Any]]) -> bool:
+def _span(load: list[dict[str, Any]]) -> tuple[MachineLoad, MachineLoad]:
+    """The counters a worker read before and after its timed calls."""
     start, end = (MachineLoad.parse(c["wall_s"], c["own_cpu_s"], c["stat"]) for c in load)
+    return start, end
+
+
+def _busy(load: list[dict[str, Any]]) -> bool:
+    start, end = _span(load)
     return is_contended(*end.since(start), cuda=False)
 
 
 def _other_cores(load: list[dict[str, Any]]) -> float | None:
     """The cores others kept busy, or None where /proc/stat could not be read (`_others_busy` counts that as busy)."""
-    start, end = (MachineLoad.parse(c["wall_s"], c["own_cpu_s"], c["stat"]) for c in load)
+    start, end = _span(load)
     return None if start.busy_s is None or end.busy_s is None else round(end.since(start)[0], 3)
 
 
 def _others_busy(load: list[dict[str, Any]]) -> bool:
     """Busy by others' doing: `_busy` less its own share of a core, which also falls when our code waits. Where
     /proc/stat could not be read, others' load is unknown, and counts as busy (the wall-time check then stays out)."""
-    start, end = (MachineLoad.parse(c["wall_s"], c["own_cpu_s"], c["stat"]) for c in load)
-    if start.busy_s is None or end.busy_s is None:
+    others = _other_cores(load)
+    if others is None:
         return True
-    others, steal, _ = end.since(start)
-    return is_contended(others, steal, 1.0, cuda=False)
+    start, end = _span(load)
+    return is_contended(others, end.since(start)[1], 1.0, cuda=False)
 
 
 # ---- judging ----
