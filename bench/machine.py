@@ -23,6 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.errors import plural
+
 # /proc/cpuinfo flags that select different kernels in oneDNN/MKL/ATen (and so change speed and instruction
 # counts): the vector width, FMA, VNNI and the bf16/AMX units.
 KERNEL_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
@@ -60,13 +62,18 @@ class Fingerprint:
         return any(flag in self.isa for flag in NATIVE_BF16_FLAGS)
 
     def label(self) -> str:
-        """A short name for tables: the GPU, or the CPU's name with the widest vector unit and bf16 if native
-        ("AMD EPYC AVX2", "AMD EPYC AVX-512 bf16"), since the name alone does not tell two machines apart."""
+        """A name for tables that tells two machines apart: the CPU's name with the widest vector unit and bf16 if
+        native, then its family, model, stepping and the cores we may use ("AMD EPYC AVX-512 bf16 [f25m17s1, 2
+        cores]"); a GPU's name with its compute capability, driver and power limit. The CPU's name alone is the same
+        on all this project's VMs, and its vector units alone put a 64-core machine's runs in a 2-core machine's
+        column (a hostile pass, 2026-12-06)."""
         if self.device == "cuda":
-            return str(self.gpu_name)
+            power = "" if self.gpu_power_limit_w is None else f", {self.gpu_power_limit_w:g} W"
+            return f"{self.gpu_name} [sm{self.gpu_capability}, driver {self.gpu_driver}{power}]"
         width = "AVX-512" if "avx512f" in self.isa else "AVX2" if "avx2" in self.isa else "AVX" if "avx" in self.isa \
             else "no AVX"
-        return f"{self.cpu_name} {width}" + (" bf16" if self.native_bf16 else "")
+        return (f"{self.cpu_name} {width}" + (" bf16" if self.native_bf16 else "")
+                + f" [f{self.cpu_family}m{self.cpu_model}s{self.cpu_stepping}, {plural(self.cores, 'core')}]")
 
     def id(self) -> str:
         """A readable, file-name-safe name with a hash of every field: equal ids mean equal fingerprints."""

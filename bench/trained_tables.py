@@ -120,7 +120,8 @@ def _paired(records: list[Record], spec: Paired) -> Table:
     bases, changes = found[0::2], found[1::2]
     cells = compare(list(zip(changes, bases)))
     rows = [{spec.head: b.label, base_header: _mean_std(b.values), changed_header: _mean_std(c.values),
-             **{k.replace("Δ", f"Δ {spec.versus}"): v for k, v in cell.items()}, "trained in": b.kind or ""}
+             **{k.replace("Δ", f"Δ {spec.versus}"): v for k, v in cell.items()}, "trained in": b.kind or "",
+             "trained on": trained_on([*b.runs, *c.runs])}  # a hostile pass: mixed threads went unnamed here
             for b, c, cell in zip(bases, changes, cells)]
     used = _unique(r for a in found for r in a.runs)
     return Table(spec.name, spec.title, pd.DataFrame(rows), stat_notes(cells) + footer(used))

@@ -27,9 +27,13 @@ def test_two_cpus_with_the_same_name_have_different_fingerprints_naming_the_isa(
 
 
 def test_tables_name_the_two_machines_apart_and_say_when_a_record_predates_fingerprints():
-    avx2, avx512 = machine.detect("cpu", 1, machine.cpuinfo(AVX2)), machine.detect("cpu", 1, machine.cpuinfo(AVX512_BF16))
-    assert machine.label(avx2.to_dict(), "AMD EPYC") == "AMD EPYC AVX2"
-    assert machine.label(avx512.to_dict(), "AMD EPYC") == "AMD EPYC AVX-512 bf16"
+    avx2, avx512 = (dataclasses.replace(machine.detect("cpu", 1, machine.cpuinfo(text)), cores=1)
+                    for text in (AVX2, AVX512_BF16))
+    assert machine.label(avx2.to_dict(), "AMD EPYC") == "AMD EPYC AVX2 [f25m17s1, 1 core]"
+    assert machine.label(avx512.to_dict(), "AMD EPYC") == "AMD EPYC AVX-512 bf16 [f25m1s1, 1 core]"
+    gpu = dataclasses.replace(avx2, device="cuda", gpu_name="NVIDIA H100", gpu_capability="9.0", gpu_driver="550.54",
+                              gpu_power_limit_w=700.0)
+    assert gpu.label() == "NVIDIA H100 [sm9.0, driver 550.54, 700 W]"
     assert machine.label(None, "AMD EPYC") == "AMD EPYC [ISA not recorded]"
 
 

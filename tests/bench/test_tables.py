@@ -271,8 +271,23 @@ def test_a_speed_column_names_its_machine_by_its_vector_units_not_only_its_name(
     new = dataclasses.replace(sized, env={**sized.env, "fingerprint": AVX2_FINGERPRINT, "created": "2099-01-01T00:00:00+00:00"})
     old = dataclasses.replace(sized, env={k: v for k, v in sized.env.items() if k != "fingerprint"})
     assert speed_columns(tables.table5([new]).frame, "timm") == [
-        "im/s ours, timm protocol: AMD EPYC AVX2, torch 2.15.0, fp32, batch 16, 2 threads"]
+        "im/s ours, timm protocol: AMD EPYC AVX2 [f25m17s1, 2 cores], torch 2.15.0, fp32, batch 16, 2 threads"]
     assert "[ISA not recorded]" in speed_columns(tables.table5([old]).frame, "timm")[0]
+
+
+def test_two_machines_whose_vector_units_and_name_agree_fill_two_columns(records):
+    """A hostile pass: a 64-core family 25 model 1 record, twice as fast, replaced the 2-core model 17 machine's cell in
+    its column, the header naming only "AMD EPYC AVX2"."""
+    sized = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
+    big = AVX2_FINGERPRINT | {"cpu_model": "1", "cores": 64}
+    here = dataclasses.replace(sized, env={**sized.env, "fingerprint": AVX2_FINGERPRINT})
+    there = dataclasses.replace(sized, metrics={**sized.metrics, "infer_img_per_s": 2 * sized.metrics["infer_img_per_s"]},
+                                env={**sized.env, "fingerprint": big, "created": "2099-01-01T00:00:00+00:00"})
+    frame = tables.table5([here, there]).frame.set_index("model")
+    columns = speed_columns(frame, "timm")
+    assert [c.split(": ", 1)[1].split(",")[0] for c in columns] == ["AMD EPYC AVX2 [f25m17s1", "AMD EPYC AVX2 [f25m1s1"]
+    assert "64 cores]" in columns[1]
+    assert frame.loc["DeiT-Ti", columns[0]] == _shown(here) and frame.loc["DeiT-Ti", columns[1]] == _shown(there)
 
 
 def test_records_without_a_fingerprint_from_two_torch_versions_fill_two_columns(records):
@@ -310,14 +325,14 @@ def test_no_speed_column_mixes_machines_or_precisions_and_a_new_machine_changes_
             holders = [r for r in two if any(_shown(r) == cell for cell in cells)]
             assert len({tables.speed_key(r) for r in holders}) <= 1, (table.__name__, column)
     before = tables.table5(two).frame
-    assert speed_columns(before, "timm") == ["im/s ours, timm protocol: AMD EPYC AVX2, torch 2.15.0, fp32, batch 16, 2 threads",
-                                             "im/s ours, timm protocol: Intel Xeon AVX-512 bf16, torch 2.15.0, amp_bf16, batch 16, 2 threads",
-                                             "im/s ours, timm protocol: Intel Xeon AVX-512 bf16, torch 2.15.0, fp32, batch 16, 2 threads"]
+    assert speed_columns(before, "timm") == ["im/s ours, timm protocol: AMD EPYC AVX2 [f25m17s1, 2 cores], torch 2.15.0, fp32, batch 16, 2 threads",
+                                             "im/s ours, timm protocol: Intel Xeon AVX-512 bf16 [f6m143s1, 2 cores], torch 2.15.0, amp_bf16, batch 16, 2 threads",
+                                             "im/s ours, timm protocol: Intel Xeon AVX-512 bf16 [f6m143s1, 2 cores], torch 2.15.0, fp32, batch 16, 2 threads"]
     third = on(next(r for r in bench if r.variant == "deit_b"), AVX2_FINGERPRINT | {"threads": 1}, "fp32",
                "2099-01-01T00:00:00+00:00", 0.5)
     third = dataclasses.replace(third, env={**third.env, "num_threads": 1})
     after = tables.table5([*two, third]).frame
-    assert set(after.columns) - set(before.columns) == {"im/s ours, timm protocol: AMD EPYC AVX2, torch 2.15.0, fp32, batch 16, 1 threads"}
+    assert set(after.columns) - set(before.columns) == {"im/s ours, timm protocol: AMD EPYC AVX2 [f25m17s1, 2 cores], torch 2.15.0, fp32, batch 16, 1 threads"}
     assert after[list(before.columns)].equals(before)
     for table in (tables.table5, tables.table10):
         tables.write(table(two), tmp_path / "before")
@@ -346,7 +361,7 @@ def test_each_of_our_figure1_lines_is_one_machine_and_one_protocol(records):
     line = figures._one_line([*old, new], ("deit_ti", "deit_s"))
     assert set(line) == {"deit_ti", "deit_s"} and all(r in old for r in line.values())
     line = figures._one_line([*old, new, on(a, "deit_s", "2099-01-01T00:00:01+00:00")], ("deit_ti", "deit_s"))
-    assert {trained.machine_of(r) for r in line.values()} == {"AMD EPYC AVX2"}  # equal cover: the newer machine
+    assert {trained.machine_of(r) for r in line.values()} == {"AMD EPYC AVX2 [f25m17s1, 2 cores]"}  # equal cover: the newer machine
     paper = on(a, "deit_ti", "2099-01-01T00:00:02+00:00", protocol="paper")
     assert figures._one_line([*old, new, paper], ("deit_ti", "deit_s"))["deit_ti"] in old  # never two protocols
 
@@ -452,6 +467,26 @@ def test_the_attention_table_compares_each_row_with_the_control_of_its_own_kind_
     assert row["Δ no distillation [95 % CI]"].startswith("+0.96 [+0.67, +1.25]") and row["Δ no distillation [95 % CI]"].endswith(" ‡")
     assert row["finding"] == "yes"
     assert trained.OTHER_CPU_NOTE in table.footer
+
+
+def test_a_control_seed_from_a_machine_of_the_same_name_and_vector_units_is_marked_and_the_paired_table_names_it(records):
+    """A hostile pass: one control seed from a 96-core family 26 machine went unmarked ("AMD EPYC AVX2" on both), and
+    the class-token table, whose sides mixed 1 and 2 threads, said nothing of where it trained."""
+    run = next(r for r in records if r.kind == "train" and r.settings.get("experiment") == "mini_none")
+    *here, there = _seeds(run, "mini_none", "none", [57.0, 57.4, 56.8, 57.2, 57.1], env={"fingerprint": AVX2_FINGERPRINT})
+    there = dataclasses.replace(there, env={**there.env, "fingerprint": AVX2_FINGERPRINT | {"cpu_family": "26",
+                                                                                           "cores": 96}})
+    attn = _seeds(run, "mini_attn", "none", [58.18, 57.99, 58.01], env={"fingerprint": AVX2_FINGERPRINT})
+    frame = trained_tables.ablation([*here, there, *attn], ATTENTION).frame.set_index("experiment")
+    assert frame.loc["mini_attn", "Δ no distillation [95 % CI]"].endswith(" ‡")
+    assert "96 cores" in frame.loc["mini_none", "trained on"]
+    heads = ("final_val_top1_cls", "final_val_top1_dist", "final_val_top1_fused_logits")
+    timm, official = ([dataclasses.replace(r, metrics={**r.metrics, **{h: r.metrics["final_val_top1"] for h in heads}})
+                       for r in _seeds(run, experiment, "none", values, env={"fingerprint": AVX2_FINGERPRINT})]
+                      for experiment, values in (("mini_hard_init_timm", [55.2, 55.3]),
+                                                 ("mini_hard_init_official", [55.1, 55.0])))
+    paired = trained_tables.ablation([*timm, *official], ablations.get("table_cls_init_mini")).frame
+    assert set(paired["trained on"]) == {"AMD EPYC AVX2 [f25m17s1, 2 cores], 2 threads"}
 
 
 def test_table5s_top1_is_only_an_fp32_accuracy_of_official_weights(records):
