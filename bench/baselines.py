@@ -83,8 +83,9 @@ def make_baseline(records: list[Record], name: str, tolerances: Tolerances, *,
 
 
 def _same_measurement(a: Record, b: Record) -> bool:
-    """Same machine fingerprint, settings and reference workload: runs that may be pooled into one baseline."""
+    """Same machine fingerprint, settings, reference workload and clock: runs that may be pooled into one baseline."""
     return (record_fingerprint(a) == record_fingerprint(b) and a.metrics.relspeed_reference == b.metrics.relspeed_reference
+            and a.metrics.relspeed_clock == b.metrics.relspeed_clock
             and all(a.settings.get(k) == b.settings.get(k) for k in SPEED_SETTINGS))
 
 

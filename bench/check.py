@@ -369,11 +369,15 @@ def _speed(key: str, candidates: list[SpeedBaseline], current: Record | None) ->
     entry, tol = match.entry, match.entry["tolerances"]
     base_ratio = statistics.median(entry["ratios"])
     differ = [k for k in SPEED_SETTINGS if current.settings.get(k) != entry[k]]
-    if differ or current.metrics.relspeed_reference != entry["reference"]:
+    # the clock too: a wall-clock ratio against CPU-time ratios read as "+27 % REGRESSION" (a hostile pass)
+    clock = entry.get("clock") is not None and current.metrics.relspeed_clock != entry["clock"]
+    if differ or clock or current.metrics.relspeed_reference != entry["reference"]:
         # timed on the baseline's machine, but not as the baseline was: no verdict, and not a pass either (a hostile
         # pass: the documented command timed batch 16 against a batch-4 baseline, "skipped", exit 0)
-        named = [f"{k} {current.settings.get(k)!r} (baseline {entry[k]!r})" for k in differ] or [
-            f"reference workload {current.metrics.relspeed_reference!r} (baseline {entry['reference']!r})"]
+        named = [f"{k} {current.settings.get(k)!r} (baseline {entry[k]!r})" for k in differ]
+        named += [f"clock {current.metrics.relspeed_clock!r} (baseline {entry['clock']!r})"] if clock else []
+        named += ([f"reference workload {current.metrics.relspeed_reference!r} (baseline {entry['reference']!r})"]
+                  if current.metrics.relspeed_reference != entry["reference"] else [])
         again = " ".join(_SPEED_FLAGS[k](entry[k]) for k in differ if k in _SPEED_FLAGS)
         return Row(key, SPEED_METRIC, base_ratio, None, "", "inconclusive",
                    f"timed otherwise than the baseline: {'; '.join(named)}"

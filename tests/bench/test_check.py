@@ -153,6 +153,15 @@ def test_speed_is_not_gated_across_different_settings(quiet_runs):
     assert f"batch_size 16 (baseline {base})" in row.why and f"measure again with --batch-size {base}" in row.why
 
 
+def test_speed_is_not_gated_across_clocks(quiet_runs):
+    """A hostile pass: a wall-clock relspeed record against a CPU-time baseline read as "+27.3 % REGRESSION"."""
+    baseline = baselines.make_baseline([quiet_runs[0]], "b", check.Tolerances())
+    wall = dataclasses.replace(quiet_runs[1], metrics={**quiet_runs[1].metrics, "relspeed_clock": "perf_counter"})
+    row = speed_row(check.compare(baseline, [wall]))
+    assert row.verdict == "inconclusive" and "clock 'perf_counter' (baseline 'process_cpu_time')" in row.why
+    assert speed_row(check.compare(baseline, [quiet_runs[1]])).verdict == "pass"
+
+
 def test_a_baseline_from_a_busy_machine_is_refused(loaded_runs):
     with pytest.raises(ValueError, match="busy machine"):
         baselines.make_baseline([loaded_runs[0]], "b", check.Tolerances())
