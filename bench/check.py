@@ -384,11 +384,15 @@ def _speed(key: str, candidates: list[SpeedBaseline], current: Record | None) ->
                    + (f"; measure again with {again}" if again else "; re-baseline with --write-baseline"))
     ratios, contended = _clean_ratios(current, tol)
     change, threshold, verdict = speed_verdict(entry["ratios"], ratios, tol, contended)
+    # the evidence beside the verdict (a hostile pass: the change was shown bare): an approximate 95 % interval from
+    # the two medians' standard errors, the same errors the threshold counts
+    se = math.hypot(median_rel_se(entry["ratios"]), median_rel_se(ratios))
     busy = f"; {len(ratios)} rounds, the machine was busy" if contended else f"; {len(ratios)} quiet rounds"
     return Row(key, SPEED_METRIC, round(base_ratio, 4), round(statistics.median(ratios), 4),
-               f"{100 * change:+.1f} %", verdict,
-               f"threshold {100 * threshold:.1f} % (the floor {100 * tol.speed_floor:.0f} % or 3 standard errors; "
-               f"slower is +){busy}")
+               f"{100 * change:+.1f} % [{100 * ((1 + change) * (1 - 1.96 * se) - 1):+.1f}, "
+               f"{100 * ((1 + change) * (1 + 1.96 * se) - 1):+.1f}]", verdict,
+               f"threshold {100 * threshold:.1f} % (the floor {100 * tol.speed_floor:.0f} % or 3 standard errors of "
+               f"{100 * se:.1f} %; slower is +; the interval ±1.96 of them){busy}")
 
 
 def exit_code(rows: list[Row]) -> int:
