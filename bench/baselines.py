@@ -29,7 +29,7 @@ from bench.check import (
     record_key,
 )
 from bench.jsontypes import type_problem
-from bench.record import Record, read_regular_text
+from bench.record import Record, other_file, read_regular_text
 from bench.store import write_text_atomic
 
 # ---- writing baselines ----
@@ -204,6 +204,11 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise ValueError(f"baseline {path}: {exc}") from None
     if not isinstance(data, dict) or data.get("schema_version") != BASELINE_SCHEMA or "entries" not in data:
         found = data.get("schema_version") if isinstance(data, dict) else None
+        if isinstance(data, dict) and {"kind", "settings", "metrics", "env"} <= set(data):  # a hostile pass
+            raise ValueError(f"baseline {path} is a run record, not a baseline: give it as --current, or make a "
+                             "baseline from records with --write-baseline")
+        if other_file(data):
+            raise ValueError(f"baseline {path} is {other_file(data)}, not a baseline")
         hint = (" (schema 1 held one machine's speed without its fingerprint; re-baseline with --write-baseline)"
                 if found == 1 else "")
         raise ValueError(f"baseline {path} is not a schema-{BASELINE_SCHEMA} baseline file{hint}")

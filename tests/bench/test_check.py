@@ -3,18 +3,20 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bench import baselines, check, cli
 from bench.machine import Fingerprint
-from bench.record import Record, load_records
+from bench.record import AB_ROUNDS_FILE, OTHER_FILES, Record, load_records
 from bench.registry import VARIANTS
 from bench.run import measure, resolve_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXACT = ROOT / "results" / "baselines" / "exact.json"
+RUNS = ROOT / "results" / "runs" / "cpu-avx512"
 # Real `bench run --variant deit_ti --metrics relspeed --batch-size 4 --iters 40` runs on one machine
 # (2-core AMD EPYC, AVX2): quiet/ eight on a quiet machine, loaded/ three with two CPU-bound processes competing.
 RECORDED = ROOT / "tests" / "fixtures" / "relspeed_deit_ti_cpu"
@@ -286,6 +288,10 @@ def test_a_busy_machine_gives_exit_3_inconclusive_for_a_real_slowdown(tmp_path, 
     # a hostile pass: "all 0 gates pass", exit 0
     (lambda d: (d / "base.json").write_text(json.dumps({"schema_version": check.BASELINE_SCHEMA, "entries": {}})),
      "has no entries, so it gates nothing"),
+    # a hostile pass: a run record was told to "re-baseline" as if it were an old baseline
+    (lambda d: shutil.copy(next(RUNS.rglob("*.json")), d / "base.json"), "is a run record, not a baseline: give it as --current"),
+    (lambda d: (d / "base.json").write_text(json.dumps(dict.fromkeys(OTHER_FILES[AB_ROUNDS_FILE], 1))),
+     "is bench check --ab-record's A/B rounds, not a baseline"),
 ])
 def test_bad_baselines_are_usage_errors(tmp_path, capsys, quiet_runs, setup, message):
     runs = write_runs(tmp_path / "runs", [quiet_runs[0]])
