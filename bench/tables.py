@@ -249,6 +249,13 @@ def _speed_columns(records: list[Record], cells: list[tuple[str, int]], protocol
     return columns, _unique(r for column in columns.values() for r in column if r is not None)
 
 
+def _weights_note(search: dict) -> str:
+    """Random weights agree with fp32 on the numerics, not on what a trained model sees in the images (a hostile
+    pass: "of 32 real images" read like an accuracy check)."""
+    weights = search.get("weights")
+    return ", random weights: numerics only" if weights in (None, "random initialisation") else ""
+
+
 def timed_as_protocol(r: Record) -> bool:
     """Timed as the protocol times: eager, timm's fused attention. A compiled or `--best` record is not the protocol's
     figure: it goes to `table_best_speed`, even when its search chose eager (its batch and its trials were searched,
@@ -276,7 +283,8 @@ def table_best(records: list[Record]) -> Table:
             "of measured peak": "" if m.mfu_measured is None else f"{100 * m.mfu_measured:.0f} % of "
                                 f"{m.peak_tflops_measured:.3g} ({m.peak_column})",
             "top-1 agreement with fp32 eager": f"{100 * check['top1_agreement']:.1f} % of {check['images']} "
-                                               + ("real images" if "noise" not in check["inputs"] else "noise images"),
+                                               + ("real images" if "noise" not in check["inputs"] else "noise images")
+                                               + _weights_note(s.search),
             "settings tried": str(sum(t["stage"] != "confirm" for t in s.search["trials"]))})
     if not rows:
         rows.append({"model": NOT_RUN})
