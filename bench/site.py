@@ -248,6 +248,8 @@ def _table(t: Table, paths: dict[int, Path], folder: Path, tables_dir: Path) -> 
 def _column_kind(header: str) -> str:
     """`paper` or `ours` for a column holding one side of the comparison (shaded on the page), else ''."""
     words = header.lower()
+    if words.startswith("δ") and "ours" not in words:  # a difference we computed from the paper's values: not
+        return ""  # a value the paper prints (a hostile pass found "paper Δ row 1" shaded as the paper's)
     return "paper" if "paper" in words and "ours" not in words else "ours" if "ours" in words else ""
 
 

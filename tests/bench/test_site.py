@@ -98,6 +98,13 @@ def test_the_page_shows_the_machines_and_the_paper_beside_ours(published):
     assert '<th class="paper">top-1 paper</th>' in text and '<th class="ours">top-1 ours</th>' in text
 
 
+def test_only_what_the_paper_prints_is_shaded_as_the_papers():
+    """A hostile pass: the difference of two paper values, which the paper does not print, was shaded as its own."""
+    assert site._column_kind("paper Ti (ImageNet)") == "paper"
+    assert site._column_kind("Δ row 1 of paper Ti (computed here)") == ""
+    assert site._column_kind("ours Δ [95 % CI]") == "ours"
+
+
 def test_the_page_escapes_what_a_record_or_table_holds(tmp_path):
     table = tables.Table("t", "a <b>title</b>", pd.DataFrame([{"model": "<script>alert(1)</script>"}]), ("a & b",))
     html = site.page([table], [], set(), [], tmp_path / "index.html", tmp_path / "tables", "# <pins>")
