@@ -205,6 +205,9 @@ PRECISIONS: dict[str, Precision] = {
 }
 
 
+GPU_ONLY_PRECISIONS = ("fp16", "amp_fp16", "tf32")  # no CPU kernels worth timing: bench/speed.py refuses them there
+
+
 def _sets(options: list[str]) -> str:
     """'sets' after one option, 'set' after several."""
     return "sets" if len(options) == 1 else "set"

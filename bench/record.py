@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from bench import schema
 from bench.jsontypes import type_problem
+from bench.protocols import GPU_ONLY_PRECISIONS
 from bench.store import write_text_atomic
 
 SCHEMA_VERSION = 1
@@ -220,7 +221,8 @@ def load_records(path: Path, skip_bad: Callable[[RecordError], None] | None = No
 def _contradictions(data: dict[str, Any], kind: str) -> list[str]:
     """Fields of one record that contradict each other: `variant: deit_ti` with DeiT-B's timm model (another
     registered variant's) put DeiT-B's size and speed in the DeiT-Ti row; `settings.threads: 1` under a column of 2 threads; a fingerprint whose fields were
-    edited under its old id (a hostile pass; every committed record agrees)."""
+    edited under its old id; an fp16 record of a CPU, 3 iterations beside 8 timed batches, env.torch other than the
+    fingerprint's (hostile passes; every committed record agrees)."""
     from bench.machine import Fingerprint
     from bench.registry import VARIANTS
 
@@ -233,7 +235,16 @@ def _contradictions(data: dict[str, Any], kind: str) -> list[str]:
     threads, env_threads = data["settings"].get("threads"), data["env"].get("num_threads")
     if kind == "bench" and None not in (threads, env_threads) and threads != env_threads:
         out.append(f"settings.threads: {threads} is not env.num_threads, {env_threads}")
+    settings, metrics = data["settings"], data["metrics"]
+    if kind == "bench" and settings.get("device") == "cpu" and settings.get("precision") in GPU_ONLY_PRECISIONS:
+        out.append(f"settings.precision: {settings['precision']!r} runs only on a CUDA GPU, and settings.device is cpu")
+    samples, iters = metrics.get("batch_ms_samples"), settings.get("iters")
+    if kind == "bench" and isinstance(samples, list) and isinstance(iters, int) and len(samples) != iters:
+        out.append(f"metrics.batch_ms_samples: {len(samples)} timed batches, where settings.iters says {iters}")
     fingerprint = data["env"].get("fingerprint")
+    torch, fp_torch = data["env"].get("torch"), fingerprint.get("torch") if isinstance(fingerprint, dict) else None
+    if isinstance(torch, str) and isinstance(fp_torch, str) and torch.split("+")[0] != fp_torch.split("+")[0]:
+        out.append(f"env.torch: {torch!r} is not the fingerprint's torch, {fp_torch!r}")
     fields = {f.name for f in dataclasses.fields(Fingerprint)} | {"id"}
     # only a fingerprint of today's fields: one written before a field was added (or after, by a newer version) has
     # another id by construction, and stays readable

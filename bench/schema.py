@@ -79,6 +79,10 @@ def positive(value: float) -> str | None:
     return None if value > 0 else f"{value} must be positive"
 
 
+def not_negative(value: float) -> str | None:
+    return None if value >= 0 else f"{value!r} is negative"
+
+
 def percentage(value: float) -> str | None:
     return None if 0 <= value <= 100 else f"{value} must be a percentage in [0, 100]"
 
@@ -241,7 +245,7 @@ class Env(Section):
     cudnn = Key[int]("cuDNN version")
     device_name = Key[str]("the CPU's model name or the GPU's name")
     cpu = Key[str]("the CPU's model name")
-    num_threads = Key[int]("torch threads when the record was made")
+    num_threads = Key[int]("torch threads when the record was made", valid=positive)
     os = Key[str]("platform string")
     created = Key[str]("UTC time, ISO 8601", required=True, valid=iso_time_problem)
     command = Key[str]("the command line")
@@ -310,17 +314,18 @@ class BenchMetrics(Section):
     gmacs = Key[float]("multiply-accumulates, batch 1, G", nullable=False, valid=positive)
     infer_img_per_s = Key[float]("throughput by the protocol's statistic (images/s)", nullable=False, valid=positive)
     infer_batch_size = Key[int]("batch timed")
-    peak_mem_mib = Key[float]("peak memory (MiB) over the timed forwards (reset after the warm-up)")
+    peak_mem_mib = Key[float]("peak memory (MiB) over the timed forwards (reset after the warm-up)", valid=not_negative)
     peak_mem_kind = Key[str]("cuda_max_allocated or process_peak_rss")
     timer = Key[str]("cuda_event or perf_counter")
-    timed_other_cores = Key[float]("cores other processes kept busy during the timed forwards (bench/load.py)")
+    timed_other_cores = Key[float]("cores other processes kept busy during the timed forwards (bench/load.py)",
+                                   valid=not_negative)
     timed_busy = Key[bool]("timed while other processes used the machine: a busy machine's figure (absent in older "
                            "records)")
     mfu = Key[float]("model FLOPs utilisation against the datasheet peak (GPU)")
-    peak_tflops_datasheet = Key[float]("the peak MFU divides by")
+    peak_tflops_datasheet = Key[float]("the peak MFU divides by", valid=positive)
     achieved_tflops = Key[float]("model FLOP/s achieved: 2 per MAC, forward, at infer_img_per_s (TFLOP/s)")
     peak_column = Key[str]("the precision whose GEMM peak bounds this run: fp32, tf32, bf16 or fp16")
-    peak_tflops_measured = Key[float]("this machine's measured dense-GEMM peak in that precision (bench/peak.py)")
+    peak_tflops_measured = Key[float]("this machine's measured dense-GEMM peak in that precision (bench/peak.py)", valid=positive)
     mfu_measured = Key[float]("achieved_tflops / peak_tflops_measured (None: no native peak, or measured busy)")
     energy_j_per_img = Key[float]("NVML energy over the timed loop per image (J)")
     relspeed_ratio = Key[float]("median model/reference time ratio (the gate)", nullable=False, valid=positive)
@@ -423,7 +428,7 @@ class TrainMetrics(Section):
     train_img_per_s = Key[float]("median training speed over epochs (all processes); with compile=true, each "
                                  "process's first epoch (it compiles) left out")
     timed_other_cores = Key[float]("the most cores other processes kept busy in an epoch whose speed counts (its "
-                                   "own data-loading workers and local ranks not counted; absent in older records)")
+                                   "own data-loading workers and local ranks not counted; absent in older records)", valid=not_negative)
     timed_busy = Key[bool]("an epoch whose speed counts trained while other processes used the machine (never on a "
                            "GPU; absent in older records): train_img_per_s is then a busy machine's figure")
     wall_s_this_process = Key[float]("wall time of this process (a resumed run: since resuming)")
@@ -486,7 +491,7 @@ class StepSpeedMetrics(Section):
     ours_mfu = Key[float]("ours: of the measured GEMM peak in its precision (None: no usable peak)")
     official_mfu = Key[float]("the official-style loop's, likewise")
     timed_other_cores = Key[float]("cores other processes kept busy while a loop was timed, the larger of the two "
-                                   "(absent in older records)")
+                                   "(absent in older records)", valid=not_negative)
     timed_busy = Key[bool]("either loop timed while other processes used the machine (absent in older records)")
 
 

@@ -20,14 +20,14 @@ import torch
 from torch import nn
 
 from bench.load import MachineLoad, is_contended
-from bench.protocols import PRECISIONS, Precision
+from bench.protocols import GPU_ONLY_PRECISIONS, PRECISIONS, Precision
 
 
 def check_precision(name: str, device: str) -> Precision:
     """The precision called `name`, or ValueError if it is unknown or unusable on `device`."""
     if name not in PRECISIONS:
         raise ValueError(f"unknown precision {name!r}; accepted: {', '.join(PRECISIONS)}")
-    if device == "cpu" and name in ("fp16", "amp_fp16", "tf32"):
+    if device == "cpu" and name in GPU_ONLY_PRECISIONS:
         raise ValueError(f"precision {name!r} needs a CUDA GPU; on cpu use fp32, bf16 or amp_bf16")
     return PRECISIONS[name]
 

@@ -176,7 +176,12 @@ def test_a_record_whose_fields_contradict_each_other_is_refused(record, tmp_path
     for changes, said in (({"model": "deit_base_patch16_224"}, "model: 'deit_base_patch16_224' is deit_b's timm "
                                                                 "model, not debug's"),
                           ({"settings__threads": record.env["num_threads"] + 1}, "is not env.num_threads"),
-                          ({"env__fingerprint": fingerprint}, "env.fingerprint.id: ")):
+                          ({"env__fingerprint": fingerprint}, "env.fingerprint.id: "),
+                          # a ninth hostile pass: each made a column of its own, or a cell of "not run", silently
+                          ({"settings__precision": "fp16"}, "'fp16' runs only on a CUDA GPU, and settings.device is cpu"),
+                          ({"settings__iters": len(record.metrics["batch_ms_samples"]) + 1}, "timed batches, where "
+                                                                                             "settings.iters says"),
+                          ({"env__torch": "2.99.0"}, "env.torch: '2.99.0' is not the fingerprint's torch")):
         with pytest.raises(RecordError, match=said):
             read_record(doctored(record, tmp_path, **changes))
     assert read_record(doctored(record, tmp_path, "same.json")) == record

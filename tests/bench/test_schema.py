@@ -130,6 +130,12 @@ def test_every_committed_record_has_the_declared_types():
     (schema.TrainSettings, {"history": [{"epoch": 1, "val_top1": "x"}]}, "history: item 0: val_top1: expected float"),
     (schema.ConfigSettings, {"lr_schedule": [[0, 1e-3], [-5, 1e-3]]}, "lr_schedule: item 1: [-5, 0.001] is not an epoch"),
     (schema.ConfigSettings, {"lr_schedule": [[0, float("nan")]]}, "lr_schedule: item 0: expected [epoch, learning rate]"),
+    # a ninth hostile pass: each was read into a table without a word
+    (schema.Env, {"num_threads": 0}, "num_threads: 0 must be positive"),
+    (schema.BenchMetrics, {"peak_mem_mib": -100.0}, "peak_mem_mib: -100.0 is negative"),
+    (schema.BenchMetrics, {"timed_other_cores": -3.0}, "timed_other_cores: -3.0 is negative"),
+    (schema.TrainMetrics, {"timed_other_cores": -3.0}, "timed_other_cores: -3.0 is negative"),
+    (schema.BenchMetrics, {"peak_tflops_measured": 0.0}, "peak_tflops_measured: 0.0 must be positive"),
 ])
 def test_values_no_run_writes_are_refused_naming_the_key(section, data, problem):
     assert any(problem in p for p in section(data).problems()), section(data).problems()
