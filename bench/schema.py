@@ -490,6 +490,21 @@ class StepSpeedMetrics(Section):
     gflop_per_image = Key[float]("training GFLOP per image: student forward and backward (3x), teacher forward")
     ours_mfu = Key[float]("ours: of the measured GEMM peak in its precision (None: no usable peak)")
     official_mfu = Key[float]("the official-style loop's, likewise")
+    ours_peak_tflops_measured = Key[float]("the measured GEMM peak ours_mfu divides by, TFLOP/s (absent in older "
+                                           "records)", valid=positive)
+    official_peak_tflops_measured = Key[float]("the one official_mfu divides by, likewise", valid=positive)
+
+    def inconsistencies(self) -> list[str]:
+        """Each MFU against the speed, GFLOP per image and peak it is computed from."""
+        m, out = self._data, []
+        for side in ("ours", "official"):
+            speed, gflop = m.get(f"{side}_img_per_s"), m.get("gflop_per_image")
+            mfu, peak = m.get(f"{side}_mfu"), m.get(f"{side}_peak_tflops_measured")
+            if None not in (speed, gflop, mfu, peak) and \
+                    not math.isclose(mfu, gflop * speed / 1e3 / peak, rel_tol=1e-6):
+                out.append(f"{side}_mfu: {mfu!r} disagrees with gflop_per_image × {side}_img_per_s / 1000 / "
+                           f"{side}_peak_tflops_measured, {gflop * speed / 1e3 / peak:.6g}")
+        return out
     timed_other_cores = Key[float]("cores other processes kept busy while a loop was timed, the larger of the two "
                                    "(absent in older records)", valid=not_negative)
     timed_busy = Key[bool]("either loop timed while other processes used the machine (absent in older records)")

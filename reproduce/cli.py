@@ -277,7 +277,9 @@ def _step_speed(args) -> int:
                 "amp_ours": result.ours_amp, "amp_official": result.official_amp}
     metrics = {"ours_img_per_s": result.ours_img_per_s, "official_img_per_s": result.official_img_per_s,
                "ratio": result.ratio, "gflop_per_image": result.gflop_per_image, "ours_mfu": result.ours_mfu,
-               "official_mfu": result.official_mfu, "timed_other_cores": round(result.timed_other_cores, 3),
+               "official_mfu": result.official_mfu, "ours_peak_tflops_measured": result.ours_peak_tflops,
+               "official_peak_tflops_measured": result.official_peak_tflops,
+               "timed_other_cores": round(result.timed_other_cores, 3),
                "timed_busy": result.timed_busy}
     path = write_record(Record(cfg.variant, cfg.variant, settings, metrics, env, kind="stepspeed"), args.results_dir)
     mfu = {k: "no usable peak" if v is None else f"MFU {100 * v:.1f} %"

@@ -43,6 +43,8 @@ class StepSpeed:
     gflop_per_image: float  # the student's forward and backward (3 x its forward) and the teacher's forward
     ours_mfu: float | None  # of the machine's measured GEMM peak in each loop's precision (None: none usable)
     official_mfu: float | None
+    ours_peak_tflops: float | None  # the measured peak each MFU divides by, so a reader can recompute it (a hostile
+    official_peak_tflops: float | None  # pass could not)
     timed_other_cores: float  # cores other processes kept busy, the larger of the two loops' (bench/load.py)
     timed_busy: bool  # either loop timed on a busy machine: the two loops then saw different machines
 
@@ -95,10 +97,12 @@ def measure(cfg: TrainConfig, *, device: str, batch_size: int, steps: int, warmu
     ours_speed, official_speed = ours_loop.img_per_s, official_loop.img_per_s
     gflop = flop_per_image(student, teacher, images.shape[-1])
     machine = Fingerprint.from_dict(fingerprint)
-    ours_mfu, official_mfu = (_mfu(gflop * speed / 1e3, machine, device, PEAK_COLUMN[mode])
-                              for speed, mode in ((ours_speed, amp), (official_speed, official)))
+    (ours_mfu, ours_peak), (official_mfu, official_peak) = (
+        _mfu(gflop * speed / 1e3, machine, device, PEAK_COLUMN[mode])
+        for speed, mode in ((ours_speed, amp), (official_speed, official)))
     return StepSpeed(ours_speed, official_speed, amp, official, batch_size, steps, gflop, ours_mfu, official_mfu,
-                     max(ours_loop.other_cores, official_loop.other_cores), ours_loop.busy or official_loop.busy)
+                     ours_peak, official_peak, max(ours_loop.other_cores, official_loop.other_cores),
+                     ours_loop.busy or official_loop.busy)
 
 
 PEAK_COLUMN = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}  # a loop's amp -> the GEMM peak that bounds it
@@ -112,9 +116,10 @@ def flop_per_image(student: torch.nn.Module, teacher: torch.nn.Module, img_size:
     return 2 * (3 * count_gmacs(student, img_size) + count_gmacs(teacher, img_size))
 
 
-def _mfu(achieved_tflops: float, machine: Fingerprint, device: str, column: str) -> float | None:
+def _mfu(achieved_tflops: float, machine: Fingerprint, device: str, column: str) -> tuple[float | None, float | None]:
+    """(MFU, the measured peak it divides by, TFLOP/s), or (None, None) where no peak is usable."""
     measured = peak.usable(machine, device, column, achieved_tflops)
-    return None if measured is None else achieved_tflops / measured.tflops
+    return (None, None) if measured is None else (achieved_tflops / measured.tflops, measured.tflops)
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,8 @@ def test_every_committed_record_has_the_declared_types():
     (schema.BenchMetrics, {"timed_other_cores": -3.0}, "timed_other_cores: -3.0 is negative"),
     (schema.TrainMetrics, {"timed_other_cores": -3.0}, "timed_other_cores: -3.0 is negative"),
     (schema.BenchMetrics, {"peak_tflops_measured": 0.0}, "peak_tflops_measured: 0.0 must be positive"),
+    (schema.StepSpeedMetrics, {"ours_img_per_s": 10.0, "gflop_per_image": 40.0, "ours_mfu": 0.9,
+                               "ours_peak_tflops_measured": 0.43}, "ours_mfu: 0.9 disagrees with"),
 ])
 def test_values_no_run_writes_are_refused_naming_the_key(section, data, problem):
     assert any(problem in p for p in section(data).problems()), section(data).problems()

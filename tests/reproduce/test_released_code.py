@@ -188,6 +188,11 @@ def test_step_speed_times_ours_and_the_official_style_loop_and_writes_a_record(t
     assert record.metrics.ratio == pytest.approx(record.metrics.ours_img_per_s / record.metrics.official_img_per_s)
     assert record.settings.amp_official == "none"  # the released loop's fp16 needs CUDA
     assert record.metrics.timed_other_cores >= 0 and isinstance(record.metrics.timed_busy, bool)
+    m = record.metrics  # each MFU with the peak it divides by, so a reader can recompute it (a hostile pass could not)
+    for side in ("ours", "official"):
+        if m[f"{side}_mfu"] is not None:
+            assert m[f"{side}_mfu"] == pytest.approx(m.gflop_per_image * m[f"{side}_img_per_s"] / 1e3
+                                                     / m[f"{side}_peak_tflops_measured"])
     assert cli.main(["step-speed", "--experiment", "debug", "--device", "cpu", "--results-dir", str(tmp_path)]) == 2
     assert "give an experiment with a teacher" in capsys.readouterr().err
 
