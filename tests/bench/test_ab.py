@@ -2,6 +2,7 @@
 pairing and verdicts as `bench check --against`, in seconds. The real workloads' power: tests/benchmarks/test_gate_power.py."""
 
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,31 @@ def test_a_current_side_that_waits_is_a_regression_in_wall_time_on_a_quiet_machi
     assert ab.judge("tiny", "w", rounds(cpu), Tolerances()).verdict == "pass"  # wall time follows CPU time
     busy = ab.judge("tiny", "w", rounds(wall, others_busy=True), Tolerances())
     assert busy.verdict != "regression"  # where others took the CPU, wall time is the machine's, not ours
+
+
+def test_a_slowdown_in_a_quarter_of_the_calls_is_a_regression_in_mean_time_on_quiet_rounds():
+    """A hostile pass: a workload run twice on every fourth call (+25 % mean time per call) passed on its medians."""
+    jitter = (1.00, 1.01, 0.99, 1.02, 0.98, 1.00, 1.01, 0.99)
+    quarter = [t * (2 if i % 4 == 3 else 1) for i, t in enumerate(jitter)]  # the median call is unchanged
+
+    def rounds(current_calls, contended=False, stray=None):
+        out = []
+        for r in range(8):
+            for side, calls in (("reference", list(jitter)), ("current", list(current_calls))):
+                if stray and stray(r, side):  # one stray slow call, as this VM gives now and then
+                    calls[r % len(calls)] *= 2.5
+                out.append(ab.Process(side, {"w": statistics.median(calls)}, {"w": contended}, {}, {},
+                                      calls_cpu_s={"w": calls}))
+        return out
+
+    slow = ab.judge("tiny", "w", rounds(quarter), Tolerances())
+    assert slow.verdict == "regression" and "mean CPU time per call +25" in slow.why, slow
+    assert ab.judge("tiny", "w", rounds(jitter), Tolerances()).verdict == "pass"
+    # the machine's stray slow calls, on either side, move a mean as much as the injection: not a regression
+    stray = ab.judge("tiny", "w", rounds(jitter, stray=lambda r, side: (r % 2 == 0) == (side == "current")),
+                     Tolerances())
+    assert stray.verdict == "pass", stray
+    assert ab.judge("tiny", "w", rounds(quarter, contended=True), Tolerances()).verdict != "regression"
 
 
 def test_a_round_whose_machine_load_is_unknown_is_not_quiet_for_the_wall_time_check():

@@ -5,7 +5,9 @@ repository whose HEAD is a commit that adds real work on top of BASE (bench/ab.p
   runs on a quiet machine;
 - a 25 % one: reported as a regression or inconclusive, never passed, in at least 9 of 10 runs while two CPU-bound
   processes compete for both cores;
-- an unchanged tree (HEAD = BASE): no regression in 10 runs while two CPU-bound processes compete.
+- twice the work on every fourth call (+25 % mean time per call, the median call unchanged): a regression in at least
+  9 of 10 runs on a quiet machine;
+- an unchanged tree (HEAD = BASE): no regression in 10 runs, quiet or while two CPU-bound processes compete.
 
 The injected commit appends code to bench/registry.py (extra elementwise passes after every DeiT block: work inside
 the model's blocks, no change of parameters or MACs) and to reproduce/train.py (extra 256² matrix products in every
@@ -37,22 +39,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 BLOCKS = '''
 
-def _heavier(build, passes={passes}):
-    """Injected slowdown (tests/benchmarks/test_gate_power.py): extra elementwise passes in every DeiT block."""
+def _heavier(build, passes={passes}, every={every}):
+    """Injected slowdown (tests/benchmarks/test_gate_power.py): extra elementwise passes in every DeiT block, on
+    every `every`-th call."""
     def built(self, **overrides):
         model = build(self, **overrides)
         for block in getattr(model, "blocks", []) if self.name.startswith("deit") else []:
-            block.forward = _slowed(block.forward, passes)
+            block.forward = _slowed(block.forward, passes, every)
         return model
     return built
 
 
-def _slowed(forward, passes):
+def _slowed(forward, passes, every=1):
     import torch
+    calls = [0]
 
     def slowed(x, *args, **kwargs):
         out = forward(x, *args, **kwargs)
-        for _ in range(passes):
+        calls[0] += 1
+        for _ in range(passes if calls[0] % every == 0 else 0):
             out = out + 0.0 * torch.tanh(out)
         return out
     return slowed
@@ -63,12 +68,15 @@ Variant.build = _heavier(Variant.build)
 
 STEP = '''
 
-def _burdened(step, products={products}):
-    """Injected slowdown (tests/benchmarks/test_gate_power.py): extra 256² matrix products in every training step."""
+def _burdened(step, products={products}, every={every}):
+    """Injected slowdown (tests/benchmarks/test_gate_power.py): extra 256² matrix products in every `every`-th
+    training step."""
     a = torch.randn(256, 256, generator=torch.Generator().manual_seed(0))
+    calls = [0]
 
     def burdened(self, *args, **kwargs):
-        for _ in range(products):
+        calls[0] += 1
+        for _ in range(products if calls[0] % every == 0 else 0):
             a @ a
         return step(self, *args, **kwargs)
     return burdened
@@ -83,6 +91,7 @@ class Clone:
     root: Path
     base: str
     slowed: dict[float, str]  # fraction -> branch
+    quarter: str  # the branch whose every fourth call does twice the work: +25 % mean time, the median call unchanged
 
 
 def _git(root: Path, *args: str) -> str:
@@ -108,8 +117,8 @@ class _Stub:
 def _injection(passes: int, products: int) -> tuple:
     """The injection's own functions (`_slowed`, `_burdened`), from the text the commit appends."""
     blocks, step = {"Variant": _Stub}, {"Recipe": _Stub, "torch": torch}
-    exec(BLOCKS.format(passes=passes), blocks)
-    exec(STEP.format(products=products), step)
+    exec(BLOCKS.format(passes=passes, every=1), blocks)
+    exec(STEP.format(products=products, every=1), step)
     return blocks["_slowed"], step["_burdened"]
 
 
@@ -164,18 +173,20 @@ def clone(tmp_path_factory) -> Clone:
     root = tmp_path_factory.mktemp("power") / "repo"
     subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True)
     base, slowed = _git(root, "rev-parse", "HEAD"), {}
-    for fraction in (0.10, 0.25):
+    for fraction, every in ((0.10, 1), (0.25, 1), (1.0, 4)):
         passes, products = calibrate(fraction)
-        branch = f"slow{round(100 * fraction)}"
+        branch = f"slow{round(100 * fraction)}" if every == 1 else "quarter"
         _git(root, "checkout", "-q", "-b", branch, base)
         with open(root / "bench/registry.py", "a") as f:
-            f.write(BLOCKS.format(passes=passes))
+            f.write(BLOCKS.format(passes=passes, every=every))
         with open(root / "reproduce/train.py", "a") as f:
-            f.write(STEP.format(products=products))
-        _git(root, "-c", "user.name=power", "-c", "user.email=power@test", "commit", "-qam", f"+{fraction:.0%} slower")
-        slowed[fraction] = branch
+            f.write(STEP.format(products=products, every=every))
+        _git(root, "-c", "user.name=power", "-c", "user.email=power@test", "commit", "-qam",
+             f"+{fraction:.0%} slower on every {every} call(s)")
+        if every == 1:
+            slowed[fraction] = branch
     _git(root, "checkout", "-q", base)
-    return Clone(root, base, slowed)
+    return Clone(root, base, slowed, "quarter")
 
 
 def gate(clone: Clone, head: str, trial: int) -> dict:
@@ -228,6 +239,21 @@ def test_quiet_a_10_percent_slowdown_is_a_regression_in_9_of_10_runs(clone):
     verdicts = run_trials(clone, clone.slowed[0.10], "quiet-slowdown-10")
     for name, outcomes in verdicts.items():
         assert outcomes.count("regression") >= 0.9 * TRIALS, (name, outcomes)
+
+
+def test_quiet_twice_the_work_on_every_fourth_call_is_a_regression_in_9_of_10_runs(clone):
+    """+25 % mean time per call with the median call unchanged: the medians passed it (a hostile pass, 2026-12-06);
+    the mean time per call over quiet rounds sees it (bench/ab.py: _some_calls)."""
+    verdicts = run_trials(clone, clone.quarter, "quiet-quarter-calls")
+    for name, outcomes in verdicts.items():
+        assert outcomes.count("regression") >= 0.9 * TRIALS, (name, outcomes)
+
+
+def test_quiet_an_unchanged_tree_is_never_a_regression(clone):
+    """Every round quiet, so every rule judges, the mean time per call's too."""
+    verdicts = run_trials(clone, clone.base, "quiet-unchanged")
+    for name, outcomes in verdicts.items():
+        assert "regression" not in outcomes, (name, outcomes)
 
 
 def test_loaded_a_25_percent_slowdown_is_never_passed(clone):
