@@ -138,6 +138,16 @@ def test_a_slowdown_in_a_quarter_of_the_calls_is_a_regression_in_mean_time_on_qu
                      Tolerances())
     assert stray.verdict == "pass", stray
     assert ab.judge("tiny", "w", rounds(quarter, contended=True), Tolerances()).verdict != "regression"
+    # medians too noisy to pass (inconclusive) do not hide it either (DeiT-Ti in the power test, 2026-12-06)
+    swing = (0.86, 1.15, 0.87, 1.14, 0.86, 1.15, 0.87, 1.14)
+    noisy = []
+    for f in swing:
+        for side, calls in (("reference", list(jitter)), ("current", [t * f for t in quarter])):
+            noisy.append(ab.Process(side, {"w": statistics.median(calls)}, {"w": False}, {}, {},
+                                    calls_cpu_s={"w": calls}))
+    assert ab.verdict_of(hodges_lehmann([math.log(c.median_s["w"] / r.median_s["w"])
+                                         for r, c in zip(noisy[0::2], noisy[1::2])]), False, 0.06)[0] == "inconclusive"
+    assert ab.judge("tiny", "w", noisy, Tolerances()).verdict == "regression"
 
 
 def test_a_round_whose_machine_load_is_unknown_is_not_quiet_for_the_wall_time_check():

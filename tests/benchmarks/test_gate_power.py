@@ -17,6 +17,8 @@ Not part of the default run; one scenario takes 25-45 minutes on 2 cores:
     pytest tests/benchmarks/test_gate_power.py -m benchmark -s -k quiet
     pytest tests/benchmarks/test_gate_power.py -m benchmark -s -k "loaded and slowdown"
     pytest tests/benchmarks/test_gate_power.py -m benchmark -s -k "loaded and unchanged"
+With $GATE_POWER_OUT set, every run's A/B record is kept in $GATE_POWER_OUT/ab/, and
+`python tests/benchmarks/test_gate_power.py DIR --rejudge` judges them again with this tree's rules.
 """
 
 import json
@@ -198,6 +200,10 @@ def gate(clone: Clone, head: str, trial: int) -> dict:
                           cwd=clone.root, env=env, capture_output=True, text=True)
     assert done.returncode in (0, 1, 3), done.stderr
     data = json.loads(record.read_text())
+    if os.environ.get("GATE_POWER_OUT"):  # every call's timings, to be judged again by a later rule (`rejudge`)
+        kept = Path(os.environ["GATE_POWER_OUT"]) / "ab"
+        kept.mkdir(parents=True, exist_ok=True)
+        (kept / record.name).write_text(record.read_text())
     outcome = {w["workload"]: (w["verdict"], w["shift"]["estimate"], w["shift"]["low"], w["shift"]["high"],
                                sum(not c for c in w["contended"])) for w in data["workloads"]}
     print(f"{head} trial {trial}: exit {done.returncode}; " + "; ".join(
@@ -291,5 +297,27 @@ def power_table(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def rejudge(folder: Path) -> str:
+    """The verdicts this tree's `bench.ab.judge` gives the A/B records a power run kept (FOLDER/ab/*.json), beside
+    the verdicts the gate gave when it ran: a verdict is a function of the timings, so a changed rule can be judged on
+    the same measurements. python tests/benchmarks/test_gate_power.py FOLDER --rejudge"""
+    from collections import Counter
+
+    from bench import ab
+    from bench.check import Tolerances
+
+    counts: Counter = Counter()
+    for path in sorted((folder / "ab").glob("*.json")):
+        data = json.loads(path.read_text())
+        processes = [ab.Process(**{k: p.get(k) for k in ab.Process.__dataclass_fields__}) for p in data["processes"]]
+        head = path.stem.rsplit("-", 1)[0].removeprefix("ab-")
+        for workload, spec in zip(data["workloads"], processes[0].median_s):
+            counts[(head, workload["workload"], workload["verdict"], ab.judge(workload["workload"], spec, processes,
+                                                                              Tolerances()).verdict)] += 1
+    lines = ["| head | workload | verdict when run | verdict now | runs |", "|:--|:--|:--|:--|--:|"]
+    lines += [f"| {h} | {w} | {then} | {now} | {n} |" for (h, w, then, now), n in sorted(counts.items())]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(power_table(Path(sys.argv[1])))
+    print(rejudge(Path(sys.argv[1])) if "--rejudge" in sys.argv else power_table(Path(sys.argv[1])))
