@@ -50,12 +50,14 @@ class MachineLoad:
             busy, steal, total = (user + nice + system + irq + softirq) / hz, stolen / hz, sum(jiffies) / hz
         return cls(wall_s, own_cpu_s, busy, steal, total)
 
-    def since(self, start: MachineLoad) -> tuple[float, float, float]:
-        """(other processes' busy cores, stolen share, our CPU share) between `start` and this instant."""
+    def since(self, start: MachineLoad) -> tuple[float | None, float | None, float]:
+        """(other processes' busy cores, stolen share, our CPU share) between `start` and this instant; the first two
+        None where /proc/stat could not be read (off Linux, masked or garbled): read as 0, an unreadable /proc/stat
+        recorded a machine with a busy core as quiet (a hostile pass)."""
         wall = max(self.wall_s - start.wall_s, 1e-9)
         own = self.own_cpu_s - start.own_cpu_s
         if self.busy_s is None or start.busy_s is None:
-            return 0.0, 0.0, own / wall
+            return None, None, own / wall
         others = max(0.0, (self.busy_s - start.busy_s - own) / wall)
         total = max(self.total_s - start.total_s, 1e-9)
         return others, (self.steal_s - start.steal_s) / total, own / wall

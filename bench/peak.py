@@ -66,7 +66,7 @@ def measure(column: str, device: str, threads: int) -> Peak:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     others, steal, _ = MachineLoad.now().since(start)  # our own share is moot: several threads, or a GPU
     rates = sorted(2 * n**3 / s / 1e12 for s in seconds)
-    contended = is_contended(others, steal, 1.0, cuda=kind == "cuda")
+    contended = others is not None and is_contended(others, steal, 1.0, cuda=kind == "cuda")
     return Peak(column, rates[-1], rates[len(rates) // 2], n, len(rates), threads, contended)
 
 
@@ -107,7 +107,7 @@ def measured_peaks(fingerprint: Fingerprint, device: str, *, folder: Path | None
     key = str(path or fingerprint.id())
     if key in _UNCACHED and not fresh:  # not cached on disk, but one process measures it at most once
         return _UNCACHED[key]
-    cached = {} if fresh or path is None else _read(path)
+    cached = {} if fresh or path is None else _read(path, device)
     wanted = columns(fingerprint)
     if all(c in cached for c in wanted):
         return {c: cached[c] for c in wanted}
@@ -156,14 +156,24 @@ def usable(fingerprint: Fingerprint, device: str, column: str, achieved_tflops: 
     return measured
 
 
-def _read(path: Path) -> dict[str, Peak]:
+# Above these a cached rate is no measurement: AMX's bf16 peak is about 4 TFLOP/s per core at 4 GHz, the largest
+# GPU's dense fp16 about 2,500 TFLOP/s. A cache edited to 4,379 TFLOP/s on 2 cores gave "MFU 0.0 %" (a hostile pass).
+MAX_TFLOPS = {"cpu": 10.0, "cuda": 10_000.0}  # per thread on a CPU, per device on a GPU
+
+
+def _read(path: Path, device: str = "cpu") -> dict[str, Peak]:
     """The cached peaks, or {} for a file that is missing, unreadable or not what `measured_peaks` writes: a rate
-    given as a string or null crashed `bench run` after its timing (a hostile pass), so every field is checked."""
+    given as a string or null crashed `bench run` after its timing (a hostile pass), so every field is checked, and
+    a rate no such machine reaches (`MAX_TFLOPS`) is measured again."""
     try:
         peaks = {c: Peak(**p) for c, p in json.loads(path.read_text())["peaks"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
-    return peaks if all(_whole(c, p) for c, p in peaks.items()) else {}
+    if not all(_whole(c, p) for c, p in peaks.items()):
+        return {}
+    kind = device.split(":")[0]
+    bound = MAX_TFLOPS[kind] * (1 if kind == "cuda" else max(p.threads for p in peaks.values()) if peaks else 1)
+    return peaks if all(p.tflops <= bound for p in peaks.values()) else {}
 
 
 def _whole(column: str, p: Peak) -> bool:

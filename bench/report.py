@@ -119,6 +119,9 @@ def summary(record: Record, variant: Variant) -> str:
         rows = [(*r, *[""] * (len(columns) - len(r))) for r in rows]
     body = pd.DataFrame(rows, columns=columns).to_markdown(index=False, disable_numparse=True)
     notes = "".join(f"\nnote: {n}" for n in record.notes if not n.startswith("checkpoint sha256"))
+    if "timed_busy" in m and m.timed_busy is None:  # a hostile pass: unreadable counters recorded a quiet machine
+        notes += ("\nnote: /proc/stat could not be read, so whether other processes used the machine while this was "
+                  "timed is unknown (the record says null)")
     if m.get("timed_busy"):
         notes += (f"\nwarning: other processes kept {m.timed_other_cores:.1f} cores busy while this was timed: the "
                   "throughput is a busy machine's (the record says so; `bench tables` prefers a quiet record). Time it "

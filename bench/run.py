@@ -356,9 +356,14 @@ def _relspeed(variant: Variant, settings: Settings, log) -> dict[str, Any]:
                 parts.append(pool.apply(_relspeed_worker, (variant.name, share)))
     rel = speed.RelativeTiming.concat(parts)
     contended = sum(rel.contended)
+    known = None not in rel.other_cores + rel.steal  # /proc/stat read in every round
     if contended:
-        log(f"{contended} of {len(rel.ratios)} rounds ran while the machine was busy (median other busy cores "
-            f"{statistics.median(rel.other_cores):.2f}); bench check will not call a slowdown a regression from them")
+        log(f"{contended} of {len(rel.ratios)} rounds ran while the machine was busy"
+            + (f" (median other busy cores {statistics.median(rel.other_cores):.2f})" if known else "")
+            + "; bench check will not call a slowdown a regression from them")
+    if not known:
+        log("warning: /proc/stat could not be read, so other processes' load is unknown: rounds were judged busy or "
+            "quiet by this process's own share of a core alone")
     return {
         "relspeed_ratio": statistics.median(rel.ratios),
         "relspeed_ratios": [round(r, 6) for r in rel.ratios],
@@ -367,8 +372,8 @@ def _relspeed(variant: Variant, settings: Settings, log) -> dict[str, Any]:
         "relspeed_reference_ms": [round(t * 1e3, 4) for t in rel.reference_s],
         "relspeed_model_wall_ms": [round(t * 1e3, 4) for t in rel.model_wall_s],
         "relspeed_reference_wall_ms": [round(t * 1e3, 4) for t in rel.reference_wall_s],
-        "relspeed_other_cores": [round(v, 3) for v in rel.other_cores],
-        "relspeed_steal": [round(v, 4) for v in rel.steal],
+        "relspeed_other_cores": [round(v, 3) for v in rel.other_cores] if known else None,
+        "relspeed_steal": [round(v, 4) for v in rel.steal] if known else None,
         "relspeed_cpu_share": [round(v, 3) for v in rel.cpu_share],
         "relspeed_contended": list(rel.contended),
         "relspeed_reference": reference,

@@ -59,12 +59,14 @@ class Timing:
     steal: float | None = None  # share of the machine the hypervisor took while timing
 
     @property
-    def busy(self) -> bool:
+    def busy(self) -> bool | None:
         """A CPU timing made while something else used the machine: its figure is a busy machine's (bench/load.py's
         rule; a multi-threaded forward's own share of a core says nothing, so only others and steal count). A GPU
-        timing is not judged by the CPUs' load: other jobs' data loaders would mark it busy; `other_cores` is kept."""
-        return self.timer == "perf_counter" and self.other_cores is not None and is_contended(
-            self.other_cores, self.steal or 0.0, 1.0, cuda=False)
+        timing is not judged by the CPUs' load: other jobs' data loaders would mark it busy; `other_cores` is kept.
+        None: a CPU timing where /proc/stat could not be read, so nobody knows."""
+        if self.timer != "perf_counter":
+            return False
+        return None if self.other_cores is None else is_contended(self.other_cores, self.steal or 0.0, 1.0, cuda=False)
 
     @property
     def median_s(self) -> float:
@@ -296,8 +298,8 @@ class RelativeTiming:
     reference_s: tuple[float, ...]
     model_wall_s: tuple[float, ...]
     reference_wall_s: tuple[float, ...]
-    other_cores: tuple[float, ...]
-    steal: tuple[float, ...]
+    other_cores: tuple[float | None, ...]  # None: /proc/stat unreadable in that round
+    steal: tuple[float | None, ...]
     cpu_share: tuple[float, ...]
     clock: str  # "process_cpu_time" (CPU) or "cuda_event" (GPU)
 
@@ -314,7 +316,9 @@ class RelativeTiming:
     @property
     def contended(self) -> tuple[bool, ...]:
         cuda = self.clock == "cuda_event"
-        return tuple(is_contended(*load, cuda=cuda) for load in zip(self.other_cores, self.steal, self.cpu_share))
+        # where /proc/stat was unreadable, our own share of a core is all there is to judge a round by
+        return tuple(is_contended(others or 0.0, steal or 0.0, share, cuda=cuda)
+                     for others, steal, share in zip(self.other_cores, self.steal, self.cpu_share))
 
 
 def time_interleaved(model: nn.Module, reference: nn.Module, batch: Batch, *, rounds: int, per_round: int = 1,
@@ -348,10 +352,10 @@ def time_interleaved(model: nn.Module, reference: nn.Module, batch: Batch, *, ro
                 ref, ref_wall = calls(reference, ref_input, per_round)
             with precision_mode(precision, kind):
                 mod, mod_wall = calls(model, example, per_round)
-            others, steal, share = MachineLoad.now().since(load)
+            others, steal, share = MachineLoad.now().since(load)  # others and steal None: /proc/stat unreadable
             for key, value in zip(columns, (mod, ref, mod_wall, ref_wall, others, steal, share)):
                 columns[key].append(value)
-            clean += not is_contended(others, steal, share, cuda=cuda)
+            clean += not is_contended(others or 0.0, steal or 0.0, share, cuda=cuda)
     return RelativeTiming(*(tuple(v) for v in columns.values()), clock="cuda_event" if cuda else "process_cpu_time")
 
 

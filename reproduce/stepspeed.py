@@ -45,8 +45,9 @@ class StepSpeed:
     official_mfu: float | None
     ours_peak_tflops: float | None  # the measured peak each MFU divides by, so a reader can recompute it (a hostile
     official_peak_tflops: float | None  # pass could not)
-    timed_other_cores: float  # cores other processes kept busy, the larger of the two loops' (bench/load.py)
-    timed_busy: bool  # either loop timed on a busy machine: the two loops then saw different machines
+    timed_other_cores: float | None  # cores other processes kept busy, the larger of the two loops' (bench/load.py);
+    timed_busy: bool | None  # either loop timed on a busy machine: the two loops then saw different machines; both
+    # None where /proc/stat could not be read
 
     @property
     def ratio(self) -> float:
@@ -101,8 +102,14 @@ def measure(cfg: TrainConfig, *, device: str, batch_size: int, steps: int, warmu
         _mfu(gflop * speed / 1e3, machine, device, PEAK_COLUMN[mode])
         for speed, mode in ((ours_speed, amp), (official_speed, official)))
     return StepSpeed(ours_speed, official_speed, amp, official, batch_size, steps, gflop, ours_mfu, official_mfu,
-                     ours_peak, official_peak, max(ours_loop.other_cores, official_loop.other_cores),
-                     ours_loop.busy or official_loop.busy)
+                     ours_peak, official_peak, *_worse(ours_loop, official_loop))
+
+
+def _worse(a: _Loop, b: _Loop) -> tuple[float | None, bool | None]:
+    """The two loops' load: the larger other cores, busy if either was; None where either is unknown."""
+    if a.other_cores is None or b.other_cores is None:
+        return None, None
+    return max(a.other_cores, b.other_cores), bool(a.busy or b.busy)
 
 
 PEAK_COLUMN = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}  # a loop's amp -> the GEMM peak that bounds it
@@ -175,8 +182,8 @@ def gate_workload() -> tuple[dict[str, object], Callable[[], None]]:
 @dataclass(frozen=True)
 class _Loop:
     img_per_s: float
-    other_cores: float
-    busy: bool
+    other_cores: float | None
+    busy: bool | None
 
 
 def _timed(step, steps: int, warmup: int, batch_size: int, device: str) -> _Loop:
@@ -196,5 +203,5 @@ def _timed(step, steps: int, warmup: int, batch_size: int, device: str) -> _Loop
     elapsed = time.perf_counter() - start
     others, steal, _ = MachineLoad.now().since(load)  # bench's rule (speed.Timing.busy): others and steal count, a
     # multi-threaded step's own share of a core says nothing, and a GPU's step is not judged by the CPUs' load
-    busy = not device.startswith("cuda") and is_contended(others, steal, 1.0, cuda=False)
+    busy = None if others is None else not device.startswith("cuda") and is_contended(others, steal, 1.0, cuda=False)
     return _Loop(steps * batch_size / elapsed, others, busy)

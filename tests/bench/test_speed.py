@@ -165,6 +165,26 @@ def test_machine_load_counts_other_processes_busy_cores_without_our_own_time():
     assert others == pytest.approx(1.5) and steal == 0 and share == pytest.approx(0.9)
 
 
+def test_an_unreadable_proc_stat_leaves_the_load_unknown_not_quiet(monkeypatch, tmp_path, capsys):
+    """A hostile pass: /proc/stat masked (or garbled) recorded a machine with a busy core as quiet, 0.0 other cores."""
+    import json
+
+    from bench import cli
+    from bench.load import MachineLoad
+
+    start, end = (MachineLoad.parse(t, t, "") for t in (0.0, 1.0))
+    assert end.since(start) == (None, None, 1.0)
+    assert MachineLoad.parse(0.0, 0.0, "cpu garbage") == MachineLoad(0.0, 0.0, None, None, None)
+    monkeypatch.setattr(MachineLoad, "now", classmethod(
+        lambda cls, own_cpu_s=None: cls.parse(time.perf_counter(), time.process_time(), "")))
+    assert cli.main(["run", "--variant", "debug", "--metrics", "speed", "--warmup", "1", "--iters", "2",
+                     "--results-dir", str(tmp_path)]) == 0
+    (path,) = tmp_path.rglob("*.json")
+    metrics = json.loads(path.read_text())["metrics"]
+    assert metrics["timed_other_cores"] is None and metrics["timed_busy"] is None
+    assert "/proc/stat could not be read" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("load,contended", [((0.05, 0.0, 0.99), False), ((1.3, 0.0, 0.99), True),
                                             ((0.0, 0.05, 0.99), True), ((0.0, 0.0, 0.6), True)])
 def test_a_round_is_contended_when_others_use_a_core_the_hypervisor_steals_or_we_lose_our_core(load, contended):
