@@ -15,10 +15,8 @@ from pathlib import Path
 from bench import baselines, check
 from bench.errors import UsageError, check_folder, kind_of
 from bench.protocols import AB_ROUNDS
-from bench.record import AB_ROUNDS_FILE, other_file, read_regular_text
+from bench.record import AB_ROUNDS_FILE, MAX_JSON_BYTES, other_file, read_regular_text
 from bench.store import hold_folder
-
-MAX_AB_RECORD_BYTES = 64 * 2**20  # an A/B record of 100 rounds is well under a megabyte
 
 # The smallest slowdown the gate may be asked to tell from no change: below a percent, these machines' paired
 # rounds cannot resolve it (docs/regression-gate.md: power), and a floor of 0 turns every noise into a verdict.
@@ -144,7 +142,7 @@ def _refuse_to_replace(path: Path) -> None:
     size = path.stat().st_size
     if size == 0:
         return
-    if size > MAX_AB_RECORD_BYTES:  # read whole to be identified: a checkpoint there was read into memory first
+    if size > MAX_JSON_BYTES:  # read whole to be identified: a checkpoint there was read into memory first
         raise UsageError(f"{refuse} exists ({size:,} bytes, more than an A/B record holds); give a new file name")
     try:
         data = json.loads(read_regular_text(path))

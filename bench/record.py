@@ -197,13 +197,20 @@ def read_record(path: Path, check: Callable[[Record], None] | None = None) -> Re
                           other=isinstance(exc, OtherFile)) from None
 
 
+MAX_JSON_BYTES = 64 * 2**20  # a record is a few KiB, an A/B record of 100 rounds well under a megabyte
+
+
 def read_regular_text(path: Path) -> str:
     """The text of a regular file (UTF-8). Opened without blocking and checked before reading: a FIFO named x.json
-    among records once hung `bench tables`. Raises ValueError for anything but a regular file."""
+    among records once hung `bench tables`, and a 4 GB one took it 40 s and 8.5 GB of memory to skip (a hostile
+    pass). Raises ValueError for anything but a regular file of at most `MAX_JSON_BYTES`."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise ValueError("not a regular file")
+    if (size := os.fstat(fd).st_size) > MAX_JSON_BYTES:
+        os.close(fd)
+        raise ValueError(f"{size:,} bytes, more than any JSON file of this project holds (at most {MAX_JSON_BYTES:,})")
     with os.fdopen(fd, "rb") as f:
         return f.read().decode("utf-8")
 
@@ -288,9 +295,21 @@ def _version(package: str) -> str | None:
         return None
 
 
+# Variables that point git at another repository than the one `-C` names: inside another repository's git hook
+# (which sets GIT_DIR) a record named that repository's commit as the code that ran (a hostile pass).
+GIT_REPOSITORY_VARIABLES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                            "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX")
+
+
+def git_environment() -> dict[str, str]:
+    """This process's environment without `GIT_REPOSITORY_VARIABLES`: git then reads the checkout `-C` names."""
+    return {k: v for k, v in os.environ.items() if k not in GIT_REPOSITORY_VARIABLES}
+
+
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10,
+                             env=git_environment())
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None

@@ -321,3 +321,33 @@ def test_the_projects_other_json_files_beside_records_are_passed_over_and_refuse
     (tmp_path / "other.json").write_text(json.dumps({"reference": 1}))  # anything else is still named
     with pytest.raises(RecordError, match="other.json: not a deit-bench record"):
         load_records(tmp_path)
+
+
+def test_git_variables_of_another_repository_do_not_name_its_commit(tmp_path, monkeypatch):
+    """A hostile pass: run inside another repository's git hook (GIT_DIR set), a record named that repository's commit
+    and dirty flag as the code that ran."""
+    import subprocess
+
+    from bench import record as records
+
+    ours = records._commit()
+    other = tmp_path / "other"
+    other.mkdir()
+    for args in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(["git", "-C", str(other), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True)
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    assert records._commit() == ours
+
+
+def test_a_huge_file_among_records_is_refused_by_its_size_unread(tmp_path):
+    """A hostile pass: a 4 GB stray x.json took `bench tables` 40 s and 8.5 GB of memory before it was skipped."""
+    from bench.record import MAX_JSON_BYTES, RecordError, load_records
+
+    with open(tmp_path / "zz-big.json", "wb") as f:
+        f.truncate(MAX_JSON_BYTES + 1)  # sparse: no disk used
+    skipped = []
+    assert load_records(tmp_path, skip_bad=skipped.append) == []
+    assert "more than any JSON file of this project holds" in str(skipped[0])
+    with pytest.raises(RecordError, match="zz-big.json"):
+        load_records(tmp_path)
