@@ -34,13 +34,15 @@ from bench.protocols import (
     PRECISIONS,
     TIMING_PROTOCOLS,
     Request,
+    compile_switched_off,
     refuse_unread_timing,
 )
 from bench.registry import resolve
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="bench", description=__doc__.split(".")[0] + ".")
+    # the description is not read from __doc__, which `python -OO` removes (every command crashed, a hostile pass)
+    parser = Parser(prog="bench", description="`bench`: measure DeiT models and report.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,ls,tables,check,disagree,campaign}")
     for add in (_add_run, _add_check, _add_disagree, _add_tables, _add_campaign, _add_ls):
         add(sub)
@@ -365,6 +367,10 @@ def _check_run_args(args: argparse.Namespace) -> None:
                                   "--attention": args.attention, "--protocol": args.protocol,
                                   "--max-batch-cap": args.max_batch_cap, "--precision": args.precision,
                                   "--threads": args.threads, "--budget-s": args.budget_s}, _request(args).wanted())
+        if (off := compile_switched_off()) and (args.compile is not None or args.best is not None):
+            what = "--compile" if args.compile is not None else "--best (it searches compile modes)"
+            raise ValueError(f"{off} in the environment turns torch.compile off, so {what} would time the eager model "
+                             "under a compiled label: unset it, or drop the option")
         searched = args.batch_size == "max" or (args.batch_size is None and (args.best is not None or
                                                                              args.protocol == "paper"))
         if args.max_batch_cap is not None and not searched:  # it was stored beside a batch it never capped

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.protocols import compile_switched_off
+
 # inductor's options per mode; max-autotune's tables of every GEMM choice it benchmarked (printed to stderr, dozens
 # of lines per model) are left out: the search logs what each mode gained
 OPTIONS = {"default": {}, "freezing": {"freezing": True}, "reduce-overhead": {"triton.cudagraphs": True},
@@ -51,6 +53,8 @@ def compiled(model: nn.Module, mode: str) -> nn.Module:
         return model
     if mode not in OPTIONS:
         raise ValueError(f"unknown compile mode {mode!r}; accepted: off, {', '.join(OPTIONS)}")
+    if (off := compile_switched_off()) is not None:  # the model would run eager under this mode's name
+        raise ValueError(f"{off} in the environment turns torch.compile off; unset it to compile ({mode})")
     options = dict(OPTIONS[mode])
     if mode == "max-autotune":
         from torch._inductor import list_mode_options

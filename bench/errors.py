@@ -266,6 +266,12 @@ def check_folder(path, flag: str) -> None:
     """Raise UsageError unless `path` is, or can become, a writable folder: checked before a command measures or
     trains anything, so a results folder given as a file name fails in a second, not after the run."""
     path = Path(path)
+    for part in (path, *path.parents):  # a link to nothing passed, and the run failed at its end, "File exists"
+        if part.exists():  # (a hostile pass)
+            break
+        if part.is_symlink():
+            raise UsageError(f"{flag} {path}: {part} is a link to {os.readlink(part)}, which does not exist (or a loop "
+                             "of links); make its target, or give another folder")
     existing = _nearest_existing(path)
     if not existing.is_dir():
         where = "is a file" if existing == path else f"cannot be made: {existing} is a file"

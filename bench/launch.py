@@ -10,7 +10,27 @@ import importlib
 import os
 import sys
 
-from bench.errors import (
+
+def _fill_closed_streams() -> None:
+    """`bench run 2>&-` printed its log lines into stdout, into `--json`'s records (print(file=None) writes to
+    stdout), `reproduce train 2>&-` died in its progress bar, and `>&-` ended every command in a traceback (a hostile
+    pass). A closed standard descriptor gets /dev/null, before anything else can open a file that would take its
+    number and receive the C libraries' warnings, and Python's stream for it writes there."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
+
+
+_fill_closed_streams()
+
+from bench.errors import (  # noqa: E402 (after the streams are whole: importing may print)
     Terminated,
     exit_at_once_on_another_stop,
     ignore_stops_while_finalising,
@@ -43,12 +63,34 @@ def _launch(module: str, name: str) -> int:
         # with the command's own code (a run that wrote its record said 130 when Ctrl-C came at exit, a hostile pass)
         sys.stdout.flush()  # a buffered stdout fails here, not as "Exception ignored" at the interpreter's exit
     except OSError as exc:
+        if (variable := _cache_variable(exc)) is not None:  # torch's own caches, where the environment points them
+            print(f"{name}: error: cannot write {exc.filename} ({exc.strerror}), the folder {variable} names; point it "
+                  "at a writable folder, or unset it", file=sys.stderr)
+            return 2
         if exc.errno not in _OUTPUT_FAILED:
             raise
         _quiet_stdout()
         print(f"{name}: error: cannot write {exc.filename or 'the output'}: {exc.strerror}", file=sys.stderr)
         return 1
     return code
+
+
+# where torch, inductor and triton keep their caches when told: `TORCHINDUCTOR_CACHE_DIR` on a read-only disk made
+# every command that imports torchvision end in a 56-line OSError traceback (a hostile pass)
+CACHE_VARIABLES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TORCH_HOME", "XDG_CACHE_HOME")
+
+
+def _cache_variable(exc: OSError) -> str | None:
+    """The cache variable whose folder `exc` failed to write, or None."""
+    if not exc.filename or exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC,
+                                               errno.ENOTDIR, errno.EEXIST):
+        return None
+    failed = os.path.abspath(str(exc.filename))
+    for variable in CACHE_VARIABLES:
+        folder = os.environ.get(variable)
+        if folder and (failed == os.path.abspath(folder) or failed.startswith(os.path.abspath(folder) + os.sep)):
+            return f"{variable}={folder}"
+    return None
 
 
 def _quiet_stdout() -> None:

@@ -124,6 +124,15 @@ class Request:
 # torch.compile modes `bench run --compile MODE` and the --best search know (bench/best.py says what each does); the
 # GPU-only one is refused on a CPU when the device is known.
 COMPILE_MODES = ("default", "freezing", "max-autotune", "reduce-overhead")
+
+
+def compile_switched_off() -> str | None:
+    """The environment variable that makes torch.compile return the model as it is, or None. Under either, a run with
+    --compile or compile=true timed and recorded the eager model as compiled (a hostile pass): such a run is refused."""
+    import os
+
+    return next((f"{name}=1" for name in ("TORCH_COMPILE_DISABLE", "TORCHDYNAMO_DISABLE")
+                 if os.environ.get(name, "") == "1"), None)
 # How a ViT's attention runs (bench/best.py: set_attention): one fused SDPA call (timm's default) or explicit matmuls.
 ATTENTIONS = ("sdpa", "matmul")
 CUDA_GRAPH_WARMUP = 3  # CUDA graph trees run a new graph's first call as a warm-up, record on the second, replay after

@@ -453,3 +453,19 @@ def test_a_number_is_read_only_as_plain_ascii_digits(capsys, tmp_path, argv, mes
     except SystemExit as exc:  # argparse's own refusal
         code, err = exc.code, capsys.readouterr().err
     assert code == 2 and message in err and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("variable", ["TORCH_COMPILE_DISABLE", "TORCHDYNAMO_DISABLE"])
+@pytest.mark.parametrize("option", [["--compile"], ["--compile", "freezing"], ["--best", "5"]])
+def test_compile_switched_off_by_the_environment_is_refused_not_timed_eager_under_its_name(
+        variable, option, monkeypatch, tmp_path, capsys):
+    """A hostile pass: under TORCH_COMPILE_DISABLE=1 `--compile` timed the eager model and recorded compile: true."""
+    monkeypatch.setenv(variable, "1")
+    code = cli.main(["run", "--variant", "debug", *option, "--results-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{variable}=1 in the environment turns torch.compile off" in err, err
+    assert not list(tmp_path.rglob("*.json"))
+    from bench.compiling import compiled
+
+    with pytest.raises(ValueError, match=f"{variable}=1"):  # and where the command line is not the way in
+        compiled(torch.nn.Linear(2, 2), "default")

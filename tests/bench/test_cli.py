@@ -13,6 +13,7 @@ from bench import cli
 from bench.registry import VARIANTS
 
 BENCH = Path(sys.executable).with_name("bench")
+RECORDS = Path(__file__).resolve().parents[1] / "fixtures" / "tables" / "records"
 
 
 def run_cli(capsys, *argv):
@@ -82,6 +83,23 @@ def test_a_folder_given_as_a_file_is_a_usage_error_before_any_work(capsys, tmp_p
                                                               else []))
     assert code == 2 and f"{command[-1]} {blocker} is a file; give a folder" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == ["taken"] and blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("command", [["run", "--variant", "debug", "--metrics", "size", "--results-dir"],
+                                     ["tables", "--out"], ["tables", "--figures"], ["campaign", "--dry-run", "--out"]])
+@pytest.mark.parametrize("link", ["dangling", "loop"])
+def test_a_link_to_nothing_as_an_output_folder_is_a_usage_error_before_any_work(capsys, tmp_path, command, link):
+    """A hostile pass: `bench run --results-dir` a link to nothing measured, then failed, "File exists", exit 1;
+    `bench tables` and `bench campaign` gave a FileExistsError traceback."""
+    target = tmp_path / "out"
+    if link == "dangling":
+        target.symlink_to(tmp_path / "nowhere")
+    else:
+        (tmp_path / "other").symlink_to(target)
+        target.symlink_to(tmp_path / "other")
+    code, out, err = run_cli(capsys, *command, str(target / "sub"), *(["--records", str(RECORDS)]
+                                                                     if command[0] == "tables" else []))
+    assert code == 2 and f"{target} is a link to" in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("command", [["run", "--variant", "debug", "--metrics", "size", "--results-dir"],
@@ -472,3 +490,43 @@ def test_reproduce_refuses_an_option_given_twice(capsys):
     with pytest.raises(SystemExit) as stop:
         reproduce_cli.main(["train", "--experiment", "debug", "--output", "x", "--output", "y"])
     assert stop.value.code == 2 and "--output given twice (x and y" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["bench", "reproduce"])
+def test_a_closed_stdout_or_stderr_is_neither_a_traceback_nor_mixed_into_the_other(module, tmp_path):
+    """A hostile pass: `bench ls >&-` and `reproduce ls >&-` ended in a traceback, exit 1; with `2>&-` every log line
+    of `bench run --json` went into its JSON Lines (print(file=None) writes to stdout), and `reproduce train` died."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(["bash", "-c", f'"{sys.executable}" -m {module} ls >&-'], capture_output=True, text=True,
+                          cwd=root, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    if module == "bench":
+        command = (f'"{sys.executable}" -m bench run --variant debug,debug_dist --metrics size --json --results-dir '
+                   f'"{tmp_path}" 2>&-')
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=root, timeout=300)
+        lines = done.stdout.splitlines()
+        assert done.returncode == 0 and len(lines) == 2 and all(json.loads(line)["kind"] == "bench" for line in lines)
+    else:
+        command = (f'"{sys.executable}" -m reproduce train --experiment debug --set epochs=1 --output "{tmp_path}/run" '
+                   f'--results-dir "{tmp_path}/records" 2>&-')
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=root, timeout=300)
+        assert done.returncode == 0 and len(list((tmp_path / "records").glob("*.json"))) == 1, done.stdout
+
+
+@pytest.mark.parametrize("module", ["bench", "reproduce"])
+def test_python_dash_OO_runs_the_commands(module):
+    """A hostile pass: under PYTHONOPTIMIZE=2 (docstrings removed) every command crashed building its parser."""
+    proc = subprocess.run([sys.executable, "-OO", "-m", module, "ls"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_torch_cache_folder_that_cannot_be_written_is_named_in_one_line(tmp_path):
+    """A hostile pass: TORCHINDUCTOR_CACHE_DIR on a read-only disk ended every command that imports torchvision in a
+    56-line OSError traceback (here a folder under a file, which fails the same way without a read-only mount)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(blocker / "cache")}
+    done = subprocess.run([sys.executable, "-m", "bench", "run", "--variant", "debug", "--metrics", "size",
+                           "--results-dir", str(tmp_path / "r")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"the folder TORCHINDUCTOR_CACHE_DIR={blocker / 'cache'} names" in done.stderr
