@@ -279,12 +279,35 @@ def normalize_batch(images: torch.Tensor, p: Preprocess) -> torch.Tensor:
     return images.float().div_(255).sub_(mean).div_(std)
 
 
+def enough_open_files(workers: int) -> None:
+    """Make room for `workers` loader processes under the limit on open files, or raise DataError. Each worker holds
+    pipes and, with torch's default sharing strategy, one descriptor per tensor in flight: under `ulimit -n 16` a
+    run with 2 workers ended in an OSError traceback, or hung while a worker failed (a hostile pass). A soft limit
+    below what they need is raised towards the hard one; a hard limit below it is refused."""
+    try:
+        import resource
+    except ImportError:  # no such limits here (Windows)
+        return
+    needed = 64 + 32 * workers
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise DataError(f"loading with {workers} worker processes needs about {needed} open files, and this process "
+                        f"may open {hard} at most (`ulimit -n`): raise the limit, or load the data in this process "
+                        "(workers=0)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed * 4 if hard == resource.RLIM_INFINITY else min(hard, needed * 4),
+                                                hard))
+
+
 class WorkerLoader(DataLoader):
     """A DataLoader whose worker processes leave SIGTERM and SIGUSR1 to the main process from their first instruction
     on (bench/processes.py): what every loader of ours with workers is."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, worker_init_fn=leave_stop_signals_to_the_main_process, **kwargs)
+        if self.num_workers > 0:
+            enough_open_files(self.num_workers)
 
     def __iter__(self):
         with stop_signals_held():  # the workers fork here (or, persistent, on the first epoch)

@@ -201,6 +201,7 @@ def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(
     made = [p for p in (folder, *folder.parents) if not p.exists()]
     lock = folder / LOCK_NAME
     fd = _lock(folder, lock, log)
+    _HELD[str(folder.absolute())] = fd
     for stale in sorted(folder.glob(f"{TEMP_PREFIX}*")):
         with contextlib.suppress(OSError):
             if stale.is_symlink():
@@ -216,12 +217,57 @@ def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(
     try:
         yield folder
     finally:
+        _HELD.pop(str(folder.absolute()), None)
         with contextlib.suppress(OSError):
-            os.unlink(lock)  # still held: a process that opened it meanwhile finds it gone and locks a new one
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:  # ours, not one another process made after ours went
+                os.unlink(lock)  # still held: a process that opened it meanwhile finds it gone and locks a new one
         os.close(fd)
         for path in made:
             with contextlib.suppress(OSError):
                 path.rmdir()  # only when empty
+
+
+_HELD: dict[str, int] = {}  # a held folder (absolute) -> the descriptor of its flock-ed lock file
+
+
+def writer_of(folder: Path) -> str | None:
+    """Who holds `folder` with `hold_folder` now ("pid N on HOST"), or None where no other process does."""
+    lock = Path(folder) / LOCK_NAME
+    if str(Path(folder).absolute()) in _HELD:  # this process's own
+        return None
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return lock.read_text(errors="replace").strip() or "a process just starting"
+        except OSError:
+            return "a process"
+    except OSError:  # no flock here: nobody can be known to hold it
+        return None
+    finally:
+        os.close(fd)
+    return None
+
+
+def check_held(folder: Path) -> None:
+    """Raise StorageError if `folder`, held by this process (`hold_folder`), was removed or replaced meanwhile: its
+    lock file is gone or another. Training on into a deleted run folder crashed at the next log line with a
+    FileNotFoundError traceback, or re-made the folder at the next checkpoint, without its log's earlier lines and
+    without a lock (a hostile pass)."""
+    fd = _HELD.get(str(Path(folder).absolute()))
+    if fd is None:
+        return
+    try:
+        same = os.stat(Path(folder) / LOCK_NAME).st_ino == os.fstat(fd).st_ino
+    except OSError:
+        same = False
+    if not same:
+        raise StorageError(f"{folder} was removed or replaced while this run wrote it (its {LOCK_NAME} is gone); "
+                           "nothing more is written there")
 
 
 def _lock(folder: Path, lock: Path, log) -> int:

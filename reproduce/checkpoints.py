@@ -21,7 +21,7 @@ from bench import machine
 from bench.checkpoint import load_torch_file, sha256_of
 from bench.errors import CheckpointError, StorageError, kind_of, plural
 from bench.record import Record, RecordError, collect_env, cpu_model, read_record
-from bench.store import append_line, write_atomic, write_text_atomic
+from bench.store import append_line, check_held, write_atomic, write_text_atomic
 from reproduce.config import PATH_FIELDS, ConfigError, TrainConfig, as_dict, caveats
 
 if TYPE_CHECKING:  # the run's files are written by train.py, which imports this module
@@ -127,6 +127,7 @@ class CheckpointState:
             "provenance": self.provenance(), "partial_epoch": self.partial_epoch, "world_size": self.world_size,
             "train_images": self.train_images, "train_load": self.train_load,
         }
+        check_held(files.checkpoint.parent)  # not into a run folder someone removed, re-made without its lock
         write_atomic(files.checkpoint, lambda tmp: torch.save(blob, tmp))
         files.saved_at = (self.epoch, self.step)
 
@@ -261,6 +262,7 @@ class RunFiles:
 
     def log(self, entry: dict[str, Any]) -> None:
         if self.main:
+            check_held(self.log_file.parent)
             append_line(self.log_file, json.dumps(entry))
             for sink in self.sinks:  # what watches the run besides the log: TensorBoard (reproduce/tracking.py)
                 sink(entry)
@@ -288,6 +290,7 @@ class RunFiles:
         notes += caveats(cfg) + _world_changes(state, procs.world)
         record = Record(run.variant.name, run.variant.model, settings, metrics, run.env, kind="train", notes=notes)
         try:
+            check_held(self.result.parent)
             write_text_atomic(self.result, record.to_json())
         except StorageError as exc:
             raise StorageError(f"{exc}; {self.kept()}") from exc

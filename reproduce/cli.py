@@ -32,6 +32,7 @@ from bench.errors import (
     sigterm_interrupts,
     stop_handlers_restored,
 )
+from bench.store import interrupts_deferred
 from reproduce import experiments
 from reproduce.config import (
     ACCEPTS,
@@ -43,6 +44,7 @@ from reproduce.config import (
     PeerLost,
     Preempted,
     TrainConfig,
+    check_compile,
     check_ready,
     override,
     valid_device,
@@ -57,7 +59,8 @@ def _data_arg(text: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="reproduce", description=__doc__.split("\n")[0])
+    # not read from __doc__, which `python -OO` removes (every command crashed, a hostile pass)
+    parser = Parser(prog="reproduce", description="`reproduce`: train DeiT variants with the paper's recipe.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,ls,suite,step-speed}")
     train = sub.add_parser("train", help="train one experiment; writes checkpoint, log.jsonl and a result record")
     train.add_argument("--experiment", required=True, help="a registered experiment (see `reproduce ls`)")
@@ -188,6 +191,9 @@ def _config_record(name: str, cfg: TrainConfig, folder: Path) -> Path:
     return write_record(record, folder)
 
 
+_WRITTEN: list[Path] = []  # the record `reproduce train` wrote, for a stop that lands after it
+
+
 def _train(args) -> int:
     from bench.record import write_record  # late: torch and timm load only for the commands that train
     from reproduce.checkpoints import busy_warning, unrecorded
@@ -214,7 +220,9 @@ def _train(args) -> int:
               "a run once)", file=sys.stderr)
     if record is not None:
         try:
-            path = write_record(record, args.results_dir)
+            with interrupts_deferred():  # a stop as the record is linked in said "no record was written" (a hostile
+                path = write_record(record, args.results_dir)  # pass): it is answered once the path is known
+                _WRITTEN.append(path)
         except StorageError as exc:  # a full or read-only disk after training: the record is not lost
             raise StorageError(f"{exc}; the run's record is still kept in {args.output / 'result.json'}: copy it "
                                f"into {args.results_dir} once there is room") from None
@@ -250,6 +258,7 @@ def _step_speed(args) -> int:
     if refused := [f"{k} ({unread[k]})" for k in given if k in unread]:
         raise UsageError(f"step-speed sets or ignores {', '.join(refused)}: leave --set {refused[0].split()[0]} out")
     cfg = resolve_config(args.experiment, None, args.set)
+    check_compile(cfg)
     if cfg.teacher == LABEL_TEACHER:  # a KeyError traceback from the registry, a hostile pass
         raise UsageError("step-speed times a step that runs a teacher network; teacher=labels has none (the labels "
                          "stand in): leave it out")
@@ -279,7 +288,7 @@ def _step_speed(args) -> int:
                "ratio": result.ratio, "gflop_per_image": result.gflop_per_image, "ours_mfu": result.ours_mfu,
                "official_mfu": result.official_mfu, "ours_peak_tflops_measured": result.ours_peak_tflops,
                "official_peak_tflops_measured": result.official_peak_tflops,
-               "timed_other_cores": round(result.timed_other_cores, 3),
+               "timed_other_cores": None if result.timed_other_cores is None else round(result.timed_other_cores, 3),
                "timed_busy": result.timed_busy}
     path = write_record(Record(cfg.variant, cfg.variant, settings, metrics, env, kind="stepspeed"), args.results_dir)
     mfu = {k: "no usable peak" if v is None else f"MFU {100 * v:.1f} %"
@@ -385,6 +394,9 @@ def _main(args: argparse.Namespace, rank: str | None) -> int:
     except KeyboardInterrupt as exc:  # outside the training loop: before the first step or while writing the record
         exit_at_once_on_another_stop()
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        if _WRITTEN:  # after the run's last write it cost nothing, as in `bench run`
+            print(f"\nreproduce: {how} once the run was done; its record was written: {_WRITTEN[-1]}", file=sys.stderr)
+            return 0
         print(f"\nreproduce: {how}; no record was written", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # `reproduce ls | head`: the reader left; not an error of ours

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 
 from bench.errors import plain_number
 from bench.processes import MAX_WORKERS
+from bench.protocols import compile_switched_off
 from bench.record import PATH_FIELDS  # the files and folders a run reads
 from reproduce.accepts import (
     AUGMENTATION,
@@ -340,9 +341,18 @@ def teacher_users(cfg: TrainConfig) -> str:
     return " and ".join(users + ["attn_distill=true"] * cfg.attn_distill)
 
 
+def check_compile(cfg: TrainConfig) -> None:
+    """compile=true where the environment turns torch.compile off trained eager, its record saying compiled and its
+    speed leaving out a first epoch "because it compiles" (a hostile pass)."""
+    if cfg.compile and (off := compile_switched_off()) is not None:
+        raise ConfigError(f"compile=true, but {off} in the environment turns torch.compile off: unset it, or drop "
+                          "compile=true")
+
+
 def check_ready(cfg: TrainConfig) -> TrainConfig:
     """What a checked config still needs before it trains, which an experiment may leave to the user: the teacher's
     weights. Issue #32: attention distillation without them was reported as 'distillation=none needs ...'."""
+    check_compile(cfg)
     if teacher_users(cfg) and cfg.teacher != LABEL_TEACHER and not cfg.teacher_checkpoint:
         control = "" if cfg.attn_distill else f", or teacher={LABEL_TEACHER} for the label control"
         raise ConfigError(f"{teacher_users(cfg)} needs the teacher's weights: --set teacher_checkpoint=FILE "

@@ -12,6 +12,7 @@ from torch import nn
 from bench import checkpoint
 from bench.errors import not_a_file
 from bench.registry import Variant, resolve
+from bench.store import writer_of
 from reproduce.config import LABEL_TEACHER, ConfigError, TrainConfig, teacher_users
 from reproduce.distill import LabelTeacher, block_indices
 
@@ -115,6 +116,10 @@ def build_teacher(cfg: TrainConfig) -> tuple[nn.Module | None, str | None]:
     if cfg.attn_distill and variant.family != "vit":
         raise ConfigError(f"attn_distill=true needs a ViT teacher, but teacher={cfg.teacher} is a convnet: it has no "
                           "attention maps (the paper's teacher signal is its logits, through the distillation token)")
+    if (writer := writer_of(path.parent)) is not None:  # a student distilled from a teacher in its first epochs,
+        # whose checkpoint changes every epoch, without a word (a hostile pass)
+        raise ConfigError(f"teacher_checkpoint={path} belongs to a run still training ({writer}): its weights change "
+                          "with every epoch; wait for it to finish, or copy the checkpoint and name the copy")
     state, info = checkpoint.read_state_dict(path)
     if info.num_classes is not None and info.num_classes != cfg.num_classes:
         raise ConfigError(f"the teacher {path.name} predicts {info.num_classes} classes but the student has "

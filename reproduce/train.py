@@ -417,11 +417,15 @@ def _epoch_summary(line: dict, epochs: int) -> str:
 
 class _PreemptionFlag:
     """SIGTERM/SIGUSR1 (SLURM's pre-emption warnings) ask for a checkpoint at the next step boundary; under
-    torchrun the ranks agree through an all-reduce, so all of them stop at the same step."""
+    torchrun the ranks agree through an all-reduce, so all of them stop at the same step. So does SIGHUP, the
+    terminal closing, unless it is ignored (nohup): it killed the run silently, the epoch's steps lost (a hostile
+    pass)."""
 
     def __init__(self) -> None:
         self.flag = False
-        self.before = {sig: signal.signal(sig, self._set) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+        asked = (signal.SIGTERM, signal.SIGUSR1) + (() if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+                                                     else (signal.SIGHUP,))
+        self.before = {sig: signal.signal(sig, self._set) for sig in asked}
 
     def restore(self) -> None:
         """The handlers from before the loop: left in place, they swallowed a SIGTERM after it, between a suite's
@@ -431,7 +435,7 @@ class _PreemptionFlag:
 
     def _set(self, signum, frame) -> None:
         self.flag = True
-        if signum == signal.SIGTERM:  # the loader's workers got it too, and end soon: not an error now
+        if signum in (signal.SIGTERM, signal.SIGHUP):  # the loader's workers got it too, and end soon: not an error
             stop_reporting_dead_workers()
 
     def requested(self, procs: Processes) -> bool:

@@ -566,3 +566,53 @@ def test_ls_checks_where_it_would_write_before_it_prints_the_config(tmp_path, ca
     assert cli.main(["ls", "--show", "deit_b", "--record", str(tmp_path / "afile")]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "is a file; give a folder" in err
+
+
+def test_a_stop_as_the_record_is_written_says_the_record_was_written(tmp_path, monkeypatch, capsys):
+    """A hostile pass: SIGTERM just as `reproduce train` linked its record printed "no record was written", exit 143,
+    beside the record it had written. The stop is held until the path is known, and the run counts as done."""
+    import signal
+
+    from bench import record as records
+
+    written = records.write_record
+
+    def write_then_stop(record, folder):
+        path = written(record, folder)
+        os.kill(os.getpid(), signal.SIGTERM)  # lands before write_record's caller knows the path
+        return path
+
+    monkeypatch.setattr(records, "write_record", write_then_stop)
+    monkeypatch.setattr(cli, "_WRITTEN", [])
+    code = cli.main(["train", "--experiment", "debug", "--output", str(tmp_path / "run"),
+                     "--results-dir", str(tmp_path / "records")])
+    err = capsys.readouterr().err
+    (path,) = (tmp_path / "records").glob("*.json")
+    assert code == 0 and "no record was written" not in err and f"its record was written: {path}" in err, err
+
+
+@pytest.mark.parametrize("command", ["train", "step-speed"])
+def test_compile_true_switched_off_by_the_environment_is_refused(command, monkeypatch, tmp_path, capsys):
+    """A hostile pass: compile=true under TORCH_COMPILE_DISABLE=1 trained eager, the record saying compiled."""
+    monkeypatch.setenv("TORCH_COMPILE_DISABLE", "1")
+    where = ["--output", str(tmp_path / "run")] if command == "train" else []
+    code = cli.main([command, "--experiment", "debug_hard" if command == "step-speed" else "debug", *where,
+                     "--results-dir", str(tmp_path / "records"), "--set", "compile=true"])
+    err = capsys.readouterr().err
+    assert code == 2 and "TORCH_COMPILE_DISABLE=1 in the environment turns torch.compile off" in err, err
+    assert not (tmp_path / "records").exists()
+
+
+def test_too_few_open_files_for_the_loader_s_workers_is_one_line(tmp_path):
+    """A hostile pass: `ulimit -n 16` with workers=2 ended in an OSError traceback (Too many open files), or hung."""
+    import subprocess
+    import sys
+
+    command = (f'ulimit -n 16; "{sys.executable}" -m reproduce train --experiment debug --set workers=2 --output '
+               f'"{tmp_path}/run" --results-dir "{tmp_path}/records"')
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 2 and "needs about 128 open files, and this process may open 16 at most" in done.stderr
+    done = subprocess.run(["bash", "-c", command.replace("ulimit -n 16", "ulimit -S -n 16")], capture_output=True,
+                          text=True, timeout=300)  # a low soft limit under a higher hard one is raised: the run trains
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -578,3 +578,63 @@ def test_a_fresh_start_replaces_no_file_that_is_not_a_stopped_runs(tmp_path, cap
     assert cli.main(args) == 0
     err = capsys.readouterr().err
     assert "starting afresh" in err and "checkpoint is intact" not in err
+
+
+@pytest.mark.parametrize("replace", [False, True], ids=["removed", "removed-and-remade"])
+def test_a_run_folder_removed_while_training_stops_the_run_in_one_line(tmp_path, replace):
+    """A hostile pass: `rm -rf` of the output folder mid-run crashed at the next log line (FileNotFoundError traceback),
+    or the next checkpoint re-made the folder without its log's earlier lines and without a lock."""
+    from bench.errors import StorageError
+
+    out = tmp_path / "run"
+
+    def log(msg):
+        if msg.startswith("epoch 1/"):
+            shutil.rmtree(out)
+            if replace:
+                out.mkdir()
+
+    with pytest.raises(StorageError, match="was removed or replaced while this run wrote it"):
+        train(resolve_config("debug", None, ["epochs=3"]), out, experiment="debug", resume=False, log=log)
+
+
+def test_sighup_checkpoints_as_sigterm_does_unless_nohup_ignores_it(tmp_path):
+    """A hostile pass: the terminal closing (SIGHUP) killed `reproduce train` silently, its epoch's steps lost."""
+    import signal
+
+    def hang_up(msg):
+        if msg.startswith("epoch 1/"):
+            os.kill(os.getpid(), signal.SIGHUP)
+
+    before = signal.getsignal(signal.SIGHUP)
+    with pytest.raises(Preempted, match="in epoch 2"):
+        train(resolve_config("debug", None, ["epochs=3"]), tmp_path / "run", experiment="debug", resume=False,
+              log=hang_up)
+    assert (tmp_path / "run" / "checkpoint.pth").is_file() and signal.getsignal(signal.SIGHUP) is before
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup: the run goes on
+    try:
+        assert train(resolve_config("debug", None, ["epochs=2"]), tmp_path / "nohup", experiment="debug",
+                     resume=False, log=hang_up) is not None
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
+def test_a_teacher_checkpoint_of_a_run_still_training_is_refused(teacher_ckpt, tmp_path):
+    """A hostile pass: a student distilled from a teacher run in its first epochs, whose checkpoint changes every
+    epoch, and its record said nothing of it."""
+    folder = tmp_path / "teacher-run"
+    folder.mkdir()
+    shutil.copy(teacher_ckpt, folder / "checkpoint.pth")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+                               "f.write('pid 1 on elsewhere'); f.flush(); fcntl.flock(f, fcntl.LOCK_EX); "
+                               "print('held', flush=True); time.sleep(60)", str(folder / ".lock")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = resolve_config("debug_hard", None, [f"teacher_checkpoint={folder / 'checkpoint.pth'}"])
+        with pytest.raises(ConfigError, match="belongs to a run still training \\(pid 1 on elsewhere\\)"):
+            models.build_teacher(cfg)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert models.build_teacher(cfg)[0] is not None  # once it has finished, the same file is a teacher
