@@ -110,12 +110,13 @@ class Search:
     budget_s: float
     spent_s: float
     lead: float | None  # the chosen setting's side-by-side speed over the next one's (None: no side-by-side timing)
-    other_cores: float  # cores other processes kept busy while trials timed (median over trials)
-    busy: bool  # so busy that the ranking may be wrong (bench/load.py: is_contended)
+    other_cores: float | None  # cores other processes kept busy while trials timed (median; None: unknown)
+    busy: bool | None  # so busy that the ranking may be wrong (bench/load.py: is_contended; None: unknown)
 
     def to_dict(self) -> dict:
         return {"chosen": dataclasses.asdict(self.chosen), "budget_s": self.budget_s, "spent_s": round(self.spent_s, 1),
-                "lead": None if self.lead is None else round(self.lead, 4), "other_cores": round(self.other_cores, 3),
+                "lead": None if self.lead is None else round(self.lead, 4),
+                "other_cores": None if self.other_cores is None else round(self.other_cores, 3),
                 "busy": self.busy,
                 "trials": [{**dataclasses.asdict(t.candidate), "stage": t.stage, "status": t.status,
                             "img_per_s": t.img_per_s, "seconds": round(t.seconds, 1)} for t in self.trials],
@@ -165,8 +166,9 @@ def search(model: nn.Module, space: Space, *, budget_s: float, check_inputs: tup
     trials = Trials(model, space, clock, log)
     _stages(trials, space)
     ranked = _confirmed(model, trials, space)
-    others, steal = (statistics.median(v) for v in zip(*trials.loads)) if trials.loads else (0.0, 0.0)
-    busy = is_contended(others, steal, 1.0, cuda=space.device.startswith("cuda"))
+    # no reading at all (/proc/stat unreadable): the load is unknown, not quiet (a review)
+    others, steal = (statistics.median(v) for v in zip(*trials.loads)) if trials.loads else (None, None)
+    busy = None if others is None else is_contended(others, steal, 1.0, cuda=space.device.startswith("cuda"))
     if busy:
         log(f"best: other processes kept {others:.1f} cores busy during the search (steal {steal:.0%}): its ranking "
             "may be wrong; search again on a quiet machine")

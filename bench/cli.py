@@ -25,6 +25,7 @@ from bench.errors import (
     sigterm_interrupts,
     stop_handlers_restored,
 )
+from bench.processes import enough_open_files
 from bench.protocols import (
     AB_ROUNDS,
     ATTENTIONS,
@@ -229,6 +230,8 @@ def _run(args: argparse.Namespace) -> int | None:
             raise ValueError("--save-predictions names one file: give one --variant at a time")
         if "accuracy" in plans[0][1].metrics:
             eval_opts.check()
+            if eval_opts.workers > 0:  # before the speed timing, not at the evaluation's loader (a review)
+                enough_open_files(eval_opts.workers)
         else:
             eval_opts.check_values()
             if unread := eval_opts.unread():
@@ -334,6 +337,9 @@ def _measure_plans(args: argparse.Namespace, plans: list, eval_opts, procs, ctrl
             if record.metrics.get("timed_busy"):  # the summary's warning, which --json does not print
                 print(f"bench run: warning: {variant.name} was timed while other processes kept "
                       f"{record.metrics.timed_other_cores:.1f} cores busy (timed_busy in the record)", file=sys.stderr)
+            elif "timed_busy" in record.metrics and record.metrics.timed_busy is None:  # and its note (a review)
+                print(f"bench run: note: {variant.name}: /proc/stat could not be read, so whether other processes used "
+                      "the machine while it was timed is unknown (timed_busy: null)", file=sys.stderr)
         else:
             print(report.summary(record, variant))
             print(f"\nrecord: {path}\n")
@@ -465,6 +471,9 @@ def _campaign(args: argparse.Namespace) -> int:
         raise UsageError("the campaign measures a GPU; on a CPU run it with --dry-run (the debug models)")
     if not math.isfinite(args.budget_s) or args.budget_s < 60:
         raise UsageError(f"--budget-s must be at least 60, got {args.budget_s:g}")
+    if (off := compile_switched_off()) is not None:  # its compiled steps and timm's --torchcompile would time the
+        raise UsageError(f"{off} in the environment turns torch.compile off, and the campaign's plan compiles: unset "
+                         "it")  # eager model under compiled labels (a review)
     check_folder(args.out, "--out")
     try:
         call = campaign.Call(args.out, device, args.budget_s, args.dry_run, args.timm_benchmark, args.previous,

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.errors import DataError, not_a_file
 from bench.predictions import FLAT_PREFIX  # defined there: bench disagree reads it without loading timm
-from bench.processes import leave_stop_signals_to_the_main_process, stop_signals_held
+from bench.processes import enough_open_files, leave_stop_signals_to_the_main_process, stop_signals_held
 
 LAYOUTS = ("folder", "imagenet-v2", "imagenet-flat")
 EVAL_PROTOCOLS = ("official", "timm")
@@ -277,27 +277,6 @@ def normalize_batch(images: torch.Tensor, p: Preprocess) -> torch.Tensor:
     mean = torch.tensor(p.mean, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(p.std, device=images.device).view(1, -1, 1, 1)
     return images.float().div_(255).sub_(mean).div_(std)
-
-
-def enough_open_files(workers: int) -> None:
-    """Make room for `workers` loader processes under the limit on open files, or raise DataError. Each worker holds
-    pipes and, with torch's default sharing strategy, one descriptor per tensor in flight: under `ulimit -n 16` a
-    run with 2 workers ended in an OSError traceback, or hung while a worker failed (a hostile pass). A soft limit
-    below what they need is raised towards the hard one; a hard limit below it is refused."""
-    try:
-        import resource
-    except ImportError:  # no such limits here (Windows)
-        return
-    needed = 64 + 32 * workers
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        raise DataError(f"loading with {workers} worker processes needs about {needed} open files, and this process "
-                        f"may open {hard} at most (`ulimit -n`): raise the limit, or load the data in this process "
-                        "(workers=0)")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed * 4 if hard == resource.RLIM_INFINITY else min(hard, needed * 4),
-                                                hard))
 
 
 class WorkerLoader(DataLoader):

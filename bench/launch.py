@@ -56,18 +56,22 @@ def _launch(module: str, name: str) -> int:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"\n{name}: {how} while starting; nothing was done", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+    except Exception as exc:
+        if (said := _unwritable_cache(exc, name)) is None:
+            raise
+        print(said, file=sys.stderr)
+        return 2
     launched()  # main() is the whole process: the quick exit it installs on a stop stays for the exit
     try:
         code = main()
         exit_at_once_on_another_stop(code)  # what follows is the interpreter's exit: a Ctrl-C now ends it, quietly,
         # with the command's own code (a run that wrote its record said 130 when Ctrl-C came at exit, a hostile pass)
         sys.stdout.flush()  # a buffered stdout fails here, not as "Exception ignored" at the interpreter's exit
-    except OSError as exc:
-        if (variable := _cache_variable(exc)) is not None:  # torch's own caches, where the environment points them
-            print(f"{name}: error: cannot write {exc.filename} ({exc.strerror}), the folder {variable} names; point it "
-                  "at a writable folder, or unset it", file=sys.stderr)
+    except Exception as exc:
+        if (said := _unwritable_cache(exc, name)) is not None:  # torch's own caches, where the environment puts them
+            print(said, file=sys.stderr)
             return 2
-        if exc.errno not in _OUTPUT_FAILED:
+        if not isinstance(exc, OSError) or exc.errno not in _OUTPUT_FAILED:
             raise
         _quiet_stdout()
         print(f"{name}: error: cannot write {exc.filename or 'the output'}: {exc.strerror}", file=sys.stderr)
@@ -78,6 +82,22 @@ def _launch(module: str, name: str) -> int:
 # where torch, inductor and triton keep their caches when told: `TORCHINDUCTOR_CACHE_DIR` on a read-only disk made
 # every command that imports torchvision end in a 56-line OSError traceback (a hostile pass)
 CACHE_VARIABLES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TORCH_HOME", "XDG_CACHE_HOME")
+
+
+def _unwritable_cache(exc: BaseException, name: str) -> str | None:
+    """One line for an OSError in a cache folder the environment names, wherever it lies in `exc`'s chain (inductor's
+    cache writes fail inside dynamo's BackendCompilerFailed, a review), or None."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and (variable := _cache_variable(e)) is not None:
+            return (f"{name}: error: cannot write {e.filename} ({e.strerror}), the folder {variable} names; point it "
+                    "at a writable folder, or unset it")
+        todo += [e.__cause__, e.__context__, getattr(e, "inner_exception", None)]
+    return None
 
 
 def _cache_variable(exc: OSError) -> str | None:

@@ -12,11 +12,35 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from bench.errors import DataError
+
 # Data-loading processes per rank, at most: each is a fork of the whole process, and `workers=100000` took down a
 # 24 GiB machine through the kernel's out-of-memory killer (a hostile pass). The official code uses 10.
 MAX_WORKERS = 64
 
 WORKER_GRACE_S = 10  # a DataLoader worker outlives a SIGTERM by this much: the main process's step ends meanwhile
+
+
+def enough_open_files(workers: int) -> None:
+    """Make room for `workers` loader processes under the limit on open files, or raise DataError. Each worker holds
+    pipes and, with torch's default sharing strategy, one descriptor per tensor in flight: under `ulimit -n 16` a
+    run with 2 workers ended in an OSError traceback, or hung while a worker failed (a hostile pass). A soft limit
+    below what they need is raised towards the hard one (for the rest of this process); a hard limit below it is
+    refused. Called where a loader is made, and before the work by the commands that will make one."""
+    try:
+        import resource
+    except ImportError:  # no such limits here (Windows)
+        return
+    needed = 64 + 32 * workers
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise DataError(f"loading with {workers} worker processes needs about {needed} open files, and this process "
+                        f"may open {hard} at most (`ulimit -n`): raise the limit, or load the data in this process "
+                        "(`reproduce`: --set workers=0; `bench run`: --workers 0)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed * 4 if hard == resource.RLIM_INFINITY else min(hard, needed * 4),
+                                                hard))
 
 
 def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
@@ -29,11 +53,13 @@ def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)  # `_end_soon`'s alarm ends the worker, whatever the parent had set
     signal.signal(signal.SIGTERM, _end_soon)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # the terminal closing: as SIGTERM, unless nohup'd
+        signal.signal(signal.SIGHUP, _end_soon)  # (a review: the workers died at once while the run checkpointed)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # held since the fork (`stop_signals_held`): one sent
     # meanwhile is answered here, by the handlers above
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)
 
 
 @contextlib.contextmanager

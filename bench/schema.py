@@ -317,10 +317,10 @@ class BenchMetrics(Section):
     peak_mem_mib = Key[float]("peak memory (MiB) over the timed forwards (reset after the warm-up)", valid=not_negative)
     peak_mem_kind = Key[str]("cuda_max_allocated or process_peak_rss")
     timer = Key[str]("cuda_event or perf_counter")
-    timed_other_cores = Key[float]("cores other processes kept busy during the timed forwards (bench/load.py)",
-                                   valid=not_negative)
+    timed_other_cores = Key[float]("cores other processes kept busy during the timed forwards (bench/load.py; null: "
+                                   "/proc/stat could not be read)", valid=not_negative)
     timed_busy = Key[bool]("timed while other processes used the machine: a busy machine's figure (absent in older "
-                           "records)")
+                           "records; null: unknown, /proc/stat could not be read)")
     mfu = Key[float]("model FLOPs utilisation against the datasheet peak (GPU)")
     peak_tflops_datasheet = Key[float]("the peak MFU divides by", valid=positive)
     achieved_tflops = Key[float]("model FLOP/s achieved: 2 per MAC, forward, at infer_img_per_s (TFLOP/s)")
@@ -331,8 +331,9 @@ class BenchMetrics(Section):
     relspeed_ratio = Key[float]("median model/reference time ratio (the gate)", nullable=False, valid=positive)
     relspeed_ratios = Key[list]("the ratio of every round", items=float, nullable=False, valid=all_positive)
     relspeed_clock = Key[str]("process_cpu_time or cuda_event")
-    relspeed_other_cores = Key[list]("per round: cores other processes kept busy", items=float)
-    relspeed_steal = Key[list]("per round: share of the machine the hypervisor took", items=float)
+    relspeed_other_cores = Key[list]("per round: cores other processes kept busy (null: /proc/stat could not be read; "
+                                     "rounds were then judged by relspeed_cpu_share alone)", items=float)
+    relspeed_steal = Key[list]("per round: share of the machine the hypervisor took (null: likewise)", items=float)
     relspeed_cpu_share = Key[list]("per round: the share of a core our thread got", items=float)
     relspeed_contended = Key[list]("per round: measured on a busy machine", items=bool)
     relspeed_reference = Key[str]("the reference workload", nullable=False)
@@ -428,7 +429,8 @@ class TrainMetrics(Section):
     train_img_per_s = Key[float]("median training speed over epochs (all processes); with compile=true, each "
                                  "process's first epoch (it compiles) left out")
     timed_other_cores = Key[float]("the most cores other processes kept busy in an epoch whose speed counts (its "
-                                   "own data-loading workers and local ranks not counted; absent in older records)", valid=not_negative)
+                                   "own data-loading workers and local ranks not counted; absent in older records; "
+                                   "null: not known)", valid=not_negative)
     timed_busy = Key[bool]("an epoch whose speed counts trained while other processes used the machine (never on a "
                            "GPU; absent in older records): train_img_per_s is then a busy machine's figure")
     wall_s_this_process = Key[float]("wall time of this process (a resumed run: since resuming)")
@@ -506,8 +508,9 @@ class StepSpeedMetrics(Section):
                            f"{side}_peak_tflops_measured, {gflop * speed / 1e3 / peak:.6g}")
         return out
     timed_other_cores = Key[float]("cores other processes kept busy while a loop was timed, the larger of the two "
-                                   "(absent in older records)", valid=not_negative)
-    timed_busy = Key[bool]("either loop timed while other processes used the machine (absent in older records)")
+                                   "(absent in older records; null: /proc/stat could not be read)", valid=not_negative)
+    timed_busy = Key[bool]("either loop timed while other processes used the machine (absent in older records; null: "
+                           "unknown)")
 
 
 class NoMetrics(Section):

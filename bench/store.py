@@ -21,6 +21,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(
     finally:
         _HELD.pop(str(folder.absolute()), None)
         with contextlib.suppress(OSError):
-            if os.stat(lock).st_ino == os.fstat(fd).st_ino:  # ours, not one another process made after ours went
+            if os.path.samestat(os.stat(lock), os.fstat(fd)):  # ours, not one another process made after ours went
                 os.unlink(lock)  # still held: a process that opened it meanwhile finds it gone and locks a new one
         os.close(fd)
         for path in made:
@@ -262,12 +263,24 @@ def check_held(folder: Path) -> None:
     if fd is None:
         return
     try:
-        same = os.stat(Path(folder) / LOCK_NAME).st_ino == os.fstat(fd).st_ino
+        same = os.path.samestat(os.stat(Path(folder) / LOCK_NAME), os.fstat(fd))  # device and inode
     except OSError:
         same = False
     if not same:
         raise StorageError(f"{folder} was removed or replaced while this run wrote it (its {LOCK_NAME} is gone); "
                            "nothing more is written there")
+
+
+def _flock_soon(fd: int) -> None:
+    """An exclusive flock on `fd`, tried for up to 50 ms: `writer_of` holds a shared one for an instant while it looks
+    whether a teacher's run is still training (a review), which is no holder to refuse a start over."""
+    for _ in range(5):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.01)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _lock(folder: Path, lock: Path, log) -> int:
@@ -282,7 +295,7 @@ def _lock(folder: Path, lock: Path, log) -> int:
         except OSError as exc:
             raise _named(lock, exc, lock.exists()) from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_soon(fd)
         except BlockingIOError:
             os.close(fd)
             try:

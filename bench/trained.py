@@ -200,8 +200,8 @@ def _other_cpu(arm: Arm, control: Arm) -> str:
     return " ‡" if trained_on(list(arm.runs)) != trained_on(list(control.runs)) else ""
 
 
-OTHER_CPU_NOTE = ("‡ the control ran on another CPU of the same kind: the same precision and torch, another CPU "
-                  "model, vector units, core count or thread count (each row's 'trained on' names them).")
+OTHER_CPU_NOTE = ("‡ the control ran on another machine of the same kind: the same precision and torch, another "
+                  "machine or thread count as each row's 'trained on' names them.")
 
 
 def _p(p: float) -> str:

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, fields
 
 from bench.errors import plain_number
-from bench.processes import MAX_WORKERS
+from bench.processes import MAX_WORKERS, enough_open_files
 from bench.protocols import compile_switched_off
 from bench.record import PATH_FIELDS  # the files and folders a run reads
 from reproduce.accepts import (
@@ -353,6 +353,11 @@ def check_ready(cfg: TrainConfig) -> TrainConfig:
     """What a checked config still needs before it trains, which an experiment may leave to the user: the teacher's
     weights. Issue #32: attention distillation without them was reported as 'distillation=none needs ...'."""
     check_compile(cfg)
+    if cfg.workers > 0:  # before the run, not at its first loader (a review)
+        try:
+            enough_open_files(cfg.workers)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if teacher_users(cfg) and cfg.teacher != LABEL_TEACHER and not cfg.teacher_checkpoint:
         control = "" if cfg.attn_distill else f", or teacher={LABEL_TEACHER} for the label control"
         raise ConfigError(f"{teacher_users(cfg)} needs the teacher's weights: --set teacher_checkpoint=FILE "

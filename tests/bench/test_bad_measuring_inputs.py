@@ -469,3 +469,11 @@ def test_compile_switched_off_by_the_environment_is_refused_not_timed_eager_unde
 
     with pytest.raises(ValueError, match=f"{variable}=1"):  # and where the command line is not the way in
         compiled(torch.nn.Linear(2, 2), "default")
+
+
+def test_the_campaign_is_refused_where_the_environment_switches_compile_off(monkeypatch, tmp_path, capsys):
+    """A review: its compiled steps, and timm's benchmark.py --torchcompile, would time eager code under their names."""
+    monkeypatch.setenv("TORCHDYNAMO_DISABLE", "1")
+    code = cli.main(["campaign", "--dry-run", "--device", "cpu", "--out", str(tmp_path / "c")])
+    assert code == 2 and "TORCHDYNAMO_DISABLE=1 in the environment" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

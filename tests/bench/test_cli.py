@@ -530,3 +530,26 @@ def test_a_torch_cache_folder_that_cannot_be_written_is_named_in_one_line(tmp_pa
                            "--results-dir", str(tmp_path / "r")], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"the folder TORCHINDUCTOR_CACHE_DIR={blocker / 'cache'} names" in done.stderr
+
+
+def test_an_unwritable_cache_inside_a_compiler_error_is_found(monkeypatch, tmp_path):
+    """A review: inductor's cache writes fail inside dynamo's BackendCompilerFailed, which the launcher did not
+    look into; the OSError is found anywhere in the chain (cause, context, `inner_exception`)."""
+    import errno
+
+    from bench import launch
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    denied = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "cache" / "fx"))
+    wrapped = RuntimeError("backend='inductor' raised")
+    wrapped.inner_exception = denied
+    assert launch._unwritable_cache(RuntimeError("outer"), "bench") is None
+    assert "the folder TORCHINDUCTOR_CACHE_DIR=" in launch._unwritable_cache(wrapped, "bench")
+    try:
+        try:
+            raise denied
+        except OSError as exc:
+            raise RuntimeError("compile failed") from exc
+    except RuntimeError as chained:
+        assert "Permission denied" in launch._unwritable_cache(chained, "bench")
+    assert launch._unwritable_cache(PermissionError(errno.EACCES, "no", "/elsewhere"), "bench") is None

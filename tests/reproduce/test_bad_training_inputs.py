@@ -383,10 +383,12 @@ def test_more_classes_or_subsets_than_the_data_has_are_said(tmp_path, capsys):
     assert "warning: train_subset=999, but the data has 8 images: all are used" in err
 
 
-def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_exits_3(tmp_path):
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
+def test_a_stop_to_the_process_group_with_loader_workers_checkpoints_and_exits_3(tmp_path, stop):
     """A hostile pass: SLURM, `docker stop` and systemd send SIGTERM to every process of the job; the DataLoader's
     workers died of it, and "worker killed by signal: Terminated" crashed the run (exit 1, a traceback) before its
-    pre-emption checkpoint. With workers=2, as every real experiment has (8), the run now stops at a step boundary."""
+    pre-emption checkpoint. With workers=2, as every real experiment has (8), the run now stops at a step boundary.
+    So it does when the terminal closes (SIGHUP to the group; a review: the workers died of it at once)."""
     import signal
     import subprocess
     import sys
@@ -401,7 +403,7 @@ def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_exits_
     for line in proc.stderr:  # the second epoch's bar: the workers are running
         if "epoch 2/300" in line:
             break
-    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, getattr(signal, stop))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3 and "stopped by signal" in err and "Traceback" not in err, err[-2000:]
     assert (tmp_path / "run" / "checkpoint.pth").is_file()
