@@ -236,10 +236,11 @@ def _speed_columns(records: list[Record], cells: list[tuple[str, int]], protocol
                       key=lambda r: r.created)
         first_seen = {speed_key(r): None for r in hits}  # insertion order: the machine measured first comes first
         for machine_name, threads, precision in first_seen:
-            quiet = [r for r in hits if not r.metrics.get("timed_busy")]  # a busy run never hides a quiet one
-            column = [latest(quiet, v, img_size=s, protocol=protocol, column=(machine_name, threads, precision))
-                      or latest(hits, v, img_size=s, protocol=protocol, column=(machine_name, threads, precision))
-                      for v, s in cells]
+            quiet = [r for r in hits if not r.metrics.get("timed_busy")]  # a busy run never hides a quiet one,
+            known = [r for r in quiet if not load_unknown(r)]  # nor one of unknown load a quiet one (a review)
+            column = [next((r for rs in (known, quiet, hits) if (r := latest(
+                rs, v, img_size=s, protocol=protocol, column=(machine_name, threads, precision))) is not None), None)
+                for v, s in cells]
             batches = {r.settings.batch_size for r in column if r is not None}
             batch = f"batch {batches.pop()}, " if len(batches) == 1 else ""
             threads_used = f"{threads} threads" if threads else "threads not recorded"
@@ -296,6 +297,11 @@ def table_best(records: list[Record]) -> Table:
                  notes + footer(list(newest.values())))
 
 
+def load_unknown(r: Record) -> bool:
+    """A CPU timing made where /proc/stat could not be read: whether the machine was busy is not known."""
+    return "timed_busy" in r.metrics and r.metrics.timed_busy is None and r.metrics.get("timer") == "perf_counter"
+
+
 def _busy_search(r: Record) -> bool:
     return bool(r.settings.search.get("busy") or r.metrics.get("timed_busy"))
 
@@ -314,7 +320,7 @@ def _speed_cell(r: Record | None, header: str) -> str:
         return NOT_RUN
     speed = r.metrics.infer_img_per_s  # two significant digits under 1 im/s: 0.27 and 0.30 are not both "0.3"
     shown = f"{speed:,.1f}" if speed >= 1 else f"{speed:.2g}"
-    shown += " (busy machine)" if r.metrics.get("timed_busy") else ""
+    shown += " (busy machine)" if r.metrics.get("timed_busy") else " (load unknown)" if load_unknown(r) else ""
     return shown if f"batch {r.settings.batch_size}," in header else f"{shown} (batch {r.settings.batch_size})"
 
 

@@ -290,6 +290,19 @@ def test_two_machines_whose_vector_units_and_name_agree_fill_two_columns(records
     assert frame.loc["DeiT-Ti", columns[0]] == _shown(here) and frame.loc["DeiT-Ti", columns[1]] == _shown(there)
 
 
+def test_a_record_of_unknown_load_is_marked_and_never_hides_a_quiet_one(records):
+    """A review: a timing made where /proc/stat could not be read (timed_busy null) stood in a column as a quiet one,
+    unmarked, and a newer one replaced a quiet record."""
+    sized = next(r for r in records if r.kind == "bench" and r.variant == "deit_ti" and r.settings.get("img_size") == 224)
+    quiet = dataclasses.replace(sized, metrics={**sized.metrics, "timed_busy": False, "timed_other_cores": 0.0})
+    unknown = dataclasses.replace(sized, metrics={**sized.metrics, "infer_img_per_s": 99.0, "timed_busy": None,
+                                                  "timed_other_cores": None},
+                                  env={**sized.env, "created": "2099-01-01T00:00:00+00:00"})
+    column = speed_columns(tables.table5([unknown]).frame, "timm")[0]
+    assert tables.table5([unknown]).frame.set_index("model").loc["DeiT-Ti", column].startswith("99.0 (load unknown)")
+    assert tables.table5([quiet, unknown]).frame.set_index("model").loc["DeiT-Ti", column] == _shown(quiet)
+
+
 def test_records_without_a_fingerprint_from_two_torch_versions_fill_two_columns(records):
     """Two sessions' "AMD EPYC" records, from before fingerprints, under torch 2.15.0 and 2.14.1, stood in one column
     as if timed alike (an audit): the machine may differ and the software does; each version has its column."""
