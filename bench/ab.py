@@ -345,19 +345,12 @@ def _waiting(pairs: list[tuple[Process, Process]], spec: str, tol: Tolerances) -
     gate (a hostile pass)."""
     if any(p.wall_median_s is None or p.others_busy is None for pair in pairs for p in pair):
         return None
-    quiet = [(ref.wall_median_s[spec], cur.wall_median_s[spec]) for ref, cur in pairs
-             if not (ref.others_busy[spec] or cur.others_busy[spec])]
-    floor = tol.speed_floor
-    if len(quiet) < max(QUIET_FOR_A_VERDICT, tol.min_clean_share * len(pairs)):
-        return None
-    shift = hodges_lehmann([math.log(cur / ref) for ref, cur in quiet])
-    if shift is None:
-        return None
-    estimate, low, high = (math.expm1(v) for v in (shift.estimate, shift.low, shift.high))
-    if estimate > floor and low > 0:
-        return "regression", (f"CPU time within the floor {100 * floor:.0f} %, but wall time {100 * estimate:+.1f} % "
-                              f"[{100 * low:+.1f}, {100 * high:+.1f}] over {len(quiet)} rounds no other process "
-                              "disturbed: the current side waits (a sleep, I/O, a lock)")
+    change = _quiet_change([(ref.wall_median_s[spec], cur.wall_median_s[spec]) for ref, cur in pairs
+                            if not (ref.others_busy[spec] or cur.others_busy[spec])], len(pairs), tol)
+    if change is not None and change[0] > tol.speed_floor and change[1] > 0:
+        return "regression", (f"CPU time within the floor {100 * tol.speed_floor:.0f} %, but wall time "
+                              f"{_shown(change)} rounds no other process disturbed: the current side waits (a sleep, "
+                              "I/O, a lock)")
     return None
 
 
@@ -368,20 +361,29 @@ def _some_calls(pairs: list[tuple[Process, Process]], spec: str, tol: Tolerances
     here the whole interval must clear the floor, not only zero."""
     if any(p.calls_cpu_s is None for pair in pairs for p in pair):
         return None
-    quiet = [(statistics.fmean(ref.calls_cpu_s[spec]), statistics.fmean(cur.calls_cpu_s[spec])) for ref, cur in pairs
-             if not (ref.contended[spec] or cur.contended[spec])]
-    if len(quiet) < max(QUIET_FOR_A_VERDICT, tol.min_clean_share * len(pairs)):
+    change = _quiet_change([(statistics.fmean(ref.calls_cpu_s[spec]), statistics.fmean(cur.calls_cpu_s[spec]))
+                            for ref, cur in pairs if not (ref.contended[spec] or cur.contended[spec])], len(pairs), tol)
+    if change is not None and change[0] > tol.speed_floor and change[1] > tol.speed_floor:
+        return "regression", (f"median CPU time not a regression, but mean CPU time per call {_shown(change)} quiet "
+                              "rounds, the interval above the floor: some calls are slower (--ab-record keeps each)")
+    return None
+
+
+def _quiet_change(quiet: list[tuple[float, float]], rounds: int, tol: Tolerances
+                  ) -> tuple[float, float, float, int] | None:
+    """(estimate, low, high, rounds) of current/reference − 1 over the quiet rounds' (reference, current) figures, or
+    None where too few rounds were quiet for a verdict (as `judge` counts them)."""
+    if len(quiet) < max(QUIET_FOR_A_VERDICT, tol.min_clean_share * rounds):
         return None
     shift = hodges_lehmann([math.log(cur / ref) for ref, cur in quiet])
     if shift is None:
         return None
-    estimate, low, high = (math.expm1(v) for v in (shift.estimate, shift.low, shift.high))
-    floor = tol.speed_floor
-    if estimate > floor and low > floor:
-        return "regression", (f"median CPU time not a regression, but mean CPU time per call "
-                              f"{100 * estimate:+.1f} % [{100 * low:+.1f}, {100 * high:+.1f}] over {len(quiet)} quiet "
-                              "rounds, the interval above the floor: some calls are slower (--ab-record keeps each)")
-    return None
+    return (*(math.expm1(v) for v in (shift.estimate, shift.low, shift.high)), len(quiet))
+
+
+def _shown(change: tuple[float, float, float, int]) -> str:
+    estimate, low, high, rounds = change
+    return f"{100 * estimate:+.1f} % [{100 * low:+.1f}, {100 * high:+.1f}] over {rounds}"
 
 
 def verdict_of(shift: Shift | None, busy: bool, floor: float) -> tuple[str, str]:
