@@ -439,6 +439,11 @@ def _tables(args: argparse.Namespace) -> int | None:
     try:
         done = site.regenerate(args.records, args.out, args.figures, draw=not args.no_figures,
                                warn=lambda line: print(f"bench tables: warning: {line}", file=sys.stderr))
+    except UnicodeEncodeError as exc:  # a name of bytes that are not UTF-8: "'utf-8' codec can't encode character
+        # '\udcff' in position 59", naming nothing (a hostile pass)
+        around = exc.object[max(0, exc.start - 60):exc.end + 20] if isinstance(exc.object, str) else ""
+        raise UsageError(f"cannot write a name that is not UTF-8 ({around!r}): the tables and the page name their "
+                         "records' files; rename the file or folder") from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt as exc:  # before the files were put in place (site.regenerate)

@@ -553,3 +553,17 @@ def test_an_unwritable_cache_inside_a_compiler_error_is_found(monkeypatch, tmp_p
     except RuntimeError as chained:
         assert "Permission denied" in launch._unwritable_cache(chained, "bench")
     assert launch._unwritable_cache(PermissionError(errno.EACCES, "no", "/elsewhere"), "bench") is None
+
+
+def test_a_records_folder_whose_name_is_not_utf8_is_named_in_the_error(tmp_path, capsys):
+    """A hostile pass: `bench tables --records $'bad\\xffname'` said only "'utf-8' codec can't encode character
+    '\\udcff' in position 59", naming no path."""
+    import shutil
+
+    folder = tmp_path / "bad\udcffname"  # the bytes b"bad\xffname", as Linux hands them to Python
+    folder.mkdir()
+    shutil.copy(next(RECORDS.rglob("*.json")), folder)
+    code = cli.main(["tables", "--records", str(folder), "--out", str(tmp_path / "out" / "tables"), "--no-figures"])
+    err = capsys.readouterr().err
+    assert code == 2 and "a name that is not UTF-8" in err and "bad\\udcffname" in err, err
+    assert not (tmp_path / "out").exists()
