@@ -202,7 +202,7 @@ def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(
     made = [p for p in (folder, *folder.parents) if not p.exists()]
     lock = folder / LOCK_NAME
     fd = _lock(folder, lock, log)
-    _HELD[str(folder.absolute())] = fd
+    _HELD[_key(folder)] = fd
     for stale in sorted(folder.glob(f"{TEMP_PREFIX}*")):
         with contextlib.suppress(OSError):
             if stale.is_symlink():
@@ -218,7 +218,7 @@ def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(
     try:
         yield folder
     finally:
-        _HELD.pop(str(folder.absolute()), None)
+        _HELD.pop(_key(folder), None)
         with contextlib.suppress(OSError):
             if os.path.samestat(os.stat(lock), os.fstat(fd)):  # ours, not one another process made after ours went
                 os.unlink(lock)  # still held: a process that opened it meanwhile finds it gone and locks a new one
@@ -228,13 +228,17 @@ def hold_folder(folder: Path, *, log: Callable[[str], None] = lambda msg: print(
                 path.rmdir()  # only when empty
 
 
-_HELD: dict[str, int] = {}  # a held folder (absolute) -> the descriptor of its flock-ed lock file
+_HELD: dict[str, int] = {}  # a held folder (`_key`) -> the descriptor of its flock-ed lock file
+
+
+def _key(folder: Path) -> str:
+    return str(Path(folder).absolute())
 
 
 def writer_of(folder: Path) -> str | None:
     """Who holds `folder` with `hold_folder` now ("pid N on HOST"), or None where no other process does."""
     lock = Path(folder) / LOCK_NAME
-    if str(Path(folder).absolute()) in _HELD:  # this process's own
+    if _key(folder) in _HELD:  # this process's own
         return None
     try:
         fd = os.open(lock, os.O_RDONLY)
@@ -259,7 +263,7 @@ def check_held(folder: Path) -> None:
     lock file is gone or another. Training on into a deleted run folder crashed at the next log line with a
     FileNotFoundError traceback, or re-made the folder at the next checkpoint, without its log's earlier lines and
     without a lock (a hostile pass)."""
-    fd = _HELD.get(str(Path(folder).absolute()))
+    fd = _HELD.get(_key(folder))
     if fd is None:
         return
     try:
@@ -309,7 +313,7 @@ def _lock(folder: Path, lock: Path, log) -> int:
                 f"writing {folder} at the same time")
             return fd
         try:
-            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            current = os.path.samestat(os.stat(lock), os.fstat(fd))  # device and inode, as check_held compares
         except FileNotFoundError:
             current = False
         if current:
